@@ -1,0 +1,5 @@
+"""The reference asyncio client SDK of protocol v1 (docs/protocol.md)."""
+from .ordering import ChatOrder
+from .sdk import AuthError, Client, ClientStats, ConnectionLost, ServerError
+
+__all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost", "ChatOrder"]

@@ -1,0 +1,695 @@
+"""The reference asyncio client of protocol v1 (docs/protocol.md), used by tests, bench and tools.
+
+Two layers, on purpose: `ChatOrder` (ordering.py) holds the dedup/ordering state and does no I/O;
+this module is the glue around it: a picows listener that decodes ServerFrames, request
+correlation by request_id, the outbox of sends not yet acknowledged, acks batched per event-loop
+turn, and reconnection with backoff. Everything runs on the loop thread; listener callbacks never
+await, so a Deliver frame costs one protobuf parse plus a few dict operations per message.
+
+Delivery semantics seen by the app:
+* `send()` returns only when the server has stored the message durably (SendAck). It retries with
+  the same client_msg_id across reconnects and after UNAVAILABLE/RATE_LIMITED, so a retry never
+  creates a second message; if it times out the outcome is unknown (zero or one copies exist).
+* `messages()` yields each message once, per chat in seq order, never this device's own sends.
+  With auto_ack (the default) a message is acked once it is queued for the app, so the server
+  will not send it again; apps that must not lose messages on a crash between receipt and
+  processing use auto_ack=False and call `ack()` after processing.
+* The message queue is unbounded: the server's delivery window (256 in flight by default) bounds
+  what arrives while the app is not acking, but with auto_ack an app that stops reading lets the
+  queue grow. A reference SDK accepts that; an app SDK would ack on consumption instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from picows import (WSCloseCode, WSError, WSFrame, WSHandshakeError, WSListener, WSMsgType,
+                    WSTransport, ws_connect)
+
+from switchboard.proto.v1 import client_pb2 as pb
+
+from . import frames
+from .ordering import ChatOrder
+
+__all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost"]
+
+log = logging.getLogger(__name__)
+
+#: Close codes after which reconnecting cannot help: the token was refused, or a newer connection
+#: of this same device took over (reconnecting would only throw that one out in turn).
+NO_RECONNECT = frozenset({4001, 4010})
+#: Close codes that mean "your credentials were not accepted" while connecting.
+AUTH_CLOSE = frozenset({4001, 4002})
+#: Send errors that are worth retrying with the same client_msg_id.
+RETRYABLE = frozenset({pb.UNAVAILABLE, pb.RATE_LIMITED})
+#: What picows reports when no CLOSE frame arrived (RFC 6455 "abnormal closure").
+ABNORMAL_CLOSURE = 1006
+#: Server frames are not bounded by max_frame_bytes (which limits what the client sends): one
+#: Deliver may carry a page of messages of up to max_body_bytes each.
+MAX_RECEIVE_FRAME = 32 * 1024 * 1024
+#: The client pings (WebSocket level) after this much silence and drops the connection if no pong
+#: comes back in PING_REPLY_TIMEOUT: a half-open TCP connection is otherwise never noticed.
+PING_IDLE = 30.0
+PING_REPLY_TIMEOUT = 10.0
+#: A gap in a chat is usually our own message whose SendAck is still on its way (the server does
+#: not echo a device's own sends), so a Sync is sent only if the gap is still open after this.
+GAP_SYNC_DELAY = 0.5
+#: Backoff doubles per failed attempt up to backoff_max; the exponent is capped to stay finite.
+MAX_BACKOFF_EXPONENT = 30
+
+
+class ServerError(Exception):
+    """The server answered a request with Error (docs/protocol.md "Errors")."""
+
+    def __init__(self, code: int, detail: str, retry_after_ms: int = 0) -> None:
+        try:
+            name = pb.ErrorCode.Name(code)
+        except ValueError:
+            name = str(code)
+        super().__init__(f"{name}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.retry_after_ms = retry_after_ms
+
+    @classmethod
+    def from_pb(cls, error: pb.Error) -> "ServerError":
+        return cls(error.code, error.detail, error.retry_after_ms)
+
+
+class AuthError(Exception):
+    """The credentials were refused: HTTP 401 at the upgrade, or close 4001/4002."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"authentication failed ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionLost(Exception):
+    """No usable connection: the request could not be made or its answer was lost. For a
+    request other than send() the outcome is unknown; send() itself survives reconnects."""
+
+
+@dataclass(slots=True)
+class ClientStats:
+    duplicates: int          # delivered messages dropped as already held (wire retransmits)
+    reconnects: int          # successful automatic reconnections
+    retransmitted_sends: int # Send frames sent again (after reconnect or retry_after_ms)
+    gap_syncs: int           # Sync requests sent because a chat had a gap
+    dropped: int             # out-of-order messages not buffered (buffer full; resent later)
+
+
+class _Send:
+    """A send() waiting for its SendAck. It stays in the outbox across reconnects; `rid` is 0
+    while it is not on the wire (disconnected, or waiting out retry_after_ms)."""
+    __slots__ = ("body", "future", "rid", "attempts", "retry", "deadline")
+
+    def __init__(self, body: pb.Send, future: asyncio.Future) -> None:
+        self.body = body
+        self.future = future
+        self.rid = 0
+        self.attempts = 0
+        self.retry: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+
+
+class _End:
+    """Queue sentinel: iteration is over (error None: close() was called)."""
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+
+class _Messages:
+    """`Client.messages()`: an async iterator over the shared queue. Several iterators may exist
+    (each message goes to one of them); the end sentinel is put back for the others."""
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self._queue = queue
+
+    def __aiter__(self) -> "_Messages":
+        return self
+
+    async def __anext__(self) -> pb.Message:
+        item = await self._queue.get()
+        if type(item) is _End:
+            self._queue.put_nowait(item)
+            if item.error is None:
+                raise StopAsyncIteration
+            raise ConnectionLost(str(item.error)) from item.error
+        return item
+
+
+class _Listener(WSListener):
+    """Adapts one WebSocket connection to its Client. The client ignores listeners that are no
+    longer its current connection, so a late callback of an old socket changes nothing."""
+
+    def __init__(self, client: "Client", auth_token: str | None) -> None:
+        super().__init__()
+        self.client = client
+        self.auth_token = auth_token
+        self.transport: WSTransport | None = None
+        self.welcomed = False
+        self.close_code = ABNORMAL_CLOSURE
+        self.close_reason = ""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.client._on_connected(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type == WSMsgType.BINARY and frame.fin:
+            self.client._on_frame(self, frame.get_payload_as_bytes())
+        elif msg_type == WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            self.close_code = int(code)
+            self.close_reason = frame.get_close_reason() or ""
+            transport.send_close(code)
+            transport.disconnect()
+        elif msg_type in (WSMsgType.TEXT, WSMsgType.CONTINUATION, WSMsgType.BINARY):
+            # The server sends whole binary messages only; anything else is a broken peer.
+            transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"whole binary frames only")
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.client._on_disconnected(self)
+
+
+class Client:
+    """One device's session with a Switchboard server (docs/protocol.md).
+
+    `token` is a JWT or a callable returning one; a callable is asked again at every (re)connect,
+    so an app can refresh expiring tokens. With `token_in_header` the token goes in the upgrade's
+    Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
+    `have` is the per-chat watermark an app persisted from a previous run (`Client.have`).
+    `send_timeout` bounds send() and every other request; `on_close(code, reason)` is called
+    after every disconnect.
+    """
+
+    def __init__(self, url: str, token: str | Callable[[], str], *, token_in_header: bool = True,
+                 reconnect: bool = True, backoff_min: float = 0.1, backoff_max: float = 5.0,
+                 send_timeout: float = 30.0, auto_ack: bool = True,
+                 have: Mapping[str, int] | None = None, connect_timeout: float = 10.0,
+                 on_close: Callable[[int, str], None] | None = None) -> None:
+        self.url = url
+        self._token = token
+        self._token_in_header = token_in_header
+        self._reconnect = reconnect
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._send_timeout = send_timeout
+        self._connect_timeout = connect_timeout
+        self.on_close = on_close
+        #: Close code and reason of the last disconnect (1006 when the socket just dropped).
+        self.last_close_code: int | None = None
+        self.last_close_reason = ""
+        self._order = ChatOrder(have, auto_ack=auto_ack)
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: _Listener | None = None      # the current connection, welcomed or not
+        self._welcome: pb.Welcome | None = None
+        self._welcome_waiter: asyncio.Future | None = None
+        self._connecting: asyncio.Future | None = None  # the initial connect or reconnect loop
+        self._requests: dict[int, asyncio.Future] = {}  # request_id -> reply (not sends)
+        self._sends: dict[int, _Send] = {}               # request_id -> send on the wire
+        self._outbox: dict[_Send, None] = {}             # every unacked send, in send order
+        self._rid = 0
+        self._acks_scheduled = False
+        self._syncing = False
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._synced = asyncio.Event()
+        self._attempt = 0
+        self._closed = False
+        self._failure: Exception | None = None           # why the client stopped for good
+        self._reconnects = 0
+        self._resent = 0
+        self._gap_syncs = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def connected(self) -> bool:
+        """A connection is open and authenticated (Welcome received)."""
+        return self._listener is not None and self._listener.welcomed
+
+    @property
+    def welcome(self) -> pb.Welcome | None:
+        """The Welcome of the latest connection: identity and the server's live limits."""
+        return self._welcome
+
+    @property
+    def user_id(self) -> str:
+        return self._welcome.user_id if self._welcome is not None else ""
+
+    @property
+    def device_id(self) -> str:
+        return self._welcome.device_id if self._welcome is not None else ""
+
+    @property
+    def have(self) -> dict[str, int]:
+        """A copy of the per-chat contiguous watermark; persist it and pass it back as `have=`."""
+        return dict(self._order.have)
+
+    @property
+    def stats(self) -> ClientStats:
+        return ClientStats(duplicates=self._order.duplicates, reconnects=self._reconnects,
+                           retransmitted_sends=self._resent, gap_syncs=self._gap_syncs,
+                           dropped=self._order.dropped)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def connect(self) -> pb.Welcome:
+        """Open, authenticate and wait for Welcome. Raises AuthError when the token is refused
+        and ConnectionLost when the server cannot be reached; the automatic reconnects apply
+        only once a first connection succeeded."""
+        if self._closed:
+            raise ConnectionLost("client is closed")
+        if self._failure is not None:
+            raise ConnectionLost(str(self._failure)) from self._failure
+        if self.connected:
+            return self._welcome
+        self._loop = asyncio.get_running_loop()
+        if self._connecting is None:
+            self._start_connecting(self._open())
+        return await asyncio.shield(self._connecting)
+
+    async def close(self) -> None:
+        """Close for good: acks produced so far go out first; pending sends and requests fail
+        with ConnectionLost; `messages()` iterators end."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        listener = self._listener
+        if listener is not None:
+            self._flush_acks()
+            listener.close_code, listener.close_reason = 1000, "client closed"
+            transport = listener.transport
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            try:
+                await asyncio.wait_for(transport.wait_disconnected(), self._connect_timeout)
+            except asyncio.TimeoutError:
+                transport.disconnect(graceful=False)
+            except Exception:  # re-raised by picows from an earlier listener failure
+                log.debug("connection ended with an error", exc_info=True)
+        self._stop(None)
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        """Wait until the sync started by the latest (re)connect (or a later one) completed,
+        i.e. the backlog above the server's cursor has been delivered."""
+        if self._welcome is None and self._connecting is None and self._failure is None:
+            raise ConnectionLost("not connected")
+        await asyncio.wait_for(self._synced.wait(), timeout)
+        if self._failure is not None:
+            raise ConnectionLost(str(self._failure)) from self._failure
+
+    # ------------------------------------------------------------------ messages
+    def messages(self) -> AsyncIterator[pb.Message]:
+        """Delivered messages, deduplicated, per chat in seq order, each once, without this
+        device's own sends. Ends after close(); raises ConnectionLost when the client stopped
+        for good (4001, 4010, reconnect=False)."""
+        return _Messages(self._inbox)
+
+    async def ack(self, chat_id: str, seq: int) -> None:
+        """With auto_ack=False: the app has processed everything of chat_id up to seq. Batched
+        with the other acks of this loop turn."""
+        self._order.ack(chat_id, seq)
+        if self.connected:  # otherwise it goes out with the next ack after reconnecting
+            self._schedule_acks()
+
+    # ------------------------------------------------------------------ requests
+    async def send(self, chat_id: str, body: bytes, media_ids: Iterable[str] = (),
+                   client_msg_id: str | None = None) -> pb.SendAck:
+        """Store a message; returns the SendAck (durable). Retries with the same client_msg_id
+        across reconnects and after UNAVAILABLE/RATE_LIMITED (waiting retry_after_ms); raises
+        ServerError for any other error and asyncio.TimeoutError after send_timeout overall
+        (the outcome is then unknown: retry with the same client_msg_id to find out)."""
+        if self._closed or self._failure is not None or \
+                (not self.connected and self._connecting is None):
+            raise ConnectionLost("not connected")
+        entry = _Send(pb.Send(client_msg_id=client_msg_id or str(uuid.uuid4()), chat_id=chat_id,
+                              body=body, media_ids=media_ids), self._loop.create_future())
+        entry.deadline = self._loop.call_later(self._send_timeout, _time_out, entry.future)
+        self._outbox[entry] = None
+        self._transmit_send(entry)
+        try:
+            return await entry.future
+        finally:
+            self._forget_send(entry)
+
+    async def sync(self) -> pb.SyncComplete:
+        """Ask the server to replay everything above this device's cursor; returns when that
+        backlog has been sent (the messages themselves arrive through messages())."""
+        self._syncing = True
+        self._order.sync_started()
+        return await self._request("sync_complete", sync=pb.Sync())
+
+    async def history(self, chat_id: str, before_seq: int = 0, limit: int = 50) -> pb.HistoryPage:
+        """Messages below before_seq (0: from the newest), newest first."""
+        return await self._request("history_page", history=pb.History(
+            chat_id=chat_id, before_seq=before_seq, limit=limit))
+
+    async def create_direct(self, other_user: str) -> pb.ChatInfo:
+        return await self._request("chat", create_chat=pb.CreateChat(
+            kind=pb.DIRECT, member_user_ids=[other_user]))
+
+    async def create_group(self, title: str, members: Iterable[str]) -> pb.ChatInfo:
+        return await self._request("chat", create_chat=pb.CreateChat(
+            kind=pb.GROUP, member_user_ids=list(members), title=title))
+
+    async def add_members(self, chat_id: str, users: Iterable[str]) -> pb.ChatInfo:
+        return await self._request("chat", add_members=pb.AddMembers(
+            chat_id=chat_id, user_ids=list(users)))
+
+    async def remove_members(self, chat_id: str, users: Iterable[str]) -> pb.ChatInfo:
+        return await self._request("chat", remove_members=pb.RemoveMembers(
+            chat_id=chat_id, user_ids=list(users)))
+
+    async def list_chats(self) -> list[pb.ChatSummary]:
+        return list((await self._request("chat_list", list_chats=pb.ListChats())).chats)
+
+    async def mark_read(self, chat_id: str, seq: int) -> pb.ReadAck:
+        return await self._request("read_ack", mark_read=pb.MarkRead(chat_id=chat_id, seq=seq))
+
+    async def ping(self) -> pb.Pong:
+        return await self._request("pong", ping=pb.Ping(client_time_ms=int(time.time() * 1000)))
+
+    async def _request(self, reply: str, **body) -> object:
+        """Send one request and return the `reply` body of its answer. Not retried: on a lost
+        connection it fails with ConnectionLost (the outcome is unknown)."""
+        if not self.connected:
+            raise ConnectionLost("not connected")
+        rid = self._next_rid()
+        future = self._requests[rid] = self._loop.create_future()
+        deadline = self._loop.call_later(self._send_timeout, _time_out, future)
+        if self._acks_scheduled:
+            self._flush_acks()  # acks produced before this request reach the server before it
+        self._transmit(frames.encode(rid, **body))
+        try:
+            frame = await future
+        finally:
+            deadline.cancel()
+            self._requests.pop(rid, None)
+        kind = frame.WhichOneof("body")
+        if kind == "error":
+            raise ServerError.from_pb(frame.error)
+        if kind != reply:
+            raise ServerError(pb.ERROR_CODE_UNSPECIFIED, f"expected {reply}, got {kind}")
+        return getattr(frame, reply)
+
+    # ------------------------------------------------------------------ connecting
+    def _start_connecting(self, coro) -> None:
+        task = self._connecting = asyncio.ensure_future(coro)
+        task.add_done_callback(self._connecting_done)
+
+    def _connecting_done(self, task: asyncio.Future) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("connect to %s failed: %s", self.url, task.exception())
+
+    async def _open(self) -> pb.Welcome:
+        """One connection attempt, up to Welcome."""
+        token = self._token() if callable(self._token) else self._token
+        headers = {"Authorization": f"Bearer {token}"} if self._token_in_header else None
+        auth_token = None if self._token_in_header else token
+        waiter = self._welcome_waiter = self._loop.create_future()
+        try:
+            transport, _ = await ws_connect(
+                lambda: _Listener(self, auth_token), self.url, extra_headers=headers,
+                use_aiofastnet=False, websocket_handshake_timeout=self._connect_timeout,
+                max_frame_size=MAX_RECEIVE_FRAME, enable_auto_ping=True,
+                auto_ping_idle_timeout=PING_IDLE, auto_ping_reply_timeout=PING_REPLY_TIMEOUT)
+        except WSHandshakeError as exc:
+            response = exc.response
+            if response is not None and response.status == 401:
+                raise AuthError(401, (response.body or b"").decode(errors="replace")) from exc
+            status = response.status if response is not None else "no response"
+            raise ConnectionLost(f"upgrade refused: HTTP {status}") from exc
+        except (OSError, WSError) as exc:
+            raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
+        try:
+            return await asyncio.wait_for(waiter, self._connect_timeout)
+        except asyncio.TimeoutError:
+            transport.disconnect(graceful=False)
+            raise ConnectionLost("no Welcome in time") from None
+        except BaseException:
+            transport.disconnect(graceful=False)
+            raise
+        finally:
+            if self._welcome_waiter is waiter:
+                self._welcome_waiter = None
+
+    async def _reconnect_loop(self) -> pb.Welcome:
+        """Reconnect with exponential backoff and full jitter (a random delay in [0, cap]), so a
+        restarted server is not hit by every client at once. Stops when the token is refused."""
+        while True:
+            cap = min(self._backoff_max,
+                      self._backoff_min * 2 ** min(self._attempt, MAX_BACKOFF_EXPONENT))
+            self._attempt += 1
+            await asyncio.sleep(random.uniform(0, cap))
+            try:
+                welcome = await self._open()
+            except AuthError as exc:
+                if exc.code != 4002:  # 4002: our Auth frame was late, the token may be fine
+                    self._stop(exc)
+                    raise
+                log.debug("reconnect to %s: auth timed out", self.url)
+                continue
+            except ConnectionLost as exc:
+                log.debug("reconnect to %s failed: %s", self.url, exc)
+                continue
+            self._reconnects += 1
+            return welcome
+
+    def _stop(self, error: Exception | None) -> None:
+        """No more connections: fail what waits on one and end the message iterators."""
+        self._failure = error or ConnectionLost("client closed")
+        lost = str(self._failure)
+        for entry in list(self._outbox):
+            if not entry.future.done():
+                entry.future.set_exception(ConnectionLost(lost))
+            self._forget_send(entry)
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(lost))
+        self._requests.clear()
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._synced.set()  # wakes wait_synced(), which then raises
+        self._inbox.put_nowait(_End(error))
+
+    # ------------------------------------------------------------------ listener events
+    def _on_connected(self, listener: _Listener) -> None:
+        if self._closed:
+            listener.transport.disconnect(graceful=False)
+            return
+        self._listener = listener
+        if listener.auth_token is not None:
+            self._transmit(frames.encode(0, auth=pb.Auth(token=listener.auth_token)))
+
+    def _on_disconnected(self, listener: _Listener) -> None:
+        if listener is not self._listener:
+            return
+        self._listener = None
+        code, reason = listener.close_code, listener.close_reason
+        self.last_close_code, self.last_close_reason = code, reason
+        self._syncing = False
+        self._synced.clear()
+        lost = f"connection closed ({code} {reason})".strip()
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(lost))
+        self._requests.clear()
+        for entry in self._sends.values():
+            entry.rid = 0  # stays in the outbox; re-sent after the next Welcome
+        self._sends.clear()
+        if self.on_close is not None:
+            try:
+                self.on_close(code, reason)
+            except Exception:
+                log.exception("on_close callback failed")
+        if not listener.welcomed:
+            waiter = self._welcome_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(AuthError(code, reason) if code in AUTH_CLOSE
+                                     else ConnectionLost(lost))
+            return
+        if self._closed:
+            return
+        if not self._reconnect or code in NO_RECONNECT:
+            self._stop(ConnectionLost(lost))
+            return
+        self._start_connecting(self._reconnect_loop())
+
+    def _on_frame(self, listener: _Listener, payload: bytes) -> None:
+        if listener is not self._listener:
+            return
+        try:
+            frame = frames.decode(payload)
+        except DecodeError:
+            log.warning("undecodable ServerFrame from %s; dropping the connection", self.url)
+            listener.transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"bad ServerFrame")
+            listener.transport.disconnect()
+            return
+        kind = frame.WhichOneof("body")
+        if kind == "deliver":
+            self._on_deliver(frame.deliver.messages)
+        elif kind == "send_ack":
+            self._on_send_ack(frame.request_id, frame.send_ack)
+        elif kind == "error":
+            self._on_error(frame)
+        elif kind == "sync_complete":
+            self._on_sync_complete(frame)
+        elif kind == "welcome":
+            self._on_welcome(listener, frame.welcome)
+        else:
+            future = self._requests.get(frame.request_id)
+            if future is not None and not future.done():
+                future.set_result(frame)
+
+    def _on_welcome(self, listener: _Listener, welcome: pb.Welcome) -> None:
+        listener.welcomed = True
+        self._welcome = welcome
+        order = self._order
+        order.user_id = welcome.user_id
+        order.device_id = welcome.device_id
+        order.new_connection()
+        self._syncing = True  # the server starts a sync by itself
+        self._synced.clear()
+        for entry in self._outbox:
+            if entry.rid == 0 and entry.retry is None:
+                self._transmit_send(entry)
+        waiter = self._welcome_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(welcome)
+
+    def _on_deliver(self, messages) -> None:
+        feed = self._order.feed
+        put = self._inbox.put_nowait
+        for message in messages:
+            for ready in feed(message):
+                put(ready)
+        self._schedule_acks()
+        if self._order.needs_sync:
+            self._schedule_gap_sync()
+
+    def _on_send_ack(self, rid: int, ack: pb.SendAck) -> None:
+        # Counted even when nobody waits any more (send() timed out): the seq is ours either way.
+        put = self._inbox.put_nowait
+        for ready in self._order.on_send_ack(ack.chat_id, ack.seq):
+            put(ready)
+        self._schedule_acks()
+        entry = self._sends.pop(rid, None)
+        if entry is not None:
+            entry.rid = 0
+            self._outbox.pop(entry, None)
+            if not entry.future.done():
+                entry.future.set_result(ack)
+
+    def _on_error(self, frame: pb.ServerFrame) -> None:
+        rid = frame.request_id
+        error = frame.error
+        entry = self._sends.pop(rid, None) if rid else None
+        if entry is not None:
+            entry.rid = 0
+            if error.code in RETRYABLE:
+                delay = error.retry_after_ms / 1000 or self._backoff_min
+                entry.retry = self._loop.call_later(delay, self._transmit_send, entry)
+            else:
+                self._outbox.pop(entry, None)
+                if not entry.future.done():
+                    entry.future.set_exception(ServerError.from_pb(error))
+            return
+        future = self._requests.get(rid) if rid else None
+        if future is not None and not future.done():
+            future.set_result(frame)
+        else:  # an answer to a frame without a reply (ACK_INVALID for an Ack): nothing waits
+            log.debug("server error %s: %s", pb.ErrorCode.Name(error.code), error.detail)
+
+    def _on_sync_complete(self, frame: pb.ServerFrame) -> None:
+        # Any SyncComplete ends the sync in progress: a newer Sync replaces an older one on the
+        # server, and the replaced one never completes.
+        self._syncing = False
+        self._attempt = 0  # this connection proved healthy: the next reconnect starts fast
+        self._synced.set()
+        future = self._requests.get(frame.request_id) if frame.request_id else None
+        if future is not None and not future.done():
+            future.set_result(frame)
+        if self._order.needs_sync:
+            self._schedule_gap_sync()
+
+    # ------------------------------------------------------------------ output
+    def _transmit(self, data: bytes) -> None:
+        self._listener.transport.send(WSMsgType.BINARY, data)
+
+    def _next_rid(self) -> int:
+        """Next request_id: uint32, wrapping, never 0 (0 means "no reply") nor one in use."""
+        rid = self._rid
+        while True:
+            rid = (rid + 1) & 0xFFFFFFFF
+            if rid and rid not in self._requests and rid not in self._sends:
+                self._rid = rid
+                return rid
+
+    def _transmit_send(self, entry: _Send) -> None:
+        entry.retry = None
+        if not self.connected or entry.future.done():
+            return  # goes out after the next Welcome (or nobody waits any more)
+        if entry.attempts:
+            self._resent += 1
+        entry.attempts += 1
+        entry.rid = self._next_rid()
+        self._sends[entry.rid] = entry
+        self._transmit(frames.encode(entry.rid, send=entry.body))
+
+    def _forget_send(self, entry: _Send) -> None:
+        self._outbox.pop(entry, None)
+        if entry.rid:
+            self._sends.pop(entry.rid, None)
+            entry.rid = 0
+        if entry.retry is not None:
+            entry.retry.cancel()
+            entry.retry = None
+        if entry.deadline is not None:
+            entry.deadline.cancel()
+            entry.deadline = None
+
+    def _schedule_acks(self) -> None:
+        """Acks of one loop turn (possibly many Deliver frames) leave as one Ack frame."""
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._loop.call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        acks = self._order.take_acks()
+        if acks and self.connected:
+            self._transmit(frames.ack(acks))
+
+    def _schedule_gap_sync(self) -> None:
+        if self._gap_timer is None and not self._syncing:
+            self._gap_timer = self._loop.call_later(GAP_SYNC_DELAY, self._gap_sync)
+
+    def _gap_sync(self) -> None:
+        self._gap_timer = None
+        if self._order.needs_sync and not self._syncing and self.connected:
+            self._syncing = True
+            self._order.sync_started()
+            self._gap_syncs += 1
+            self._transmit(frames.encode(self._next_rid(), sync=pb.Sync()))
+
+
+def _time_out(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())

@@ -1,0 +1,183 @@
+"""Configuration: defaults embedded here, a TOML file, SWITCHBOARD_* environment variables and
+command-line flags, applied in that order. Validated once at start with errors that name the key.
+
+The file mirrors the sections below, e.g.
+
+    [server]
+    port = 8765
+    data_dir = "/var/lib/switchboard"
+    [auth]
+    secret = "..."
+    [limits]
+    max_body_bytes = 65536
+
+An environment variable SWITCHBOARD_<SECTION>_<KEY> (e.g. SWITCHBOARD_SERVER_PORT) overrides a key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: str = "./switchboard-data"
+    node_id: int = 0
+    production: bool = False
+    reuse_port: bool = False
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    secret: str = ""        # HS256 key; dev mode keeps a generated one in data_dir/secret.key
+    timeout: float = 10.0   # seconds an unauthenticated connection may stay
+    max_pending: int = 2000  # unauthenticated connections at once (then HTTP 503)
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    max_frame_bytes: int = 128 * 1024
+    max_body_bytes: int = 64 * 1024
+    max_media_ids: int = 16
+    max_group_members: int = 1000
+    delivery_window: int = 256
+    outbound_buffer_bytes: int = 4 * 1024 * 1024
+    sends_per_second: float = 50.0
+    send_burst: float = 100.0
+    frames_per_second: float = 400.0
+    frame_burst: float = 800.0
+
+
+@dataclass(slots=True)
+class TimersConfig:
+    tick: float = 0.25
+    heartbeat_interval: float = 30.0
+    idle_timeout: float = 90.0
+    retransmit_after: float = 10.0
+
+
+@dataclass(slots=True)
+class WriterConfig:
+    max_rows: int = 1024
+    max_bytes: int = 4 * 1024 * 1024
+    max_pending: int = 20000
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timers: TimersConfig = field(default_factory=TimersConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+
+    def secret_bytes(self) -> bytes:
+        """The signing key; in dev mode one is generated once and kept in the data dir so that
+        `switchboard token` and `switchboard serve` agree without any set-up."""
+        if self.auth.secret:
+            return self.auth.secret.encode()
+        if self.server.production:
+            raise ConfigError("auth.secret is required in production mode")
+        path = Path(self.server.data_dir) / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+def load(path: str | None = None, overrides: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None) -> Config:
+    """Build a Config from defaults, the TOML file at `path`, the environment and `overrides`
+    ({"section.key": value}); raises ConfigError naming the offending key."""
+    config = Config()
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a [{section}] table")
+            for key, value in values.items():
+                _set(config, f"{section}.{key}", value)
+    environ = os.environ if environ is None else environ
+    for name, value in environ.items():
+        if name.startswith("SWITCHBOARD_") and name.count("_") >= 2:
+            section, _, key = name[len("SWITCHBOARD_"):].lower().partition("_")
+            if hasattr(config, section):
+                _set(config, f"{section}.{key}", value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(config, dotted, value)
+    _validate(config)
+    return config
+
+
+def _set(config: Config, dotted: str, value: Any) -> None:
+    section_name, _, key = dotted.partition(".")
+    section = getattr(config, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section):
+        raise ConfigError(f"unknown config section {section_name!r}")
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    kind = type(getattr(section, key))
+    try:
+        setattr(section, key, _coerce(value, kind))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ValueError(value)
+    if kind is int and isinstance(value, float):
+        raise ValueError(value)
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError(value)
+    return kind(value)
+
+
+def _validate(config: Config) -> None:
+    positive = {
+        "server.port": config.server.port >= 0 and config.server.port < 65536,
+        "server.node_id": 0 <= config.server.node_id < 1024,
+        "auth.timeout": config.auth.timeout > 0,
+        "auth.max_pending": config.auth.max_pending > 0,
+        "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
+        "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,
+        "limits.max_group_members": config.limits.max_group_members >= 2,
+        "limits.delivery_window": config.limits.delivery_window >= 1,
+        "limits.outbound_buffer_bytes": config.limits.outbound_buffer_bytes >= 4 * config.limits.max_frame_bytes,
+        "limits.sends_per_second": config.limits.sends_per_second > 0,
+        "limits.frames_per_second": config.limits.frames_per_second > 0,
+        "timers.tick": 0 < config.timers.tick <= 1.0,
+        "timers.heartbeat_interval": config.timers.heartbeat_interval > config.timers.tick,
+        "timers.idle_timeout": config.timers.idle_timeout > config.timers.heartbeat_interval,
+        "timers.retransmit_after": config.timers.retransmit_after > 0,
+        "writer.max_rows": config.writer.max_rows >= 1,
+        "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
+    }
+    for key, ok in positive.items():
+        if not ok:
+            raise ConfigError(f"{key}: value out of range")
+    if config.server.production and len(config.auth.secret) < 32:
+        raise ConfigError("auth.secret: production mode needs a signing key of at least 32 bytes")

@@ -1,0 +1,150 @@
+"""Chats and membership: the rules (who may do what) and a member cache for the send path.
+
+The send path asks `members()` for every message, so the member map of an active chat is kept
+in memory (an LRU of chats) and updated in place by the admin operations of this process.
+A message to a 1,000-member group costs one dict lookup for the membership check, whatever
+the group size.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+
+from .errors import Code, DomainError
+from .ids import now_ms, valid_id
+from .model import Chat, ChatKind, ChatSummaryRow, Membership, Role
+from .store import Store
+
+
+def direct_chat_id(a: str, b: str) -> str:
+    lo, hi = sorted((a, b))
+    return f"d:{lo}:{hi}"
+
+
+class ChatService:
+    def __init__(self, store: Store, *, max_group_members: int = 1000,
+                 cache_chats: int = 100_000) -> None:
+        self._store = store
+        self.max_group_members = max_group_members
+        self._cache: OrderedDict[str, dict[str, Membership]] = OrderedDict()
+        self._cache_chats = cache_chats
+        self._loading: dict[str, asyncio.Future] = {}
+
+    # ------------------------------------------------------------ membership cache
+    async def members(self, chat_id: str) -> dict[str, Membership]:
+        cached = self._cache.get(chat_id)
+        if cached is not None:
+            self._cache.move_to_end(chat_id)
+            return cached
+        pending = self._loading.get(chat_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._loading[chat_id] = future
+        try:
+            members = await self._store.members(chat_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here so a lone loader does not log it twice
+            raise
+        finally:
+            del self._loading[chat_id]
+        if not future.done():
+            future.set_result(members)
+        self._remember(chat_id, members)
+        return members
+
+    def cached_members(self, chat_id: str) -> dict[str, Membership] | None:
+        return self._cache.get(chat_id)
+
+    def _remember(self, chat_id: str, members: dict[str, Membership]) -> None:
+        self._cache[chat_id] = members
+        self._cache.move_to_end(chat_id)
+        while len(self._cache) > self._cache_chats:
+            self._cache.popitem(last=False)
+
+    async def require_member(self, chat_id: str, user_id: str) -> Membership:
+        membership = (await self.members(chat_id)).get(user_id)
+        if membership is None:
+            raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+        return membership
+
+    # ------------------------------------------------------------ admin operations
+    async def create_direct(self, creator: str, other: str) -> Chat:
+        _check_users([other])
+        if other == creator:
+            raise DomainError(Code.INVALID_ARGUMENT, "a direct chat needs another user")
+        chat = Chat(direct_chat_id(creator, other), ChatKind.DIRECT, "", now_ms())
+        chat = await self._store.create_chat(chat, {creator: Role.MEMBER, other: Role.MEMBER})
+        self._cache.pop(chat.chat_id, None)
+        return chat
+
+    async def create_group(self, creator: str, others: list[str], title: str) -> Chat:
+        _check_users(others, allow_empty=True)
+        if len(title) > 256:
+            raise DomainError(Code.INVALID_ARGUMENT, "title longer than 256 characters")
+        members = {user: Role.MEMBER for user in others if user != creator}
+        members[creator] = Role.ADMIN
+        if len(members) > self.max_group_members:
+            raise DomainError(Code.GROUP_FULL,
+                              f"a group holds at most {self.max_group_members} members")
+        chat = Chat(f"g:{secrets.token_urlsafe(12)}", ChatKind.GROUP, title, now_ms())
+        chat = await self._store.create_chat(chat, members)
+        self._cache.pop(chat.chat_id, None)
+        return chat
+
+    async def add_members(self, actor: str, chat_id: str, users: list[str]) -> dict[str, Membership]:
+        _check_users(users)
+        chat, members = await self._group_for_admin(actor, chat_id)
+        new = {user: Role.MEMBER for user in users if user not in members}
+        if len(members) + len(new) > self.max_group_members:
+            raise DomainError(Code.GROUP_FULL,
+                              f"a group holds at most {self.max_group_members} members")
+        if new:
+            members = await self._store.add_members(chat.chat_id, new)
+            self._remember(chat_id, members)
+        return members
+
+    async def remove_members(self, actor: str, chat_id: str, users: list[str]) -> dict[str, Membership]:
+        _check_users(users)
+        chat = await self._store.get_chat(chat_id)
+        members = await self.members(chat_id)
+        mine = members.get(actor)
+        if chat is None or mine is None:
+            raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+        if chat.kind is ChatKind.DIRECT:
+            raise DomainError(Code.FORBIDDEN, "members of a direct chat cannot be removed")
+        if mine.role is not Role.ADMIN and any(user != actor for user in users):
+            raise DomainError(Code.FORBIDDEN, "only admins remove other members")
+        gone = [user for user in users if user in members]
+        if gone:
+            members = await self._store.remove_members(chat_id, gone)
+            self._remember(chat_id, members)
+        return members
+
+    async def _group_for_admin(self, actor: str, chat_id: str) -> tuple[Chat, dict[str, Membership]]:
+        chat = await self._store.get_chat(chat_id)
+        members = await self.members(chat_id)
+        mine = members.get(actor)
+        if chat is None or mine is None:
+            raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+        if chat.kind is not ChatKind.GROUP:
+            raise DomainError(Code.FORBIDDEN, "members are added to groups only")
+        if mine.role is not Role.ADMIN:
+            raise DomainError(Code.FORBIDDEN, "only admins add members")
+        return chat, members
+
+    async def get_chat(self, chat_id: str) -> Chat | None:
+        return await self._store.get_chat(chat_id)
+
+    async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
+        return await self._store.list_chats(user_id)
+
+
+def _check_users(users: list[str], allow_empty: bool = False) -> None:
+    if not users and not allow_empty:
+        raise DomainError(Code.INVALID_ARGUMENT, "no user ids given")
+    for user in users:
+        if not valid_id(user):
+            raise DomainError(Code.INVALID_ARGUMENT, f"bad user id {user[:64]!r}")

@@ -1,0 +1,22 @@
+"""Domain errors. The gateway maps each `Code` to the wire ErrorCode of the same name."""
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_MEMBER = "NOT_MEMBER"
+    FORBIDDEN = "FORBIDDEN"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    GROUP_FULL = "GROUP_FULL"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class DomainError(Exception):
+    def __init__(self, code: Code, detail: str, retry_after_ms: int = 0) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.retry_after_ms = retry_after_ms

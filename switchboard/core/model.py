@@ -1,0 +1,103 @@
+"""Domain records shared by the stores, the writer and the services.
+
+Plain slotted classes: they are created per message on the hot path, so no dataclass
+machinery beyond __slots__, and no protobuf (core does not depend on the wire format).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ChatKind(enum.IntEnum):
+    DIRECT = 1
+    GROUP = 2
+
+
+class Role(enum.IntEnum):
+    MEMBER = 1
+    ADMIN = 2
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A send accepted by the owner, not yet sequenced: the store assigns `seq`."""
+    chat_id: str
+    sender_user: str
+    sender_device: str
+    client_msg_id: str
+    body: bytes
+    media_ids: tuple[str, ...]
+    server_id: int
+    created_at_ms: int
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    chat_id: str
+    seq: int
+    server_id: int
+    sender_user: str
+    sender_device: str
+    client_msg_id: str
+    body: bytes
+    media_ids: tuple[str, ...]
+    created_at_ms: int
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """Outcome of one NewMessage in a committed batch.
+
+    `duplicate` is True when (chat_id, sender_user, client_msg_id) was already stored: then
+    `message` is the original row and nothing new was written.
+    """
+    message: StoredMessage
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one flush of the coalescing writer commits atomically.
+
+    `cursors` maps (user, device, chat) -> acked seq and `reads` maps (chat, user) -> read seq;
+    both only ever move forward (the store keeps the max).
+    """
+    messages: list[NewMessage] = field(default_factory=list)
+    cursors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    reads: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.messages) + len(self.cursors) + len(self.reads)
+
+
+@dataclass(slots=True)
+class Chat:
+    chat_id: str
+    kind: ChatKind
+    title: str
+    created_at_ms: int
+
+
+@dataclass(slots=True)
+class Membership:
+    role: Role
+    joined_seq: int  # messages with seq > joined_seq are visible to this member
+
+
+@dataclass(slots=True)
+class ChatSummaryRow:
+    chat_id: str
+    kind: ChatKind
+    title: str
+    head_seq: int
+    read_seq: int
+    member_count: int
+
+
+@dataclass(slots=True)
+class Backlog:
+    """A chat in which a device has not acked everything (sync snapshot row)."""
+    chat_id: str
+    cursor: int  # highest seq acked by the device (or the member's joined_seq)
+    head: int

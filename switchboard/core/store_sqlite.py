@@ -1,0 +1,384 @@
+"""The embedded store: one SQLite file in WAL mode (see store.py for the guarantees).
+
+Durability: `synchronous=FULL` makes every COMMIT fsync the WAL, so a batch the writer acks
+survives kill -9 and power loss - the durability claim matches what is synced.
+
+Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the only
+write connection (commit, create_chat, add/remove members); reads go to a pool of two threads,
+each with its own connection. WAL lets those readers run while the writer commits, and every
+read is its own autocommit statement, so it sees every batch committed before it started.
+
+Several processes may share the file: writes take the lock up front (BEGIN IMMEDIATE, waiting
+up to the busy timeout) and read the chat head inside that transaction, so seq stays gap-free
+whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq.
+
+No `bucket` column: ScyllaDB needs it to cap partition size, because a partition lives on one
+replica set and is read and compacted as a unit. A SQLite table is one B-tree whose pages are
+allocated independently, so a huge chat is just a long key range of (chat_id, seq); the
+clustered WITHOUT ROWID key keeps that range contiguous for replay and history scans.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import orjson
+
+from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, Membership,
+                    Role, StoredMessage)
+from .store import Store, StoreError
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 10.0
+READ_THREADS = 2
+CACHED_STATEMENTS = 256
+CACHE_KIB = 32 * 1024
+NO_UPPER_BOUND = (1 << 63) - 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    chat_id TEXT NOT NULL, seq INTEGER NOT NULL, server_id INTEGER NOT NULL,
+    sender_user TEXT NOT NULL, sender_device TEXT NOT NULL, client_msg_id TEXT NOT NULL,
+    body BLOB NOT NULL, media_ids BLOB, created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (chat_id, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages (chat_id, sender_user, client_msg_id);
+CREATE TABLE IF NOT EXISTS chats (
+    chat_id TEXT PRIMARY KEY, kind INTEGER NOT NULL, title TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    chat_id TEXT NOT NULL, user_id TEXT NOT NULL, role INTEGER NOT NULL,
+    joined_seq INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_chats (
+    user_id TEXT NOT NULL, chat_id TEXT NOT NULL, PRIMARY KEY (user_id, chat_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chat_heads (
+    chat_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    chat_id TEXT NOT NULL, user_id TEXT NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0,
+    read_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_cursors (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
+"""
+
+MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
+                   "created_at_ms")
+SQL_HEAD = "SELECT last_seq FROM chat_heads WHERE chat_id = ?"
+# Only the dedup index may absorb a conflict: a clash on (chat_id, seq) still raises.
+SQL_INSERT_MESSAGE = (
+    "INSERT INTO messages (chat_id, seq, server_id, sender_user, sender_device, client_msg_id, "
+    "body, media_ids, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (chat_id, sender_user, client_msg_id) DO NOTHING")
+SQL_DEDUP = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
+             "WHERE chat_id = ? AND sender_user = ? AND client_msg_id = ?")
+SQL_SET_HEAD = ("INSERT INTO chat_heads (chat_id, last_seq) VALUES (?, ?) ON CONFLICT (chat_id) "
+                "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)")
+SQL_CURSOR = ("INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq) "
+              "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id, chat_id) "
+              "DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)")
+# A message that was read was delivered: the delivered watermark is raised along with it.
+SQL_READ = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (chat_id, user_id) DO UPDATE SET "
+            "delivered_seq = max(delivered_seq, excluded.read_seq), "
+            "read_seq = max(read_seq, excluded.read_seq)")
+SQL_READ_MESSAGES = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                     "WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+SQL_HISTORY = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
+               "WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?")
+SQL_MEMBERS = "SELECT user_id, role, joined_seq FROM members WHERE chat_id = ?"
+SQL_CHAT = "SELECT chat_id, kind, title, created_at_ms FROM chats WHERE chat_id = ?"
+# A re-joined member may still have a cursor from before it left: never replay below joining.
+SQL_BACKLOG = """
+SELECT uc.chat_id, max(coalesce(dc.acked_seq, 0), m.joined_seq) AS cursor, h.last_seq
+FROM user_chats AS uc
+JOIN members AS m ON m.chat_id = uc.chat_id AND m.user_id = uc.user_id
+JOIN chat_heads AS h ON h.chat_id = uc.chat_id
+LEFT JOIN device_cursors AS dc
+    ON dc.user_id = uc.user_id AND dc.device_id = :device AND dc.chat_id = uc.chat_id
+WHERE uc.user_id = :user AND h.last_seq > max(coalesce(dc.acked_seq, 0), m.joined_seq)
+ORDER BY uc.chat_id
+"""
+SQL_LIST_CHATS = """
+SELECT c.chat_id, c.kind, c.title, coalesce(h.last_seq, 0), coalesce(r.read_seq, 0),
+       (SELECT count(*) FROM members AS mc WHERE mc.chat_id = c.chat_id)
+FROM user_chats AS uc
+JOIN chats AS c ON c.chat_id = uc.chat_id
+LEFT JOIN chat_heads AS h ON h.chat_id = uc.chat_id
+LEFT JOIN receipts AS r ON r.chat_id = uc.chat_id AND r.user_id = uc.user_id
+WHERE uc.user_id = ?
+ORDER BY uc.chat_id
+"""
+
+
+def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves and
+    # each read is its own autocommit snapshot.
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                           cached_statements=CACHED_STATEMENTS,
+                           check_same_thread=check_same_thread)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+
+
+def _message(chat_id: str, row: tuple) -> StoredMessage:
+    seq, server_id, user, device, client_msg_id, body, media, created = row
+    return StoredMessage(chat_id, seq, server_id, user, device, client_msg_id, body,
+                         tuple(orjson.loads(media)) if media else (), created)
+
+
+def _members(conn: sqlite3.Connection, chat_id: str) -> dict[str, Membership]:
+    return {user: Membership(Role(role), joined)
+            for user, role, joined in conn.execute(SQL_MEMBERS, (chat_id,))}
+
+
+def _chat(conn: sqlite3.Connection, chat_id: str) -> Chat | None:
+    row = conn.execute(SQL_CHAT, (chat_id,)).fetchone()
+    return None if row is None else Chat(row[0], ChatKind(row[1]), row[2], row[3])
+
+
+def _head(conn: sqlite3.Connection, chat_id: str) -> int:
+    row = conn.execute(SQL_HEAD, (chat_id,)).fetchone()
+    return 0 if row is None else row[0]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader",
+                                           initializer=self._open_reader)
+        await self._write(self._open_writer)
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        await asyncio.get_running_loop().run_in_executor(None, self._shut_down, writer, readers)
+
+    def _open_writer(self) -> None:
+        conn = _connect(self.path)
+        conn.executescript(SCHEMA)
+        self._write_conn = conn
+
+    def _open_reader(self) -> None:
+        # Closed by _shut_down from another thread once this pool has stopped.
+        conn = _connect(self.path, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        self._local.conn = conn
+        self._read_conns.append(conn)
+
+    def _shut_down(self, writer: ThreadPoolExecutor, readers: ThreadPoolExecutor) -> None:
+        """Let queued calls finish, then close every connection (runs off the event loop)."""
+        writer.submit(self._close_writer).result()
+        writer.shutdown()
+        readers.shutdown()
+        for conn in self._read_conns:
+            conn.close()
+        self._read_conns.clear()
+
+    def _close_writer(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn on the writer thread; any failure becomes StoreError (the transaction, if
+        any, was rolled back)."""
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{fn.__name__}: {exc}") from exc
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._readers is None:
+            raise StoreError("the store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{fn.__name__}: {exc}") from exc
+
+    # ------------------------------------------------------------------ write path
+    async def commit(self, batch: Batch) -> list[CommitResult]:
+        return await self._write(self._commit, batch)
+
+    def _commit(self, batch: Batch) -> list[CommitResult]:
+        conn = self._write_conn
+        execute = conn.execute
+        results: list[CommitResult] = []
+        append = results.append
+        heads: dict[str, int] = {}
+        moved: set[str] = set()
+        with _transaction(conn):
+            for m in batch.messages:
+                chat_id = m.chat_id
+                head = heads.get(chat_id)
+                if head is None:
+                    head = _head(conn, chat_id)
+                seq = head + 1
+                media = orjson.dumps(m.media_ids) if m.media_ids else None
+                if execute(SQL_INSERT_MESSAGE, (chat_id, seq, m.server_id, m.sender_user,
+                                                m.sender_device, m.client_msg_id, m.body, media,
+                                                m.created_at_ms)).rowcount:
+                    heads[chat_id] = seq
+                    moved.add(chat_id)
+                    append(CommitResult(StoredMessage(
+                        chat_id, seq, m.server_id, m.sender_user, m.sender_device,
+                        m.client_msg_id, m.body, m.media_ids, m.created_at_ms), False))
+                else:
+                    heads[chat_id] = head
+                    row = execute(SQL_DEDUP, (chat_id, m.sender_user, m.client_msg_id)).fetchone()
+                    append(CommitResult(_message(chat_id, row), True))
+            if moved:
+                conn.executemany(SQL_SET_HEAD, [(chat_id, heads[chat_id]) for chat_id in moved])
+            if batch.cursors:
+                conn.executemany(SQL_CURSOR, [(user, device, chat_id, seq) for
+                                              (user, device, chat_id), seq in batch.cursors.items()])
+            if batch.reads:
+                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
+                                            (chat_id, user), seq in batch.reads.items()])
+        return results
+
+    # ------------------------------------------------------------------ messages
+    async def read_messages(self, chat_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        return await self._read(self._messages, SQL_READ_MESSAGES, chat_id,
+                                (chat_id, after_seq, limit))
+
+    async def read_history(self, chat_id: str, before_seq: int, floor_seq: int,
+                           limit: int) -> list[StoredMessage]:
+        """before_seq == 0 means from the newest message down."""
+        if limit <= 0:
+            return []
+        before = before_seq if before_seq > 0 else NO_UPPER_BOUND
+        return await self._read(self._messages, SQL_HISTORY, chat_id,
+                                (chat_id, floor_seq, before, limit))
+
+    def _messages(self, sql: str, chat_id: str, params: tuple) -> list[StoredMessage]:
+        return [_message(chat_id, row) for row in self._local.conn.execute(sql, params)]
+
+    async def head_seq(self, chat_id: str) -> int:
+        return await self._read(self._head_seq, chat_id)
+
+    def _head_seq(self, chat_id: str) -> int:
+        return _head(self._local.conn, chat_id)
+
+    # ------------------------------------------------------------------ chats
+    async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
+        return await self._write(self._create_chat, chat, members)
+
+    def _create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
+        conn = self._write_conn
+        with _transaction(conn):
+            created = conn.execute(
+                "INSERT OR IGNORE INTO chats (chat_id, kind, title, created_at_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (chat.chat_id, int(chat.kind), chat.title, chat.created_at_ms)).rowcount
+            if created:
+                self._insert_members(conn, chat.chat_id, members, 0)
+            stored = _chat(conn, chat.chat_id)
+        return stored
+
+    async def get_chat(self, chat_id: str) -> Chat | None:
+        return await self._read(self._get_chat, chat_id)
+
+    def _get_chat(self, chat_id: str) -> Chat | None:
+        return _chat(self._local.conn, chat_id)
+
+    async def members(self, chat_id: str) -> dict[str, Membership]:
+        return await self._read(self._get_members, chat_id)
+
+    def _get_members(self, chat_id: str) -> dict[str, Membership]:
+        return _members(self._local.conn, chat_id)
+
+    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
+        return await self._write(self._add_members, chat_id, users)
+
+    def _add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
+        conn = self._write_conn
+        with _transaction(conn):
+            self._insert_members(conn, chat_id, users, _head(conn, chat_id))
+            members = _members(conn, chat_id)
+        return members
+
+    @staticmethod
+    def _insert_members(conn: sqlite3.Connection, chat_id: str, users: dict[str, Role],
+                        joined_seq: int) -> None:
+        conn.executemany("INSERT OR IGNORE INTO members (chat_id, user_id, role, joined_seq) "
+                         "VALUES (?, ?, ?, ?)",
+                         [(chat_id, user, int(role), joined_seq) for user, role in users.items()])
+        conn.executemany("INSERT OR IGNORE INTO user_chats (user_id, chat_id) VALUES (?, ?)",
+                         [(user, chat_id) for user in users])
+
+    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
+        return await self._write(self._remove_members, chat_id, list(users))
+
+    def _remove_members(self, chat_id: str, users: list[str]) -> dict[str, Membership]:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.executemany("DELETE FROM members WHERE chat_id = ? AND user_id = ?",
+                             [(chat_id, user) for user in users])
+            conn.executemany("DELETE FROM user_chats WHERE user_id = ? AND chat_id = ?",
+                             [(user, chat_id) for user in users])
+            members = _members(conn, chat_id)
+        return members
+
+    async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
+        return await self._read(self._list_chats, user_id)
+
+    def _list_chats(self, user_id: str) -> list[ChatSummaryRow]:
+        return [ChatSummaryRow(chat_id, ChatKind(kind), title, head, read, count)
+                for chat_id, kind, title, head, read, count
+                in self._local.conn.execute(SQL_LIST_CHATS, (user_id,))]
+
+    # ------------------------------------------------------------------ cursors
+    async def backlog(self, user_id: str, device_id: str) -> list[Backlog]:
+        return await self._read(self._backlog, user_id, device_id)
+
+    def _backlog(self, user_id: str, device_id: str) -> list[Backlog]:
+        return [Backlog(chat_id, cursor, head) for chat_id, cursor, head
+                in self._local.conn.execute(SQL_BACKLOG, {"user": user_id, "device": device_id})]
+
+    async def read_seq(self, chat_id: str, user_id: str) -> int:
+        return await self._read(self._read_seq, chat_id, user_id)
+
+    def _read_seq(self, chat_id: str, user_id: str) -> int:
+        row = self._local.conn.execute(
+            "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?",
+            (chat_id, user_id)).fetchone()
+        return 0 if row is None else row[0]

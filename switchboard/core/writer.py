@@ -1,0 +1,206 @@
+"""The coalescing writer: group commit in front of a Store.
+
+While one `store.commit` is in flight, new messages, cursor acks and read marks accumulate;
+when it returns, everything accumulated goes into the next commit (up to `max_rows` messages
+and `max_bytes` of bodies; the rest waits for the commit after). A lone message is committed
+at once, a busy chat gets big batches, and there is no timer. One background task does the
+flushing; it exists only while there is work, so an idle writer costs nothing.
+
+A message's future resolves only once its batch is durable. A failed batch fails every future
+in it: the outcome is unknown, and the sender retries with the same client_msg_id, which the
+store deduplicates. Cursor acks and read marks are watermarks, so they are coalesced to the
+max per key; those of a failed batch are merged back and go out with the next flush (a failure
+alone does not trigger a retry, so a broken store is not hammered in a loop).
+
+A message whose future was cancelled (its sender went away) is still committed and fanned
+out: it was accepted, and a retry from the sender is deduplicated.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Callable
+
+from .model import Batch, CommitResult, NewMessage
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MIN_RETRY_AFTER_MS = 10
+MAX_RETRY_AFTER_MS = 5000
+ASSUMED_FLUSH_SECONDS = 0.005
+
+
+class Backpressure(Exception):
+    """Too many messages wait for the store; the caller should retry after `retry_after_ms`."""
+
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(f"writer queue full, retry after {retry_after_ms} ms")
+        self.retry_after_ms = retry_after_ms
+
+
+class CoalescingWriter:
+    """Group commit for one Store. Use from one event loop; no method blocks it.
+
+    Stats: `batches` committed, `rows` (messages in them), `last_batch_rows`, `failures`
+    (failed commits) and `flush_seconds_total` (time spent in commit, failed ones included).
+    """
+
+    def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
+                 max_pending: int = 20000,
+                 on_commit: Callable[[list[CommitResult]], None] | None = None) -> None:
+        self._store = store
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self._on_commit = on_commit
+        self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
+        self._in_flight = 0
+        self._cursors: dict[tuple[str, str, str], int] = {}
+        self._reads: dict[tuple[str, str], int] = {}
+        self._read_waiters: list[asyncio.Future[None]] = []
+        self._updates_due = False
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        self.rows = 0
+        self.last_batch_rows = 0
+        self.failures = 0
+        self.flush_seconds_total = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Messages accepted and not yet committed (queued or in the commit in flight)."""
+        return len(self._queue) + self._in_flight
+
+    # ------------------------------------------------------------------ producers
+    def submit(self, msg: NewMessage) -> asyncio.Future[CommitResult]:
+        """Queue a message; the future resolves with its CommitResult once durable."""
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        if self.pending >= self.max_pending:
+            raise Backpressure(self._retry_after_ms())
+        future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((msg, future))
+        self._kick()
+        return future
+
+    def ack_cursor(self, user: str, device: str, chat: str, seq: int) -> None:
+        """Record a device's delivery cursor; written with the next batch. Dropped after close:
+        cursors are soft, the device acks again after it reconnects."""
+        if self._closed:
+            return
+        key = (user, device, chat)
+        if seq > self._cursors.get(key, -1):
+            self._cursors[key] = seq
+        self._updates_due = True
+        self._kick()
+
+    def mark_read(self, chat: str, user: str, seq: int) -> asyncio.Future[None]:
+        """Raise the user's read watermark; the future resolves once it is durable."""
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        key = (chat, user)
+        if seq > self._reads.get(key, -1):
+            self._reads[key] = seq
+        self._read_waiters.append(future)
+        self._updates_due = True
+        self._kick()
+        return future
+
+    async def close(self) -> None:
+        """Refuse new work, flush everything queued (merged-back updates included), stop."""
+        self._closed = True
+        if self._cursors or self._reads:
+            self._updates_due = True
+        if self._queue or self._updates_due:
+            self._kick()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # ------------------------------------------------------------------ flushing
+    def _kick(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._queue or self._updates_due:
+                await self._flush()
+        finally:
+            self._task = None
+
+    async def _flush(self) -> None:
+        batch, futures = self._take()
+        read_waiters, self._read_waiters = self._read_waiters, []
+        self._in_flight = len(futures)
+        started = time.perf_counter()
+        try:
+            results = await self._store.commit(batch)
+        except BaseException as exc:
+            self.failures += 1
+            self._merge_back(batch)
+            # A cancelled flush may still land in the store: to its senders it is a failure
+            # with unknown outcome, like any other.
+            error = exc if isinstance(exc, Exception) else StoreError("writer stopped mid-commit")
+            for future in (*futures, *read_waiters):
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("commit of %d messages failed: %r", len(futures), exc)
+            return
+        finally:
+            self._in_flight = 0
+            self.flush_seconds_total += time.perf_counter() - started
+        self.batches += 1
+        self.rows += len(futures)
+        self.last_batch_rows = len(futures)
+        if self._on_commit is not None and results:
+            try:
+                self._on_commit(results)
+            except Exception:
+                log.exception("on_commit failed for a batch of %d", len(results))
+        for future, result in zip(futures, results):
+            if not future.done():
+                future.set_result(result)
+        for future in read_waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def _take(self) -> tuple[Batch, list[asyncio.Future[CommitResult]]]:
+        """Everything accumulated, capped by max_rows messages and max_bytes of bodies (the
+        first message always goes, however large)."""
+        queue = self._queue
+        messages: list[NewMessage] = []
+        futures: list[asyncio.Future[CommitResult]] = []
+        size = 0
+        while queue and len(messages) < self.max_rows:
+            msg, future = queue[0]
+            size += len(msg.body)
+            if size > self.max_bytes and messages:
+                break
+            queue.popleft()
+            messages.append(msg)
+            futures.append(future)
+        batch = Batch(messages, self._cursors, self._reads)
+        self._cursors, self._reads = {}, {}
+        self._updates_due = False
+        return batch, futures
+
+    def _merge_back(self, batch: Batch) -> None:
+        for key, seq in batch.cursors.items():
+            if seq > self._cursors.get(key, -1):
+                self._cursors[key] = seq
+        for key, seq in batch.reads.items():
+            if seq > self._reads.get(key, -1):
+                self._reads[key] = seq
+
+    def _retry_after_ms(self) -> int:
+        """About how long the queue in front of a new message takes to drain."""
+        per_flush = self.flush_seconds_total / self.batches if self.batches else ASSUMED_FLUSH_SECONDS
+        flushes = self.pending / self.max_rows + 1
+        return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, flushes * per_flush * 1000)))

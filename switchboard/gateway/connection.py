@@ -1,0 +1,544 @@
+"""One device connection: the protocol state machine on top of a picows transport.
+
+Memory per idle connection is what limits a host, so a connection is one slotted object with
+no task, no timer handle and no buffers of its own while idle: deadlines live in the shared
+timer wheel (checked lazily), per-chat delivery state exists only for chats with traffic, and a
+task runs only while a backlog is being pumped from the store.
+
+Delivery (the ack-ack window): per chat the connection knows `acked` (the device's cumulative
+ack), `sent` and `head`. Live messages that continue `sent` go out at once as pre-encoded bytes;
+anything else (a gap, a full window, a sync backlog) raises `head` and the pump reads the
+missing range from the store. At most `delivery_window` messages are in flight; no progress for
+`retransmit_after` rewinds `sent` to `acked`. Nothing is buffered per connection beyond the
+transport's write buffer, which is capped (close 4008, resync).
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+from typing import TYPE_CHECKING, Callable
+
+from google.protobuf.message import DecodeError
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from switchboard.core.auth import Principal, TokenError
+from switchboard.core.errors import DomainError
+from switchboard.core.ids import now_ms
+from switchboard.core.model import CommitResult, StoredMessage
+from switchboard.core.ratelimit import TokenBucket
+from switchboard.core.store import StoreError
+from switchboard.proto.v1 import client_pb2 as pb
+
+from . import frames
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+log = logging.getLogger(__name__)
+
+PAGE = 128
+
+
+class Close(enum.IntEnum):
+    """Close codes of protocol v1 (docs/protocol.md)."""
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    MALFORMED = 4000
+    UNAUTHENTICATED = 4001
+    AUTH_TIMEOUT = 4002
+    SLOW_CONSUMER = 4008
+    IDLE_TIMEOUT = 4009
+    REPLACED = 4010
+    FLOOD = 4029
+
+
+class State(enum.IntEnum):
+    AWAIT_AUTH = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Stream:
+    """Delivery state of one chat on one connection."""
+    __slots__ = ("acked", "sent", "head")
+
+    def __init__(self, acked: int, head: int) -> None:
+        self.acked = acked
+        self.sent = acked
+        self.head = head
+
+
+class SyncRun:
+    """An ongoing sync: which chats must reach which seq before SyncComplete goes out."""
+    __slots__ = ("request_id", "targets", "messages", "loading", "pending")
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id = request_id
+        self.targets: dict[str, int] = {}
+        self.messages = 0
+        self.loading = True
+        # chats with no stream yet that got live messages while the backlog loaded: first seq
+        self.pending: dict[str, tuple[int, int]] = {}
+
+
+class Connection(WSListener):
+    __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
+                 "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
+                 "sync", "send_bucket", "frame_bucket", "retransmits")
+
+    def __init__(self, gw: Gateway, principal: Principal | None) -> None:
+        super().__init__()
+        self.gw = gw
+        self.transport: WSTransport | None = None
+        self.state = State.AWAIT_AUTH
+        self.user = principal.user_id if principal else ""
+        self.device = principal.device_id if principal else ""
+        self.streams: dict[str, Stream] = {}
+        self.inflight = 0
+        self.last_rx = 0.0
+        self.last_progress = 0.0
+        self.pinged = False
+        self.timer_due = math.inf
+        self.closing_at = 0.0
+        self.pump_task: asyncio.Task | None = None
+        self.sync: SyncRun | None = None
+        self.send_bucket: TokenBucket | None = None
+        self.frame_bucket: TokenBucket | None = None
+        self.retransmits = 0
+
+    # ------------------------------------------------------------------ picows callbacks
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        now = self.gw.timers.now()
+        self.last_rx = now
+        limits = self.gw.config.limits
+        self.frame_bucket = TokenBucket(limits.frames_per_second, limits.frame_burst, now)
+        if self.user:
+            self._authenticated()
+        else:
+            self.gw.pending_auth += 1
+            self._arm(now + self.gw.config.auth.timeout)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.state == State.AWAIT_AUTH:
+            self.gw.pending_auth -= 1
+        self.state = State.CLOSED
+        self.gw.hub.remove(self)
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+            self.pump_task = None
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.state >= State.CLOSING:
+            return
+        now = self.gw.timers.now()
+        self.last_rx = now
+        self.pinged = False
+        msg_type = frame.msg_type
+        if msg_type == WSMsgType.BINARY:
+            if not frame.fin:
+                self.close(Close.MALFORMED, "fragmented messages are not supported")
+            elif self.frame_bucket.take(now):
+                self.close(Close.FLOOD, "too many frames")
+            else:
+                self._on_binary(frame.get_payload_as_bytes(), now)
+        elif msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
+            self.close(Close.UNSUPPORTED_DATA, "binary frames only")
+
+    def pause_writing(self) -> None:
+        self._check_outbound()
+
+    def resume_writing(self) -> None:
+        self._maybe_pump()
+
+    # ------------------------------------------------------------------ frames in
+    def _on_binary(self, payload: bytes, now: float) -> None:
+        self.gw.stats.frames_in += 1
+        try:
+            frame = pb.ClientFrame.FromString(payload)
+        except DecodeError:
+            self.close(Close.MALFORMED, "not a ClientFrame")
+            return
+        kind = frame.WhichOneof("body")
+        if self.state == State.AWAIT_AUTH:
+            if kind == "auth":
+                self._on_auth_frame(frame.auth.token)
+            else:
+                self.close(Close.UNAUTHENTICATED, "auth required")
+            return
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            self._send(frames.error(frame.request_id, pb.UNKNOWN_FRAME,
+                                    "unknown frame" if kind is None else f"unexpected {kind}"))
+            return
+        handler(self, frame, now)
+
+    def _on_auth_frame(self, token: str) -> None:
+        try:
+            principal = self.gw.tokens.verify(token)
+        except TokenError as exc:
+            self.close(Close.UNAUTHENTICATED, str(exc))
+            return
+        self.gw.pending_auth -= 1
+        self.user = principal.user_id
+        self.device = principal.device_id
+        self._authenticated()
+
+    def _authenticated(self) -> None:
+        gw = self.gw
+        self.state = State.OPEN
+        limits = gw.config.limits
+        self.send_bucket = TokenBucket(limits.sends_per_second, limits.send_burst, self.last_rx)
+        replaced = gw.hub.add(self)
+        if replaced is not None:
+            replaced.close(Close.REPLACED, "replaced by a newer connection")
+        self._send(gw.welcome(self.user, self.device))
+        self._arm(self.last_rx + gw.config.timers.heartbeat_interval)
+        self._start_sync(0)
+
+    def _on_send(self, frame: pb.ClientFrame, now: float) -> None:
+        send = frame.send
+        rid = frame.request_id
+        wait = self.send_bucket.take(now)
+        if wait:
+            self._send(frames.error(rid, pb.RATE_LIMITED, "too many sends",
+                                    retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,
+                                    client_msg_id=send.client_msg_id))
+            return
+        try:
+            future = self.gw.router.submit_send(self.user, self.device, send.chat_id,
+                                                send.client_msg_id, send.body, list(send.media_ids))
+        except DomainError as exc:
+            self._send(frames.domain_error(rid, exc, chat_id=send.chat_id,
+                                           client_msg_id=send.client_msg_id))
+            return
+        future.add_done_callback(
+            lambda f: self._on_send_done(f, rid, send.chat_id, send.client_msg_id))
+
+    def _on_send_done(self, future: asyncio.Future[CommitResult], rid: int, chat_id: str,
+                      client_msg_id: str) -> None:
+        if future.cancelled() or self.state >= State.CLOSING:
+            return
+        exc = future.exception()
+        if exc is None:
+            result = future.result()
+            self.gw.stats.sends += 1
+            self._send(frames.send_ack(rid, result.message, result.duplicate))
+        elif isinstance(exc, DomainError):
+            self._send(frames.domain_error(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
+        elif isinstance(exc, StoreError):
+            self._send(frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200,
+                                    chat_id=chat_id, client_msg_id=client_msg_id))
+        else:
+            log.error("send failed", exc_info=exc)
+            self._send(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
+                                    client_msg_id=client_msg_id))
+
+    def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
+        invalid = None
+        progressed = False
+        for item in frame.ack.acks:
+            stream = self.streams.get(item.chat_id)
+            if stream is None or item.seq > stream.head:
+                invalid = item
+                continue
+            if item.seq > stream.acked:
+                if item.seq > stream.sent:  # acks what was sent before a retransmit rewind
+                    self.inflight -= stream.sent - stream.acked
+                    stream.sent = item.seq
+                else:
+                    self.inflight -= item.seq - stream.acked
+                stream.acked = item.seq
+                self.gw.services.messages.ack(self.user, self.device, item.chat_id, item.seq)
+                progressed = True
+        if progressed:
+            self.last_progress = now
+            self._maybe_pump()
+        if invalid is not None:
+            self._send(frames.error(frame.request_id, pb.ACK_INVALID,
+                                    f"seq {invalid.seq} was not delivered on this connection",
+                                    chat_id=invalid.chat_id))
+
+    def _on_ping(self, frame: pb.ClientFrame, now: float) -> None:
+        self._send(pb.ServerFrame(request_id=frame.request_id, pong=pb.Pong(
+            client_time_ms=frame.ping.client_time_ms, server_time_ms=now_ms())).SerializeToString())
+
+    def _on_auth_again(self, frame: pb.ClientFrame, now: float) -> None:
+        self._send(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED, "already authenticated"))
+
+    def _on_sync(self, frame: pb.ClientFrame, now: float) -> None:
+        self._start_sync(frame.request_id)
+
+    def _on_request(self, frame: pb.ClientFrame, now: float) -> None:
+        """Requests answered after a store round trip run in a short-lived task."""
+        self.gw.spawn(self._answer(frame))
+
+    async def _answer(self, frame: pb.ClientFrame) -> None:
+        rid = frame.request_id
+        try:
+            reply = await self.gw.requests.answer(self.user, frame)
+        except DomainError as exc:
+            reply = frames.domain_error(rid, exc)
+        except StoreError:
+            reply = frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200)
+        except Exception:
+            log.exception("request %s failed", frame.WhichOneof("body"))
+            reply = frames.error(rid, pb.INTERNAL, "internal error")
+        if self.state == State.OPEN:
+            self._send(reply)
+
+    # ------------------------------------------------------------------ delivery
+    def offer(self, chat_id: str, messages: list[StoredMessage], chunks: list[frames.Chunk]) -> None:
+        """Fresh messages of one chat (seq order), with their shared encoded Deliver frames."""
+        if self.state != State.OPEN:
+            return
+        stream = self.streams.get(chat_id)
+        first = messages[0].seq
+        last = messages[-1].seq
+        if stream is None:
+            sync = self.sync
+            if sync is not None and sync.loading:
+                known = sync.pending.get(chat_id)
+                sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
+                return
+            stream = self.streams[chat_id] = Stream(first - 1, last)
+        if last <= stream.sent:
+            return
+        if last > stream.head:
+            stream.head = last
+        if first > stream.sent + 1 or self.inflight + len(messages) > self.gw.window:
+            self._maybe_pump()
+            return
+        if first <= stream.sent or any(m.sender_device == self.device and m.sender_user == self.user
+                                       for m in messages):
+            if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
+                self._maybe_pump()
+        else:
+            for chunk in chunks:
+                self._advance(stream, chunk.last_seq)
+                self._send(chunk.data)
+                self.gw.stats.deliveries += chunk.count
+        self._check_sync()
+
+    def _deliver(self, stream: Stream, messages: list[StoredMessage]) -> bool:
+        """Send `messages` (contiguous after stream.sent), leaving out this device's own.
+        Stops between frames when the transport is backed up; False when it did."""
+        others = [m for m in messages
+                  if not (m.sender_device == self.device and m.sender_user == self.user)]
+        last = messages[-1]
+        if not others and stream.acked == stream.sent:
+            # only this device's own sends, nothing else outstanding: its SendAcks were its copy
+            stream.sent = stream.acked = last.seq
+            self.gw.services.messages.ack(self.user, self.device, last.chat_id, last.seq)
+            return True
+        for i, chunk in enumerate(frames.deliver(others, self.gw.config.limits.max_frame_bytes)):
+            if i and self._write_blocked():
+                return False
+            self._advance(stream, chunk.last_seq)
+            self._send(chunk.data)
+            self.gw.stats.deliveries += chunk.count
+        if last.seq > stream.sent:
+            self._advance(stream, last.seq)
+        return True
+
+    def _advance(self, stream: Stream, sent: int) -> None:
+        if self.inflight == 0:
+            self.last_progress = self.gw.timers.now()
+            self._arm(self.last_progress + self.gw.config.timers.retransmit_after)
+        self.inflight += sent - stream.sent
+        if self.sync is not None:
+            self.sync.messages += sent - stream.sent
+        stream.sent = sent
+
+    def forget_chat(self, chat_id: str) -> None:
+        stream = self.streams.pop(chat_id, None)
+        if stream is not None:
+            self.inflight -= stream.sent - stream.acked
+        if self.sync is not None:
+            self.sync.targets.pop(chat_id, None)
+            self._check_sync()
+
+    def _maybe_pump(self) -> None:
+        if self.pump_task is None and self.state == State.OPEN and self.inflight < self.gw.window:
+            if any(s.sent < s.head for s in self.streams.values()):
+                self.pump_task = self.gw.spawn(self._pump())
+
+    async def _pump(self) -> None:
+        """Fill the window from the store, chat by chat, until nothing is behind or it is full."""
+        store = self.gw.services.store
+        try:
+            progressed = True
+            while progressed and self.state == State.OPEN:
+                progressed = False
+                for chat_id, stream in list(self.streams.items()):
+                    room = self.gw.window - self.inflight
+                    if room <= 0 or self._write_blocked():
+                        return
+                    if stream.sent >= stream.head:
+                        continue
+                    rows = await store.read_messages(chat_id, stream.sent, min(room, PAGE))
+                    if self.state != State.OPEN or self.streams.get(chat_id) is not stream:
+                        continue
+                    rows = [r for r in rows if r.seq > stream.sent]
+                    if not rows or rows[0].seq != stream.sent + 1:
+                        # the store has nothing past `sent`: `head` came from a stale hint
+                        stream.head = stream.sent
+                        continue
+                    progressed = self._deliver(stream, rows)
+        except StoreError:
+            log.warning("pump for %s/%s stopped: store unavailable", self.user, self.device)
+        finally:
+            self.pump_task = None
+            self._check_sync()
+
+    def _write_blocked(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.underlying_transport.get_write_buffer_size() > \
+            self.gw.config.limits.max_frame_bytes
+
+    # ------------------------------------------------------------------ sync
+    def _start_sync(self, request_id: int) -> None:
+        for stream in self.streams.values():
+            self.inflight -= stream.sent - stream.acked
+            stream.sent = stream.acked
+        self.sync = SyncRun(request_id)
+        self.gw.spawn(self._load_backlog(self.sync))
+
+    async def _load_backlog(self, sync: SyncRun) -> None:
+        try:
+            backlog = await self.gw.services.store.backlog(self.user, self.device)
+        except StoreError:
+            if self.state == State.OPEN:
+                self.close(Close.INTERNAL_ERROR, "store unavailable, reconnect later")
+            return
+        if self.sync is not sync or self.state != State.OPEN:
+            return
+        for row in backlog:
+            stream = self.streams.get(row.chat_id)
+            if stream is None:
+                stream = self.streams[row.chat_id] = Stream(row.cursor, row.head)
+            elif row.head > stream.head:
+                stream.head = row.head
+            sync.targets[row.chat_id] = row.head
+        for chat_id, (first, last) in sync.pending.items():
+            stream = self.streams.get(chat_id)
+            if stream is None:
+                self.streams[chat_id] = Stream(first - 1, last)
+            elif last > stream.head:
+                stream.head = last
+        sync.pending.clear()
+        sync.loading = False
+        self._maybe_pump()
+        self._check_sync()
+
+    def _check_sync(self) -> None:
+        sync = self.sync
+        if sync is None or sync.loading or self.state != State.OPEN:
+            return
+        streams = self.streams
+        if all(chat not in streams or streams[chat].sent >= target
+               for chat, target in sync.targets.items()):
+            self.sync = None
+            self._send(pb.ServerFrame(request_id=sync.request_id, sync_complete=pb.SyncComplete(
+                chats=len(sync.targets), messages=sync.messages)).SerializeToString())
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, due: float) -> None:
+        if due < self.timer_due:
+            self.timer_due = due
+            self.gw.timers.schedule(self, due)
+
+    def on_timer(self, now: float) -> None:
+        if self.state == State.CLOSED:
+            return
+        if now < self.timer_due:
+            return  # a stale entry: a nearer deadline is already armed
+        self.timer_due = math.inf
+        timers = self.gw.config.timers
+        if self.state == State.CLOSING:
+            if now >= self.closing_at:
+                self.transport.disconnect(graceful=False)
+            else:
+                self._arm(self.closing_at)
+            return
+        if self.state == State.AWAIT_AUTH:
+            self.close(Close.AUTH_TIMEOUT, "no auth in time")
+            return
+        idle = now - self.last_rx
+        if idle >= timers.idle_timeout:
+            self.close(Close.IDLE_TIMEOUT, "idle")
+            return
+        if idle >= timers.heartbeat_interval and not self.pinged:
+            self.pinged = True
+            self.transport.send_ping()
+        due = self.last_rx + (timers.idle_timeout if self.pinged else timers.heartbeat_interval)
+        if self.inflight > 0:
+            if now - self.last_progress >= timers.retransmit_after:
+                self._retransmit(now)
+            due = min(due, self.last_progress + timers.retransmit_after)
+        self._arm(due)
+
+    def _retransmit(self, now: float) -> None:
+        for stream in self.streams.values():
+            if stream.sent > stream.acked:
+                self.retransmits += stream.sent - stream.acked
+                self.gw.stats.retransmits += stream.sent - stream.acked
+                stream.sent = stream.acked
+        self.inflight = 0
+        self.last_progress = now
+        self._maybe_pump()
+
+    # ------------------------------------------------------------------ output
+    def _send(self, data: bytes) -> None:
+        if self.state >= State.CLOSING:
+            return
+        self.transport.send(WSMsgType.BINARY, data)
+        self.gw.stats.frames_out += 1
+        if self.transport.underlying_transport.get_write_buffer_size() > \
+                self.gw.config.limits.outbound_buffer_bytes:
+            self._check_outbound()
+
+    def _check_outbound(self) -> None:
+        if self.transport.underlying_transport.get_write_buffer_size() > \
+                self.gw.config.limits.outbound_buffer_bytes:
+            self.gw.stats.slow_consumers += 1
+            self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a CLOSE frame and disconnect; a peer that does not drain its socket is cut off
+        after a grace period."""
+        if self.state >= State.CLOSING:
+            return
+        if self.state == State.AWAIT_AUTH:
+            self.gw.pending_auth -= 1
+        self.state = State.CLOSING
+        self.gw.hub.remove(self)
+        self.transport.send_close(WSCloseCode(code), reason.encode())
+        self.transport.disconnect(graceful=True)
+        self.closing_at = self.gw.timers.now() + 2.0
+        self.timer_due = math.inf
+        self._arm(self.closing_at)
+
+
+_HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]] = {
+    "send": Connection._on_send,
+    "ack": Connection._on_ack,
+    "sync": Connection._on_sync,
+    "ping": Connection._on_ping,
+    "auth": Connection._on_auth_again,
+    "history": Connection._on_request,
+    "create_chat": Connection._on_request,
+    "add_members": Connection._on_request,
+    "remove_members": Connection._on_request,
+    "list_chats": Connection._on_request,
+    "mark_read": Connection._on_request,
+}

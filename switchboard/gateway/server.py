@@ -1,0 +1,146 @@
+"""The gateway process: wires store, services, router and the picows listener together.
+
+The listener factory runs at the HTTP upgrade: a bad token in the Authorization header is
+refused there with 401 (no WebSocket, nothing allocated); without the header the connection
+waits for an Auth frame under the auth deadline, and at most `auth.max_pending` such
+connections exist at once (503 beyond).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from switchboard.config import Config
+from switchboard.core.auth import TokenAuthority, TokenError
+from switchboard.core.chats import ChatService
+from switchboard.core.ids import ServerIds, now_ms
+from switchboard.core.messaging import MessageService
+from switchboard.core.store import Store
+from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.core.timers import TimerService
+from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.local import LocalRouter
+
+from .connection import Close, Connection
+from .hub import Hub
+from .requests import Requests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Stats:
+    frames_in: int = 0
+    frames_out: int = 0
+    sends: int = 0
+    deliveries: int = 0
+    retransmits: int = 0
+    slow_consumers: int = 0
+    refused_upgrades: int = 0
+
+
+@dataclass(slots=True)
+class Services:
+    store: Store
+    chats: ChatService
+    messages: MessageService
+
+
+class Gateway:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.tokens = TokenAuthority(config.secret_bytes())
+        store = store or SQLiteStore(f"{config.server.data_dir}/switchboard.db")
+        chats = ChatService(store, max_group_members=config.limits.max_group_members)
+        messages = MessageService(
+            store, chats, ServerIds(config.server.node_id),
+            max_body_bytes=config.limits.max_body_bytes, max_media_ids=config.limits.max_media_ids,
+            writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
+                            "max_pending": config.writer.max_pending})
+        self.services = Services(store, chats, messages)
+        self.hub = Hub(config.limits.max_frame_bytes)
+        self.router = LocalRouter(messages)
+        self.router.set_local_delivery(self.hub.deliver)
+        self.requests = Requests(store, chats, messages, self.hub)
+        self.timers = TimerService(config.timers.tick)
+        self.stats = Stats()
+        self.window = config.limits.delivery_window
+        self.pending_auth = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.Server | None = None
+        self._welcome = pb.Welcome(
+            heartbeat_interval_ms=int(config.timers.heartbeat_interval * 1000),
+            idle_timeout_ms=int(config.timers.idle_timeout * 1000),
+            max_frame_bytes=config.limits.max_frame_bytes,
+            max_body_bytes=config.limits.max_body_bytes,
+            delivery_window=config.limits.delivery_window)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.services.store.open()
+        self.timers.start(asyncio.get_running_loop())
+        server_cfg = self.config.server
+        self._server = await ws_create_server(
+            self._listener_for, server_cfg.host, server_cfg.port,
+            websocket_handshake_timeout=self.config.auth.timeout,
+            max_frame_size=self.config.limits.max_frame_bytes,
+            read_buffer_init_size=1024,
+            enable_auto_pong=True,
+            use_aiofastnet=False,
+            reuse_port=server_cfg.reuse_port or None,
+            logger_name="switchboard.ws")
+        log.info("listening on %s:%d", server_cfg.host, self.port)
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection (1001), flush the writer, close the store."""
+        if self._server is not None:
+            self._server.close()
+        for conn in self.hub.all():
+            conn.close(Close.GOING_AWAY, "server stopping")
+        await self.services.messages.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.services.store.close()
+        self.timers.stop()
+
+    # ------------------------------------------------------------------ connections
+    def _listener_for(self, request: WSUpgradeRequest):
+        header = request.headers.get("Authorization")
+        if header is None:
+            if self.pending_auth >= self.config.auth.max_pending:
+                self.stats.refused_upgrades += 1
+                return WSUpgradeResponseWithListener(
+                    WSUpgradeResponse.create_error_response(503, b"busy, retry later"), None)
+            return Connection(self, None)
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise TokenError("invalid token")
+            principal = self.tokens.verify(token.strip())
+        except TokenError as exc:
+            self.stats.refused_upgrades += 1
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_error_response(401, str(exc).encode()), None)
+        return Connection(self, principal)
+
+    def welcome(self, user: str, device: str) -> bytes:
+        welcome = pb.Welcome()
+        welcome.CopyFrom(self._welcome)
+        welcome.user_id = user
+        welcome.device_id = device
+        welcome.server_time_ms = now_ms()
+        return pb.ServerFrame(welcome=welcome).SerializeToString()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

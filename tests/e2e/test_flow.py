@@ -1,0 +1,104 @@
+"""Delivery window, retransmission, heartbeats and slow readers (I6; F14)."""
+from __future__ import annotations
+
+import asyncio
+
+from switchboard.proto.v1 import client_pb2 as pb
+from tests.support.raw import RawClient
+from tests.support.waiting import wait_for
+
+
+async def authed(server, user: str, device: str = "phone", **kwargs) -> RawClient:
+    client = await RawClient.connect(server.url, server.token(user, device), **kwargs)
+    await client.recv("welcome")
+    await client.recv("sync_complete")
+    return client
+
+
+async def chat_between(client: RawClient, other: str) -> str:
+    rid = client.send(create_chat=pb.CreateChat(kind=pb.DIRECT, member_user_ids=[other]))
+    return (await client.reply(rid)).chat.chat_id
+
+
+async def send_many(client: RawClient, chat: str, count: int, body: bytes = b"x", prefix: str = "m"):
+    rids = [client.send(send=pb.Send(client_msg_id=f"{prefix}{i}", chat_id=chat, body=body))
+            for i in range(count)]
+    return [(await client.reply(rid, timeout=20)).send_ack for rid in rids]
+
+
+async def test_unacked_deliveries_are_retransmitted_until_acked(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await chat_between(alice, "bob")
+    await send_many(alice, chat, 3)
+    first = [m.seq for m in (await bob.recv("deliver")).deliver.messages]
+    while len(first) < 3:
+        first += [m.seq for m in (await bob.recv("deliver")).deliver.messages]
+    assert first == [1, 2, 3]
+    again = (await bob.recv("deliver", timeout=5)).deliver.messages  # no ack: resent
+    assert [m.seq for m in again][0] == 1
+    assert server.gateway.stats.retransmits >= 3
+    bob.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=chat, seq=3)]))
+    await asyncio.sleep(0.1)
+    bob.drain()
+    before = server.gateway.stats.retransmits
+    await asyncio.sleep(2.5)  # > retransmit_after: acked messages are not resent
+    assert server.gateway.stats.retransmits == before
+    assert not bob.pending()
+
+
+async def test_window_bounds_messages_in_flight(make_server):
+    server = await make_server(limits__delivery_window=10, limits__sends_per_second=1000.0,
+                               limits__send_burst=1000.0)
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await chat_between(alice, "bob")
+    await send_many(alice, chat, 50)
+    seqs = []
+    while len(seqs) < 10:
+        seqs += [m.seq for m in (await bob.recv("deliver")).deliver.messages]
+    await asyncio.sleep(0.3)
+    assert not bob.pending() and seqs == list(range(1, 11))  # window full: waits for acks
+    while seqs[-1] < 50:
+        bob.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=chat, seq=seqs[-1])]))
+        seqs += [m.seq for m in (await bob.recv("deliver")).deliver.messages]
+    assert seqs == list(range(1, 51))
+
+
+async def test_silent_peer_is_pinged_then_closed_4009(server):
+    client = await authed(server, "alice", auto_pong=False)
+    code, _ = await client.closed(timeout=10)
+    assert code == 4009
+    assert client.listener.pings >= 1
+
+
+async def test_ws_pong_keeps_a_quiet_connection_alive(server):
+    client = await authed(server, "alice")  # picows answers the server's pings
+    await asyncio.sleep(6)  # > idle_timeout (5 s) with no frames of our own
+    rid = client.send(ping=pb.Ping(client_time_ms=5))
+    assert (await client.reply(rid)).pong.client_time_ms == 5
+
+
+async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_server):
+    server = await make_server(limits__delivery_window=2000, limits__outbound_buffer_bytes=512 * 1024,
+                               limits__sends_per_second=10000.0, limits__send_burst=10000.0)
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await chat_between(alice, "bob")
+    bob.transport.underlying_transport.pause_reading()
+    body = b"y" * 60_000
+    acks = await send_many(alice, chat, 400, body)
+    await wait_for(lambda: server.gateway.stats.slow_consumers == 1, timeout=10)
+    await wait_for(lambda: not server.gateway.hub.devices_of("bob"), timeout=10)
+    assert [a.seq for a in acks] == list(range(1, 401))  # the sender was never held up
+    bob.close()
+    again = await RawClient.connect(server.url, server.token("bob"))
+    seqs = []
+    while True:
+        frame = await again.recv(timeout=10)
+        if frame.WhichOneof("body") == "deliver":
+            seqs += [m.seq for m in frame.deliver.messages]
+            again.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=chat, seq=seqs[-1])]))
+        elif frame.WhichOneof("body") == "sync_complete":
+            break
+    assert seqs == list(range(1, 401))

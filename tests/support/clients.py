@@ -1,0 +1,27 @@
+"""SDK clients for end-to-end tests, with helpers that collect what a device receives."""
+from __future__ import annotations
+
+import asyncio
+
+from switchboard.client import Client
+
+
+async def connect(server, user: str, device: str = "phone", **kwargs) -> Client:
+    client = Client(server.url, server.token(user, device), **kwargs)
+    await client.connect()
+    await client.wait_synced(timeout=10)
+    return client
+
+
+async def receive(client: Client, count: int, timeout: float = 10.0) -> list:
+    """The next `count` messages from the client's iterator."""
+    got = []
+    iterator = client.messages()
+
+    async def collect() -> None:
+        async for message in iterator:
+            got.append(message)
+            if len(got) == count:
+                return
+    await asyncio.wait_for(collect(), timeout)
+    return got

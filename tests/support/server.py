@@ -1,0 +1,98 @@
+"""Test servers: an in-process Gateway on port 0, or a real `switchboard serve` subprocess
+(for kill -9), both with fast timers so deadlines are reached in test time."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from switchboard.config import Config, load
+from switchboard.core.auth import TokenAuthority
+from switchboard.gateway.server import Gateway
+
+SECRET = "test-secret-" + "x" * 40
+
+FAST = {
+    "server.host": "127.0.0.1",
+    "server.port": 0,
+    "auth.secret": SECRET,
+    "timers.tick": 0.05,
+    "timers.heartbeat_interval": 2.0,
+    "timers.idle_timeout": 5.0,
+    "timers.retransmit_after": 1.0,
+    "auth.timeout": 1.0,
+}
+
+
+def fast_config(data_dir: Path, **overrides) -> Config:
+    values = dict(FAST)
+    values["server.data_dir"] = str(data_dir)
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load(None, values, environ={})
+
+
+class InProcessServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.gateway = Gateway(config)
+        self.tokens = TokenAuthority(config.secret_bytes())
+
+    async def start(self) -> "InProcessServer":
+        await self.gateway.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway.port}/v1/ws"
+
+    def token(self, user: str, device: str = "phone", ttl: float = 3600) -> str:
+        return self.tokens.mint(user, device, ttl)
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+
+
+class ServerProcess:
+    """`python -m switchboard.cli serve` in a child process, killable with SIGKILL."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.tokens = TokenAuthority(SECRET.encode())
+
+    async def start(self) -> "ServerProcess":
+        env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET,
+                   SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 30)
+        match = re.search(rb"ws://[\d.]+:(\d+)/", line)
+        assert match, f"server did not start: {line!r}"
+        self.port = int(match.group(1))
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def token(self, user: str, device: str = "phone", ttl: float = 3600) -> str:
+        return self.tokens.mint(user, device, ttl)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,315 @@
+"""The coalescing writer against a real SQLite store, with faults injected by FaultyStore."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+import pytest
+
+from switchboard.core.model import Chat, ChatKind, CommitResult, NewMessage, Role
+from switchboard.core.store import StoreError
+from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.core.writer import Backpressure, CoalescingWriter
+from tests.support.faulty_store import FaultyStore
+from tests.support.waiting import wait_for
+
+_server_ids = itertools.count(1)
+
+
+def msg(chat: str, client_msg_id: str, body: bytes = b"hi", user: str = "alice") -> NewMessage:
+    return NewMessage(chat, user, "phone", client_msg_id, body, (), next(_server_ids), 1)
+
+
+async def settled(futures, timeout: float = 5.0) -> list:
+    """Results (or exceptions) of the futures, in order."""
+    return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+
+
+def other_tasks() -> set[asyncio.Task]:
+    return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+@pytest.fixture
+async def sqlite(tmp_path):
+    store = SQLiteStore(tmp_path / "writer.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def faulty(sqlite) -> FaultyStore:
+    return FaultyStore(sqlite)
+
+
+@pytest.fixture
+async def make_writer():
+    """Writers made here are closed at teardown, after their store's gate is opened."""
+    made: list[tuple[CoalescingWriter, FaultyStore | None]] = []
+
+    def make(store, **options) -> CoalescingWriter:
+        writer = CoalescingWriter(store, **options)
+        made.append((writer, store if isinstance(store, FaultyStore) else None))
+        return writer
+
+    yield make
+    for writer, faulty_store in made:
+        if faulty_store is not None:
+            faulty_store.release()
+        await writer.close()
+
+
+async def hold_first_flush(faulty: FaultyStore, writer: CoalescingWriter) -> asyncio.Future:
+    """Put one message in a commit that stays in flight until faulty.release()."""
+    faulty.hold()
+    first = writer.submit(msg("warmup", "first"))
+    await wait_for(lambda: faulty.held == 1, message="the first flush to reach the store")
+    return first
+
+
+# ---------------------------------------------------------------------------- batching
+async def test_a_lone_message_is_committed_at_once_and_the_writer_goes_idle(sqlite, make_writer):
+    writer = make_writer(sqlite)
+    assert not other_tasks()
+    result = await asyncio.wait_for(writer.submit(msg("a", "1")), 5)
+    assert (result.message.seq, result.duplicate) == (1, False)
+    assert (writer.batches, writer.rows, writer.last_batch_rows) == (1, 1, 1)
+    assert writer.flush_seconds_total > 0
+    await wait_for(lambda: not other_tasks(), message="the flush task to finish")
+
+
+async def test_rows_queued_during_a_flush_go_in_one_next_batch(faulty, make_writer):
+    writer = make_writer(faulty)
+    first = await hold_first_flush(faulty, writer)
+    futures = [writer.submit(msg("a", str(i))) for i in range(50)]
+    faulty.release()
+    results = await settled([first, *futures])
+    assert [r.message.seq for r in results[1:]] == list(range(1, 51))
+    assert [len(b.messages) for b in faulty.batches] == [1, 50]
+    assert (writer.batches, writer.rows, writer.last_batch_rows) == (2, 51, 50)
+
+
+async def test_max_rows_splits_the_backlog(faulty, make_writer):
+    writer = make_writer(faulty, max_rows=10)
+    first = await hold_first_flush(faulty, writer)
+    futures = [writer.submit(msg("a", str(i))) for i in range(25)]
+    faulty.release()
+    results = await settled([first, *futures])
+    assert [len(b.messages) for b in faulty.batches] == [1, 10, 10, 5]
+    assert [r.message.seq for r in results[1:]] == list(range(1, 26))
+
+
+async def test_max_bytes_splits_the_backlog_and_an_oversized_body_goes_alone(faulty, make_writer):
+    writer = make_writer(faulty, max_bytes=100)
+    first = await hold_first_flush(faulty, writer)
+    bodies = [b"x" * 40] * 3 + [b"y" * 500] + [b"z" * 60] * 2
+    futures = [writer.submit(msg("a", str(i), body)) for i, body in enumerate(bodies)]
+    faulty.release()
+    await settled([first, *futures])
+    assert [[len(m.body) for m in b.messages] for b in faulty.batches[1:]] == [
+        [40, 40], [40], [500], [60], [60]]
+
+
+async def test_heavy_load_batches_and_keeps_per_chat_order(sqlite, make_writer):
+    writer = make_writer(sqlite, max_rows=256)
+    sent = [msg(f"c{i % 7}", str(i)) for i in range(3000)]
+    futures = [writer.submit(m) for m in sent]
+    results = await settled(futures, timeout=30)
+    assert writer.batches < 100 and writer.rows == 3000
+    per_chat: dict[str, list[int]] = {}
+    for m, result in zip(sent, results):
+        assert result.message.client_msg_id == m.client_msg_id
+        per_chat.setdefault(m.chat_id, []).append(result.message.seq)
+    assert all(got == list(range(1, len(got) + 1)) for got in per_chat.values())
+
+
+# ---------------------------------------------------------------------------- failures
+async def test_a_failed_batch_fails_all_its_futures_and_a_retry_succeeds(faulty, make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_next_commits(1)
+    sent = [msg("a", str(i)) for i in range(5)]
+    outcomes = await settled([writer.submit(m) for m in sent])
+    assert all(isinstance(o, StoreError) for o in outcomes)
+    assert (writer.failures, writer.batches) == (1, 0)
+    assert await faulty.head_seq("a") == 0
+    retried = await settled([writer.submit(msg("a", m.client_msg_id)) for m in sent])
+    assert [(r.message.seq, r.duplicate) for r in retried] == [(i, False) for i in range(1, 6)]
+
+
+async def test_retry_after_applied_but_raised_creates_no_duplicate(faulty, make_writer):
+    writer = make_writer(faulty)
+    faulty.apply_then_raise(1)
+    sent = [msg("a", str(i)) for i in range(3)]
+    outcomes = await settled([writer.submit(m) for m in sent])
+    assert all(isinstance(o, StoreError) for o in outcomes)
+    assert await faulty.head_seq("a") == 3
+    retried = await settled([writer.submit(msg("a", m.client_msg_id, b"retry")) for m in sent])
+    assert [(r.message.seq, r.duplicate) for r in retried] == [(1, True), (2, True), (3, True)]
+    assert [r.message.server_id for r in retried] == [m.server_id for m in sent]
+    assert [r.message.body for r in retried] == [b"hi"] * 3
+    assert await faulty.head_seq("a") == 3
+
+
+async def test_rows_queued_behind_a_failed_batch_still_go_out(faulty, make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_next_commits(1)
+    first = await hold_first_flush(faulty, writer)
+    later = [writer.submit(msg("a", str(i))) for i in range(4)]
+    faulty.release()
+    outcomes = await settled([first, *later])
+    assert isinstance(outcomes[0], StoreError)
+    assert [r.message.seq for r in outcomes[1:]] == [1, 2, 3, 4]
+
+
+async def test_a_cancelled_commit_fails_its_futures_and_the_writer_recovers(faulty, make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_next_commits(1, asyncio.CancelledError())
+    outcomes = await settled([writer.submit(msg("a", "1")), writer.mark_read("a", "bob", 1)])
+    assert all(isinstance(o, StoreError) for o in outcomes)
+    assert (await asyncio.wait_for(writer.submit(msg("a", "2")), 5)).message.seq == 1
+
+
+# ---------------------------------------------------------------------------- backpressure
+async def test_backpressure_counts_queued_and_in_flight_rows(faulty, make_writer):
+    writer = make_writer(faulty, max_pending=5, max_rows=5)
+    first = await hold_first_flush(faulty, writer)
+    queued = [writer.submit(msg("a", str(i))) for i in range(4)]
+    with pytest.raises(Backpressure) as refused:
+        writer.submit(msg("a", "over"))
+    assert refused.value.retry_after_ms > 0
+    faulty.release()
+    await settled([first, *queued])
+    assert (await asyncio.wait_for(writer.submit(msg("a", "over")), 5)).message.seq == 5
+
+
+# ---------------------------------------------------------------------------- cursors, reads
+async def test_ack_cursor_coalesces_to_the_max_and_is_durable(faulty, make_writer):
+    await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(faulty)
+    first = await hold_first_flush(faulty, writer)
+    sent = [writer.submit(msg("g", str(i))) for i in range(9)]
+    for seq in (3, 8, 5):
+        writer.ack_cursor("bob", "phone", "g", seq)
+    faulty.release()
+    await settled([first, *sent])
+    assert faulty.batches[1].cursors == {("bob", "phone", "g"): 8}
+    assert [(b.cursor, b.head) for b in await faulty.backlog("bob", "phone")] == [(8, 9)]
+
+
+async def test_ack_cursor_alone_schedules_a_flush(sqlite, make_writer):
+    await sqlite.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(sqlite)
+    await settled([writer.submit(msg("g", str(i))) for i in range(3)])
+    writer.ack_cursor("bob", "phone", "g", 2)
+
+    async def cursor_is_2() -> bool:
+        return [b.cursor for b in await sqlite.backlog("bob", "phone")] == [2]
+    await wait_for(cursor_is_2)
+    await wait_for(lambda: not other_tasks(), message="the flush task to finish")
+
+
+async def test_mark_read_coalesces_and_resolves_when_durable(faulty, make_writer):
+    writer = make_writer(faulty)
+    first = await hold_first_flush(faulty, writer)
+    marks = [writer.mark_read("g", "bob", seq) for seq in (2, 7, 5)]
+    await asyncio.sleep(0)
+    assert not any(m.done() for m in marks)
+    faulty.release()
+    assert await settled([first, *marks]) == [await first, None, None, None]
+    assert faulty.batches[1].reads == {("g", "bob"): 7}
+    assert await faulty.read_seq("g", "bob") == 7
+
+
+async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(faulty, make_writer):
+    await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(faulty)
+    await settled([writer.submit(msg("g", str(i))) for i in range(9)])
+    faulty.fail_next_commits(1)
+    writer.ack_cursor("bob", "phone", "g", 4)
+    outcome = await settled([writer.mark_read("g", "bob", 6)])
+    assert isinstance(outcome[0], StoreError)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(faulty.batches) == 2, "a failure alone must not trigger another commit"
+    writer.ack_cursor("bob", "phone", "g", 2)
+    await wait_for(lambda: len(faulty.batches) == 3 and not other_tasks())
+    assert faulty.batches[2].cursors == {("bob", "phone", "g"): 4}
+    assert faulty.batches[2].reads == {("g", "bob"): 6}
+    assert await faulty.read_seq("g", "bob") == 6
+    assert [b.cursor for b in await faulty.backlog("bob", "phone")] == [4]
+
+
+# ---------------------------------------------------------------------------- on_commit
+async def test_on_commit_gets_results_in_batch_order_before_futures_resolve(sqlite, make_writer):
+    seen: list[tuple[list[tuple[str, int, bool]], bool]] = []
+    futures: list[asyncio.Future[CommitResult]] = []
+
+    def on_commit(results: list[CommitResult]) -> None:
+        seen.append(([(r.message.chat_id, r.message.seq, r.duplicate) for r in results],
+                     any(f.done() for f in futures)))
+
+    writer = make_writer(sqlite, on_commit=on_commit)
+    futures += [writer.submit(m) for m in (msg("a", "1"), msg("b", "1"), msg("a", "2"),
+                                           msg("a", "1"))]
+    await settled(futures)
+    assert seen == [([("a", 1, False), ("b", 1, False), ("a", 2, False), ("a", 1, True)], False)]
+
+
+async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(sqlite, make_writer,
+                                                                            caplog):
+    def on_commit(results: list[CommitResult]) -> None:
+        raise RuntimeError("fan-out blew up")
+
+    writer = make_writer(sqlite, on_commit=on_commit)
+    with caplog.at_level(logging.ERROR, logger="switchboard.core.writer"):
+        results = await settled([writer.submit(msg("a", "1")), writer.submit(msg("a", "2"))])
+    assert [r.message.seq for r in results] == [1, 2]
+    assert "on_commit failed" in caplog.text
+    assert (await asyncio.wait_for(writer.submit(msg("a", "3")), 5)).message.seq == 3
+
+
+# ---------------------------------------------------------------------------- close, cancel
+async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
+    await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(faulty, max_rows=8)
+    first = await hold_first_flush(faulty, writer)
+    sent = [writer.submit(msg("g", str(i))) for i in range(20)]
+    writer.ack_cursor("bob", "phone", "g", 20)
+    read = writer.mark_read("g", "bob", 19)
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0)
+    assert not closing.done()
+    faulty.release()
+    await asyncio.wait_for(closing, 5)
+    assert all(f.done() and not f.exception() for f in [first, *sent, read])
+    assert await faulty.head_seq("g") == 20
+    assert await faulty.read_seq("g", "bob") == 19
+    assert await faulty.backlog("bob", "phone") == []
+    with pytest.raises(RuntimeError):
+        writer.submit(msg("g", "late"))
+    with pytest.raises(RuntimeError):
+        writer.mark_read("g", "bob", 20)
+    writer.ack_cursor("bob", "phone", "g", 21)
+    assert not other_tasks()
+
+
+async def test_close_of_an_idle_writer_returns_at_once(sqlite, make_writer):
+    writer = make_writer(sqlite)
+    await asyncio.wait_for(writer.close(), 1)
+    assert writer.batches == 0 and not other_tasks()
+
+
+async def test_cancelled_futures_are_harmless(faulty, make_writer):
+    results: list[CommitResult] = []
+    writer = make_writer(faulty, on_commit=results.extend)
+    first = await hold_first_flush(faulty, writer)
+    futures = [writer.submit(msg("a", str(i))) for i in range(3)]
+    first.cancel()
+    futures[1].cancel()
+    faulty.release()
+    outcomes = await settled([futures[0], futures[2]])
+    assert [o.message.seq for o in outcomes] == [1, 3]
+    assert [r.message.client_msg_id for r in results] == ["first", "0", "1", "2"]
+    assert await faulty.head_seq("a") == 3
+    assert (await asyncio.wait_for(writer.submit(msg("a", "3")), 5)).message.seq == 4
