@@ -36,6 +36,7 @@ class ServerConfig:
     node_id: int = 0
     production: bool = False
     reuse_port: bool = False
+    drain_spread: float = 5.0  # seconds over which drained devices are told to reconnect
 
 
 @dataclass(slots=True)
@@ -51,6 +52,8 @@ class LimitsConfig:
     max_body_bytes: int = 64 * 1024
     max_media_ids: int = 16
     max_group_members: int = 1000
+    max_devices: int = 10
+    max_presence_subscriptions: int = 1000
     delivery_window: int = 256
     outbound_buffer_bytes: int = 4 * 1024 * 1024
     sends_per_second: float = 50.0
@@ -65,6 +68,8 @@ class TimersConfig:
     heartbeat_interval: float = 30.0
     idle_timeout: float = 90.0
     retransmit_after: float = 10.0
+    presence_interval: float = 1.0   # presence updates per subject per subscriber: at most one per
+    receipt_flush: float = 0.05      # receipt changes are pushed coalesced after this delay
 
 
 @dataclass(slots=True)
@@ -165,6 +170,10 @@ def _validate(config: Config) -> None:
         "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
         "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,
         "limits.max_group_members": config.limits.max_group_members >= 2,
+        "limits.max_devices": config.limits.max_devices >= 1,
+        "limits.max_presence_subscriptions": config.limits.max_presence_subscriptions >= 1,
+        "timers.presence_interval": config.timers.presence_interval > 0,
+        "timers.receipt_flush": config.timers.receipt_flush > 0,
         "limits.delivery_window": config.limits.delivery_window >= 1,
         "limits.outbound_buffer_bytes": config.limits.outbound_buffer_bytes >= 4 * config.limits.max_frame_bytes,
         "limits.sends_per_second": config.limits.sends_per_second > 0,

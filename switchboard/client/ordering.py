@@ -3,11 +3,11 @@
 The server sends every chat in seq order on a connection, but it may send a seq again
 (retransmit after 10 s without ack progress, replay from the durable cursor after a reconnect or
 a Sync). So the device keeps, per chat, `have`: the highest seq up to which it holds every
-message. This class is that state and nothing else (no I/O, no futures), so the rules of
-docs/protocol.md "Client dedup algorithm" can be tested without sockets and reused by any
+message. This class is that state and nothing else (no I/O, no futures), so the client dedup
+algorithm of docs/protocol.md (section 8.3) can be tested without sockets and reused by any
 transport.
 
-Rules (docs/protocol.md, from the server's semantics):
+Rules:
 * Deliver seq <= have: duplicate, dropped (but acked again: the server evidently missed the ack).
 * seq == have + 1, or the first message of a chat this client has seen: accepted, have = seq,
   then buffered seqs have + 1, have + 2, ... are drained.
@@ -20,13 +20,14 @@ Rules (docs/protocol.md, from the server's semantics):
   when have == seq - 1, otherwise as a marker in the reorder buffer that the drain steps over.
   A chat's `have` never starts from a SendAck alone (except at seq 1): older messages of the
   chat may still be on their way, and starting above them would drop them as duplicates.
-  Markers are not counted against the buffer bound: the server never sends a device its own
-  messages, so a dropped marker could never be recovered, while a held message can (it is not
-  acked, so the server sends it again). There is at most one marker per own send.
+  Markers are not counted against the buffer bound: the server does not send a connection its
+  own sends, so a dropped marker might never be filled, while a dropped message comes again (it
+  is not acked). There is at most one marker per own send.
 
-Acks are cumulative ("I hold everything up to seq") and never name a seq beyond what the current
-connection delivered in that chat, since the server refuses those (ACK_INVALID); `take_acks`
-applies that cap and, with manual acking, the app's own ack.
+Acks are cumulative ("I hold everything up to seq", i.e. `have`) and only name chats the current
+connection has delivered (or acknowledged a send in): the server refuses acks for other chats
+(ACK_INVALID). After a reconnect, acking `have` at the first replayed duplicate lets the server
+skip the rest of what this device already holds.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class ChatOrder:
     """
 
     __slots__ = ("have", "user_id", "device_id", "max_buffered", "duplicates", "dropped",
-                 "_auto_ack", "_buffer", "_buffered", "_gap_seen", "_lost", "_ceiling",
+                 "_auto_ack", "_buffer", "_buffered", "_gap_seen", "_lost", "_live",
                  "_app_acked", "_dirty")
 
     def __init__(self, have: Mapping[str, int] | None = None, *, user_id: str = "",
@@ -76,7 +77,7 @@ class ChatOrder:
         self._buffered = 0                     # messages (not own-send markers) held
         self._gap_seen = False                 # a new gap since the last sync started
         self._lost = False                     # a message was dropped since the last sync started
-        self._ceiling: dict[str, int] = {}     # highest seq seen on the current connection
+        self._live: set[str] = set()           # chats the current connection has delivered
         self._app_acked: dict[str, int] = {}   # manual acking: what the app acked
         self._dirty: set[str] = set()          # chats whose ack should go out
 
@@ -100,8 +101,7 @@ class ChatOrder:
         """One delivered message -> the messages now ready for the app (possibly none)."""
         chat = message.chat_id
         seq = message.seq
-        if seq > self._ceiling.get(chat, 0):
-            self._ceiling[chat] = seq
+        self._live.add(chat)
         have = self.have.get(chat)
         if have is None or seq == have + 1:
             self.have[chat] = seq
@@ -120,8 +120,7 @@ class ChatOrder:
     def on_send_ack(self, chat_id: str, seq: int) -> list:
         """Our own message got `seq`: count it as held when contiguous. Returns the buffered
         messages that this unblocks."""
-        if seq > self._ceiling.get(chat_id, 0):
-            self._ceiling[chat_id] = seq
+        self._live.add(chat_id)
         have = self.have.get(chat_id)
         if have is None and seq == 1:
             have = 0  # the chat's first message is ours: nothing can precede it
@@ -138,7 +137,8 @@ class ChatOrder:
         return out
 
     def ack(self, chat_id: str, seq: int) -> None:
-        """The app processed everything of `chat_id` up to `seq` (manual acking)."""
+        """The app processed everything of `chat_id` up to `seq`. With auto_ack=False acks never
+        go beyond this, so what the app did not confirm is delivered again after a reconnect."""
         if seq > self._app_acked.get(chat_id, 0):
             self._app_acked[chat_id] = seq
         self._dirty.add(chat_id)
@@ -149,9 +149,10 @@ class ChatOrder:
             return []
         acks = []
         have = self.have
-        ceiling = self._ceiling
         for chat in self._dirty:
-            seq = min(have.get(chat, 0), ceiling.get(chat, 0))
+            if chat not in self._live:
+                continue
+            seq = have.get(chat, 0)
             if not self._auto_ack:
                 seq = min(seq, self._app_acked.get(chat, 0))
             if seq > 0:
@@ -162,7 +163,7 @@ class ChatOrder:
     def new_connection(self) -> None:
         """A new connection starts: the server replays from its durable cursor and knows nothing
         of acks that did not reach it, so per-connection ack state starts over."""
-        self._ceiling.clear()
+        self._live.clear()
         self._dirty.clear()
         self.sync_started()
 

@@ -98,11 +98,11 @@ class ConnectionLost(Exception):
 
 @dataclass(slots=True)
 class ClientStats:
-    duplicates: int          # delivered messages dropped as already held (wire retransmits)
-    reconnects: int          # successful automatic reconnections
-    retransmitted_sends: int # Send frames sent again (after reconnect or retry_after_ms)
-    gap_syncs: int           # Sync requests sent because a chat had a gap
-    dropped: int             # out-of-order messages not buffered (buffer full; resent later)
+    duplicates: int           # delivered messages dropped as already held (wire retransmits)
+    reconnects: int           # successful automatic reconnections
+    retransmitted_sends: int  # Send frames sent again (after reconnect or retry_after_ms)
+    gap_syncs: int            # Sync requests sent because a chat had a gap
+    dropped: int              # out-of-order messages not buffered (buffer full; resent later)
 
 
 class _Send:
@@ -192,14 +192,16 @@ class Client:
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
     `have` is the per-chat watermark an app persisted from a previous run (`Client.have`).
     `send_timeout` bounds send() and every other request; `on_close(code, reason)` is called
-    after every disconnect.
+    after every disconnect; `on_push(frame)` gets every server push this class does not handle
+    itself (receipts, presence, typing, ...).
     """
 
     def __init__(self, url: str, token: str | Callable[[], str], *, token_in_header: bool = True,
                  reconnect: bool = True, backoff_min: float = 0.1, backoff_max: float = 5.0,
                  send_timeout: float = 30.0, auto_ack: bool = True,
                  have: Mapping[str, int] | None = None, connect_timeout: float = 10.0,
-                 on_close: Callable[[int, str], None] | None = None) -> None:
+                 on_close: Callable[[int, str], None] | None = None,
+                 on_push: Callable[[pb.ServerFrame], None] | None = None) -> None:
         self.url = url
         self._token = token
         self._token_in_header = token_in_header
@@ -209,6 +211,7 @@ class Client:
         self._send_timeout = send_timeout
         self._connect_timeout = connect_timeout
         self.on_close = on_close
+        self.on_push = on_push
         #: Close code and reason of the last disconnect (1006 when the socket just dropped).
         self.last_close_code: int | None = None
         self.last_close_reason = ""
@@ -228,6 +231,7 @@ class Client:
         self._gap_timer: asyncio.TimerHandle | None = None
         self._synced = asyncio.Event()
         self._attempt = 0
+        self._goaway_delay: float | None = None          # the server said when to come back
         self._closed = False
         self._failure: Exception | None = None           # why the client stopped for good
         self._reconnects = 0
@@ -349,43 +353,49 @@ class Client:
     async def sync(self) -> pb.SyncComplete:
         """Ask the server to replay everything above this device's cursor; returns when that
         backlog has been sent (the messages themselves arrive through messages())."""
+        if not self.connected:
+            raise ConnectionLost("not connected")
         self._syncing = True
         self._order.sync_started()
-        return await self._request("sync_complete", sync=pb.Sync())
+        return await self.request("sync_complete", sync=pb.Sync())
 
     async def history(self, chat_id: str, before_seq: int = 0, limit: int = 50) -> pb.HistoryPage:
         """Messages below before_seq (0: from the newest), newest first."""
-        return await self._request("history_page", history=pb.History(
+        return await self.request("history_page", history=pb.History(
             chat_id=chat_id, before_seq=before_seq, limit=limit))
 
     async def create_direct(self, other_user: str) -> pb.ChatInfo:
-        return await self._request("chat", create_chat=pb.CreateChat(
+        return await self.request("chat", create_chat=pb.CreateChat(
             kind=pb.DIRECT, member_user_ids=[other_user]))
 
     async def create_group(self, title: str, members: Iterable[str]) -> pb.ChatInfo:
-        return await self._request("chat", create_chat=pb.CreateChat(
+        return await self.request("chat", create_chat=pb.CreateChat(
             kind=pb.GROUP, member_user_ids=list(members), title=title))
 
     async def add_members(self, chat_id: str, users: Iterable[str]) -> pb.ChatInfo:
-        return await self._request("chat", add_members=pb.AddMembers(
+        return await self.request("chat", add_members=pb.AddMembers(
             chat_id=chat_id, user_ids=list(users)))
 
     async def remove_members(self, chat_id: str, users: Iterable[str]) -> pb.ChatInfo:
-        return await self._request("chat", remove_members=pb.RemoveMembers(
+        return await self.request("chat", remove_members=pb.RemoveMembers(
             chat_id=chat_id, user_ids=list(users)))
 
     async def list_chats(self) -> list[pb.ChatSummary]:
-        return list((await self._request("chat_list", list_chats=pb.ListChats())).chats)
+        return list((await self.request("chat_list", list_chats=pb.ListChats())).chats)
 
     async def mark_read(self, chat_id: str, seq: int) -> pb.ReadAck:
-        return await self._request("read_ack", mark_read=pb.MarkRead(chat_id=chat_id, seq=seq))
+        return await self.request("read_ack", mark_read=pb.MarkRead(chat_id=chat_id, seq=seq))
 
     async def ping(self) -> pb.Pong:
-        return await self._request("pong", ping=pb.Ping(client_time_ms=int(time.time() * 1000)))
+        return await self.request("pong", ping=pb.Ping(client_time_ms=int(time.time() * 1000)))
 
-    async def _request(self, reply: str, **body) -> object:
-        """Send one request and return the `reply` body of its answer. Not retried: on a lost
-        connection it fails with ConnectionLost (the outcome is unknown)."""
+    async def request(self, reply: str, **body) -> object:
+        """Send one request and return the `reply` body of its answer; also the way to use
+        frames without a method of their own, e.g.
+        `await client.request("device_list", list_devices=pb.ListDevices())`.
+        Not retried: on a lost connection it fails with ConnectionLost, after send_timeout with
+        asyncio.TimeoutError (either way the outcome is unknown); an Error answer raises
+        ServerError."""
         if not self.connected:
             raise ConnectionLost("not connected")
         rid = self._next_rid()
@@ -451,12 +461,16 @@ class Client:
 
     async def _reconnect_loop(self) -> pb.Welcome:
         """Reconnect with exponential backoff and full jitter (a random delay in [0, cap]), so a
-        restarted server is not hit by every client at once. Stops when the token is refused."""
+        restarted server is not hit by every client at once; a Goaway's delay (already jittered
+        by the server) replaces the first one. Stops when the token is refused."""
         while True:
-            cap = min(self._backoff_max,
-                      self._backoff_min * 2 ** min(self._attempt, MAX_BACKOFF_EXPONENT))
+            delay, self._goaway_delay = self._goaway_delay, None
+            if delay is None:
+                cap = min(self._backoff_max,
+                          self._backoff_min * 2 ** min(self._attempt, MAX_BACKOFF_EXPONENT))
+                delay = random.uniform(0, cap)
             self._attempt += 1
-            await asyncio.sleep(random.uniform(0, cap))
+            await asyncio.sleep(delay)
             try:
                 welcome = await self._open()
             except AuthError as exc:
@@ -553,10 +567,17 @@ class Client:
             self._on_sync_complete(frame)
         elif kind == "welcome":
             self._on_welcome(listener, frame.welcome)
-        else:
+        elif kind == "goaway":
+            self._goaway_delay = frame.goaway.reconnect_after_ms / 1000
+        elif frame.request_id:
             future = self._requests.get(frame.request_id)
             if future is not None and not future.done():
                 future.set_result(frame)
+        elif self.on_push is not None:
+            try:
+                self.on_push(frame)
+            except Exception:
+                log.exception("on_push callback failed")
 
     def _on_welcome(self, listener: _Listener, welcome: pb.Welcome) -> None:
         listener.welcomed = True
@@ -565,6 +586,7 @@ class Client:
         order.user_id = welcome.user_id
         order.device_id = welcome.device_id
         order.new_connection()
+        self._goaway_delay = None
         self._syncing = True  # the server starts a sync by itself
         self._synced.clear()
         for entry in self._outbox:
@@ -615,7 +637,7 @@ class Client:
         if future is not None and not future.done():
             future.set_result(frame)
         else:  # an answer to a frame without a reply (ACK_INVALID for an Ack): nothing waits
-            log.debug("server error %s: %s", pb.ErrorCode.Name(error.code), error.detail)
+            log.debug("server error: %s", ServerError.from_pb(error))
 
     def _on_sync_complete(self, frame: pb.ServerFrame) -> None:
         # Any SyncComplete ends the sync in progress: a newer Sync replaces an older one on the

@@ -12,6 +12,7 @@ class Code(enum.Enum):
     RATE_LIMITED = "RATE_LIMITED"
     GROUP_FULL = "GROUP_FULL"
     UNAVAILABLE = "UNAVAILABLE"
+    NOT_FOUND = "NOT_FOUND"
 
 
 class DomainError(Exception):

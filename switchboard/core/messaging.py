@@ -36,6 +36,7 @@ class MessageService:
         self._chats = chats
         self._ids = ids
         self._fanout: Fanout | None = None
+        self.on_sent: Callable[[str, str, int], None] | None = None  # (chat, sender, seq)
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, **(writer_options or {}))
@@ -110,6 +111,8 @@ class MessageService:
             if not result.duplicate:
                 message = result.message
                 by_chat.setdefault(message.chat_id, []).append(message)
+                if self.on_sent is not None:
+                    self.on_sent(message.chat_id, message.sender_user, message.seq)
         for chat_id, messages in by_chat.items():
             members = self._chats.cached_members(chat_id)
             if members is not None:

@@ -19,6 +19,19 @@ class Role(enum.IntEnum):
     ADMIN = 2
 
 
+class Visibility(enum.IntEnum):
+    """Who may see a user's last seen (and online status)."""
+    EVERYONE = 1
+    CONTACTS = 2  # users who share a direct chat with them
+    NOBODY = 3
+
+
+class DeviceStatus(enum.Enum):
+    OK = "ok"
+    REVOKED = "revoked"
+    TOO_MANY = "too_many"
+
+
 @dataclass(slots=True)
 class NewMessage:
     """A send accepted by the owner, not yet sequenced: the store assigns `seq`."""
@@ -60,15 +73,16 @@ class CommitResult:
 class Batch:
     """What one flush of the coalescing writer commits atomically.
 
-    `cursors` maps (user, device, chat) -> acked seq and `reads` maps (chat, user) -> read seq;
-    both only ever move forward (the store keeps the max).
+    `cursors` maps (user, device, chat) -> acked seq, `delivered` and `reads` map (chat, user) ->
+    delivered / read seq; all only ever move forward (the store keeps the max).
     """
     messages: list[NewMessage] = field(default_factory=list)
     cursors: dict[tuple[str, str, str], int] = field(default_factory=dict)
     reads: dict[tuple[str, str], int] = field(default_factory=dict)
+    delivered: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.messages) + len(self.cursors) + len(self.reads)
+        return len(self.messages) + len(self.cursors) + len(self.reads) + len(self.delivered)
 
 
 @dataclass(slots=True)
@@ -101,3 +115,23 @@ class Backlog:
     chat_id: str
     cursor: int  # highest seq acked by the device (or the member's joined_seq)
     head: int
+
+
+@dataclass(slots=True)
+class Receipt:
+    """A member's watermarks in a chat."""
+    delivered_seq: int
+    read_seq: int
+
+
+@dataclass(slots=True)
+class UserSettings:
+    read_receipts: bool = True
+    last_seen: Visibility = Visibility.EVERYONE
+
+
+@dataclass(slots=True)
+class DeviceRow:
+    device_id: str
+    first_seen_ms: int
+    last_seen_ms: int

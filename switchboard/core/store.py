@@ -16,7 +16,9 @@ Guarantees every implementation gives (the rest of the system relies on them):
   and strictly increasing, and one (chat_id, seq) holds one message forever. Only the
   chat's owner calls `commit` for a chat (single writer per chat); the store still refuses
   to overwrite an existing (chat_id, seq).
-* Cursors and read watermarks never move backwards: the store keeps the max.
+* Cursors and delivered/read watermarks never move backwards: the store keeps the max. A new
+  message moves its sender's delivered and read watermarks in that chat up to its seq (you have
+  read what you wrote).
 * Reads see every committed batch (read-your-writes within one process).
 
 All methods are coroutines and never block the event loop.
@@ -26,8 +28,9 @@ from __future__ import annotations
 import abc
 from typing import Iterable
 
-from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult,
-                    Membership, Role, StoredMessage)
+from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, DeviceRow,
+                    DeviceStatus, Membership, Receipt, Role, StoredMessage, UserSettings,
+                    Visibility)
 
 
 class StoreError(Exception):
@@ -98,5 +101,47 @@ class Store(abc.ABC):
     async def read_seq(self, chat_id: str, user_id: str) -> int:
         """The user's read watermark in the chat (0 when never set)."""
 
+    # ------------------------------------------------------------- receipts
+    @abc.abstractmethod
+    async def receipts(self, chat_id: str) -> dict[str, Receipt]:
+        """Watermarks of every user who has any in the chat (members without a row: absent)."""
 
-__all__ = ["Store", "StoreError", "ChatKind", "Role"]
+    @abc.abstractmethod
+    async def senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
+        """Distinct senders of the messages with after_seq < seq <= upto_seq."""
+
+    # ------------------------------------------------------------- users and devices
+    @abc.abstractmethod
+    async def get_settings(self, user_id: str) -> UserSettings:
+        """The user's settings (defaults when never set)."""
+
+    @abc.abstractmethod
+    async def update_settings(self, user_id: str, read_receipts: bool | None,
+                              last_seen: Visibility | None) -> UserSettings:
+        """Change the given settings (None = leave as is); returns the result."""
+
+    @abc.abstractmethod
+    async def register_device(self, user_id: str, device_id: str, now_ms: int,
+                              max_devices: int) -> DeviceStatus:
+        """Admit a device at connect, atomically: a known device is OK; a revoked one is REVOKED
+        (forever: a revoked device id never comes back); a new one is added unless the user
+        already has max_devices devices (TOO_MANY)."""
+
+    @abc.abstractmethod
+    async def list_devices(self, user_id: str) -> list[DeviceRow]:
+        """The user's devices that are not revoked, oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_device(self, user_id: str, device_id: str) -> bool:
+        """Revoke a device (its cursors are dropped); False if it is unknown or already revoked."""
+
+    @abc.abstractmethod
+    async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
+        """Record that the device was last seen at now_ms (called when it disconnects)."""
+
+    @abc.abstractmethod
+    async def last_seen(self, user_id: str) -> int:
+        """The latest last_seen_ms of the user's devices (0 when never seen)."""
+
+
+__all__ = ["Store", "StoreError", "ChatKind", "Role", "Visibility", "DeviceStatus"]

@@ -8,6 +8,14 @@ write connection (commit, create_chat, add/remove members); reads go to a pool o
 each with its own connection. WAL lets those readers run while the writer commits, and every
 read is its own autocommit statement, so it sees every batch committed before it started.
 
+Receipts: one row per (chat, user) holds both watermarks, each raised with max. A batch's
+`delivered` raises the delivered one; a read raises both (what was read was delivered); a new
+message raises both of its sender's to its seq, with one upsert per (chat, sender) per batch.
+
+Devices: admission (register_device) counts and inserts inside one BEGIN IMMEDIATE on the writer
+thread, so two connects of the same user cannot both take the last free slot. A revoked row is
+kept (revoked = 1) so that its device id stays refused forever.
+
 Several processes may share the file: writes take the lock up front (BEGIN IMMEDIATE, waiting
 up to the busy timeout) and read the chat head inside that transaction, so seq stays gap-free
 whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq.
@@ -29,8 +37,9 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import orjson
 
-from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, Membership,
-                    Role, StoredMessage)
+from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, DeviceRow,
+                    DeviceStatus, Membership, Receipt, Role, StoredMessage, UserSettings,
+                    Visibility)
 from .store import Store, StoreError
 
 T = TypeVar("T")
@@ -64,6 +73,13 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE TABLE IF NOT EXISTS device_cursors (
     user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
     acked_seq INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY, read_receipts INTEGER NOT NULL,
+    last_seen_visibility INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
 """
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
@@ -81,11 +97,39 @@ SQL_SET_HEAD = ("INSERT INTO chat_heads (chat_id, last_seq) VALUES (?, ?) ON CON
 SQL_CURSOR = ("INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq) "
               "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id, chat_id) "
               "DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)")
-# A message that was read was delivered: the delivered watermark is raised along with it.
+# A message that was read was delivered: the delivered watermark is raised along with it. Also
+# what a new message does to its sender's watermarks (you have read what you wrote).
 SQL_READ = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (chat_id, user_id) DO UPDATE SET "
             "delivered_seq = max(delivered_seq, excluded.read_seq), "
             "read_seq = max(read_seq, excluded.read_seq)")
+SQL_DELIVERED = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq) "
+                 "VALUES (?, ?, ?, 0) ON CONFLICT (chat_id, user_id) DO UPDATE SET "
+                 "delivered_seq = max(delivered_seq, excluded.delivered_seq)")
+SQL_RECEIPTS = "SELECT user_id, delivered_seq, read_seq FROM receipts WHERE chat_id = ?"
+# A bare DISTINCT makes the planner scan the whole chat in messages_dedup (chat_id is its only
+# usable term there); the ordered subquery pins the (chat_id, seq) primary-key range.
+SQL_SENDERS = ("SELECT DISTINCT sender_user FROM (SELECT sender_user FROM messages "
+               "WHERE chat_id = ? AND seq > ? AND seq <= ? ORDER BY seq)")
+SQL_SETTINGS = "SELECT read_receipts, last_seen_visibility FROM users WHERE user_id = ?"
+SQL_UPDATE_SETTINGS = (
+    "INSERT INTO users (user_id, read_receipts, last_seen_visibility) "
+    "VALUES (:user, coalesce(:read_receipts, :default_read_receipts), "
+    "coalesce(:last_seen, :default_last_seen)) ON CONFLICT (user_id) DO UPDATE SET "
+    "read_receipts = coalesce(:read_receipts, read_receipts), "
+    "last_seen_visibility = coalesce(:last_seen, last_seen_visibility)")
+SQL_DEVICE_REVOKED = "SELECT revoked FROM devices WHERE user_id = ? AND device_id = ?"
+SQL_COUNT_DEVICES = "SELECT count(*) FROM devices WHERE user_id = ? AND revoked = 0"
+SQL_INSERT_DEVICE = ("INSERT INTO devices (user_id, device_id, first_seen_ms, last_seen_ms, "
+                     "revoked) VALUES (?, ?, ?, ?, 0)")
+SQL_LIST_DEVICES = ("SELECT device_id, first_seen_ms, last_seen_ms FROM devices "
+                    "WHERE user_id = ? AND revoked = 0 ORDER BY first_seen_ms, device_id")
+SQL_REVOKE_DEVICE = ("UPDATE devices SET revoked = 1 "
+                     "WHERE user_id = ? AND device_id = ? AND revoked = 0")
+SQL_DROP_CURSORS = "DELETE FROM device_cursors WHERE user_id = ? AND device_id = ?"
+SQL_TOUCH_DEVICE = ("UPDATE devices SET last_seen_ms = max(last_seen_ms, ?) "
+                    "WHERE user_id = ? AND device_id = ?")
+SQL_LAST_SEEN = "SELECT coalesce(max(last_seen_ms), 0) FROM devices WHERE user_id = ?"
 SQL_READ_MESSAGES = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
                      "WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?")
 SQL_HISTORY = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
@@ -159,6 +203,11 @@ def _chat(conn: sqlite3.Connection, chat_id: str) -> Chat | None:
 def _head(conn: sqlite3.Connection, chat_id: str) -> int:
     row = conn.execute(SQL_HEAD, (chat_id,)).fetchone()
     return 0 if row is None else row[0]
+
+
+def _settings(conn: sqlite3.Connection, user_id: str) -> UserSettings:
+    row = conn.execute(SQL_SETTINGS, (user_id,)).fetchone()
+    return UserSettings() if row is None else UserSettings(bool(row[0]), Visibility(row[1]))
 
 
 class SQLiteStore(Store):
@@ -243,6 +292,7 @@ class SQLiteStore(Store):
         append = results.append
         heads: dict[str, int] = {}
         moved: set[str] = set()
+        sent: dict[tuple[str, str], int] = {}  # (chat, sender) -> seq of their last new message
         with _transaction(conn):
             for m in batch.messages:
                 chat_id = m.chat_id
@@ -256,6 +306,7 @@ class SQLiteStore(Store):
                                                 m.created_at_ms)).rowcount:
                     heads[chat_id] = seq
                     moved.add(chat_id)
+                    sent[(chat_id, m.sender_user)] = seq
                     append(CommitResult(StoredMessage(
                         chat_id, seq, m.server_id, m.sender_user, m.sender_device,
                         m.client_msg_id, m.body, m.media_ids, m.created_at_ms), False))
@@ -268,9 +319,15 @@ class SQLiteStore(Store):
             if batch.cursors:
                 conn.executemany(SQL_CURSOR, [(user, device, chat_id, seq) for
                                               (user, device, chat_id), seq in batch.cursors.items()])
+            if batch.delivered:
+                conn.executemany(SQL_DELIVERED, [(chat_id, user, seq) for
+                                                 (chat_id, user), seq in batch.delivered.items()])
             if batch.reads:
                 conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
                                             (chat_id, user), seq in batch.reads.items()])
+            if sent:
+                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
+                                            (chat_id, user), seq in sent.items()])
         return results
 
     # ------------------------------------------------------------------ messages
@@ -382,3 +439,99 @@ class SQLiteStore(Store):
             "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?",
             (chat_id, user_id)).fetchone()
         return 0 if row is None else row[0]
+
+    # ------------------------------------------------------------------ receipts
+    async def receipts(self, chat_id: str) -> dict[str, Receipt]:
+        return await self._read(self._receipts, chat_id)
+
+    def _receipts(self, chat_id: str) -> dict[str, Receipt]:
+        return {user: Receipt(delivered, read) for user, delivered, read
+                in self._local.conn.execute(SQL_RECEIPTS, (chat_id,))}
+
+    async def senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
+        if upto_seq <= after_seq:
+            return set()
+        return await self._read(self._senders_between, chat_id, after_seq, upto_seq)
+
+    def _senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
+        return {user for user, in self._local.conn.execute(SQL_SENDERS,
+                                                           (chat_id, after_seq, upto_seq))}
+
+    # ------------------------------------------------------------------ users and devices
+    async def get_settings(self, user_id: str) -> UserSettings:
+        return await self._read(self._get_settings, user_id)
+
+    def _get_settings(self, user_id: str) -> UserSettings:
+        return _settings(self._local.conn, user_id)
+
+    async def update_settings(self, user_id: str, read_receipts: bool | None,
+                              last_seen: Visibility | None) -> UserSettings:
+        return await self._write(self._update_settings, user_id, read_receipts, last_seen)
+
+    def _update_settings(self, user_id: str, read_receipts: bool | None,
+                         last_seen: Visibility | None) -> UserSettings:
+        conn = self._write_conn
+        defaults = UserSettings()
+        with _transaction(conn):
+            conn.execute(SQL_UPDATE_SETTINGS, {
+                "user": user_id,
+                "read_receipts": None if read_receipts is None else int(read_receipts),
+                "last_seen": None if last_seen is None else int(last_seen),
+                "default_read_receipts": int(defaults.read_receipts),
+                "default_last_seen": int(defaults.last_seen)})
+            settings = _settings(conn, user_id)
+        return settings
+
+    async def register_device(self, user_id: str, device_id: str, now_ms: int,
+                              max_devices: int) -> DeviceStatus:
+        """A new device starts with first_seen_ms = last_seen_ms = now_ms; a known one is left
+        as it is (touch_device records when it goes away)."""
+        return await self._write(self._register_device, user_id, device_id, now_ms, max_devices)
+
+    def _register_device(self, user_id: str, device_id: str, now_ms: int,
+                         max_devices: int) -> DeviceStatus:
+        conn = self._write_conn
+        with _transaction(conn):
+            row = conn.execute(SQL_DEVICE_REVOKED, (user_id, device_id)).fetchone()
+            if row is not None:
+                return DeviceStatus.REVOKED if row[0] else DeviceStatus.OK
+            if conn.execute(SQL_COUNT_DEVICES, (user_id,)).fetchone()[0] >= max_devices:
+                return DeviceStatus.TOO_MANY
+            conn.execute(SQL_INSERT_DEVICE, (user_id, device_id, now_ms, now_ms))
+        return DeviceStatus.OK
+
+    async def list_devices(self, user_id: str) -> list[DeviceRow]:
+        return await self._read(self._list_devices, user_id)
+
+    def _list_devices(self, user_id: str) -> list[DeviceRow]:
+        return [DeviceRow(device_id, first, last) for device_id, first, last
+                in self._local.conn.execute(SQL_LIST_DEVICES, (user_id,))]
+
+    async def revoke_device(self, user_id: str, device_id: str) -> bool:
+        return await self._write(self._revoke_device, user_id, device_id)
+
+    def _revoke_device(self, user_id: str, device_id: str) -> bool:
+        conn = self._write_conn
+        with _transaction(conn):
+            revoked = conn.execute(SQL_REVOKE_DEVICE, (user_id, device_id)).rowcount > 0
+            if revoked:
+                conn.execute(SQL_DROP_CURSORS, (user_id, device_id))
+        return revoked
+
+    async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
+        """Keeps the max (clocks of several processes may disagree); an unknown device is
+        ignored, a revoked one still updated (it counts for last_seen)."""
+        await self._write(self._touch_device, user_id, device_id, now_ms)
+
+    def _touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.execute(SQL_TOUCH_DEVICE, (now_ms, user_id, device_id))
+
+    async def last_seen(self, user_id: str) -> int:
+        """Revoked devices count too: when the user was last seen does not change by revoking
+        the device they were seen on."""
+        return await self._read(self._last_seen, user_id)
+
+    def _last_seen(self, user_id: str) -> int:
+        return self._local.conn.execute(SQL_LAST_SEEN, (user_id,)).fetchone()[0]

@@ -1,16 +1,16 @@
 """The coalescing writer: group commit in front of a Store.
 
-While one `store.commit` is in flight, new messages, cursor acks and read marks accumulate;
-when it returns, everything accumulated goes into the next commit (up to `max_rows` messages
-and `max_bytes` of bodies; the rest waits for the commit after). A lone message is committed
-at once, a busy chat gets big batches, and there is no timer. One background task does the
-flushing; it exists only while there is work, so an idle writer costs nothing.
+While one `store.commit` is in flight, new messages, cursor acks, delivered acks and read marks
+accumulate; when it returns, everything accumulated goes into the next commit (up to `max_rows`
+messages and `max_bytes` of bodies; the rest waits for the commit after). A lone message is
+committed at once, a busy chat gets big batches, and there is no timer. One background task
+does the flushing; it exists only while there is work, so an idle writer costs nothing.
 
 A message's future resolves only once its batch is durable. A failed batch fails every future
 in it: the outcome is unknown, and the sender retries with the same client_msg_id, which the
-store deduplicates. Cursor acks and read marks are watermarks, so they are coalesced to the
-max per key; those of a failed batch are merged back and go out with the next flush (a failure
-alone does not trigger a retry, so a broken store is not hammered in a loop).
+store deduplicates. Cursor acks, delivered acks and read marks are watermarks, so they are
+coalesced to the max per key; those of a failed batch are merged back and go out with the next
+flush (a failure alone does not trigger a retry, so a broken store is not hammered in a loop).
 
 A message whose future was cancelled (its sender went away) is still committed and fanned
 out: it was accepted, and a retry from the sender is deduplicated.
@@ -59,6 +59,7 @@ class CoalescingWriter:
         self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
         self._in_flight = 0
         self._cursors: dict[tuple[str, str, str], int] = {}
+        self._delivered: dict[tuple[str, str], int] = {}
         self._reads: dict[tuple[str, str], int] = {}
         self._read_waiters: list[asyncio.Future[None]] = []
         self._updates_due = False
@@ -90,11 +91,17 @@ class CoalescingWriter:
     def ack_cursor(self, user: str, device: str, chat: str, seq: int) -> None:
         """Record a device's delivery cursor; written with the next batch. Dropped after close:
         cursors are soft, the device acks again after it reconnects."""
+        self._ack(self._cursors, (user, device, chat), seq)
+
+    def ack_delivered(self, chat: str, user: str, seq: int) -> None:
+        """Raise the user's delivered watermark; written with the next batch. Dropped after
+        close, like ack_cursor (the device acks again after it reconnects)."""
+        self._ack(self._delivered, (chat, user), seq)
+
+    def _ack(self, pending: dict, key: tuple, seq: int) -> None:
         if self._closed:
             return
-        key = (user, device, chat)
-        if seq > self._cursors.get(key, -1):
-            self._cursors[key] = seq
+        _raise_to(pending, key, seq)
         self._updates_due = True
         self._kick()
 
@@ -103,9 +110,7 @@ class CoalescingWriter:
         if self._closed:
             raise RuntimeError("writer is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        key = (chat, user)
-        if seq > self._reads.get(key, -1):
-            self._reads[key] = seq
+        _raise_to(self._reads, (chat, user), seq)
         self._read_waiters.append(future)
         self._updates_due = True
         self._kick()
@@ -114,7 +119,7 @@ class CoalescingWriter:
     async def close(self) -> None:
         """Refuse new work, flush everything queued (merged-back updates included), stop."""
         self._closed = True
-        if self._cursors or self._reads:
+        if self._cursors or self._delivered or self._reads:
             self._updates_due = True
         if self._queue or self._updates_due:
             self._kick()
@@ -186,21 +191,25 @@ class CoalescingWriter:
             queue.popleft()
             messages.append(msg)
             futures.append(future)
-        batch = Batch(messages, self._cursors, self._reads)
-        self._cursors, self._reads = {}, {}
+        batch = Batch(messages, self._cursors, self._reads, self._delivered)
+        self._cursors, self._reads, self._delivered = {}, {}, {}
         self._updates_due = False
         return batch, futures
 
     def _merge_back(self, batch: Batch) -> None:
-        for key, seq in batch.cursors.items():
-            if seq > self._cursors.get(key, -1):
-                self._cursors[key] = seq
-        for key, seq in batch.reads.items():
-            if seq > self._reads.get(key, -1):
-                self._reads[key] = seq
+        for pending, failed in ((self._cursors, batch.cursors), (self._delivered, batch.delivered),
+                                (self._reads, batch.reads)):
+            for key, seq in failed.items():
+                _raise_to(pending, key, seq)
 
     def _retry_after_ms(self) -> int:
         """About how long the queue in front of a new message takes to drain."""
         per_flush = self.flush_seconds_total / self.batches if self.batches else ASSUMED_FLUSH_SECONDS
         flushes = self.pending / self.max_rows + 1
         return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, flushes * per_flush * 1000)))
+
+
+def _raise_to(pending: dict, key: tuple, seq: int) -> None:
+    """Coalesce a watermark: keep the max per key."""
+    if seq > pending.get(key, -1):
+        pending[key] = seq

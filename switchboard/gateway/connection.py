@@ -26,7 +26,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from switchboard.core.auth import Principal, TokenError
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import CommitResult, StoredMessage
+from switchboard.core.model import CommitResult, DeviceStatus, StoredMessage
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE = 128
+MAX_EARLY_FRAMES = 16
+TYPING_THROTTLE = 3.0
+TYPING_EXPIRES_MS = 6000
 
 
 class Close(enum.IntEnum):
@@ -54,14 +57,17 @@ class Close(enum.IntEnum):
     SLOW_CONSUMER = 4008
     IDLE_TIMEOUT = 4009
     REPLACED = 4010
+    DEVICE_REVOKED = 4011
+    TOO_MANY_DEVICES = 4012
     FLOOD = 4029
 
 
 class State(enum.IntEnum):
     AWAIT_AUTH = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
+    ADMITTING = 1  # token good; the device is being admitted (limit, revocation)
+    OPEN = 2
+    CLOSING = 3
+    CLOSED = 4
 
 
 class Stream:
@@ -90,7 +96,8 @@ class SyncRun:
 class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
-                 "sync", "send_bucket", "frame_bucket", "retransmits")
+                 "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
+                 "presence", "typing", "invisible")
 
     def __init__(self, gw: Gateway, principal: Principal | None) -> None:
         super().__init__()
@@ -111,6 +118,11 @@ class Connection(WSListener):
         self.send_bucket: TokenBucket | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
+        self.early: list[bytes] | None = None  # frames that came while ADMITTING
+        self.registered = False  # in the hub and the presence registry
+        self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
+        self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
+        self.invisible = False
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -129,7 +141,7 @@ class Connection(WSListener):
         if self.state == State.AWAIT_AUTH:
             self.gw.pending_auth -= 1
         self.state = State.CLOSED
-        self.gw.hub.remove(self)
+        self._leave()
         if self.pump_task is not None:
             self.pump_task.cancel()
             self.pump_task = None
@@ -169,6 +181,12 @@ class Connection(WSListener):
             self.close(Close.MALFORMED, "not a ClientFrame")
             return
         kind = frame.WhichOneof("body")
+        if self.state == State.ADMITTING:
+            if len(self.early) >= MAX_EARLY_FRAMES:
+                self.close(Close.FLOOD, "too many frames before Welcome")
+            else:
+                self.early.append(payload)
+            return
         if self.state == State.AWAIT_AUTH:
             if kind == "auth":
                 self._on_auth_frame(frame.auth.token)
@@ -177,7 +195,7 @@ class Connection(WSListener):
             return
         handler = _HANDLERS.get(kind)
         if handler is None:
-            self._send(frames.error(frame.request_id, pb.UNKNOWN_FRAME,
+            self.send_frame(frames.error(frame.request_id, pb.UNKNOWN_FRAME,
                                     "unknown frame" if kind is None else f"unexpected {kind}"))
             return
         handler(self, frame, now)
@@ -194,6 +212,36 @@ class Connection(WSListener):
         self._authenticated()
 
     def _authenticated(self) -> None:
+        if self.gw.services.devices.known(self.user, self.device):
+            self._open()
+        else:
+            self.state = State.ADMITTING
+            self.early = []
+            self.gw.spawn(self._admit())
+
+    async def _admit(self) -> None:
+        devices = self.gw.services.devices
+        try:
+            status = await devices.admit(self.user, self.device)
+        except StoreError:
+            status = None
+        if self.state != State.ADMITTING:
+            return
+        if status is DeviceStatus.OK:
+            early, self.early = self.early, None
+            self._open()
+            for payload in early:
+                if self.state == State.OPEN:
+                    self._on_binary(payload, self.gw.timers.now())
+        elif status is DeviceStatus.REVOKED:
+            self.close(Close.DEVICE_REVOKED, "device revoked")
+        elif status is DeviceStatus.TOO_MANY:
+            self.close(Close.TOO_MANY_DEVICES,
+                       f"too many devices (max {devices.max_devices}): revoke one first")
+        else:
+            self.close(Close.INTERNAL_ERROR, "store unavailable, reconnect later")
+
+    def _open(self) -> None:
         gw = self.gw
         self.state = State.OPEN
         limits = gw.config.limits
@@ -201,16 +249,34 @@ class Connection(WSListener):
         replaced = gw.hub.add(self)
         if replaced is not None:
             replaced.close(Close.REPLACED, "replaced by a newer connection")
-        self._send(gw.welcome(self.user, self.device))
+        self.registered = True
+        gw.presence.registry.connected(self.user, self.device)
+        self.send_frame(gw.welcome(self.user, self.device))
         self._arm(self.last_rx + gw.config.timers.heartbeat_interval)
         self._start_sync(0)
+
+    def _leave(self) -> None:
+        """Unregister once, whichever of close() or the disconnect comes first."""
+        if not self.registered:
+            return
+        self.registered = False
+        gw = self.gw
+        gw.hub.remove(self)
+        gw.presence.registry.disconnected(self.user, self.device)
+        gw.presence.drop(self)
+        gw.spawn(gw.services.devices.seen(self.user, self.device))
 
     def _on_send(self, frame: pb.ClientFrame, now: float) -> None:
         send = frame.send
         rid = frame.request_id
+        if self.gw.draining:
+            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "server draining: reconnect",
+                                         retry_after_ms=1000, chat_id=send.chat_id,
+                                         client_msg_id=send.client_msg_id))
+            return
         wait = self.send_bucket.take(now)
         if wait:
-            self._send(frames.error(rid, pb.RATE_LIMITED, "too many sends",
+            self.send_frame(frames.error(rid, pb.RATE_LIMITED, "too many sends",
                                     retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,
                                     client_msg_id=send.client_msg_id))
             return
@@ -218,7 +284,7 @@ class Connection(WSListener):
             future = self.gw.router.submit_send(self.user, self.device, send.chat_id,
                                                 send.client_msg_id, send.body, list(send.media_ids))
         except DomainError as exc:
-            self._send(frames.domain_error(rid, exc, chat_id=send.chat_id,
+            self.send_frame(frames.domain_error(rid, exc, chat_id=send.chat_id,
                                            client_msg_id=send.client_msg_id))
             return
         future.add_done_callback(
@@ -232,15 +298,15 @@ class Connection(WSListener):
         if exc is None:
             result = future.result()
             self.gw.stats.sends += 1
-            self._send(frames.send_ack(rid, result.message, result.duplicate))
+            self.send_frame(frames.send_ack(rid, result.message, result.duplicate))
         elif isinstance(exc, DomainError):
-            self._send(frames.domain_error(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
+            self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
         elif isinstance(exc, StoreError):
-            self._send(frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200,
+            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200,
                                     chat_id=chat_id, client_msg_id=client_msg_id))
         else:
             log.error("send failed", exc_info=exc)
-            self._send(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
+            self.send_frame(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
                                     client_msg_id=client_msg_id))
 
     def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
@@ -259,24 +325,56 @@ class Connection(WSListener):
                     self.inflight -= item.seq - stream.acked
                 stream.acked = item.seq
                 self.gw.services.messages.ack(self.user, self.device, item.chat_id, item.seq)
+                self.gw.services.receipts.delivered(item.chat_id, self.user, item.seq)
                 progressed = True
         if progressed:
             self.last_progress = now
             self._maybe_pump()
         if invalid is not None:
-            self._send(frames.error(frame.request_id, pb.ACK_INVALID,
+            self.send_frame(frames.error(frame.request_id, pb.ACK_INVALID,
                                     f"seq {invalid.seq} was not delivered on this connection",
                                     chat_id=invalid.chat_id))
 
     def _on_ping(self, frame: pb.ClientFrame, now: float) -> None:
-        self._send(pb.ServerFrame(request_id=frame.request_id, pong=pb.Pong(
+        self.send_frame(pb.ServerFrame(request_id=frame.request_id, pong=pb.Pong(
             client_time_ms=frame.ping.client_time_ms, server_time_ms=now_ms())).SerializeToString())
 
     def _on_auth_again(self, frame: pb.ClientFrame, now: float) -> None:
-        self._send(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED, "already authenticated"))
+        self.send_frame(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED, "already authenticated"))
 
     def _on_sync(self, frame: pb.ClientFrame, now: float) -> None:
         self._start_sync(frame.request_id)
+
+    def _on_typing(self, frame: pb.ClientFrame, now: float) -> None:
+        members = self.gw.services.chats.cached_members(frame.typing.chat_id)
+        if members is None or self.user not in members:
+            self._on_request(frame, now)  # checks membership against the store, then relays
+        else:
+            self.relay_typing(frame.typing)
+
+    def relay_typing(self, typing: pb.Typing) -> None:
+        """Relay to the chat's other online devices, throttled; never stored."""
+        members = self.gw.services.chats.cached_members(typing.chat_id)
+        if members is None or self.state != State.OPEN:
+            return
+        now = self.gw.timers.now()
+        relayed = self.typing if self.typing is not None else {}
+        if typing.typing and now - relayed.get(typing.chat_id, -TYPING_THROTTLE) < TYPING_THROTTLE:
+            return
+        if not typing.typing and typing.chat_id not in relayed:
+            return
+        if typing.typing:
+            relayed[typing.chat_id] = now
+        else:
+            del relayed[typing.chat_id]
+        self.typing = relayed or None
+        self.gw.hub.push_to_members(members, pb.ServerFrame(typing_update=pb.TypingUpdate(
+            chat_id=typing.chat_id, user_id=self.user, device_id=self.device, typing=typing.typing,
+            expires_in_ms=TYPING_EXPIRES_MS if typing.typing else 0)).SerializeToString(), self)
+
+    def _on_unsubscribe(self, frame: pb.ClientFrame, now: float) -> None:
+        self.gw.presence.unsubscribe(self, list(frame.unsubscribe_presence.user_ids))
+        self.send_frame(pb.ServerFrame(request_id=frame.request_id, ok=pb.Ok()).SerializeToString())
 
     def _on_request(self, frame: pb.ClientFrame, now: float) -> None:
         """Requests answered after a store round trip run in a short-lived task."""
@@ -285,7 +383,7 @@ class Connection(WSListener):
     async def _answer(self, frame: pb.ClientFrame) -> None:
         rid = frame.request_id
         try:
-            reply = await self.gw.requests.answer(self.user, frame)
+            reply = await self.gw.requests.answer(self, frame)
         except DomainError as exc:
             reply = frames.domain_error(rid, exc)
         except StoreError:
@@ -293,8 +391,8 @@ class Connection(WSListener):
         except Exception:
             log.exception("request %s failed", frame.WhichOneof("body"))
             reply = frames.error(rid, pb.INTERNAL, "internal error")
-        if self.state == State.OPEN:
-            self._send(reply)
+        if reply is not None and self.state == State.OPEN:
+            self.send_frame(reply)
 
     # ------------------------------------------------------------------ delivery
     def offer(self, chat_id: str, messages: list[StoredMessage], chunks: list[frames.Chunk]) -> None:
@@ -325,7 +423,7 @@ class Connection(WSListener):
         else:
             for chunk in chunks:
                 self._advance(stream, chunk.last_seq)
-                self._send(chunk.data)
+                self.send_frame(chunk.data)
                 self.gw.stats.deliveries += chunk.count
         self._check_sync()
 
@@ -344,7 +442,7 @@ class Connection(WSListener):
             if i and self._write_blocked():
                 return False
             self._advance(stream, chunk.last_seq)
-            self._send(chunk.data)
+            self.send_frame(chunk.data)
             self.gw.stats.deliveries += chunk.count
         if last.seq > stream.sent:
             self._advance(stream, last.seq)
@@ -448,7 +546,7 @@ class Connection(WSListener):
         if all(chat not in streams or streams[chat].sent >= target
                for chat, target in sync.targets.items()):
             self.sync = None
-            self._send(pb.ServerFrame(request_id=sync.request_id, sync_complete=pb.SyncComplete(
+            self.send_frame(pb.ServerFrame(request_id=sync.request_id, sync_complete=pb.SyncComplete(
                 chats=len(sync.targets), messages=sync.messages)).SerializeToString())
 
     # ------------------------------------------------------------------ timers
@@ -498,7 +596,7 @@ class Connection(WSListener):
         self._maybe_pump()
 
     # ------------------------------------------------------------------ output
-    def _send(self, data: bytes) -> None:
+    def send_frame(self, data: bytes) -> None:
         if self.state >= State.CLOSING:
             return
         self.transport.send(WSMsgType.BINARY, data)
@@ -521,7 +619,7 @@ class Connection(WSListener):
         if self.state == State.AWAIT_AUTH:
             self.gw.pending_auth -= 1
         self.state = State.CLOSING
-        self.gw.hub.remove(self)
+        self._leave()
         self.transport.send_close(WSCloseCode(code), reason.encode())
         self.transport.disconnect(graceful=True)
         self.closing_at = self.gw.timers.now() + 2.0
@@ -541,4 +639,11 @@ _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]]
     "remove_members": Connection._on_request,
     "list_chats": Connection._on_request,
     "mark_read": Connection._on_request,
+    "typing": Connection._on_typing,
+    "subscribe_presence": Connection._on_request,
+    "unsubscribe_presence": Connection._on_unsubscribe,
+    "update_settings": Connection._on_request,
+    "list_devices": Connection._on_request,
+    "revoke_device": Connection._on_request,
+    "get_receipts": Connection._on_request,
 }

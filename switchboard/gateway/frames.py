@@ -85,7 +85,8 @@ def chat_info(request_id: int, chat: Chat, members: Mapping[str, Membership], he
 def chat_list(request_id: int, rows: Iterable[ChatSummaryRow]) -> bytes:
     return pb.ServerFrame(request_id=request_id, chat_list=pb.ChatList(chats=[
         pb.ChatSummary(chat_id=r.chat_id, kind=int(r.kind), title=r.title, head_seq=r.head_seq,
-                       read_seq=r.read_seq, member_count=r.member_count) for r in rows
+                       read_seq=r.read_seq, member_count=r.member_count,
+                       unread_count=max(0, r.head_seq - r.read_seq)) for r in rows
     ])).SerializeToString()
 
 

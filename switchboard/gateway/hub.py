@@ -58,6 +58,18 @@ class Hub:
                 for conn in tuple(devices.values()):
                     conn.offer(chat_id, messages, chunks)
 
+    def push_to_user(self, user: str, data: bytes, exclude: Connection | None = None) -> None:
+        for conn in tuple(self._by_user.get(user, {}).values()):
+            if conn is not exclude:
+                conn.send_frame(data)
+
+    def push_to_members(self, members: Mapping[str, Membership], data: bytes,
+                        exclude: Connection | None = None) -> None:
+        """One frame to every connected device of the members (typing indicators)."""
+        for user in members:
+            if user in self._by_user:
+                self.push_to_user(user, data, exclude)
+
     def drop_chat(self, chat_id: str, users: list[str]) -> None:
         """Members left the chat: their connections stop tracking it."""
         for user in users:

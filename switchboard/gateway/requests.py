@@ -1,73 +1,110 @@
-"""Request/response frames that need the store: chats, history, read watermark.
+"""Request/response frames that need the store: chats, history, receipts, settings, devices.
 
-Kept apart from the connection state machine: these are plain request -> reply functions with
-no delivery state, so the connection only runs them in a task and sends what they return.
+Kept apart from the connection state machine: these are request -> reply functions with no
+delivery state, so the connection only runs them in a task and sends what they return (None:
+nothing to send).
 """
 from __future__ import annotations
 
-from switchboard.core.chats import ChatService
+from typing import TYPE_CHECKING
+
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.messaging import MessageService
-from switchboard.core.store import Store
+from switchboard.core.model import Visibility
 from switchboard.proto.v1 import client_pb2 as pb
 
 from . import frames
-from .hub import Hub
+from .connection import Close
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .server import Gateway
 
 MAX_HISTORY = 200
 DEFAULT_HISTORY = 50
 
 
 class Requests:
-    def __init__(self, store: Store, chats: ChatService, messages: MessageService, hub: Hub) -> None:
-        self._store = store
-        self._chats = chats
-        self._messages = messages
-        self._hub = hub
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+        self._store = gw.services.store
+        self._chats = gw.services.chats
+        self._messages = gw.services.messages
 
-    async def answer(self, user: str, frame: pb.ClientFrame) -> bytes:
+    async def answer(self, conn: Connection, frame: pb.ClientFrame) -> bytes | None:
         kind = frame.WhichOneof("body")
-        return await getattr(self, f"_{kind}")(user, frame.request_id, getattr(frame, kind))
+        return await getattr(self, f"_{kind}")(conn, frame.request_id, getattr(frame, kind))
 
-    async def _history(self, user: str, rid: int, req: pb.History) -> bytes:
+    # ------------------------------------------------------------------ messages
+    async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
         limit = req.limit or DEFAULT_HISTORY
         if limit > MAX_HISTORY:
             raise DomainError(Code.INVALID_ARGUMENT, f"limit is at most {MAX_HISTORY}")
-        rows = await self._messages.history(user, req.chat_id, req.before_seq, limit + 1)
+        rows = await self._messages.history(conn.user, req.chat_id, req.before_seq, limit + 1)
         return frames.history_page(rid, req.chat_id, rows[:limit], len(rows) > limit)
 
-    async def _create_chat(self, user: str, rid: int, req: pb.CreateChat) -> bytes:
+    async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
+        read_seq = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
+        self._gw.services.receipts.read(req.chat_id, conn.user, read_seq)
+        return pb.ServerFrame(request_id=rid, read_ack=pb.ReadAck(
+            chat_id=req.chat_id, read_seq=read_seq)).SerializeToString()
+
+    async def _get_receipts(self, conn: Connection, rid: int, req: pb.GetReceipts) -> bytes:
+        await self._chats.require_member(req.chat_id, conn.user)
+        rows = await self._store.read_messages(req.chat_id, req.seq - 1, 1) if req.seq else []
+        if not rows or rows[0].seq != req.seq:
+            raise DomainError(Code.NOT_FOUND, f"no message {req.seq} in {req.chat_id}")
+        sender = rows[0].sender_user
+        settings = self._gw.services.settings
+        receipts = await self._store.receipts(req.chat_id)  # reads are durable before ReadAck
+        show_read = (await settings.get(conn.user)).read_receipts
+        others = [user for user in await self._chats.members(req.chat_id) if user != sender]
+        delivered = read_by = 0
+        readers = []
+        for user in others:
+            receipt = receipts.get(user)
+            if receipt is None:
+                continue
+            delivered += receipt.delivered_seq >= req.seq
+            if show_read and receipt.read_seq >= req.seq and (await settings.get(user)).read_receipts:
+                read_by += 1
+                readers.append(user)
+        return pb.ServerFrame(request_id=rid, receipt_status=pb.ReceiptStatus(
+            chat_id=req.chat_id, seq=req.seq, member_count=len(others), delivered_count=delivered,
+            read_count=read_by, read_by=sorted(readers))).SerializeToString()
+
+    async def _typing(self, conn: Connection, rid: int, req: pb.Typing) -> None:
+        """Slow path of a typing frame: the chat's members were not cached."""
+        await self._chats.require_member(req.chat_id, conn.user)
+        conn.relay_typing(req)
+
+    # ------------------------------------------------------------------ chats
+    async def _create_chat(self, conn: Connection, rid: int, req: pb.CreateChat) -> bytes:
         others = list(req.member_user_ids)
         if req.kind == pb.DIRECT:
             if len(others) != 1:
                 raise DomainError(Code.INVALID_ARGUMENT, "a direct chat names exactly one other user")
-            chat = await self._chats.create_direct(user, others[0])
+            chat = await self._chats.create_direct(conn.user, others[0])
         elif req.kind == pb.GROUP:
-            chat = await self._chats.create_group(user, others, req.title)
+            chat = await self._chats.create_group(conn.user, others, req.title)
         else:
             raise DomainError(Code.INVALID_ARGUMENT, "kind must be DIRECT or GROUP")
         return await self._chat_info(rid, chat.chat_id)
 
-    async def _add_members(self, user: str, rid: int, req: pb.AddMembers) -> bytes:
-        await self._chats.add_members(user, req.chat_id, list(req.user_ids))
+    async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
+        await self._chats.add_members(conn.user, req.chat_id, list(req.user_ids))
         return await self._chat_info(rid, req.chat_id)
 
-    async def _remove_members(self, user: str, rid: int, req: pb.RemoveMembers) -> bytes:
+    async def _remove_members(self, conn: Connection, rid: int, req: pb.RemoveMembers) -> bytes:
         before = set(await self._chats.members(req.chat_id))
-        after = await self._chats.remove_members(user, req.chat_id, list(req.user_ids))
-        self._hub.drop_chat(req.chat_id, [u for u in before if u not in after])
-        if user not in after:
+        after = await self._chats.remove_members(conn.user, req.chat_id, list(req.user_ids))
+        self._gw.hub.drop_chat(req.chat_id, [u for u in before if u not in after])
+        if conn.user not in after:
             chat = await self._chats.get_chat(req.chat_id)
             return frames.chat_info(rid, chat, after, await self._store.head_seq(req.chat_id))
         return await self._chat_info(rid, req.chat_id)
 
-    async def _list_chats(self, user: str, rid: int, req: pb.ListChats) -> bytes:
-        return frames.chat_list(rid, await self._chats.list_chats(user))
-
-    async def _mark_read(self, user: str, rid: int, req: pb.MarkRead) -> bytes:
-        read_seq = await self._messages.mark_read(user, req.chat_id, req.seq)
-        return pb.ServerFrame(request_id=rid, read_ack=pb.ReadAck(
-            chat_id=req.chat_id, read_seq=read_seq)).SerializeToString()
+    async def _list_chats(self, conn: Connection, rid: int, req: pb.ListChats) -> bytes:
+        return frames.chat_list(rid, await self._chats.list_chats(conn.user))
 
     async def _chat_info(self, rid: int, chat_id: str) -> bytes:
         chat = await self._chats.get_chat(chat_id)
@@ -76,3 +113,51 @@ class Requests:
         members = await self._chats.members(chat_id)
         return frames.chat_info(rid, chat, members, await self._store.head_seq(chat_id))
 
+    # ------------------------------------------------------------------ presence, settings
+    async def _subscribe_presence(self, conn: Connection, rid: int,
+                                  req: pb.SubscribePresence) -> bytes:
+        try:
+            await self._gw.presence.subscribe(conn, list(req.user_ids))
+        except ValueError as exc:
+            raise DomainError(Code.INVALID_ARGUMENT, str(exc)) from None
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _update_settings(self, conn: Connection, rid: int, req: pb.UpdateSettings) -> bytes:
+        settings_service = self._gw.services.settings
+        changes = {}
+        if req.HasField("read_receipts"):
+            changes["read_receipts"] = req.read_receipts
+        if req.last_seen:
+            changes["last_seen"] = Visibility(req.last_seen)
+        settings = (await settings_service.update(conn.user, **changes) if changes
+                    else await settings_service.get(conn.user))
+        if req.HasField("invisible") and req.invisible != conn.invisible:
+            conn.invisible = req.invisible
+            self._gw.presence.registry.set_visible(conn.user, conn.device, not req.invisible)
+        if "last_seen" in changes:
+            await self._gw.presence.refresh_privacy(conn.user)
+        return pb.ServerFrame(request_id=rid, settings=pb.Settings(
+            read_receipts=settings.read_receipts, last_seen=int(settings.last_seen),
+            invisible=conn.invisible)).SerializeToString()
+
+    # ------------------------------------------------------------------ devices
+    async def _list_devices(self, conn: Connection, rid: int, req: pb.ListDevices) -> bytes:
+        devices = self._gw.services.devices
+        online = {c.device for c in self._gw.hub.devices_of(conn.user)}
+        rows = await devices.list(conn.user)
+        return pb.ServerFrame(request_id=rid, device_list=pb.DeviceList(
+            max_devices=devices.max_devices,
+            devices=[pb.Device(device_id=r.device_id, online=r.device_id in online,
+                               last_seen_ms=r.last_seen_ms, first_seen_ms=r.first_seen_ms)
+                     for r in rows])).SerializeToString()
+
+    async def _revoke_device(self, conn: Connection, rid: int, req: pb.RevokeDevice) -> None:
+        """Replies before closing, so a device revoking itself still sees its Ok."""
+        if not await self._gw.services.devices.revoke(conn.user, req.device_id):
+            raise DomainError(Code.NOT_FOUND, f"no device {req.device_id[:128]}")
+        reply = pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+        conn.send_frame(reply)
+        for other in self._gw.hub.devices_of(conn.user):
+            if other.device == req.device_id:
+                other.close(Close.DEVICE_REVOKED, "device revoked")
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
@@ -17,7 +18,10 @@ from switchboard.config import Config
 from switchboard.core.auth import TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
 from switchboard.core.ids import ServerIds, now_ms
+from switchboard.core.devices import Devices
 from switchboard.core.messaging import MessageService
+from switchboard.core.model import Receipt
+from switchboard.core.receipts import ReceiptService, Settings
 from switchboard.core.store import Store
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.timers import TimerService
@@ -26,6 +30,7 @@ from switchboard.router.local import LocalRouter
 
 from .connection import Close, Connection
 from .hub import Hub
+from .presence import PresenceFanout
 from .requests import Requests
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,9 @@ class Services:
     store: Store
     chats: ChatService
     messages: MessageService
+    settings: Settings
+    receipts: ReceiptService
+    devices: Devices
 
 
 class Gateway:
@@ -60,15 +68,25 @@ class Gateway:
             max_body_bytes=config.limits.max_body_bytes, max_media_ids=config.limits.max_media_ids,
             writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                             "max_pending": config.writer.max_pending})
-        self.services = Services(store, chats, messages)
+        settings = Settings(store)
+        receipts = ReceiptService(store, chats, settings, messages.writer,
+                                  flush_interval=config.timers.receipt_flush)
+        messages.on_sent = receipts.sent
+        devices = Devices(store, max_devices=config.limits.max_devices)
+        self.services = Services(store, chats, messages, settings, receipts, devices)
         self.hub = Hub(config.limits.max_frame_bytes)
+        receipts.set_push(self._push_receipt)
+        self.presence = PresenceFanout(store, chats, settings,
+                                       interval=config.timers.presence_interval,
+                                       max_subscriptions=config.limits.max_presence_subscriptions)
         self.router = LocalRouter(messages)
         self.router.set_local_delivery(self.hub.deliver)
-        self.requests = Requests(store, chats, messages, self.hub)
+        self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
         self.stats = Stats()
         self.window = config.limits.delivery_window
         self.pending_auth = 0
+        self.draining = False
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._welcome = pb.Welcome(
@@ -99,12 +117,19 @@ class Gateway:
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Stop accepting, close every connection (1001), flush the writer, close the store."""
+        """Drain: stop accepting, refuse new sends (UNAVAILABLE), let the writer make every
+        queued send durable and acked, then tell each device to reconnect elsewhere after a
+        jittered delay (Goaway, close 1001) and close the store."""
         if self._server is not None:
             self._server.close()
-        for conn in self.hub.all():
-            conn.close(Close.GOING_AWAY, "server stopping")
+        self.draining = True
         await self.services.messages.close()
+        spread_ms = int(self.config.server.drain_spread * 1000)
+        for conn in self.hub.all():
+            conn.send_frame(pb.ServerFrame(goaway=pb.Goaway(
+                reconnect_after_ms=random.randint(0, spread_ms),
+                reason="server draining")).SerializeToString())
+            conn.close(Close.GOING_AWAY, "server draining")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -113,6 +138,9 @@ class Gateway:
 
     # ------------------------------------------------------------------ connections
     def _listener_for(self, request: WSUpgradeRequest):
+        if self.draining:
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_error_response(503, b"draining, reconnect elsewhere"), None)
         header = request.headers.get("Authorization")
         if header is None:
             if self.pending_auth >= self.config.auth.max_pending:
@@ -138,6 +166,13 @@ class Gateway:
         welcome.device_id = device
         welcome.server_time_ms = now_ms()
         return pb.ServerFrame(welcome=welcome).SerializeToString()
+
+    def _push_receipt(self, user: str, chat_id: str, members: dict[str, Receipt],
+                      delivered_all: int, read_all: int) -> None:
+        self.hub.push_to_user(user, pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
+            chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
+            members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq, read_seq=r.read_seq)
+                     for u, r in sorted(members.items())])).SerializeToString())
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

@@ -16,8 +16,8 @@ from typing import Callable
 
 import pytest
 
-from switchboard.core.model import (Batch, Chat, ChatKind, Membership, NewMessage, Role,
-                                    StoredMessage)
+from switchboard.core.model import (Batch, Chat, ChatKind, DeviceStatus, Membership, NewMessage,
+                                    Receipt, Role, StoredMessage, UserSettings, Visibility)
 from switchboard.core.store import Store
 from switchboard.core.store_sqlite import SQLiteStore
 
@@ -91,8 +91,9 @@ def stored(m: NewMessage, seq: int) -> StoredMessage:
                          m.client_msg_id, m.body, m.media_ids, m.created_at_ms)
 
 
-async def commit(store: Store, *messages: NewMessage, cursors=None, reads=None):
-    return await store.commit(Batch(list(messages), dict(cursors or {}), dict(reads or {})))
+async def commit(store: Store, *messages: NewMessage, cursors=None, reads=None, delivered=None):
+    return await store.commit(Batch(list(messages), dict(cursors or {}), dict(reads or {}),
+                                    dict(delivered or {})))
 
 
 async def group(store: Store, chat_id: str, members: dict[str, Role], *, title: str = "t",
@@ -100,8 +101,9 @@ async def group(store: Store, chat_id: str, members: dict[str, Role], *, title: 
     return await store.create_chat(Chat(chat_id, kind, title, 1_700_000_000_000), members)
 
 
-async def fill(store: Store, chat_id: str, n: int, *, prefix: str = "m") -> list[NewMessage]:
-    messages = [msg(chat_id, f"{prefix}{i}") for i in range(n)]
+async def fill(store: Store, chat_id: str, n: int, *, prefix: str = "m",
+               user: str = "alice") -> list[NewMessage]:
+    messages = [msg(chat_id, f"{prefix}{i}", user=user) for i in range(n)]
     await commit(store, *messages)
     return messages
 
@@ -164,12 +166,14 @@ async def test_message_fields_round_trip(store):
 
 async def test_empty_batch_and_updates_only_batch(store):
     assert await commit(store) == []
-    await group(store, "g", {"alice": Role.MEMBER})
+    await group(store, "g", {"alice": Role.MEMBER, "bob": Role.MEMBER})
     await fill(store, "g", 3)
-    assert await commit(store, cursors={("alice", "phone", "g"): 2}, reads={("g", "alice"): 1}) == []
+    assert await commit(store, cursors={("bob", "phone", "g"): 2}, reads={("g", "bob"): 1},
+                        delivered={("g", "bob"): 2}) == []
     assert await store.head_seq("g") == 3
-    assert await store.read_seq("g", "alice") == 1
-    assert [(b.cursor, b.head) for b in await store.backlog("alice", "phone")] == [(2, 3)]
+    assert await store.read_seq("g", "bob") == 1
+    assert (await store.receipts("g"))["bob"] == Receipt(2, 1)
+    assert [(b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [(2, 3)]
 
 
 # ---------------------------------------------------------------------------- dedup
@@ -223,7 +227,8 @@ async def test_everything_survives_reopen(stores):
     store = await stores.open()
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER}, title="trip")
     messages = await fill(store, "g", 4)
-    await commit(store, cursors={("bob", "phone", "g"): 3}, reads={("g", "bob"): 2})
+    await commit(store, cursors={("bob", "phone", "g"): 3}, reads={("g", "bob"): 2},
+                 delivered={("g", "bob"): 3})
     store = await stores.reopen(store)
     assert await store.get_chat("g") == Chat("g", ChatKind.GROUP, "trip", 1_700_000_000_000)
     assert await store.members("g") == {"alice": Membership(Role.ADMIN, 0),
@@ -231,6 +236,7 @@ async def test_everything_survives_reopen(stores):
     assert await store.read_messages("g", 0, 10) == [stored(m, i + 1) for i, m in enumerate(messages)]
     assert await store.head_seq("g") == 4
     assert await store.read_seq("g", "bob") == 2
+    assert await store.receipts("g") == {"alice": Receipt(4, 4), "bob": Receipt(3, 2)}
     assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [("g", 3, 4)]
 
 
@@ -402,13 +408,224 @@ async def test_list_chats_reports_head_read_and_member_count(store):
                 title="one")
     await group(store, "g2", {"alice": Role.ADMIN}, title="two")
     await group(store, "g3", {"bob": Role.ADMIN}, title="not alice's")
-    await fill(store, "g1", 6)
+    await fill(store, "g1", 6, user="carol")
     await commit(store, reads={("g1", "alice"): 4, ("g1", "bob"): 6})
     rows = sorted(await store.list_chats("alice"), key=lambda r: r.chat_id)
     assert [(r.chat_id, r.kind, r.title, r.head_seq, r.read_seq, r.member_count) for r in rows] == [
         ("g1", ChatKind.GROUP, "one", 6, 4, 3), ("g2", ChatKind.GROUP, "two", 0, 0, 1)]
     await store.remove_members("g1", ["carol"])
     assert {r.chat_id: r.member_count for r in await store.list_chats("bob")} == {"g1": 2, "g3": 1}
+
+
+# ---------------------------------------------------------------------------- receipts
+async def test_delivered_watermark_keeps_the_max_through_commit(store):
+    for seq, expected in ((3, 3), (1, 3), (3, 3), (7, 7), (0, 7)):
+        await commit(store, delivered={("g", "bob"): seq})
+        assert (await store.receipts("g"))["bob"] == Receipt(expected, 0)
+    assert await store.read_seq("g", "bob") == 0
+
+
+async def test_delivered_and_read_watermarks_move_independently_and_read_implies_delivered(store):
+    await commit(store, delivered={("g", "bob"): 5}, reads={("g", "bob"): 2})
+    assert (await store.receipts("g"))["bob"] == Receipt(5, 2)
+    await commit(store, reads={("g", "bob"): 8})
+    assert (await store.receipts("g"))["bob"] == Receipt(8, 8)
+    await commit(store, delivered={("g", "bob"): 6}, reads={("g", "bob"): 4})
+    assert (await store.receipts("g"))["bob"] == Receipt(8, 8)
+    await commit(store, delivered={("g", "bob"): 9})
+    assert (await store.receipts("g"))["bob"] == Receipt(9, 8)
+
+
+async def test_a_new_message_moves_its_senders_watermarks_to_its_seq(store):
+    await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER, "carol": Role.MEMBER})
+    await commit(store, msg("g", "1"), msg("g", "2", user="bob"), msg("g", "3"), msg("h", "1"))
+    assert await store.receipts("g") == {"alice": Receipt(3, 3), "bob": Receipt(2, 2)}
+    assert await store.read_seq("g", "alice") == 3
+    assert await store.receipts("h") == {"alice": Receipt(1, 1)}
+    assert [c.read_seq for c in await store.list_chats("bob")] == [2]
+    # the same batch may also carry the sender's acks: the max wins either way
+    await commit(store, msg("g", "4", user="bob"), delivered={("g", "bob"): 3},
+                 reads={("g", "bob"): 3})
+    assert (await store.receipts("g"))["bob"] == Receipt(4, 4)
+
+
+async def test_a_duplicate_does_not_move_its_senders_watermarks(store):
+    await commit(store, msg("g", "1", user="bob"), msg("g", "2"), msg("g", "3"))
+    results = await commit(store, msg("g", "1", user="bob", body=b"retry"))
+    assert results[0].duplicate and results[0].message.seq == 1
+    results = await commit(store, msg("g", "4"), msg("g", "1", user="bob"))
+    assert [(r.message.seq, r.duplicate) for r in results] == [(4, False), (1, True)]
+    assert await store.receipts("g") == {"alice": Receipt(4, 4), "bob": Receipt(1, 1)}
+    assert await store.head_seq("g") == 4
+
+
+async def test_sending_never_lowers_a_watermark(store):
+    await commit(store, delivered={("g", "alice"): 10}, reads={("g", "bob"): 9})
+    await commit(store, msg("g", "1"), msg("g", "2", user="bob"))
+    assert await store.receipts("g") == {"alice": Receipt(10, 1), "bob": Receipt(9, 9)}
+
+
+async def test_receipts_of_a_chat(store):
+    assert await store.receipts("nope") == {}
+    await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER, "carol": Role.MEMBER})
+    await fill(store, "g", 5)
+    await commit(store, delivered={("g", "bob"): 4, ("other", "carol"): 2},
+                 reads={("g", "bob"): 3, ("other", "dave"): 1})
+    receipts = await store.receipts("g")
+    assert receipts == {"alice": Receipt(5, 5), "bob": Receipt(4, 3)}
+    assert "carol" not in receipts  # a member without a row is absent
+    assert await store.receipts("other") == {"carol": Receipt(2, 0), "dave": Receipt(1, 1)}
+
+
+async def test_senders_between_bounds(store):
+    senders = ["alice", "bob", "carol", "alice", "dave", "bob"]
+    await commit(store, *(msg("g", str(i), user=user) for i, user in enumerate(senders)))
+    await commit(store, msg("h", "x", user="eve"))
+    assert await store.senders_between("g", 0, 6) == {"alice", "bob", "carol", "dave"}
+    assert await store.senders_between("g", 1, 3) == {"bob", "carol"}  # seq 2 and 3
+    assert await store.senders_between("g", 0, 1) == {"alice"}
+    assert await store.senders_between("g", 3, 4) == {"alice"}
+    assert await store.senders_between("g", 4, 4) == set()
+    assert await store.senders_between("g", 5, 3) == set()
+    assert await store.senders_between("g", 6, 100) == set()
+    assert await store.senders_between("g", 5, 100) == {"bob"}
+    assert await store.senders_between("h", 0, 100) == {"eve"}
+    assert await store.senders_between("nope", 0, 100) == set()
+
+
+# ---------------------------------------------------------------------------- settings
+async def test_settings_default_and_partial_updates(store):
+    assert await store.get_settings("alice") == UserSettings(True, Visibility.EVERYONE)
+    off = await store.update_settings("alice", False, None)
+    assert off == UserSettings(False, Visibility.EVERYONE)
+    assert off.read_receipts is False and off.last_seen is Visibility.EVERYONE
+    assert await store.update_settings("alice", None, Visibility.NOBODY) == UserSettings(
+        False, Visibility.NOBODY)
+    assert await store.update_settings("alice", None, None) == UserSettings(False, Visibility.NOBODY)
+    assert await store.update_settings("alice", True, Visibility.CONTACTS) == UserSettings(
+        True, Visibility.CONTACTS)
+    got = await store.get_settings("alice")
+    assert got == UserSettings(True, Visibility.CONTACTS)
+    assert got.read_receipts is True and got.last_seen is Visibility.CONTACTS
+    # a first update of one setting leaves the other at its default
+    assert await store.update_settings("bob", None, Visibility.NOBODY) == UserSettings(
+        True, Visibility.NOBODY)
+    assert await store.update_settings("carol", False, None) == UserSettings(
+        False, Visibility.EVERYONE)
+    assert await store.get_settings("dave") == UserSettings()
+
+
+async def test_settings_survive_reopen(stores):
+    store = await stores.open()
+    await store.update_settings("alice", False, Visibility.CONTACTS)
+    await store.update_settings("bob", None, Visibility.NOBODY)
+    store = await stores.reopen(store)
+    assert await store.get_settings("alice") == UserSettings(False, Visibility.CONTACTS)
+    assert await store.get_settings("bob") == UserSettings(True, Visibility.NOBODY)
+    assert await store.get_settings("carol") == UserSettings()
+
+
+# ---------------------------------------------------------------------------- devices
+def device_ids(rows) -> list[str]:
+    return [d.device_id for d in rows]
+
+
+async def test_register_device_admits_up_to_the_limit(store):
+    assert await store.register_device("alice", "phone", 100, 2) is DeviceStatus.OK
+    assert await store.register_device("alice", "laptop", 200, 2) is DeviceStatus.OK
+    assert await store.register_device("alice", "tablet", 300, 2) is DeviceStatus.TOO_MANY
+    assert await store.register_device("alice", "phone", 400, 2) is DeviceStatus.OK  # known
+    assert await store.register_device("bob", "tablet", 300, 2) is DeviceStatus.OK  # per user
+    assert device_ids(await store.list_devices("alice")) == ["phone", "laptop"]
+    assert await store.register_device("alice", "tablet", 500, 3) is DeviceStatus.OK
+    assert device_ids(await store.list_devices("alice")) == ["phone", "laptop", "tablet"]
+
+
+async def test_a_revoked_device_is_refused_forever(stores):
+    store = await stores.open()
+    for device, now in (("phone", 100), ("stolen", 200), ("laptop", 300)):
+        assert await store.register_device("alice", device, now, 3) is DeviceStatus.OK
+    assert await store.revoke_device("alice", "stolen") is True
+    assert await store.revoke_device("alice", "stolen") is False  # already revoked
+    assert device_ids(await store.list_devices("alice")) == ["phone", "laptop"]
+    assert await store.register_device("alice", "stolen", 400, 3) is DeviceStatus.REVOKED
+    assert await store.register_device("alice", "stolen", 400, 100) is DeviceStatus.REVOKED
+    # the freed slot is taken by a new device; the revoked one still does not count
+    assert await store.register_device("alice", "tablet", 500, 3) is DeviceStatus.OK
+    assert await store.register_device("alice", "watch", 600, 3) is DeviceStatus.TOO_MANY
+    assert await store.register_device("bob", "stolen", 700, 3) is DeviceStatus.OK  # per user
+    store = await stores.reopen(store)
+    other = await stores.open()
+    for s in (store, other):
+        assert await s.register_device("alice", "stolen", 800, 100) is DeviceStatus.REVOKED
+        assert device_ids(await s.list_devices("alice")) == ["phone", "laptop", "tablet"]
+
+
+async def test_list_devices_oldest_first_without_revoked(store):
+    assert await store.list_devices("alice") == []
+    for device, now in (("b", 300), ("a", 100), ("c", 200)):  # arrival order is not age order
+        await store.register_device("alice", device, now, 10)
+    await store.register_device("bob", "z", 50, 10)
+    rows = await store.list_devices("alice")
+    assert [(d.device_id, d.first_seen_ms) for d in rows] == [("a", 100), ("c", 200), ("b", 300)]
+    await store.revoke_device("alice", "c")
+    assert device_ids(await store.list_devices("alice")) == ["a", "b"]
+    assert device_ids(await store.list_devices("bob")) == ["z"]
+
+
+async def test_revoke_of_an_unknown_device_is_false(store):
+    assert await store.revoke_device("alice", "never-seen") is False
+    await store.register_device("bob", "phone", 100, 5)
+    assert await store.revoke_device("alice", "phone") is False  # bob's, not alice's
+    assert device_ids(await store.list_devices("bob")) == ["phone"]
+    assert await store.register_device("alice", "never-seen", 200, 5) is DeviceStatus.OK
+
+
+async def test_revoke_drops_that_devices_cursors(store):
+    await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
+    await fill(store, "g", 3)
+    await store.add_members("g", {"carol": Role.MEMBER})  # joined_seq 3
+    await fill(store, "g", 3, prefix="later")
+    for user, device in (("bob", "phone"), ("bob", "laptop"), ("carol", "phone")):
+        assert await store.register_device(user, device, 100, 5) is DeviceStatus.OK
+    await commit(store, cursors={("bob", "phone", "g"): 5, ("bob", "laptop", "g"): 4,
+                                 ("carol", "phone", "g"): 5})
+    assert await store.revoke_device("bob", "phone") is True
+    assert await store.revoke_device("carol", "phone") is True
+    backlog = {(user, device): [(b.chat_id, b.cursor, b.head) for b in
+                                await store.backlog(user, device)]
+               for user, device in (("bob", "phone"), ("bob", "laptop"), ("carol", "phone"))}
+    assert backlog == {("bob", "phone"): [("g", 0, 6)], ("bob", "laptop"): [("g", 4, 6)],
+                       ("carol", "phone"): [("g", 3, 6)]}
+
+
+async def test_touch_device_and_last_seen(stores):
+    store = await stores.open()
+    assert await store.last_seen("alice") == 0
+    await store.register_device("alice", "phone", 100, 5)
+    await store.register_device("alice", "laptop", 200, 5)
+    await store.register_device("bob", "phone", 300, 5)
+    await store.touch_device("alice", "phone", 1_000)
+    assert await store.last_seen("alice") == 1_000
+    await store.touch_device("alice", "laptop", 700)
+    assert await store.last_seen("alice") == 1_000
+    await store.touch_device("alice", "laptop", 2_000)
+    assert await store.last_seen("alice") == 2_000
+    rows = {d.device_id: (d.first_seen_ms, d.last_seen_ms) for d in await store.list_devices("alice")}
+    assert rows == {"phone": (100, 1_000), "laptop": (200, 2_000)}
+    await store.touch_device("alice", "unknown", 5_000)  # touching does not admit a device
+    assert device_ids(await store.list_devices("alice")) == ["phone", "laptop"]
+    store = await stores.reopen(store)
+    assert await store.last_seen("alice") == 2_000
+    assert await store.last_seen("bob") < 2_000
+
+
+async def test_concurrent_registrations_never_exceed_the_limit(stores):
+    one, two = await stores.open(), await stores.open()
+    statuses = await asyncio.gather(*(
+        (one if i % 2 else two).register_device("alice", f"d{i}", 100 + i, 3) for i in range(12)))
+    assert sorted(s.value for s in statuses) == sorted(["ok"] * 3 + ["too_many"] * 9)
+    assert len(await one.list_devices("alice")) == 3
 
 
 # ---------------------------------------------------------------------------- SQLite only
@@ -440,3 +657,44 @@ async def test_sqlite_two_stores_on_one_file_interleave_without_gaps(tmp_path):
     finally:
         await one.close()
         await two.close()
+
+
+async def test_sqlite_senders_between_scans_the_seq_range(tmp_path):
+    """Not the whole chat in the dedup index (which a bare DISTINCT would pick)."""
+    from switchboard.core.store_sqlite import SCHEMA, SQL_SENDERS
+    with sqlite3.connect(":memory:") as raw:
+        raw.executescript(SCHEMA)
+        plan = " ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {SQL_SENDERS}",
+                                                       ("g", 1, 2)))
+    assert "PRIMARY KEY (chat_id=? AND seq>? AND seq<?)" in plan, plan
+
+
+async def test_sqlite_a_file_without_the_new_tables_is_upgraded(tmp_path):
+    store = SQLiteStore(tmp_path / "old.db")
+    await store.open()
+    await commit(store, msg("a", "1"))
+    await store.close()
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        raw.executescript("DROP TABLE users; DROP TABLE devices;")
+    store = SQLiteStore(tmp_path / "old.db")
+    await store.open()
+    try:
+        assert await store.head_seq("a") == 1
+        assert await store.get_settings("alice") == UserSettings()
+        assert await store.register_device("alice", "phone", 1, 1) is DeviceStatus.OK
+    finally:
+        await store.close()
+
+
+async def test_sqlite_last_seen_counts_revoked_devices(tmp_path):
+    store = SQLiteStore(tmp_path / "seen.db")
+    await store.open()
+    try:
+        await store.register_device("alice", "phone", 100, 5)
+        await store.register_device("alice", "old", 100, 5)
+        await store.touch_device("alice", "phone", 1_000)
+        await store.touch_device("alice", "old", 3_000)
+        await store.revoke_device("alice", "old")
+        assert await store.last_seen("alice") == 3_000
+    finally:
+        await store.close()

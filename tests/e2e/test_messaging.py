@@ -157,18 +157,23 @@ async def test_history_pages_backwards(server):
 
 async def test_list_chats_with_head_and_read_watermark(server):
     alice = await connect(server, "alice")
+    bob = await connect(server, "bob")
     direct = (await alice.create_direct("bob")).chat_id
     group = (await alice.create_group("g", ["bob", "carol"])).chat_id
     for _ in range(3):
         await alice.send(direct, b"x")
-    read = await alice.mark_read(direct, 2)
+    read = await bob.mark_read(direct, 2)
     assert read.read_seq == 2
-    assert (await alice.mark_read(direct, 1)).read_seq == 2  # never goes back
-    assert (await alice.mark_read(direct, 99)).read_seq == 3  # clamped to head
-    chats = {c.chat_id: c for c in await alice.list_chats()}
-    assert (chats[direct].head_seq, chats[direct].read_seq, chats[direct].member_count) == (3, 3, 2)
+    assert (await bob.mark_read(direct, 1)).read_seq == 2  # never goes back
+    chats = {c.chat_id: c for c in await bob.list_chats()}
+    assert (chats[direct].head_seq, chats[direct].read_seq, chats[direct].unread_count) == (3, 2, 1)
+    assert (await bob.mark_read(direct, 99)).read_seq == 3  # clamped to head
+    chats = {c.chat_id: c for c in await bob.list_chats()}
+    assert (chats[direct].read_seq, chats[direct].unread_count, chats[direct].member_count) == (3, 0, 2)
     assert (chats[group].head_seq, chats[group].read_seq, chats[group].member_count) == (0, 0, 3)
     assert chats[group].title == "g" and chats[group].kind == pb.GROUP
+    mine = {c.chat_id: c for c in await alice.list_chats()}
+    assert (mine[direct].read_seq, mine[direct].unread_count) == (3, 0)  # own messages are read
 
 
 async def test_new_connection_of_same_device_replaces_old(server):

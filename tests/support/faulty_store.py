@@ -11,10 +11,8 @@ Knobs, all for `commit` (every other method delegates untouched):
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
 
-from switchboard.core.model import (Backlog, Batch, Chat, ChatSummaryRow, CommitResult,
-                                    Membership, Role, StoredMessage)
+from switchboard.core.model import Batch, CommitResult
 from switchboard.core.store import Store, StoreError
 
 
@@ -61,43 +59,16 @@ class FaultyStore(Store):
             raise StoreError("injected timeout after the commit was applied")
         return results
 
-    # ------------------------------------------------------------------ delegation
-    async def open(self) -> None:
-        await self.inner.open()
 
-    async def close(self) -> None:
-        await self.inner.close()
+def _delegate(name: str):
+    async def method(self: FaultyStore, *args, **kwargs):
+        return await getattr(self.inner, name)(*args, **kwargs)
+    method.__name__ = name
+    return method
 
-    async def read_messages(self, chat_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
-        return await self.inner.read_messages(chat_id, after_seq, limit)
 
-    async def read_history(self, chat_id: str, before_seq: int, floor_seq: int,
-                           limit: int) -> list[StoredMessage]:
-        return await self.inner.read_history(chat_id, before_seq, floor_seq, limit)
-
-    async def head_seq(self, chat_id: str) -> int:
-        return await self.inner.head_seq(chat_id)
-
-    async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
-        return await self.inner.create_chat(chat, members)
-
-    async def get_chat(self, chat_id: str) -> Chat | None:
-        return await self.inner.get_chat(chat_id)
-
-    async def members(self, chat_id: str) -> dict[str, Membership]:
-        return await self.inner.members(chat_id)
-
-    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        return await self.inner.add_members(chat_id, users)
-
-    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
-        return await self.inner.remove_members(chat_id, users)
-
-    async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        return await self.inner.list_chats(user_id)
-
-    async def backlog(self, user_id: str, device_id: str) -> list[Backlog]:
-        return await self.inner.backlog(user_id, device_id)
-
-    async def read_seq(self, chat_id: str, user_id: str) -> int:
-        return await self.inner.read_seq(chat_id, user_id)
+# Everything but commit goes straight to the real store; generated so that it follows the
+# interface as it grows.
+for _name in Store.__abstractmethods__ - {"commit"}:
+    setattr(FaultyStore, _name, _delegate(_name))
+FaultyStore.__abstractmethods__ = frozenset()

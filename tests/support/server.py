@@ -40,6 +40,7 @@ class InProcessServer:
         self.config = config
         self.gateway = Gateway(config)
         self.tokens = TokenAuthority(config.secret_bytes())
+        self.stopped = False
 
     async def start(self) -> "InProcessServer":
         await self.gateway.start()
@@ -53,7 +54,9 @@ class InProcessServer:
         return self.tokens.mint(user, device, ttl)
 
     async def stop(self) -> None:
-        await self.gateway.stop()
+        if not self.stopped:
+            self.stopped = True
+            await self.gateway.stop()
 
 
 class ServerProcess:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from switchboard.core.model import Chat, ChatKind, CommitResult, NewMessage, Role
+from switchboard.core.model import Chat, ChatKind, CommitResult, NewMessage, Receipt, Role
 from switchboard.core.store import StoreError
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.writer import Backpressure, CoalescingWriter
@@ -209,6 +209,29 @@ async def test_ack_cursor_alone_schedules_a_flush(sqlite, make_writer):
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
 
 
+async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_writer):
+    writer = make_writer(faulty)
+    first = await hold_first_flush(faulty, writer)
+    for seq in (3, 8, 5):
+        writer.ack_delivered("g", "bob", seq)
+    writer.ack_delivered("g", "carol", 2)
+    faulty.release()
+    await settled([first])
+    await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
+    assert faulty.batches[1].delivered == {("g", "bob"): 8, ("g", "carol"): 2}
+    assert await faulty.receipts("g") == {"bob": Receipt(8, 0), "carol": Receipt(2, 0)}
+
+
+async def test_ack_delivered_alone_schedules_a_flush(sqlite, make_writer):
+    writer = make_writer(sqlite)
+    writer.ack_delivered("g", "bob", 2)
+
+    async def delivered_is_2() -> bool:
+        return (await sqlite.receipts("g")).get("bob") == Receipt(2, 0)
+    await wait_for(delivered_is_2)
+    await wait_for(lambda: not other_tasks(), message="the flush task to finish")
+
+
 async def test_mark_read_coalesces_and_resolves_when_durable(faulty, make_writer):
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
@@ -227,14 +250,17 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
     await settled([writer.submit(msg("g", str(i))) for i in range(9)])
     faulty.fail_next_commits(1)
     writer.ack_cursor("bob", "phone", "g", 4)
+    writer.ack_delivered("g", "bob", 5)
     outcome = await settled([writer.mark_read("g", "bob", 6)])
     assert isinstance(outcome[0], StoreError)
     for _ in range(20):
         await asyncio.sleep(0)
     assert len(faulty.batches) == 2, "a failure alone must not trigger another commit"
     writer.ack_cursor("bob", "phone", "g", 2)
+    writer.ack_delivered("g", "bob", 3)
     await wait_for(lambda: len(faulty.batches) == 3 and not other_tasks())
     assert faulty.batches[2].cursors == {("bob", "phone", "g"): 4}
+    assert faulty.batches[2].delivered == {("g", "bob"): 5}
     assert faulty.batches[2].reads == {("g", "bob"): 6}
     assert await faulty.read_seq("g", "bob") == 6
     assert [b.cursor for b in await faulty.backlog("bob", "phone")] == [4]
@@ -276,6 +302,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     first = await hold_first_flush(faulty, writer)
     sent = [writer.submit(msg("g", str(i))) for i in range(20)]
     writer.ack_cursor("bob", "phone", "g", 20)
+    writer.ack_delivered("g", "bob", 20)
     read = writer.mark_read("g", "bob", 19)
     closing = asyncio.ensure_future(writer.close())
     await asyncio.sleep(0)
@@ -285,13 +312,25 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     assert all(f.done() and not f.exception() for f in [first, *sent, read])
     assert await faulty.head_seq("g") == 20
     assert await faulty.read_seq("g", "bob") == 19
+    assert (await faulty.receipts("g"))["bob"] == Receipt(20, 19)
     assert await faulty.backlog("bob", "phone") == []
     with pytest.raises(RuntimeError):
         writer.submit(msg("g", "late"))
     with pytest.raises(RuntimeError):
         writer.mark_read("g", "bob", 20)
     writer.ack_cursor("bob", "phone", "g", 21)
+    writer.ack_delivered("g", "bob", 21)
     assert not other_tasks()
+
+
+async def test_close_flushes_updates_merged_back_from_a_failed_batch(faulty, make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_next_commits(1)
+    writer.ack_delivered("g", "bob", 4)
+    await wait_for(lambda: writer.failures == 1 and not other_tasks())
+    await asyncio.wait_for(writer.close(), 5)
+    assert len(faulty.batches) == 2 and faulty.batches[1].delivered == {("g", "bob"): 4}
+    assert (await faulty.receipts("g"))["bob"] == Receipt(4, 0)
 
 
 async def test_close_of_an_idle_writer_returns_at_once(sqlite, make_writer):

@@ -19,6 +19,13 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER: _ClassVar[Role]
     ADMIN: _ClassVar[Role]
 
+class Visibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VISIBILITY_UNSPECIFIED: _ClassVar[Visibility]
+    EVERYONE: _ClassVar[Visibility]
+    CONTACTS: _ClassVar[Visibility]
+    NOBODY: _ClassVar[Visibility]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -33,12 +40,17 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAVAILABLE: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
     ALREADY_AUTHENTICATED: _ClassVar[ErrorCode]
+    NOT_FOUND: _ClassVar[ErrorCode]
 CHAT_KIND_UNSPECIFIED: ChatKind
 DIRECT: ChatKind
 GROUP: ChatKind
 ROLE_UNSPECIFIED: Role
 MEMBER: Role
 ADMIN: Role
+VISIBILITY_UNSPECIFIED: Visibility
+EVERYONE: Visibility
+CONTACTS: Visibility
+NOBODY: Visibility
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_FRAME: ErrorCode
 INVALID_ARGUMENT: ErrorCode
@@ -51,9 +63,10 @@ ACK_INVALID: ErrorCode
 UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
 ALREADY_AUTHENTICATED: ErrorCode
+NOT_FOUND: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping")
+    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +79,13 @@ class ClientFrame(_message.Message):
     LIST_CHATS_FIELD_NUMBER: _ClassVar[int]
     MARK_READ_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPING_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    LIST_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    GET_RECEIPTS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     auth: Auth
     send: Send
@@ -78,10 +98,17 @@ class ClientFrame(_message.Message):
     list_chats: ListChats
     mark_read: MarkRead
     ping: Ping
-    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    subscribe_presence: SubscribePresence
+    unsubscribe_presence: UnsubscribePresence
+    typing: Typing
+    update_settings: UpdateSettings
+    list_devices: ListDevices
+    revoke_device: RevokeDevice
+    get_receipts: GetReceipts
+    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack")
+    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +120,14 @@ class ServerFrame(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     READ_ACK_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPING_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIST_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GOAWAY_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     welcome: Welcome
     send_ack: SendAck
@@ -104,7 +139,27 @@ class ServerFrame(_message.Message):
     error: Error
     pong: Pong
     read_ack: ReadAck
-    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ...) -> None: ...
+    receipt_update: ReceiptUpdate
+    presence: Presence
+    typing_update: TypingUpdate
+    settings: Settings
+    device_list: DeviceList
+    receipt_status: ReceiptStatus
+    goaway: Goaway
+    ok: Ok
+    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ...) -> None: ...
+
+class Ok(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Goaway(_message.Message):
+    __slots__ = ("reconnect_after_ms", "reason")
+    RECONNECT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reconnect_after_ms: int
+    reason: str
+    def __init__(self, reconnect_after_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Auth(_message.Message):
     __slots__ = ("token",)
@@ -303,20 +358,22 @@ class ListChats(_message.Message):
     def __init__(self) -> None: ...
 
 class ChatSummary(_message.Message):
-    __slots__ = ("chat_id", "kind", "title", "head_seq", "read_seq", "member_count")
+    __slots__ = ("chat_id", "kind", "title", "head_seq", "read_seq", "member_count", "unread_count")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     READ_SEQ_FIELD_NUMBER: _ClassVar[int]
     MEMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_COUNT_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     kind: ChatKind
     title: str
     head_seq: int
     read_seq: int
     member_count: int
-    def __init__(self, chat_id: _Optional[str] = ..., kind: _Optional[_Union[ChatKind, str]] = ..., title: _Optional[str] = ..., head_seq: _Optional[int] = ..., read_seq: _Optional[int] = ..., member_count: _Optional[int] = ...) -> None: ...
+    unread_count: int
+    def __init__(self, chat_id: _Optional[str] = ..., kind: _Optional[_Union[ChatKind, str]] = ..., title: _Optional[str] = ..., head_seq: _Optional[int] = ..., read_seq: _Optional[int] = ..., member_count: _Optional[int] = ..., unread_count: _Optional[int] = ...) -> None: ...
 
 class ChatList(_message.Message):
     __slots__ = ("chats",)
@@ -339,6 +396,146 @@ class ReadAck(_message.Message):
     chat_id: str
     read_seq: int
     def __init__(self, chat_id: _Optional[str] = ..., read_seq: _Optional[int] = ...) -> None: ...
+
+class MemberReceipt(_message.Message):
+    __slots__ = ("user_id", "delivered_seq", "read_seq")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    delivered_seq: int
+    read_seq: int
+    def __init__(self, user_id: _Optional[str] = ..., delivered_seq: _Optional[int] = ..., read_seq: _Optional[int] = ...) -> None: ...
+
+class ReceiptUpdate(_message.Message):
+    __slots__ = ("chat_id", "members", "delivered_all_seq", "read_all_seq")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_ALL_SEQ_FIELD_NUMBER: _ClassVar[int]
+    READ_ALL_SEQ_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    members: _containers.RepeatedCompositeFieldContainer[MemberReceipt]
+    delivered_all_seq: int
+    read_all_seq: int
+    def __init__(self, chat_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberReceipt, _Mapping]]] = ..., delivered_all_seq: _Optional[int] = ..., read_all_seq: _Optional[int] = ...) -> None: ...
+
+class GetReceipts(_message.Message):
+    __slots__ = ("chat_id", "seq")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    seq: int
+    def __init__(self, chat_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class ReceiptStatus(_message.Message):
+    __slots__ = ("chat_id", "seq", "member_count", "delivered_count", "read_count", "read_by")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    READ_COUNT_FIELD_NUMBER: _ClassVar[int]
+    READ_BY_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    seq: int
+    member_count: int
+    delivered_count: int
+    read_count: int
+    read_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., member_count: _Optional[int] = ..., delivered_count: _Optional[int] = ..., read_count: _Optional[int] = ..., read_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubscribePresence(_message.Message):
+    __slots__ = ("user_ids",)
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UnsubscribePresence(_message.Message):
+    __slots__ = ("user_ids",)
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Presence(_message.Message):
+    __slots__ = ("user_id", "online", "last_seen_ms")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    online: bool
+    last_seen_ms: int
+    def __init__(self, user_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen_ms: _Optional[int] = ...) -> None: ...
+
+class Typing(_message.Message):
+    __slots__ = ("chat_id", "typing")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPING_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    typing: bool
+    def __init__(self, chat_id: _Optional[str] = ..., typing: _Optional[bool] = ...) -> None: ...
+
+class TypingUpdate(_message.Message):
+    __slots__ = ("chat_id", "user_id", "device_id", "typing", "expires_in_ms")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPING_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    user_id: str
+    device_id: str
+    typing: bool
+    expires_in_ms: int
+    def __init__(self, chat_id: _Optional[str] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., typing: _Optional[bool] = ..., expires_in_ms: _Optional[int] = ...) -> None: ...
+
+class UpdateSettings(_message.Message):
+    __slots__ = ("read_receipts", "last_seen", "invisible")
+    READ_RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    INVISIBLE_FIELD_NUMBER: _ClassVar[int]
+    read_receipts: bool
+    last_seen: Visibility
+    invisible: bool
+    def __init__(self, read_receipts: _Optional[bool] = ..., last_seen: _Optional[_Union[Visibility, str]] = ..., invisible: _Optional[bool] = ...) -> None: ...
+
+class Settings(_message.Message):
+    __slots__ = ("read_receipts", "last_seen", "invisible")
+    READ_RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    INVISIBLE_FIELD_NUMBER: _ClassVar[int]
+    read_receipts: bool
+    last_seen: Visibility
+    invisible: bool
+    def __init__(self, read_receipts: _Optional[bool] = ..., last_seen: _Optional[_Union[Visibility, str]] = ..., invisible: _Optional[bool] = ...) -> None: ...
+
+class ListDevices(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("device_id", "online", "last_seen_ms", "first_seen_ms")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    online: bool
+    last_seen_ms: int
+    first_seen_ms: int
+    def __init__(self, device_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen_ms: _Optional[int] = ..., first_seen_ms: _Optional[int] = ...) -> None: ...
+
+class DeviceList(_message.Message):
+    __slots__ = ("devices", "max_devices")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    max_devices: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., max_devices: _Optional[int] = ...) -> None: ...
+
+class RevokeDevice(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "detail", "retry_after_ms", "chat_id", "client_msg_id")

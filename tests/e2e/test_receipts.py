@@ -1,0 +1,157 @@
+"""Sent -> Delivered -> Read as per-(chat, user) watermarks, coalesced pushes, group rollups,
+the read-receipts privacy setting, and durability across a restart (issue 3)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from switchboard.proto.v1 import client_pb2 as pb
+from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
+
+
+async def receipt_until(client, chat: str, predicate, timeout: float = 5.0) -> pb.ReceiptUpdate:
+    async def loop():
+        while True:
+            update = (await client.recv("receipt_update", timeout=timeout)).receipt_update
+            if update.chat_id == chat and predicate(update):
+                return update
+    return await asyncio.wait_for(loop(), timeout)
+
+
+def member(update: pb.ReceiptUpdate, user: str) -> pb.MemberReceipt:
+    return next(m for m in update.members if m.user_id == user)
+
+
+async def test_one_to_one_ticks(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    ack = await send(alice, chat, b"hi")  # one tick: Sent
+    assert ack.seq == 1
+    await receive_and_ack(bob, 1)  # bob's device acks: Delivered
+    update = await receipt_until(alice, chat, lambda u: u.delivered_all_seq >= 1)
+    assert (member(update, "bob").delivered_seq, member(update, "bob").read_seq) == (1, 0)
+    read = await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=1))  # Read
+    assert read.read_ack.read_seq == 1
+    update = await receipt_until(alice, chat, lambda u: u.read_all_seq >= 1)
+    assert member(update, "bob").read_seq == 1
+    # watermarks never go back
+    assert (await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=0))).read_ack.read_seq == 1
+
+
+async def test_updates_are_coalesced_per_flush(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    for _ in range(30):
+        await send(alice, chat)
+    await receive_and_ack(bob, 30)  # 30 messages acked in a handful of frames
+    await receipt_until(alice, chat, lambda u: u.delivered_all_seq == 30)
+    await asyncio.sleep(0.3)
+    extra = 0
+    while alice.pending():
+        frame = await alice.recv()
+        extra += frame.WhichOneof("body") == "receipt_update"
+    assert server.gateway.services.receipts.updates_pushed <= 10
+
+
+async def test_group_rollup_and_read_by_k_of_n(server):
+    users = [f"m{i}" for i in range(20)]
+    sender = await authed(server, "sender")
+    clients = {u: await authed(server, u) for u in users}
+    chat = await group(sender, users)
+    ack = await send(sender, chat, b"to the group")
+    for i, user in enumerate(users):
+        await receive_and_ack(clients[user], 1)
+    update = await receipt_until(sender, chat, lambda u: u.delivered_all_seq >= ack.seq)
+    assert update.read_all_seq == 0
+    for user in users[:7]:
+        await request(clients[user], mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    status = (await request(sender, get_receipts=pb.GetReceipts(chat_id=chat, seq=ack.seq))).receipt_status
+    assert (status.member_count, status.delivered_count, status.read_count) == (20, 20, 7)
+    assert list(status.read_by) == sorted(users[:7])
+    for user in users[7:]:
+        await request(clients[user], mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    await receipt_until(sender, chat, lambda u: u.read_all_seq >= ack.seq)
+
+
+async def test_receipts_go_to_senders_not_to_bystanders(server):
+    a, b, c = [await authed(server, u) for u in ("a", "b", "c")]
+    chat = await group(a, ["b", "c"])
+    await send(a, chat)
+    await receive_and_ack(b, 1)
+    await receive_and_ack(c, 1)
+    await receipt_until(a, chat, lambda u: u.delivered_all_seq >= 1)
+    # c sent nothing: b's delivery concerns only the sender a (and b's own devices)
+    with pytest.raises(asyncio.TimeoutError):
+        await receipt_until(c, chat, lambda u: any(m.user_id == "b" for m in u.members), timeout=0.5)
+
+
+async def test_read_receipts_off_is_mutual(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    settings = await request(bob, update_settings=pb.UpdateSettings(read_receipts=False))
+    assert settings.settings.read_receipts is False
+    ack = await send(alice, chat)
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    update = await receipt_until(alice, chat, lambda u: u.delivered_all_seq >= ack.seq)
+    assert member(update, "bob").read_seq == 0 and update.read_all_seq == 0
+    status = (await request(alice, get_receipts=pb.GetReceipts(chat_id=chat, seq=ack.seq))).receipt_status
+    assert (status.delivered_count, status.read_count) == (1, 0)
+    # and bob sees no read information about alice
+    back = await send(bob, chat)
+    await receive_and_ack(alice, 1)
+    await request(alice, mark_read=pb.MarkRead(chat_id=chat, seq=back.seq))
+    status = (await request(bob, get_receipts=pb.GetReceipts(chat_id=chat, seq=back.seq))).receipt_status
+    assert (status.delivered_count, status.read_count) == (1, 0)
+
+
+async def test_reading_on_one_device_clears_the_others(server):
+    phone = await authed(server, "bob", "phone")
+    laptop = await authed(server, "bob", "laptop")
+    alice = await authed(server, "alice")
+    chat = await direct(alice, "bob")
+    for _ in range(3):
+        await send(alice, chat)
+    await receive_and_ack(phone, 3)
+    await receive_and_ack(laptop, 3)
+    chats = (await request(laptop, list_chats=pb.ListChats())).chat_list.chats
+    assert chats[0].unread_count == 3
+    await request(phone, mark_read=pb.MarkRead(chat_id=chat, seq=3))
+    update = await receipt_until(laptop, chat, lambda u: any(
+        m.user_id == "bob" and m.read_seq == 3 for m in u.members))
+    assert update.chat_id == chat
+    chats = (await request(laptop, list_chats=pb.ListChats())).chat_list.chats
+    assert (chats[0].read_seq, chats[0].unread_count) == (3, 0)
+
+
+async def test_get_receipts_refuses_non_members_and_unknown_seq(server):
+    alice = await authed(server, "alice")
+    mallory = await authed(server, "mallory")
+    chat = await direct(alice, "bob")
+    await send(alice, chat)
+    reply = await request(mallory, get_receipts=pb.GetReceipts(chat_id=chat, seq=1))
+    assert reply.error.code == pb.NOT_MEMBER
+    reply = await request(alice, get_receipts=pb.GetReceipts(chat_id=chat, seq=99))
+    assert reply.error.code == pb.NOT_FOUND
+
+
+async def test_receipts_survive_a_restart(make_server):
+    server = await make_server()
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    ack = await send(alice, chat)
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    await receipt_until(alice, chat, lambda u: u.read_all_seq >= 1)
+    await server.stop()
+    again = await make_server()
+    alice = await authed(again, "alice")
+    status = (await request(alice, get_receipts=pb.GetReceipts(chat_id=chat, seq=ack.seq))).receipt_status
+    assert (status.delivered_count, status.read_count) == (1, 1)
+    chats = (await request(await authed(again, "bob"), list_chats=pb.ListChats())).chat_list.chats
+    assert chats[0].read_seq == 1
