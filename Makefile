@@ -8,7 +8,7 @@ install:
 	$(PIP) install -e '.[test,bench]'
 
 serve: install
-	switchboard serve
+	$(PYTHON) -m switchboard serve
 
 test: install
 	$(PYTHON) -m pytest -q
