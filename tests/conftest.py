@@ -1,11 +1,18 @@
+import inspect
+
 import pytest
 
+from tests.support.raw import OPEN_CLIENTS
 from tests.support.server import InProcessServer, fast_config
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
 async def make_server(tmp_path):
-    """Start in-process servers with config overrides (section__key=value); stopped at teardown."""
+    """Start in-process servers with config overrides (section__key=value). At teardown every
+    client the test opened is closed and each running server must come back to zero
+    connections, zero unauthenticated sockets, no presence subscriptions and no tasks: a test
+    that leaks fails (uvloop's live-object counters, the same idea)."""
     started: list[InProcessServer] = []
 
     async def start(**overrides) -> InProcessServer:
@@ -14,7 +21,17 @@ async def make_server(tmp_path):
         return srv
 
     yield start
+    while OPEN_CLIENTS:
+        closing = OPEN_CLIENTS.pop().close()
+        if inspect.isawaitable(closing):
+            await closing
     for srv in started:
+        if srv.stopped:
+            continue
+        gw = srv.gateway
+        await wait_for(lambda: (gw.hub.connections, gw.pending_auth, len(gw._tasks),
+                                len(gw.presence._subscribers)) == (0, 0, 0, 0),
+                       timeout=10, message="server resources back to zero after the test")
         await srv.stop()
 
 

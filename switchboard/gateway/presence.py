@@ -11,6 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from switchboard.core.chats import ChatService, direct_chat_id
+from switchboard.core.ids import valid_id
 from switchboard.core.model import Visibility
 from switchboard.core.receipts import Settings
 from switchboard.core.store import Store
@@ -43,10 +44,15 @@ class PresenceFanout:
         fresh = [s for s in dict.fromkeys(subjects) if s not in subs]
         if len(subs) + len(fresh) > self.max_subscriptions:
             raise ValueError(f"at most {self.max_subscriptions} presence subscriptions")
+        bad = next((s for s in fresh if not valid_id(s)), None)
+        if bad is not None:
+            raise ValueError(f"bad user id {bad[:64]!r}")
         conn.presence = subs
         for subject in fresh:
             allowed = await self._allowed(conn.user, subject)
             state = await self._state(subject) if allowed else HIDDEN
+            if not conn.registered:  # closed while we looked: drop() has run already
+                return
             subs[subject] = state if allowed else None
             self._subscribers.setdefault(subject, set()).add(conn)
             conn.send_frame(_frame(subject, state))
@@ -76,6 +82,8 @@ class PresenceFanout:
                 continue
             allowed = await self._allowed(conn.user, subject)
             state = await self._state(subject) if allowed else HIDDEN
+            if conn.presence is None or subject not in conn.presence:
+                continue  # closed or unsubscribed while we looked
             if conn.presence.get(subject) != (state if allowed else None):
                 conn.presence[subject] = state if allowed else None
                 conn.send_frame(_frame(subject, state))

@@ -128,6 +128,8 @@ class Requests:
         if req.HasField("read_receipts"):
             changes["read_receipts"] = req.read_receipts
         if req.last_seen:
+            if req.last_seen not in Visibility.__members__.values():
+                raise DomainError(Code.INVALID_ARGUMENT, f"unknown last_seen visibility {req.last_seen}")
             changes["last_seen"] = Visibility(req.last_seen)
         settings = (await settings_service.update(conn.user, **changes) if changes
                     else await settings_service.get(conn.user))

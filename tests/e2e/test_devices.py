@@ -5,6 +5,7 @@ from __future__ import annotations
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.raw import RawClient
 from tests.support.rawflow import authed, direct, receive_and_ack, request, send
+from tests.support.waiting import wait_for
 
 
 async def test_three_devices_one_offline(server):
@@ -60,6 +61,8 @@ async def test_each_device_has_its_own_cursor(server):
     for _ in range(4):
         await send(alice, chat)
     await receive_and_ack(phone, 4)
+    [phone_conn] = [c for c in server.gateway.hub.devices_of("bob") if c.device == "phone"]
+    await wait_for(lambda: phone_conn.streams[chat].acked == 4)  # the ack arrived
     laptop.close()  # never acked anything
     phone.close()
     laptop = await RawClient.connect(server.url, server.token("bob", "laptop"))

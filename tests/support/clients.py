@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.client import Client
+from tests.support.raw import OPEN_CLIENTS
 
 
 async def connect(server, user: str, device: str = "phone", **kwargs) -> Client:
     client = Client(server.url, server.token(user, device), **kwargs)
+    OPEN_CLIENTS.append(client)
     await client.connect()
     await client.wait_synced(timeout=10)
     return client

@@ -9,6 +9,10 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 from switchboard.proto.v1 import client_pb2 as pb
 
 
+OPEN_CLIENTS: list = []
+"""Every client a test opened (raw or SDK); the fixtures close them before checking for leaks."""
+
+
 class _Listener(WSListener):
     def __init__(self) -> None:
         super().__init__()
@@ -47,7 +51,9 @@ class RawClient:
         transport, listener = await ws_connect(_Listener, url, extra_headers=headers,
                                                enable_auto_pong=auto_pong, use_aiofastnet=False,
                                                max_frame_size=16 * 1024 * 1024, **kwargs)
-        return cls(transport, listener)
+        client = cls(transport, listener)
+        OPEN_CLIENTS.append(client)
+        return client
 
     def send_bytes(self, data: bytes, msg_type: WSMsgType = WSMsgType.BINARY) -> None:
         self.transport.send(msg_type, data)
