@@ -5,19 +5,8 @@ import asyncio
 
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.raw import RawClient
+from tests.support.rawflow import authed, direct
 from tests.support.waiting import wait_for
-
-
-async def authed(server, user: str, device: str = "phone", **kwargs) -> RawClient:
-    client = await RawClient.connect(server.url, server.token(user, device), **kwargs)
-    await client.recv("welcome")
-    await client.recv("sync_complete")
-    return client
-
-
-async def chat_between(client: RawClient, other: str) -> str:
-    rid = client.send(create_chat=pb.CreateChat(kind=pb.DIRECT, member_user_ids=[other]))
-    return (await client.reply(rid)).chat.chat_id
 
 
 async def send_many(client: RawClient, chat: str, count: int, body: bytes = b"x", prefix: str = "m"):
@@ -29,7 +18,7 @@ async def send_many(client: RawClient, chat: str, count: int, body: bytes = b"x"
 async def test_unacked_deliveries_are_retransmitted_until_acked(server):
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await chat_between(alice, "bob")
+    chat = await direct(alice, "bob")
     await send_many(alice, chat, 3)
     first = [m.seq for m in (await bob.recv("deliver")).deliver.messages]
     while len(first) < 3:
@@ -52,7 +41,7 @@ async def test_window_bounds_messages_in_flight(make_server):
                                limits__send_burst=1000.0)
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await chat_between(alice, "bob")
+    chat = await direct(alice, "bob")
     await send_many(alice, chat, 50)
     seqs = []
     while len(seqs) < 10:
@@ -84,7 +73,7 @@ async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_serve
                                limits__sends_per_second=10000.0, limits__send_burst=10000.0)
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await chat_between(alice, "bob")
+    chat = await direct(alice, "bob")
     bob.transport.underlying_transport.pause_reading()
     body = b"y" * 60_000
     acks = await send_many(alice, chat, 400, body)

@@ -9,25 +9,14 @@ from picows import WSError, WSMsgType
 
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.raw import RawClient
-
-
-async def authed(server, user: str, device: str = "phone") -> RawClient:
-    client = await RawClient.connect(server.url, server.token(user, device))
-    await client.recv("welcome")
-    await client.recv("sync_complete")
-    return client
-
-
-async def direct_chat(client: RawClient, other: str) -> str:
-    rid = client.send(create_chat=pb.CreateChat(kind=pb.DIRECT, member_user_ids=[other]))
-    return (await client.reply(rid)).chat.chat_id
+from tests.support.rawflow import authed, direct
 
 
 async def assert_still_serving(server) -> None:
     """A fresh pair of users can still chat end to end."""
     alice = await authed(server, "healthy-a")
     bob = await authed(server, "healthy-b")
-    chat = await direct_chat(alice, "healthy-b")
+    chat = await direct(alice, "healthy-b")
     rid = alice.send(send=pb.Send(client_msg_id="h1", chat_id=chat, body=b"still here"))
     assert (await alice.reply(rid)).send_ack.seq >= 1
     delivered = await bob.recv("deliver")
@@ -72,7 +61,7 @@ async def test_first_frame_auth_works_and_bad_one_closes_4001(server):
 
 async def test_frame_before_auth_closes_4001_and_stores_nothing(server):
     alice = await authed(server, "alice")
-    chat = await direct_chat(alice, "bob")
+    chat = await direct(alice, "bob")
     intruder = await RawClient.connect(server.url)
     intruder.send(send=pb.Send(client_msg_id="x", chat_id=chat, body=b"sneaky"))
     assert await intruder.closed() == (4001, "auth required")
@@ -113,7 +102,7 @@ async def test_unknown_frame_gets_error_and_connection_stays(server):
 
 async def test_oversized_frame_closes_1009_and_nothing_is_stored(server):
     client = await authed(server, "alice")
-    chat = await direct_chat(client, "bob")
+    chat = await direct(client, "bob")
     limit = server.config.limits.max_frame_bytes
     client.send(send=pb.Send(client_msg_id="big", chat_id=chat, body=b"x" * (limit + 10)))
     assert (await client.closed())[0] == 1009
@@ -125,7 +114,7 @@ async def test_oversized_frame_closes_1009_and_nothing_is_stored(server):
 
 async def test_body_over_limit_gets_body_too_large(server):
     client = await authed(server, "alice")
-    chat = await direct_chat(client, "bob")
+    chat = await direct(client, "bob")
     body = b"x" * (server.config.limits.max_body_bytes + 1)
     rid = client.send(send=pb.Send(client_msg_id="b1", chat_id=chat, body=body))
     error = (await client.reply(rid)).error
@@ -148,7 +137,7 @@ async def test_invalid_sends_are_refused(server, send, code):
 
 async def test_non_member_can_neither_send_nor_read(server):
     alice = await authed(server, "alice")
-    chat = await direct_chat(alice, "bob")
+    chat = await direct(alice, "bob")
     rid = alice.send(send=pb.Send(client_msg_id="a1", chat_id=chat, body=b"private"))
     await alice.reply(rid)
     mallory = await authed(server, "mallory")
@@ -170,7 +159,7 @@ async def test_non_member_can_neither_send_nor_read(server):
 async def test_spoofed_sender_fields_are_ignored(server):
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await direct_chat(alice, "bob")
+    chat = await direct(alice, "bob")
     send = pb.Send(client_msg_id="s1", chat_id=chat, body=b"hi").SerializeToString()
     # append Message.sender_user_id (field 4) and sender_device_id (field 5) claiming to be bob
     forged = send + b"\x22\x03bob" + b"\x2a\x05phone"
@@ -184,7 +173,7 @@ async def test_spoofed_sender_fields_are_ignored(server):
 async def test_ack_beyond_what_was_delivered_is_refused(server):
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await direct_chat(alice, "bob")
+    chat = await direct(alice, "bob")
     rid = alice.send(send=pb.Send(client_msg_id="1", chat_id=chat, body=b"one"))
     await alice.reply(rid)
     await bob.recv("deliver")
@@ -204,7 +193,7 @@ async def test_send_flood_is_rate_limited_without_losing_accepted_messages(make_
     server = await make_server(limits__sends_per_second=5.0, limits__send_burst=10.0)
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
-    chat = await direct_chat(alice, "bob")
+    chat = await direct(alice, "bob")
     rids = [alice.send(send=pb.Send(client_msg_id=f"f{i}", chat_id=chat, body=b"x"))
             for i in range(30)]
     replies = [await alice.reply(rid) for rid in rids]
