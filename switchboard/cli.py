@@ -1,4 +1,11 @@
-"""`switchboard serve` and `switchboard token`: the embedded server and development tokens."""
+"""`switchboard serve`, `switchboard token` and `switchboard admin`: the server process, development
+tokens and the operator's tools.
+
+`serve` is what systemd runs (deploy/systemd/switchboard@.service): it reports READY=1 once the
+listener accepts, pings the watchdog from the event loop, drains on SIGTERM/SIGINT (STOPPING=1,
+then Gateway.stop within server.stop_timeout: exit 0 when drained, 1 when not) and reloads the
+TLS certificate on SIGHUP. Configuration errors exit 2 with a message naming the key.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +14,18 @@ import logging
 import signal
 import sys
 
+from . import logs
 from .config import ConfigError, load
+from .tools import admin, sdnotify
+
+log = logging.getLogger("switchboard.serve")
+
+EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a gateway with the embedded SQLite store")
@@ -20,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="listen port (default 8765)")
     serve.add_argument("--production", action="store_true", default=None,
                        help="refuse to start without an explicit auth.secret")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", help="log.level: DEBUG, INFO, WARNING, ERROR")
 
     token = sub.add_parser("token", help="mint a device token (JWT) for development")
     _common(token)
-    token.add_argument("--user", required=True)
-    token.add_argument("--device", required=True)
-    token.add_argument("--ttl", type=float, default=30 * 86400, help="seconds (default 30 days)")
+    admin.add_token_arguments(token)
+
+    admin_parser = sub.add_parser("admin", help="operate a node: chats, devices, sessions, "
+                                                "tokens, drain (see deploy/README.md)")
+    _common(admin_parser)
+    admin.add_arguments(admin_parser)
 
     args = parser.parse_args(argv)
     try:
@@ -35,17 +52,17 @@ def main(argv: list[str] | None = None) -> int:
             "server.host": getattr(args, "host", None),
             "server.port": getattr(args, "port", None),
             "server.production": getattr(args, "production", None),
+            "log.level": getattr(args, "log_level", None),
         })
         if args.command == "token":
-            from .core.auth import TokenAuthority
-            print(TokenAuthority(config.secret_bytes()).mint(args.user, args.device, args.ttl))
-            return 0
+            return admin.mint(config, args)
+        if args.command == "admin":
+            return admin.run(config, args)
         config.secret_bytes()
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return EXIT_CONFIG
+    logs.setup(config.log)
     import uvloop
     return uvloop.run(_serve(config))
 
@@ -58,16 +75,54 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 async def _serve(config) -> int:
     from .gateway.server import Gateway
-    gateway = Gateway(config)
-    await gateway.start()
-    print(f"switchboard listening on ws://{config.server.host}:{gateway.port}/v1/ws", flush=True)
-    stop = asyncio.Event()
+    try:
+        gateway = Gateway(config)
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        await gateway.start()
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot start: %s", exc)
+        await gateway.stop()
+        return 1
+    url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
+    print(f"switchboard listening on {url}", flush=True)
+    if config.metrics.enabled:
+        print(f"switchboard metrics on http://{config.metrics.host}:{gateway.status.port}/metrics",
+              flush=True)
+
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, gateway)
+    sdnotify.notify("READY=1", f"STATUS=serving {url}")
+    interval = sdnotify.watchdog_interval()
+    watchdog = sdnotify.Watchdog(interval) if interval else None
+    if watchdog is not None:
+        watchdog.start(loop)
+
     await stop.wait()
-    await gateway.stop()
-    return 0
+    sdnotify.notify("STOPPING=1", "STATUS=draining")
+    code = 0
+    try:
+        await asyncio.wait_for(gateway.stop(), config.server.stop_timeout)
+    except asyncio.TimeoutError:
+        log.error("drain did not finish within server.stop_timeout=%ss", config.server.stop_timeout)
+        code = 1
+    if watchdog is not None:
+        watchdog.stop()
+    return code
+
+
+def _reload(gateway) -> None:
+    """SIGHUP: new TLS handshakes use the certificate now on disk; a bad one is logged and the
+    old one stays (a reload must never take the listener down)."""
+    try:
+        gateway.reload_tls()
+    except Exception as exc:
+        log.error("tls reload failed, keeping the current certificate: %s", exc)
 
 
 if __name__ == "__main__":

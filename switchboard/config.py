@@ -1,17 +1,25 @@
 """Configuration: defaults embedded here, a TOML file, SWITCHBOARD_* environment variables and
-command-line flags, applied in that order. Validated once at start with errors that name the key.
+command-line flags, applied in that order. Validated once at start with errors that name the key
+(and where it came from), so an operator reading `systemctl status` knows what to fix.
 
-The file mirrors the sections below, e.g.
+`load` checks values only; files are read where they are used (the signing key by
+`secret_bytes()`, the TLS pair by gateway/tls.py), both before `serve` starts listening. So the
+admin CLI can load the same file without access to the server's secrets.
+
+The file mirrors the sections below; deploy/switchboard.toml lists every key with its default:
 
     [server]
     port = 8765
     data_dir = "/var/lib/switchboard"
     [auth]
-    secret = "..."
-    [limits]
-    max_body_bytes = 65536
+    secret_file = "/run/credentials/switchboard@0.service/auth-secret"
+    [tls]
+    cert = "/etc/switchboard/tls/fullchain.pem"
+    key = "/etc/switchboard/tls/privkey.pem"
 
-An environment variable SWITCHBOARD_<SECTION>_<KEY> (e.g. SWITCHBOARD_SERVER_PORT) overrides a key.
+An environment variable SWITCHBOARD_<SECTION>_<KEY> (e.g. SWITCHBOARD_SERVER_PORT,
+SWITCHBOARD_TLS_MIN_VERSION) overrides a key; one naming an unknown key of a known section is an
+error, like an unknown key in the file.
 """
 from __future__ import annotations
 
@@ -23,9 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+TLS_VERSIONS = ("1.2", "1.3")
+MIN_SECRET_BYTES = 32
+
 
 class ConfigError(Exception):
-    pass
+    """A configuration problem; str() names the key."""
 
 
 @dataclass(slots=True)
@@ -33,17 +46,27 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     data_dir: str = "./switchboard-data"
-    node_id: int = 0
+    node_id: int = 0          # unique per worker sharing a data dir (server ids, admin socket)
     production: bool = False
-    reuse_port: bool = False
+    reuse_port: bool = False  # several workers on one port (SO_REUSEPORT)
     drain_spread: float = 5.0  # seconds over which drained devices are told to reconnect
+    stop_timeout: float = 30.0  # a drain taking longer exits 1 (keep under TimeoutStopSec)
 
 
 @dataclass(slots=True)
 class AuthConfig:
     secret: str = ""        # HS256 key; dev mode keeps a generated one in data_dir/secret.key
+    secret_file: str = ""   # or a file holding it (systemd LoadCredential=); wins over secret
     timeout: float = 10.0   # seconds an unauthenticated connection may stay
     max_pending: int = 2000  # unauthenticated connections at once (then HTTP 503)
+
+
+@dataclass(slots=True)
+class TlsConfig:
+    cert: str = ""          # PEM chain; TLS is on when cert and key are set (reloaded on SIGHUP)
+    key: str = ""           # PEM private key
+    min_version: str = "1.3"
+    handshake_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -80,20 +103,39 @@ class WriterConfig:
 
 
 @dataclass(slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; never the client listener's port
+    port: int = 9765         # not 9100 (node_exporter); 0: any free port; one per worker
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = "INFO"
+    format: str = "json"     # json: one object per line (journald, log shippers); text: humans
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timers: TimersConfig = field(default_factory=TimersConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def secret_bytes(self) -> bytes:
         """The signing key; in dev mode one is generated once and kept in the data dir so that
         `switchboard token` and `switchboard serve` agree without any set-up."""
+        if self.auth.secret_file:
+            return _read_secret_file(self.auth.secret_file)
         if self.auth.secret:
             return self.auth.secret.encode()
         if self.server.production:
-            raise ConfigError("auth.secret is required in production mode")
+            raise ConfigError("auth.secret: required in production mode "
+                              "(or auth.secret_file)")
         path = Path(self.server.data_dir) / "secret.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +143,16 @@ class Config:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
+
+    @property
+    def database(self) -> Path:
+        return Path(self.server.data_dir) / "switchboard.db"
+
+    @property
+    def admin_socket(self) -> Path:
+        """The worker's local control socket (admin CLI: sessions, revocations, chat changes);
+        one per node_id, so several workers can share a data dir."""
+        return Path(self.server.data_dir) / f"admin-{self.server.node_id}.sock"
 
 
 def load(path: str | None = None, overrides: dict[str, Any] | None = None,
@@ -116,35 +168,35 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None,
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         for section, values in data.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"{section}: expected a [{section}] table")
+                raise ConfigError(f"{section}: expected a [{section}] table in {path}")
             for key, value in values.items():
-                _set(config, f"{section}.{key}", value)
+                _set(config, f"{section}.{key}", value, f"in {path}")
     environ = os.environ if environ is None else environ
     for name, value in environ.items():
         if name.startswith("SWITCHBOARD_") and name.count("_") >= 2:
             section, _, key = name[len("SWITCHBOARD_"):].lower().partition("_")
             if hasattr(config, section):
-                _set(config, f"{section}.{key}", value)
+                _set(config, f"{section}.{key}", value, f"from ${name}")
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set(config, dotted, value)
+            _set(config, dotted, value, "from the command line")
     _validate(config)
     return config
 
 
-def _set(config: Config, dotted: str, value: Any) -> None:
+def _set(config: Config, dotted: str, value: Any, source: str) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(config, section_name, None)
     if section is None or not dataclasses.is_dataclass(section):
-        raise ConfigError(f"unknown config section {section_name!r}")
-    fields = {f.name: f for f in dataclasses.fields(section)}
+        raise ConfigError(f"unknown config section {section_name!r} ({source})")
+    fields = {f.name for f in dataclasses.fields(section)}
     if key not in fields:
-        raise ConfigError(f"unknown config key {dotted!r}")
+        raise ConfigError(f"unknown config key {dotted!r} ({source})")
     kind = type(getattr(section, key))
     try:
         setattr(section, key, _coerce(value, kind))
     except (TypeError, ValueError):
-        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {value!r}") from None
+        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {value!r} ({source})") from None
 
 
 def _coerce(value: Any, kind: type) -> Any:
@@ -158,15 +210,20 @@ def _coerce(value: Any, kind: type) -> Any:
         raise ValueError(value)
     if kind in (int, float) and isinstance(value, bool):
         raise ValueError(value)
+    if kind is str and not isinstance(value, str):
+        raise ValueError(value)
     return kind(value)
 
 
 def _validate(config: Config) -> None:
-    positive = {
-        "server.port": config.server.port >= 0 and config.server.port < 65536,
+    in_range = {
+        "server.port": 0 <= config.server.port < 65536,
         "server.node_id": 0 <= config.server.node_id < 1024,
+        "server.drain_spread": config.server.drain_spread >= 0,
+        "server.stop_timeout": config.server.stop_timeout > 0,
         "auth.timeout": config.auth.timeout > 0,
         "auth.max_pending": config.auth.max_pending > 0,
+        "tls.handshake_timeout": config.tls.handshake_timeout > 0,
         "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
         "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,
         "limits.max_group_members": config.limits.max_group_members >= 2,
@@ -184,9 +241,31 @@ def _validate(config: Config) -> None:
         "timers.retransmit_after": config.timers.retransmit_after > 0,
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
+        "metrics.port": 0 <= config.metrics.port < 65536,
     }
-    for key, ok in positive.items():
+    for key, ok in in_range.items():
         if not ok:
-            raise ConfigError(f"{key}: value out of range")
-    if config.server.production and len(config.auth.secret) < 32:
-        raise ConfigError("auth.secret: production mode needs a signing key of at least 32 bytes")
+            section, _, name = key.partition(".")
+            value = getattr(getattr(config, section), name)
+            raise ConfigError(f"{key}: value {value!r} out of range")
+    choices = {"tls.min_version": (config.tls.min_version, TLS_VERSIONS),
+               "log.level": (config.log.level.upper(), LOG_LEVELS),
+               "log.format": (config.log.format, LOG_FORMATS)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    config.log.level = config.log.level.upper()
+    if bool(config.tls.cert) != bool(config.tls.key):
+        raise ConfigError("tls.cert and tls.key: set both (TLS on) or neither (plaintext)")
+    if config.auth.secret and len(config.auth.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"auth.secret: a signing key needs at least {MIN_SECRET_BYTES} bytes")
+
+
+def _read_secret_file(path: str) -> bytes:
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"auth.secret_file: cannot read {path}: {exc.strerror}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"auth.secret_file: {path} holds under {MIN_SECRET_BYTES} bytes")
+    return secret

@@ -58,6 +58,11 @@ class ChatService:
     def cached_members(self, chat_id: str) -> dict[str, Membership] | None:
         return self._cache.get(chat_id)
 
+    def forget(self, chat_id: str) -> None:
+        """Drop the cached member map: another process (the admin CLI) changed it in the store;
+        the next members() call reloads it."""
+        self._cache.pop(chat_id, None)
+
     def _remember(self, chat_id: str, members: dict[str, Membership]) -> None:
         self._cache[chat_id] = members
         self._cache.move_to_end(chat_id)

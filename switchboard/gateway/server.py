@@ -1,4 +1,6 @@
-"""The gateway process: wires store, services, router and the picows listener together.
+"""The gateway process: wires store, services, router and the picows listener together, plus
+what operators reach it by: TLS on the listener (tls.py), the ops port with metrics and health
+(status.py, metrics.py) and the local control socket (control.py).
 
 The listener factory runs at the HTTP upgrade: a bad token in the Authorization header is
 refused there with 401 (no WebSocket, nothing allocated); without the header the connection
@@ -29,18 +31,33 @@ from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.local import LocalRouter
 
 from .connection import Close, Connection
+from .control import ControlServer
 from .hub import Hub
+from .metrics import GatewayMetrics
 from .presence import PresenceFanout
 from .requests import Requests
+from .status import StatusServer
+from .tls import ServerTls
 
 log = logging.getLogger(__name__)
+
+CLOSE_WAIT = 3.0   # s: a connection's close grace (2 s, connection.py) plus timer ticks
+CLOSE_POLL = 0.02
 
 
 @dataclass(slots=True)
 class Stats:
+    """Counters bumped on the hot path; metrics.py exports them at scrape time."""
+    connects: int = 0
+    disconnects: int = 0
+    closing: int = 0  # connections that sent their CLOSE and wait for the peer
     frames_in: int = 0
     frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
     sends: int = 0
+    acks: int = 0
+    sync_pages: int = 0
     deliveries: int = 0
     retransmits: int = 0
     slow_consumers: int = 0
@@ -84,9 +101,15 @@ class Gateway:
         self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
         self.stats = Stats()
+        self.metrics = GatewayMetrics(self)
+        messages.writer.on_flush = self.metrics.observe_flush
+        self.tls = ServerTls(config.tls) if config.tls.cert else None
+        self.status = StatusServer(self)
+        self.control = ControlServer(self, config.admin_socket)
         self.window = config.limits.delivery_window
         self.pending_auth = 0
         self.draining = False
+        self.store_open = False
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._welcome = pb.Welcome(
@@ -98,9 +121,19 @@ class Gateway:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Open the store, then the ops port (so /healthz answers while the rest comes up), the
+        control socket and last the client listener."""
+        loop = asyncio.get_running_loop()
         await self.services.store.open()
-        self.timers.start(asyncio.get_running_loop())
+        self.store_open = True
+        self.timers.start(loop)
+        self.metrics.loop_lag.start(loop)
+        if self.config.metrics.enabled:
+            await self.status.start(self.config.metrics.host, self.config.metrics.port)
+        await self.control.start()
         server_cfg = self.config.server
+        tls = {} if self.tls is None else {
+            "ssl": self.tls.context, "ssl_handshake_timeout": self.config.tls.handshake_timeout}
         self._server = await ws_create_server(
             self._listener_for, server_cfg.host, server_cfg.port,
             websocket_handshake_timeout=self.config.auth.timeout,
@@ -109,20 +142,41 @@ class Gateway:
             enable_auto_pong=True,
             use_aiofastnet=False,
             reuse_port=server_cfg.reuse_port or None,
-            logger_name="switchboard.ws")
-        log.info("listening on %s:%d", server_cfg.host, self.port)
+            logger_name="switchboard.ws",
+            **tls)
+        log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
 
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
+    @property
+    def scheme(self) -> str:
+        return "ws" if self.tls is None else "wss"
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: may a load balancer send new devices here?"""
+        return {"store_open": self.store_open,
+                "listening": self._server is not None and self._server.is_serving(),
+                "not_draining": not self.draining}
+
+    def reload_tls(self) -> None:
+        """Load the certificate and key now on disk for new handshakes (SIGHUP); established
+        connections keep theirs. Raises, keeping the old pair, when the new one is unusable."""
+        if self.tls is None:
+            raise RuntimeError("TLS is off (no tls.cert): nothing to reload")
+        self.tls.reload()
+
     async def stop(self) -> None:
         """Drain: stop accepting, refuse new sends (UNAVAILABLE), let the writer make every
         queued send durable and acked, then tell each device to reconnect elsewhere after a
-        jittered delay (Goaway, close 1001) and close the store."""
+        jittered delay (Goaway, close 1001) and close the store. /readyz fails from the first
+        step; the ops port answers until the end."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
-        self.draining = True
+        log.info("draining %d connections, %d sends pending", self.hub.connections,
+                 self.services.messages.writer.pending)
         await self.services.messages.close()
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
@@ -130,13 +184,28 @@ class Gateway:
                 reconnect_after_ms=random.randint(0, spread_ms),
                 reason="server draining")).SerializeToString())
             conn.close(Close.GOING_AWAY, "server draining")
+        await self._closed_handshakes()
+        self.presence.close()
+        self.services.receipts.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.store_open = False
         await self.services.store.close()
         self.timers.stop()
+        await self.control.stop()
+        await self.status.stop()
+        self.metrics.loop_lag.stop()
+        log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections
+    async def _closed_handshakes(self) -> None:
+        """Wait until the devices answered our CLOSE (or their grace ran out on the timer wheel):
+        exiting earlier would reset sockets whose Goaway and CLOSE are still unread."""
+        deadline = asyncio.get_running_loop().time() + CLOSE_WAIT
+        while self.stats.closing > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(CLOSE_POLL)
+
     def _listener_for(self, request: WSUpgradeRequest):
         if self.draining:
             return WSUpgradeResponseWithListener(

@@ -25,6 +25,7 @@ FAST = {
     "timers.idle_timeout": 5.0,
     "timers.retransmit_after": 1.0,
     "auth.timeout": 1.0,
+    "metrics.port": 0,
 }
 
 
@@ -70,7 +71,8 @@ class ServerProcess:
 
     async def start(self) -> "ServerProcess":
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET,
-                   SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05")
+                   SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05",
+                   SWITCHBOARD_METRICS_PORT="0")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--log-level", "WARNING"],

@@ -1,0 +1,128 @@
+"""The worker's local control socket, for `switchboard admin` on the same host.
+
+A unix socket in the data dir (`admin-<node_id>.sock`, mode 0600): whoever may read the
+database may ask; nothing listens on the network. One JSON object per line in, one out, then
+the connection closes. Operations:
+
+* {"op": "sessions", "user": U or null, "limit": N}: the connected devices (of U), with peer
+  address, state and messages in flight.
+* {"op": "device_revoked", "user": U, "device": D}: the admin CLI revoked D in the store; this
+  worker forgets it was admitted and closes its connection with 4011.
+* {"op": "chat_changed", "chat_id": C}: the admin CLI changed C's members in the store; this
+  worker reloads the member map (new members may send at once) and stops delivering C to
+  removed users' connections.
+
+The CLI writes the store first, then tells every worker it finds in the data dir, so a change
+holds even when no worker is running.
+
+At start a socket file that still answers means another worker with the same node_id uses this
+data dir: that is refused, since both would mint the same server ids.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .connection import Close
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 5.0
+MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_LIMIT = 1000
+
+
+class ControlServer:
+    def __init__(self, gateway: Gateway, path: Path) -> None:
+        self._gw = gateway
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        if self.path.exists():
+            if _answers(self.path):
+                raise RuntimeError(f"{self.path} answers: another worker with this "
+                                   "server.node_id runs on this data dir")
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._handle, str(self.path),
+                                                       limit=MAX_REQUEST_BYTES)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            self.path.unlink(missing_ok=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            try:
+                request = orjson.loads(line)
+                reply = await self._answer(request)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                reply = {"error": f"bad request: {exc}"}
+            writer.write(orjson.dumps(reply) + b"\n")
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("control request failed")
+        finally:
+            writer.close()
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        gw = self._gw
+        if op == "sessions":
+            return {"node_id": gw.config.server.node_id, "connections": gw.hub.connections,
+                    "sessions": self._sessions(request.get("user"),
+                                               int(request.get("limit") or DEFAULT_LIMIT))}
+        if op == "device_revoked":
+            user, device = str(request["user"]), str(request["device"])
+            # Already revoked in the store (that call is a no-op now); this drops the cached
+            # admission, which would otherwise let the device straight back in.
+            await gw.services.devices.revoke(user, device)
+            closed = [c for c in gw.hub.devices_of(user) if c.device == device]
+            for conn in closed:
+                conn.close(Close.DEVICE_REVOKED, "device revoked")
+            return {"closed": len(closed)}
+        if op == "chat_changed":
+            chat_id = str(request["chat_id"])
+            chats = gw.services.chats
+            before = set(chats.cached_members(chat_id) or ())
+            chats.forget(chat_id)
+            after = await chats.members(chat_id)
+            gone = [user for user in before if user not in after]
+            gw.hub.drop_chat(chat_id, gone)
+            return {"members": len(after), "dropped": len(gone)}
+        raise ValueError(f"unknown op {op!r}")
+
+    def _sessions(self, user: str | None, limit: int) -> list[dict[str, Any]]:
+        conns = self._gw.hub.devices_of(user) if user else self._gw.hub.all()
+        out = []
+        for conn in conns[:limit]:
+            transport = conn.transport
+            peer = transport.underlying_transport.get_extra_info("peername") if transport else None
+            out.append({"user": conn.user, "device": conn.device, "state": conn.state.name,
+                        "peer": f"{peer[0]}:{peer[1]}" if peer else None,
+                        "inflight": conn.inflight, "chats": len(conn.streams)})
+        return out
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

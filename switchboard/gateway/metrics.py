@@ -1,0 +1,183 @@
+"""Prometheus metrics of one gateway, collected at scrape time.
+
+The hot path only bumps plain integers it already keeps (Gateway.stats, the writer's counters,
+the hub's connection count); a custom Collector turns them into metric families when
+Prometheus scrapes. The few distributions (writer batch size and commit time, send -> durable
+latency, event-loop lag) are kept in `Histogram`, a bucket array bumped from the event loop
+without locks, for the same reason: prometheus_client's own Histogram takes a lock per
+observation, which is wasted in a single-threaded process that observes per message.
+
+Scrapes are served from the event loop too (status.py), so the collector reads the counters on
+the thread that writes them.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from switchboard.core.model import Batch
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+LAG_INTERVAL = 0.5
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Histogram:
+    """Cumulative-on-export bucket counts; observe() is a bisect and two additions."""
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        buckets = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+class LoopLag:
+    """Event-loop lag: how late a callback scheduled every LAG_INTERVAL actually runs. A loop
+    blocked by a slow callback (a disk call, a huge fan-out) shows here first."""
+
+    def __init__(self, interval: float = LAG_INTERVAL) -> None:
+        self.interval = interval
+        self.histogram = Histogram(SECONDS_BUCKETS)
+        self.last = 0.0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._arm(time.monotonic())
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self, now: float) -> None:
+        self._due = now + self.interval
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.last = max(0.0, now - self._due)
+        self.histogram.observe(self.last)
+        self._arm(now)
+
+
+class GatewayMetrics:
+    """The gateway's registry: its collector, the process collector (fds, RSS, CPU) and the
+    histograms fed by the writer's on_flush hook and the loop-lag monitor."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.batch_rows = Histogram(ROWS_BUCKETS)
+        self.flush_seconds = Histogram(SECONDS_BUCKETS)
+        self.send_durable_seconds = Histogram(SECONDS_BUCKETS)
+        self.loop_lag = LoopLag()
+        self.registry = CollectorRegistry()
+        self.registry.register(_GatewayCollector(gateway, self))
+        ProcessCollector(registry=self.registry)
+
+    def observe_flush(self, batch: Batch, seconds: float) -> None:
+        """Writer hook: one committed batch. A message's send -> durable time runs from when the
+        send was accepted (its created_at, ms) to now."""
+        self.batch_rows.observe(len(batch))
+        self.flush_seconds.observe(seconds)
+        now_ms = time.time_ns() / 1_000_000
+        durable = self.send_durable_seconds
+        for message in batch.messages:
+            durable.observe(max(0.0, now_ms - message.created_at_ms) / 1000)
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, gateway: Gateway, metrics: GatewayMetrics) -> None:
+        self._gw = gateway
+        self._metrics = metrics
+
+    def collect(self) -> Iterator:
+        gw, stats, m = self._gw, self._gw.stats, self._metrics
+        writer = gw.services.messages.writer
+
+        # Admitting (a new device's first store round trip) is the rest of the live ones.
+        live = stats.connects - stats.disconnects
+        states = {"await_auth": gw.pending_auth, "open": gw.hub.connections,
+                  "closing": stats.closing}
+        states["admitting"] = max(0, live - sum(states.values()))
+        connections = GaugeMetricFamily("switchboard_connections",
+                                        "WebSocket connections by protocol state", labels=["state"])
+        for state, count in states.items():
+            connections.add_metric([state], count)
+        yield connections
+        yield _counter("switchboard_connections_accepted", "WebSocket connections accepted",
+                       stats.connects)
+        yield _counter("switchboard_upgrades_refused",
+                       "HTTP upgrades refused (bad token, too many unauthenticated)",
+                       stats.refused_upgrades)
+        yield _counter("switchboard_slow_consumers",
+                       "connections closed 4008 for not reading", stats.slow_consumers)
+
+        frames = CounterMetricFamily("switchboard_frames", "protocol frames",
+                                     labels=["direction"])
+        frames.add_metric(["in"], stats.frames_in)
+        frames.add_metric(["out"], stats.frames_out)
+        yield frames
+        payload = CounterMetricFamily("switchboard_frame_bytes", "protocol frame payload bytes",
+                                      labels=["direction"])
+        payload.add_metric(["in"], stats.bytes_in)
+        payload.add_metric(["out"], stats.bytes_out)
+        yield payload
+
+        yield _counter("switchboard_sends", "sends acknowledged (durable)", stats.sends)
+        yield _counter("switchboard_deliveries", "messages sent to devices (first sends and "
+                       "retransmits)", stats.deliveries)
+        yield _counter("switchboard_acks", "Ack frames received from devices", stats.acks)
+        yield _counter("switchboard_retransmits", "messages rewound for retransmission",
+                       stats.retransmits)
+        yield _counter("switchboard_sync_pages", "pages of messages read from the store for "
+                       "sync, backlog and retransmit", stats.sync_pages)
+
+        yield _counter("switchboard_writer_batches", "store commits by the coalescing writer",
+                       writer.batches)
+        yield _counter("switchboard_writer_rows", "messages committed", writer.rows)
+        yield GaugeMetricFamily("switchboard_writer_pending",
+                                "messages accepted and not yet durable", value=writer.pending)
+        yield _counter("switchboard_store_errors", "failed store commits (outcome unknown)",
+                       writer.failures)
+        yield m.batch_rows.family("switchboard_writer_batch_rows",
+                                  "rows (messages, cursors, receipts) per committed batch")
+        yield m.flush_seconds.family("switchboard_writer_flush_seconds",
+                                     "time of one store commit")
+        yield m.send_durable_seconds.family("switchboard_send_durable_seconds",
+                                            "from a send accepted to its row durable")
+        yield m.loop_lag.histogram.family("switchboard_event_loop_lag_seconds",
+                                          "how late a periodic loop callback ran")
+        yield GaugeMetricFamily("switchboard_draining", "1 while the gateway drains",
+                                value=int(gw.draining))
+        if gw.tls is not None:
+            yield _counter("switchboard_tls_reloads", "certificate reloads that took effect",
+                           gw.tls.reloads)
+
+
+def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

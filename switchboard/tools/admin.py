@@ -1,0 +1,317 @@
+"""`switchboard admin`: the operator's commands for a node.
+
+Commands that change data open the SQLite file directly, as one more process on it (WAL and
+BEGIN IMMEDIATE make that safe next to running workers), so they work whether or not a worker
+is up. Then they tell every worker found in the data dir, over its control socket
+(gateway/control.py), so caches follow at once: a revoked device is cut off (close 4011) and
+cannot come back through a worker's admission cache; new members may send and removed members
+stop receiving immediately. `sessions` asks those same sockets who is connected.
+
+    switchboard admin chats list --user U          chats members --chat C
+    switchboard admin chats create-group --creator U --title T [--member U ...]
+    switchboard admin chats add --chat C --user U [--user ...]
+    switchboard admin chats remove --chat C --user U [--user ...]
+    switchboard admin devices list --user U        devices revoke --user U --device D
+    switchboard admin sessions [--user U] [--limit N]
+    switchboard admin token --user U --device D [--ttl SECONDS]
+    switchboard admin drain (--pid PID | --unit switchboard@0) [--timeout SECONDS]
+
+Output is a tab-separated table with a header, or JSON lines with --json. Exit 0 on success,
+1 when the thing asked for does not exist or a drain timed out, 2 for configuration errors.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import orjson
+
+from switchboard.config import Config, ConfigError
+from switchboard.core.auth import TokenAuthority
+from switchboard.core.chats import ChatService
+from switchboard.core.errors import DomainError
+from switchboard.core.ids import valid_id
+from switchboard.core.model import ChatKind, Role
+from switchboard.core.store_sqlite import SQLiteStore
+
+CONTROL_TIMEOUT = 5.0
+DEFAULT_DRAIN_TIMEOUT = 60.0
+
+
+class Failed(Exception):
+    """The command could not do what was asked (exit 1); str() says why."""
+
+
+# ---------------------------------------------------------------------- arguments
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--ttl", type=float, default=30 * 86400, help="seconds (default 30 days)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    chats = groups.add_parser("chats", help="a user's chats, groups and their members")
+    chat_ops = chats.add_subparsers(dest="action", required=True)
+    chat_ops.add_parser("list", help="the chats of a user").add_argument("--user", required=True)
+    chat_ops.add_parser("members", help="members of a chat").add_argument("--chat", required=True)
+    create = chat_ops.add_parser("create-group", help="create a group (creator is its admin)")
+    create.add_argument("--creator", required=True)
+    create.add_argument("--title", default="")
+    create.add_argument("--member", action="append", default=[], help="repeat for each member")
+    for name, what in (("add", "add members to a group"), ("remove", "remove members")):
+        change = chat_ops.add_parser(name, help=what)
+        change.add_argument("--chat", required=True)
+        change.add_argument("--user", action="append", required=True, help="repeat for each user")
+
+    devices = groups.add_parser("devices", help="a user's devices")
+    device_ops = devices.add_subparsers(dest="action", required=True)
+    device_ops.add_parser("list", help="devices not revoked").add_argument("--user", required=True)
+    revoke = device_ops.add_parser("revoke", help="revoke a device forever and cut it off")
+    revoke.add_argument("--user", required=True)
+    revoke.add_argument("--device", required=True)
+
+    sessions = groups.add_parser("sessions", help="connected devices, from every running worker")
+    sessions.add_argument("--user", help="only this user's devices")
+    sessions.add_argument("--limit", type=int, default=1000, help="per worker (default 1000)")
+
+    add_token_arguments(groups.add_parser("token", help="mint a device token (JWT)"))
+
+    drain = groups.add_parser("drain", help="SIGTERM a worker and wait until it has drained")
+    target = drain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid", type=int)
+    target.add_argument("--unit", help="a systemd unit, e.g. switchboard@0 (systemctl stop)")
+    drain.add_argument("--timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT)
+
+
+# ---------------------------------------------------------------------- dispatch
+def run(config: Config, args: argparse.Namespace) -> int:
+    try:
+        if args.group == "token":
+            return mint(config, args)
+        if args.group == "drain":
+            return drain(args.pid, args.unit, args.timeout)
+        handler = _HANDLERS[(args.group, getattr(args, "action", None))]
+        rows = asyncio.run(handler(config, args))
+    except Failed as exc:
+        print(f"switchboard admin: {exc}", file=sys.stderr)
+        return 1
+    _emit(rows, args.json)
+    return 0
+
+
+def mint(config: Config, args: argparse.Namespace) -> int:
+    try:
+        print(TokenAuthority(config.secret_bytes()).mint(args.user, args.device, args.ttl))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(orjson.dumps(row).decode())
+    elif rows:
+        print("\t".join(rows[0]))
+        for row in rows:
+            print("\t".join("" if v is None else str(v) for v in row.values()))
+
+
+@asynccontextmanager
+async def _store(config: Config) -> AsyncIterator[SQLiteStore]:
+    if not config.database.exists():
+        raise Failed(f"no database at {config.database} (check --data-dir / server.data_dir)")
+    store = SQLiteStore(config.database)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _check_ids(*ids: str) -> None:
+    for value in ids:
+        if not valid_id(value):
+            raise Failed(f"bad id {value!r}: ids match [A-Za-z0-9_.:-]{{1,128}}")
+
+
+# ---------------------------------------------------------------------- chats
+async def _chats_list(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(args.user)
+    async with _store(config) as store:
+        return [{"chat_id": c.chat_id, "kind": c.kind.name.lower(), "title": c.title,
+                 "head_seq": c.head_seq, "read_seq": c.read_seq, "members": c.member_count}
+                for c in await store.list_chats(args.user)]
+
+
+async def _chats_members(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _store(config) as store:
+        if await store.get_chat(args.chat) is None:
+            raise Failed(f"no chat {args.chat}")
+        return _member_rows(await store.members(args.chat))
+
+
+async def _chats_create_group(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(args.creator, *args.member)
+    async with _store(config) as store:
+        chats = ChatService(store, max_group_members=config.limits.max_group_members)
+        try:
+            chat = await chats.create_group(args.creator, args.member, args.title)
+        except DomainError as exc:
+            raise Failed(str(exc)) from None
+        return [{"chat_id": chat.chat_id, "title": chat.title,
+                 "members": len(await store.members(chat.chat_id))}]
+
+
+async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(*args.user)
+    async with _store(config) as store:
+        members = await _group_members(store, args.chat)
+        new = {user: Role.MEMBER for user in args.user if user not in members}
+        if len(members) + len(new) > config.limits.max_group_members:
+            raise Failed(f"a group holds at most {config.limits.max_group_members} members")
+        if new:
+            members = await store.add_members(args.chat, new)
+    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
+    return _member_rows(members)
+
+
+async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(*args.user)
+    async with _store(config) as store:
+        members = await _group_members(store, args.chat)
+        gone = [user for user in args.user if user in members]
+        if gone:
+            members = await store.remove_members(args.chat, gone)
+    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
+    return _member_rows(members)
+
+
+async def _group_members(store: SQLiteStore, chat_id: str):
+    chat = await store.get_chat(chat_id)
+    if chat is None:
+        raise Failed(f"no chat {chat_id}")
+    if chat.kind is not ChatKind.GROUP:
+        raise Failed(f"{chat_id} is a direct chat: its members are fixed")
+    return await store.members(chat_id)
+
+
+def _member_rows(members) -> list[dict[str, Any]]:
+    return [{"user": user, "role": m.role.name.lower(), "joined_seq": m.joined_seq}
+            for user, m in sorted(members.items())]
+
+
+# ---------------------------------------------------------------------- devices, sessions
+async def _devices_list(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(args.user)
+    async with _store(config) as store:
+        return [{"device": d.device_id, "first_seen_ms": d.first_seen_ms,
+                 "last_seen_ms": d.last_seen_ms} for d in await store.list_devices(args.user)]
+
+
+async def _devices_revoke(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    _check_ids(args.user, args.device)
+    async with _store(config) as store:
+        revoked = await store.revoke_device(args.user, args.device)
+    replies = await _tell_workers(config, {"op": "device_revoked", "user": args.user,
+                                           "device": args.device})
+    if not revoked:
+        raise Failed(f"{args.user}/{args.device}: no such device, or revoked already")
+    return [{"user": args.user, "device": args.device,
+             "connections_closed": sum(r.get("closed", 0) for r in replies)}]
+
+
+async def _sessions(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    replies = await _tell_workers(config, {"op": "sessions", "user": args.user,
+                                           "limit": args.limit})
+    if not replies:
+        raise Failed(f"no running worker answers in {config.database.parent}")
+    return [{"node_id": reply["node_id"], **session}
+            for reply in replies for session in reply.get("sessions", ())]
+
+
+async def _tell_workers(config: Config, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send `request` to every worker whose control socket is in the data dir; sockets left
+    by a dead worker (nothing answers) are skipped."""
+    replies = []
+    for path in sorted(config.database.parent.glob("admin-*.sock")):
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path)), CONTROL_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            continue
+        try:
+            writer.write(orjson.dumps(request) + b"\n")
+            reply = orjson.loads(await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT))
+        except (OSError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+            print(f"switchboard admin: {path.name} did not answer: {exc}", file=sys.stderr)
+            continue
+        finally:
+            writer.close()
+        if "error" in reply:
+            raise Failed(f"{path.name}: {reply['error']}")
+        replies.append(reply)
+    return replies
+
+
+# ---------------------------------------------------------------------- drain
+def drain(pid: int | None, unit: str | None, timeout: float) -> int:
+    """SIGTERM starts the drain (stop accepting, flush, Goaway, exit); wait for the exit. A unit
+    is stopped through systemd, which sends SIGTERM and waits up to its TimeoutStopSec."""
+    started = time.monotonic()
+    if unit is not None:
+        try:
+            done = subprocess.run(["systemctl", "stop", unit], timeout=timeout).returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Failed(f"systemctl stop {unit}: {exc}") from None
+        what = unit
+    else:
+        done = _terminate_and_wait(pid, timeout)
+        what = f"pid {pid}"
+    if not done:
+        raise Failed(f"{what} did not stop within {timeout:g}s")
+    print(f"{what} drained in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _terminate_and_wait(pid: int, timeout: float) -> bool:
+    """Through a pidfd: no race with pid reuse, and it reports the exit of a process that is
+    not our child (and one left a zombie by its parent)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise Failed(f"no process {pid}") from None
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        raise Failed(f"not allowed to signal pid {pid} (run as its user or root)") from None
+    finally:
+        os.close(pidfd)
+
+
+_HANDLERS = {
+    ("chats", "list"): _chats_list,
+    ("chats", "members"): _chats_members,
+    ("chats", "create-group"): _chats_create_group,
+    ("chats", "add"): _chats_add,
+    ("chats", "remove"): _chats_remove,
+    ("devices", "list"): _devices_list,
+    ("devices", "revoke"): _devices_revoke,
+    ("sessions", None): _sessions,
+}

@@ -1,0 +1,139 @@
+"""`switchboard admin` next to a running worker: data changes go to the store and take effect in
+the worker at once (control socket); sessions come from the worker; tokens work."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from switchboard.proto.v1 import client_pb2 as pb
+from tests.ops.node import BASE_ENV, Node
+from tests.support.raw import RawClient
+from tests.support.rawflow import receive_and_ack, request, send
+
+
+@pytest.fixture
+async def node(tmp_path):
+    node = await Node(tmp_path / "data").start()
+    yield node
+    node.stop()
+
+
+def admin_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env["SWITCHBOARD_AUTH_SECRET"] = BASE_ENV["SWITCHBOARD_AUTH_SECRET"]
+    return env
+
+
+async def run_admin(node: Node, *args: str) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "switchboard", "admin", "--data-dir",
+                         str(node.data_dir), "--json", *args],
+        capture_output=True, text=True, timeout=30, env=admin_env())
+
+
+async def admin(node: Node, *args: str) -> list[dict]:
+    """The command's JSON lines; it must succeed."""
+    done = await run_admin(node, *args)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+
+async def admin_fails(node: Node, *args: str) -> str:
+    """The command's error message; it must exit 1."""
+    done = await run_admin(node, *args)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    return done.stderr
+
+
+async def authed(node: Node, user: str, device: str = "phone") -> RawClient:
+    client = await RawClient.connect(node.url, node.token(user, device))
+    await client.recv("welcome")
+    await client.recv("sync_complete")
+    return client
+
+
+async def test_sessions_lists_connected_devices(node):
+    await authed(node, "alice", "phone")
+    await authed(node, "alice", "laptop")
+    await authed(node, "bob")
+    rows = await admin(node, "sessions", "--user", "alice")
+    assert sorted((r["node_id"], r["user"], r["device"], r["state"]) for r in rows) == [
+        (0, "alice", "laptop", "OPEN"), (0, "alice", "phone", "OPEN")]
+    assert all(r["peer"].startswith("127.0.0.1:") for r in rows)
+    assert len(await admin(node, "sessions")) == 3
+
+
+async def test_group_membership_changes_apply_to_the_running_worker(node):
+    alice = await authed(node, "alice")
+    bob = await authed(node, "bob")
+    carol = await authed(node, "carol")
+    [group] = await admin(node, "chats", "create-group", "--creator", "alice", "--title", "ops",
+                          "--member", "bob")
+    chat = group["chat_id"]
+    await send(alice, chat, b"one")  # the worker now has the member map cached
+    await receive_and_ack(bob, 1)
+
+    members = await admin(node, "chats", "add", "--chat", chat, "--user", "carol")
+    assert [m["user"] for m in members] == ["alice", "bob", "carol"]
+    assert (await send(carol, chat, b"two")).seq == 2  # no NOT_MEMBER from a stale cache
+
+    await admin(node, "chats", "remove", "--chat", chat, "--user", "bob")
+    await receive_and_ack(bob, 1)  # "two" was sent while bob was a member
+    await send(alice, chat, b"three")
+    reply = await request(bob, send=pb.Send(client_msg_id="x", chat_id=chat, body=b"no"))
+    assert reply.error.code == pb.NOT_MEMBER
+    await asyncio.sleep(0.2)
+    assert not any(f.WhichOneof("body") == "deliver" for f in bob.stash)
+    assert bob.listener.frames.empty()
+
+    listed = await admin(node, "chats", "list", "--user", "carol")
+    assert [(c["chat_id"], c["kind"], c["head_seq"], c["members"]) for c in listed] == [
+        (chat, "group", 3, 2)]
+    assert [m["user"] for m in await admin(node, "chats", "members", "--chat", chat)] == [
+        "alice", "carol"]
+
+
+async def test_revoked_device_is_cut_off_and_cannot_return(node):
+    await authed(node, "alice", "phone")
+    stolen = await authed(node, "alice", "stolen")
+    assert [d["device"] for d in await admin(node, "devices", "list", "--user", "alice")] == [
+        "phone", "stolen"]
+    [row] = await admin(node, "devices", "revoke", "--user", "alice", "--device", "stolen")
+    assert row["connections_closed"] == 1
+    assert (await stolen.closed())[0] == 4011
+    # the worker had admitted it before: its cache must not let it back in
+    again = await RawClient.connect(node.url, node.token("alice", "stolen"))
+    assert (await again.closed())[0] == 4011
+    assert [d["device"] for d in await admin(node, "devices", "list", "--user", "alice")] == [
+        "phone"]
+    assert "no such device" in await admin_fails(node, "devices", "revoke", "--user", "alice",
+                                                 "--device", "nope")
+
+
+async def test_minted_token_opens_a_session(node):
+    done = subprocess.run([sys.executable, "-m", "switchboard", "admin", "token", "--user", "dave",
+                           "--device", "d1", "--ttl", "60"],
+                          capture_output=True, text=True, timeout=30, env=admin_env())
+    assert done.returncode == 0, done.stderr
+    dave = await RawClient.connect(node.url, done.stdout.strip())
+    welcome = (await dave.recv("welcome")).welcome
+    assert (welcome.user_id, welcome.device_id) == ("dave", "d1")
+
+
+async def test_errors_exit_1_with_a_reason(tmp_path, node):
+    missing = Node(tmp_path / "nowhere")
+    assert "no database at" in await admin_fails(missing, "chats", "list", "--user", "alice")
+    assert "no running worker" in await admin_fails(missing, "sessions")
+    assert "no chat g:nope" in await admin_fails(node, "chats", "members", "--chat", "g:nope")
+    alice = await authed(node, "alice")
+    chat = (await request(alice, create_chat=pb.CreateChat(
+        kind=pb.DIRECT, member_user_ids=["bob"]))).chat.chat_id
+    assert "direct chat" in await admin_fails(node, "chats", "add", "--chat", chat,
+                                              "--user", "carol")
+    assert "bad id" in await admin_fails(node, "devices", "list", "--user", "no spaces")
+    assert node.proc.poll() is None  # the worker is unaffected by all this

@@ -1,0 +1,116 @@
+"""Configuration: one TOML file + SWITCHBOARD_* environment + flags, and errors that name the key
+(in the library and as `switchboard serve` exit code 2)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from switchboard.config import Config, ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_SECRET = "s" * 40
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "switchboard.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path):
+    path = write(tmp_path, '[server]\nport = 1111\nhost = "0.0.0.0"\n[metrics]\nport = 9200\n')
+    config = load(path, {"server.port": 3333},
+                  environ={"SWITCHBOARD_SERVER_PORT": "2222", "SWITCHBOARD_METRICS_PORT": "9300",
+                           "SWITCHBOARD_TLS_MIN_VERSION": "1.2", "SWITCHBOARD_LOG_LEVEL": "debug"})
+    assert (config.server.port, config.server.host) == (3333, "0.0.0.0")
+    assert (config.metrics.port, config.tls.min_version, config.log.level) == (9300, "1.2", "DEBUG")
+
+
+@pytest.mark.parametrize("text, environ, named", [
+    ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
+    ("[sever]\nport = 1\n", {}, "unknown config section 'sever'"),
+    ("", {"SWITCHBOARD_SERVER_PROT": "1"}, "'server.prot' (from $SWITCHBOARD_SERVER_PROT)"),
+    ("[server]\nport = \"eighty\"\n", {}, "server.port: expected int, got 'eighty'"),
+    ("", {"SWITCHBOARD_METRICS_ENABLED": "maybe"}, "metrics.enabled: expected bool"),
+    ("[server]\nport = 70000\n", {}, "server.port: value 70000 out of range"),
+    ("[metrics]\nport = -1\n", {}, "metrics.port: value -1 out of range"),
+    ("[server]\nstop_timeout = 0\n", {}, "server.stop_timeout"),
+    ("[tls]\nmin_version = \"1.1\"\n", {}, "tls.min_version: '1.1' is not one of 1.2, 1.3"),
+    ("[tls]\ncert = \"/x.pem\"\n", {}, "tls.cert and tls.key"),
+    ("[log]\nlevel = \"LOUD\"\n", {}, "log.level: 'LOUD'"),
+    ("[log]\nformat = \"xml\"\n", {}, "log.format: 'xml'"),
+    ("[auth]\nsecret = \"short\"\n", {}, "auth.secret: a signing key needs at least 32 bytes"),
+    ("server = 1\n", {}, "server: expected a [server] table"),
+])
+def test_errors_name_the_key(tmp_path, text, environ, named):
+    with pytest.raises(ConfigError) as error:
+        load(write(tmp_path, text), environ=environ)
+    assert named in str(error.value)
+
+
+def test_file_errors_say_which_file(tmp_path):
+    path = write(tmp_path, "[server]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=f"in {path}"):
+        load(path, environ={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(str(tmp_path / "missing.toml"), environ={})
+
+
+def test_production_needs_a_signing_key(tmp_path):
+    config = load(None, {"server.production": True, "server.data_dir": str(tmp_path)}, environ={})
+    with pytest.raises(ConfigError, match="auth.secret: required in production"):
+        config.secret_bytes()
+    assert not (tmp_path / "secret.key").exists()  # no dev key is generated in production
+
+
+def test_secret_file(tmp_path):
+    secret = tmp_path / "auth-secret"
+    secret.write_text(GOOD_SECRET + "\n")
+    config = load(None, {"server.production": True, "auth.secret_file": str(secret)}, environ={})
+    assert config.secret_bytes() == GOOD_SECRET.encode()
+    secret.write_text("short")
+    with pytest.raises(ConfigError, match="auth.secret_file: .* holds under 32 bytes"):
+        config.secret_bytes()
+    config.auth.secret_file = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="auth.secret_file: cannot read"):
+        config.secret_bytes()
+
+
+def test_deploy_example_sets_every_key_and_loads():
+    path = ROOT / "deploy" / "switchboard.toml"
+    in_file = tomllib.loads(path.read_text())
+    defaults = Config()
+    every = {f.name: {g.name for g in dataclasses.fields(getattr(defaults, f.name))}
+             for f in dataclasses.fields(Config)}
+    assert {section: set(keys) for section, keys in in_file.items()} == every
+    config = load(str(path), environ={})
+    assert config.server.production and config.tls.min_version == "1.3"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "switchboard", *args], capture_output=True,
+                          text=True, timeout=30, env=environ)
+
+
+@pytest.mark.parametrize("toml, env, named", [
+    ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
+    ("", {"SWITCHBOARD_WRITER_MAX_ROWS": "lots"}, "writer.max_rows: expected int"),
+    ("[server]\nproduction = true\n", {}, "auth.secret: required in production"),
+    ('[tls]\ncert = "/nonexistent/cert.pem"\nkey = "/nonexistent/key.pem"\n', {},
+     "tls.cert/tls.key: cannot load /nonexistent/cert.pem"),
+])
+def test_serve_exits_2_naming_the_key(tmp_path, toml, env, named):
+    path = write(tmp_path, toml)
+    done = run_cli("serve", "--config", path, "--data-dir", str(tmp_path / "data"), "--port", "0",
+                   env={"SWITCHBOARD_METRICS_PORT": "0", **env})
+    assert done.returncode == 2, done
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
