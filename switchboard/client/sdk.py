@@ -17,6 +17,11 @@ Delivery semantics seen by the app:
 * The message queue is unbounded: the server's delivery window (256 in flight by default) bounds
   what arrives while the app is not acking, but with auto_ack an app that stops reading lets the
   queue grow. A reference SDK accepts that; an app SDK would ack on consumption instead.
+* `events()` yields the other pushes (ReceiptUpdate, Presence, TypingUpdate, Goaway) in arrival
+  order. Its queue exists only from the first events() call on, so an app that uses only
+  `on_push` does not accumulate them.
+* State the server keeps per connection is restored after every reconnect: presence
+  subscriptions and an invisible setting are sent again right after Welcome.
 """
 from __future__ import annotations
 
@@ -41,17 +46,21 @@ __all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost"
 
 log = logging.getLogger(__name__)
 
-#: Close codes after which reconnecting cannot help: the token was refused, or a newer connection
-#: of this same device took over (reconnecting would only throw that one out in turn).
-NO_RECONNECT = frozenset({4001, 4010})
-#: Close codes that mean "your credentials were not accepted" while connecting.
-AUTH_CLOSE = frozenset({4001, 4002})
+#: Close codes after which reconnecting cannot help: the token was refused (4001), a newer
+#: connection of this same device took over (4010: reconnecting would only throw that one out in
+#: turn), this device id was revoked (4011: refused forever, the app needs a new device id), or
+#: the user has too many devices (4012: refused until one of them is revoked).
+NO_RECONNECT = frozenset({4001, 4010, 4011, 4012})
+#: Close codes by which the server refuses a connection before Welcome: the token (4001, 4002) or
+#: the device (4011, 4012). connect() raises AuthError for them.
+REFUSED_CLOSE = frozenset({4001, 4002, 4011, 4012})
 #: Send errors that are worth retrying with the same client_msg_id.
 RETRYABLE = frozenset({pb.UNAVAILABLE, pb.RATE_LIMITED})
 #: What picows reports when no CLOSE frame arrived (RFC 6455 "abnormal closure").
 ABNORMAL_CLOSURE = 1006
-#: Server frames are not bounded by max_frame_bytes (which limits what the client sends): one
-#: Deliver may carry a page of messages of up to max_body_bytes each.
+#: Deliver frames stay within the max_frame_bytes of Welcome, but answers are not bounded by it (a
+#: HistoryPage holds up to 200 messages of up to max_body_bytes each), and the limit must be set
+#: before Welcome arrives: so it is generous.
 MAX_RECEIVE_FRAME = 32 * 1024 * 1024
 #: The client pings (WebSocket level) after this much silence and drops the connection if no pong
 #: comes back in PING_REPLY_TIMEOUT: a half-open TCP connection is otherwise never noticed.
@@ -62,6 +71,8 @@ PING_REPLY_TIMEOUT = 10.0
 GAP_SYNC_DELAY = 0.5
 #: Backoff doubles per failed attempt up to backoff_max; the exponent is capped to stay finite.
 MAX_BACKOFF_EXPONENT = 30
+#: Pushes that events() yields (as their body message) and on_push receives.
+EVENT_KINDS = frozenset({"receipt_update", "presence", "typing_update", "goaway"})
 
 
 class ServerError(Exception):
@@ -83,10 +94,12 @@ class ServerError(Exception):
 
 
 class AuthError(Exception):
-    """The credentials were refused: HTTP 401 at the upgrade, or close 4001/4002."""
+    """The server refused to open the session: the token (HTTP 401 at the upgrade, close 4001 or
+    4002) or the device (close 4011: this device id was revoked, use a new one; close 4012: the
+    user has too many devices, revoke one first). `code` is the HTTP status or close code."""
 
     def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"authentication failed ({code}): {reason}")
+        super().__init__(f"session refused ({code}): {reason}")
         self.code = code
         self.reason = reason
 
@@ -127,18 +140,19 @@ class _End:
         self.error = error
 
 
-class _Messages:
-    """`Client.messages()`: an async iterator over the shared queue. Several iterators may exist
-    (each message goes to one of them); the end sentinel is put back for the others."""
+class _Iterator:
+    """`Client.messages()` and `Client.events()`: an async iterator over a shared queue. Several
+    iterators may exist (each item goes to one of them); the end sentinel is put back for the
+    others."""
     __slots__ = ("_queue",)
 
     def __init__(self, queue: asyncio.Queue) -> None:
         self._queue = queue
 
-    def __aiter__(self) -> "_Messages":
+    def __aiter__(self) -> "_Iterator":
         return self
 
-    async def __anext__(self) -> pb.Message:
+    async def __anext__(self):
         item = await self._queue.get()
         if type(item) is _End:
             self._queue.put_nowait(item)
@@ -192,8 +206,9 @@ class Client:
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
     `have` is the per-chat watermark an app persisted from a previous run (`Client.have`).
     `send_timeout` bounds send() and every other request; `on_close(code, reason)` is called
-    after every disconnect; `on_push(frame)` gets every server push this class does not handle
-    itself (receipts, presence, typing, ...).
+    after every disconnect; `on_push(frame)` is called with the whole ServerFrame of every push
+    other than Deliver and SyncComplete (what events() yields, and push kinds this SDK does not
+    know), as it arrives.
     """
 
     def __init__(self, url: str, token: str | Callable[[], str], *, token_in_header: bool = True,
@@ -217,6 +232,7 @@ class Client:
         self.last_close_reason = ""
         self._order = ChatOrder(have, auto_ack=auto_ack)
         self._inbox: asyncio.Queue = asyncio.Queue()
+        self._events: asyncio.Queue | None = None        # created by the first events() call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: _Listener | None = None      # the current connection, welcomed or not
         self._welcome: pb.Welcome | None = None
@@ -232,8 +248,11 @@ class Client:
         self._synced = asyncio.Event()
         self._attempt = 0
         self._goaway_delay: float | None = None          # the server said when to come back
+        self._presence: dict[str, None] = {}              # subscribed users, restored on Welcome
+        self._invisible = False                          # restored on Welcome when set
         self._closed = False
         self._failure: Exception | None = None           # why the client stopped for good
+        self._end: _End | None = None                    # the iterators' end, once stopped
         self._reconnects = 0
         self._resent = 0
         self._gap_syncs = 0
@@ -320,8 +339,21 @@ class Client:
     def messages(self) -> AsyncIterator[pb.Message]:
         """Delivered messages, deduplicated, per chat in seq order, each once, without this
         device's own sends. Ends after close(); raises ConnectionLost when the client stopped
-        for good (4001, 4010, reconnect=False)."""
-        return _Messages(self._inbox)
+        for good (4001, 4010, 4011, 4012, reconnect=False)."""
+        return _Iterator(self._inbox)
+
+    def events(self) -> AsyncIterator[pb.ReceiptUpdate | pb.Presence | pb.TypingUpdate |
+                                      pb.Goaway]:
+        """Pushes other than messages, as their body message, in arrival order: ReceiptUpdate
+        (ticks, read sync of your other devices), Presence, TypingUpdate and Goaway (the SDK
+        reconnects by itself; this only tells the app). Pushes are queued from the first call
+        on, so call it before the requests whose pushes matter (e.g. subscribe_presence). Ends
+        and fails like messages()."""
+        if self._events is None:
+            self._events = asyncio.Queue()
+            if self._end is not None:
+                self._events.put_nowait(self._end)
+        return _Iterator(self._events)
 
     async def ack(self, chat_id: str, seq: int) -> None:
         """With auto_ack=False: the app has processed everything of chat_id up to seq. Batched
@@ -389,10 +421,64 @@ class Client:
     async def ping(self) -> pb.Pong:
         return await self.request("pong", ping=pb.Ping(client_time_ms=int(time.time() * 1000)))
 
+    async def get_receipts(self, chat_id: str, seq: int) -> pb.ReceiptStatus:
+        """"Read by k of n" for one message; ServerError NOT_FOUND for a seq that does not
+        exist."""
+        return await self.request("receipt_status", get_receipts=pb.GetReceipts(
+            chat_id=chat_id, seq=seq))
+
+    async def subscribe_presence(self, users: Iterable[str]) -> None:
+        """Follow the users' presence: one Presence each through events() with the current
+        state, then one whenever what you may see changes. The server keeps subscriptions per
+        connection; this client subscribes again after every reconnect."""
+        users = list(users)
+        await self.request("ok", subscribe_presence=pb.SubscribePresence(user_ids=users))
+        self._presence.update(dict.fromkeys(users))
+
+    async def unsubscribe_presence(self, users: Iterable[str]) -> None:
+        """Stop following the users (here and after reconnects)."""
+        users = list(users)
+        for user in users:  # forgotten first: after a reconnect they must not come back
+            self._presence.pop(user, None)
+        await self.request("ok", unsubscribe_presence=pb.UnsubscribePresence(user_ids=users))
+
+    async def typing(self, chat_id: str, typing: bool = True) -> None:
+        """Tell the chat's other online devices that this user is (or stopped) typing. Fire and
+        forget: there is no reply, and nothing is sent while disconnected (an indicator is
+        worthless later). Repeat it every 3-5 s while the user types: the server relays at most
+        one start per 3 s and receivers expire an indicator after its expires_in_ms."""
+        if self.connected:
+            self._transmit(frames.encode(0, typing=pb.Typing(chat_id=chat_id, typing=typing)))
+
+    async def update_settings(self, read_receipts: bool | None = None,
+                              last_seen: pb.Visibility | None = None,
+                              invisible: bool | None = None) -> pb.Settings:
+        """Change what is given (None: unchanged) and return the settings now in force.
+        read_receipts and last_seen (EVERYONE, CONTACTS, NOBODY) belong to the user; invisible
+        (this device does not make the user online) lasts for the connection on the server, so
+        this client sets it again after every reconnect."""
+        settings = await self.request("settings", update_settings=pb.UpdateSettings(
+            read_receipts=read_receipts, last_seen=last_seen or pb.VISIBILITY_UNSPECIFIED,
+            invisible=invisible))
+        self._invisible = settings.invisible
+        return settings
+
+    async def settings(self) -> pb.Settings:
+        return await self.update_settings()
+
+    async def list_devices(self) -> pb.DeviceList:
+        return await self.request("device_list", list_devices=pb.ListDevices())
+
+    async def revoke_device(self, device_id: str) -> None:
+        """Close that device's connection (4011) and refuse its id forever; it may be this very
+        device, which then stops like any revoked one. ServerError NOT_FOUND for a device the
+        user does not have (or revoked before)."""
+        await self.request("ok", revoke_device=pb.RevokeDevice(device_id=device_id))
+
     async def request(self, reply: str, **body) -> object:
-        """Send one request and return the `reply` body of its answer; also the way to use
-        frames without a method of their own, e.g.
-        `await client.request("device_list", list_devices=pb.ListDevices())`.
+        """Send one request and return the `reply` body of its answer, e.g.
+        `await client.request("device_list", list_devices=pb.ListDevices())`: the building block
+        of the methods above, and the way to use a frame of a newer schema that has none.
         Not retried: on a lost connection it fails with ConnectionLost, after send_timeout with
         asyncio.TimeoutError (either way the outcome is unknown); an Error answer raises
         ServerError."""
@@ -501,7 +587,10 @@ class Client:
             self._gap_timer.cancel()
             self._gap_timer = None
         self._synced.set()  # wakes wait_synced(), which then raises
-        self._inbox.put_nowait(_End(error))
+        end = self._end = _End(error)
+        self._inbox.put_nowait(end)
+        if self._events is not None:
+            self._events.put_nowait(end)
 
     # ------------------------------------------------------------------ listener events
     def _on_connected(self, listener: _Listener) -> None:
@@ -536,7 +625,7 @@ class Client:
         if not listener.welcomed:
             waiter = self._welcome_waiter
             if waiter is not None and not waiter.done():
-                waiter.set_exception(AuthError(code, reason) if code in AUTH_CLOSE
+                waiter.set_exception(AuthError(code, reason) if code in REFUSED_CLOSE
                                      else ConnectionLost(lost))
             return
         if self._closed:
@@ -567,13 +656,21 @@ class Client:
             self._on_sync_complete(frame)
         elif kind == "welcome":
             self._on_welcome(listener, frame.welcome)
-        elif kind == "goaway":
-            self._goaway_delay = frame.goaway.reconnect_after_ms / 1000
+        elif kind in EVENT_KINDS:
+            if kind == "goaway":  # the close (1001) follows; the reconnect waits this long
+                self._goaway_delay = frame.goaway.reconnect_after_ms / 1000
+            if self._events is not None:
+                self._events.put_nowait(getattr(frame, kind))
+            self._push(frame)
         elif frame.request_id:
             future = self._requests.get(frame.request_id)
             if future is not None and not future.done():
                 future.set_result(frame)
-        elif self.on_push is not None:
+        else:
+            self._push(frame)
+
+    def _push(self, frame: pb.ServerFrame) -> None:
+        if self.on_push is not None:
             try:
                 self.on_push(frame)
             except Exception:
@@ -589,12 +686,23 @@ class Client:
         self._goaway_delay = None
         self._syncing = True  # the server starts a sync by itself
         self._synced.clear()
+        self._restore_session()
         for entry in self._outbox:
             if entry.rid == 0 and entry.retry is None:
                 self._transmit_send(entry)
         waiter = self._welcome_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(welcome)
+
+    def _restore_session(self) -> None:
+        """Set again what the server forgot with the old connection. The answers (Ok, Settings,
+        or an Error if a limit shrank) find no waiting request and are dropped."""
+        if self._invisible:
+            self._transmit(frames.encode(self._next_rid(), update_settings=pb.UpdateSettings(
+                invisible=True)))
+        if self._presence:
+            self._transmit(frames.encode(self._next_rid(), subscribe_presence=pb.SubscribePresence(
+                user_ids=list(self._presence))))
 
     def _on_deliver(self, messages) -> None:
         feed = self._order.feed

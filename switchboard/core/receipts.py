@@ -77,6 +77,12 @@ class ReceiptService:
     def set_push(self, push: ReceiptPush) -> None:
         self._push = push
 
+    def close(self) -> None:
+        """Stop pushing (the watermarks themselves are already with the writer)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
     # ------------------------------------------------------------------ changes in
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
         """A device of the user acked up to seq."""
@@ -149,14 +155,16 @@ class ReceiptService:
         fresh = chat_id not in self._cache
         receipts = await self._of_chat(chat_id)
         changed: dict[str, Receipt] = {}
+        delivered_moved: set[str] = set()
         covered_from = covered_to = None
         for user, new in changes.items():
             old = receipts.setdefault(user, Receipt(0, 0))
             top = max(new.delivered_seq, new.read_seq)
             before = max(0, top - FRESH_LOOKBACK) if fresh else min(old.delivered_seq, old.read_seq)
             moved = fresh
-            if new.delivered_seq > old.delivered_seq:
-                old.delivered_seq = new.delivered_seq
+            if new.delivered_seq > old.delivered_seq or fresh:
+                old.delivered_seq = max(old.delivered_seq, new.delivered_seq)
+                delivered_moved.add(user)
                 moved = True
             if new.read_seq > old.read_seq:
                 old.read_seq = new.read_seq
@@ -172,10 +180,16 @@ class ReceiptService:
         hidden = {user for user in changed if not (await self._settings.get(user)).read_receipts}
         for target in senders | set(changed):
             show_read = (await self._settings.get(target)).read_receipts
-            # a sender sees every change over its messages; anyone else only their own watermarks
-            shown = changed if target in senders else {target: changed[target]}
-            visible = {user: (r if show_read and (user not in hidden or user == target)
-                              else Receipt(r.delivered_seq, 0))
-                       for user, r in shown.items()}
-            self._push(target, chat_id, visible, delivered_all, read_all if show_read else 0)
-            self.updates_pushed += 1
+            visible = {}
+            for user, receipt in changed.items():
+                if user == target:  # your own devices always see your own watermarks
+                    visible[user] = receipt
+                elif target not in senders:
+                    continue  # not a sender: only your own watermarks concern you
+                elif show_read and user not in hidden:
+                    visible[user] = receipt
+                elif user in delivered_moved:  # a hidden read alone would tell when they read
+                    visible[user] = Receipt(receipt.delivered_seq, 0)
+            if visible:
+                self._push(target, chat_id, visible, delivered_all, read_all if show_read else 0)
+                self.updates_pushed += 1

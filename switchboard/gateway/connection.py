@@ -127,6 +127,7 @@ class Connection(WSListener):
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.gw.stats.connects += 1
         now = self.gw.timers.now()
         self.last_rx = now
         limits = self.gw.config.limits
@@ -140,6 +141,9 @@ class Connection(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.state == State.AWAIT_AUTH:
             self.gw.pending_auth -= 1
+        elif self.state == State.CLOSING:
+            self.gw.stats.closing -= 1
+        self.gw.stats.disconnects += 1
         self.state = State.CLOSED
         self._leave()
         if self.pump_task is not None:
@@ -148,6 +152,8 @@ class Connection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.state >= State.CLOSING:
+            if frame.msg_type == WSMsgType.CLOSE:  # the peer completed our close handshake
+                transport.disconnect()
             return
         now = self.gw.timers.now()
         self.last_rx = now
@@ -175,6 +181,7 @@ class Connection(WSListener):
     # ------------------------------------------------------------------ frames in
     def _on_binary(self, payload: bytes, now: float) -> None:
         self.gw.stats.frames_in += 1
+        self.gw.stats.bytes_in += len(payload)
         try:
             frame = pb.ClientFrame.FromString(payload)
         except DecodeError:
@@ -310,6 +317,7 @@ class Connection(WSListener):
                                     client_msg_id=client_msg_id))
 
     def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
+        self.gw.stats.acks += 1
         invalid = None
         progressed = False
         for item in frame.ack.acks:
@@ -484,6 +492,7 @@ class Connection(WSListener):
                     if stream.sent >= stream.head:
                         continue
                     rows = await store.read_messages(chat_id, stream.sent, min(room, PAGE))
+                    self.gw.stats.sync_pages += 1
                     if self.state != State.OPEN or self.streams.get(chat_id) is not stream:
                         continue
                     rows = [r for r in rows if r.seq > stream.sent]
@@ -601,6 +610,7 @@ class Connection(WSListener):
             return
         self.transport.send(WSMsgType.BINARY, data)
         self.gw.stats.frames_out += 1
+        self.gw.stats.bytes_out += len(data)
         if self.transport.underlying_transport.get_write_buffer_size() > \
                 self.gw.config.limits.outbound_buffer_bytes:
             self._check_outbound()
@@ -612,16 +622,19 @@ class Connection(WSListener):
             self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
 
     def close(self, code: int, reason: str) -> None:
-        """Send a CLOSE frame and disconnect; a peer that does not drain its socket is cut off
-        after a grace period."""
+        """Send a CLOSE frame; the peer's CLOSE ends the connection, and a peer that does not
+        answer (or does not read) is cut off after a grace period."""
         if self.state >= State.CLOSING:
             return
         if self.state == State.AWAIT_AUTH:
             self.gw.pending_auth -= 1
+        log.debug("closing %s/%s: %d %s", self.user or "-", self.device or "-", code, reason)
         self.state = State.CLOSING
+        self.gw.stats.closing += 1
         self._leave()
+        # Keep reading until the peer answers with its CLOSE: closing the socket while its frames
+        # still arrive makes the kernel reset the connection and drop our CLOSE (and a Goaway).
         self.transport.send_close(WSCloseCode(code), reason.encode())
-        self.transport.disconnect(graceful=True)
         self.closing_at = self.gw.timers.now() + 2.0
         self.timer_due = math.inf
         self._arm(self.closing_at)

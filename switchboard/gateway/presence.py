@@ -34,26 +34,32 @@ class PresenceFanout:
         self.max_subscriptions = max_subscriptions
         self.registry = PresenceRegistry(self.changed)
         self._subscribers: dict[str, set[Connection]] = {}
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, float] = {}  # subject -> when it first changed since its last flush
         self._flush_handle: asyncio.TimerHandle | None = None
         self.updates_sent = 0
 
     # ------------------------------------------------------------------ subscriptions
-    async def subscribe(self, conn: Connection, subjects: list[str]) -> None:
-        subs = conn.presence if conn.presence is not None else {}
+    def check(self, conn: Connection, subjects: list[str]) -> list[str]:
+        """The subjects not yet subscribed; ValueError for a bad id or over the limit."""
+        subs = conn.presence or {}
         fresh = [s for s in dict.fromkeys(subjects) if s not in subs]
-        if len(subs) + len(fresh) > self.max_subscriptions:
-            raise ValueError(f"at most {self.max_subscriptions} presence subscriptions")
         bad = next((s for s in fresh if not valid_id(s)), None)
         if bad is not None:
             raise ValueError(f"bad user id {bad[:64]!r}")
-        conn.presence = subs
+        if len(subs) + len(fresh) > self.max_subscriptions:
+            raise ValueError(f"at most {self.max_subscriptions} presence subscriptions")
+        return fresh
+
+    async def subscribe(self, conn: Connection, fresh: list[str]) -> None:
+        """Subscribe to `fresh` (from check()) and send each subject's current state."""
+        if conn.presence is None:
+            conn.presence = {}
         for subject in fresh:
             allowed = await self._allowed(conn.user, subject)
             state = await self._state(subject) if allowed else HIDDEN
             if not conn.registered:  # closed while we looked: drop() has run already
                 return
-            subs[subject] = state if allowed else None
+            conn.presence[subject] = state if allowed else None
             self._subscribers.setdefault(subject, set()).add(conn)
             conn.send_frame(_frame(subject, state))
 
@@ -90,25 +96,43 @@ class PresenceFanout:
 
     # ------------------------------------------------------------------ changes
     def changed(self, subject: str) -> None:
-        if subject not in self._subscribers:
+        """A subject's update goes out `interval` after its first change, carrying the state at
+        that moment: flaps in between cost nothing, and a device that goes invisible right after
+        connecting is never seen online."""
+        if subject not in self._subscribers or subject in self._dirty:
             return
-        self._dirty.add(subject)
+        loop = asyncio.get_running_loop()
+        self._dirty[subject] = loop.time()
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(self.interval, self._flush)
+            self._flush_handle = loop.call_later(self.interval, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, set()
-        for subject in dirty:
-            online = self.registry.is_online(subject)
-            state = (online, 0 if online else (self.registry.last_seen(subject) or 0))
-            for conn in tuple(self._subscribers.get(subject, ())):
-                subs = conn.presence
-                if subs is None or subs.get(subject) is None or subs[subject] == state:
-                    continue
-                subs[subject] = state
-                conn.send_frame(_frame(subject, state))
-                self.updates_sent += 1
+        loop = asyncio.get_running_loop()
+        due_before = loop.time() - self.interval + 1e-3
+        due = [subject for subject, since in self._dirty.items() if since <= due_before]
+        for subject in due:
+            del self._dirty[subject]
+            self._send_state(subject)
+        if self._dirty:
+            wait = min(self._dirty.values()) + self.interval - loop.time()
+            self._flush_handle = loop.call_later(max(wait, 0.0), self._flush)
+
+    def _send_state(self, subject: str) -> None:
+        online = self.registry.is_online(subject)
+        state = (online, 0 if online else (self.registry.last_seen(subject) or 0))
+        for conn in tuple(self._subscribers.get(subject, ())):
+            subs = conn.presence
+            if subs is None or subs.get(subject) is None or subs[subject] == state:
+                continue
+            subs[subject] = state
+            conn.send_frame(_frame(subject, state))
+            self.updates_sent += 1
+
+    def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
 
     # ------------------------------------------------------------------ privacy
     async def _allowed(self, viewer: str, subject: str) -> bool:

@@ -115,12 +115,14 @@ class Requests:
 
     # ------------------------------------------------------------------ presence, settings
     async def _subscribe_presence(self, conn: Connection, rid: int,
-                                  req: pb.SubscribePresence) -> bytes:
+                                  req: pb.SubscribePresence) -> None:
+        """Ok first, then one Presence per new subject."""
         try:
-            await self._gw.presence.subscribe(conn, list(req.user_ids))
+            fresh = self._gw.presence.check(conn, list(req.user_ids))
         except ValueError as exc:
             raise DomainError(Code.INVALID_ARGUMENT, str(exc)) from None
-        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+        conn.send_frame(pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString())
+        await self._gw.presence.subscribe(conn, fresh)
 
     async def _update_settings(self, conn: Connection, rid: int, req: pb.UpdateSettings) -> bytes:
         settings_service = self._gw.services.settings

@@ -21,8 +21,9 @@ class PresenceRegistry:
         self._set(user, device, visible)
 
     def set_visible(self, user: str, device: str, visible: bool) -> None:
+        """Going invisible is not leaving: last seen stays where it was."""
         if device in self._devices.get(user, {}):
-            self._set(user, device, visible)
+            self._set(user, device, visible, record_last_seen=False)
 
     def disconnected(self, user: str, device: str) -> None:
         devices = self._devices.get(user)
@@ -34,15 +35,15 @@ class PresenceRegistry:
             del self._devices[user]
         self._after(user, was_online)
 
-    def _set(self, user: str, device: str, visible: bool) -> None:
+    def _set(self, user: str, device: str, visible: bool, record_last_seen: bool = True) -> None:
         devices = self._devices.setdefault(user, {})
         was_online = any(devices.values())
         devices[device] = visible
-        self._after(user, was_online)
+        self._after(user, was_online, record_last_seen)
 
-    def _after(self, user: str, was_online: bool) -> None:
+    def _after(self, user: str, was_online: bool, record_last_seen: bool = True) -> None:
         online = self.is_online(user)
-        if was_online and not online:
+        if was_online and not online and record_last_seen:
             self._last_seen[user] = now_ms()
         if online != was_online:
             self._on_change(user)
