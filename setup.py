@@ -6,7 +6,7 @@ reference twin to check the native code against).
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NATIVE = ["timerwheel"]
+NATIVE = ["timerwheel", "ring"]
 
 extensions = [
     Extension(f"switchboard.core._native.{name}", [f"switchboard/core/_native/{name}.pyx"],
