@@ -71,6 +71,7 @@ class ReceiptService:
         self._cache_chats = cache_chats
         self._dirty: dict[str, dict[str, Receipt]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task | None = None
         self._push: ReceiptPush | None = None
         self.updates_pushed = 0
 
@@ -82,6 +83,8 @@ class ReceiptService:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._flush_task is not None:
+            self._flush_task.cancel()
 
     # ------------------------------------------------------------------ changes in
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
@@ -138,14 +141,14 @@ class ReceiptService:
     def _start_flush(self) -> None:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, {}
-        asyncio.ensure_future(self._flush(dirty))
+        self._flush_task = asyncio.ensure_future(self._flush(dirty))
 
     async def _flush(self, dirty: dict[str, dict[str, Receipt]]) -> None:
         for chat_id, changes in dirty.items():
             try:
                 await self._flush_chat(chat_id, changes)
-            except StoreError:
-                log.warning("receipt push for %s skipped: store unavailable", chat_id)
+            except StoreError as exc:
+                log.warning("receipt push for %s skipped: %s", chat_id, exc)
             except Exception:
                 log.exception("receipt push for %s failed", chat_id)
 

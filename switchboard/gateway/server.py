@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
@@ -142,6 +143,7 @@ class Gateway:
             enable_auto_pong=True,
             use_aiofastnet=False,
             reuse_port=server_cfg.reuse_port or None,
+            backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
             logger_name="switchboard.ws",
             **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)

@@ -1,0 +1,1 @@
+"""Switchboard's load generator and benchmarks: `python -m bench <scenario>` (see README.md)."""

@@ -1,0 +1,140 @@
+"""`python -m bench <scenario>`: options, the run directory, the worker pool, and the output.
+
+    python -m bench hold   --size 10000
+    python -m bench chat   --size 100            # with the two peers (--no-peers to skip)
+    python -m bench fanout --size 100,1000,10000
+    python -m bench storm  --size 2000 --messages 20
+    python -m bench chat   --target 10.0.0.5:8765 --secret "$KEY" --server-pid 1234
+
+Without --target the bench starts `switchboard serve` itself (fresh data dir per size, rate
+limits raised, group limit fitted to the fanout size) and stops it afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import machine, report, scenarios
+from .context import Context
+from .gen import Pool
+
+#: Connections one worker holds at most: below the 20,000 descriptors a process may have here,
+#: with room for the pipe, the loop and the files a worker opens.
+PER_WORKER = 15_000
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=scenarios.NAMES)
+    where = p.add_argument_group("target (default: start a server here)")
+    where.add_argument("--target", metavar="HOST:PORT", help="a running Switchboard server")
+    keys = where.add_mutually_exclusive_group()
+    keys.add_argument("--secret", help="the target's auth.secret, to mint device tokens")
+    keys.add_argument("--data-dir", type=Path,
+                      help="the target's data dir (its development key, secret.key)")
+    where.add_argument("--server-pid", type=int,
+                       help="the target's pid, for server memory and CPU figures (/proc)")
+    size = p.add_argument_group("size and load")
+    size.add_argument("--size", help="comma-separated sizes, each run in turn (hold: "
+                                     "connections, chat: pairs, fanout: group members, storm: "
+                                     "devices); default per scenario")
+    size.add_argument("--messages", type=int, help="storm: messages waiting per device "
+                                                   "(default 20); fanout: sends (default 50)")
+    size.add_argument("--duration", type=float, default=3.0,
+                      help="chat: seconds per load step; hold: seconds to hold (default 3)")
+    size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
+                      help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--window", type=int, default=0,
+                      help="chat: messages in flight per direction in the saturation probe "
+                           "(default: 1024 in flight in all)")
+    size.add_argument("--body", type=int, default=64, help="message body bytes (default 64)")
+    size.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                      help="also run the peer relays (chat; default on for chat)")
+    gen = p.add_argument_group("generator")
+    gen.add_argument("--workers", type=int, default=0,
+                     help="generator processes (default: 2, more when the size needs them)")
+    gen.add_argument("--source-addrs", type=int, default=8,
+                     help="client sockets bind to 127.0.0.1..N round-robin (loopback targets)")
+    gen.add_argument("--connect-concurrency", type=int, default=32,
+                     help="handshakes in flight per worker (default 32: the servers listen "
+                          "with asyncio's default backlog of 100)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="results root (default bench/results)")
+    out.add_argument("--profile", action="store_true",
+                     help="chat: profile the server started here with py-spy (or cProfile)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    scenario = scenarios.load(args.scenario)
+    try:
+        _resolve(args, scenario)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    import uvloop
+    try:
+        return uvloop.run(_main(args, scenario))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted; the servers it started were stopped", file=sys.stderr)
+        return 130
+
+
+def _resolve(args: argparse.Namespace, scenario) -> None:
+    """Fill per-scenario defaults and check what the options cannot check by themselves."""
+    args.sizes = [int(s) for s in args.size.split(",")] if args.size else list(scenario.DEFAULT_SIZES)
+    args.loads = [float(f) for f in args.loads.split(",")]
+    if args.peers is None:
+        args.peers = bool(scenario.PEERS_DEFAULT)
+    elif args.peers and scenario.PEERS_DEFAULT is None:
+        raise ValueError(f"the peer relays are 1:1 only: --peers does not apply to {scenario.NAME}")
+    if args.messages is None:
+        args.messages = {"storm": 20, "fanout": 50}.get(scenario.NAME, 0)
+    if args.target:
+        if args.data_dir:
+            args.secret = (args.data_dir / "secret.key").read_text().strip()
+        if not args.secret:
+            raise ValueError("--target needs --secret or --data-dir to mint device tokens")
+    elif args.secret or args.data_dir or args.server_pid:
+        raise ValueError("--secret, --data-dir and --server-pid only apply with --target")
+    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm") else 1)
+    args.workers = max(args.workers or 2, math.ceil(connections / PER_WORKER))
+
+
+async def _main(args: argparse.Namespace, scenario) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    run_dir = report.new_run_dir(args.out, scenario.NAME)
+    started = time.time()
+    async with Pool(args.workers, args.source_addrs) as pool:
+        ctx = Context(args, pool, run_dir, prefix=secrets.token_hex(3))
+        runs = [await scenario.run(ctx, size) for size in args.sizes]
+    doc = {
+        "scenario": scenario.NAME,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                    if k not in ("secret", "size")},
+        "machine": machine.describe(),
+        "notes": ctx.notes,
+        "runs": runs,
+    }
+    report.write_json(run_dir / "result.json", doc)
+    files = scenario.plots(doc, run_dir)
+    headers, rows = scenario.rows(doc)
+    print(report.table(headers, rows))
+    for line in scenario.summary(doc) + ctx.notes:
+        print(line)
+    m = doc["machine"]
+    print(f"machine: {m['cpu_model']}, {m['cores']} cores, {m['python']}, "
+          f"commit {(m['git_commit'] or '?')[:10]}{' (dirty)' if m['git_dirty'] else ''}")
+    print(f"results: {run_dir}/result.json and {len(files)} plots")
+    return 0

@@ -1,0 +1,258 @@
+"""Generated devices: one WebSocket connection each, speaking the target's protocol.
+
+The bench does not use the SDK's Client for load: a generated device must bind its socket to a
+chosen source address (the SDK offers no hook for connection options) and should cost the
+generator as little as possible per message (no future per send, no queue per message). It
+does reuse the SDK's wire helpers and its `ChatOrder`, so "delivered exactly once, in order" is
+judged by the same dedup rules a real device applies.
+
+Every generated message body starts with HEADER: the sender's message number `k` (per sender
+and chat, counting from 0) and the time it was meant to be sent (monotonic ns), then padding to
+the requested body size. Receivers compute latency from it and check exactly-once order on `k`;
+no lookup table is shared between processes.
+
+Scenarios attach two callbacks: `on_ack(k, t_ns)` when the server confirmed a send (SendAck:
+stored durably) and `on_deliver(k, t_ns)` when a message reached this device (after dedup).
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from switchboard.client import ChatOrder, frames
+from switchboard.core.auth import TokenAuthority
+from switchboard.proto.v1 import client_pb2 as pb
+
+if TYPE_CHECKING:
+    from .gen import Endpoint
+
+
+HEADER = struct.Struct("<QQ")
+#: Server frames can carry a page of messages: accept large ones (as the SDK does).
+MAX_RECEIVE_FRAME = 32 * 1024 * 1024
+#: A small initial read buffer: the generator holds up to ~20,000 sockets per process and
+#: picows grows the buffer when a larger frame arrives.
+READ_BUFFER = 2048
+HANDSHAKE_TIMEOUT = 30.0
+RETRYABLE = frozenset({pb.UNAVAILABLE, pb.RATE_LIMITED})
+
+
+def body(k: int, t_ns: int, size: int) -> bytes:
+    return HEADER.pack(k, t_ns) + b"x" * max(0, size - HEADER.size)
+
+
+def _ignore(k: int, t_ns: int) -> None:
+    pass
+
+
+class Device(WSListener):
+    """What every generated device has, whatever it speaks: identity, callbacks, counters of
+    unexpected disconnects, and open/close around one picows connection."""
+
+    def __init__(self, user: str, partner: str = "", body_size: int = 64) -> None:
+        super().__init__()
+        self.user = user
+        self.partner = partner
+        self.body_size = body_size
+        self.on_ack = _ignore
+        self.on_deliver = _ignore
+        self.transport: WSTransport | None = None
+        self.drops = 0          # disconnects nobody asked for
+        self.errors = 0         # sends that could not be made or were refused for good
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self, endpoint: Endpoint, local_addr: tuple[str, int] | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        extra = {"local_addr": local_addr} if local_addr else {}
+        await ws_connect(lambda: self, self.url(endpoint), extra_headers=self.headers(endpoint),
+                         use_aiofastnet=False, websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
+                         max_frame_size=MAX_RECEIVE_FRAME, read_buffer_init_size=READ_BUFFER,
+                         **extra)
+        await self.opened()
+
+    async def close(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing = True
+        transport.send_close()
+        transport.disconnect()
+        try:
+            await asyncio.wait_for(transport.wait_disconnected(), 10)
+        except asyncio.TimeoutError:
+            transport.disconnect(graceful=False)
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None
+
+    # -- for subclasses
+    def url(self, endpoint: Endpoint) -> str:
+        return endpoint.url
+
+    def headers(self, endpoint: Endpoint) -> dict | None:
+        return None
+
+    async def opened(self) -> None:
+        """Wait until the protocol considers the connection usable."""
+
+    def send(self, k: int, t_ns: int) -> None:
+        raise NotImplementedError
+
+    # -- picows
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.transport = None
+        if not self._closing:
+            self.drops += 1
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        else:
+            self.on_payload(frame)
+
+    def on_payload(self, frame: WSFrame) -> None:
+        raise NotImplementedError
+
+
+class SwitchboardDevice(Device):
+    """A device of protocol v1: header auth, Welcome, sends with SendAck, deliveries deduped
+    by ChatOrder and acked once per loop turn (as the SDK does), retry of RATE_LIMITED and
+    UNAVAILABLE with the same client_msg_id."""
+
+    _tokens: dict[str, TokenAuthority] = {}
+
+    def __init__(self, user: str, partner: str = "", body_size: int = 64,
+                 device_id: str = "d") -> None:
+        super().__init__(user, partner, body_size)
+        self.device_id = device_id
+        self.chat_id = ""                 # where send() goes; set by the scenario
+        self.order = ChatOrder(user_id=user, device_id=device_id)
+        self.retries = 0                  # sends repeated after RATE_LIMITED / UNAVAILABLE
+        self.sync_completes = 0
+        self._rid = 0
+        self._sends: dict[int, tuple[int, int, pb.Send]] = {}
+        self._requests: dict[int, asyncio.Future] = {}
+        self._welcome: asyncio.Future | None = None
+        self._synced: asyncio.Event | None = None
+        self._acks_scheduled = False
+
+    def headers(self, endpoint: Endpoint) -> dict:
+        tokens = self._tokens.get(endpoint.secret)
+        if tokens is None:
+            tokens = self._tokens[endpoint.secret] = TokenAuthority(endpoint.secret.encode())
+        return {"Authorization": f"Bearer {tokens.mint(self.user, self.device_id, 86400)}"}
+
+    async def open(self, endpoint: Endpoint, local_addr: tuple[str, int] | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._welcome = loop.create_future()
+        self._synced = asyncio.Event()
+        await super().open(endpoint, local_addr)
+
+    async def opened(self) -> None:
+        await asyncio.wait_for(self._welcome, HANDSHAKE_TIMEOUT)
+
+    async def wait_synced(self, timeout: float) -> None:
+        """The automatic sync after Welcome completed (its backlog has been sent)."""
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    def send(self, k: int, t_ns: int) -> None:
+        self._transmit_send(k, t_ns, pb.Send(client_msg_id=str(k), chat_id=self.chat_id,
+                                             body=body(k, t_ns, self.body_size)))
+
+    async def request(self, reply: str, **frame_body):
+        rid = self._next_rid()
+        future = self._requests[rid] = self._loop.create_future()
+        self.transport.send(WSMsgType.BINARY, frames.encode(rid, **frame_body))
+        try:
+            answer = await asyncio.wait_for(future, 60)
+        finally:
+            self._requests.pop(rid, None)
+        if answer.WhichOneof("body") != reply:
+            raise RuntimeError(f"{self.user}: expected {reply}, got {answer}")
+        return getattr(answer, reply)
+
+    # -- internals
+    def _next_rid(self) -> int:
+        self._rid = self._rid % 0xFFFFFFFF + 1
+        return self._rid
+
+    def _transmit_send(self, k: int, t_ns: int, send: pb.Send) -> None:
+        if self.transport is None:
+            self.errors += 1
+            return
+        rid = self._next_rid()
+        self._sends[rid] = (k, t_ns, send)
+        self.transport.send(WSMsgType.BINARY, frames.encode(rid, send=send))
+
+    def on_payload(self, frame: WSFrame) -> None:
+        try:
+            server_frame = frames.decode(frame.get_payload_as_bytes())
+        except DecodeError:
+            self.transport.disconnect()
+            return
+        kind = server_frame.WhichOneof("body")
+        if kind == "deliver":
+            feed = self.order.feed
+            on_deliver = self.on_deliver
+            for message in server_frame.deliver.messages:
+                for ready in feed(message):
+                    k, t_ns = HEADER.unpack_from(ready.body)
+                    on_deliver(k, t_ns)
+            self._schedule_acks()
+        elif kind == "send_ack":
+            entry = self._sends.pop(server_frame.request_id, None)
+            ack = server_frame.send_ack
+            for ready in self.order.on_send_ack(ack.chat_id, ack.seq):
+                k, t_ns = HEADER.unpack_from(ready.body)
+                self.on_deliver(k, t_ns)
+            self._schedule_acks()
+            if entry is not None:
+                self.on_ack(entry[0], entry[1])
+        elif kind == "error":
+            self._on_error(server_frame)
+        elif kind == "welcome":
+            self.order.new_connection()
+            self._welcome.set_result(server_frame.welcome)
+        elif kind == "sync_complete":
+            self.sync_completes += 1
+            self._synced.set()
+        elif server_frame.request_id:
+            future = self._requests.get(server_frame.request_id)
+            if future is not None and not future.done():
+                future.set_result(server_frame)
+
+    def _on_error(self, server_frame: pb.ServerFrame) -> None:
+        entry = self._sends.pop(server_frame.request_id, None)
+        error = server_frame.error
+        if entry is None:
+            future = self._requests.get(server_frame.request_id)
+            if future is not None and not future.done():
+                future.set_result(server_frame)
+            return
+        if error.code in RETRYABLE:
+            self.retries += 1
+            self._loop.call_later(max(error.retry_after_ms, 1) / 1000, self._transmit_send, *entry)
+        else:
+            self.errors += 1
+
+    def _schedule_acks(self) -> None:
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._loop.call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        acks = self.order.take_acks()
+        if acks and self.transport is not None:
+            self.transport.send(WSMsgType.BINARY, frames.ack(acks))

@@ -1,0 +1,213 @@
+"""fanout: one sender in a group of G members, all online; how long until the last member has
+a message.
+
+The sender sends one message, every worker waits until each of its members has it, then the
+next message goes: each figure is one fan-out on an otherwise idle server, not a queue. Every
+member records its own delivery latency (send -> delivered, after dedup); the latency of a
+message is that of its last member. The first message is a warm-up (it fills the server's member
+map cache) and is reported apart. The server started here gets max_group_members = G + 1.
+
+Counts that must add up: every member got every message exactly once, in order.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from switchboard.proto.v1 import client_pb2 as pb
+
+from .. import hist, report
+from ..gen import Worker
+from ..progress import Progress
+
+NAME = "fanout"
+SIZE_HELP = "group members"
+DEFAULT_SIZES = (100, 1_000, 10_000)
+PEERS_DEFAULT = None   # the peer relays are 1:1 only
+#: Members per CreateChat / AddMembers frame (keeps each frame far below max_frame_bytes).
+MEMBER_BATCH = 500
+ARRIVAL_TIMEOUT = 60.0
+
+
+# ====================================================================== worker side
+class Arrivals:
+    """What this worker's members received: per message number, how many have it and the
+    slowest latency; all members' latencies; exactly-once checks per member."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.count: dict[int, int] = {}
+        self.slowest: dict[int, int] = {}
+        self.latency = hist.new()
+        self.delivered = 0
+        self.anomalies = 0
+
+    def receiver(self):
+        expected = [0]
+
+        def on_deliver(k: int, t_ns: int) -> None:
+            latency = time.monotonic_ns() - t_ns
+            if k == expected[0]:
+                expected[0] += 1
+            else:
+                self.anomalies += 1
+                expected[0] = max(expected[0], k + 1)
+            self.delivered += 1
+            self.count[k] = self.count.get(k, 0) + 1
+            if latency > self.slowest.get(k, 0):
+                self.slowest[k] = latency
+            hist.record_ns(self.latency, latency)
+        return on_deliver
+
+
+async def members(worker: Worker, endpoint, users: list[str], body_size: int,
+                  concurrency: int) -> dict:
+    arrivals = worker.scratch["arrivals"] = Arrivals(len(users))
+    devices = [endpoint.device(user, "", body_size) for user in users]
+    opened, errors, _ = await worker.connect(devices, endpoint, concurrency)
+    await asyncio.gather(*(d.wait_synced(60) for d in devices if d.connected))
+    for device in devices:
+        device.on_deliver = arrivals.receiver()
+        worker.devices[device.user] = device
+    return {"opened": opened, "errors": errors}
+
+
+async def sender(worker: Worker, endpoint, user: str, members: list[str], body_size: int,
+                 concurrency: int) -> dict:
+    device = endpoint.device(user, "", body_size)
+    await device.open(endpoint, worker.local_addr(endpoint))
+    await device.wait_synced(60)
+    first, rest = members[:MEMBER_BATCH], members[MEMBER_BATCH:]
+    chat = await device.request("chat", create_chat=pb.CreateChat(
+        kind=pb.GROUP, title="fanout", member_user_ids=first))
+    for i in range(0, len(rest), MEMBER_BATCH):
+        chat = await device.request("chat", add_members=pb.AddMembers(
+            chat_id=chat.chat_id, user_ids=rest[i:i + MEMBER_BATCH]))
+    device.chat_id = chat.chat_id
+    acks: dict[int, asyncio.Future] = {}
+
+    def on_ack(k: int, t_ns: int) -> None:
+        future = acks.pop(k, None)
+        if future is not None and not future.done():
+            future.set_result(time.monotonic_ns() - t_ns)
+
+    device.on_ack = on_ack
+    worker.devices[user] = device
+    worker.scratch["sender"] = (device, acks)
+    return {"chat_id": chat.chat_id, "members": len(chat.members)}
+
+
+async def send(worker: Worker, k: int) -> dict:
+    device, acks = worker.scratch["sender"]
+    future = acks[k] = asyncio.get_running_loop().create_future()
+    device.send(k, time.monotonic_ns())
+    return {"ack_ns": await asyncio.wait_for(future, ARRIVAL_TIMEOUT)}
+
+
+async def arrived(worker: Worker, k: int) -> dict:
+    arrivals = worker.scratch.get("arrivals")
+    if arrivals is None:
+        return {"count": 0, "slowest_ns": 0}
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT
+    while arrivals.count.get(k, 0) < arrivals.members and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    return {"count": arrivals.count.get(k, 0), "slowest_ns": arrivals.slowest.get(k, 0)}
+
+
+async def totals(worker: Worker) -> dict:
+    arrivals = worker.scratch.get("arrivals")
+    devices = list(worker.devices.values())
+    return {"delivered": arrivals.delivered if arrivals else 0,
+            "anomalies": arrivals.anomalies if arrivals else 0,
+            "wire_duplicates": sum(d.order.duplicates for d in devices),
+            "drops": sum(d.drops for d in devices),
+            "latency_hdr": hist.encode(arrivals.latency) if arrivals else ""}
+
+
+# ====================================================================== main side
+async def run(ctx, size: int) -> dict:
+    async with ctx.switchboard(max_group_members=size + 1) as target:
+        result = await _fanout(ctx, target, size)
+    return {"size": size, "members": size, "targets": [result]}
+
+
+async def _fanout(ctx, target, g: int) -> dict:
+    pool, args = ctx.pool, ctx.args
+    prefix = f"{ctx.prefix}f{g}"
+    users = [f"{prefix}m{i}" for i in range(g)]
+    with Progress(g, f"fanout {g}: connecting", "dev") as bar:
+        parts = await pool.run("bench.scenarios.fanout:members", [
+            dict(ctx.common(target), users=shard) for shard in ctx.shard(users)], bar)
+    opened = sum(p["opened"] for p in parts)
+    if opened < g:
+        raise RuntimeError(f"fanout: only {opened} of {g} members connected: "
+                           f"{sorted({e for p in parts for e in p['errors']})}")
+    [group] = await pool.run_on([0], "bench.scenarios.fanout:sender",
+                                [dict(ctx.common(target), user=f"{prefix}s", members=users)])
+    last = hist.new()
+    acks = hist.new()
+    warmup = None
+    incomplete = 0
+    with Progress(args.messages + 1, f"fanout {g}: sending", "msg") as bar:
+        for k in range(args.messages + 1):
+            [sent] = await pool.run_on([0], "bench.scenarios.fanout:send", [dict(k=k)])
+            got = await pool.run("bench.scenarios.fanout:arrived", dict(k=k))
+            slowest = max(a["slowest_ns"] for a in got)
+            if sum(a["count"] for a in got) < g:
+                incomplete += 1
+            if k == 0:
+                warmup = {"last_member_ms": slowest / 1e6, "ack_ms": sent["ack_ns"] / 1e6}
+            else:
+                hist.record_ns(last, slowest)
+                hist.record_ns(acks, sent["ack_ns"])
+            bar.update()
+    counts = await pool.run("bench.scenarios.fanout:totals")
+    server = {role: s.as_dict() for role, s in target.sample().items()}
+    await pool.run("bench.gen:close_all")
+    delivered = sum(c["delivered"] for c in counts)
+    anomalies = sum(c["anomalies"] for c in counts)
+    expected = g * (args.messages + 1)
+    return {
+        "target": target.name, "note": target.note, "members": g,
+        "group_members": group["members"], "messages": args.messages,
+        "last_member": hist.summary(last), "send_ack": hist.summary(acks),
+        "per_member": hist.summary(hist.merge(c["latency_hdr"] for c in counts)),
+        "warmup": warmup,
+        "counts": {"sent": args.messages + 1, "expected_deliveries": expected,
+                   "delivered": delivered, "anomalies": anomalies, "incomplete_messages": incomplete,
+                   "wire_duplicates": sum(c["wire_duplicates"] for c in counts),
+                   "drops": sum(c["drops"] for c in counts)},
+        "exactly_once": delivered == expected and anomalies == 0,
+        "processes": server,
+    }
+
+
+# ====================================================================== output
+def rows(doc: dict) -> tuple[list[str], list[list]]:
+    headers = ["members", "sends", "last member p50 ms", "p99 ms", "max ms", "per member p50 ms",
+               "SendAck p50 ms", "warm-up ms", "exactly once"]
+    out = []
+    for run_ in doc["runs"]:
+        for res in run_["targets"]:
+            last = res["last_member"]
+            out.append([res["members"], res["messages"], report.ms(last.get("p50_ms")),
+                        report.ms(last.get("p99_ms")), report.ms(last.get("max_ms")),
+                        report.ms(res["per_member"].get("p50_ms")),
+                        report.ms(res["send_ack"].get("p50_ms")),
+                        report.ms(res["warmup"]["last_member_ms"]), res["exactly_once"]])
+    return headers, out
+
+
+def summary(doc: dict) -> list[str]:
+    return []
+
+
+def plots(doc: dict, run_dir) -> list:
+    last = {f"{r['members']:,} members": r["last_member"]["hdr"]
+            for run_ in doc["runs"] for r in run_["targets"]}
+    each = {f"{r['members']:,} members": r["per_member"]["hdr"]
+            for run_ in doc["runs"] for r in run_["targets"]}
+    return [report.cdf_plot(run_dir / "fanout-last-member-cdf.png",
+                            "fanout: time until the last member has the message", last),
+            report.cdf_plot(run_dir / "fanout-per-member-cdf.png",
+                            "fanout: delivery latency of every member", each)]

@@ -1,0 +1,147 @@
+"""hold: N authenticated idle connections, opened and kept; what one costs the server.
+
+Figures: connect rate (TCP + upgrade with token check + Welcome, `--connect-concurrency`
+handshakes in flight per worker) with the handshake latency distribution; the server's RSS
+delta divided by N (user-space bytes per connection); the kernel's memory per socket from
+/proc/net/sockstat (socket buffers) and /proc/meminfo Slab (struct sock, file, inode, epoll
+item), both divided by 2N because on loopback both ends of every connection live in this
+kernel; descriptors; the server's idle CPU while holding; and how many connections dropped.
+
+A warm-up batch is connected and kept before the baseline is read, so one-time costs (imports,
+caches, the SQLite page cache of the first device rows) are not charged to the connections.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .. import hist, procfs, report
+from ..gen import Worker
+from ..progress import Progress
+
+NAME = "hold"
+SIZE_HELP = "connections"
+DEFAULT_SIZES = (10_000,)
+PEERS_DEFAULT = False
+WARMUP = 200
+SETTLE = 1.0
+
+
+# ====================================================================== worker side
+async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
+                  concurrency: int) -> dict:
+    devices = [endpoint.device(user, user, body_size) for user in users]
+    start = time.monotonic_ns()
+    opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
+    elapsed = time.monotonic_ns() - start
+    for device in devices:
+        if device.connected:
+            worker.devices[device.user] = device
+    return {"opened": opened, "errors": errors, "start_ns": start, "elapsed_ns": elapsed,
+            "latency_hdr": hist.encode(latency)}
+
+
+async def check(worker: Worker) -> dict:
+    devices = worker.devices.values()
+    return {"connected": sum(d.connected for d in devices), "drops": sum(d.drops for d in devices)}
+
+
+# ====================================================================== main side
+async def run(ctx, size: int) -> dict:
+    targets = [ctx.switchboard()] + (ctx.peers() if ctx.args.peers else [])
+    results = []
+    for target in targets:
+        async with target:
+            results.append(await _hold(ctx, target, size))
+    return {"size": size, "connections": size, "targets": results}
+
+
+async def _hold(ctx, target, n: int) -> dict:
+    pool, args = ctx.pool, ctx.args
+    prefix = f"{ctx.prefix}h{target.name[0]}"
+    warm = min(WARMUP, max(1, n // 20))
+    warm_users = ctx.shard(f"{prefix}w{i}" for i in range(warm))
+    await pool.run("bench.scenarios.hold:connect",
+                   [dict(ctx.common(target), users=u) for u in warm_users])
+    await asyncio.sleep(SETTLE)
+    before = target.sample()
+    kernel_before = procfs.kernel_sockets()
+    with Progress(n, f"{target.name}: connecting", "conn") as bar:
+        parts = await pool.run("bench.scenarios.hold:connect", [
+            dict(ctx.common(target), users=u) for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
+            bar)
+    opened = sum(p["opened"] for p in parts)
+    elapsed = (max(p["start_ns"] + p["elapsed_ns"] for p in parts) -
+               min(p["start_ns"] for p in parts)) / 1e9
+    await asyncio.sleep(SETTLE)
+    after = target.sample()
+    kernel_after = procfs.kernel_sockets()
+    cpu0 = target.cpu() if target.pids else None
+    await asyncio.sleep(args.duration)
+    idle_cpu = (target.cpu() - cpu0) / args.duration if cpu0 is not None else None
+    held = await pool.run("bench.scenarios.hold:check")
+    await pool.run("bench.gen:close_all")
+
+    main_role = next(iter(after), None)
+    server = None
+    if main_role is not None:
+        b, a = before[main_role], after[main_role]
+        server = {"process": main_role, "rss_before": b.rss, "rss_after": a.rss,
+                  "bytes_per_connection": (a.rss - b.rss) / max(opened, 1),
+                  "fds_before": b.fds, "fds_after": a.fds,
+                  "idle_cpu_percent": round(idle_cpu * 100, 2) if idle_cpu is not None else None}
+    sockets = 2 * max(opened, 1)
+    kernel = {
+        "buffer_bytes_per_socket": (kernel_after.tcp_buffer_bytes - kernel_before.tcp_buffer_bytes) / sockets,
+        "slab_bytes_per_socket": (kernel_after.slab_bytes - kernel_before.slab_bytes) / sockets,
+        "tcp_sockets_added": kernel_after.tcp_sockets - kernel_before.tcp_sockets,
+        "listen_overflows": kernel_after.listen_overflows - kernel_before.listen_overflows,
+    }
+    connected = sum(h["connected"] for h in held)
+    return {
+        "target": target.name, "note": target.note, "requested": n, "opened": opened,
+        "warmup": warm, "still_connected": connected - warm,
+        "drops": sum(h["drops"] for h in held),
+        "errors": sorted({e for p in parts for e in p["errors"]}),
+        "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
+        "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts)),
+        "server": server, "kernel": kernel,
+        "processes": {role: s.as_dict() for role, s in after.items()},
+    }
+
+
+# ====================================================================== output
+def rows(doc: dict) -> tuple[list[str], list[list]]:
+    headers = ["target", "conns", "held", "conn/s", "handshake p50 ms", "p99 ms",
+               "server KiB/conn", "kernel KiB/socket", "server fds", "idle cpu %"]
+    out = []
+    for run_ in doc["runs"]:
+        for res in run_["targets"]:
+            server, kernel = res["server"] or {}, res["kernel"]
+            out.append([res["target"], res["requested"], res["still_connected"],
+                        report.rate(res["connect_rate"]),
+                        report.ms(res["handshake"].get("p50_ms")),
+                        report.ms(res["handshake"].get("p99_ms")),
+                        report.kib(server.get("bytes_per_connection")),
+                        report.kib(kernel["buffer_bytes_per_socket"] + kernel["slab_bytes_per_socket"]),
+                        server.get("fds_after"), server.get("idle_cpu_percent")])
+    return headers, out
+
+
+def summary(doc: dict) -> list[str]:
+    lines = []
+    for run_ in doc["runs"]:
+        for res in run_["targets"]:
+            if res["kernel"]["listen_overflows"]:
+                lines.append(f"{res['target']}: {res['kernel']['listen_overflows']} accept-queue "
+                             "overflows while connecting (clients retried the SYN)")
+            if res["errors"]:
+                lines.append(f"{res['target']}: connect errors: {res['errors']}")
+    return lines
+
+
+def plots(doc: dict, run_dir) -> list:
+    series = {f"{r['target']}, {run_['connections']:,} conns": r["handshake"]["hdr"]
+              for run_ in doc["runs"] for r in run_["targets"]}
+    return [report.cdf_plot(run_dir / "hold-handshake-cdf.png",
+                            "hold: handshake latency (TCP + upgrade + Welcome)", series)]

@@ -1,0 +1,247 @@
+"""What the generator is pointed at: a Switchboard server (started here or already running) and
+the two peer relays, each with the processes whose memory and CPU the figures are about.
+
+A server started here gets its rate limits raised out of the way (the bench measures throughput,
+not the limiter), a group limit that fits the fanout size, and a signing key the workers mint
+tokens with; its output goes to a log file in the run directory. Every target is stopped by the
+bench that started it, also when the run fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import procfs
+from .gen import Endpoint
+
+#: Settings of a server started by the bench: the per-connection limiter must not be what a load
+#: test measures.
+SERVER_ENV = {
+    "SWITCHBOARD_LIMITS_SENDS_PER_SECOND": "1000000",
+    "SWITCHBOARD_LIMITS_SEND_BURST": "1000000",
+    "SWITCHBOARD_LIMITS_FRAMES_PER_SECOND": "1000000",
+    "SWITCHBOARD_LIMITS_FRAME_BURST": "1000000",
+    # any free port for /metrics: several bench servers (and CI runs) may run side by side
+    "SWITCHBOARD_METRICS_PORT": "0",
+}
+LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
+START_TIMEOUT = 30.0
+
+
+class Target:
+    """A target's name, how workers reach it, and the processes to measure by role (the first
+    role is the one whose memory per connection is reported)."""
+    name = ""
+    note = ""
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None
+        self.pids: dict[str, int] = {}
+
+    async def start(self) -> "Target":
+        return self
+
+    async def stop(self) -> None:
+        pass
+
+    @property
+    def main_pid(self) -> int | None:
+        return next(iter(self.pids.values()), None)
+
+    def sample(self) -> dict[str, procfs.ProcSample]:
+        return {role: procfs.sample(pid) for role, pid in self.pids.items() if procfs.alive(pid)}
+
+    def cpu(self) -> float:
+        """CPU seconds of all the target's processes so far."""
+        return sum(procfs.cpu_seconds(pid) for pid in self.pids.values() if procfs.alive(pid))
+
+    async def __aenter__(self) -> "Target":
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+class Child:
+    """A subprocess whose output goes to a log file, started and waited for by a line it
+    prints once it accepts connections."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self, ready: re.Pattern | None) -> re.Match | None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env)
+        if ready is None:
+            return None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            match = ready.search(self.log_path.read_text(errors="replace"))
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.02)
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        await self.stop()
+        raise RuntimeError(f"{self.name} did not start ({' '.join(self.argv)}):\n{tail}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            await asyncio.to_thread(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 10)
+
+
+class SpawnedSwitchboard(Target):
+    """`python -m switchboard.cli serve --port 0` in a fresh data dir. With `cprofile` set the
+    server runs under cProfile (written to that path when it stops)."""
+    name = "switchboard"
+
+    def __init__(self, log_dir: Path, max_group_members: int = 1000,
+                 cprofile: Path | None = None) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self.max_group_members = max_group_members
+        self.cprofile = cprofile
+        self.secret = secrets.token_urlsafe(48)
+        self._data_dir: tempfile.TemporaryDirectory | None = None
+        self._child: Child | None = None
+
+    async def start(self) -> "SpawnedSwitchboard":
+        self._data_dir = tempfile.TemporaryDirectory(prefix="switchboard-bench-")
+        env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=self.secret, **SERVER_ENV,
+                   SWITCHBOARD_LIMITS_MAX_GROUP_MEMBERS=str(max(1000, self.max_group_members)))
+        runner = [sys.executable]
+        if self.cprofile is not None:
+            runner += ["-m", "cProfile", "-o", str(self.cprofile)]
+        argv = runner + ["-m", "switchboard.cli", "serve", "--port", "0",
+                         "--data-dir", self._data_dir.name, "--log-level", "WARNING"]
+        self._child = Child("switchboard", argv, self.log_dir, env)
+        match = await self._child.start(LISTENING)
+        self.endpoint = Endpoint("switchboard", match.group(1) + "/v1/ws", self.secret)
+        self.pids = {"server": self._child.pid}
+        return self
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop()
+        if self._data_dir is not None:
+            self._data_dir.cleanup()
+            self._data_dir = None
+
+
+class ExternalSwitchboard(Target):
+    """A server someone else runs (--target host:port). Its limits are its own: with the
+    defaults (50 sends/s per connection) the limiter, not the server, bounds chat throughput."""
+    name = "switchboard"
+
+    def __init__(self, hostport: str, secret: str, pid: int | None) -> None:
+        super().__init__()
+        self.endpoint = Endpoint("switchboard", f"ws://{hostport}/v1/ws", secret)
+        if pid is not None:
+            self.pids = {"server": pid}
+        self.note = ("external server: its own limits apply" +
+                     ("" if pid else "; no --server-pid, so no server memory/CPU figures"))
+
+
+class PicowsRelay(Target):
+    name = "picows-relay"
+    note = "bare picows relay: no auth, no storage, no acks, no ordering"
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self._child = Child("picows-relay", [sys.executable, "-m", "bench.peers.picows_relay",
+                                             "--port", "0"], log_dir)
+
+    async def start(self) -> "PicowsRelay":
+        match = await self._child.start(LISTENING)
+        self.endpoint = Endpoint("picows-relay", match.group(1))
+        self.pids = {"relay": self._child.pid}
+        return self
+
+    async def stop(self) -> None:
+        await self._child.stop()
+
+
+class WsRedisRelay(Target):
+    """The websockets + Redis relay and its own redis-server on a free port (no persistence:
+    pub/sub keeps nothing anyway). Both processes count toward its CPU."""
+    name = "ws-redis-relay"
+    note = "websockets + JSON + Redis pub/sub: no auth, no storage, no acks, no ordering"
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self._redis: Child | None = None
+        self._relay: Child | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this peer cannot run here, or None."""
+        if shutil.which("redis-server") is None:
+            return "redis-server is not installed: the ws-redis-relay peer was skipped"
+        return None
+
+    async def start(self) -> "WsRedisRelay":
+        port = _free_port()
+        self._redis = Child("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], self.log_dir)
+        await self._redis.start(re.compile(r"Ready to accept connections"))
+        self._relay = Child("ws-redis-relay", [sys.executable, "-m", "bench.peers.ws_redis_relay",
+                                               "--port", "0", "--redis",
+                                               f"redis://127.0.0.1:{port}"], self.log_dir)
+        match = await self._relay.start(LISTENING)
+        self.endpoint = Endpoint("ws-redis-relay", match.group(1))
+        self.pids = {"relay": self._relay.pid, "redis": self._redis.pid}
+        return self
+
+    async def stop(self) -> None:
+        for child in (self._relay, self._redis):
+            if child is not None:
+                await child.stop()
+
+
+def peers(log_dir: Path) -> tuple[list[Target], list[str]]:
+    """The peer targets that can run here, and notes on those that cannot."""
+    found: list[Target] = [PicowsRelay(log_dir)]
+    notes = []
+    why = WsRedisRelay.missing()
+    if why is None:
+        found.append(WsRedisRelay(log_dir))
+    else:
+        notes.append(why)
+    return found, notes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,122 @@
+"""Every bench scenario at a tiny size: the run succeeds, writes well-formed JSON and its plots,
+and the counts add up (every message sent was delivered exactly once to every intended device).
+No timing assertions: CI machines are noisy and these sizes measure nothing.
+
+The four runs are started together (each is a `python -m bench` process with its own server and
+workers) and each test waits for its own, so the file takes about as long as the slowest run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = {
+    "hold": ["--size", "60", "--duration", "0.2"],
+    "chat": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--peers"],
+    "fanout": ["--size", "25", "--messages", "3"],
+    "storm": ["--size", "20", "--messages", "3"],
+}
+TIMEOUT = 80
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Start every scenario at once; yields scenario -> (process, its results root)."""
+    started = {}
+    for scenario, options in RUNS.items():
+        out = tmp_path_factory.mktemp(f"bench-{scenario}")
+        proc = subprocess.Popen([sys.executable, "-m", "bench", scenario, "--workers", "2",
+                                 "--out", str(out), *options], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started[scenario] = (proc, out)
+    yield started
+    for proc, _ in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def result(runs, scenario: str) -> tuple[dict, Path, str]:
+    proc, out = runs[scenario]
+    output, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, output
+    [run_dir] = out.iterdir()
+    doc = json.loads((run_dir / "result.json").read_text())
+    assert doc["scenario"] == scenario
+    machine = doc["machine"]
+    for key in ("cpu_model", "cores", "python", "packages", "git_commit"):
+        assert key in machine
+    assert machine["packages"]["picows"]
+    assert list(run_dir.glob("*.png")), "no plots written"
+    assert "results:" in output
+    return doc, run_dir, output
+
+
+def test_hold(runs):
+    doc, _, _ = result(runs, "hold")
+    [run_] = doc["runs"]
+    [res] = run_["targets"]
+    assert res["target"] == "switchboard"
+    assert res["opened"] == res["requested"] == 60
+    assert res["still_connected"] == 60 and res["drops"] == 0
+    assert res["handshake"]["count"] == 60
+    assert res["server"]["rss_after"] > 0 and res["server"]["fds_after"] >= 60
+
+
+def test_chat_with_both_peers(runs):
+    doc, _, output = result(runs, "chat")
+    [run_] = doc["runs"]
+    names = [t["target"] for t in run_["targets"]]
+    redis = shutil.which("redis-server") is not None
+    assert names == ["switchboard", "picows-relay"] + (["ws-redis-relay"] if redis else [])
+    if not redis:
+        assert any("redis-server" in note for note in doc["notes"])
+    for res in run_["targets"]:
+        counts = res["counts"]
+        assert counts["sent"] > 0
+        assert counts["delivered"] == counts["sent"], res["target"]
+        assert counts["anomalies"] == 0 and counts["drops"] == 0
+        assert res["exactly_once"] is True
+        phases = [res["saturation"], *res["steps"]]
+        assert len(res["steps"]) == 1
+        assert sum(p["completed"] for p in phases) == counts["sent"]
+        assert all(p["unfinished"] == 0 for p in phases)
+        assert all(p["deliver"]["count"] == p["completed"] for p in phases)
+    ours = run_["targets"][0]
+    assert ours["counts"]["acked"] == ours["counts"]["sent"]
+    assert ours["counts"]["send_errors"] == 0
+    assert set(run_["ratios"]) == set(names[1:])
+    assert "strictly more work" in output
+
+
+def test_fanout(runs):
+    doc, _, _ = result(runs, "fanout")
+    [run_] = doc["runs"]
+    [res] = run_["targets"]
+    assert res["group_members"] == 26  # 25 members and the sender
+    counts = res["counts"]
+    assert counts["expected_deliveries"] == 25 * 4  # 3 sends and the warm-up
+    assert counts["delivered"] == counts["expected_deliveries"]
+    assert counts["anomalies"] == 0 and counts["incomplete_messages"] == 0
+    assert res["last_member"]["count"] == 3 and res["per_member"]["count"] == 100
+    assert res["exactly_once"] is True
+
+
+def test_storm(runs):
+    doc, _, _ = result(runs, "storm")
+    [run_] = doc["runs"]
+    [res] = run_["targets"]
+    assert res["fill"]["acked"] == 20 * 3 and res["fill"]["send_errors"] == 0
+    assert res["synced"] == 20
+    counts = res["counts"]
+    assert counts["delivered"] == counts["expected"] == 60
+    assert counts["anomalies"] == 0
+    assert res["time_to_synced"]["count"] == 20
+    assert res["server"]["peak_rss"] >= res["server"]["rss_before"] > 0
+    assert res["exactly_once"] is True
