@@ -1,0 +1,442 @@
+"""A local Redis Cluster (and standalone gateways) on 127.0.0.1, for development and tests.
+
+    python -m switchboard.tools.devcluster up --redis 3 [--replicas 1] --gateways 2 [--dir D]
+    python -m switchboard.tools.devcluster down --dir D
+
+`up` starts `--redis` masters (and `--replicas` replicas per master) of redis-server from
+Debian's packages in cluster mode, joins them with `redis-cli --cluster create`, waits until
+every node reports `cluster_state:ok`, then starts the gateways and prints every address. The
+processes outlive the command; their pids and ports go to D/devcluster.json, which `down`
+reads to stop exactly those processes.
+
+The Redis nodes run without persistence (`--save '' --appendonly no`) and with a short
+`--cluster-node-timeout` (1000 ms), so a killed master fails over in about two seconds: the
+settings the failover tests want, and fine for a throwaway dev cluster.
+
+The same `RedisCluster` class is what the test fixtures start (tests/support/redis_cluster.py),
+so the tool and the tests cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+STATE_FILE = "devcluster.json"
+_BUS_PORT_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 10000
+
+
+class DevClusterError(RuntimeError):
+    pass
+
+
+def missing_binaries() -> list[str]:
+    """The Redis programs this module needs that are not on PATH."""
+    return [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+
+
+@dataclass
+class Process:
+    """A process this module started: enough to find it again from another process (`down`)
+    and to make sure a pid is still ours before signalling it."""
+    name: str
+    pid: int
+    port: int
+    marker: str
+    """A string the process's command line contains; a recycled pid will not have it."""
+    log: str
+    popen: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    extra: dict[str, str] = field(default_factory=dict)
+    """Addresses worth printing besides the port (a gateway's metrics endpoint)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "port": self.port, "marker": self.marker,
+                "log": self.log, "extra": self.extra}
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        return state != "Z" and self.marker.encode() in cmdline
+
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        """Signal the process and wait until it is gone (SIGKILL if `sig` was not enough)."""
+        if not self.alive():
+            return
+        os.kill(self.pid, sig)
+        try:
+            _wait(lambda: not self.alive(), timeout, f"{self.name} (pid {self.pid}) to exit")
+        except DevClusterError:
+            if sig == signal.SIGKILL:
+                raise
+            os.kill(self.pid, signal.SIGKILL)
+            _wait(lambda: not self.alive(), timeout, f"{self.name} (pid {self.pid}) to exit")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One master and the slot ranges it serves, as the cluster sees it now."""
+    address: str
+    slots: tuple[tuple[int, int], ...]
+    replicas: tuple[str, ...]
+
+    def serves(self, slot: int) -> bool:
+        return any(low <= slot <= high for low, high in self.slots)
+
+
+class RedisCluster:
+    """`masters` masters, each with `replicas` replicas, on free loopback ports under
+    `directory` (one sub-directory and log per node). Start with `start()`, stop with `stop()`;
+    `kill_master(i)` and `wait_ok()` are for failover tests."""
+
+    def __init__(self, directory: Path | str, masters: int = 3, replicas: int = 0, *,
+                 node_timeout_ms: int = 1000) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        self.directory = Path(directory)
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[Process] = []
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node's host:port, the startup list a cluster client needs."""
+        return [f"{HOST}:{node.port}" for node in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> "RedisCluster":
+        missing = missing_binaries()
+        if missing:
+            raise DevClusterError(f"not installed: {', '.join(missing)} "
+                                  "(apt-get install redis-server)")
+        deadline = time.monotonic() + timeout
+        try:
+            for _ in range(self.masters * (1 + self.replicas)):
+                self.nodes.append(self._start_node(deadline))
+            create = subprocess.run(
+                ["redis-cli", "--cluster", "create", *self.addresses,
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
+            if create.returncode != 0:
+                raise DevClusterError(f"redis-cli --cluster create failed:\n{create.stdout}"
+                                      f"{create.stderr}")
+            self.wait_ok(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_node(self, deadline: float) -> Process:
+        """One redis-server on a free port pair (client port and bus port). A port taken by
+        someone else between the probe and the bind makes the server exit; then another
+        pair is tried."""
+        for _ in range(5):
+            port = free_port(bus=True)
+            node_dir = self.directory / f"redis-{port}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            log = node_dir / "redis.log"
+            popen = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", HOST,
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                 "--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0",
+                 "--dir", str(node_dir),
+                 "--logfile", str(log), "--daemonize", "no"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            node = Process("redis", popen.pid, port, f"{HOST}:{port}", str(log), popen)
+            try:
+                _wait(lambda: not node.alive() or _redis(port, "PING") == "PONG",
+                      deadline - time.monotonic(), f"redis-server on port {port}")
+            except DevClusterError:
+                node.stop()
+                raise
+            if node.alive():
+                return node
+        raise DevClusterError(f"redis-server would not start; see the logs in {self.directory}")
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every slot is served by a running master, every live node says
+        `cluster_state:ok` and knows the others, and every replica acknowledges a write made
+        on its master. The last check matters: after a full sync a master holds writes back
+        until the replica's first ACK (up to a second later), and a failover in that second
+        would lose them. After `kill_master` this is the wait for the failover."""
+        live = [node for node in self.nodes if node.alive()]
+        running = {f"{HOST}:{node.port}" for node in live}
+
+        def ok() -> bool:
+            shards = self.shards()
+            if sum(high - low + 1 for shard in shards for low, high in shard.slots) != 16384 \
+                    or any(shard.address not in running for shard in shards) \
+                    or sum(len(shard.replicas) for shard in shards) != len(live) - len(shards):
+                return False
+            for node in live:
+                info = _fields(_redis(node.port, "CLUSTER", "INFO"))
+                if info.get("cluster_state") != "ok" or \
+                        int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
+                    return False
+            return all(_replicated(shard) for shard in shards if shard.replicas)
+
+        _wait(ok, timeout, "the Redis Cluster to be ok on every node")
+
+    def shards(self) -> list[Shard]:
+        """The masters that serve slots now (failed ones excluded), ordered by first slot."""
+        for node in self.nodes:
+            if node.alive():
+                listing = _redis(node.port, "CLUSTER", "NODES")
+                break
+        else:
+            raise DevClusterError("no Redis node is running")
+        masters: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        replicas: dict[str, list[str]] = {}
+        for line in listing.splitlines():
+            node_id, address, flags, master_id, *_, link = line.split()[:8]
+            ranges = [_slot_range(part) for part in line.split()[8:] if not part.startswith("[")]
+            flags_set = set(flags.split(","))
+            address = address.split("@")[0]
+            if flags_set & {"fail", "fail?"} or link != "connected":
+                continue
+            if "master" in flags_set and ranges:
+                masters[node_id] = (address, ranges)
+            elif "slave" in flags_set:
+                replicas.setdefault(master_id, []).append(address)
+        shards = [Shard(address, tuple(sorted(ranges)), tuple(sorted(replicas.get(node_id, []))))
+                  for node_id, (address, ranges) in masters.items()]
+        return sorted(shards, key=lambda shard: shard.slots[0])
+
+    def kill_master(self, index: int) -> str:
+        """SIGKILL the master `shards()[index]` and return its address. With a replica, the
+        cluster promotes it after about two node timeouts (see `wait_ok`); without one, those
+        slots stay down."""
+        address = self.shards()[index].address
+        port = int(address.rsplit(":", 1)[1])
+        next(node for node in self.nodes if node.port == port).stop(signal.SIGKILL)
+        return address
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(signal.SIGKILL)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"masters": self.masters, "replicas": self.replicas,
+                "nodes": [node.to_json() for node in self.nodes]}
+
+
+def free_port(bus: bool = False) -> int:
+    """A loopback port nobody listens on now; with `bus`, port + 10000 is free as well (Redis
+    Cluster's bus port). Another process may still take it before we bind: callers retry."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if not bus:
+            return port
+        if port + _BUS_PORT_OFFSET <= 65535 and _bindable(port + _BUS_PORT_OFFSET):
+            return port
+    raise DevClusterError("found no free port pair for a Redis Cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _redis(port: int, *command: str) -> str:
+    """One command through redis-cli; '' when the node does not answer."""
+    try:
+        result = subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *command],
+                                capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def _replicated(shard: Shard) -> bool:
+    """Whether every replica of the shard acknowledges a write (a short-lived probe key in the
+    shard's first slot) within 200 ms. WAIT asks the replicas for an ACK, so this also ends
+    the hold-back after a full sync."""
+    key = next(k for k in (f"devcluster-probe-{i}" for i in itertools.count())
+               if shard.serves(_key_slot(k)))
+    port = shard.address.rsplit(":", 1)[1]
+    try:
+        result = subprocess.run(["redis-cli", "-h", HOST, "-p", port],
+                                input=f"SET {key} 1 PX 10000\nWAIT {len(shard.replicas)} 200\n",
+                                capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    replies = result.stdout.split()
+    return bool(replies) and replies[-1].isdigit() and int(replies[-1]) >= len(shard.replicas)
+
+
+def _key_slot(key: str) -> int:
+    """Redis Cluster's slot of a key without a hash tag: CRC16 (XMODEM) mod 16384."""
+    crc = 0
+    for byte in key.encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc % 16384
+
+
+def _fields(text: str) -> dict[str, str]:
+    """`key:value` lines (CLUSTER INFO, INFO) as a dict."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _slot_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise DevClusterError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- gateways
+def start_gateway(directory: Path, index: int, secret: str, timeout: float = 30.0) -> Process:
+    """`python -m switchboard serve` on a free port with its own data dir, sharing the dev
+    signing secret (so one token works on every gateway). Standalone: each gateway has its own
+    SQLite store and in-memory registry until cluster wiring lands."""
+    port, metrics_port = free_port(), free_port()
+    data_dir = directory / f"gw{index}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "gateway.log"
+    env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=secret,
+               SWITCHBOARD_METRICS_PORT=str(metrics_port))
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "serve", "--host", HOST, "--port", str(port),
+             "--data-dir", str(data_dir)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    gateway = Process(f"gateway {index}", popen.pid, port, f"--port\0{port}\0", str(log), popen,
+                      {"metrics": f"http://{HOST}:{metrics_port}/metrics"})
+    try:
+        _wait(lambda: not gateway.alive() or _listening(port), timeout, f"gateway {index}")
+    except DevClusterError:
+        gateway.stop()
+        raise
+    if not gateway.alive():
+        raise DevClusterError(f"gateway {index} exited at start; see {log}")
+    return gateway
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- CLI
+def up(directory: Path, redis_masters: int, replicas: int, gateways: int) -> dict[str, Any]:
+    state_path = directory / STATE_FILE
+    if state_path.exists():
+        raise DevClusterError(f"{state_path} exists: run `down --dir {directory}` first")
+    directory.mkdir(parents=True, exist_ok=True)
+    cluster = RedisCluster(directory, redis_masters, replicas).start()
+    started: list[Process] = []
+    secret = secrets.token_urlsafe(32)
+    try:
+        for index in range(gateways):
+            started.append(start_gateway(directory, index, secret))
+    except BaseException:
+        for gateway in started:
+            gateway.stop(signal.SIGTERM)
+        cluster.stop()
+        raise
+    state = {"redis": cluster.to_json(), "gateways": [g.to_json() for g in started],
+             "secret": secret}
+    state_path.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def down(directory: Path) -> list[str]:
+    """Stop what `up` started in `directory`: gateways first (SIGTERM, they drain), then the
+    Redis nodes. Returns what was stopped. Logs and data dirs are left for inspection."""
+    state_path = directory / STATE_FILE
+    if not state_path.exists():
+        raise DevClusterError(f"no {STATE_FILE} in {directory}: nothing to stop")
+    state = json.loads(state_path.read_text())
+    stopped = []
+    for entry, sig in ([(g, signal.SIGTERM) for g in state["gateways"]]
+                       + [(n, signal.SIGKILL) for n in state["redis"]["nodes"]]):
+        process = Process(**entry)
+        if process.alive():
+            process.stop(sig)
+            stopped.append(f"{process.name} on port {process.port} (pid {process.pid})")
+    state_path.unlink()
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m switchboard.tools.devcluster",
+        description="Bring a local Redis Cluster and N gateways up on 127.0.0.1, or down. The "
+                    "gateways run standalone for now (each its own SQLite store and in-memory "
+                    "registry, one shared dev signing secret); joining them through the Redis "
+                    "Cluster is wired separately.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("up", help="start a Redis Cluster and gateways")
+    start.add_argument("--redis", type=int, default=3, metavar="MASTERS",
+                       help="Redis masters (at least 3; default 3)")
+    start.add_argument("--replicas", type=int, default=0,
+                       help="replicas per master (default 0; 1 lets a master fail over)")
+    start.add_argument("--gateways", type=int, default=0, metavar="N",
+                       help="standalone gateway processes to start (default 0)")
+    start.add_argument("--dir", type=Path,
+                       help="where logs, data and the pid file go (default: a new temp dir)")
+    stop = sub.add_parser("down", help="stop everything `up` started in --dir")
+    stop.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "down":
+            for line in down(args.dir):
+                print(f"stopped {line}")
+            return 0
+        directory = args.dir or Path(tempfile.mkdtemp(prefix="switchboard-dev-"))
+        state = up(directory, args.redis, args.replicas, args.gateways)
+    except (DevClusterError, ValueError) as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    nodes = state["redis"]["nodes"]
+    print("redis cluster: " + ",".join(f"{HOST}:{node['port']}" for node in nodes)
+          + f"  ({args.redis} masters, {args.replicas} replicas each)")
+    for gateway in state["gateways"]:
+        print(f"{gateway['name']}: ws://{HOST}:{gateway['port']}/v1/ws  "
+              f"metrics {gateway['extra']['metrics']}  "
+              f"(pid {gateway['pid']}, log {gateway['log']})")
+    if state["gateways"]:
+        print(f"tokens: SWITCHBOARD_AUTH_SECRET={state['secret']} "
+              "python -m switchboard token --user U --device D")
+    print(f"stop with: python -m switchboard.tools.devcluster down --dir {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
