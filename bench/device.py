@@ -51,7 +51,9 @@ def _ignore(k: int, t_ns: int) -> None:
 
 class Device(WSListener):
     """What every generated device has, whatever it speaks: identity, callbacks, counters of
-    unexpected disconnects, and open/close around one picows connection."""
+    unexpected disconnects, and open/close around one picows connection. A protocol subclass
+    adds `send(k, t_ns)` (send message number k, stamped t_ns) and `on_payload(frame)` (every
+    frame but CLOSE)."""
 
     def __init__(self, user: str, partner: str = "", body_size: int = 64) -> None:
         super().__init__()
@@ -102,9 +104,6 @@ class Device(WSListener):
     async def opened(self) -> None:
         """Wait until the protocol considers the connection usable."""
 
-    def send(self, k: int, t_ns: int) -> None:
-        raise NotImplementedError
-
     # -- picows
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -120,9 +119,6 @@ class Device(WSListener):
             transport.disconnect()
         else:
             self.on_payload(frame)
-
-    def on_payload(self, frame: WSFrame) -> None:
-        raise NotImplementedError
 
 
 class SwitchboardDevice(Device):

@@ -28,6 +28,7 @@ from .. import hist, report
 from ..gen import Worker
 from ..profile import Profiler
 from ..progress import Progress
+from ..ordercheck import InOrder
 
 NAME = "chat"
 SIZE_HELP = "pairs of devices"
@@ -60,22 +61,19 @@ class Meter:
         return self.sent - self.completed
 
 
-class Flow:
+class Flow(InOrder):
     """One direction of one pair: the unit of sending, counting and exactly-once checking."""
-    __slots__ = ("sender", "meter", "needs_ack", "window", "sent", "acked", "delivered", "done",
-                 "expected", "anomalies")
+    __slots__ = ("sender", "meter", "needs_ack", "window", "sent", "acked", "done")
 
     def __init__(self, sender, needs_ack: bool) -> None:
+        super().__init__()
         self.sender = sender
         self.meter = Meter()
         self.needs_ack = needs_ack
         self.window = 0          # > 0: closed loop, keep this many in flight
         self.sent = 0
         self.acked = 0
-        self.delivered = 0
         self.done = 0
-        self.expected = 0        # the next k the receiver must see
-        self.anomalies = 0       # duplicates, gaps or reorderings seen by the receiver
 
     def send(self, t_ns: int) -> None:
         self.sender.send(self.sent, t_ns)
@@ -95,12 +93,7 @@ class Flow:
 
     def on_deliver(self, k: int, t_ns: int) -> None:
         now = time.monotonic_ns()
-        if k == self.expected:
-            self.expected += 1
-        else:
-            self.anomalies += 1
-            self.expected = max(self.expected, k + 1)
-        self.delivered += 1
+        self.see(k)
         hist.record_ns(self.meter.deliver, now - t_ns)
         self._progress(now)
 

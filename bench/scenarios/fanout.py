@@ -19,6 +19,7 @@ from switchboard.proto.v1 import client_pb2 as pb
 from .. import hist, report
 from ..gen import Worker
 from ..progress import Progress
+from ..ordercheck import InOrder
 
 NAME = "fanout"
 SIZE_HELP = "group members"
@@ -43,15 +44,12 @@ class Arrivals:
         self.anomalies = 0
 
     def receiver(self):
-        expected = [0]
+        check = InOrder()
 
         def on_deliver(k: int, t_ns: int) -> None:
             latency = time.monotonic_ns() - t_ns
-            if k == expected[0]:
-                expected[0] += 1
-            else:
+            if not check.see(k):
                 self.anomalies += 1
-                expected[0] = max(expected[0], k + 1)
             self.delivered += 1
             self.count[k] = self.count.get(k, 0) + 1
             if latency > self.slowest.get(k, 0):

@@ -22,6 +22,7 @@ from switchboard.proto.v1 import client_pb2 as pb
 from .. import hist, procfs, report
 from ..gen import Worker
 from ..progress import Progress
+from ..ordercheck import InOrder
 
 NAME = "storm"
 SIZE_HELP = "offline devices"
@@ -33,24 +34,17 @@ RSS_SAMPLE_EVERY = 0.01
 
 
 # ====================================================================== worker side
-class Receiver:
+class Receiver(InOrder):
     """One offline device: what it got back, and when it was complete."""
-    __slots__ = ("device", "expected", "delivered", "anomalies", "complete")
+    __slots__ = ("device", "complete")
 
     def __init__(self, device) -> None:
+        super().__init__()
         self.device = device
-        self.expected = 0
-        self.delivered = 0
-        self.anomalies = 0
         self.complete = asyncio.Event()
 
     def on_deliver(self, k: int, t_ns: int) -> None:
-        if k == self.expected:
-            self.expected += 1
-        else:
-            self.anomalies += 1
-            self.expected = max(self.expected, k + 1)
-        self.delivered += 1
+        self.see(k)
 
 
 class Sender:

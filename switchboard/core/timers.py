@@ -12,13 +12,9 @@ import asyncio
 import logging
 from typing import Protocol
 
-try:
-    from switchboard.core._native.timerwheel import TimerWheel
-except ImportError as exc:  # production must not run on a slow stand-in: fail at import
-    raise ImportError(
-        "switchboard.core._native.timerwheel is not built; run "
-        "`pip install -e . --no-build-isolation` or `python setup.py build_ext --inplace`"
-    ) from exc
+from switchboard.core._native import native
+
+TimerWheel = native("timerwheel").TimerWheel
 
 __all__ = ["TimerService", "TimerTarget", "TimerWheel"]
 

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-try:
-    from switchboard.core._native.ring import DEFAULT_VNODES, HashRing
-except ImportError as exc:  # production must not run on a slow stand-in: fail at import
-    raise ImportError(
-        "switchboard.core._native.ring is not built; run "
-        "`pip install -e . --no-build-isolation` or `python setup.py build_ext --inplace`"
-    ) from exc
+from switchboard.core._native import native
+
+_ring = native("ring")
+DEFAULT_VNODES = _ring.DEFAULT_VNODES
+HashRing = _ring.HashRing
 
 __all__ = ["DEFAULT_VNODES", "Ring"]
 
