@@ -18,6 +18,7 @@ import asyncio
 import enum
 import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
 
 from google.protobuf.message import DecodeError
@@ -26,7 +27,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from switchboard.core.auth import Principal, TokenError
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import CommitResult, DeviceStatus, StoredMessage
+from switchboard.core.model import CommitResult, DeviceStatus, Membership, StoredMessage
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
@@ -118,7 +119,7 @@ class Connection(WSListener):
         self.send_bucket: TokenBucket | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
-        self.early: list[bytes] | None = None  # frames that came while ADMITTING
+        self.early: list[pb.ClientFrame] | None = None  # frames that came while ADMITTING
         self.registered = False  # in the hub and the presence registry
         self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
         self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
@@ -187,13 +188,16 @@ class Connection(WSListener):
         except DecodeError:
             self.close(Close.MALFORMED, "not a ClientFrame")
             return
-        kind = frame.WhichOneof("body")
         if self.state == State.ADMITTING:
             if len(self.early) >= MAX_EARLY_FRAMES:
                 self.close(Close.FLOOD, "too many frames before Welcome")
             else:
-                self.early.append(payload)
+                self.early.append(frame)
             return
+        self._dispatch(frame, now)
+
+    def _dispatch(self, frame: pb.ClientFrame, now: float) -> None:
+        kind = frame.WhichOneof("body")
         if self.state == State.AWAIT_AUTH:
             if kind == "auth":
                 self._on_auth_frame(frame.auth.token)
@@ -203,7 +207,7 @@ class Connection(WSListener):
         handler = _HANDLERS.get(kind)
         if handler is None:
             self.send_frame(frames.error(frame.request_id, pb.UNKNOWN_FRAME,
-                                    "unknown frame" if kind is None else f"unexpected {kind}"))
+                                         "unknown frame" if kind is None else f"unexpected {kind}"))
             return
         handler(self, frame, now)
 
@@ -237,9 +241,9 @@ class Connection(WSListener):
         if status is DeviceStatus.OK:
             early, self.early = self.early, None
             self._open()
-            for payload in early:
+            for frame in early:
                 if self.state == State.OPEN:
-                    self._on_binary(payload, self.gw.timers.now())
+                    self._dispatch(frame, self.gw.timers.now())
         elif status is DeviceStatus.REVOKED:
             self.close(Close.DEVICE_REVOKED, "device revoked")
         elif status is DeviceStatus.TOO_MANY:
@@ -284,7 +288,7 @@ class Connection(WSListener):
         wait = self.send_bucket.take(now)
         if wait:
             self.send_frame(frames.error(rid, pb.RATE_LIMITED, "too many sends",
-                                    retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,
+                                         retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,
                                     client_msg_id=send.client_msg_id))
             return
         try:
@@ -292,7 +296,7 @@ class Connection(WSListener):
                                                 send.client_msg_id, send.body, list(send.media_ids))
         except DomainError as exc:
             self.send_frame(frames.domain_error(rid, exc, chat_id=send.chat_id,
-                                           client_msg_id=send.client_msg_id))
+                                                client_msg_id=send.client_msg_id))
             return
         future.add_done_callback(
             lambda f: self._on_send_done(f, rid, send.chat_id, send.client_msg_id))
@@ -307,14 +311,16 @@ class Connection(WSListener):
             self.gw.stats.sends += 1
             self.send_frame(frames.send_ack(rid, result.message, result.duplicate))
         elif isinstance(exc, DomainError):
-            self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
+            self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id,
+                                                client_msg_id=client_msg_id))
         elif isinstance(exc, StoreError):
-            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200,
-                                    chat_id=chat_id, client_msg_id=client_msg_id))
+            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "store unavailable",
+                                         retry_after_ms=200, chat_id=chat_id,
+                                         client_msg_id=client_msg_id))
         else:
             log.error("send failed", exc_info=exc)
             self.send_frame(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
-                                    client_msg_id=client_msg_id))
+                                         client_msg_id=client_msg_id))
 
     def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
         self.gw.stats.acks += 1
@@ -340,7 +346,7 @@ class Connection(WSListener):
             self._maybe_pump()
         if invalid is not None:
             self.send_frame(frames.error(frame.request_id, pb.ACK_INVALID,
-                                    f"seq {invalid.seq} was not delivered on this connection",
+                                         f"seq {invalid.seq} was not delivered on this connection",
                                     chat_id=invalid.chat_id))
 
     def _on_ping(self, frame: pb.ClientFrame, now: float) -> None:
@@ -348,7 +354,8 @@ class Connection(WSListener):
             client_time_ms=frame.ping.client_time_ms, server_time_ms=now_ms())).SerializeToString())
 
     def _on_auth_again(self, frame: pb.ClientFrame, now: float) -> None:
-        self.send_frame(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED, "already authenticated"))
+        self.send_frame(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED,
+                                     "already authenticated"))
 
     def _on_sync(self, frame: pb.ClientFrame, now: float) -> None:
         self._start_sync(frame.request_id)
@@ -358,12 +365,11 @@ class Connection(WSListener):
         if members is None or self.user not in members:
             self._on_request(frame, now)  # checks membership against the store, then relays
         else:
-            self.relay_typing(frame.typing)
+            self.relay_typing(frame.typing, members)
 
-    def relay_typing(self, typing: pb.Typing) -> None:
+    def relay_typing(self, typing: pb.Typing, members: Mapping[str, Membership]) -> None:
         """Relay to the chat's other online devices, throttled; never stored."""
-        members = self.gw.services.chats.cached_members(typing.chat_id)
-        if members is None or self.state != State.OPEN:
+        if self.state != State.OPEN:
             return
         now = self.gw.timers.now()
         relayed = self.typing if self.typing is not None else {}
@@ -403,7 +409,8 @@ class Connection(WSListener):
             self.send_frame(reply)
 
     # ------------------------------------------------------------------ delivery
-    def offer(self, chat_id: str, messages: list[StoredMessage], chunks: list[frames.Chunk]) -> None:
+    def offer(self, chat_id: str, messages: list[StoredMessage],
+              chunks: list[frames.Chunk]) -> None:
         """Fresh messages of one chat (seq order), with their shared encoded Deliver frames."""
         if self.state != State.OPEN:
             return
@@ -555,8 +562,10 @@ class Connection(WSListener):
         if all(chat not in streams or streams[chat].sent >= target
                for chat, target in sync.targets.items()):
             self.sync = None
-            self.send_frame(pb.ServerFrame(request_id=sync.request_id, sync_complete=pb.SyncComplete(
-                chats=len(sync.targets), messages=sync.messages)).SerializeToString())
+            self.send_frame(pb.ServerFrame(
+                request_id=sync.request_id,
+                sync_complete=pb.SyncComplete(chats=len(sync.targets), messages=sync.messages),
+            ).SerializeToString())
 
     # ------------------------------------------------------------------ timers
     def _arm(self, due: float) -> None:

@@ -75,7 +75,7 @@ class Requests:
     async def _typing(self, conn: Connection, rid: int, req: pb.Typing) -> None:
         """Slow path of a typing frame: the chat's members were not cached."""
         await self._chats.require_member(req.chat_id, conn.user)
-        conn.relay_typing(req)
+        conn.relay_typing(req, await self._chats.members(req.chat_id))
 
     # ------------------------------------------------------------------ chats
     async def _create_chat(self, conn: Connection, rid: int, req: pb.CreateChat) -> bytes:
