@@ -99,28 +99,29 @@ class ChatService:
         self._cache.pop(chat.chat_id, None)
         return chat
 
-    async def add_members(self, actor: str, chat_id: str, users: list[str]) -> dict[str, Membership]:
+    async def add_members(self, actor: str | None, chat_id: str,
+                          users: list[str]) -> dict[str, Membership]:
+        """`actor` None is the operator (`switchboard admin`): no membership or role needed."""
         _check_users(users)
-        chat, members = await self._group_for_admin(actor, chat_id)
+        members = await self._group_members(actor, chat_id)
+        if actor is not None and members[actor].role is not Role.ADMIN:
+            raise DomainError(Code.FORBIDDEN, "only admins add members")
         new = {user: Role.MEMBER for user in users if user not in members}
         if len(members) + len(new) > self.max_group_members:
             raise DomainError(Code.GROUP_FULL,
                               f"a group holds at most {self.max_group_members} members")
         if new:
-            members = await self._store.add_members(chat.chat_id, new)
+            members = await self._store.add_members(chat_id, new)
             self._remember(chat_id, members)
         return members
 
-    async def remove_members(self, actor: str, chat_id: str, users: list[str]) -> dict[str, Membership]:
+    async def remove_members(self, actor: str | None, chat_id: str,
+                             users: list[str]) -> dict[str, Membership]:
+        """`actor` None is the operator; a member may always remove themselves (leave)."""
         _check_users(users)
-        chat = await self._store.get_chat(chat_id)
-        members = await self.members(chat_id)
-        mine = members.get(actor)
-        if chat is None or mine is None:
-            raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-        if chat.kind is ChatKind.DIRECT:
-            raise DomainError(Code.FORBIDDEN, "members of a direct chat cannot be removed")
-        if mine.role is not Role.ADMIN and any(user != actor for user in users):
+        members = await self._group_members(actor, chat_id)
+        if (actor is not None and members[actor].role is not Role.ADMIN
+                and any(user != actor for user in users)):
             raise DomainError(Code.FORBIDDEN, "only admins remove other members")
         gone = [user for user in users if user in members]
         if gone:
@@ -128,17 +129,18 @@ class ChatService:
             self._remember(chat_id, members)
         return members
 
-    async def _group_for_admin(self, actor: str, chat_id: str) -> tuple[Chat, dict[str, Membership]]:
+    async def _group_members(self, actor: str | None, chat_id: str) -> dict[str, Membership]:
+        """The members of a group the actor may change (direct chats are fixed)."""
         chat = await self._store.get_chat(chat_id)
         members = await self.members(chat_id)
-        mine = members.get(actor)
-        if chat is None or mine is None:
+        if actor is not None and (chat is None or actor not in members):
+            # the same answer whether or not the chat exists: no probing for chat ids
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+        if chat is None:
+            raise DomainError(Code.NOT_MEMBER, f"no chat {chat_id}")
         if chat.kind is not ChatKind.GROUP:
-            raise DomainError(Code.FORBIDDEN, "members are added to groups only")
-        if mine.role is not Role.ADMIN:
-            raise DomainError(Code.FORBIDDEN, "only admins add members")
-        return chat, members
+            raise DomainError(Code.FORBIDDEN, f"{chat_id} is a direct chat: its members are fixed")
+        return members
 
     async def get_chat(self, chat_id: str) -> Chat | None:
         return await self._store.get_chat(chat_id)

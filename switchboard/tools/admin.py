@@ -39,7 +39,6 @@ from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import valid_id
-from switchboard.core.model import ChatKind, Role
 from switchboard.core.store_sqlite import SQLiteStore
 
 CONTROL_TIMEOUT = 5.0
@@ -140,6 +139,16 @@ async def _store(config: Config) -> AsyncIterator[SQLiteStore]:
         await store.close()
 
 
+@asynccontextmanager
+async def _chats(config: Config) -> AsyncIterator[ChatService]:
+    """The chat rules the gateway applies, acting as the operator; their refusals become Failed."""
+    async with _store(config) as store:
+        try:
+            yield ChatService(store, max_group_members=config.limits.max_group_members)
+        except DomainError as exc:
+            raise Failed(exc.detail) from None
+
+
 def _check_ids(*ids: str) -> None:
     for value in ids:
         if not valid_id(value):
@@ -164,47 +173,26 @@ async def _chats_members(config: Config, args: argparse.Namespace) -> list[dict[
 
 async def _chats_create_group(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(args.creator, *args.member)
-    async with _store(config) as store:
-        chats = ChatService(store, max_group_members=config.limits.max_group_members)
-        try:
-            chat = await chats.create_group(args.creator, args.member, args.title)
-        except DomainError as exc:
-            raise Failed(str(exc)) from None
+    async with _chats(config) as chats:
+        chat = await chats.create_group(args.creator, args.member, args.title)
         return [{"chat_id": chat.chat_id, "title": chat.title,
-                 "members": len(await store.members(chat.chat_id))}]
+                 "members": len(await chats.members(chat.chat_id))}]
 
 
 async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
-    async with _store(config) as store:
-        members = await _group_members(store, args.chat)
-        new = {user: Role.MEMBER for user in args.user if user not in members}
-        if len(members) + len(new) > config.limits.max_group_members:
-            raise Failed(f"a group holds at most {config.limits.max_group_members} members")
-        if new:
-            members = await store.add_members(args.chat, new)
+    async with _chats(config) as chats:
+        members = await chats.add_members(None, args.chat, args.user)
     await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
     return _member_rows(members)
 
 
 async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
-    async with _store(config) as store:
-        members = await _group_members(store, args.chat)
-        gone = [user for user in args.user if user in members]
-        if gone:
-            members = await store.remove_members(args.chat, gone)
+    async with _chats(config) as chats:
+        members = await chats.remove_members(None, args.chat, args.user)
     await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
     return _member_rows(members)
-
-
-async def _group_members(store: SQLiteStore, chat_id: str):
-    chat = await store.get_chat(chat_id)
-    if chat is None:
-        raise Failed(f"no chat {chat_id}")
-    if chat.kind is not ChatKind.GROUP:
-        raise Failed(f"{chat_id} is a direct chat: its members are fixed")
-    return await store.members(chat_id)
 
 
 def _member_rows(members) -> list[dict[str, Any]]:
