@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import OrderedDict
 
 from .errors import Code, DomainError
 from .ids import now_ms, valid_id
+from .lru import LRU
 from .model import Chat, ChatKind, ChatSummaryRow, Membership, Role
 from .store import Store
 
@@ -27,15 +27,13 @@ class ChatService:
                  cache_chats: int = 100_000) -> None:
         self._store = store
         self.max_group_members = max_group_members
-        self._cache: OrderedDict[str, dict[str, Membership]] = OrderedDict()
-        self._cache_chats = cache_chats
+        self._cache: LRU[str, dict[str, Membership]] = LRU(cache_chats)
         self._loading: dict[str, asyncio.Future] = {}
 
     # ------------------------------------------------------------ membership cache
     async def members(self, chat_id: str) -> dict[str, Membership]:
-        cached = self._cache.get(chat_id)
+        cached = self._cache.use(chat_id)
         if cached is not None:
-            self._cache.move_to_end(chat_id)
             return cached
         pending = self._loading.get(chat_id)
         if pending is not None:
@@ -56,7 +54,7 @@ class ChatService:
         return members
 
     def cached_members(self, chat_id: str) -> dict[str, Membership] | None:
-        return self._cache.get(chat_id)
+        return self._cache.use(chat_id)
 
     def forget(self, chat_id: str) -> None:
         """Drop the cached member map: another process (the admin CLI) changed it in the store;
@@ -64,10 +62,7 @@ class ChatService:
         self._cache.pop(chat_id, None)
 
     def _remember(self, chat_id: str, members: dict[str, Membership]) -> None:
-        self._cache[chat_id] = members
-        self._cache.move_to_end(chat_id)
-        while len(self._cache) > self._cache_chats:
-            self._cache.popitem(last=False)
+        self._cache.put(chat_id, members)
 
     async def require_member(self, chat_id: str, user_id: str) -> Membership:
         membership = (await self.members(chat_id)).get(user_id)

@@ -1,9 +1,8 @@
 """A user's devices: admission at connect (limit, revocation) with an in-memory fast path."""
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from .ids import now_ms
+from .lru import LRU
 from .model import DeviceRow, DeviceStatus
 from .store import Store
 
@@ -12,8 +11,7 @@ class Devices:
     def __init__(self, store: Store, *, max_devices: int, cache: int = 200_000) -> None:
         self._store = store
         self.max_devices = max_devices
-        self._admitted: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._cache = cache
+        self._admitted: LRU[tuple[str, str], bool] = LRU(cache)
 
     def known(self, user_id: str, device_id: str) -> bool:
         """Admitted before by this process (and not revoked since): no store round trip."""
@@ -22,9 +20,7 @@ class Devices:
     async def admit(self, user_id: str, device_id: str) -> DeviceStatus:
         status = await self._store.register_device(user_id, device_id, now_ms(), self.max_devices)
         if status is DeviceStatus.OK:
-            self._admitted[(user_id, device_id)] = None
-            while len(self._admitted) > self._cache:
-                self._admitted.popitem(last=False)
+            self._admitted.put((user_id, device_id), True)
         return status
 
     async def revoke(self, user_id: str, device_id: str) -> bool:

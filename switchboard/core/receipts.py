@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 from .chats import ChatService
-from .model import Receipt, UserSettings
+from .lru import LRU
+from .model import Receipt
+from .settings import Settings
 from .store import Store, StoreError
 from .writer import CoalescingWriter
 
@@ -30,34 +31,6 @@ ReceiptPush = Callable[[str, str, dict[str, Receipt], int, int], None]
 """push(user_id, chat_id, changed members' receipts, delivered_all, read_all): one user's view."""
 
 
-class Settings:
-    """Per-user settings with an in-memory cache (read on every receipt and presence push)."""
-
-    def __init__(self, store: Store, cache_users: int = 100_000) -> None:
-        self._store = store
-        self._cache: OrderedDict[str, UserSettings] = OrderedDict()
-        self._cache_users = cache_users
-
-    async def get(self, user_id: str) -> UserSettings:
-        settings = self._cache.get(user_id)
-        if settings is None:
-            settings = await self._store.get_settings(user_id)
-            self._remember(user_id, settings)
-        return settings
-
-    async def update(self, user_id: str, **changes) -> UserSettings:
-        settings = await self._store.update_settings(user_id, changes.get("read_receipts"),
-                                                     changes.get("last_seen"))
-        self._remember(user_id, settings)
-        return settings
-
-    def _remember(self, user_id: str, settings: UserSettings) -> None:
-        self._cache[user_id] = settings
-        self._cache.move_to_end(user_id)
-        while len(self._cache) > self._cache_users:
-            self._cache.popitem(last=False)
-
-
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings,
                  writer: CoalescingWriter, *, flush_interval: float = 0.05,
@@ -67,8 +40,7 @@ class ReceiptService:
         self._settings = settings
         self._writer = writer
         self._flush_interval = flush_interval
-        self._cache: OrderedDict[str, dict[str, Receipt]] = OrderedDict()
-        self._cache_chats = cache_chats
+        self._cache: LRU[str, dict[str, Receipt]] = LRU(cache_chats)
         self._dirty: dict[str, dict[str, Receipt]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
@@ -114,15 +86,13 @@ class ReceiptService:
 
     # ------------------------------------------------------------------ queries
     async def _of_chat(self, chat_id: str) -> dict[str, Receipt]:
-        cached = self._cache.get(chat_id)
+        cached = self._cache.use(chat_id)
         if cached is None:
-            cached = await self._store.receipts(chat_id)
-            if chat_id in self._cache:  # loaded meanwhile by another caller: keep theirs
-                cached = self._cache[chat_id]
-            self._cache[chat_id] = cached
-            while len(self._cache) > self._cache_chats:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(chat_id)
+            loaded = await self._store.receipts(chat_id)
+            cached = self._cache.use(chat_id)  # loaded meanwhile by another caller: keep theirs
+            if cached is None:
+                cached = loaded
+                self._cache.put(chat_id, cached)
         return cached
 
     async def rollup(self, chat_id: str, receipts: dict[str, Receipt]) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from switchboard.core.chats import ChatService, direct_chat_id
 from switchboard.core.ids import valid_id
 from switchboard.core.model import Visibility
-from switchboard.core.receipts import Settings
+from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.presence import PresenceRegistry

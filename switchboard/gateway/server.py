@@ -24,7 +24,8 @@ from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import Receipt
-from switchboard.core.receipts import ReceiptService, Settings
+from switchboard.core.receipts import ReceiptService
+from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.timers import TimerService

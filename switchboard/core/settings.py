@@ -1,0 +1,28 @@
+"""Per-user settings (read receipts, last-seen visibility) with an in-memory cache: receipts
+and presence read them on every push."""
+from __future__ import annotations
+
+from .lru import LRU
+from .model import UserSettings
+from .store import Store
+
+
+class Settings:
+    """Per-user settings with an in-memory cache (read on every receipt and presence push)."""
+
+    def __init__(self, store: Store, cache_users: int = 100_000) -> None:
+        self._store = store
+        self._cache: LRU[str, UserSettings] = LRU(cache_users)
+
+    async def get(self, user_id: str) -> UserSettings:
+        settings = self._cache.use(user_id)
+        if settings is None:
+            settings = await self._store.get_settings(user_id)
+            self._cache.put(user_id, settings)
+        return settings
+
+    async def update(self, user_id: str, **changes) -> UserSettings:
+        settings = await self._store.update_settings(user_id, changes.get("read_receipts"),
+                                                     changes.get("last_seen"))
+        self._cache.put(user_id, settings)
+        return settings
