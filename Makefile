@@ -14,7 +14,7 @@ test: install
 	$(PYTHON) -m pytest -q
 
 proto:
-	$(PYTHON) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. switchboard/proto/v1/client.proto
+	$(PYTHON) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. switchboard/proto/v1/client.proto switchboard/proto/v1/mesh.proto
 
 bench-micro: install
 	$(PYTHON) -m pytest bench/micro --benchmark-only -q

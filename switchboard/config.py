@@ -110,6 +110,21 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class ClusterConfig:
+    """Cluster mode (docs/cluster.md): off by default, one process owns every chat."""
+    enabled: bool = False
+    node_name: str = ""         # this node's mesh id; "" means "n<server.node_id>"
+    mesh_host: str = "127.0.0.1"  # where the mesh listener binds and what peers are told
+    mesh_port: int = 0          # 0: any free port (with a registry; static peers need fixed ports)
+    peers: str = ""             # static members "name=host:port,..." (this node included or not)
+    redis: str = ""             # Redis Cluster seed nodes "host:port,...": leases and sessions
+    lease_ttl: float = 6.0      # a dead node's devices stay routed to it this long at most
+    heartbeat_interval: float = 1.0  # mesh heartbeats on an idle link
+    link_timeout: float = 3.0   # a link silent this long is closed and redialled
+    forward_timeout: float = 10.0  # a send forwarded to its owner fails UNAVAILABLE after this
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "INFO"
     format: str = "json"     # json: one object per line (journald, log shippers); text: humans
@@ -124,6 +139,7 @@ class Config:
     timers: TimersConfig = field(default_factory=TimersConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def secret_bytes(self) -> bytes:
@@ -242,6 +258,11 @@ def _validate(config: Config) -> None:
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
         "metrics.port": 0 <= config.metrics.port < 65536,
+        "cluster.mesh_port": 0 <= config.cluster.mesh_port < 65536,
+        "cluster.lease_ttl": config.cluster.lease_ttl > 0,
+        "cluster.heartbeat_interval": config.cluster.heartbeat_interval > 0,
+        "cluster.link_timeout": config.cluster.link_timeout > config.cluster.heartbeat_interval,
+        "cluster.forward_timeout": config.cluster.forward_timeout > 0,
     }
     for key, ok in in_range.items():
         if not ok:
@@ -257,8 +278,48 @@ def _validate(config: Config) -> None:
     config.log.level = config.log.level.upper()
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert and tls.key: set both (TLS on) or neither (plaintext)")
+    if config.cluster.enabled:
+        _validate_cluster(config)
     if config.auth.secret and len(config.auth.secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"auth.secret: a signing key needs at least {MIN_SECRET_BYTES} bytes")
+
+
+def parse_addresses(value: str, key: str) -> list[tuple[str, int]]:
+    """"host:port,host:port" -> [(host, port)]; ConfigError naming `key` when malformed."""
+    result = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{key}: {item!r} is not host:port")
+        result.append((host, int(port)))
+    return result
+
+
+def parse_peers(value: str) -> dict[str, str]:
+    """"name=host:port,..." -> {name: "host:port"}; ConfigError naming cluster.peers."""
+    peers = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"cluster.peers: {item!r} is not name=host:port")
+        parse_addresses(address, "cluster.peers")
+        peers[name.strip()] = address.strip()
+    return peers
+
+
+def _validate_cluster(config: Config) -> None:
+    cluster = config.cluster
+    if not cluster.node_name:
+        cluster.node_name = f"n{config.server.node_id}"
+    if not cluster.node_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"cluster.node_name: {cluster.node_name!r} must be letters, digits, -_.")
+    peers = parse_peers(cluster.peers)
+    parse_addresses(cluster.redis, "cluster.redis")
+    if not peers and not cluster.redis:
+        raise ConfigError("cluster.enabled: set cluster.redis (leases in Redis Cluster) or "
+                          "cluster.peers (a static member list)")
+    if not cluster.redis and cluster.mesh_port == 0:
+        raise ConfigError("cluster.mesh_port: static peers need a fixed mesh port")
 
 
 def _read_secret_file(path: str) -> bytes:
