@@ -118,6 +118,7 @@ class ClusterConfig:
     mesh_port: int = 0          # 0: any free port (with a registry; static peers need fixed ports)
     peers: str = ""             # static members "name=host:port,..." (this node included or not)
     redis: str = ""             # Redis Cluster seed nodes "host:port,...": leases and sessions
+    redis_prefix: str = "sb"    # key prefix: clusters sharing one Redis Cluster use different ones
     lease_ttl: float = 6.0      # a dead node's devices stay routed to it this long at most
     heartbeat_interval: float = 1.0  # mesh heartbeats on an idle link
     link_timeout: float = 3.0   # a link silent this long is closed and redialled

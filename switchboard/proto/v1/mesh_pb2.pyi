@@ -120,10 +120,8 @@ class Invalidate(_message.Message):
         __slots__ = ()
         CHAT_MEMBERS: _ClassVar[Invalidate.Kind]
         USER_SETTINGS: _ClassVar[Invalidate.Kind]
-        USER_DEVICES: _ClassVar[Invalidate.Kind]
     CHAT_MEMBERS: Invalidate.Kind
     USER_SETTINGS: Invalidate.Kind
-    USER_DEVICES: Invalidate.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     REMOVED_USER_IDS_FIELD_NUMBER: _ClassVar[int]
