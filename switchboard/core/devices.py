@@ -23,8 +23,12 @@ class Devices:
             self._admitted.put((user_id, device_id), True)
         return status
 
-    async def revoke(self, user_id: str, device_id: str) -> bool:
+    def forget(self, user_id: str, device_id: str) -> None:
+        """Revoked elsewhere (another node, the admin CLI): the next connect asks the store."""
         self._admitted.pop((user_id, device_id), None)
+
+    async def revoke(self, user_id: str, device_id: str) -> bool:
+        self.forget(user_id, device_id)
         return await self._store.revoke_device(user_id, device_id)
 
     async def list(self, user_id: str) -> list[DeviceRow]:

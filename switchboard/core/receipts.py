@@ -30,6 +30,10 @@ FRESH_LOOKBACK = 1000  # messages whose senders hear of a change to receipts not
 ReceiptPush = Callable[[str, str, dict[str, Receipt], int, int], None]
 """push(user_id, chat_id, changed members' receipts, delivered_all, read_all): one user's view."""
 
+NoteRoute = Callable[[str, str, int, int], None]
+"""route(chat_id, user_id, delivered, read): take a change to the service that coalesces the
+chat's pushes (the chat owner's, in cluster mode; this one by default)."""
+
 
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings,
@@ -45,6 +49,7 @@ class ReceiptService:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
         self._push: ReceiptPush | None = None
+        self.route: NoteRoute = self.note
         self.updates_pushed = 0
 
     def set_push(self, push: ReceiptPush) -> None:
@@ -62,11 +67,11 @@ class ReceiptService:
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
         """A device of the user acked up to seq."""
         self._writer.ack_delivered(chat_id, user_id, seq)
-        self._note(chat_id, user_id, seq, 0)
+        self.route(chat_id, user_id, seq, 0)
 
     def read(self, chat_id: str, user_id: str, seq: int) -> None:
         """The user read up to seq (already persisted by the caller)."""
-        self._note(chat_id, user_id, seq, seq)
+        self.route(chat_id, user_id, seq, seq)
 
     def sent(self, chat_id: str, user_id: str, seq: int) -> None:
         """The user's own message: the store moved their watermarks; mirror it, no push."""
@@ -76,7 +81,8 @@ class ReceiptService:
             mine.delivered_seq = max(mine.delivered_seq, seq)
             mine.read_seq = max(mine.read_seq, seq)
 
-    def _note(self, chat_id: str, user_id: str, delivered: int, read: int) -> None:
+    def note(self, chat_id: str, user_id: str, delivered: int, read: int) -> None:
+        """A persisted change, to be pushed with the next flush."""
         pending = self._dirty.setdefault(chat_id, {}).setdefault(user_id, Receipt(0, 0))
         pending.delivered_seq = max(pending.delivered_seq, delivered, read)
         pending.read_seq = max(pending.read_seq, read)

@@ -21,6 +21,10 @@ class Settings:
             self._cache.put(user_id, settings)
         return settings
 
+    def forget(self, user_id: str) -> None:
+        """Another node changed the user's settings: reload on next use."""
+        self._cache.pop(user_id, None)
+
     async def update(self, user_id: str, **changes) -> UserSettings:
         settings = await self._store.update_settings(user_id, changes.get("read_receipts"),
                                                      changes.get("last_seen"))

@@ -31,6 +31,7 @@ from switchboard.core.model import CommitResult, DeviceStatus, Membership, Store
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.registry import RegistryUnavailable
 
 from . import frames
 
@@ -98,7 +99,7 @@ class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
-                 "presence", "typing", "invisible")
+                 "presence", "typing", "invisible", "opened_ms")
 
     def __init__(self, gw: Gateway, principal: Principal | None) -> None:
         super().__init__()
@@ -124,6 +125,7 @@ class Connection(WSListener):
         self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
         self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
         self.invisible = False
+        self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -223,7 +225,8 @@ class Connection(WSListener):
         self._authenticated()
 
     def _authenticated(self) -> None:
-        if self.gw.services.devices.known(self.user, self.device):
+        self.opened_ms = now_ms()
+        if self.gw.services.devices.known(self.user, self.device) and not self.gw.clustered:
             self._open()
         else:
             self.state = State.ADMITTING
@@ -231,12 +234,21 @@ class Connection(WSListener):
             self.gw.spawn(self._admit())
 
     async def _admit(self) -> None:
-        devices = self.gw.services.devices
+        """Device admission (when not known), then, in a cluster, the session is recorded
+        before the first sync can read the store (router/cluster.py says why)."""
+        gw = self.gw
+        devices = gw.services.devices
+        status = DeviceStatus.OK
         try:
-            status = await devices.admit(self.user, self.device)
-        except StoreError:
+            if not devices.known(self.user, self.device):
+                status = await devices.admit(self.user, self.device)
+            if status is DeviceStatus.OK and gw.clustered and self.state == State.ADMITTING:
+                await gw.router.session_opened(self.user, self.device, self.opened_ms)
+        except (StoreError, RegistryUnavailable):
             status = None
         if self.state != State.ADMITTING:
+            if status is DeviceStatus.OK and gw.clustered:
+                gw.router.session_closed(self.user, self.device)
             return
         if status is DeviceStatus.OK:
             early, self.early = self.early, None
@@ -275,6 +287,7 @@ class Connection(WSListener):
         gw.hub.remove(self)
         gw.presence.registry.disconnected(self.user, self.device)
         gw.presence.drop(self)
+        gw.router.session_closed(self.user, self.device)
         gw.spawn(gw.services.devices.seen(self.user, self.device))
 
     def _on_send(self, frame: pb.ClientFrame, now: float) -> None:
@@ -382,9 +395,10 @@ class Connection(WSListener):
         else:
             del relayed[typing.chat_id]
         self.typing = relayed or None
-        self.gw.hub.push_to_members(members, pb.ServerFrame(typing_update=pb.TypingUpdate(
+        self.gw.router.push(members, pb.ServerFrame(typing_update=pb.TypingUpdate(
             chat_id=typing.chat_id, user_id=self.user, device_id=self.device, typing=typing.typing,
-            expires_in_ms=TYPING_EXPIRES_MS if typing.typing else 0)).SerializeToString(), self)
+            expires_in_ms=TYPING_EXPIRES_MS if typing.typing else 0)).SerializeToString(),
+            (self.user, self.device))
 
     def _on_unsubscribe(self, frame: pb.ClientFrame, now: float) -> None:
         self.gw.presence.unsubscribe(self, list(frame.unsubscribe_presence.user_ids))

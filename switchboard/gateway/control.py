@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from switchboard.router.base import Invalidation
+
 from .connection import Close
 
 if TYPE_CHECKING:
@@ -93,8 +95,7 @@ class ControlServer:
             # admission, which would otherwise let the device straight back in.
             await gw.services.devices.revoke(user, device)
             closed = [c for c in gw.hub.devices_of(user) if c.device == device]
-            for conn in closed:
-                conn.close(Close.DEVICE_REVOKED, "device revoked")
+            gw.router.kick(user, device, Close.DEVICE_REVOKED, "device revoked")
             return {"closed": len(closed)}
         if op == "chat_changed":
             chat_id = str(request["chat_id"])
@@ -103,7 +104,7 @@ class ControlServer:
             chats.forget(chat_id)
             after = await chats.members(chat_id)
             gone = [user for user in before if user not in after]
-            gw.hub.drop_chat(chat_id, gone)
+            gw.router.invalidate(Invalidation.CHAT_MEMBERS, chat_id, gone)
             return {"members": len(after), "dropped": len(gone)}
         raise ValueError(f"unknown op {op!r}")
 

@@ -8,18 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from switchboard.core.errors import Code, DomainError
+from switchboard.core.errors import DomainError
 from switchboard.core.model import Chat, ChatSummaryRow, Membership, StoredMessage
 from switchboard.proto.v1 import client_pb2 as pb
-
-_ERROR_CODES = {code: pb.ErrorCode.Value(code.value) for code in Code}
-
-
-def message(row: StoredMessage) -> pb.Message:
-    return pb.Message(chat_id=row.chat_id, seq=row.seq, server_id=row.server_id,
-                      sender_user_id=row.sender_user, sender_device_id=row.sender_device,
-                      client_msg_id=row.client_msg_id, body=row.body, media_ids=row.media_ids,
-                      created_at_ms=row.created_at_ms)
+from switchboard.router.codec import ERROR_CODES, message_to_pb as message
 
 
 class Chunk(NamedTuple):
@@ -71,7 +63,7 @@ def error(request_id: int, code: int, detail: str, *, retry_after_ms: int = 0, c
 
 def domain_error(request_id: int, exc: DomainError, *, chat_id: str = "",
                  client_msg_id: str = "") -> bytes:
-    return error(request_id, _ERROR_CODES[exc.code], exc.detail,
+    return error(request_id, ERROR_CODES[exc.code], exc.detail,
                  retry_after_ms=exc.retry_after_ms, chat_id=chat_id, client_msg_id=client_msg_id)
 
 

@@ -1,10 +1,10 @@
 """This node's connected devices: user -> device -> Connection, and local fan-out."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from switchboard.core.model import Membership, StoredMessage
+from switchboard.core.model import StoredMessage
 
 from . import frames
 
@@ -42,7 +42,7 @@ class Hub:
     def all(self) -> list[Connection]:
         return [conn for devices in self._by_user.values() for conn in devices.values()]
 
-    def deliver(self, chat_id: str, members: Mapping[str, Membership],
+    def deliver(self, chat_id: str, members: Mapping[str, object],
                 messages: list[StoredMessage]) -> None:
         """Offer a chat's freshly committed messages to every connected device of its members.
         Walks whichever is smaller: the member map or the connected users."""
@@ -58,17 +58,16 @@ class Hub:
                 for conn in tuple(devices.values()):
                     conn.offer(chat_id, messages, chunks)
 
-    def push_to_user(self, user: str, data: bytes, exclude: Connection | None = None) -> None:
-        for conn in tuple(self._by_user.get(user, {}).values()):
-            if conn is not exclude:
-                conn.send_frame(data)
-
-    def push_to_members(self, members: Mapping[str, Membership], data: bytes,
-                        exclude: Connection | None = None) -> None:
-        """One frame to every connected device of the members (typing indicators)."""
-        for user in members:
-            if user in self._by_user:
-                self.push_to_user(user, data, exclude)
+    def push_to_users(self, users: Iterable[str], data: bytes,
+                      exclude: tuple[str, str] | None = None) -> None:
+        """One frame to every connected device of the users but `exclude` (user, device)."""
+        by_user = self._by_user
+        for user in users:
+            devices = by_user.get(user)
+            if devices:
+                for conn in tuple(devices.values()):
+                    if exclude is None or (conn.user, conn.device) != exclude:
+                        conn.send_frame(data)
 
     def drop_chat(self, chat_id: str, users: list[str]) -> None:
         """Members left the chat: their connections stop tracking it."""

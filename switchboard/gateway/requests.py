@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from switchboard.core.errors import Code, DomainError
 from switchboard.core.model import Visibility
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.base import Invalidation
 
 from . import frames
 from .connection import Close
@@ -88,16 +89,20 @@ class Requests:
             chat = await self._chats.create_group(conn.user, others, req.title)
         else:
             raise DomainError(Code.INVALID_ARGUMENT, "kind must be DIRECT or GROUP")
+        # another node may have cached the chat as memberless (a send before it existed)
+        self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, chat.chat_id)
         return await self._chat_info(rid, chat.chat_id)
 
     async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
         await self._chats.add_members(conn.user, req.chat_id, list(req.user_ids))
+        self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id)
         return await self._chat_info(rid, req.chat_id)
 
     async def _remove_members(self, conn: Connection, rid: int, req: pb.RemoveMembers) -> bytes:
         before = set(await self._chats.members(req.chat_id))
         after = await self._chats.remove_members(conn.user, req.chat_id, list(req.user_ids))
-        self._gw.hub.drop_chat(req.chat_id, [u for u in before if u not in after])
+        self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id,
+                                   [u for u in before if u not in after])
         if conn.user not in after:
             chat = await self._chats.get_chat(req.chat_id)
             return frames.chat_info(rid, chat, after, await self._store.head_seq(req.chat_id))
@@ -138,6 +143,8 @@ class Requests:
         if req.HasField("invisible") and req.invisible != conn.invisible:
             conn.invisible = req.invisible
             self._gw.presence.registry.set_visible(conn.user, conn.device, not req.invisible)
+        if changes:
+            self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
         if "last_seen" in changes:
             await self._gw.presence.refresh_privacy(conn.user)
         return pb.ServerFrame(request_id=rid, settings=pb.Settings(
@@ -147,7 +154,7 @@ class Requests:
     # ------------------------------------------------------------------ devices
     async def _list_devices(self, conn: Connection, rid: int, req: pb.ListDevices) -> bytes:
         devices = self._gw.services.devices
-        online = {c.device for c in self._gw.hub.devices_of(conn.user)}
+        online = await self._gw.router.online_devices(conn.user)
         rows = await devices.list(conn.user)
         return pb.ServerFrame(request_id=rid, device_list=pb.DeviceList(
             max_devices=devices.max_devices,
@@ -161,7 +168,5 @@ class Requests:
             raise DomainError(Code.NOT_FOUND, f"no device {req.device_id[:128]}")
         reply = pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
         conn.send_frame(reply)
-        for other in self._gw.hub.devices_of(conn.user):
-            if other.device == req.device_id:
-                other.close(Close.DEVICE_REVOKED, "device revoked")
+        self._gw.router.kick(conn.user, req.device_id, Close.DEVICE_REVOKED, "device revoked")
         return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
-from switchboard.config import Config
+from switchboard.config import Config, parse_addresses, parse_peers
 from switchboard.core.auth import TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
 from switchboard.core.ids import ServerIds, now_ms
@@ -30,12 +30,14 @@ from switchboard.core.store import Store
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.timers import TimerService
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.base import Router
 from switchboard.router.local import LocalRouter
 
 from .connection import Close, Connection
 from .control import ControlServer
 from .hub import Hub
 from .metrics import GatewayMetrics
+from .node import GatewayNode
 from .presence import PresenceFanout
 from .requests import Requests
 from .status import StatusServer
@@ -98,8 +100,11 @@ class Gateway:
         self.presence = PresenceFanout(store, chats, settings,
                                        interval=config.timers.presence_interval,
                                        max_subscriptions=config.limits.max_presence_subscriptions)
-        self.router = LocalRouter(messages)
-        self.router.set_local_delivery(self.hub.deliver)
+        self.clustered = config.cluster.enabled
+        self.router: Router = (_mesh_router(config, messages, GatewayNode(self)) if self.clustered
+                               else LocalRouter(messages, GatewayNode(self)))
+        receipts.route = self.router.note_receipt
+        self.presence.registry.on_local_change = self.router.presence_changed
         self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
         self.stats = Stats()
@@ -128,6 +133,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         await self.services.store.open()
         self.store_open = True
+        await self.router.start()
         self.timers.start(loop)
         self.metrics.loop_lag.start(loop)
         if self.config.metrics.enabled:
@@ -159,9 +165,12 @@ class Gateway:
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: may a load balancer send new devices here?"""
-        return {"store_open": self.store_open,
-                "listening": self._server is not None and self._server.is_serving(),
-                "not_draining": not self.draining}
+        checks = {"store_open": self.store_open,
+                  "listening": self._server is not None and self._server.is_serving(),
+                  "not_draining": not self.draining}
+        if self.clustered:
+            checks["cluster_registered"] = self.router.registered
+        return checks
 
     def reload_tls(self) -> None:
         """Load the certificate and key now on disk for new handshakes (SIGHUP); established
@@ -181,6 +190,7 @@ class Gateway:
         log.info("draining %d connections, %d sends pending", self.hub.connections,
                  self.services.messages.writer.pending)
         await self.services.messages.close()
+        await self.router.stop()
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
             conn.send_frame(pb.ServerFrame(goaway=pb.Goaway(
@@ -190,6 +200,8 @@ class Gateway:
         await self._closed_handshakes()
         self.presence.close()
         self.services.receipts.close()
+        if self.clustered:
+            await self.router.close_registry()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,7 +253,7 @@ class Gateway:
 
     def _push_receipt(self, user: str, chat_id: str, members: dict[str, Receipt],
                       delivered_all: int, read_all: int) -> None:
-        self.hub.push_to_user(user, pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
+        self.router.push((user,), pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
             chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
             members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq, read_seq=r.read_seq)
                      for u, r in sorted(members.items())])).SerializeToString())
@@ -251,3 +263,21 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
+    """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
+    else the static member list."""
+    from switchboard.router.cluster import MeshRouter
+    cluster = config.cluster
+    registry = None
+    if cluster.redis:
+        from switchboard.router.registry_redis import RedisClusterRegistry
+        registry = RedisClusterRegistry(
+            [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
+            prefix=cluster.redis_prefix)
+    return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
+                      mesh_port=cluster.mesh_port, registry=registry,
+                      static_peers=parse_peers(cluster.peers), lease_ttl=cluster.lease_ttl,
+                      heartbeat_interval=cluster.heartbeat_interval,
+                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)

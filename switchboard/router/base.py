@@ -1,26 +1,103 @@
-"""What the gateway needs from the cluster, whatever its size.
+"""What the gateway needs from the cluster, whatever its size, and what the cluster needs from
+the gateway.
 
-`LocalRouter` (one node owns every chat) implements it today; the mesh router of cluster mode
-implements the same methods by forwarding to the chat's owner node.
+`Router` is the gateway's only way to reach other nodes. `LocalRouter` (one node owns every
+chat) implements it by calling straight back into this node; `MeshRouter` (cluster.py)
+forwards sends to the chat's owner and carries fan-out, pushes, invalidations, presence and
+kicks over the mesh. Every method that acts "everywhere" acts on this node too, through
+`LocalNode`, so the gateway never does a local step beside a router call.
+
+`LocalNode` is the gateway as the router sees it: the effects a node has on its own devices
+and caches. The gateway implements it (gateway/node.py); the router never imports the gateway.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Callable, Protocol
+import enum
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
-from switchboard.core.model import CommitResult, Membership, StoredMessage
+from switchboard.core.model import CommitResult, StoredMessage
 
-LocalDelivery = Callable[[str, Mapping[str, Membership], list[StoredMessage]], None]
-"""deliver(chat_id, members, messages) to this node's connected devices."""
+
+class Invalidation(enum.IntEnum):
+    """Cached state every node must reload (values are mesh.proto's Invalidate.Kind)."""
+    CHAT_MEMBERS = 0
+    USER_SETTINGS = 1
+
+
+class LocalNode(Protocol):
+    def deliver(self, chat_id: str, members: Mapping[str, Any], messages: list[StoredMessage]) -> None:
+        """Offer a chat's freshly committed messages (seq order) to the connected devices of
+        `members` (only the keys matter)."""
+
+    def push(self, users: Collection[str], data: bytes, exclude: tuple[str, str] | None) -> None:
+        """An encoded ServerFrame to every connected device of `users` but `exclude` (user, device)."""
+
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+        """A watermark change of a chat this node owns: coalesce and push it."""
+
+    def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
+        """Reload cached state; CHAT_MEMBERS with `removed`: those users' devices stop the chat."""
+
+    def kick(self, user: str, device: str, code: int, reason: str, before_ms: int) -> None:
+        """Close the device's connections opened before `before_ms` with `code`."""
+
+    def online_devices(self, user: str) -> set[str]:
+        """The user's devices connected here."""
+
+    def sessions(self) -> list[tuple[str, str]]:
+        """(user, device) of every open connection: what a re-registered node puts again."""
+
+    def presence_snapshot(self) -> list[tuple[str, bool, int]]:
+        """(user, online, last_seen_ms) for every user with a device here: sent to a new peer."""
+
+    def remote_presence(self, node_id: str, states: list[tuple[str, bool, int]],
+                        snapshot: bool) -> None:
+        """Presence of users through another node; `snapshot` replaces all that node said before."""
+
+    def node_gone(self, node_id: str) -> None:
+        """A peer's link went down: whatever it said about presence no longer holds."""
 
 
 class Router(Protocol):
+    async def start(self) -> None:
+        """Join the cluster (a no-op for a single node)."""
+
+    async def stop(self) -> None:
+        """Leave: other nodes take this node's chats at once (links close)."""
+
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
         """Hand a send to the chat's owner. Raises DomainError for what is refused at once; the
-        future resolves when the message is durable (or fails: outcome unknown, retry with the
-        same client_msg_id)."""
+        future resolves when the message is durable, or fails with DomainError or StoreError
+        (UNAVAILABLE: outcome unknown, retry with the same client_msg_id)."""
 
-    def set_local_delivery(self, deliver: LocalDelivery) -> None:
-        """Where committed messages for this node's devices go."""
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+        """A watermark moved (already persisted): the chat's owner coalesces the pushes."""
+
+    def push(self, users: Collection[str], data: bytes,
+             exclude: tuple[str, str] | None = None) -> None:
+        """An encoded ServerFrame to the users' devices wherever they are connected."""
+
+    def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str] = ()) -> None:
+        """Every node (this one too) reloads the cached state named."""
+
+    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
+        """Record where the device is before it syncs (so a fan-out that misses the sync finds
+        it), and close an older connection of the same device on another node (4010)."""
+
+    def session_closed(self, user: str, device: str) -> None:
+        """The device's connection here is gone."""
+
+    def presence_changed(self, user: str, online: bool, last_seen_ms: int) -> None:
+        """Whether the user is online through this node changed."""
+
+    def kick(self, user: str, device: str, code: int, reason: str) -> None:
+        """Close the device's connections on every node (revocation: 4011)."""
+
+    async def online_devices(self, user: str) -> set[str]:
+        """The user's devices connected anywhere (as far as this router can tell)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /metrics (name -> value); empty for a single node."""

@@ -1,22 +1,57 @@
-"""Single-node routing: this process owns every chat, so a send goes straight to the local
-MessageService and a committed batch is delivered to local connections only."""
+"""Single-node routing: this process owns every chat and holds every connection, so each call
+goes straight to the local MessageService or back to this node."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Sequence
 
+from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import CommitResult
 
-from .base import LocalDelivery
+from .base import Invalidation, LocalNode
 
 
 class LocalRouter:
-    def __init__(self, messages: MessageService) -> None:
+    def __init__(self, messages: MessageService, node: LocalNode) -> None:
         self._messages = messages
+        self._node = node
+        messages.set_fanout(node.deliver)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
         return self._messages.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
 
-    def set_local_delivery(self, deliver: LocalDelivery) -> None:
-        self._messages.set_fanout(deliver)
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+        self._node.note_receipt(chat_id, user, delivered, read)
+
+    def push(self, users: Collection[str], data: bytes,
+             exclude: tuple[str, str] | None = None) -> None:
+        self._node.push(users, data, exclude)
+
+    def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str] = ()) -> None:
+        self._node.invalidate(kind, key, removed)
+
+    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
+        return None
+
+    def session_closed(self, user: str, device: str) -> None:
+        return None
+
+    def presence_changed(self, user: str, online: bool, last_seen_ms: int) -> None:
+        return None
+
+    def kick(self, user: str, device: str, code: int, reason: str) -> None:
+        self._node.kick(user, device, code, reason, now_ms() + 1)
+
+    async def online_devices(self, user: str) -> set[str]:
+        return self._node.online_devices(user)
+
+    def stats(self) -> dict[str, int]:
+        return {}

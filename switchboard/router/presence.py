@@ -1,8 +1,11 @@
-"""Who is online, for one node: user -> connected devices and whether each counts as visible.
+"""Who is online: user -> devices connected here (and whether each counts as visible), plus
+which other nodes say the user is online through them.
 
-A user is online while at least one connected device is not invisible. `on_change(user)` is
-called when that flips; last seen is the moment the last visible device went. Cluster mode keeps
-the same facts in Redis Cluster behind the same methods.
+A user is online while at least one device, here or on another node, is connected and not
+invisible. `on_change(user)` is called when that flips; `on_local_change(user, online,
+last_seen_ms)` when the part this node contributes flips, which is what it tells the other
+nodes (MeshRouter.presence_changed). Last seen is the moment the last visible device went; the
+largest value heard from any node wins, since every node records only its own devices.
 """
 from __future__ import annotations
 
@@ -10,13 +13,19 @@ from typing import Callable
 
 from switchboard.core.ids import now_ms
 
+LocalChange = Callable[[str, bool, int], None]
+
 
 class PresenceRegistry:
-    def __init__(self, on_change: Callable[[str], None]) -> None:
+    def __init__(self, on_change: Callable[[str], None],
+                 on_local_change: LocalChange | None = None) -> None:
         self._devices: dict[str, dict[str, bool]] = {}
+        self._remote: dict[str, set[str]] = {}   # user -> nodes it is online through
         self._last_seen: dict[str, int] = {}
         self._on_change = on_change
+        self.on_local_change = on_local_change
 
+    # ------------------------------------------------------------------ this node's devices
     def connected(self, user: str, device: str, visible: bool = True) -> None:
         self._set(user, device, visible)
 
@@ -29,27 +38,59 @@ class PresenceRegistry:
         devices = self._devices.get(user)
         if devices is None or device not in devices:
             return
-        was_online = any(devices.values())
+        was = self._online_here(user), self.is_online(user)
         del devices[device]
         if not devices:
             del self._devices[user]
-        self._after(user, was_online)
+        self._after(user, was)
 
     def _set(self, user: str, device: str, visible: bool, record_last_seen: bool = True) -> None:
-        devices = self._devices.setdefault(user, {})
-        was_online = any(devices.values())
-        devices[device] = visible
-        self._after(user, was_online, record_last_seen)
+        was = self._online_here(user), self.is_online(user)
+        self._devices.setdefault(user, {})[device] = visible
+        self._after(user, was, record_last_seen)
 
-    def _after(self, user: str, was_online: bool, record_last_seen: bool = True) -> None:
-        online = self.is_online(user)
-        if was_online and not online and record_last_seen:
+    def _after(self, user: str, was: tuple[bool, bool], record_last_seen: bool = True) -> None:
+        was_here, was_online = was
+        here = self._online_here(user)
+        if was_here and not here and record_last_seen:
             self._last_seen[user] = now_ms()
-        if online != was_online:
+        if here != was_here and self.on_local_change is not None:
+            self.on_local_change(user, here, self._last_seen.get(user, 0))
+        if self.is_online(user) != was_online:
             self._on_change(user)
 
-    def is_online(self, user: str) -> bool:
+    def _online_here(self, user: str) -> bool:
         return any(self._devices.get(user, {}).values())
+
+    # ------------------------------------------------------------------ other nodes
+    def remote(self, node_id: str, user: str, online: bool, last_seen_ms: int) -> None:
+        """What `node_id` says about the user's devices there."""
+        was_online = self.is_online(user)
+        nodes = self._remote.get(user)
+        if online:
+            self._remote.setdefault(user, set()).add(node_id)
+        elif nodes is not None:
+            nodes.discard(node_id)
+            if not nodes:
+                del self._remote[user]
+        if last_seen_ms > self._last_seen.get(user, 0):
+            self._last_seen[user] = last_seen_ms
+        if self.is_online(user) != was_online:
+            self._on_change(user)
+
+    def forget_node(self, node_id: str) -> None:
+        """The node is gone (or sent a fresh snapshot): nobody is online through it any more."""
+        for user in [user for user, nodes in self._remote.items() if node_id in nodes]:
+            self.remote(node_id, user, False, 0)
+
+    def local_states(self) -> list[tuple[str, bool, int]]:
+        """(user, online here, last seen) for every user with a device here."""
+        return [(user, self._online_here(user), self._last_seen.get(user, 0))
+                for user in self._devices]
+
+    # ------------------------------------------------------------------ queries
+    def is_online(self, user: str) -> bool:
+        return user in self._remote or self._online_here(user)
 
     def last_seen(self, user: str) -> int | None:
         """Known to this process since it started; None means ask the store."""

@@ -1,0 +1,32 @@
+"""Stored messages and domain errors on the wire: the one conversion the gateway (to devices)
+and the mesh (between nodes) share."""
+from __future__ import annotations
+
+from switchboard.core.errors import Code, DomainError
+from switchboard.core.model import StoredMessage
+from switchboard.proto.v1 import client_pb2 as pb
+
+
+def message_to_pb(row: StoredMessage) -> pb.Message:
+    return pb.Message(chat_id=row.chat_id, seq=row.seq, server_id=row.server_id,
+                      sender_user_id=row.sender_user, sender_device_id=row.sender_device,
+                      client_msg_id=row.client_msg_id, body=row.body, media_ids=row.media_ids,
+                      created_at_ms=row.created_at_ms)
+
+
+def message_from_pb(msg: pb.Message) -> StoredMessage:
+    return StoredMessage(msg.chat_id, msg.seq, msg.server_id, msg.sender_user_id,
+                         msg.sender_device_id, msg.client_msg_id, msg.body, tuple(msg.media_ids),
+                         msg.created_at_ms)
+
+
+ERROR_CODES = {code: pb.ErrorCode.Value(code.value) for code in Code}
+"""Each domain Code -> the wire ErrorCode of the same name."""
+
+
+def domain_error(code: int, detail: str, retry_after_ms: int) -> DomainError:
+    """A wire ErrorCode back into the DomainError the owner raised."""
+    try:
+        return DomainError(Code(pb.ErrorCode.Name(code)), detail, retry_after_ms)
+    except ValueError:
+        return DomainError(Code.UNAVAILABLE, detail or "owner failed", retry_after_ms or 200)
