@@ -61,6 +61,11 @@ class ChatService:
         the next members() call reloads it."""
         self._cache.pop(chat_id, None)
 
+    def forget_all(self) -> None:
+        """The cluster changed (a node joined or left): changes broadcast meanwhile may have
+        been missed, so every member map is reloaded on next use."""
+        self._cache.clear()
+
     def _remember(self, chat_id: str, members: dict[str, Membership]) -> None:
         self._cache.put(chat_id, members)
 

@@ -27,6 +27,9 @@ class Devices:
         """Revoked elsewhere (another node, the admin CLI): the next connect asks the store."""
         self._admitted.pop((user_id, device_id), None)
 
+    def forget_all(self) -> None:
+        self._admitted.clear()
+
     async def revoke(self, user_id: str, device_id: str) -> bool:
         self.forget(user_id, device_id)
         return await self._store.revoke_device(user_id, device_id)

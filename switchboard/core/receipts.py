@@ -90,6 +90,10 @@ class ReceiptService:
             self._flush_handle = asyncio.get_running_loop().call_later(
                 self._flush_interval, self._start_flush)
 
+    def forget_all(self) -> None:
+        """Chats may have changed owner: the watermarks cached here are reloaded on next use."""
+        self._cache.clear()
+
     # ------------------------------------------------------------------ queries
     async def _of_chat(self, chat_id: str) -> dict[str, Receipt]:
         cached = self._cache.use(chat_id)

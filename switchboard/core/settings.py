@@ -25,6 +25,9 @@ class Settings:
         """Another node changed the user's settings: reload on next use."""
         self._cache.pop(user_id, None)
 
+    def forget_all(self) -> None:
+        self._cache.clear()
+
     async def update(self, user_id: str, **changes) -> UserSettings:
         settings = await self._store.update_settings(user_id, changes.get("read_receipts"),
                                                      changes.get("last_seen"))

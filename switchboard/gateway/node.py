@@ -62,3 +62,8 @@ class GatewayNode:
 
     def node_gone(self, node_id: str) -> None:
         self._gw.presence.registry.forget_node(node_id)
+
+    def cluster_changed(self) -> None:
+        services = self._gw.services
+        for service in (services.chats, services.settings, services.devices, services.receipts):
+            service.forget_all()

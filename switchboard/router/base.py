@@ -59,6 +59,10 @@ class LocalNode(Protocol):
     def node_gone(self, node_id: str) -> None:
         """A peer's link went down: whatever it said about presence no longer holds."""
 
+    def cluster_changed(self) -> None:
+        """The ring changed: cached state may have missed broadcasts or belong to chats this
+        node no longer owns; reload it all on next use."""
+
 
 class Router(Protocol):
     async def start(self) -> None:

@@ -1,0 +1,54 @@
+"""PresenceRegistry: this node's devices plus what other nodes say, and which flips are told
+to whom (on_change: subscribers here; on_local_change: the other nodes)."""
+from __future__ import annotations
+
+from switchboard.router.presence import PresenceRegistry
+
+
+def make():
+    changes: list[str] = []
+    local: list[tuple[str, bool, int]] = []
+    registry = PresenceRegistry(changes.append, lambda *state: local.append(state))
+    return registry, changes, local
+
+
+def test_a_user_online_elsewhere_stays_online_when_the_local_device_goes():
+    registry, changes, local = make()
+    registry.remote("b", "alice", True, 0)
+    assert registry.is_online("alice") and changes == ["alice"] and local == []
+    registry.connected("alice", "phone")
+    assert changes == ["alice"]  # already online: no flip for subscribers
+    assert local == [("alice", True, 0)]  # but the other nodes learn alice is here too
+    registry.disconnected("alice", "phone")
+    assert registry.is_online("alice") and changes == ["alice"]
+    assert local[-1][:2] == ("alice", False) and local[-1][2] > 0
+    registry.remote("b", "alice", False, 5)
+    assert not registry.is_online("alice") and changes == ["alice", "alice"]
+    assert registry.last_seen("alice") == local[-1][2]  # the later of the two last-seens
+
+
+def test_last_seen_takes_the_largest_report():
+    registry, _, _ = make()
+    registry.remote("b", "bob", False, 2_000)
+    registry.remote("c", "bob", False, 1_000)
+    assert registry.last_seen("bob") == 2_000
+
+
+def test_a_gone_node_takes_its_users_offline():
+    registry, changes, _ = make()
+    registry.remote("b", "alice", True, 0)
+    registry.remote("b", "bob", True, 0)
+    registry.remote("c", "bob", True, 0)
+    changes.clear()
+    registry.forget_node("b")
+    assert not registry.is_online("alice") and registry.is_online("bob")
+    assert changes == ["alice"]
+
+
+def test_invisible_devices_count_for_nobody():
+    registry, changes, local = make()
+    registry.connected("alice", "phone", visible=False)
+    assert not registry.is_online("alice") and changes == [] and local == []
+    assert registry.local_states() == [("alice", False, 0)]
+    registry.set_visible("alice", "phone", True)
+    assert registry.is_online("alice") and local == [("alice", True, 0)]
