@@ -5,6 +5,9 @@ tokens and the operator's tools.
 listener accepts, pings the watchdog from the event loop, drains on SIGTERM/SIGINT (STOPPING=1,
 then Gateway.stop within server.stop_timeout: exit 0 when drained, 1 when not) and reloads the
 TLS certificate on SIGHUP. Configuration errors exit 2 with a message naming the key.
+
+`serve --workers N` (N > 1) runs N such processes on one host as one cluster, under a small
+supervisor (switchboard/workers.py: per-worker settings, readiness, restarts, stop).
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--production", action="store_true", default=None,
                        help="refuse to start without an explicit auth.secret")
     serve.add_argument("--log-level", help="log.level: DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+                       help="gateway processes sharing the client port as one cluster, under a "
+                            "supervisor (default 1: this process serves; see deploy/README.md)")
 
     token = sub.add_parser("token", help="mint a device token (JWT) for development")
     _common(token)
@@ -46,25 +52,55 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_arguments(admin_parser)
 
     args = parser.parse_args(argv)
+    flags = {
+        "server.data_dir": args.data_dir,
+        "server.host": getattr(args, "host", None),
+        "server.port": getattr(args, "port", None),
+        "server.production": getattr(args, "production", None),
+        "log.level": getattr(args, "log_level", None),
+    }
+    supervise = getattr(args, "workers", 1) > 1
     try:
-        config = load(args.config, {
-            "server.data_dir": args.data_dir,
-            "server.host": getattr(args, "host", None),
-            "server.port": getattr(args, "port", None),
-            "server.production": getattr(args, "production", None),
-            "log.level": getattr(args, "log_level", None),
-        })
+        # The supervisor is no cluster member itself; each worker's [cluster] is checked
+        # with the settings the supervisor gives it (workers.plan).
+        config = load(args.config, {**flags, "cluster.enabled": False} if supervise else flags)
         if args.command == "token":
             return admin.mint(config, args)
         if args.command == "admin":
             return admin.run(config, args)
-        config.secret_bytes()
+        config.secret_bytes()  # dev mode: generated here once, before workers race for it
+        if supervise:
+            from . import workers
+            plan = workers.plan(config, args.workers,
+                                lambda environ: load(args.config, flags, environ=environ))
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(config.log)
+    if supervise:
+        return workers.serve(config, plan, _worker_argv(args))
     import uvloop
     return uvloop.run(_serve(config))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not 1 or more")
+    return value
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """`serve` with the supervisor's own flags, minus --workers: what each worker runs."""
+    argv = ["serve"]
+    for flag, value in (("--config", args.config), ("--data-dir", args.data_dir),
+                        ("--host", args.host), ("--port", args.port),
+                        ("--log-level", args.log_level)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.production:
+        argv.append("--production")
+    return argv
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,311 @@
+"""`switchboard serve --workers N` with real processes: one listening line once every worker
+serves, each worker's ops port, connections spread by the kernel over the workers (seen in each
+worker's connection gauge), a killed worker restarted while the port keeps serving, SIGTERM
+draining every worker, and configuration errors exiting 2 (or 1 once a worker keeps failing)
+instead of spinning."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchboard.core.auth import TokenAuthority
+from tests.ops.node import BASE_ENV, INHERITED_SYSTEMD, http_get
+from tests.support.raw import OPEN_CLIENTS, RawClient
+from tests.support.server import SECRET
+from tests.support.waiting import wait_for
+
+
+
+def _router_present() -> bool:
+    try:
+        importlib.import_module("switchboard.router.cluster")
+    except ImportError:
+        return False
+    return True
+
+
+# Workers run with cluster.enabled = true, which needs the mesh router.
+needs_router = pytest.mark.skipif(not _router_present(),
+                                  reason="the cluster router (switchboard.router.cluster) "
+                                         "is not in the tree yet")
+
+WORKERS = 3
+STOP_TIMEOUT = 10.0
+WORKER_ENV = {"SWITCHBOARD_SERVER_STOP_TIMEOUT": str(STOP_TIMEOUT),
+              "SWITCHBOARD_SERVER_DRAIN_SPREAD": "0.2",
+              "SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL": "0.2",
+              "SWITCHBOARD_CLUSTER_LINK_TIMEOUT": "1.0"}
+_METRICS_LINE = re.compile(r"switchboard metrics on http://[\d.]+:(\d+)/metrics "
+                           r"worker=(\d+) pid=(\d+) node=(\S+)")
+
+
+def free_range(count: int) -> int:
+    """The first of `count` consecutive loopback ports nobody listens on now."""
+    for _ in range(200):
+        first = random.randrange(20000, 60000 - count)
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    raise AssertionError("no free port range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Supervised:
+    """`python -m switchboard serve --workers N` in a child process; its stdout lines are
+    collected by a thread (`lines`), its stderr (every process's logs) goes to a file."""
+
+    def __init__(self, tmp_path: Path, workers: int = WORKERS, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port if port is not None else free_range(1)
+        self.metrics_base = free_range(workers)
+        self.mesh_base = free_range(workers)
+        self.workers = workers
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("SWITCHBOARD_") and k not in INHERITED_SYSTEMD}
+        self.env.update(BASE_ENV)
+        self.env.update(WORKER_ENV)
+        self.env.update({"SWITCHBOARD_METRICS_PORT": str(self.metrics_base),
+                         "SWITCHBOARD_CLUSTER_MESH_PORT": str(self.mesh_base)})
+        self.env.update(env or {})
+        self.data_dir = tmp_path / "data"
+        self.log_path = tmp_path / "supervisor.log"
+        self.tokens = TokenAuthority(SECRET.encode())
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self.pids: dict[int, int] = {}
+        self._changed = threading.Condition()
+
+    def spawn(self) -> "Supervised":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "switchboard", "serve", "--workers", str(self.workers),
+                 "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                stdout=subprocess.PIPE, stderr=log, env=self.env)
+        threading.Thread(target=self._collect, daemon=True).start()
+        return self
+
+    async def start(self) -> "Supervised":
+        self.spawn()
+        first = await self.line(r"switchboard listening on ", timeout=60)
+        assert first == self.lines[0], self.lines
+        assert first == f"switchboard listening on ws://127.0.0.1:{self.port}/v1/ws"
+        await wait_for(lambda: len(self.pids) == self.workers, timeout=5,
+                       message="one metrics line per worker")
+        return self
+
+    def _collect(self) -> None:
+        for raw in self.proc.stdout:
+            line = raw.decode().rstrip("\n")
+            with self._changed:
+                self.lines.append(line)
+                if match := _METRICS_LINE.match(line):
+                    assert int(match.group(1)) == self.metrics_base + int(match.group(2)), line
+                    self.pids[int(match.group(2))] = int(match.group(3))
+                self._changed.notify_all()
+
+    async def line(self, pattern: str, timeout: float = 30, after: int = 0) -> str:
+        """The first stdout line from index `after` on matching `pattern`."""
+        def find():
+            found = next((line for line in self.lines[after:] if re.search(pattern, line)), None)
+            assert found or self.proc.poll() is None, f"exited {self.proc.returncode}"
+            return found
+        try:
+            return await wait_for(find, timeout=timeout, interval=0.05, message=pattern)
+        except AssertionError:
+            raise AssertionError(f"no line {pattern!r} in {self.lines}\n{self.log()}") from None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def metrics_port(self, worker: int) -> int:
+        return self.metrics_base + worker
+
+    def token(self, user: str, device: str) -> str:
+        return self.tokens.mint(user, device, 3600)
+
+    async def open_connections(self) -> list[int]:
+        """Each worker's count of open (authenticated) connections, from its /metrics."""
+        counts = []
+        for worker in range(self.workers):
+            status, body = await http_get(f"http://127.0.0.1:{self.metrics_port(worker)}/metrics")
+            assert status == 200
+            counts.append(next(
+                sample.value for family in text_string_to_metric_families(body.decode())
+                for sample in family.samples
+                if sample.name == "switchboard_connections" and sample.labels == {"state": "open"}))
+        return counts
+
+    async def wait(self, timeout: float) -> int:
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Teardown: SIGKILL the supervisor; its workers get SIGTERM from the kernel
+        (PR_SET_PDEATHSIG) and must be gone soon after."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        deadline = time.monotonic() + STOP_TIMEOUT + 5
+        while any(alive(pid) for pid in self.pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def connect(node: Supervised, user: str, device: str, attempts: int = 1) -> RawClient:
+    for attempt in range(attempts):
+        client = None
+        try:
+            client = await RawClient.connect(node.url, node.token(user, device))
+            await client.recv("welcome")
+            return client
+        except (OSError, AttributeError, asyncio.TimeoutError):
+            # AttributeError: picows hands back no listener when the upgrade was reset
+            if client is not None:
+                close_all([client])
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def close_all(clients: list[RawClient]) -> None:
+    for client in clients:
+        client.close()
+        if client in OPEN_CLIENTS:
+            OPEN_CLIENTS.remove(client)
+
+
+@needs_router
+async def test_workers_share_the_port_and_the_kernel_spreads_connections(tmp_path):
+    node = await Supervised(tmp_path).start()
+    clients: list[RawClient] = []
+    try:
+        for worker in range(WORKERS):
+            status, _ = await http_get(f"http://127.0.0.1:{node.metrics_port(worker)}/healthz")
+            assert status == 200, worker
+        assert len(set(node.pids.values())) == WORKERS
+        for i in range(60):
+            clients.append(await connect(node, f"user{i}", "phone"))
+        counts = await wait_for(lambda: _total(node, 60), timeout=10,
+                                message="60 open connections over the workers")
+        assert sum(1 for count in counts if count) >= 2, counts
+    finally:
+        close_all(clients)
+        node.stop()
+
+
+async def _total(node: Supervised, expected: int) -> list[int] | None:
+    counts = await node.open_connections()
+    return counts if sum(counts) == expected else None
+
+
+@needs_router
+async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(tmp_path):
+    node = await Supervised(tmp_path).start()
+    clients: list[RawClient] = []
+    try:
+        victim = node.pids[1]
+        seen = len(node.lines)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: not alive(victim), message="the killed worker gone")
+        # the others keep accepting on the shared port while it restarts; a connection the
+        # kernel queued on the dying worker's socket is reset, and its client reconnects
+        for i in range(10):
+            clients.append(await connect(node, f"during{i}", "phone", attempts=5))
+        line = await node.line(r"worker=1 pid=", after=seen, timeout=30)
+        assert f"pid={victim}" not in line
+        assert node.pids[1] != victim and alive(node.pids[1])
+        status, _ = await http_get(f"http://127.0.0.1:{node.metrics_port(1)}/healthz")
+        assert status == 200
+        for i in range(20):
+            clients.append(await connect(node, f"after{i}", "phone"))
+        assert "exited with code -9; restart 1" in node.log()
+        assert node.proc.poll() is None
+    finally:
+        close_all(clients)
+        node.stop()
+
+
+@needs_router
+async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
+    node = await Supervised(tmp_path).start()
+    clients: list[RawClient] = []
+    try:
+        for i in range(12):
+            clients.append(await connect(node, f"user{i}", "phone"))
+        pids = list(node.pids.values())
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        assert await node.wait(STOP_TIMEOUT + 5) == 0, node.log()
+        assert time.monotonic() - started < STOP_TIMEOUT
+        assert not any(alive(pid) for pid in pids)
+        for client in clients:  # every device was told to go (Goaway, close 1001)
+            assert (await client.closed())[0] == 1001
+    finally:
+        close_all(clients)
+        node.stop()
+
+
+async def test_port_0_with_workers_is_a_config_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard", "serve", "--workers", "3", "--port", "0",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+        env=dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET))
+    assert done.returncode == 2
+    assert "server.port" in done.stderr and "--workers" in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+@needs_router
+async def test_a_worker_that_keeps_failing_makes_the_supervisor_give_up(tmp_path):
+    node = Supervised(tmp_path)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", node.metrics_port(2)))  # worker 2 cannot open its ops port
+    blocker.listen()
+    try:
+        node.spawn()
+        assert await node.wait(60) == 1
+        assert not any(line.startswith("switchboard listening") for line in node.lines)
+        assert "worker 2 failed 5 times" in node.log()
+    finally:
+        blocker.close()
+        node.stop()
