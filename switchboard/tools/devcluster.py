@@ -1,6 +1,8 @@
-"""A local Redis Cluster (and standalone gateways) on 127.0.0.1, for development and tests.
+"""A local cluster on 127.0.0.1 for development and tests: a Redis Cluster and N gateways that
+form one Switchboard cluster.
 
-    python -m switchboard.tools.devcluster up --redis 3 [--replicas 1] --gateways 2 [--dir D]
+    python -m switchboard.tools.devcluster up [--redis 3] [--replicas 1] --gateways 3 [--dir D]
+    python -m switchboard.tools.devcluster up --redis 0 --gateways 3 [--dir D]
     python -m switchboard.tools.devcluster down --dir D
 
 `up` starts `--redis` masters (and `--replicas` replicas per master) of redis-server from
@@ -8,6 +10,14 @@ Debian's packages in cluster mode, joins them with `redis-cli --cluster create`,
 every node reports `cluster_state:ok`, then starts the gateways and prints every address. The
 processes outlive the command; their pids and ports go to D/devcluster.json, which `down`
 reads to stop exactly those processes.
+
+The gateways are one cluster (docs/cluster.md): one shared data dir (D/data, one SQLite file),
+`cluster.enabled = true`, node ids 0..N-1 named gw0..gwN-1, each on its own client port and
+metrics port. With Redis they register there (`cluster.redis` = every Redis node) and their
+mesh listeners take any free port (`mesh_port = 0`: the registry carries the address). With
+`--redis 0` no Redis is started and the gateways find each other through a static member list
+(`cluster.peers`) on fixed free mesh ports. One dev signing secret is shared, so a token works
+on every gateway.
 
 The Redis nodes run without persistence (`--save '' --appendonly no`) and with a short
 `--cluster-node-timeout` (1000 ms), so a killed master fails over in about two seconds: the
@@ -318,31 +328,59 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------- gateways
-def start_gateway(directory: Path, index: int, secret: str, timeout: float = 30.0) -> Process:
-    """`python -m switchboard serve` on a free port with its own data dir, sharing the dev
-    signing secret (so one token works on every gateway). Standalone: each gateway has its own
-    SQLite store and in-memory registry until cluster wiring lands."""
-    port, metrics_port = free_port(), free_port()
-    data_dir = directory / f"gw{index}"
+def start_gateways(directory: Path, count: int, secret: str, redis: list[str],
+                   timeout: float = 30.0) -> list[Process]:
+    """`count` `python -m switchboard serve` processes forming one cluster: one shared data dir
+    (directory/data), node ids 0..count-1 named gw<i>, each on free client and metrics ports.
+    With `redis` (Redis Cluster node addresses) they register there and take any free mesh
+    port; without, they list each other as static peers on fixed free mesh ports. Returns once
+    every gateway accepts connections; stops the ones it started when one does not."""
+    data_dir = directory / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "gateway.log"
-    env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=secret,
+    mesh_ports = [0 if redis else free_port() for _ in range(count)]
+    peers = "" if redis else ",".join(f"gw{i}={HOST}:{port}" for i, port in enumerate(mesh_ports))
+    started: list[Process] = []
+    try:
+        for index in range(count):
+            started.append(_spawn_gateway(directory, data_dir, index, secret, {
+                "SWITCHBOARD_CLUSTER_ENABLED": "true",
+                "SWITCHBOARD_CLUSTER_NODE_NAME": f"gw{index}",
+                "SWITCHBOARD_CLUSTER_MESH_HOST": HOST,
+                "SWITCHBOARD_CLUSTER_MESH_PORT": str(mesh_ports[index]),
+                "SWITCHBOARD_CLUSTER_REDIS": ",".join(redis),
+                "SWITCHBOARD_CLUSTER_PEERS": peers,
+            }))
+        deadline = time.monotonic() + timeout
+        for gateway in started:
+            _wait(lambda: not gateway.alive() or _listening(gateway.port),
+                  deadline - time.monotonic(), gateway.name)
+            if not gateway.alive():
+                raise DevClusterError(f"{gateway.name} exited at start; see {gateway.log}")
+    except BaseException:
+        for gateway in started:
+            gateway.stop(signal.SIGTERM)
+        raise
+    return started
+
+
+def _spawn_gateway(directory: Path, data_dir: Path, index: int, secret: str,
+                   cluster_env: dict[str, str]) -> Process:
+    port, metrics_port = free_port(), free_port()
+    log = directory / f"gateway-{index}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(cluster_env, SWITCHBOARD_AUTH_SECRET=secret,
+               SWITCHBOARD_SERVER_NODE_ID=str(index),
                SWITCHBOARD_METRICS_PORT=str(metrics_port))
     with open(log, "ab") as out:
         popen = subprocess.Popen(
             [sys.executable, "-m", "switchboard", "serve", "--host", HOST, "--port", str(port),
              "--data-dir", str(data_dir)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    gateway = Process(f"gateway {index}", popen.pid, port, f"--port\0{port}\0", str(log), popen,
-                      {"metrics": f"http://{HOST}:{metrics_port}/metrics"})
-    try:
-        _wait(lambda: not gateway.alive() or _listening(port), timeout, f"gateway {index}")
-    except DevClusterError:
-        gateway.stop()
-        raise
-    if not gateway.alive():
-        raise DevClusterError(f"gateway {index} exited at start; see {log}")
-    return gateway
+    extra = {"metrics": f"http://{HOST}:{metrics_port}/metrics", "node": f"gw{index}"}
+    if cluster_env["SWITCHBOARD_CLUSTER_MESH_PORT"] != "0":
+        extra["mesh"] = f"{HOST}:{cluster_env['SWITCHBOARD_CLUSTER_MESH_PORT']}"
+    return Process(f"gateway {index}", popen.pid, port, f"--port\0{port}\0", str(log), popen,
+                   extra)
 
 
 def _listening(port: int) -> bool:
@@ -355,23 +393,25 @@ def _listening(port: int) -> bool:
 
 # ---------------------------------------------------------------------------- CLI
 def up(directory: Path, redis_masters: int, replicas: int, gateways: int) -> dict[str, Any]:
+    """Start what `main` describes; `redis_masters` 0 means no Redis (static peers)."""
+    if redis_masters == 0 and gateways == 0:
+        raise DevClusterError("nothing to start: --redis 0 and --gateways 0")
     state_path = directory / STATE_FILE
     if state_path.exists():
         raise DevClusterError(f"{state_path} exists: run `down --dir {directory}` first")
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = RedisCluster(directory, redis_masters, replicas).start()
-    started: list[Process] = []
+    cluster = RedisCluster(directory, redis_masters, replicas).start() if redis_masters else None
     secret = secrets.token_urlsafe(32)
     try:
-        for index in range(gateways):
-            started.append(start_gateway(directory, index, secret))
+        started = start_gateways(directory, gateways, secret,
+                                 cluster.addresses if cluster else []) if gateways else []
     except BaseException:
-        for gateway in started:
-            gateway.stop(signal.SIGTERM)
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         raise
-    state = {"redis": cluster.to_json(), "gateways": [g.to_json() for g in started],
-             "secret": secret}
+    state = {"redis": cluster.to_json() if cluster else {"masters": 0, "replicas": 0, "nodes": []},
+             "gateways": [g.to_json() for g in started], "secret": secret,
+             "data_dir": str(directory / "data")}
     state_path.write_text(json.dumps(state, indent=2))
     return state
 
@@ -397,18 +437,19 @@ def down(directory: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m switchboard.tools.devcluster",
-        description="Bring a local Redis Cluster and N gateways up on 127.0.0.1, or down. The "
-                    "gateways run standalone for now (each its own SQLite store and in-memory "
-                    "registry, one shared dev signing secret); joining them through the Redis "
-                    "Cluster is wired separately.")
+        description="Bring a local Redis Cluster and N gateways forming one Switchboard cluster "
+                    "up on 127.0.0.1, or down. The gateways share one data dir (one SQLite "
+                    "file) and a dev signing secret; they register in the Redis Cluster, or "
+                    "with --redis 0 list each other as static peers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("up", help="start a Redis Cluster and gateways")
+    start = sub.add_parser("up", help="start a Redis Cluster and a cluster of gateways")
     start.add_argument("--redis", type=int, default=3, metavar="MASTERS",
-                       help="Redis masters (at least 3; default 3)")
+                       help="Redis masters (at least 3; default 3); 0: no Redis, the gateways "
+                            "use static peers on fixed mesh ports")
     start.add_argument("--replicas", type=int, default=0,
                        help="replicas per master (default 0; 1 lets a master fail over)")
     start.add_argument("--gateways", type=int, default=0, metavar="N",
-                       help="standalone gateway processes to start (default 0)")
+                       help="gateway processes, one cluster (default 0)")
     start.add_argument("--dir", type=Path,
                        help="where logs, data and the pid file go (default: a new temp dir)")
     stop = sub.add_parser("down", help="stop everything `up` started in --dir")
@@ -425,13 +466,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     nodes = state["redis"]["nodes"]
-    print("redis cluster: " + ",".join(f"{HOST}:{node['port']}" for node in nodes)
-          + f"  ({args.redis} masters, {args.replicas} replicas each)")
+    if nodes:
+        print("redis cluster: " + ",".join(f"{HOST}:{node['port']}" for node in nodes)
+              + f"  ({args.redis} masters, {args.replicas} replicas each)")
     for gateway in state["gateways"]:
-        print(f"{gateway['name']}: ws://{HOST}:{gateway['port']}/v1/ws  "
-              f"metrics {gateway['extra']['metrics']}  "
-              f"(pid {gateway['pid']}, log {gateway['log']})")
+        mesh = f"  mesh {gateway['extra']['mesh']}" if "mesh" in gateway["extra"] else ""
+        print(f"{gateway['name']} ({gateway['extra']['node']}): ws://{HOST}:{gateway['port']}/v1/ws"
+              f"  metrics {gateway['extra']['metrics']}{mesh}"
+              f"  (pid {gateway['pid']}, log {gateway['log']})")
     if state["gateways"]:
+        print(f"one cluster, data in {state['data_dir']}, "
+              + ("leases in the Redis Cluster" if nodes else "static peers (no Redis)"))
         print(f"tokens: SWITCHBOARD_AUTH_SECRET={state['secret']} "
               "python -m switchboard token --user U --device D")
     print(f"stop with: python -m switchboard.tools.devcluster down --dir {directory}")
