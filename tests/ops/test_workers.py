@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchboard.config import ConfigError, load
 from switchboard.core.auth import TokenAuthority
+from switchboard.workers import plan
 from tests.ops.node import BASE_ENV, INHERITED_SYSTEMD, http_get
+from tests.ops.test_deploy import DEPLOY, UNIT, parse_unit
 from tests.support.raw import OPEN_CLIENTS, RawClient
 from tests.support.server import SECRET
 from tests.support.waiting import wait_for
@@ -309,3 +312,54 @@ async def test_a_worker_that_keeps_failing_makes_the_supervisor_give_up(tmp_path
     finally:
         blocker.close()
         node.stop()
+
+
+def _plan(workers: int = 3, **values):
+    overrides = {"server.port": 8765, "auth.secret": SECRET, **values}
+    config = load(None, {**overrides, "cluster.enabled": False}, environ={})
+    return plan(config, workers, lambda environ: load(None, overrides, environ=environ))
+
+
+def test_plan_without_redis_static_peers_on_fixed_ports():
+    env = [worker.env for worker in _plan(**{"server.node_id": 4})]
+    peers = "n4=127.0.0.1:8865,n5=127.0.0.1:8866,n6=127.0.0.1:8867"
+    for i, each in enumerate(env):
+        assert each == {"SWITCHBOARD_SERVER_NODE_ID": str(4 + i),
+                        "SWITCHBOARD_SERVER_REUSE_PORT": "true",
+                        "SWITCHBOARD_CLUSTER_ENABLED": "true",
+                        "SWITCHBOARD_CLUSTER_NODE_NAME": f"n{4 + i}",
+                        "SWITCHBOARD_CLUSTER_MESH_PORT": str(8865 + i),
+                        "SWITCHBOARD_METRICS_PORT": str(9765 + i),
+                        "SWITCHBOARD_CLUSTER_PEERS": peers}
+
+
+def test_plan_with_redis_registers_and_keeps_port_0():
+    env = [worker.env for worker in _plan(**{"cluster.redis": "127.0.0.1:7000",
+                                             "cluster.node_name": "host-a",
+                                             "metrics.port": 0})]
+    assert [each["SWITCHBOARD_CLUSTER_NODE_NAME"] for each in env] == \
+        ["host-a-w0", "host-a-w1", "host-a-w2"]
+    assert {each["SWITCHBOARD_CLUSTER_MESH_PORT"] for each in env} == {"0"}
+    assert {each["SWITCHBOARD_METRICS_PORT"] for each in env} == {"0"}
+    assert not any("SWITCHBOARD_CLUSTER_PEERS" in each for each in env)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"server.port": 0}, "server.port: --workers needs a fixed client port"),
+    ({"server.node_id": 1022}, "server.node_id: 1022 \\+ 3 workers runs past 1023"),
+    ({"metrics.port": 8866}, "cluster.mesh_port and metrics.port: the workers' ports overlap"),
+    ({"metrics.port": 65534}, "metrics.port: 65534 \\+ 3 workers runs past port 65535"),
+    ({"cluster.node_name": "a b"}, "worker 0: cluster.node_name: 'a b"),
+])
+def test_plan_refuses_what_the_workers_could_not_run(values, message):
+    with pytest.raises(ConfigError, match=message):
+        _plan(**values)
+
+
+def test_systemd_drop_in_runs_the_supervisor():
+    drop_in = parse_unit(DEPLOY / "systemd" / "switchboard@0.service.d" / "workers.conf")
+    assert drop_in["Service"]["ExecStart"][0] == ""  # clears the template's
+    assert re.search(r"serve --config /etc/switchboard/switchboard.toml --workers \d+$",
+                     drop_in["Service"]["ExecStart"][1])
+    unit = parse_unit(UNIT)["Service"]
+    assert unit["KillMode"] == ["mixed"] and unit["NotifyAccess"] == ["main"]
