@@ -340,4 +340,5 @@ def _libc():
 
 def serve(config: Config, workers: list[Worker], argv: list[str]) -> int:
     """Run the supervisor until stopped; the process exit code."""
-    return asyncio.run(Supervisor(config, workers, argv).run())
+    import uvloop  # children are watched through its SIGCHLD handling, no waiter threads
+    return uvloop.run(Supervisor(config, workers, argv).run())

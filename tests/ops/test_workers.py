@@ -23,10 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.config import ConfigError, load
 from switchboard.core.auth import TokenAuthority
+from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.workers import plan
 from tests.ops.node import BASE_ENV, INHERITED_SYSTEMD, http_get
 from tests.ops.test_deploy import DEPLOY, UNIT, parse_unit
 from tests.support.raw import OPEN_CLIENTS, RawClient
+from tests.support.rawflow import direct, receive_and_ack, send
 from tests.support.server import SECRET
 from tests.support.waiting import wait_for
 
@@ -148,17 +150,20 @@ class Supervised:
     def token(self, user: str, device: str) -> str:
         return self.tokens.mint(user, device, 3600)
 
-    async def open_connections(self) -> list[int]:
-        """Each worker's count of open (authenticated) connections, from its /metrics."""
-        counts = []
+    async def gauge(self, name: str, **labels: str) -> list[float]:
+        """One sample's value on each worker's /metrics."""
+        values = []
         for worker in range(self.workers):
             status, body = await http_get(f"http://127.0.0.1:{self.metrics_port(worker)}/metrics")
             assert status == 200
-            counts.append(next(
+            values.append(next(
                 sample.value for family in text_string_to_metric_families(body.decode())
-                for sample in family.samples
-                if sample.name == "switchboard_connections" and sample.labels == {"state": "open"}))
-        return counts
+                for sample in family.samples if sample.name == name and sample.labels == labels))
+        return values
+
+    async def open_connections(self) -> list[float]:
+        """Each worker's count of open (authenticated) connections."""
+        return await self.gauge("switchboard_connections", state="open")
 
     async def wait(self, timeout: float) -> int:
         return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
@@ -262,6 +267,10 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(tmp_path)
             clients.append(await connect(node, f"after{i}", "phone"))
         assert "exited with code -9; restart 1" in node.log()
         assert node.proc.poll() is None
+        # a supervisor killed outright takes its workers along (PR_SET_PDEATHSIG: SIGTERM)
+        node.proc.kill()
+        await wait_for(lambda: not any(alive(pid) for pid in node.pids.values()),
+                       timeout=STOP_TIMEOUT + 5, message="the workers gone with the supervisor")
     finally:
         close_all(clients)
         node.stop()
@@ -285,6 +294,66 @@ async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
     finally:
         close_all(clients)
         node.stop()
+
+
+@needs_router
+async def test_users_on_different_workers_chat_both_ways_in_order(tmp_path):
+    node = await Supervised(tmp_path).start()
+    clients: list[RawClient] = []
+    try:
+        await wait_for(lambda: _all_equal(node, "switchboard_cluster_ring_nodes", WORKERS),
+                       timeout=20, message="every worker's ring has every worker")
+        # the kernel picks the worker: connect devices one by one, see whose gauge rose, until
+        # alice and bob each have one on a different worker
+        landed: dict[str, dict[int, RawClient]] = {"alice": {}, "bob": {}}
+        counts = await node.open_connections()
+        for attempt in range(40):
+            user = ("alice", "bob")[attempt % 2]
+            client = await connect(node, user, f"d{attempt}")
+            clients.append(client)
+            now = await wait_for(lambda: _total(node, sum(counts) + 1), timeout=10)
+            worker = next(i for i, (a, b) in enumerate(zip(now, counts)) if a > b)
+            counts = now
+            landed[user].setdefault(worker, client)
+            pairs = [(a, b) for wa, a in landed["alice"].items()
+                     for wb, b in landed["bob"].items() if wa != wb]
+            if pairs:
+                break
+        else:
+            raise AssertionError(f"alice and bob never on different workers: {landed}")
+        alice, bob = pairs[0]
+        await alice.recv("sync_complete")
+        await bob.recv("sync_complete")
+        chat = await direct(alice, "bob")
+        for i in range(20):  # alice -> bob
+            assert (await send(alice, chat, f"a{i}".encode())).seq == i + 1
+        got = await receive_and_ack(bob, 20)
+        assert [(m.seq, m.body) for m in got] == [(i + 1, f"a{i}".encode()) for i in range(20)]
+        for i in range(20):  # bob -> alice
+            assert (await send(bob, chat, f"b{i}".encode())).seq == 21 + i
+        got = await receive_and_ack(alice, 20)
+        assert [(m.seq, m.body) for m in got] == [(21 + i, f"b{i}".encode()) for i in range(20)]
+        # both at once, pipelined: one order for the chat, each sender's order kept in it
+        rids = {client: [client.send(send=pb.Send(client_msg_id=f"{tag}{i}", chat_id=chat,
+                                                  body=f"{tag}{i}".encode()))
+                         for i in range(10)] for client, tag in ((alice, "x"), (bob, "y"))}
+        acked = {client: [(await client.reply(rid)).send_ack.seq for rid in rids[client]]
+                 for client in (alice, bob)}
+        assert sorted(acked[alice] + acked[bob]) == list(range(41, 61))
+        assert acked[alice] == sorted(acked[alice]) and acked[bob] == sorted(acked[bob])
+        to_bob, to_alice = await receive_and_ack(bob, 10), await receive_and_ack(alice, 10)
+        assert [m.seq for m in to_bob] == acked[alice]
+        assert [m.body for m in to_bob] == [f"x{i}".encode() for i in range(10)]
+        assert [m.seq for m in to_alice] == acked[bob]
+        assert [m.body for m in to_alice] == [f"y{i}".encode() for i in range(10)]
+        assert sum(await node.gauge("switchboard_cluster_forwarded_sends_total")) > 0
+    finally:
+        close_all(clients)
+        node.stop()
+
+
+async def _all_equal(node: Supervised, name: str, expected: float) -> bool:
+    return all(value == expected for value in await node.gauge(name))
 
 
 async def test_port_0_with_workers_is_a_config_error(tmp_path):
