@@ -220,8 +220,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ one worker slot
     async def _keep(self, worker: Worker) -> int | None:
-        """Run the worker's process, restarting it until the supervisor stops; returns the
-        last process's exit code (None when none ran)."""
+        """Run the worker's process, restarting it until the supervisor stops; returns the exit
+        code of the process that was running when the stop came (None when none was)."""
         code = None
         while not self.stopping:
             worker.ready.clear()
@@ -272,6 +272,7 @@ class Supervisor:
                                "restarts": worker.restarts})
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
+                return None  # stopped while waiting: no process of this slot was running
             except asyncio.TimeoutError:
                 pass
         return code
