@@ -1,0 +1,479 @@
+"""Mesh transport: the TCP links between gateway nodes (docs/cluster.md, "Mesh links").
+
+Each frame is a 4-byte big-endian length and one serialized MeshFrame (proto/v1/mesh.proto).
+
+Why this shape:
+
+* One connection per node pair, dialled by the node whose id sorts lower: two nodes never race
+  to build two links, and exactly one side redials after a drop.
+* The newest connection from a node wins. A peer that restarted, or that noticed a dead link
+  before we did, dials again while we may still hold its old link; waiting for the old one to
+  time out would only delay the peer's return.
+* The dialler checks the acceptor's Hello before it sends its own. A dial to a stale address
+  (another node listens there now) is refused before that node sees a link come up, so a wrong
+  address costs nobody a ring change.
+* Writes are batched per event-loop turn: everything sent to a peer during one turn (the
+  SendResults of a writer flush, the Deliver frames of a commit) leaves in one write(2).
+* Heartbeats on idle links and a receive deadline on every connection: a peer that hangs
+  (SIGSTOP, a host gone without a RST) is dropped after link_timeout, not TCP's minutes. One
+  timer per Mesh checks every connection; frames only update timestamps.
+* Broken or hostile input (an oversized length, bytes that are no MeshFrame, a bad Hello) and a
+  peer that stops reading (our write buffer past max_buffer_bytes) close that one connection
+  with a warning; nothing raises into the event loop.
+
+The port is neither authenticated nor encrypted: keep it on a private network.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from switchboard.proto.v1 import mesh_pb2
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+_LENGTH = struct.Struct(">I")
+_HEARTBEAT = mesh_pb2.MeshFrame(heartbeat=mesh_pb2.Heartbeat()).SerializeToString()
+
+
+class MeshHandler(Protocol):
+    """What the mesh tells its owner (the cluster router). Every call is made on the event loop,
+    synchronously, from a transport callback or from inside Mesh.set_peers / Link.close (so
+    link_down can fire before those return). Guarantees, per link: link_up first, then its frames
+    in arrival order, then link_down at most once (never after Mesh.close() started); nothing
+    after link_down. Per node id at most one link is up at a time: when a new connection
+    replaces a link, the old link's link_down comes before the new one's link_up. An exception
+    raised by a callback is logged and does not affect the link."""
+
+    def link_up(self, link: Link) -> None: ...
+
+    def link_down(self, link: Link) -> None: ...
+
+    def frame(self, link: Link, frame: mesh_pb2.MeshFrame) -> None:
+        """Every frame but Hello and Heartbeat, including ones whose body this version does not
+        know (WhichOneof("body") is None): the handler decides what to ignore."""
+
+
+class MeshProtocolError(Exception):
+    """The peer broke the framing: the connection is closed."""
+
+
+class FrameReader:
+    """Splits a link's byte stream into MeshFrames. No I/O, so tests can feed it input cut at
+    any point."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._max = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[:self._pos]  # once per read, not once per frame
+            self._pos = 0
+        self._buf += data
+
+    def next(self) -> mesh_pb2.MeshFrame | None:
+        """The next whole frame, or None until more bytes arrive. Raises MeshProtocolError."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
+            return None
+        (size,) = _LENGTH.unpack_from(buf, pos)
+        if size > self._max:
+            raise MeshProtocolError(f"frame of {size} bytes (limit {self._max})")
+        end = pos + 4 + size
+        if len(buf) < end:
+            return None
+        frame = mesh_pb2.MeshFrame()
+        view = memoryview(buf)[pos + 4:end]
+        try:
+            frame.ParseFromString(view)
+        except DecodeError as exc:
+            raise MeshProtocolError(f"undecodable frame: {exc}") from None
+        finally:
+            view.release()  # the buffer must stay resizable
+        self._pos = end
+        return frame
+
+
+class LinkState(enum.Enum):
+    HANDSHAKE = enum.auto()  # connected, waiting for the peer's Hello
+    UP = enum.auto()         # both Hellos exchanged, handed to the handler
+    CLOSED = enum.auto()     # closing or closed: nothing more goes in or out
+
+
+class Link(asyncio.Protocol):
+    """One TCP connection to a peer node; the handler only ever sees it up. `node_id` and
+    `peer_epoch` come from the peer's Hello. Counters: frames_out, frames_in, bytes_out,
+    bytes_in, and writes (transport writes, one per event-loop turn with output)."""
+
+    def __init__(self, mesh: Mesh, dialled: str | None) -> None:
+        self.node_id = dialled or ""
+        self.peer_epoch = 0
+        self.frames_out = self.frames_in = self.bytes_out = self.bytes_in = self.writes = 0
+        self._mesh = mesh
+        self._dialled = dialled
+        self._state = LinkState.HANDSHAKE
+        self._went_up = False
+        self._reader = FrameReader(mesh._max_frame_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._peer = "?"
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._last_in = self._last_out = self._loop.time()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.node_id or '?'} {self._peer} {self._state.name}>"
+
+    # ------------------------------------------------------------------ API
+    def send(self, frame: mesh_pb2.MeshFrame) -> None:
+        self.send_encoded(frame.SerializeToString())
+
+    def send_encoded(self, payload: bytes) -> None:
+        """Queue one serialized MeshFrame; it leaves with everything queued this turn. Dropped
+        once the link is down: link_down has told the handler already."""
+        if self._state is LinkState.UP:
+            self._queue(payload)
+
+    def close(self) -> None:
+        """Close after writing what is queued; link_down fires before this returns."""
+        self._shut("closed locally", abort=False)
+
+    # ------------------------------------------------------------------ output
+    def _queue(self, payload: bytes) -> None:
+        self._out.append(_LENGTH.pack(len(payload)))
+        self._out.append(payload)
+        self._out_bytes += 4 + len(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        size, self._out_bytes = self._out_bytes, 0
+        transport = self._transport
+        if not out or transport is None or transport.is_closing():
+            return
+        transport.writelines(out)
+        self.writes += 1
+        self.frames_out += len(out) // 2
+        self.bytes_out += size
+        self._last_out = self._loop.time()
+        buffered = transport.get_write_buffer_size()
+        if buffered > self._mesh._max_buffer_bytes:
+            self._shut(f"peer not reading: {buffered} bytes buffered", abort=True, warn=True)
+
+    # ------------------------------------------------------------------ transport callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        mesh = self._mesh
+        if self._state is LinkState.CLOSED or mesh._stopping:
+            transport.abort()
+            return
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._last_in = self._last_out = self._loop.time()
+        mesh._opened(self)
+        if self._dialled is None:
+            self._queue(mesh._hello())  # the acceptor speaks first, the dialler checks it
+
+    def data_received(self, data: bytes) -> None:
+        if self._state is LinkState.CLOSED:
+            return
+        self.bytes_in += len(data)
+        self._last_in = self._loop.time()
+        reader = self._reader
+        reader.feed(data)
+        while self._state is not LinkState.CLOSED:
+            try:
+                frame = reader.next()
+            except MeshProtocolError as exc:
+                self._shut(str(exc), abort=True, warn=True)
+                return
+            if frame is None:
+                return
+            self.frames_in += 1
+            self._receive(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._shut(f"connection lost: {exc}" if exc else "connection closed by peer",
+                   abort=False)
+        self._mesh._forget(self)
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # ------------------------------------------------------------------ state machine
+    def _receive(self, frame: mesh_pb2.MeshFrame) -> None:
+        kind = frame.WhichOneof("body")
+        if self._state is LinkState.UP:
+            if kind == "heartbeat":
+                return
+            if kind != "hello":
+                try:
+                    self._mesh._handler.frame(self, frame)
+                except Exception:
+                    log.exception("mesh handler failed on %s from %s", kind, self.node_id)
+                return
+            self._shut("second Hello", abort=True, warn=True)
+        elif kind == "hello":
+            self._handshake(frame.hello)
+        else:
+            self._shut(f"first frame is {kind}, not a Hello", abort=True, warn=True)
+
+    def _handshake(self, hello: mesh_pb2.Hello) -> None:
+        mesh = self._mesh
+        if hello.protocol != PROTOCOL:
+            problem = f"Hello with protocol {hello.protocol}, expected {PROTOCOL}"
+        elif not hello.node_id or hello.node_id == mesh.node_id:
+            problem = f"Hello names node {hello.node_id!r}"
+        elif self._dialled is not None and hello.node_id != self._dialled:
+            problem = f"dialled {self._dialled}, Hello names {hello.node_id}"
+        else:
+            self.node_id = hello.node_id
+            self.peer_epoch = hello.epoch
+            if self._dialled is not None:
+                self._queue(mesh._hello())
+            mesh._up(self)
+            return
+        self._shut(problem, abort=True, warn=True)
+
+    def _shut(self, reason: str, *, abort: bool, warn: bool = False) -> None:
+        """Leave once: close the transport (abort skips writing what is queued) and tell the
+        mesh, which fires link_down if the link was up."""
+        if self._state is LinkState.CLOSED:
+            return
+        was_up = self._state is LinkState.UP
+        self._state = LinkState.CLOSED
+        if warn:
+            log.warning("mesh connection %s (%s) closed: %s", self.node_id or "?", self._peer,
+                        reason)
+        if self._transport is not None:
+            if abort:
+                self._transport.abort()
+            else:
+                self._flush()
+                self._transport.close()
+        self._mesh._link_closed(self, was_up, reason)
+
+
+class _Dialer:
+    """Keeps a link to one higher-id peer: dial, wait for the link to end, back off, again."""
+
+    def __init__(self, mesh: Mesh, node_id: str, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.address = address
+        self.link: Link | None = None
+        self.task = mesh._spawn(self._run(mesh, node_id, host.strip("[]"), int(port)))
+
+    def stop(self, reason: str) -> None:
+        self.task.cancel()
+        if self.link is not None:
+            self.link._shut(reason, abort=False)
+
+    async def _run(self, mesh: Mesh, node_id: str, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        delay = mesh._backoff_min
+        failures = 0
+        while True:
+            link = self.link = Link(mesh, node_id)
+            try:
+                await asyncio.wait_for(loop.create_connection(lambda: link, host, port),
+                                       mesh._link_timeout)
+            except OSError as exc:  # TimeoutError included
+                failures += 1
+                log.log(logging.INFO if failures == 1 else logging.DEBUG,
+                        "dialling %s at %s failed (%d in a row): %r", node_id, self.address,
+                        failures, exc)
+            else:
+                await asyncio.shield(link._lost)
+                if link._went_up:
+                    delay, failures = mesh._backoff_min, 0
+            self.link = None
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, mesh._backoff_max)
+
+
+class Mesh:
+    """This node's links to the other nodes. See the module docstring for the rules."""
+
+    def __init__(self, node_id: str, epoch: int, handler: MeshHandler, *,
+                 heartbeat_interval: float = 1.0, link_timeout: float = 3.0,
+                 backoff_min: float = 0.05, backoff_max: float = 2.0,
+                 max_frame_bytes: int = 16 * 1024 * 1024,
+                 max_buffer_bytes: int = 64 * 1024 * 1024) -> None:
+        self.node_id = node_id
+        self.epoch = epoch  # the router updates it when the node registers anew
+        self._handler = handler
+        self._heartbeat_interval = heartbeat_interval
+        self._link_timeout = link_timeout
+        self._tick_every = min(heartbeat_interval, link_timeout) / 2
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._max_frame_bytes = max_frame_bytes
+        self._max_buffer_bytes = max_buffer_bytes
+        self._links: dict[str, Link] = {}    # node id -> up link
+        self._conns: set[Link] = set()       # every open connection, whatever its state
+        self._peers: dict[str, str] = {}
+        self._dialers: dict[str, _Dialer] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ API
+    async def listen(self, host: str, port: int) -> int:
+        """Accept peers on host:port (0: any free port); returns the bound port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Link(self, None), host, port)
+        return self._server.sockets[0].getsockname()[1]
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Every other member, node id -> "host:port". Keeps a dialer for each member whose id
+        sorts above ours (redialled when its address changes); closes the links of members
+        listed before and not now, whichever side dialled. Links accepted from nodes never
+        listed stay: membership lags behind the nodes that dial us."""
+        if self._stopping:
+            return
+        peers = {n: a for n, a in peers.items() if n != self.node_id}
+        for node_id in self._peers.keys() - peers.keys():
+            reason = "no longer a peer"
+            dialer = self._dialers.pop(node_id, None)
+            if dialer is not None:
+                dialer.stop(reason)
+            link = self._links.get(node_id)
+            if link is not None:
+                link._shut(reason, abort=False)
+        for node_id, address in peers.items():
+            if node_id < self.node_id:
+                continue
+            dialer = self._dialers.get(node_id)
+            if dialer is not None and dialer.address == address:
+                continue
+            if dialer is not None:
+                dialer.stop(f"address changed to {address}")
+            self._dialers[node_id] = _Dialer(self, node_id, address)
+        self._peers = peers
+
+    def link(self, node_id: str) -> Link | None:
+        return self._links.get(node_id)
+
+    @property
+    def links(self) -> dict[str, Link]:
+        """node id -> up link (a copy)."""
+        return dict(self._links)
+
+    @property
+    def connections(self) -> int:
+        """Open TCP connections, up or not (handshaking, closing): 0 after close()."""
+        return len(self._conns)
+
+    async def close(self) -> None:
+        """Stop listening and dialling, close every connection after writing what is queued
+        (aborting those that do not finish within link_timeout). No link_down from here on."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+            return
+        self._stopped = asyncio.Event()
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for link in list(self._conns):
+            link._shut("mesh closing", abort=False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._dialers.clear()
+        if self._conns:
+            lost = {link._lost: link for link in self._conns}
+            _, stuck = await asyncio.wait(lost, timeout=self._link_timeout)
+            for future in stuck:
+                lost[future]._transport.abort()
+            if stuck:
+                await asyncio.wait(stuck)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ links
+    def _hello(self) -> bytes:
+        return mesh_pb2.MeshFrame(hello=mesh_pb2.Hello(
+            node_id=self.node_id, epoch=self.epoch, protocol=PROTOCOL)).SerializeToString()
+
+    def _up(self, link: Link) -> None:
+        old = self._links.get(link.node_id)
+        if old is not None:
+            old._shut(f"replaced by a new connection ({link._peer})", abort=False)
+            if link._state is LinkState.CLOSED:  # closed from the old link's link_down
+                return
+        link._state = LinkState.UP
+        link._went_up = True
+        self._links[link.node_id] = link
+        log.info("mesh link %s -> %s up (%s %s, peer epoch %d)", self.node_id, link.node_id,
+                 "dialled" if link._dialled else "accepted from", link._peer, link.peer_epoch)
+        try:
+            self._handler.link_up(link)
+        except Exception:
+            log.exception("mesh handler failed on link_up of %s", link.node_id)
+
+    def _link_closed(self, link: Link, was_up: bool, reason: str) -> None:
+        if not was_up:
+            return
+        if self._links.get(link.node_id) is link:
+            del self._links[link.node_id]
+        log.info("mesh link %s -> %s down: %s", self.node_id, link.node_id, reason)
+        if self._stopping:
+            return
+        try:
+            self._handler.link_down(link)
+        except Exception:
+            log.exception("mesh handler failed on link_down of %s", link.node_id)
+
+    def _opened(self, link: Link) -> None:
+        self._conns.add(link)
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_later(self._tick_every, self._check)
+
+    def _forget(self, link: Link) -> None:
+        self._conns.discard(link)
+
+    def _check(self) -> None:
+        """Heartbeat idle links, drop silent connections; runs while any connection is open."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for link in list(self._conns):
+            if now - link._last_in > self._link_timeout:
+                if link._state is LinkState.CLOSED:  # a graceful close the peer never finished
+                    link._transport.abort()
+                else:
+                    link._shut(f"nothing received for {self._link_timeout}s", abort=True,
+                               warn=True)
+            elif link._state is LinkState.UP and now - link._last_out >= self._heartbeat_interval:
+                link._queue(_HEARTBEAT)
+        self._tick = loop.call_later(self._tick_every, self._check) if self._conns else None
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
