@@ -1,0 +1,180 @@
+"""Three gateways in one process forming a mesh, sharing one SQLite file, once over static
+peers (cluster.peers, fan-out to every node) and once with leases and sessions in a real Redis
+Cluster (fan-out to the nodes the registry names): forwarding to the owner, fan-out to other
+nodes, receipts, presence, typing, cache invalidation, replaced and revoked devices, and a node
+leaving.
+
+tests/cluster/ runs the same router as separate processes (kill -9, Redis failover); here every
+node is in reach of the test, so the router's own state can be asserted."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.tools.devcluster import free_port
+from tests.support.raw import RawClient
+from tests.support.redis_cluster import redis_cluster  # noqa: F401 (fixture)
+from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
+from tests.support.waiting import wait_for
+
+NODES = ("a", "b", "c")
+
+
+@pytest.fixture(params=["static", "redis"])
+async def nodes(request, make_server):
+    if request.param == "static":
+        ports = {name: free_port() for name in NODES}
+        peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
+        membership = [{"cluster__mesh_port": ports[name], "cluster__peers": peers}
+                      for name in NODES]
+    else:
+        redis = request.getfixturevalue("redis_cluster")
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+        membership = [{"cluster__redis": ",".join(redis.addresses), "cluster__redis_prefix": prefix,
+                       "cluster__lease_ttl": 2.0} for _ in NODES]
+    servers = []
+    for index, name in enumerate(NODES):
+        servers.append(await make_server(
+            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+            cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5,
+            timers__presence_interval=0.05, **membership[index]))
+    await wait_for(lambda: all(len(s.gateway.router.mesh.links) == 2 for s in servers),
+                   message="every pair of nodes linked")
+    await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers),
+                   message="every ring has three nodes")
+    return servers
+
+
+def chat_owned_by(servers, owner: str, prefix: str) -> str:
+    """A group-like chat id owned by `owner` (the ring is the same on every node)."""
+    ring = servers[0].gateway.router.ring
+    return next(f"{prefix}{i}" for i in range(1000) if ring.owner(f"{prefix}{i}") == owner)
+
+
+async def test_messages_cross_nodes_in_order(nodes):
+    a, b, c = nodes
+    alice, bob, carol = await authed(a, "alice"), await authed(b, "bob"), await authed(c, "carol")
+    chat = await group(alice, ["bob", "carol"])
+    owner = a.gateway.router.owner(chat)
+    sender_of = {}
+    for i in range(10):
+        for client, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            sender_of[(await send(client, chat, f"{i}".encode())).seq] = user
+    assert sorted(sender_of) == list(range(1, 31))  # one sequence, whichever node took the send
+    for client, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        got = await receive_and_ack(client, 20)
+        assert [m.seq for m in got] == [seq for seq, by in sender_of.items() if by != user]
+    forwarded = sum(s.gateway.router.counters["forwarded_sends"] for s in nodes)
+    owned = next(s for s in nodes if s.gateway.router.node_id == owner)
+    assert forwarded == 20  # the two non-owners' sends went to the owner
+    assert owned.gateway.router.counters["owned_sends"] == 30
+
+
+async def test_direct_chat_both_ways_and_history(nodes):
+    a, _, c = nodes
+    alice, carol = await authed(a, "alice"), await authed(c, "carol")
+    chat = await direct(alice, "carol")
+    await send(alice, chat, b"hello carol")
+    assert [m.body for m in await receive_and_ack(carol, 1)] == [b"hello carol"]
+    await send(carol, chat, b"hello alice")
+    assert [m.body for m in await receive_and_ack(alice, 1)] == [b"hello alice"]
+    page = (await request(carol, history=pb.History(chat_id=chat, limit=10))).history_page
+    assert sorted(m.body for m in page.messages) == [b"hello alice", b"hello carol"]
+
+
+async def test_receipts_reach_the_sender_on_another_node(nodes):
+    a, b, _ = nodes
+    alice, bob = await authed(a, "alice"), await authed(b, "bob")
+    chat = await direct(alice, "bob")
+    ack = await send(alice, chat, b"hi")
+    await receive_and_ack(bob, 1)
+
+    async def receipt(predicate):
+        while True:
+            update = (await alice.recv("receipt_update")).receipt_update
+            if update.chat_id == chat and predicate(update):
+                return update
+    assert (await receipt(lambda u: u.delivered_all_seq >= ack.seq)).delivered_all_seq == ack.seq
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    assert (await receipt(lambda u: u.read_all_seq >= ack.seq)).read_all_seq == ack.seq
+
+
+async def test_presence_and_typing_across_nodes(nodes):
+    a, b, _ = nodes
+    alice = await authed(a, "alice")
+    chat = await direct(alice, "bob")
+    await request(alice, subscribe_presence=pb.SubscribePresence(user_ids=["bob"]))
+    first = (await alice.recv("presence")).presence
+    assert (first.user_id, first.online) == ("bob", False)
+    bob = await authed(b, "bob")
+    online = (await alice.recv("presence")).presence
+    assert (online.user_id, online.online) == ("bob", True)
+    bob.send(typing=pb.Typing(chat_id=chat, typing=True))
+    typing = (await alice.recv("typing_update")).typing_update
+    assert (typing.chat_id, typing.user_id, typing.typing) == (chat, "bob", True)
+    bob.close()
+    offline = (await alice.recv("presence")).presence
+    assert (offline.user_id, offline.online) == ("bob", False)
+    assert offline.last_seen_ms > 0
+
+
+async def test_added_member_sends_at_once_through_another_node(nodes):
+    a, _, c = nodes
+    alice = await authed(a, "alice")
+    chat = await group(alice, ["bob"])
+    dave = await authed(c, "dave")
+    # dave is not a member yet: refused, and every node may now cache the member map
+    reply = await request(dave, send=pb.Send(client_msg_id="early", chat_id=chat, body=b"x"))
+    assert reply.error.code == pb.NOT_MEMBER
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["dave"]))
+    assert (await send(dave, chat, b"joined")).seq == 1
+    assert [m.body for m in await receive_and_ack(alice, 1)] == [b"joined"]
+    await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["dave"]))
+    reply = await request(dave, send=pb.Send(client_msg_id="late", chat_id=chat, body=b"x"))
+    assert reply.error.code == pb.NOT_MEMBER
+
+
+async def test_bad_sends_through_another_node(nodes):
+    a, b, _ = nodes
+    alice = await authed(a, "alice")
+    chat = chat_owned_by(nodes, "b", "g:nochat")
+    reply = await request(alice, send=pb.Send(client_msg_id="m1", chat_id=chat, body=b"x"))
+    assert reply.error.code == pb.NOT_MEMBER  # answered by the owner, b
+    real = await group(alice, ["bob"])
+    big = b"x" * (a.config.limits.max_body_bytes + 1)
+    reply = await request(alice, send=pb.Send(client_msg_id="m2", chat_id=real, body=big))
+    assert reply.error.code == pb.BODY_TOO_LARGE
+    assert (await send(alice, real, b"fine")).seq == 1
+
+
+async def test_replaced_and_revoked_devices_across_nodes(nodes):
+    a, b, c = nodes
+    first = await authed(a, "alice", "phone")
+    await authed(c, "alice", "laptop")
+    second = await authed(b, "alice", "phone")  # the same device, now through b
+    assert (await first.closed())[0] == 4010
+    laptop_on_c = c.gateway.hub.devices_of("alice")
+    assert [conn.device for conn in laptop_on_c] == ["laptop"]
+    reply = await request(second, revoke_device=pb.RevokeDevice(device_id="laptop"))
+    assert reply.WhichOneof("body") == "ok"
+    await wait_for(lambda: not c.gateway.hub.devices_of("alice"), message="laptop closed on c")
+    retry = await RawClient.connect(c.url, c.token("alice", "laptop"))
+    assert (await retry.closed())[0] == 4011
+
+
+async def test_a_node_leaving_hands_its_chats_over(nodes):
+    a, b, c = nodes
+    alice, bob = await authed(a, "alice"), await authed(b, "bob")
+    chats = [await group(alice, ["bob"]) for _ in range(30)]  # (2/3)**30: one is on c
+    chat = next(chat for chat in chats if a.gateway.router.owner(chat) == "c")
+    await send(alice, chat, b"before")
+    await c.stop()
+    for node in (a, b):
+        await wait_for(lambda: list(node.gateway.router.ring.nodes) == ["a", "b"],
+                       message="c left the ring")
+    assert a.gateway.router.owner(chat) == b.gateway.router.owner(chat) != "c"
+    for i in range(5):
+        await send(alice, chat, f"{i}".encode())
+    assert [m.seq for m in await receive_and_ack(bob, 6)] == [1, 2, 3, 4, 5, 6]
