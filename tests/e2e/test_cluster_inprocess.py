@@ -15,7 +15,6 @@ import pytest
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.tools.devcluster import free_port
 from tests.support.raw import RawClient
-from tests.support.redis_cluster import redis_cluster  # noqa: F401 (fixture)
 from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
 from tests.support.waiting import wait_for
 
