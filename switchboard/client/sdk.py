@@ -30,7 +30,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -201,6 +201,12 @@ class _Listener(WSListener):
 class Client:
     """One device's session with a Switchboard server (docs/protocol.md).
 
+    `url` is one gateway endpoint (`ws://host:port/v1/ws`) or a sequence of them (say, an app's
+    regional endpoints, or the nodes of a cluster), all serving the same cluster. `connect()`
+    tries each once, in order, until one answers; afterwards every reconnect attempt that fails
+    and every connection that is lost moves on to the next endpoint (round robin), so one dead
+    gateway cannot keep the device offline. Backoff is unchanged: it counts attempts, whichever
+    endpoint they go to. `client.url` is the endpoint in use (or tried next); `client.urls` all.
     `token` is a JWT or a callable returning one; a callable is asked again at every (re)connect,
     so an app can refresh expiring tokens. With `token_in_header` the token goes in the upgrade's
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
@@ -211,13 +217,18 @@ class Client:
     know), as it arrives.
     """
 
-    def __init__(self, url: str, token: str | Callable[[], str], *, token_in_header: bool = True,
+    def __init__(self, url: str | Sequence[str], token: str | Callable[[], str], *,
+                 token_in_header: bool = True,
                  reconnect: bool = True, backoff_min: float = 0.1, backoff_max: float = 5.0,
                  send_timeout: float = 30.0, auto_ack: bool = True,
                  have: Mapping[str, int] | None = None, connect_timeout: float = 10.0,
                  on_close: Callable[[int, str], None] | None = None,
                  on_push: Callable[[pb.ServerFrame], None] | None = None) -> None:
-        self.url = url
+        urls = (url,) if isinstance(url, str) else tuple(url)
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise ValueError("url: a URL or a non-empty sequence of URLs")
+        self._urls = urls
+        self._url_index = 0
         self._token = token
         self._token_in_header = token_in_header
         self._reconnect = reconnect
@@ -258,6 +269,20 @@ class Client:
         self._gap_syncs = 0
 
     # ------------------------------------------------------------------ state
+    @property
+    def url(self) -> str:
+        """The endpoint of the current connection, or the one the next attempt goes to."""
+        return self._urls[self._url_index]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every endpoint this client was given, in rotation order."""
+        return self._urls
+
+    def _next_url(self) -> None:
+        """Move on to the next endpoint (a no-op with a single one)."""
+        self._url_index = (self._url_index + 1) % len(self._urls)
+
     @property
     def connected(self) -> bool:
         """A connection is open and authenticated (Welcome received)."""
@@ -300,7 +325,7 @@ class Client:
             return self._welcome
         self._loop = asyncio.get_running_loop()
         if self._connecting is None:
-            self._start_connecting(self._open())
+            self._start_connecting(self._open_first())
         return await asyncio.shield(self._connecting)
 
     async def close(self) -> None:
@@ -545,6 +570,20 @@ class Client:
             if self._welcome_waiter is waiter:
                 self._welcome_waiter = None
 
+    async def _open_first(self) -> pb.Welcome:
+        """The first connection: each endpoint once, in order, from the current one; raises
+        what the last one raised. A refused token (AuthError) ends it at once: every endpoint
+        of one cluster would refuse it alike."""
+        for remaining in range(len(self._urls) - 1, -1, -1):
+            try:
+                return await self._open()
+            except ConnectionLost as exc:
+                if not remaining:
+                    raise
+                log.debug("connect to %s failed: %s", self.url, exc)
+                self._next_url()
+        raise AssertionError("unreachable")
+
     async def _reconnect_loop(self) -> pb.Welcome:
         """Reconnect with exponential backoff and full jitter (a random delay in [0, cap]), so a
         restarted server is not hit by every client at once; a Goaway's delay (already jittered
@@ -564,9 +603,11 @@ class Client:
                     self._stop(exc)
                     raise
                 log.debug("reconnect to %s: auth timed out", self.url)
+                self._next_url()
                 continue
             except ConnectionLost as exc:
                 log.debug("reconnect to %s failed: %s", self.url, exc)
+                self._next_url()
                 continue
             self._reconnects += 1
             return welcome
@@ -633,6 +674,7 @@ class Client:
         if not self._reconnect or code in NO_RECONNECT:
             self._stop(ConnectionLost(lost))
             return
+        self._next_url()  # that gateway may be gone: the next attempt tries another one
         self._start_connecting(self._reconnect_loop())
 
     def _on_frame(self, listener: _Listener, payload: bytes) -> None:

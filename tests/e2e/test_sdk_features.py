@@ -8,6 +8,7 @@ import pytest
 
 from switchboard.client import AuthError, Client, ConnectionLost, ServerError
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.tools.devcluster import free_port
 from tests.support.clients import connect, receive
 from tests.support.raw import OPEN_CLIENTS
 from tests.support.waiting import wait_for
@@ -265,3 +266,48 @@ async def test_drain_loses_no_send_and_still_says_goaway(make_server):
     # frames in flight must not cost the client the Goaway and the close code
     assert closes[0] == 1001
     await event(events, pb.Goaway, timeout=0.1)
+
+
+# ---------------------------------------------------------------------- several endpoints
+
+async def test_several_urls_skip_a_dead_endpoint_and_rotate_after_a_lost_connection(make_server):
+    dead = f"ws://127.0.0.1:{free_port()}/v1/ws"  # nobody listens there
+    later_port = free_port()
+    later = f"ws://127.0.0.1:{later_port}/v1/ws"
+    first = await make_server(server__drain_spread=0.1)
+    alice = Client([dead, first.url, later], first.token("alice"), backoff_max=0.2)
+    bob = Client([first.url, later], first.token("bob"), backoff_max=0.2)
+    OPEN_CLIENTS.extend([alice, bob])
+    await bob.connect()
+    assert alice.urls == (dead, first.url, later)
+    await alice.connect()  # the first endpoint refuses: the client goes on to the second
+    assert alice.connected and alice.url == first.url
+    chat = (await alice.create_direct("bob")).chat_id
+    assert (await alice.send(chat, b"before")).seq == 1
+
+    await first.stop()
+    await wait_for(lambda: not alice.connected)
+    # the gateway is gone for good; a new one comes up on the third endpoint only
+    second = await make_server(server__port=later_port)
+    await wait_for(lambda: alice.connected and bob.connected, timeout=10)
+    assert alice.url == later  # and it stays there
+    assert (await alice.send(chat, b"after")).seq == 2
+    assert [m.body for m in await receive(bob, 2)] == [b"before", b"after"]
+    assert bob.url == later
+    assert (alice.stats.reconnects, bob.stats.reconnects) == (1, 1)
+    assert second.gateway.hub.connections == 2
+
+
+async def test_a_single_url_is_still_a_plain_string_and_no_urls_is_refused(server):
+    client = Client(server.url, server.token("alice"))
+    assert (client.url, client.urls) == (server.url, (server.url,))
+    with pytest.raises(ValueError):
+        Client([], server.token("alice"))
+
+
+async def test_connect_fails_only_when_every_endpoint_is_dead(server):
+    dead = [f"ws://127.0.0.1:{free_port()}/v1/ws" for _ in range(2)]
+    client = Client(dead, server.token("alice"), connect_timeout=2)
+    with pytest.raises(ConnectionLost):
+        await client.connect()
+    await client.close()
