@@ -330,6 +330,42 @@ class Recorder:
         self.history.ok(record, ack.seq)
         return ack
 
+    def missing(self) -> dict[Device, int]:
+        """Per watched device, how many acknowledged messages of its chats (sent by another
+        device) its stream does not hold yet: poll it to zero before the final check, so that
+        delivery is seen live, not only through the final sync."""
+        h = self.history
+        out = {}
+        for dev in self.clients:
+            got = {(o.chat, o.seq) for o in h.streams.get(dev, ())}
+            count = sum(1 for s in h.sends if s.outcome == "ok" and (s.user, s.device) != dev
+                        and dev[0] in h.members.get(s.chat, ()) and (s.chat, s.seq) not in got)
+            if count:
+                out[dev] = count
+        return out
+
+    async def finish(self, database=None, timeout: float = 20.0) -> None:
+        """Heal: every watched client (re)connected, a final Sync completed and its backlog
+        drained into the history; then each device's heads (ListChats) and, with `database`,
+        the store's rows of the history's chats (`member()`) are recorded. Call check() afterwards."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for (user, device), client in self.clients.items():
+            while not client.connected:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"{user}/{device} did not reconnect in {timeout}s "
+                                         f"(last close {client.last_close_code} "
+                                         f"{client.last_close_reason!r})")
+                await asyncio.sleep(0.05)
+            await client.sync()
+            heads = {s.chat_id: s.head_seq for s in await client.list_chats()}
+            self.history.final(user, device, heads)
+        while any(client._inbox.qsize() for client in self.clients.values()):
+            await asyncio.sleep(0.02)  # the drains take what the final syncs brought
+        await asyncio.sleep(0.1)
+        if database is not None:
+            for chat, rows in store_rows(database, self.history.members).items():
+                self.history.stored(chat, rows)
+
     async def stop(self) -> None:
         for task in self._drains:
             if not task.done():

@@ -1,0 +1,58 @@
+"""Real clusters: 3 `switchboard serve` processes over a real Redis Cluster (docs/cluster.md).
+
+`gateways` shares the session-wide 3-master Redis Cluster (`redis_cluster`; each test gets its
+own key prefix, cluster.redis_prefix); `ha_gateways` runs on a fresh 3 masters + 3 replicas
+(`redis_cluster_with_replicas`, reachable as `ha_gateways.redis_cluster`) for tests that kill a
+Redis master. Both fixtures come from tests/support/redis_cluster.py (a plugin of
+tests/conftest.py) and skip only when redis-server is not installed. The gateways are torn down
+whatever happens (SIGTERM, then SIGKILL), and a failing test shows their log tails."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from tests.support.cluster import GatewayCluster
+from tests.support.raw import OPEN_CLIENTS
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name in ("gateways", "ha_gateways"):
+            cluster = funcargs.get(name)
+            if isinstance(cluster, GatewayCluster):
+                report.sections.append((f"{name}: gateway logs", cluster.logs(80)))
+    return report
+
+
+async def _close_clients() -> None:
+    while OPEN_CLIENTS:
+        closing = OPEN_CLIENTS.pop().close()
+        if inspect.isawaitable(closing):
+            await closing
+
+
+@pytest.fixture
+async def gateways(tmp_path, redis_cluster):
+    cluster = GatewayCluster(tmp_path, redis_cluster.addresses)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await _close_clients()
+        cluster.stop()
+
+
+@pytest.fixture
+async def ha_gateways(tmp_path, redis_cluster_with_replicas):
+    cluster = GatewayCluster(tmp_path, redis_cluster_with_replicas.addresses)
+    cluster.redis_cluster = redis_cluster_with_replicas
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await _close_clients()
+        cluster.stop()
