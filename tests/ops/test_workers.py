@@ -6,7 +6,6 @@ instead of spinning."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import random
 import re
@@ -31,21 +30,6 @@ from tests.support.raw import OPEN_CLIENTS, RawClient
 from tests.support.rawflow import direct, receive_and_ack, send
 from tests.support.server import SECRET
 from tests.support.waiting import wait_for
-
-
-
-def _router_present() -> bool:
-    try:
-        importlib.import_module("switchboard.router.cluster")
-    except ImportError:
-        return False
-    return True
-
-
-# Workers run with cluster.enabled = true, which needs the mesh router.
-needs_router = pytest.mark.skipif(not _router_present(),
-                                  reason="the cluster router (switchboard.router.cluster) "
-                                         "is not in the tree yet")
 
 WORKERS = 3
 STOP_TIMEOUT = 10.0
@@ -221,7 +205,6 @@ def close_all(clients: list[RawClient]) -> None:
             OPEN_CLIENTS.remove(client)
 
 
-@needs_router
 async def test_workers_share_the_port_and_the_kernel_spreads_connections(tmp_path):
     node = await Supervised(tmp_path).start()
     clients: list[RawClient] = []
@@ -245,7 +228,6 @@ async def _total(node: Supervised, expected: int) -> list[int] | None:
     return counts if sum(counts) == expected else None
 
 
-@needs_router
 async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(tmp_path):
     node = await Supervised(tmp_path).start()
     clients: list[RawClient] = []
@@ -276,7 +258,6 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(tmp_path)
         node.stop()
 
 
-@needs_router
 async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
     node = await Supervised(tmp_path).start()
     clients: list[RawClient] = []
@@ -296,7 +277,6 @@ async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
         node.stop()
 
 
-@needs_router
 async def test_users_on_different_workers_chat_both_ways_in_order(tmp_path):
     node = await Supervised(tmp_path).start()
     clients: list[RawClient] = []
@@ -367,7 +347,6 @@ async def test_port_0_with_workers_is_a_config_error(tmp_path):
     assert done.stdout == ""
 
 
-@needs_router
 async def test_a_worker_that_keeps_failing_makes_the_supervisor_give_up(tmp_path):
     node = Supervised(tmp_path)
     blocker = socket.socket()
