@@ -43,7 +43,8 @@ DEFAULTS: dict[str, object] = {
     "timers.presence_interval": 0.1,
     "metrics.port": 0,
     "log.format": "text",
-    "log.level": "WARNING",
+    # WARNING keeps the logs short; CLUSTER_TEST_LOG_LEVEL=INFO (or DEBUG) to diagnose a failure
+    "log.level": os.environ.get("CLUSTER_TEST_LOG_LEVEL", "WARNING"),
     "cluster.enabled": True,
     "cluster.mesh_host": HOST,
     "cluster.mesh_port": 0,
@@ -237,6 +238,42 @@ class GatewayCluster:
                 metrics = await self.metrics(g.index)
                 sizes[g.name] = int(metrics.get("switchboard_cluster_ring_nodes", -1))
         return sizes
+
+    async def cluster_stats(self) -> dict[str, dict[str, float]]:
+        """Each live gateway's router metrics (switchboard_cluster_*, prefix dropped): links,
+        ring size, forwarded sends, fan-out lookup failures... for failure messages."""
+        out = {}
+        for g in self.gateways:
+            if g.alive:
+                out[g.name] = {k[len("switchboard_cluster_"):]: v
+                               for k, v in (await self.metrics(g.index)).items()
+                               if k.startswith("switchboard_cluster_") and not k.endswith("_created")}
+        return out
+
+    async def registry_view(self, users=()) -> dict[str, object]:
+        """What the Redis registry holds for this cluster (its prefix), raw: every lease and
+        epoch counter, and the users' session hashes (device -> node|epoch). For failure
+        messages: a session under an epoch that is not its node's current one is invisible."""
+        from switchboard.router.registry_redis import RedisClusterRegistry
+        registry = RedisClusterRegistry(self.redis.split(","), prefix=self.prefix, deadline=5)
+        client, keys = registry._client, registry.keys
+        try:
+            view: dict[str, object] = {}
+            for name in self.names:
+                view[f"lease:{name}"] = await client.get(keys.lease(name))
+                view[f"epoch:{name}"] = await client.get(keys.epoch(name))
+            for user in users:
+                view[f"sessions:{user}"] = await client.hgetall(keys.sessions(user))
+                try:
+                    view[f"visible:{user}"] = {d: f"{e.node_id}|{e.node_epoch}" for d, e in
+                                               (await registry.sessions(user)).items()}
+                except Exception as exc:  # a view for a message: never raise
+                    view[f"visible:{user}"] = repr(exc)
+            return view
+        except Exception as exc:
+            return {"error": repr(exc)}
+        finally:
+            await registry.close()
 
     async def wait_formed(self, size: int | None = None, timeout: float = 20.0) -> None:
         """Until every live gateway has `size` nodes (default: all live ones) on its ring."""
