@@ -170,9 +170,10 @@ class GatewayCluster:
     def kill(self, i: int) -> None:
         """SIGKILL gateway i (no drain, no goodbye) and reap it."""
         gateway = self.gateways[i]
-        if gateway.alive:
-            gateway.proc.send_signal(signal.SIGKILL)
-            gateway.proc.wait(10)
+        if not gateway.alive:
+            return
+        gateway.proc.send_signal(signal.SIGKILL)
+        gateway.proc.wait(10)
         with open(gateway.log, "ab") as out:
             out.write(f"=== {time.strftime('%H:%M:%S')} SIGKILL {gateway.name} ===\n".encode())
 
