@@ -223,6 +223,7 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._writer is not None:
             return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader",
                                            initializer=self._open_reader)
