@@ -99,7 +99,7 @@ class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
-                 "presence", "typing", "invisible", "opened_ms")
+                 "presence", "typing", "invisible", "opened_ms", "resolving")
 
     def __init__(self, gw: Gateway, principal: Principal | None) -> None:
         super().__init__()
@@ -126,6 +126,8 @@ class Connection(WSListener):
         self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
         self.invisible = False
         self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
+        # cluster: chats offered with no stream yet, waiting for the device's stored cursor
+        self.resolving: dict[str, tuple[int, int]] | None = None
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -437,6 +439,10 @@ class Connection(WSListener):
                 known = sync.pending.get(chat_id)
                 sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
                 return
+            if self.gw.clustered:
+                self._resolve(chat_id, first, last)
+                return
+            # one node sees every commit, so the first offer continues what the device has
             stream = self.streams[chat_id] = Stream(first - 1, last)
         if last <= stream.sent:
             return
@@ -476,6 +482,53 @@ class Connection(WSListener):
         if last.seq > stream.sent:
             self._advance(stream, last.seq)
         return True
+
+    async def catch_up(self) -> None:
+        """Compare every chat with the store (cluster: pushes to this node may have been lost)."""
+        if self.state != State.OPEN or self.resolving is not None:
+            return
+        self.resolving = {}
+        await self._load_cursors()
+
+    def _resolve(self, chat_id: str, first: int, last: int) -> None:
+        """A cluster node can miss a push (a registry lookup that did not see this session, a
+        link that was down), so a chat's first offer may not continue what the device has:
+        start the stream at the device's stored cursor instead and fill from the store."""
+        resolving = self.resolving
+        if resolving is None:
+            resolving = self.resolving = {}
+            self.gw.spawn(self._load_cursors())
+        known = resolving.get(chat_id)
+        resolving[chat_id] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
+
+    async def _load_cursors(self) -> None:
+        """Offers that arrive during a read wait for the next one: their commits may be newer
+        than what the read saw."""
+        store = self.gw.services.store
+        while self.resolving is not None and self.state == State.OPEN:
+            batch, self.resolving = self.resolving, {}
+            try:
+                backlog = {row.chat_id: row for row in await store.backlog(self.user, self.device)}
+            except StoreError:
+                log.warning("cursors of %s/%s unavailable: offers wait for the next sync",
+                            self.user, self.device)
+                break
+            if self.state != State.OPEN:
+                break
+            for chat_id, row in backlog.items():
+                stream = self.streams.get(chat_id)
+                if stream is None:
+                    self.streams[chat_id] = Stream(row.cursor, row.head)
+                elif row.head > stream.head:
+                    stream.head = row.head
+            for chat_id, (_, last) in batch.items():
+                if chat_id not in self.streams:
+                    # not in the backlog: the device's cursor is at or past the head already
+                    self.streams[chat_id] = Stream(last, last)
+            if not self.resolving:
+                break
+        self.resolving = None
+        self._maybe_pump()
 
     def _advance(self, stream: Stream, sent: int) -> None:
         if self.inflight == 0:

@@ -2,6 +2,7 @@
 connections and caches when the cluster, or this node itself, says so."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,8 @@ from switchboard.core.model import StoredMessage
 from switchboard.router.base import Invalidation
 
 from .connection import Close
+
+CATCH_UP_SLICE = 256  # connections whose cursors are read at once
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -62,6 +65,12 @@ class GatewayNode:
 
     def node_gone(self, node_id: str) -> None:
         self._gw.presence.registry.forget_node(node_id)
+
+    async def catch_up(self) -> None:
+        """In slices, so a node with many connections does not start every store read at once."""
+        conns = self._gw.hub.all()
+        for start in range(0, len(conns), CATCH_UP_SLICE):
+            await asyncio.gather(*(conn.catch_up() for conn in conns[start:start + CATCH_UP_SLICE]))
 
     def cluster_changed(self) -> None:
         services = self._gw.services

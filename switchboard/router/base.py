@@ -59,6 +59,10 @@ class LocalNode(Protocol):
     def node_gone(self, node_id: str) -> None:
         """A peer's link went down: whatever it said about presence no longer holds."""
 
+    async def catch_up(self) -> None:
+        """Pushes to this node may have been lost (its sessions were invisible, a link was
+        down): every connection compares its chats with the store and fills what it missed."""
+
     def cluster_changed(self) -> None:
         """The ring changed: cached state may have missed broadcasts or belong to chats this
         node no longer owns; reload it all on next use."""

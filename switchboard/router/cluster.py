@@ -83,6 +83,7 @@ class MeshRouter:
         self._presence_out: dict[str, tuple[bool, int]] = {}
         self._presence_flush: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._linked_before: set[str] = set()
         self._maintenance: asyncio.Task | None = None
         self._stopped = False
         self.registered = registry is None
@@ -152,6 +153,8 @@ class MeshRouter:
                     await self._register()
                     for user, device in self._node.sessions():
                         await self._registry.put_session(user, device, self.node_id, self.epoch)
+                    # owners' lookups missed these sessions meanwhile: fill from the store
+                    await self._node.catch_up()
                 await self._poll_members()
             except RegistryUnavailable as exc:
                 log.warning("registry unavailable: %s", exc)
@@ -159,8 +162,14 @@ class MeshRouter:
                 log.exception("cluster maintenance failed")
 
     async def _poll_members(self) -> None:
+        """Members with a live lease, plus any node whose link is up: a node re-registering
+        after a Redis failover has no lease for a moment, and is alive all the same."""
         live = await self._registry.nodes()
-        self._set_members({n: info.address for n, info in live.items() if n != self.node_id})
+        members = {n: info.address for n, info in live.items() if n != self.node_id}
+        for node_id, address in self._members.items():
+            if node_id not in members and self.mesh.link(node_id) is not None:
+                members[node_id] = address
+        self._set_members(members)
 
     def _set_members(self, members: dict[str, str]) -> None:
         if members != self._members:
@@ -182,6 +191,10 @@ class MeshRouter:
     # ------------------------------------------------------------------ mesh events
     def link_up(self, link: Link) -> None:
         self._rebuild_ring()
+        if link.node_id in self._linked_before:
+            # Deliver frames sent while the link was down are lost: fill from the store
+            self._spawn(self._node.catch_up())
+        self._linked_before.add(link.node_id)
         states = self._node.presence_snapshot()
         link.send(mesh.MeshFrame(presence=mesh.PresenceStates(snapshot=True, users=[
             mesh.UserPresence(user_id=u, online=on, last_seen_ms=seen) for u, on, seen in states])))
@@ -341,7 +354,8 @@ class MeshRouter:
     async def _push_located(self, frame: mesh.Push) -> None:
         try:
             sessions = await self._registry.sessions_many(frame.user_ids)
-        except RegistryUnavailable:
+        except Exception as exc:  # RegistryUnavailable, or the client failing mid-failover
+            log.warning("push lookup failed, sending to every node: %s", exc)
             self._broadcast(mesh.MeshFrame(push=frame))
             return
         nodes = {entry.node_id for devices in sessions.values() for entry in devices.values()}
@@ -382,7 +396,7 @@ class MeshRouter:
     async def _drop_session(self, user: str, device: str) -> None:
         try:
             await self._registry.drop_session(user, device, self.node_id)
-        except RegistryUnavailable as exc:
+        except Exception as exc:  # RegistryUnavailable, or the client failing mid-failover
             # the entry stays; it names this node, which no longer holds the device: a push
             # for it is offered here and finds nobody, until the device connects again
             log.warning("session of %s/%s not dropped: %s", user, device, exc)

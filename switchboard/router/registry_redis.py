@@ -25,6 +25,7 @@ object, so a node refreshes through the object it registered with (another one a
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -162,6 +163,11 @@ class RedisClusterRegistry(Registry):
                     except _TRANSIENT:
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, 0.5)
+                    except (AttributeError, RuntimeError) as exc:
+                        if not _torn_connection(exc):
+                            raise
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, 0.5)
         except TimeoutError as exc:
             raise RegistryUnavailable(
                 f"{what}: no answer from Redis Cluster within {self._deadline}s") from exc
@@ -251,3 +257,15 @@ def _entry(value: str) -> SessionEntry:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _torn_connection(exc: BaseException) -> bool:
+    """redis-py's asyncio cluster client, when a failover tears a connection down under a
+    command in flight, can fail with AttributeError ('NoneType' object has no attribute
+    'writelines') or RuntimeError (operation on a closed transport) instead of a
+    ConnectionError. Those are retried like one; the same errors from anywhere else are bugs
+    and propagate."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename

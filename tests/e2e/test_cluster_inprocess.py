@@ -177,3 +177,42 @@ async def test_a_node_leaving_hands_its_chats_over(nodes):
     for i in range(5):
         await send(alice, chat, f"{i}".encode())
     assert [m.seq for m in await receive_and_ack(bob, 6)] == [1, 2, 3, 4, 5, 6]
+
+
+async def misdirect(node, user: str, device: str, elsewhere: str) -> None:
+    """Point the device's session entry at another live node: owners' pushes go there and are
+    lost, as when a lookup runs while this node's sessions are invisible (Redis failover)."""
+    router = node.gateway.router
+    other = (await router._registry.nodes())[elsewhere]
+    await router._registry.put_session(user, device, elsewhere, other.epoch)
+
+
+async def test_a_missed_push_is_filled_from_the_store(nodes):
+    a, b, c = nodes
+    if b.gateway.router._registry is None:
+        pytest.skip("fan-out without a registry goes to every node: nothing to steer")
+    alice, bob = await authed(a, "alice"), await authed(b, "bob")
+    chats = [await group(alice, ["bob"]) for _ in range(30)]
+    chat, quiet = [chat for chat in chats if a.gateway.router.owner(chat) != "b"][:2]
+    await send(alice, quiet, b"q1")
+    assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q1"]
+    await misdirect(b, "bob", "phone", "c")
+    await send(alice, chat, b"1")
+    await send(alice, chat, b"2")
+    await send(alice, quiet, b"q2")
+    assert not bob.pending()
+    await b.gateway.router._registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    # the next offer of `chat` starts at bob's stored cursor, not at the offered seq, and the
+    # same read of the cursors brings the quiet chat's missed message too
+    await send(alice, chat, b"3")
+    got = await receive_and_ack(bob, 4)
+    assert [m.body for m in got if m.chat_id == chat] == [b"1", b"2", b"3"]
+    assert [m.body for m in got if m.chat_id == quiet] == [b"q2"]
+    # a push lost in a chat that then goes quiet: the node's catch-up (after it re-registered,
+    # or a link came back) brings it
+    await misdirect(b, "bob", "phone", "c")
+    await send(alice, quiet, b"q3")
+    await b.gateway.router._registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    assert not bob.pending()
+    await b.gateway.router._node.catch_up()
+    assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
