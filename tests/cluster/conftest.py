@@ -35,24 +35,25 @@ async def _close_clients() -> None:
             await closing
 
 
-@pytest.fixture
-async def gateways(tmp_path, redis_cluster):
-    cluster = GatewayCluster(tmp_path, redis_cluster.addresses)
+async def _running(tmp_path, redis):
+    cluster = GatewayCluster(tmp_path, redis.addresses)
+    cluster.redis_cluster = redis
     try:
         await cluster.start()
         yield cluster
     finally:
         await _close_clients()
         cluster.stop()
+
+
+@pytest.fixture
+async def gateways(tmp_path, redis_cluster):
+    async for cluster in _running(tmp_path, redis_cluster):
+        yield cluster
 
 
 @pytest.fixture
 async def ha_gateways(tmp_path, redis_cluster_with_replicas):
-    cluster = GatewayCluster(tmp_path, redis_cluster_with_replicas.addresses)
-    cluster.redis_cluster = redis_cluster_with_replicas
-    try:
-        await cluster.start()
+    """Masters with replicas, fresh for the test: it may kill one."""
+    async for cluster in _running(tmp_path, redis_cluster_with_replicas):
         yield cluster
-    finally:
-        await _close_clients()
-        cluster.stop()

@@ -12,23 +12,9 @@ from switchboard.client import ServerError
 from switchboard.core.chats import direct_chat_id
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.cluster import device_client, owner
-from tests.support.clients import receive
+from tests.support.clients import event, no_event, receive
 from tests.support.history import Recorder
 from tests.support.waiting import wait_for
-
-
-async def event(events, kind: type, where=lambda e: True, timeout: float = 5.0):
-    """The next push of `kind` matching `where` from an events() iterator; others are skipped."""
-    async def find():
-        async for item in events:
-            if isinstance(item, kind) and where(item):
-                return item
-    return await asyncio.wait_for(find(), timeout)
-
-
-async def no_event(events, kind: type, where=lambda e: True, timeout: float = 0.5) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await event(events, kind, where, timeout)
 
 
 def user_whose_direct_chat_with(other: str, owned_by: str, prefix: str) -> str:

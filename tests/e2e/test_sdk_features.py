@@ -9,23 +9,9 @@ import pytest
 from switchboard.client import AuthError, Client, ConnectionLost, ServerError
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.tools.devcluster import free_port
-from tests.support.clients import connect, receive
+from tests.support.clients import connect, event, no_event, receive
 from tests.support.raw import OPEN_CLIENTS
 from tests.support.waiting import wait_for
-
-
-async def event(events, kind: type, where=lambda e: True, timeout: float = 5.0):
-    """The next push of `kind` matching `where` from an events() iterator; others are skipped."""
-    async def find():
-        async for item in events:
-            if isinstance(item, kind) and where(item):
-                return item
-    return await asyncio.wait_for(find(), timeout)
-
-
-async def no_event(events, kind: type, where=lambda e: True, timeout: float = 0.5) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await event(events, kind, where, timeout)
 
 
 def tick(update: pb.ReceiptUpdate, seq: int) -> str:

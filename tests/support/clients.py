@@ -27,3 +27,21 @@ async def receive(client: Client, count: int, timeout: float = 10.0) -> list:
                 return
     await asyncio.wait_for(collect(), timeout)
     return got
+
+
+async def event(events, kind: type, where=lambda e: True, timeout: float = 5.0):
+    """The next push of `kind` matching `where` from an events() iterator; others are skipped."""
+    async def find():
+        async for item in events:
+            if isinstance(item, kind) and where(item):
+                return item
+    return await asyncio.wait_for(find(), timeout)
+
+
+async def no_event(events, kind: type, where=lambda e: True, timeout: float = 0.5) -> None:
+    """No push of `kind` matching `where` within `timeout`."""
+    try:
+        await event(events, kind, where, timeout)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"an unexpected {kind.__name__} arrived")

@@ -231,11 +231,12 @@ class GatewayCluster:
                     pass
         return out
 
-    async def ring_sizes(self) -> dict[str, int]:
-        """Each live gateway's ring size (switchboard_cluster_ring_nodes)."""
+    async def ring_sizes(self, among: list[int] | None = None) -> dict[str, int]:
+        """Each live gateway's ring size (switchboard_cluster_ring_nodes); `among`: only
+        these gateways (a paused one does not answer)."""
         sizes = {}
         for g in self.gateways:
-            if g.alive:
+            if g.alive and (among is None or g.index in among):
                 metrics = await self.metrics(g.index)
                 sizes[g.name] = int(metrics.get("switchboard_cluster_ring_nodes", -1))
         return sizes
@@ -276,13 +277,15 @@ class GatewayCluster:
         finally:
             await registry.close()
 
-    async def wait_formed(self, size: int | None = None, timeout: float = 20.0) -> None:
-        """Until every live gateway has `size` nodes (default: all live ones) on its ring."""
+    async def wait_formed(self, size: int | None = None, timeout: float = 20.0,
+                          among: list[int] | None = None) -> None:
+        """Until every live gateway (of `among`) has `size` nodes (default: all live ones) on
+        its ring."""
         want = size if size is not None else sum(g.alive for g in self.gateways)
         deadline = time.monotonic() + timeout
         sizes: dict[str, int] = {}
         while time.monotonic() < deadline:
-            sizes = await self.ring_sizes()
+            sizes = await self.ring_sizes(among)
             if sizes and all(s == want for s in sizes.values()):
                 return
             await asyncio.sleep(0.05)
