@@ -404,11 +404,14 @@ def test_reader_refuses_an_oversized_length_before_its_payload():
         reader.next()
 
 
+SCENARIO_DEADLINE = 60.0
 SCENARIOS = [f for name, f in sorted(globals().items())
              if name.startswith("test_") and inspect.iscoroutinefunction(f)]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__[5:])
 def test_on_uvloop(scenario):
+    # a deadline inside the loop: a stuck scenario fails with its own traceback instead of
+    # waiting for pytest-timeout, whose signal cannot always interrupt uvloop's run
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(scenario())
+        runner.run(asyncio.wait_for(scenario(), SCENARIO_DEADLINE))
