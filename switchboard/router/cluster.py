@@ -248,6 +248,9 @@ class MeshRouter:
         except DomainError as exc:
             reply(_error_result(exc))
             return
+        except Exception as exc:  # the writer is closed (this node drains)
+            reply(_unavailable(f"owner cannot take sends: {exc}"))
+            return
         self.counters["owned_sends"] += 1
         future.add_done_callback(lambda f: reply(_send_result(f)))
 
@@ -478,16 +481,19 @@ def _error_result(exc: DomainError) -> mesh.SendResult:
                            retry_after_ms=exc.retry_after_ms)
 
 
+def _unavailable(detail: str) -> mesh.SendResult:
+    return mesh.SendResult(error=ERROR_CODES[Code.UNAVAILABLE], error_message=detail,
+                           retry_after_ms=RETRY_AFTER_MS)
+
+
 def _send_result(future: asyncio.Future[CommitResult]) -> mesh.SendResult:
     if future.cancelled():
-        return mesh.SendResult(error=ERROR_CODES[Code.UNAVAILABLE], error_message="cancelled",
-                               retry_after_ms=RETRY_AFTER_MS)
+        return _unavailable("cancelled")
     exc = future.exception()
     if isinstance(exc, DomainError):
         return _error_result(exc)
     if exc is not None:
-        return mesh.SendResult(error=ERROR_CODES[Code.UNAVAILABLE],
-                               error_message="store unavailable", retry_after_ms=RETRY_AFTER_MS)
+        return _unavailable("store unavailable")
     result = future.result()
     return mesh.SendResult(message=message_to_pb(result.message), duplicate=result.duplicate)
 
