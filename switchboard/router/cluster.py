@@ -52,6 +52,8 @@ from .ring import Ring
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MS = 200  # what a send refused for lack of an owner tells the device
+FANOUT_LOOKUP_TIMEOUT = 2.0  # s: a slower lookup would hold up every later fan-out: broadcast
+REPUT_SLICE = 256  # session writes in flight at once after a re-registration
 FANOUT_GRACE = 2.0     # s a leaving node waits for its last fan-out lookups
 CLOSE_REPLACED = 4010  # docs/protocol.md: the device connected again elsewhere
 
@@ -151,8 +153,7 @@ class MeshRouter:
                                 self.node_id)
                     self.registered = False
                     await self._register()
-                    for user, device in self._node.sessions():
-                        await self._registry.put_session(user, device, self.node_id, self.epoch)
+                    await self._put_sessions_again()
                     # owners' lookups missed these sessions meanwhile: fill from the store
                     await self._node.catch_up()
                 await self._poll_members()
@@ -160,6 +161,14 @@ class MeshRouter:
                 log.warning("registry unavailable: %s", exc)
             except Exception:
                 log.exception("cluster maintenance failed")
+
+    async def _put_sessions_again(self) -> None:
+        """Every session this node holds, under the new epoch, REPUT_SLICE writes at a time."""
+        sessions = self._node.sessions()
+        for start in range(0, len(sessions), REPUT_SLICE):
+            await asyncio.gather(*(
+                self._registry.put_session(user, device, self.node_id, self.epoch)
+                for user, device in sessions[start:start + REPUT_SLICE]))
 
     async def _poll_members(self) -> None:
         """Members with a live lease, plus any node whose link is up: a node re-registering
@@ -293,7 +302,8 @@ class MeshRouter:
         if self._registry is None:
             self._broadcast_deliver(chat_id, members, messages)
             return
-        lookup = asyncio.ensure_future(self._registry.sessions_many(members))
+        lookup = asyncio.ensure_future(
+            asyncio.wait_for(self._registry.sessions_many(members), FANOUT_LOOKUP_TIMEOUT))
         self._fanouts.append((lookup, chat_id, members, messages))
         lookup.add_done_callback(self._send_fanouts)
 
@@ -386,7 +396,13 @@ class MeshRouter:
         if self._registry is None:
             self._broadcast(_kick_frame(user, device, opened_ms))
             return
-        previous = await self._registry.put_session(user, device, self.node_id, self.epoch)
+        epoch = self.epoch
+        previous = await self._registry.put_session(user, device, self.node_id, epoch)
+        while epoch != self.epoch:
+            # the node registered anew meanwhile and re-put the sessions it held, which did
+            # not include this one yet: put it under the new epoch too
+            epoch = self.epoch
+            await self._registry.put_session(user, device, self.node_id, epoch)
         if previous is not None and previous.node_id != self.node_id:
             link = self.mesh.link(previous.node_id)
             if link is not None:

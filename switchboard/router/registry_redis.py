@@ -263,9 +263,11 @@ def _torn_connection(exc: BaseException) -> bool:
     """redis-py's asyncio cluster client, when a failover tears a connection down under a
     command in flight, can fail with AttributeError ('NoneType' object has no attribute
     'writelines') or RuntimeError (operation on a closed transport) instead of a
-    ConnectionError. Those are retried like one; the same errors from anywhere else are bugs
-    and propagate."""
+    ConnectionError (the innermost frame may be asyncio's stream writer). Those are retried like
+    one; the same errors raised outside redis-py are bugs and propagate."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        if f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
         tb = tb.tb_next
-    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+    return False
