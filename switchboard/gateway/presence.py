@@ -8,6 +8,7 @@ times a second costs each subscriber at most one update per interval.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from switchboard.core.chats import ChatService, direct_chat_id
@@ -37,6 +38,9 @@ class PresenceFanout:
         self._dirty: dict[str, float] = {}  # subject -> when it first changed since its last flush
         self._flush_handle: asyncio.TimerHandle | None = None
         self.updates_sent = 0
+        # cluster: last seen as the registry knows it (another node saw the user go), before
+        # falling back to the store
+        self.shared_last_seen: Callable[[str], Awaitable[int | None]] | None = None
 
     # ------------------------------------------------------------------ subscriptions
     def check(self, conn: Connection, subjects: list[str]) -> list[str]:
@@ -150,6 +154,8 @@ class PresenceFanout:
         if self.registry.is_online(subject):
             return True, 0
         last = self.registry.last_seen(subject)
+        if last is None and self.shared_last_seen is not None:
+            last = await self.shared_last_seen(subject)
         return False, last if last is not None else await self._store.last_seen(subject)
 
 

@@ -105,6 +105,8 @@ class Gateway:
                                else LocalRouter(messages, GatewayNode(self)))
         receipts.route = self.router.note_receipt
         self.presence.registry.on_local_change = self.router.presence_changed
+        if self.clustered:
+            self.presence.shared_last_seen = self.router.last_seen
         self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
         self.stats = Stats()

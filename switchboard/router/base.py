@@ -107,5 +107,9 @@ class Router(Protocol):
     async def online_devices(self, user: str) -> set[str]:
         """The user's devices connected anywhere (as far as this router can tell)."""
 
+    async def last_seen(self, user: str) -> int | None:
+        """When the user's last device went, as the cluster's registry knows it (None: ask the
+        store)."""
+
     def stats(self) -> dict[str, int]:
         """Counters for /metrics (name -> value); empty for a single node."""

@@ -436,6 +436,14 @@ class MeshRouter:
         except RegistryUnavailable:
             return here
 
+    async def last_seen(self, user: str) -> int | None:
+        if self._registry is None:
+            return None
+        try:
+            return await self._registry.last_seen(user)
+        except RegistryUnavailable:
+            return None
+
     def _on_kick(self, link: Link, kick: mesh.Kick) -> None:
         self._node.kick(kick.user_id, kick.device_id, kick.close_code, kick.reason, kick.before_ms)
 
@@ -443,8 +451,16 @@ class MeshRouter:
     def presence_changed(self, user: str, online: bool, last_seen_ms: int) -> None:
         """Batched: one PresenceStates frame per event-loop turn to every peer."""
         self._presence_out[user] = (online, last_seen_ms)
+        if not online and last_seen_ms and self._registry is not None:
+            self._spawn(self._record_last_seen(user, last_seen_ms))
         if self._presence_flush is None:
             self._presence_flush = asyncio.get_running_loop().call_soon(self._flush_presence)
+
+    async def _record_last_seen(self, user: str, last_seen_ms: int) -> None:
+        try:
+            await self._registry.set_last_seen(user, last_seen_ms)
+        except Exception as exc:  # the store has it too (devices.seen): a lost write costs a read
+            log.warning("last seen of %s not recorded: %s", user, exc)
 
     def _flush_presence(self) -> None:
         self._presence_flush = None

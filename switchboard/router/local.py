@@ -53,5 +53,8 @@ class LocalRouter:
     async def online_devices(self, user: str) -> set[str]:
         return self._node.online_devices(user)
 
+    async def last_seen(self, user: str) -> int | None:
+        return None
+
     def stats(self) -> dict[str, int]:
         return {}

@@ -117,6 +117,10 @@ async def test_presence_and_typing_across_nodes(nodes):
     offline = (await alice.recv("presence")).presence
     assert (offline.user_id, offline.online) == ("bob", False)
     assert offline.last_seen_ms > 0
+    registry = b.gateway.router._registry
+    if registry is not None:  # kept in Redis for nodes that did not see bob go
+        await wait_for(lambda: registry.last_seen("bob"), message="last seen in the registry")
+        assert await registry.last_seen("bob") == offline.last_seen_ms
 
 
 async def test_added_member_sends_at_once_through_another_node(nodes):
