@@ -89,6 +89,16 @@ async def setup(gateways: GatewayCluster, chats_owned_by: str | None = None):
     return rec, clients, chats
 
 
+async def loaded(gateways: GatewayCluster, chats_owned_by: str | None = None,
+                 pause: float = 0.02):
+    """setup(), then the load running until it has acked a few sends."""
+    rec, clients, chats = await setup(gateways, chats_owned_by)
+    load = Load(rec, clients, chats, pause)
+    load.start()
+    await wait_for(lambda: load.acked() > 50, timeout=15, message="the load running")
+    return rec, clients, chats, load
+
+
 async def heal_and_check(rec: Recorder, load: Load, gateways: GatewayCluster) -> None:
     await load.stop()
     refused = [s.describe() for s in rec.history.sends if s.outcome == "fail"]
@@ -154,12 +164,7 @@ async def run_for(seconds: float) -> None:
 
 
 async def test_kill9_of_a_gateway_under_load_then_restart(gateways):
-    rec, clients, chats = await setup(gateways)
-    load = Load(rec, clients, chats)
-    load.start()
-    await run_for(1.5)
-    before = load.acked()
-    assert before > 20, rec.history.summary()
+    rec, clients, chats, load = await loaded(gateways)
 
     victim = 1
     rec.history.fault(f"kill -9 g{victim}")
@@ -180,11 +185,7 @@ async def test_kill9_of_a_gateway_under_load_then_restart(gateways):
 
 async def test_kill9_of_the_owner_of_busy_chats_reuses_no_seq(gateways):
     victim = 2
-    rec, clients, chats = await setup(gateways, chats_owned_by=f"g{victim}")
-    load = Load(rec, clients, chats, pause=0.0)
-    load.start()
-    await run_for(1.5)
-    assert load.acked() > 20, rec.history.summary()
+    rec, clients, chats, load = await loaded(gateways, chats_owned_by=f"g{victim}", pause=0.0)
     heads_before = {c: max((s.seq for s in rec.history.sends
                             if s.chat == c and s.outcome == "ok"), default=0) for c in chats}
 
@@ -214,11 +215,7 @@ async def test_a_paused_owner_wakes_up_fenced(gateways):
     waits, then fails UNAVAILABLE and the clients retry). The ScyllaDB store has no such lock;
     what this test proves is the fencing and the recovery, not availability during the pause."""
     victim = 0
-    rec, clients, chats = await setup(gateways, chats_owned_by=f"g{victim}")
-    load = Load(rec, clients, chats, pause=0.0)
-    load.start()
-    await run_for(1.0)
-    assert load.acked() > 20, rec.history.summary()
+    rec, clients, chats, load = await loaded(gateways, chats_owned_by=f"g{victim}", pause=0.0)
 
     rec.history.fault(f"SIGSTOP g{victim} (owner of the groups)")
     gateways.pause(victim)
@@ -236,10 +233,7 @@ async def test_a_paused_owner_wakes_up_fenced(gateways):
 async def test_kill9_of_a_redis_master_with_a_replica(ha_gateways):
     gateways = ha_gateways
     redis = gateways.redis_cluster
-    rec, clients, chats = await setup(gateways)
-    load = Load(rec, clients, chats)
-    load.start()
-    await run_for(1.0)
+    rec, clients, chats, load = await loaded(gateways)
 
     rec.history.fault("kill -9 of Redis master 0")
     killed = await asyncio.to_thread(redis.kill_master, 0)
