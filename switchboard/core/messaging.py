@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Callable
 
 from .chats import ChatService
 from .errors import Code, DomainError
+from .futures import settle
 from .ids import ServerIds, now_ms, valid_id
 from .model import CommitResult, Membership, NewMessage, StoredMessage
 from .store import Store, StoreError
@@ -40,6 +42,8 @@ class MessageService:
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, **(writer_options or {}))
+        self._waiting: dict[str, list[tuple[asyncio.Future, tuple]]] = {}  # chat -> sends
+        self._loads: set[asyncio.Task] = set()
 
     def set_fanout(self, fanout: Fanout) -> None:
         self._fanout = fanout
@@ -57,10 +61,21 @@ class MessageService:
         The future fails with StoreError when the batch failed (outcome unknown: retry).
         """
         self._validate(chat_id, client_msg_id, body, media_ids)
-        members = self._chats.cached_members(chat_id)
+        waiting = self._waiting.get(chat_id)
+        members = self._chats.cached_members(chat_id) if waiting is None else None
         if members is None:
-            return asyncio.ensure_future(
-                self._send_after_load(user, device, chat_id, client_msg_id, body, media_ids))
+            # behind the member map's load, and behind the chat's sends already waiting for it:
+            # a later send must not reach the writer first when the map arrives meanwhile
+            future = asyncio.get_running_loop().create_future()
+            send = (user, device, chat_id, client_msg_id, body, media_ids)
+            if waiting is None:
+                self._waiting[chat_id] = [(future, send)]
+                task = asyncio.ensure_future(self._submit_after_load(chat_id))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
+            else:
+                waiting.append((future, send))
+            return future
         if user not in members:
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
         return self._submit(user, device, chat_id, client_msg_id, body, media_ids)
@@ -73,10 +88,23 @@ class MessageService:
             raise DomainError(Code.UNAVAILABLE, "store unavailable",
                               RETRY_AFTER_STORE_ERROR_MS) from None
 
-    async def _send_after_load(self, user: str, device: str, chat_id: str, client_msg_id: str,
-                               body: bytes, media_ids: list[str]) -> CommitResult:
-        await self._chats.require_member(chat_id, user)
-        return await self._submit(user, device, chat_id, client_msg_id, body, media_ids)
+    async def _submit_after_load(self, chat_id: str) -> None:
+        try:
+            members = await self._chats.members(chat_id)
+        except Exception as exc:
+            for future, _ in self._waiting.pop(chat_id, ()):
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, send in self._waiting.pop(chat_id, ()):
+            if future.done():
+                continue
+            try:
+                if send[0] not in members:
+                    raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+                self._submit(*send).add_done_callback(partial(settle, future))
+            except DomainError as exc:
+                future.set_exception(exc)
 
     def _submit(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                 media_ids: list[str]) -> asyncio.Future[CommitResult]:

@@ -37,6 +37,7 @@ CLUSTER_METRICS = {  # MeshRouter.stats() -> (kind, help)
     "fanout_lookup_failures": ("counter", "fan-outs broadcast because the registry failed"),
     "reregistrations": ("counter", "lease lost and registered again"),
     "ring_changes": ("counter", "ownership rings built"),
+    "held_sends": ("counter", "sends held until the chat's previous owner finished its sends"),
     "links_up": ("gauge", "mesh links up"),
     "ring_nodes": ("gauge", "nodes on this node's ownership ring"),
     "forwards_pending": ("gauge", "forwarded sends awaiting their owner's answer"),

@@ -36,8 +36,10 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
+from functools import partial
 
 from switchboard.core.errors import Code, DomainError
+from switchboard.core.futures import settle
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import CommitResult, StoredMessage
@@ -71,6 +73,7 @@ class MeshRouter:
         self._mesh_host = mesh_host
         self._mesh_port = mesh_port
         self._lease_ttl = lease_ttl
+        self._link_timeout = link_timeout
         self._forward_timeout = forward_timeout
         self.epoch = now_ms()
         self.mesh = Mesh(node_id, self.epoch, self, heartbeat_interval=heartbeat_interval,
@@ -81,6 +84,9 @@ class MeshRouter:
         self._ring_epoch = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._pending: dict[int, tuple[str, asyncio.Future, asyncio.TimerHandle]] = {}
+        # chat -> (owner, future of the latest send dispatched): what an owner change waits for
+        self._flights: dict[str, tuple[str, asyncio.Future]] = {}
+        self._held: dict[str, list[tuple[asyncio.Future, tuple]]] = {}  # sends waiting for it
         self._fanouts: deque[tuple[asyncio.Future, str, Mapping, list[StoredMessage]]] = deque()
         self._presence_out: dict[str, tuple[bool, int]] = {}
         self._presence_flush: asyncio.Handle | None = None
@@ -91,7 +97,7 @@ class MeshRouter:
         self.registered = registry is None
         self.counters = {"forwarded_sends": 0, "forward_failures": 0, "owned_sends": 0,
                          "deliver_frames": 0, "fanout_lookup_failures": 0, "reregistrations": 0,
-                         "ring_changes": 0}
+                         "ring_changes": 0, "held_sends": 0}
         messages.set_fanout(self._fanout)
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,7 +110,18 @@ class MeshRouter:
             self._maintenance = asyncio.ensure_future(self._maintain())
         else:
             self._set_members(self._static_peers)
-        log.info("mesh node %s (epoch %d) on %s", self.node_id, self.epoch, self.address)
+        await self._links_settled()
+        log.info("mesh node %s (epoch %d) on %s, ring %s", self.node_id, self.epoch, self.address,
+                 ", ".join(self.ring.nodes))
+
+    async def _links_settled(self) -> None:
+        """Give the links to the known members up to link_timeout to come up before this node
+        takes devices, so that its first ring already has them: chats then do not change owner
+        under the first sends. A member that does not answer joins the ring when it does."""
+        deadline = asyncio.get_running_loop().time() + self._link_timeout
+        while (any(self.mesh.link(n) is None for n in self._members)
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Leave after the writer's last commits went out (the gateway closes the writer first):
@@ -227,7 +244,55 @@ class MeshRouter:
     # ------------------------------------------------------------------ sends
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
+        """Sends of one chat from this node reach the store in the order they came, also when
+        the chat changes owner: sends still with the previous owner are let finish first (the
+        new ones wait, then go to the new owner in order), as two writers would otherwise race
+        and a device's pipelined sends could be stored out of their order."""
+        send = (user, device, chat_id, client_msg_id, body, media_ids)
+        held = self._held.get(chat_id)
+        if held is not None:
+            self.counters["held_sends"] += 1
+            future = asyncio.get_running_loop().create_future()
+            held.append((future, send))
+            return future
         owner = self.ring.owner(chat_id)
+        flight = self._flights.get(chat_id)
+        if flight is not None and flight[0] != owner and not flight[1].done():
+            self.counters["held_sends"] += 1
+            future = asyncio.get_running_loop().create_future()
+            self._held[chat_id] = [(future, send)]
+            flight[1].add_done_callback(lambda _: self._release(chat_id))
+            return future
+        return self._dispatch(owner, send)
+
+    def _release(self, chat_id: str) -> None:
+        for future, send in self._held.pop(chat_id, ()):
+            if future.done():
+                continue
+            try:
+                inner = self._dispatch(self.ring.owner(chat_id), send)
+            except DomainError as exc:  # refused at once, as a direct send would be
+                future.set_exception(exc)
+                continue
+            except Exception as exc:  # the writer closed meanwhile (drain)
+                future.set_exception(DomainError(Code.UNAVAILABLE, str(exc), RETRY_AFTER_MS))
+                continue
+            inner.add_done_callback(partial(settle, future))
+
+    def _dispatch(self, owner: str, send: tuple) -> asyncio.Future[CommitResult]:
+        future = self._submit_to(owner, *send)
+        chat_id = send[2]
+        self._flights[chat_id] = (owner, future)
+        future.add_done_callback(partial(self._landed, chat_id))
+        return future
+
+    def _landed(self, chat_id: str, future: asyncio.Future) -> None:
+        flight = self._flights.get(chat_id)
+        if flight is not None and flight[1] is future:
+            del self._flights[chat_id]
+
+    def _submit_to(self, owner: str, user: str, device: str, chat_id: str, client_msg_id: str,
+                   body: bytes, media_ids: list[str]) -> asyncio.Future[CommitResult]:
         link = None if owner == self.node_id else self.mesh.link(owner)
         if link is None:
             self.counters["owned_sends"] += 1
@@ -528,4 +593,3 @@ def _send_result(future: asyncio.Future[CommitResult]) -> mesh.SendResult:
         return _unavailable("store unavailable")
     result = future.result()
     return mesh.SendResult(message=message_to_pb(result.message), duplicate=result.duplicate)
-

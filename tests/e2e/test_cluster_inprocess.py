@@ -8,11 +8,13 @@ tests/cluster/ runs the same router as separate processes (kill -9, Redis failov
 node is in reach of the test, so the router's own state can be asserted."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.ring import Ring
 from switchboard.tools.devcluster import free_port
 from tests.support.raw import RawClient
 from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
@@ -219,3 +221,47 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     assert not bob.pending()
     await b.gateway.router._node.catch_up()
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
+
+
+async def test_pipelined_sends_keep_their_order_when_the_owner_changes(make_server):
+    """A node joins while a device has hundreds of sends in flight to a chat the newcomer will
+    own: sends still with the old owner finish first, so seq follows the device's send order."""
+    ports = {name: free_port() for name in NODES}
+    peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
+
+    async def node(index: int):
+        name = NODES[index]
+        return await make_server(server__node_id=index, cluster__enabled=True,
+                                 cluster__node_name=name, cluster__mesh_port=ports[name],
+                                 cluster__peers=peers, cluster__heartbeat_interval=0.1,
+                                 cluster__link_timeout=0.5, limits__send_burst=100_000,
+                                 limits__frame_burst=100_000)
+    a, _ = await node(0), await node(1)
+    await wait_for(lambda: len(a.gateway.router.ring.nodes) == 2)
+    alice = await authed(a, "alice")
+    two, three = Ring(["a", "b"], 0), Ring(list(NODES), 0)
+    chats = [await group(alice, ["bob"]) for _ in range(60)]  # (5/6)**60: one fits
+    # forwarded to b (in flight over the mesh) until c joins and takes it
+    chat = next(chat for chat in chats if two.owner(chat) == "b" and three.owner(chat) == "c")
+    sent = 0
+
+    def burst(count: int) -> list[int]:
+        nonlocal sent
+        rids = [alice.send(send=pb.Send(client_msg_id=f"m{sent + i}", chat_id=chat, body=b"x"))
+                for i in range(count)]
+        sent += count
+        return rids
+    rids = burst(100)
+    c = await node(2)
+    while a.gateway.router.owner(chat) != "c":  # keep sends in flight until the chat moves
+        rids += burst(10)
+        await asyncio.sleep(0.005)
+        assert sent < 5000, "c never joined a's ring"
+    rids += burst(100)
+    seqs = []
+    for rid in rids:
+        reply = await alice.reply(rid, timeout=15)
+        if reply.WhichOneof("body") == "send_ack":
+            seqs.append(reply.send_ack.seq)
+    assert len(seqs) == len(rids) and seqs == sorted(seqs), seqs
+    assert c.gateway.router.counters["owned_sends"] > 0  # the newcomer took the chat over
