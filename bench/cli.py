@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
                       help="the target's data dir (its development key, secret.key)")
     where.add_argument("--server-pid", type=int,
                        help="the target's pid, for server memory and CPU figures (/proc)")
+    where.add_argument("--server-workers", type=int, default=1,
+                       help="start the server as `serve --workers N`: N gateway processes on "
+                            "one port forming one cluster (default 1: a single process)")
     size = p.add_argument_group("size and load")
     size.add_argument("--size", help="comma-separated sizes, each run in turn (hold: "
                                      "connections, chat: pairs, fanout: group members, storm: "

@@ -25,7 +25,8 @@ class Context:
         args = self.args
         if args.target:
             return targets.ExternalSwitchboard(args.target, args.secret, args.server_pid)
-        return targets.SpawnedSwitchboard(self.run_dir, max_group_members, cprofile)
+        return targets.SpawnedSwitchboard(self.run_dir, max_group_members, cprofile,
+                                          workers=args.server_workers)
 
     def peers(self) -> list[targets.Target]:
         found, notes = targets.peers(self.run_dir)

@@ -32,6 +32,12 @@ def sample(pid: int) -> ProcSample:
                       cpu=cpu_seconds(pid))
 
 
+def children(pid: int) -> list[int]:
+    """The process's direct children (a supervisor's workers), oldest first."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return sorted(int(child) for child in fh.read().split())
+
+
 def rss(pid: int) -> int:
     """Resident bytes now (the cheapest reading, for sampling loops)."""
     with open(f"/proc/{pid}/statm") as fh:

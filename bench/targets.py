@@ -126,8 +126,13 @@ class SpawnedSwitchboard(Target):
     name = "switchboard"
 
     def __init__(self, log_dir: Path, max_group_members: int = 1000,
-                 cprofile: Path | None = None) -> None:
+                 cprofile: Path | None = None, workers: int = 1) -> None:
         super().__init__()
+        if workers > 1 and cprofile is not None:
+            raise ValueError("--profile profiles one process: not with --server-workers")
+        self.workers = workers
+        if workers > 1:
+            self.name = f"switchboard x{workers}"
         self.log_dir = log_dir
         self.max_group_members = max_group_members
         self.cprofile = cprofile
@@ -142,12 +147,23 @@ class SpawnedSwitchboard(Target):
         runner = [sys.executable]
         if self.cprofile is not None:
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]
-        argv = runner + ["-m", "switchboard.cli", "serve", "--port", "0",
+        # workers share one fixed port (SO_REUSEPORT); their mesh ports follow it (+100)
+        port = _free_port() if self.workers > 1 else 0
+        argv = runner + ["-m", "switchboard.cli", "serve", "--port", str(port),
                          "--data-dir", self._data_dir.name, "--log-level", "WARNING"]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
         self._child = Child("switchboard", argv, self.log_dir, env)
         match = await self._child.start(LISTENING)
         self.endpoint = Endpoint("switchboard", match.group(1) + "/v1/ws", self.secret)
-        self.pids = {"server": self._child.pid}
+        if self.workers > 1:
+            # memory and CPU are the workers' (the supervisor only waits); the first role is
+            # the one a per-connection memory figure reads: with workers, that of worker 0
+            workers = procfs.children(self._child.pid)
+            self.pids = {f"worker{i}": pid for i, pid in enumerate(workers)}
+            self.pids["supervisor"] = self._child.pid
+        else:
+            self.pids = {"server": self._child.pid}
         return self
 
     async def stop(self) -> None:

@@ -2,7 +2,7 @@
 and the counts add up (every message sent was delivered exactly once to every intended device).
 No timing assertions: CI machines are noisy and these sizes measure nothing.
 
-The four runs are started together (each is a `python -m bench` process with its own server and
+The runs are started together (each is a `python -m bench` process with its own server and
 workers) and each test waits for its own, so the file takes about as long as the slowest run.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ RUNS = {
     "chat": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--peers"],
     "fanout": ["--size", "25", "--messages", "3"],
     "storm": ["--size", "20", "--messages", "3"],
+    "chat-workers": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--no-peers",
+                     "--server-workers", "2"],
 }
 TIMEOUT = 80
 
@@ -31,7 +33,8 @@ def runs(tmp_path_factory):
     started = {}
     for scenario, options in RUNS.items():
         out = tmp_path_factory.mktemp(f"bench-{scenario}")
-        proc = subprocess.Popen([sys.executable, "-m", "bench", scenario, "--workers", "2",
+        proc = subprocess.Popen([sys.executable, "-m", "bench", scenario.split("-")[0],
+                                 "--workers", "2",
                                  "--out", str(out), *options], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started[scenario] = (proc, out)
@@ -48,7 +51,7 @@ def result(runs, scenario: str) -> tuple[dict, Path, str]:
     assert proc.returncode == 0, output
     [run_dir] = out.iterdir()
     doc = json.loads((run_dir / "result.json").read_text())
-    assert doc["scenario"] == scenario
+    assert doc["scenario"] == scenario.split("-")[0]
     machine = doc["machine"]
     for key in ("cpu_model", "cores", "python", "packages", "git_commit"):
         assert key in machine
@@ -120,3 +123,14 @@ def test_storm(runs):
     assert res["time_to_synced"]["count"] == 20
     assert res["server"]["peak_rss"] >= res["server"]["rss_before"] > 0
     assert res["exactly_once"] is True
+
+
+def test_chat_against_two_workers(runs):
+    """`--server-workers 2`: the server is a two-worker cluster, measured over both workers."""
+    doc, _, _ = result(runs, "chat-workers")
+    [run_] = doc["runs"]
+    [ours] = run_["targets"]
+    assert ours["target"] == "switchboard x2"
+    assert ours["exactly_once"] is True and ours["counts"]["send_errors"] == 0
+    assert ours["counts"]["delivered"] == ours["counts"]["sent"] > 0
+    assert {"worker0", "worker1", "supervisor"} <= set(ours["processes"])
