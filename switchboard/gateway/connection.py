@@ -27,7 +27,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from switchboard.core.auth import Principal, TokenError
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import CommitResult, DeviceStatus, Membership, StoredMessage
+from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membership, StoredMessage
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
@@ -508,19 +508,14 @@ class Connection(WSListener):
         while self.resolving is not None and self.state == State.OPEN:
             batch, self.resolving = self.resolving, {}
             try:
-                backlog = {row.chat_id: row for row in await store.backlog(self.user, self.device)}
+                backlog = await store.backlog(self.user, self.device)
             except StoreError:
                 log.warning("cursors of %s/%s unavailable: offers wait for the next sync",
                             self.user, self.device)
                 break
             if self.state != State.OPEN:
                 break
-            for chat_id, row in backlog.items():
-                stream = self.streams.get(chat_id)
-                if stream is None:
-                    self.streams[chat_id] = Stream(row.cursor, row.head)
-                elif row.head > stream.head:
-                    stream.head = row.head
+            self._adopt(backlog)
             for chat_id, (_, last) in batch.items():
                 if chat_id not in self.streams:
                     # not in the backlog: the device's cursor is at or past the head already
@@ -603,12 +598,8 @@ class Connection(WSListener):
             return
         if self.sync is not sync or self.state != State.OPEN:
             return
+        self._adopt(backlog)
         for row in backlog:
-            stream = self.streams.get(row.chat_id)
-            if stream is None:
-                stream = self.streams[row.chat_id] = Stream(row.cursor, row.head)
-            elif row.head > stream.head:
-                stream.head = row.head
             sync.targets[row.chat_id] = row.head
         for chat_id, (first, last) in sync.pending.items():
             stream = self.streams.get(chat_id)
@@ -620,6 +611,16 @@ class Connection(WSListener):
         sync.loading = False
         self._maybe_pump()
         self._check_sync()
+
+    def _adopt(self, backlog: list[Backlog]) -> None:
+        """Streams from the store's view: a chat behind its head starts at the device's cursor;
+        a stream that exists already only learns the new head."""
+        for row in backlog:
+            stream = self.streams.get(row.chat_id)
+            if stream is None:
+                self.streams[row.chat_id] = Stream(row.cursor, row.head)
+            elif row.head > stream.head:
+                stream.head = row.head
 
     def _check_sync(self) -> None:
         sync = self.sync
