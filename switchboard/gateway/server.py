@@ -202,8 +202,7 @@ class Gateway:
         await self._closed_handshakes()
         self.presence.close()
         self.services.receipts.close()
-        if self.clustered:
-            await self.router.close_registry()
+        await self.router.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

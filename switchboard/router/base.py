@@ -75,6 +75,10 @@ class Router(Protocol):
     async def stop(self) -> None:
         """Leave: other nodes take this node's chats at once (links close)."""
 
+    async def close(self) -> None:
+        """After the drain closed every connection (their sessions were dropped): release the
+        rest (the registry's connections)."""
+
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
         """Hand a send to the chat's owner. Raises DomainError for what is refused at once; the

@@ -147,7 +147,7 @@ class MeshRouter:
         if self._presence_flush is not None:
             self._presence_flush.cancel()
 
-    async def close_registry(self) -> None:
+    async def close(self) -> None:
         """After the last session was dropped (the gateway's drain)."""
         if self._registry is not None:
             await self._registry.close()

@@ -24,6 +24,9 @@ class LocalRouter:
     async def stop(self) -> None:
         return None
 
+    async def close(self) -> None:
+        return None
+
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
         return self._messages.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
