@@ -131,22 +131,33 @@ class MessageService:
 
     def _on_commit(self, results: list[CommitResult]) -> None:
         """Runs right after a batch is durable, before any SendAck: group new rows per chat
-        (already in seq order) and fan each group out once."""
+        (already in seq order) and fan each group out once. A duplicate is offered again, on
+        its own: its original may have been stored by a commit whose outcome was unknown and
+        never fanned out (a store timeout, an owner that died); devices that have it drop it."""
         if self._fanout is None:
             return
         by_chat: dict[str, list[StoredMessage]] = {}
+        again: dict[tuple[str, int], StoredMessage] = {}
         for result in results:
-            if not result.duplicate:
-                message = result.message
-                by_chat.setdefault(message.chat_id, []).append(message)
-                if self.on_sent is not None:
-                    self.on_sent(message.chat_id, message.sender_user, message.seq)
+            message = result.message
+            if result.duplicate:
+                again[(message.chat_id, message.seq)] = message
+                continue
+            by_chat.setdefault(message.chat_id, []).append(message)
+            if self.on_sent is not None:
+                self.on_sent(message.chat_id, message.sender_user, message.seq)
+        for (chat_id, seq), message in sorted(again.items()):
+            if not any(m.seq == seq for m in by_chat.get(chat_id, ())):
+                self._fanout_group(chat_id, [message])
         for chat_id, messages in by_chat.items():
-            members = self._chats.cached_members(chat_id)
-            if members is not None:
-                self._fanout(chat_id, members, messages)
-            else:
-                asyncio.get_running_loop().create_task(self._fanout_after_load(chat_id, messages))
+            self._fanout_group(chat_id, messages)
+
+    def _fanout_group(self, chat_id: str, messages: list[StoredMessage]) -> None:
+        members = self._chats.cached_members(chat_id)
+        if members is not None:
+            self._fanout(chat_id, members, messages)
+        else:
+            asyncio.get_running_loop().create_task(self._fanout_after_load(chat_id, messages))
 
     async def _fanout_after_load(self, chat_id: str, messages: list[StoredMessage]) -> None:
         """The member map was evicted between the check and the commit (rare): load it; the

@@ -197,8 +197,10 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     writer.ack_cursor("bob", "phone", "a", 3)
     writer.ack_cursor("bob", "phone", "b", 4)
     writer.ack_delivered("b", "bob", 5)
-    outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6)])
+    outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6),
+                              writer.submit(msg("b", "1"))])
     assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
+    assert isinstance(outcomes[2], StoreError)
     assert await faulty.cursors("bob", "phone") == {"a": 3}
     assert await faulty.read_seq("a", "bob") == 2
     for _ in range(20):
