@@ -3,6 +3,7 @@ three on 127.0.0.1, 127.0.0.2 and 127.0.0.3, speaking the CQL protocol the Scyll
 
     python -m switchboard.tools.devcassandra up [--nodes 1|3] [--dir D] [--port P] [--auth]
     python -m switchboard.tools.devcassandra down --dir D
+    python -m switchboard.tools.devcassandra fetch    # only resolve the jars (CI does, up front)
 
 No ScyllaDB server can be installed on the project's machines; Cassandra 5.0 speaks the same
 native protocol and runs from Maven Central on a JDK 17. The first `up` resolves
@@ -18,8 +19,8 @@ different loopback addresses, as hosts would; the ports are picked free below th
 ephemeral range (unless `--port` names the CQL one), so no client socket takes them while the
 JVM starts. There is no JMX. `up` returns once every node answers a CQL query through the real
 driver and, with several nodes, each node sees every other as up and normal (UN in nodetool's
-words): it lists them as peers and serves a read at consistency ALL of a keyspace replicated
-to all of them (system_distributed, RF 3).
+words): it lists them as peers on its own schema version and serves a read at consistency ALL
+of a keyspace replicated to all of them (system_distributed, RF 3).
 
 Settings chosen for a quick start on a small shared machine (one node starts in about 6 s on 2
 cores, three in about 10 s), and why:
@@ -28,8 +29,7 @@ cores, three in about 10 s), and why:
   every node is a seed;
 * `-Dcassandra.skip_wait_for_gossip_to_settle=0`, a short ring delay, a 0 ms superuser set-up
   delay (the `cassandra`/`cassandra` superuser of `--auth` exists as soon as the node answers),
-  a 500 ms shutdown announcement, `-Dcassandra.unsafesystem=true` (no fsync of the node's own
-  system tables; user data keeps the commit log);
+  a 500 ms shutdown announcement;
 * the C1 compiler only (`-XX:TieredStopAtLevel=1`): half the CPU at start, a slower peak that
   tests never reach (`full_jit=True` for benchmarks);
 * a 512 MB heap that starts at 64 MB, no `AlwaysPreTouch`, and no `mlockall`: Cassandra locks
@@ -41,8 +41,8 @@ cores, three in about 10 s), and why:
   machine stalls at times), ScyllaDB's batch size thresholds (warn 128 KiB, fail 1 MiB) so a
   batch the dev node takes is one ScyllaDB takes.
 
-`kill`, `restart`, `pause` and `resume` (SIGKILL, a start on the same data, SIGSTOP, SIGCONT) are
-for fault tests. The same `CassandraCluster` class is what the test fixtures start
+`kill`, `restart`, `pause` and `resume` (SIGKILL, a start on the same data, SIGSTOP, SIGCONT) and
+`wait_down` (until the other nodes have noticed) are for fault tests. The same `CassandraCluster` class is what the test fixtures start
 (tests/support/cassandra.py), so the tool and the tests cannot drift apart.
 """
 from __future__ import annotations
@@ -59,6 +59,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,9 @@ CLUSTER_NAME = "switchboard-dev"
 DATACENTER = "datacenter1"  # what SimpleSnitch reports; NetworkTopologyStrategy keyspaces name it
 SUPERUSER = ("cassandra", "cassandra")  # created by PasswordAuthenticator on first start
 PROTOCOL_VERSION = 4  # what ScyllaDB speaks; switchboard/core/cql.py pins the same
+# A read of one partition of system_distributed (RF 3): at ALL it needs all three nodes.
+_PROBE_ALL = ("SELECT * FROM system_distributed.view_build_status "
+              "WHERE keyspace_name = 'devcassandra' AND view_name = 'probe'")
 _RESOLVED = ".resolved"  # written into lib/ once every jar is there
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
@@ -105,7 +110,7 @@ _JVM_FLAGS = (
 _FAST_START = (
     "-Dcassandra-foreground=yes", "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     "-Dcassandra.ring_delay_ms=1000", "-Dcassandra.superuser_setup_delay_ms=0",
-    "-Dcassandra.shutdown_announce_in_ms=500", "-Dcassandra.unsafesystem=true",
+    "-Dcassandra.shutdown_announce_in_ms=500",
 )
 _LOGBACK = """<configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -301,9 +306,15 @@ class CassandraCluster:
             raise
         return self
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop every running node, one after the other (see `stop_nodes`)."""
-        stop_nodes([node.process for node in self.nodes if node.alive()], timeout)
+    def stop(self, timeout: float = 20.0, *, graceful: bool = True) -> None:
+        """Stop every running node, one after the other (see `stop_nodes`); not `graceful`:
+        SIGKILL them all at once, for data nobody will read again (test teardown)."""
+        running = [node.process for node in self.nodes if node.alive()]
+        if graceful:
+            stop_nodes(running, timeout)
+        else:
+            for process in running:
+                process.stop(signal.SIGKILL)
 
     def kill(self, index: int) -> None:
         """SIGKILL node `index` and wait until it is gone; its data stays for `restart`."""
@@ -320,6 +331,29 @@ class CassandraCluster:
         self._wait_answering(node, deadline)
         self.wait_all_up(max(1.0, deadline - time.monotonic()))
 
+    def wait_down(self, index: int, timeout: float = 60.0) -> None:
+        """Until every other running node holds node `index` down: its failure detector has
+        convicted it (some 10 s after a kill), so a read at ALL it coordinates is refused as
+        unavailable. Until then a coordinator may still pick the dead node for a read and wait
+        for it until the request times out."""
+        target = self.nodes[index]
+        others = [node for node in self.nodes if node is not target and node.alive()]
+        wait_until(lambda: all(self._holds_down(node) for node in others), timeout,
+                   f"the other nodes to hold {target.host} down")
+
+    def _holds_down(self, node: CassandraNode) -> bool:
+        from cassandra import Unavailable
+        from cassandra.cluster import NoHostAvailable
+        try:
+            self.query(node.host, _PROBE_ALL, consistency="ALL", timeout=5.0)
+        except Unavailable:
+            return True
+        except NoHostAvailable as exc:  # the driver tried the one host it may use
+            return any(isinstance(error, Unavailable) for error in exc.errors.values())
+        except Exception:  # the driver's: timed out, not reachable
+            return False
+        return False
+
     def pause(self, index: int) -> None:
         """SIGSTOP: the node keeps its sockets but answers nothing (a long GC pause, a frozen VM)."""
         _signal(self.nodes[index], signal.SIGSTOP)
@@ -332,13 +366,17 @@ class CassandraCluster:
               timeout: float = 10.0) -> list[Any]:
         """Run one statement with node `host` as the coordinator, through a short-lived driver
         connection to that node alone; returns the rows. Raises the driver's exception."""
-        from cassandra import ConsistencyLevel
+        with self._connection(host, timeout) as session:
+            return list(session.execute(_statement(cql, consistency)))
+
+    @contextmanager
+    def _connection(self, host: str, timeout: float) -> Iterator[Any]:
+        """A driver session whose only coordinator is `host`, closed after the block."""
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import WhiteListRoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]),
-                                   consistency_level=ConsistencyLevel.name_to_value[consistency],
                                    request_timeout=timeout)
         credentials = self.credentials
         cluster = Cluster(
@@ -348,13 +386,14 @@ class CassandraCluster:
             connect_timeout=timeout, control_connection_timeout=timeout,
             schema_metadata_enabled=False, token_metadata_enabled=False)
         try:
-            return list(cluster.connect().execute(cql))
+            yield cluster.connect()
         finally:
             cluster.shutdown()
 
     def wait_all_up(self, timeout: float = 60.0) -> None:
-        """Until every running node lists every other node as a peer (in the ring, normal) and
-        coordinates a read at consistency ALL over all of them (it holds them alive)."""
+        """Until every node lists every other as a peer (in the ring, normal) on the same
+        schema version as its own, and coordinates a read at consistency ALL over all of them
+        (it holds them alive)."""
         live = [node for node in self.nodes if node.alive()]
         if len(live) < len(self.nodes):
             raise DevCassandraError(f"{len(self.nodes) - len(live)} node(s) are not running")
@@ -366,15 +405,16 @@ class CassandraCluster:
         needs the coordinator to hold all three alive; one node needs only to answer."""
         others = {other.host for other in self.nodes if other is not node}
         try:
-            peers = {str(row.peer) for row in self.query(node.host,
-                                                         "SELECT peer FROM system.peers_v2")}
-            if others:
-                self.query(node.host, "SELECT * FROM system_distributed.view_build_status "
-                                      "WHERE keyspace_name = 'devcassandra' "
-                                      "AND view_name = 'probe'", consistency="ALL", timeout=5.0)
+            with self._connection(node.host, 5.0) as session:
+                schema = session.execute("SELECT schema_version FROM system.local").one()
+                peers = {str(row.peer): row.schema_version for row in session.execute(
+                    "SELECT peer, schema_version FROM system.peers_v2")}
+                if others:
+                    session.execute(_statement(_PROBE_ALL, "ALL"))
         except Exception:  # the driver's: not reachable, unavailable, timed out, no schema yet
             return False
-        return peers == others
+        return set(peers) == others and all(version == schema.schema_version
+                                            for version in peers.values())
 
     # ------------------------------------------------------------ internals
     def _write_config(self, node: CassandraNode) -> None:
@@ -494,6 +534,12 @@ def stop_nodes(processes: list[Process], timeout: float = 20.0) -> None:
             process.stop(signal.SIGTERM, timeout)
 
 
+def _statement(cql: str, consistency: str) -> Any:
+    from cassandra import ConsistencyLevel
+    from cassandra.query import SimpleStatement
+    return SimpleStatement(cql, consistency_level=ConsistencyLevel.name_to_value[consistency])
+
+
 def _signal(node: CassandraNode, sig: int) -> None:
     if node.alive():
         os.kill(node.process.pid, sig)
@@ -572,8 +618,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="PasswordAuthenticator: log in as cassandra/cassandra")
     stop = sub.add_parser("down", help="stop the nodes `up` started in --dir")
     stop.add_argument("--dir", type=Path, required=True)
+    sub.add_parser("fetch", help=f"resolve Cassandra {VERSION}'s jars into the cache (Maven)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "fetch":
+            print(resolve_jars())
+            return 0
         if args.command == "down":
             for line in down(args.dir):
                 print(f"stopped {line}")
