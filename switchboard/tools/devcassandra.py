@@ -54,7 +54,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .devcluster import DevClusterError, Process
+from .devcluster import DevClusterError, Process, _bindable, _listening
 from .devcluster import _wait as wait_until
 
 VERSION = "5.0.6"
@@ -250,7 +249,8 @@ class CassandraNode:
 class CassandraCluster:
     """One Cassandra node on 127.0.0.1, or three on 127.0.0.1-3, sharing one CQL port and one
     storage port, under `directory` (one sub-directory per node). Start with `start()`, stop
-    with `stop()`; `kill`, `restart`, `pause` and `resume` act on one node for fault tests.
+    with `stop()`; `kill`, `restart`, `pause`, `resume` and `wait_down` act on one node for
+    fault tests.
 
     `authenticator` is "AllowAllAuthenticator" (no login) or "PasswordAuthenticator" (log in as
     SUPERUSER). `port` fixes the CQL port; by default a free one is picked."""
@@ -302,7 +302,7 @@ class CassandraCluster:
                 self._wait_answering(node, deadline)
             self.wait_all_up(max(1.0, deadline - time.monotonic()))
         except BaseException:
-            self.stop()
+            self.stop(graceful=False)
             raise
         return self
 
@@ -366,12 +366,13 @@ class CassandraCluster:
               timeout: float = 10.0) -> list[Any]:
         """Run one statement with node `host` as the coordinator, through a short-lived driver
         connection to that node alone; returns the rows. Raises the driver's exception."""
-        with self._connection(host, timeout) as session:
+        with self.session(host, timeout) as session:
             return list(session.execute(_statement(cql, consistency)))
 
     @contextmanager
-    def _connection(self, host: str, timeout: float) -> Iterator[Any]:
-        """A driver session whose only coordinator is `host`, closed after the block."""
+    def session(self, host: str, timeout: float = 10.0) -> Iterator[Any]:
+        """A plain (synchronous) driver session whose only coordinator is `host`, logged in
+        when the cluster needs it, and closed after the block."""
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import WhiteListRoundRobinPolicy
@@ -405,7 +406,7 @@ class CassandraCluster:
         needs the coordinator to hold all three alive; one node needs only to answer."""
         others = {other.host for other in self.nodes if other is not node}
         try:
-            with self._connection(node.host, 5.0) as session:
+            with self.session(node.host, 5.0) as session:
                 schema = session.execute("SELECT schema_version FROM system.local").one()
                 peers = {str(row.peer): row.schema_version for row in session.execute(
                     "SELECT peer, schema_version FROM system.peers_v2")}
@@ -501,7 +502,7 @@ class CassandraCluster:
         def answers() -> bool:
             if not node.alive():
                 return True
-            if not _listening(node.host, self.port):
+            if not _listening(self.port, node.host):
                 return False
             try:
                 self.query(node.host, "SELECT release_version FROM system.local", timeout=5.0)
@@ -545,14 +546,6 @@ def _signal(node: CassandraNode, sig: int) -> None:
         os.kill(node.process.pid, sig)
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
 def _free_port(hosts: list[str], exclude: int = 0) -> int:
     """A port bindable on every one of `hosts`, below the kernel's ephemeral range (where no
     outgoing connection takes it while the JVM starts) and above the well-known services."""
@@ -562,18 +555,9 @@ def _free_port(hosts: list[str], exclude: int = 0) -> int:
         low = 32768
     for _ in range(200):
         port = random.randrange(20000, max(20001, low))
-        if port != exclude and all(_bindable(host, port) for host in hosts):
+        if port != exclude and all(_bindable(port, host) for host in hosts):
             return port
     raise DevCassandraError(f"found no port free on all of {', '.join(hosts)}")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 # ---------------------------------------------------------------------------- CLI
