@@ -116,9 +116,10 @@ async def _serve(config) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from .core.store import StoreError
     try:
         await gateway.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, StoreError) as exc:  # StoreError: no store node answers
         log.error("cannot start: %s", exc)
         await gateway.stop()
         return 1

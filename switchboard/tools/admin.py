@@ -13,6 +13,7 @@ stop receiving immediately. `sessions` asks those same sockets who is connected.
     switchboard admin chats remove --chat C --user U [--user ...]
     switchboard admin devices list --user U        devices revoke --user U --device D
     switchboard admin sessions [--user U] [--limit N]
+    switchboard admin store migrate                create the store's schema where missing
     switchboard admin token --user U --device D [--ttl SECONDS]
     switchboard admin drain (--pid PID | --unit switchboard@0) [--timeout SECONDS]
 
@@ -39,7 +40,7 @@ from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import valid_id
-from switchboard.core.store import Store
+from switchboard.core.store import Store, StoreError
 from switchboard.core.stores import make_store
 
 CONTROL_TIMEOUT = 5.0
@@ -85,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sessions.add_argument("--user", help="only this user's devices")
     sessions.add_argument("--limit", type=int, default=1000, help="per worker (default 1000)")
 
+    store = groups.add_parser("store", help="the store [store] names")
+    store.add_subparsers(dest="action", required=True).add_parser(
+        "migrate", help="create the keyspace/file and every table where missing (idempotent; "
+                        "drops nothing)")
+
     add_token_arguments(groups.add_parser("token", help="mint a device token (JWT)"))
 
     drain = groups.add_parser("drain", help="SIGTERM a worker and wait until it has drained")
@@ -103,7 +109,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             return drain(args.pid, args.unit, args.timeout)
         handler = _HANDLERS[(args.group, getattr(args, "action", None))]
         rows = asyncio.run(handler(config, args))
-    except Failed as exc:
+    except (Failed, StoreError) as exc:
         print(f"switchboard admin: {exc}", file=sys.stderr)
         return 1
     _emit(rows, args.json)
@@ -297,6 +303,23 @@ def _terminate_and_wait(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+# ---------------------------------------------------------------------- store
+async def _store_migrate(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Opening a store with schema creation allowed is the migration: every statement is
+    CREATE ... IF NOT EXISTS, so running it again, or next to running workers, is harmless."""
+    if config.store.kind == "memory":
+        raise Failed("store.kind is memory: there is no schema to create")
+    store = make_store(config)
+    if config.store.kind == "scylla":
+        store.create_schema = True
+        where = f"keyspace {config.store.keyspace} on {config.store.hosts}"
+    else:
+        where = str(config.database)
+    await store.open()
+    await store.close()
+    return [{"store": config.store.kind, "schema": "up to date", "where": where}]
+
+
 _HANDLERS = {
     ("chats", "list"): _chats_list,
     ("chats", "members"): _chats_members,
@@ -306,4 +329,5 @@ _HANDLERS = {
     ("devices", "list"): _devices_list,
     ("devices", "revoke"): _devices_revoke,
     ("sessions", None): _sessions,
+    ("store", "migrate"): _store_migrate,
 }

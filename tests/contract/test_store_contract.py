@@ -27,13 +27,23 @@ from switchboard.core.store_sqlite import SQLiteStore
 StoreMaker = Callable[[], Store]
 
 
-def sqlite_backing(tmp_path) -> StoreMaker:
-    return lambda: SQLiteStore(tmp_path / "store.db")
+def sqlite_backing(request) -> StoreMaker:
+    path = request.getfixturevalue("tmp_path") / "store.db"
+    return lambda: SQLiteStore(path)
 
 
-def memory_backing(tmp_path) -> StoreMaker:
+def memory_backing(request) -> StoreMaker:
     data = MemoryData()
     return lambda: MemoryStore(data)
+
+
+def scylla_backing(request) -> StoreMaker:
+    """A keyspace of its own on the session's Cassandra node (tests/support/cassandra.py)."""
+    from switchboard.core.store_scylla import ScyllaStore, replication_map
+    target = request.getfixturevalue("cql_keyspace")
+    settings = target.settings(keyspace=None)
+    return lambda: ScyllaStore(settings, keyspace=target.keyspace,
+                               replication=replication_map("SimpleStrategy", 1, {}))
 
 
 class Stores:
@@ -62,9 +72,10 @@ class Stores:
             await self.close(self._open[-1])
 
 
-@pytest.fixture(params=[sqlite_backing, memory_backing], ids=["sqlite", "memory"])
-async def stores(request, tmp_path):
-    opened = Stores(request.param(tmp_path))
+@pytest.fixture(params=[sqlite_backing, memory_backing, scylla_backing],
+                ids=["sqlite", "memory", "scylla"])
+async def stores(request):
+    opened = Stores(request.param(request))
     yield opened
     await opened.close_all()
 

@@ -49,6 +49,13 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ("[log]\nformat = \"xml\"\n", {}, "log.format: 'xml'"),
     ("[auth]\nsecret = \"short\"\n", {}, "auth.secret: a signing key needs at least 32 bytes"),
     ("server = 1\n", {}, "server: expected a [server] table"),
+    ('[store]\nkind = "scylla"\nhosts = " , "\n', {}, "store.hosts: at least one"),
+    ('[store]\nkind = "scylla"\nkeyspace = "my-ks"\n', {}, "store.keyspace: 'my-ks'"),
+    ('[store]\nkind = "scylla"\nreplication_dcs = "dc1"\n', {},
+     "store.replication_dcs: 'dc1' is not datacenter:factor"),
+    ('[store]\nconsistency = "MOST"\n', {}, "store.consistency: 'MOST' is not one of"),
+    ('[store]\nkind = "scylla"\ntls_cert = "/c.pem"\n', {}, "store.tls_cert and store.tls_key"),
+    ('[store]\nkind = "scylla"\nport = 0\n', {}, "store.port: value 0 out of range"),
 ])
 def test_errors_name_the_key(tmp_path, text, environ, named):
     with pytest.raises(ConfigError) as error:
@@ -117,6 +124,22 @@ def test_serve_exits_2_naming_the_key(tmp_path, toml, env, named):
     assert done.returncode == 2, done
     assert named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_scylla_settings_come_from_the_store_section(tmp_path):
+    from switchboard.core.stores import cql_settings, replication, tls_context
+    config = load(write(tmp_path, '[store]\nkind = "scylla"\nhosts = "10.0.0.1, 10.0.0.2"\n'
+                                  'port = 9142\nreplication_dcs = "eu:3,us:2"\n'
+                                  'consistency = "quorum"\nlocal_dc = "eu"\n'), environ={})
+    settings = cql_settings(config.store)
+    assert (settings.hosts, settings.port, settings.keyspace) == (("10.0.0.1", "10.0.0.2"), 9142,
+                                                                  None)
+    assert (settings.consistency, settings.local_dc, settings.ssl_context) == ("QUORUM", "eu",
+                                                                               None)
+    assert replication(config.store) == "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}"
+    config.store.tls_ca = str(ROOT / "tests" / "ops" / "missing-ca.pem")
+    with pytest.raises(ConfigError, match="store.tls_ca"):  # at start, not at the first request
+        tls_context(config.store)
 
 
 async def test_store_section_chooses_the_store_the_gateway_opens(make_server, tmp_path):
