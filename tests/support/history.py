@@ -344,10 +344,11 @@ class Recorder:
                 out[dev] = count
         return out
 
-    async def finish(self, database=None, timeout: float = 20.0) -> None:
+    async def finish(self, store=None, timeout: float = 20.0) -> None:
         """Heal: every watched client (re)connected, a final Sync completed and its backlog
-        drained into the history; then each device's heads (ListChats) and, with `database`,
-        the store's rows of the history's chats (`member()`) are recorded. Call check() afterwards."""
+        drained into the history; then each device's heads (ListChats) and, with `store` (an
+        open Store of any kind, read through its interface), the store's rows of the history's
+        chats (`member()`) are recorded. Call check() afterwards."""
         deadline = asyncio.get_running_loop().time() + timeout
         for (user, device), client in self.clients.items():
             while not client.connected:
@@ -362,9 +363,13 @@ class Recorder:
         while any(client._inbox.qsize() for client in self.clients.values()):
             await asyncio.sleep(0.02)  # the drains take what the final syncs brought
         await asyncio.sleep(0.1)
-        if database is not None:
-            for chat, rows in store_rows(database, self.history.members).items():
-                self.history.stored(chat, rows)
+        if store is not None:
+            for chat in self.history.members:
+                messages = await store.read_messages(chat, 0, 1_000_000)
+                if messages:
+                    self.history.stored(chat, [Observed(chat, m.seq, m.sender_user,
+                                                        m.sender_device, m.client_msg_id, m.body)
+                                               for m in messages])
 
     async def stop(self) -> None:
         for task in self._drains:
@@ -373,20 +378,3 @@ class Recorder:
         await asyncio.gather(*self._drains, return_exceptions=True)
         self._drains.clear()
 
-
-def store_rows(database, chats: Iterable[str] | None = None) -> dict[str, list[Observed]]:
-    """Every message row of the SQLite store, per chat: for `History.stored`. Read-only, so it
-    can run while gateways still hold the file."""
-    import sqlite3
-    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = con.execute("SELECT chat_id, seq, sender_user, sender_device, client_msg_id, body "
-                           "FROM messages ORDER BY chat_id, seq").fetchall()
-    finally:
-        con.close()
-    wanted = None if chats is None else set(chats)
-    out: dict[str, list[Observed]] = defaultdict(list)
-    for chat, seq, user, device, cmid, body in rows:
-        if wanted is None or chat in wanted:
-            out[chat].append(Observed(chat, seq, user, device, cmid, bytes(body)))
-    return dict(out)
