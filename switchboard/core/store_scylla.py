@@ -210,7 +210,8 @@ class ScyllaStore(Store):
         await self.session.execute(cql, params, idempotent=True)
 
     async def _write_batch(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
-        """Idempotent writes to one partition, as one unlogged batch (one request)."""
+        """Idempotent writes as one unlogged batch: one request, to one partition or to several
+        that the coordinator writes in turn."""
         self.stats.writes += 1
         if len(statements) == 1:
             await self.session.execute(*statements[0], idempotent=True)
