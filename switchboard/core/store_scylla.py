@@ -49,6 +49,7 @@ BUCKET_SIZE = 1000          # messages per partition of a chat: part of the sche
 MAX_PIECE_BYTES = 256 * 1024  # message bytes per conditional batch (ScyllaDB fails at 1 MiB)
 MAX_PIECE_ROWS = 200        # messages per conditional batch
 MAX_BATCH_STATEMENTS = 250  # statements per unlogged batch of index rows or watermarks
+MAX_LOOKUP_KEYS = 100       # senders x client_msg_ids in one dedup read
 MAX_ATTEMPTS = 10           # conditional batches lost to another writer before a chat fails
 CONTENTION_PAUSE = 0.002    # s, times the attempt: the longest random pause after a lost batch
 READ_PAGE = 500             # rows per page when a read spans buckets
@@ -397,16 +398,28 @@ class ScyllaStore(Store):
         return rows[0].head if rows and rows[0].head is not None else 0
 
     async def _lookup(self, chat_id: str, messages: list[NewMessage]) -> dict[tuple[str, str], int]:
-        """(sender, client_msg_id) -> seq of those already stored: one read per sender."""
+        """(sender, client_msg_id) -> seq of those already stored. Senders go together into
+        one read (`sender_user IN`, a few partitions the coordinator reads) as long as senders
+        x client_msg_ids stays within MAX_LOOKUP_KEYS (ScyllaDB caps that product at 100); a
+        1:1 chat's flush is one read. Rows for pairs nobody asked about are left out."""
         by_sender: dict[str, set[str]] = defaultdict(set)
         for m in messages:
             by_sender[m.sender_user].add(m.client_msg_id)
-        senders = list(by_sender)
+        groups: list[tuple[list[str], set[str]]] = []
+        for sender, cmids in by_sender.items():
+            if groups:
+                senders, wanted = groups[-1]
+                if (len(senders) + 1) * len(wanted | cmids) <= MAX_LOOKUP_KEYS:
+                    senders.append(sender)
+                    wanted |= cmids
+                    continue
+            for chunk in _chunks(sorted(cmids), MAX_LOOKUP_KEYS):
+                groups.append(([sender], set(chunk)))
         pages = await asyncio.gather(*(self._read(self._q.find_dedup,
-                                                  (chat_id, sender, sorted(by_sender[sender])))
-                                       for sender in senders))
-        return {(sender, row.client_msg_id): row.seq
-                for sender, rows in zip(senders, pages) for row in rows}
+                                                  (chat_id, senders, sorted(wanted)))
+                                       for senders, wanted in groups))
+        return {(row.sender_user, row.client_msg_id): row.seq for rows in pages for row in rows
+                if row.client_msg_id in by_sender[row.sender_user]}
 
     async def _messages_by_seq(self, chat_id: str, seqs: set[int]) -> dict[int, StoredMessage]:
         if not seqs:
@@ -696,8 +709,8 @@ class _Queries:
                         "AND seq > ? AND seq <= ?")
         self.get_hint = f"SELECT head FROM {ks}.chat_heads WHERE chat_id = ?"
         self.set_hint = f"UPDATE {ks}.chat_heads USING TIMESTAMP ? SET head = ? WHERE chat_id = ?"
-        self.find_dedup = (f"SELECT client_msg_id, seq FROM {ks}.dedup WHERE chat_id = ? "
-                           "AND sender_user = ? AND client_msg_id IN ?")
+        self.find_dedup = (f"SELECT sender_user, client_msg_id, seq FROM {ks}.dedup "
+                           "WHERE chat_id = ? AND sender_user IN ? AND client_msg_id IN ?")
         self.insert_dedup = (f"INSERT INTO {ks}.dedup (chat_id, sender_user, client_msg_id, seq) "
                              "VALUES (?, ?, ?, ?)")
         self.create_chat = (f"INSERT INTO {ks}.chats (chat_id, kind, title, created_at_ms, "
