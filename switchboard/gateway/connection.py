@@ -21,7 +21,6 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
 
-from google.protobuf.message import DecodeError
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from switchboard.core.auth import Principal, TokenError
@@ -33,7 +32,7 @@ from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.registry import RegistryUnavailable
 
-from . import frames
+from . import frames, wire
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -50,6 +49,7 @@ class Close(enum.IntEnum):
     """Close codes of protocol v1 (docs/protocol.md)."""
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
@@ -99,7 +99,8 @@ class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
-                 "presence", "typing", "invisible", "opened_ms", "resolving")
+                 "presence", "typing", "invisible", "opened_ms", "resolving", "fragments",
+                 "fragment_bytes")
 
     def __init__(self, gw: Gateway, principal: Principal | None) -> None:
         super().__init__()
@@ -120,7 +121,7 @@ class Connection(WSListener):
         self.send_bucket: TokenBucket | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
-        self.early: list[pb.ClientFrame] | None = None  # frames that came while ADMITTING
+        self.early: list[pb.ClientFrame | wire.BadField] | None = None  # frames that came while ADMITTING
         self.registered = False  # in the hub and the presence registry
         self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
         self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
@@ -128,6 +129,8 @@ class Connection(WSListener):
         self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
         # cluster: chats offered with no stream yet, waiting for the device's stored cursor
         self.resolving: dict[str, tuple[int, int]] | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
+        self.fragment_bytes = 0
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -164,18 +167,39 @@ class Connection(WSListener):
         self.last_rx = now
         self.pinged = False
         msg_type = frame.msg_type
-        if msg_type == WSMsgType.BINARY:
-            if not frame.fin:
-                self.close(Close.MALFORMED, "fragmented messages are not supported")
-            elif self.frame_bucket.take(now):
+        if msg_type == WSMsgType.BINARY or msg_type == WSMsgType.CONTINUATION:
+            if self.frame_bucket.take(now):  # every WebSocket frame counts, fragments too
                 self.close(Close.FLOOD, "too many frames")
-            else:
+            elif msg_type == WSMsgType.BINARY and frame.fin and self.fragments is None:
                 self._on_binary(frame.get_payload_as_bytes(), now)
+            else:
+                self._on_fragment(msg_type, frame, now)
         elif msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
-        elif msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
+        elif msg_type == WSMsgType.TEXT:
             self.close(Close.UNSUPPORTED_DATA, "binary frames only")
+
+    def _on_fragment(self, msg_type: WSMsgType, frame: WSFrame, now: float) -> None:
+        """RFC 6455 fragmentation: a message may come as a first frame without FIN and
+        continuation frames up to one with FIN (control frames may come in between, and picows
+        hands them over separately). Its size counts across fragments."""
+        if (msg_type == WSMsgType.BINARY) != (self.fragments is None):
+            self.close(Close.PROTOCOL_ERROR, "continuation frame outside a fragmented message"
+                       if self.fragments is None else "new message inside a fragmented one")
+            return
+        payload = frame.get_payload_as_bytes()
+        if self.fragments is None:
+            self.fragments = []
+        self.fragments.append(payload)
+        self.fragment_bytes += len(payload)
+        if self.fragment_bytes > self.gw.config.limits.max_frame_bytes:
+            self.close(Close.MESSAGE_TOO_BIG, "message over max_frame_bytes")
+        elif frame.fin:
+            message = b"".join(self.fragments)
+            self.fragments = None
+            self.fragment_bytes = 0
+            self._on_binary(message, now)
 
     def pause_writing(self) -> None:
         self._check_outbound()
@@ -188,10 +212,12 @@ class Connection(WSListener):
         self.gw.stats.frames_in += 1
         self.gw.stats.bytes_in += len(payload)
         try:
-            frame = pb.ClientFrame.FromString(payload)
-        except DecodeError:
+            frame: pb.ClientFrame | wire.BadField = wire.decode(payload)
+        except wire.Malformed:
             self.close(Close.MALFORMED, "not a ClientFrame")
             return
+        except wire.BadField as exc:
+            frame = exc
         if self.state == State.ADMITTING:
             if len(self.early) >= MAX_EARLY_FRAMES:
                 self.close(Close.FLOOD, "too many frames before Welcome")
@@ -200,7 +226,14 @@ class Connection(WSListener):
             return
         self._dispatch(frame, now)
 
-    def _dispatch(self, frame: pb.ClientFrame, now: float) -> None:
+    def _dispatch(self, frame: pb.ClientFrame | wire.BadField, now: float) -> None:
+        if isinstance(frame, wire.BadField):
+            if self.state == State.AWAIT_AUTH:
+                self.close(Close.UNAUTHENTICATED,
+                           "invalid token" if frame.kind == "auth" else "auth required")
+            else:
+                self.send_frame(frames.error(frame.request_id, pb.INVALID_ARGUMENT, frame.detail))
+            return
         kind = frame.WhichOneof("body")
         if self.state == State.AWAIT_AUTH:
             if kind == "auth":

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .server import Gateway
 
-MAX_HISTORY = 200
-DEFAULT_HISTORY = 50
+DEFAULT_HISTORY = 50  # the range of History.limit is in wire.py
 
 
 class Requests:
@@ -38,8 +37,6 @@ class Requests:
     # ------------------------------------------------------------------ messages
     async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
         limit = req.limit or DEFAULT_HISTORY
-        if limit > MAX_HISTORY:
-            raise DomainError(Code.INVALID_ARGUMENT, f"limit is at most {MAX_HISTORY}")
         rows = await self._messages.history(conn.user, req.chat_id, req.before_seq, limit + 1)
         return frames.history_page(rid, req.chat_id, rows[:limit], len(rows) > limit)
 
@@ -134,9 +131,7 @@ class Requests:
         changes = {}
         if req.HasField("read_receipts"):
             changes["read_receipts"] = req.read_receipts
-        if req.last_seen:
-            if req.last_seen not in Visibility.__members__.values():
-                raise DomainError(Code.INVALID_ARGUMENT, f"unknown last_seen visibility {req.last_seen}")
+        if req.last_seen:  # its range is checked in wire.py
             changes["last_seen"] = Visibility(req.last_seen)
         settings = (await settings_service.update(conn.user, **changes) if changes
                     else await settings_service.get(conn.user))
