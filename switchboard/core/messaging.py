@@ -27,6 +27,7 @@ Fanout = Callable[[str, Mapping[str, Membership], list[StoredMessage]], None]
 """fanout(chat_id, members, messages): deliver freshly committed messages (one chat, seq order)."""
 
 RETRY_AFTER_STORE_ERROR_MS = 200
+DRAIN_RETRY_AFTER_MS = 1000
 MAX_CLIENT_MSG_ID = 64
 MAX_MEDIA_ID = 128
 
@@ -44,11 +45,17 @@ class MessageService:
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, **(writer_options or {}))
         self._waiting: dict[str, list[tuple[asyncio.Future, tuple]]] = {}  # chat -> sends
         self._loads: set[asyncio.Task] = set()
+        self._closing = False
 
     def set_fanout(self, fanout: Fanout) -> None:
         self._fanout = fanout
 
     async def close(self) -> None:
+        """Drain: sends waiting for a member map still reach the writer (they were accepted),
+        then the writer makes everything durable. A send submitted after this is UNAVAILABLE."""
+        self._closing = True
+        while self._loads:
+            await asyncio.gather(*self._loads, return_exceptions=True)
         await self.writer.close()
 
     # ------------------------------------------------------------------ send
@@ -61,6 +68,8 @@ class MessageService:
         The future fails with StoreError when the batch failed (outcome unknown: retry).
         """
         self._validate(chat_id, client_msg_id, body, media_ids)
+        if self._closing:
+            raise DomainError(Code.UNAVAILABLE, "server draining: reconnect", DRAIN_RETRY_AFTER_MS)
         waiting = self._waiting.get(chat_id)
         members = self._chats.cached_members(chat_id) if waiting is None else None
         if members is None:

@@ -100,7 +100,7 @@ class Connection(WSListener):
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
                  "presence", "typing", "invisible", "opened_ms", "resolving", "fragments",
-                 "fragment_bytes")
+                 "fragment_bytes", "own_sends")
 
     def __init__(self, gw: Gateway, principal: Principal | None) -> None:
         super().__init__()
@@ -131,6 +131,7 @@ class Connection(WSListener):
         self.resolving: dict[str, tuple[int, int]] | None = None
         self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
         self.fragment_bytes = 0
+        self.own_sends: dict[str, int] | None = None  # chat -> highest seq SendAck'ed here
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -346,17 +347,23 @@ class Connection(WSListener):
             self.send_frame(frames.domain_error(rid, exc, chat_id=send.chat_id,
                                                 client_msg_id=send.client_msg_id))
             return
+        self.gw.sends_in_flight += 1
         future.add_done_callback(
             lambda f: self._on_send_done(f, rid, send.chat_id, send.client_msg_id))
 
     def _on_send_done(self, future: asyncio.Future[CommitResult], rid: int, chat_id: str,
                       client_msg_id: str) -> None:
+        self.gw.sends_in_flight -= 1
         if future.cancelled() or self.state >= State.CLOSING:
             return
         exc = future.exception()
         if exc is None:
             result = future.result()
             self.gw.stats.sends += 1
+            own = self.own_sends if self.own_sends is not None else {}
+            if result.message.seq > own.get(chat_id, 0):
+                own[chat_id] = result.message.seq
+            self.own_sends = own
             self.send_frame(frames.send_ack(rid, result.message, result.duplicate))
         elif isinstance(exc, DomainError):
             self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id,
@@ -377,8 +384,15 @@ class Connection(WSListener):
         for item in frame.ack.acks:
             stream = self.streams.get(item.chat_id)
             if stream is None or item.seq > stream.head:
-                invalid = item
-                continue
+                own = self.own_sends.get(item.chat_id, 0) if self.own_sends else 0
+                if item.seq > own:
+                    invalid = item
+                    continue
+                # the device counts its own SendAcks as held (protocol 8.3) and acks them
+                if stream is None:
+                    self._ack_cursor(item.chat_id, item.seq)
+                    continue
+                stream.head = item.seq
             if item.seq > stream.acked:
                 if item.seq > stream.sent:  # acks what was sent before a retransmit rewind
                     self.inflight -= stream.sent - stream.acked
@@ -386,16 +400,19 @@ class Connection(WSListener):
                 else:
                     self.inflight -= item.seq - stream.acked
                 stream.acked = item.seq
-                self.gw.services.messages.ack(self.user, self.device, item.chat_id, item.seq)
-                self.gw.services.receipts.delivered(item.chat_id, self.user, item.seq)
+                self._ack_cursor(item.chat_id, item.seq)
                 progressed = True
         if progressed:
             self.last_progress = now
             self._maybe_pump()
         if invalid is not None:
             self.send_frame(frames.error(frame.request_id, pb.ACK_INVALID,
-                                         f"seq {invalid.seq} was not delivered on this connection",
+                                         f"seq {invalid.seq} was neither delivered nor acknowledged on this connection",
                                     chat_id=invalid.chat_id))
+
+    def _ack_cursor(self, chat_id: str, seq: int) -> None:
+        self.gw.services.messages.ack(self.user, self.device, chat_id, seq)
+        self.gw.services.receipts.delivered(chat_id, self.user, seq)
 
     def _on_ping(self, frame: pb.ClientFrame, now: float) -> None:
         self.send_frame(pb.ServerFrame(request_id=frame.request_id, pong=pb.Pong(

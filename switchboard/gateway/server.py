@@ -117,6 +117,7 @@ class Gateway:
         self.control = ControlServer(self, config.admin_socket)
         self.window = config.limits.delivery_window
         self.pending_auth = 0
+        self.sends_in_flight = 0  # accepted sends not yet answered (a drain answers them all)
         self.draining = False
         self.store_open = False
         self._tasks: set[asyncio.Task] = set()
@@ -193,6 +194,7 @@ class Gateway:
                  self.services.messages.writer.pending)
         await self.services.messages.close()
         await self.router.stop()
+        await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
             conn.send_frame(pb.ServerFrame(goaway=pb.Goaway(
@@ -218,8 +220,12 @@ class Gateway:
     async def _closed_handshakes(self) -> None:
         """Wait until the devices answered our CLOSE (or their grace ran out on the timer wheel):
         exiting earlier would reset sockets whose Goaway and CLOSE are still unread."""
-        deadline = asyncio.get_running_loop().time() + CLOSE_WAIT
-        while self.stats.closing > 0 and asyncio.get_running_loop().time() < deadline:
+        await self._until(lambda: self.stats.closing == 0, CLOSE_WAIT)
+
+    @staticmethod
+    async def _until(done, limit: float) -> None:
+        deadline = asyncio.get_running_loop().time() + limit
+        while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(CLOSE_POLL)
 
     def _listener_for(self, request: WSUpgradeRequest):
