@@ -58,7 +58,9 @@ class AuthConfig:
     secret: str = ""        # HS256 key; dev mode keeps a generated one in data_dir/secret.key
     secret_file: str = ""   # or a file holding it (systemd LoadCredential=); wins over secret
     timeout: float = 10.0   # seconds an unauthenticated connection may stay
-    max_pending: int = 2000  # unauthenticated connections at once (then HTTP 503)
+    max_pending: int = 2000  # unauthenticated connections at once (full: evict the oldest, or 503)
+    max_pending_per_address: int = 100  # of them from one source address (then HTTP 429)
+    evict_after: float = 1.0  # a full table closes (4002) its oldest one silent this long
 
 
 @dataclass(slots=True)
@@ -240,6 +242,8 @@ def _validate(config: Config) -> None:
         "server.stop_timeout": config.server.stop_timeout > 0,
         "auth.timeout": config.auth.timeout > 0,
         "auth.max_pending": config.auth.max_pending > 0,
+        "auth.max_pending_per_address": config.auth.max_pending_per_address > 0,
+        "auth.evict_after": 0 <= config.auth.evict_after <= config.auth.timeout,
         "tls.handshake_timeout": config.tls.handshake_timeout > 0,
         "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
         "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,

@@ -99,12 +99,13 @@ class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
-                 "presence", "typing", "invisible", "opened_ms", "resolving", "fragments",
+                 "presence", "typing", "invisible", "opened_ms", "resolving", "fragments", "address",
                  "fragment_bytes", "own_sends")
 
-    def __init__(self, gw: Gateway, principal: Principal | None) -> None:
+    def __init__(self, gw: Gateway, principal: Principal | None, address: str = "") -> None:
         super().__init__()
         self.gw = gw
+        self.address = address  # the peer's IP address
         self.transport: WSTransport | None = None
         self.state = State.AWAIT_AUTH
         self.user = principal.user_id if principal else ""
@@ -144,12 +145,12 @@ class Connection(WSListener):
         if self.user:
             self._authenticated()
         else:
-            self.gw.pending_auth += 1
+            self.gw.preauth.add(self, self.address, now)
             self._arm(now + self.gw.config.auth.timeout)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.state == State.AWAIT_AUTH:
-            self.gw.pending_auth -= 1
+            self.gw.preauth.remove(self)
         elif self.state == State.CLOSING:
             self.gw.stats.closing -= 1
         self.gw.stats.disconnects += 1
@@ -255,7 +256,7 @@ class Connection(WSListener):
         except TokenError as exc:
             self.close(Close.UNAUTHENTICATED, str(exc))
             return
-        self.gw.pending_auth -= 1
+        self.gw.preauth.remove(self)
         self.user = principal.user_id
         self.device = principal.device_id
         self._authenticated()
@@ -748,13 +749,19 @@ class Connection(WSListener):
             self.gw.stats.slow_consumers += 1
             self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
 
+    def evict(self) -> None:
+        """Give this silent unauthenticated socket's slot to a newcomer (preauth.py): close
+        frame, then the socket at once, without the close grace."""
+        self.close(Close.AUTH_TIMEOUT, "no auth in time: server busy")
+        self.transport.disconnect()
+
     def close(self, code: int, reason: str) -> None:
         """Send a CLOSE frame; the peer's CLOSE ends the connection, and a peer that does not
         answer (or does not read) is cut off after a grace period."""
         if self.state >= State.CLOSING:
             return
         if self.state == State.AWAIT_AUTH:
-            self.gw.pending_auth -= 1
+            self.gw.preauth.remove(self)
         log.debug("closing %s/%s: %d %s", self.user or "-", self.device or "-", code, reason)
         self.state = State.CLOSING
         self.gw.stats.closing += 1

@@ -4,8 +4,8 @@ what operators reach it by: TLS on the listener (tls.py), the ops port with metr
 
 The listener factory runs at the HTTP upgrade: a bad token in the Authorization header is
 refused there with 401 (no WebSocket, nothing allocated); without the header the connection
-waits for an Auth frame under the auth deadline, and at most `auth.max_pending` such
-connections exist at once (503 beyond).
+waits for an Auth frame under the auth deadline, in one of `auth.max_pending` slots shared
+fairly between source addresses (preauth.py: 429 or 503 with Retry-After when refused).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import random
 import socket
 from dataclasses import dataclass
 
-from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from switchboard.config import Config, parse_addresses, parse_peers
 from switchboard.core.auth import TokenAuthority, TokenError
@@ -36,8 +36,10 @@ from switchboard.router.local import LocalRouter
 from .connection import Close, Connection
 from .control import ControlServer
 from .hub import Hub
+from .listener import listen
 from .metrics import GatewayMetrics
 from .node import GatewayNode
+from .preauth import PendingAuth, Verdict
 from .presence import PresenceFanout
 from .requests import Requests
 from .status import StatusServer
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 3.0   # s: a connection's close grace (2 s, connection.py) plus timer ticks
 CLOSE_POLL = 0.02
+PREAUTH_RETRY_AFTER = 1  # s, in the Retry-After of a refused unauthenticated upgrade
 
 
 @dataclass(slots=True)
@@ -116,7 +119,8 @@ class Gateway:
         self.status = StatusServer(self)
         self.control = ControlServer(self, config.admin_socket)
         self.window = config.limits.delivery_window
-        self.pending_auth = 0
+        self.preauth = PendingAuth(config.auth.max_pending, config.auth.max_pending_per_address,
+                                   config.auth.evict_after)
         self.sends_in_flight = 0  # accepted sends not yet answered (a drain answers them all)
         self.draining = False
         self.store_open = False
@@ -145,13 +149,10 @@ class Gateway:
         server_cfg = self.config.server
         tls = {} if self.tls is None else {
             "ssl": self.tls.context, "ssl_handshake_timeout": self.config.tls.handshake_timeout}
-        self._server = await ws_create_server(
+        self._server = await listen(
             self._listener_for, server_cfg.host, server_cfg.port,
-            websocket_handshake_timeout=self.config.auth.timeout,
+            handshake_timeout=self.config.auth.timeout,
             max_frame_size=self.config.limits.max_frame_bytes,
-            read_buffer_init_size=1024,
-            enable_auto_pong=True,
-            use_aiofastnet=False,
             reuse_port=server_cfg.reuse_port or None,
             backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
             logger_name="switchboard.ws",
@@ -228,17 +229,27 @@ class Gateway:
         while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(CLOSE_POLL)
 
-    def _listener_for(self, request: WSUpgradeRequest):
+    @property
+    def pending_auth(self) -> int:
+        """Upgraded sockets still waiting for their Auth frame."""
+        return len(self.preauth)
+
+    def _listener_for(self, request: WSUpgradeRequest, address: str):
         if self.draining:
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(503, b"draining, reconnect elsewhere"), None)
+            return _refuse(503, b"draining, reconnect elsewhere")
         header = request.headers.get("Authorization")
         if header is None:
-            if self.pending_auth >= self.config.auth.max_pending:
+            verdict = self.preauth.admit(address, self.timers.now())
+            if verdict is Verdict.ADDRESS_FULL:
                 self.stats.refused_upgrades += 1
-                return WSUpgradeResponseWithListener(
-                    WSUpgradeResponse.create_error_response(503, b"busy, retry later"), None)
-            return Connection(self, None)
+                return _refuse(429, b"too many unauthenticated connections from your address",
+                               PREAUTH_RETRY_AFTER)
+            if verdict is Verdict.BUSY:
+                self.stats.refused_upgrades += 1
+                return _refuse(503, b"busy, retry later", PREAUTH_RETRY_AFTER)
+            if verdict is Verdict.EVICT_OLDEST:
+                self.preauth.oldest().evict()
+            return Connection(self, None, address)
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer":
@@ -246,9 +257,8 @@ class Gateway:
             principal = self.tokens.verify(token.strip())
         except TokenError as exc:
             self.stats.refused_upgrades += 1
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(401, str(exc).encode()), None)
-        return Connection(self, principal)
+            return _refuse(401, str(exc).encode())
+        return Connection(self, principal, address)
 
     def welcome(self, user: str, device: str) -> bytes:
         welcome = pb.Welcome()
@@ -270,6 +280,12 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _refuse(status: int, body: bytes, retry_after: int | None = None):
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return WSUpgradeResponseWithListener(
+        WSUpgradeResponse.create_error_response(status, body, headers), None)
 
 
 def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
