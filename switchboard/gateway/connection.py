@@ -18,6 +18,7 @@ import asyncio
 import enum
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
 
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 PAGE = 128
 MAX_EARLY_FRAMES = 16
+PICOWS_COPIED_UP_TO = 8192  # picows copies server messages up to this size into its buffer
+HEADER_ROOM = 14  # a WebSocket frame header's largest size
+MAX_ANSWERING = 4   # store-backed requests answered at once per connection
+MAX_QUEUED = 64     # requests waiting behind them before the socket is no longer read
 TYPING_THROTTLE = 3.0
 TYPING_EXPIRES_MS = 6000
 
@@ -100,7 +105,7 @@ class Connection(WSListener):
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
                  "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
                  "presence", "typing", "invisible", "opened_ms", "resolving", "fragments", "address",
-                 "fragment_bytes", "own_sends")
+                 "fragment_bytes", "own_sends", "answering", "queued", "room", "stalled_since")
 
     def __init__(self, gw: Gateway, principal: Principal | None, address: str = "") -> None:
         super().__init__()
@@ -133,6 +138,10 @@ class Connection(WSListener):
         self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
         self.fragment_bytes = 0
         self.own_sends: dict[str, int] | None = None  # chat -> highest seq SendAck'ed here
+        self.answering = 0  # tasks answering requests (at most MAX_ANSWERING)
+        self.queued: deque[pb.ClientFrame] | None = None  # requests waiting for one of them
+        self.room: asyncio.Future | None = None  # answers wait for the outbound buffer to drain
+        self.stalled_since = 0.0
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -156,6 +165,7 @@ class Connection(WSListener):
         self.gw.stats.disconnects += 1
         self.state = State.CLOSED
         self._leave()
+        self._wake_answers()
         if self.pump_task is not None:
             self.pump_task.cancel()
             self.pump_task = None
@@ -207,6 +217,7 @@ class Connection(WSListener):
         self._check_outbound()
 
     def resume_writing(self) -> None:
+        self._wake_answers()
         self._maybe_pump()
 
     # ------------------------------------------------------------------ frames in
@@ -458,22 +469,75 @@ class Connection(WSListener):
         self.send_frame(pb.ServerFrame(request_id=frame.request_id, ok=pb.Ok()).SerializeToString())
 
     def _on_request(self, frame: pb.ClientFrame, now: float) -> None:
-        """Requests answered after a store round trip run in a short-lived task."""
-        self.gw.spawn(self._answer(frame))
+        """Requests answered after a store round trip: at most MAX_ANSWERING short-lived tasks
+        per connection take them in order; beyond MAX_QUEUED waiting, the socket is no longer
+        read (TCP pushes back on the client) until they are down to half."""
+        if self.answering < MAX_ANSWERING:
+            self.answering += 1
+            self.gw.spawn(self._answer(frame))
+            return
+        queued = self.queued if self.queued is not None else deque()
+        self.queued = queued
+        queued.append(frame)
+        reading = self.transport.underlying_transport
+        if len(queued) >= MAX_QUEUED and reading.is_reading():
+            reading.pause_reading()
 
     async def _answer(self, frame: pb.ClientFrame) -> None:
+        """Answer `frame`, then whatever queued behind it. Each answer waits for room in the
+        outbound buffer before it reads the store: a reply the client cannot take is never
+        built, so a client that does not read pins no memory beyond the cap."""
+        try:
+            while True:
+                await self._room()
+                if self.state != State.OPEN:
+                    return
+                reply = await self._reply(frame)
+                if reply is not None and self.state == State.OPEN:
+                    self.send_frame(reply)
+                queued = self.queued
+                if not queued or self.state != State.OPEN:
+                    return
+                frame = queued.popleft()
+                if len(queued) < MAX_QUEUED // 2:
+                    self._read_again()
+        finally:
+            self.answering -= 1
+            if not self.queued:
+                self.queued = None
+
+    async def _reply(self, frame: pb.ClientFrame) -> bytes | None:
         rid = frame.request_id
         try:
-            reply = await self.gw.requests.answer(self, frame)
+            return await self.gw.requests.answer(self, frame)
         except DomainError as exc:
-            reply = frames.domain_error(rid, exc)
+            return frames.domain_error(rid, exc)
         except StoreError:
-            reply = frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200)
+            return frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200)
         except Exception:
             log.exception("request %s failed", frame.WhichOneof("body"))
-            reply = frames.error(rid, pb.INTERNAL, "internal error")
-        if reply is not None and self.state == State.OPEN:
-            self.send_frame(reply)
+            return frames.error(rid, pb.INTERNAL, "internal error")
+
+    async def _room(self) -> None:
+        """Until the outbound buffer is below the frame size (resume_writing), or the
+        connection ends. Waiting longer than retransmit_after is a slow consumer (on_timer)."""
+        if not self._write_blocked() or self.state != State.OPEN:
+            return
+        if self.room is None:
+            self.room = asyncio.get_running_loop().create_future()
+            self.stalled_since = self.gw.timers.now()
+            self._arm(self.stalled_since + self.gw.config.timers.retransmit_after)
+        await asyncio.shield(self.room)
+
+    def _wake_answers(self) -> None:
+        room, self.room = self.room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def _read_again(self) -> None:
+        transport = self.transport.underlying_transport
+        if not transport.is_reading() and not transport.is_closing():
+            transport.resume_reading()
 
     # ------------------------------------------------------------------ delivery
     def offer(self, chat_id: str, messages: list[StoredMessage],
@@ -708,6 +772,10 @@ class Connection(WSListener):
         if self.state == State.AWAIT_AUTH:
             self.close(Close.AUTH_TIMEOUT, "no auth in time")
             return
+        if self.room is not None and now - self.stalled_since >= timers.retransmit_after:
+            self.gw.stats.slow_consumers += 1
+            self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+            return
         idle = now - self.last_rx
         if idle >= timers.idle_timeout:
             self.close(Close.IDLE_TIMEOUT, "idle")
@@ -720,6 +788,8 @@ class Connection(WSListener):
             if now - self.last_progress >= timers.retransmit_after:
                 self._retransmit(now)
             due = min(due, self.last_progress + timers.retransmit_after)
+        if self.room is not None:
+            due = min(due, self.stalled_since + timers.retransmit_after)
         self._arm(due)
 
     def _retransmit(self, now: float) -> None:
@@ -736,7 +806,15 @@ class Connection(WSListener):
     def send_frame(self, data: bytes) -> None:
         if self.state >= State.CLOSING:
             return
-        self.transport.send(WSMsgType.BINARY, data)
+        if len(data) > PICOWS_COPIED_UP_TO:
+            # picows writes a larger message as [header view, payload] with the header a view of
+            # its own reused buffer; uvloop keeps that view while the socket is backed up, and
+            # the next send overwrites it (a corrupt stream). This path copies what it cannot
+            # send at once, header included.
+            self.transport.send_reuse_external_bytearray(
+                WSMsgType.BINARY, bytearray(HEADER_ROOM) + data, HEADER_ROOM)
+        else:
+            self.transport.send(WSMsgType.BINARY, data)
         self.gw.stats.frames_out += 1
         self.gw.stats.bytes_out += len(data)
         if self.transport.underlying_transport.get_write_buffer_size() > \
@@ -766,6 +844,8 @@ class Connection(WSListener):
         self.state = State.CLOSING
         self.gw.stats.closing += 1
         self._leave()
+        self._wake_answers()
+        self._read_again()  # the peer's CLOSE must still be read
         # Keep reading until the peer answers with its CLOSE: closing the socket while its frames
         # still arrive makes the kernel reset the connection and drop our CLOSE (and a Goaway).
         self.transport.send_close(WSCloseCode(code), reason.encode())

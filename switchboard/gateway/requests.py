@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import Visibility
+from switchboard.core.model import StoredMessage, Visibility
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .server import Gateway
 
 DEFAULT_HISTORY = 50  # the range of History.limit is in wire.py
+HISTORY_PAGE_BYTES = 1024 * 1024  # bodies per page: fewer messages when they are large
+HISTORY_READ = 16  # rows per store read while a page fills: memory stays near one page
 
 
 class Requests:
@@ -37,8 +39,20 @@ class Requests:
     # ------------------------------------------------------------------ messages
     async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
         limit = req.limit or DEFAULT_HISTORY
-        rows = await self._messages.history(conn.user, req.chat_id, req.before_seq, limit + 1)
-        return frames.history_page(rid, req.chat_id, rows[:limit], len(rows) > limit)
+        page: list[StoredMessage] = []
+        size = 0
+        before = req.before_seq
+        while True:
+            rows = await self._messages.history(conn.user, req.chat_id, before,
+                                                min(HISTORY_READ, limit + 1 - len(page)))
+            for row in rows:
+                if len(page) == limit or page and size + len(row.body) > HISTORY_PAGE_BYTES:
+                    return frames.history_page(rid, req.chat_id, page, True)
+                page.append(row)
+                size += len(row.body)
+            if len(rows) < HISTORY_READ:  # the store has no older visible message
+                return frames.history_page(rid, req.chat_id, page, False)
+            before = rows[-1].seq
 
     async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
         read_seq = await self._messages.mark_read(conn.user, req.chat_id, req.seq)

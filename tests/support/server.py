@@ -63,9 +63,10 @@ class InProcessServer:
 class ServerProcess:
     """`python -m switchboard.cli serve` in a child process, killable with SIGKILL."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.tokens = TokenAuthority(SECRET.encode())
 
@@ -73,6 +74,7 @@ class ServerProcess:
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET,
                    SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05",
                    SWITCHBOARD_METRICS_PORT="0")
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
@@ -89,6 +91,13 @@ class ServerProcess:
 
     def token(self, user: str, device: str = "phone", ttl: float = 3600) -> str:
         return self.tokens.mint(user, device, ttl)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident set size, from /proc."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
