@@ -35,6 +35,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 TLS_VERSIONS = ("1.2", "1.3")
 MIN_SECRET_BYTES = 32
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 class ConfigError(Exception):
@@ -61,6 +62,14 @@ class AuthConfig:
     max_pending: int = 2000  # unauthenticated connections at once (full: evict the oldest, or 503)
     max_pending_per_address: int = 100  # of them from one source address (then HTTP 429)
     evict_after: float = 1.0  # a full table closes (4002) its oldest one silent this long
+    # Tokens signed by your auth service (RS256/ES256/EdDSA): its public keys as a JWKS
+    jwks_url: str = ""        # fetched at start, every jwks_refresh s and on an unknown kid
+    jwks_file: str = ""       # or a file (re-read the same way)
+    jwks_refresh: float = 300.0
+    jwks_min_refetch: float = 30.0  # at most one fetch per this many s (unknown kids)
+    algorithms: str = "RS256,ES256,EdDSA"  # accepted with JWKS keys (HS256: auth.secret)
+    audience: str = ""        # required `aud` when set
+    issuer: str = ""          # required `iss` when set
 
 
 @dataclass(slots=True)
@@ -154,7 +163,7 @@ class Config:
             return self.auth.secret.encode()
         if self.server.production:
             raise ConfigError("auth.secret: required in production mode "
-                              "(or auth.secret_file)")
+                              "(or auth.secret_file, or auth.jwks_url / auth.jwks_file)")
         path = Path(self.server.data_dir) / "secret.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +253,8 @@ def _validate(config: Config) -> None:
         "auth.max_pending": config.auth.max_pending > 0,
         "auth.max_pending_per_address": config.auth.max_pending_per_address > 0,
         "auth.evict_after": 0 <= config.auth.evict_after <= config.auth.timeout,
+        "auth.jwks_refresh": config.auth.jwks_refresh > 0,
+        "auth.jwks_min_refetch": config.auth.jwks_min_refetch >= 0,
         "tls.handshake_timeout": config.tls.handshake_timeout > 0,
         "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
         "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,
@@ -285,6 +296,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("tls.cert and tls.key: set both (TLS on) or neither (plaintext)")
     if config.cluster.enabled:
         _validate_cluster(config)
+    if config.auth.jwks_url and config.auth.jwks_file:
+        raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
+    for algorithm in config.auth.algorithms.split(","):
+        if algorithm.strip() not in ASYMMETRIC_ALGORITHMS:
+            raise ConfigError(f"auth.algorithms: {algorithm.strip()!r} is not one of "
+                              f"{', '.join(ASYMMETRIC_ALGORITHMS)}")
     if config.auth.secret and len(config.auth.secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"auth.secret: a signing key needs at least {MIN_SECRET_BYTES} bytes")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from switchboard.core.auth import Principal, TokenError
+from switchboard.core.auth import KeyPending, Principal, TokenError
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import now_ms
 from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membership, StoredMessage
@@ -58,6 +58,7 @@ class Close(enum.IntEnum):
     UNSUPPORTED_DATA = 1003
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     MALFORMED = 4000
     UNAUTHENTICATED = 4001
     AUTH_TIMEOUT = 4002
@@ -264,6 +265,9 @@ class Connection(WSListener):
     def _on_auth_frame(self, token: str) -> None:
         try:
             principal = self.gw.tokens.verify(token)
+        except KeyPending as exc:  # a new kid: the key set is being refreshed
+            self.close(Close.TRY_AGAIN_LATER, str(exc))
+            return
         except TokenError as exc:
             self.close(Close.UNAUTHENTICATED, str(exc))
             return

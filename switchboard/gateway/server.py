@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from switchboard.config import Config, parse_addresses, parse_peers
-from switchboard.core.auth import TokenAuthority, TokenError
+from switchboard.core.auth import KeyPending, SigningKeys, TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
 from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
@@ -36,6 +36,7 @@ from switchboard.router.local import LocalRouter
 from .connection import Close, Connection
 from .control import ControlServer
 from .hub import Hub
+from .jwks import JwksRefresher
 from .listener import listen
 from .metrics import GatewayMetrics
 from .node import GatewayNode
@@ -84,7 +85,7 @@ class Services:
 class Gateway:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.tokens = TokenAuthority(config.secret_bytes())
+        self.tokens, self.jwks = _tokens(config)
         store = store or SQLiteStore(f"{config.server.data_dir}/switchboard.db")
         chats = ChatService(store, max_group_members=config.limits.max_group_members)
         messages = MessageService(
@@ -138,6 +139,8 @@ class Gateway:
         """Open the store, then the ops port (so /healthz answers while the rest comes up), the
         control socket and last the client listener."""
         loop = asyncio.get_running_loop()
+        if self.jwks is not None:
+            await self.jwks.start()
         await self.services.store.open()
         self.store_open = True
         await self.router.start()
@@ -215,6 +218,8 @@ class Gateway:
         await self.control.stop()
         await self.status.stop()
         self.metrics.loop_lag.stop()
+        if self.jwks is not None:
+            await self.jwks.stop()
         log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections
@@ -255,6 +260,9 @@ class Gateway:
             if scheme.lower() != "bearer":
                 raise TokenError("invalid token")
             principal = self.tokens.verify(token.strip())
+        except KeyPending as exc:  # a new kid: the key set is being refreshed
+            self.stats.refused_upgrades += 1
+            return _refuse(503, str(exc).encode(), PREAUTH_RETRY_AFTER)
         except TokenError as exc:
             self.stats.refused_upgrades += 1
             return _refuse(401, str(exc).encode())
@@ -280,6 +288,23 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
+    """HS256 with the server's secret (development; in production only when one is set) and,
+    with auth.jwks_url or auth.jwks_file, the auth service's keys."""
+    auth = config.auth
+    jwks = auth.jwks_url or auth.jwks_file
+    own_secret = auth.secret or auth.secret_file or not (jwks and config.server.production)
+    keys = SigningKeys() if jwks else None
+    tokens = TokenAuthority(
+        config.secret_bytes() if own_secret else None, keys=keys,
+        algorithms=tuple(a.strip() for a in auth.algorithms.split(",")),
+        audience=auth.audience, issuer=auth.issuer)
+    refresher = None if keys is None else JwksRefresher(
+        keys, url=auth.jwks_url, path=auth.jwks_file, interval=auth.jwks_refresh,
+        min_interval=auth.jwks_min_refetch)
+    return tokens, refresher
 
 
 def _refuse(status: int, body: bytes, retry_after: int | None = None):
