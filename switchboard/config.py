@@ -192,7 +192,7 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None,
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # bad TOML, UTF-8, huge, deep
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         for section, values in data.items():
             if not isinstance(values, dict):
@@ -223,8 +223,9 @@ def _set(config: Config, dotted: str, value: Any, source: str) -> None:
     kind = type(getattr(section, key))
     try:
         setattr(section, key, _coerce(value, kind))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {value!r} ({source})") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {repr(value)[:80]} "
+                          f"({source})") from None
 
 
 def _coerce(value: Any, kind: type) -> Any:
