@@ -90,8 +90,18 @@ class LimitsConfig:
     max_presence_subscriptions: int = 1000
     delivery_window: int = 256
     outbound_buffer_bytes: int = 4 * 1024 * 1024
+    # per user, across all of the user's devices (and gateways: shared every usage_sync_interval)
     sends_per_second: float = 50.0
     send_burst: float = 100.0
+    chats_per_minute: float = 30.0        # CreateChat
+    chat_burst: float = 10.0
+    member_adds_per_minute: float = 300.0  # users added by AddMembers (one token each)
+    member_add_burst: float = 100.0
+    history_per_second: float = 20.0      # History requests
+    history_burst: float = 60.0
+    connects_per_minute: float = 60.0     # authenticated connections (HTTP 429 / close 1013)
+    connect_burst: float = 20.0
+    usage_sync_interval: float = 0.5      # s between a node's reports of what users spent
     frames_per_second: float = 400.0
     frame_burst: float = 800.0
 
@@ -267,6 +277,16 @@ def _validate(config: Config) -> None:
         "limits.delivery_window": config.limits.delivery_window >= 1,
         "limits.outbound_buffer_bytes": config.limits.outbound_buffer_bytes >= 4 * config.limits.max_frame_bytes,
         "limits.sends_per_second": config.limits.sends_per_second > 0,
+        "limits.send_burst": config.limits.send_burst >= 1,
+        "limits.chats_per_minute": config.limits.chats_per_minute > 0,
+        "limits.chat_burst": config.limits.chat_burst >= 1,
+        "limits.member_adds_per_minute": config.limits.member_adds_per_minute > 0,
+        "limits.member_add_burst": config.limits.member_add_burst >= 1,
+        "limits.history_per_second": config.limits.history_per_second > 0,
+        "limits.history_burst": config.limits.history_burst >= 1,
+        "limits.connects_per_minute": config.limits.connects_per_minute > 0,
+        "limits.connect_burst": config.limits.connect_burst >= 1,
+        "limits.usage_sync_interval": config.limits.usage_sync_interval > 0,
         "limits.frames_per_second": config.limits.frames_per_second > 0,
         "timers.tick": 0 < config.timers.tick <= 1.0,
         "timers.heartbeat_interval": config.timers.heartbeat_interval > config.timers.tick,

@@ -104,7 +104,7 @@ class SyncRun:
 class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
-                 "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
+                 "sync", "frame_bucket", "retransmits", "early", "registered",
                  "presence", "typing", "invisible", "opened_ms", "resolving", "fragments", "address",
                  "fragment_bytes", "own_sends", "answering", "queued", "room", "stalled_since")
 
@@ -125,7 +125,6 @@ class Connection(WSListener):
         self.closing_at = 0.0
         self.pump_task: asyncio.Task | None = None
         self.sync: SyncRun | None = None
-        self.send_bucket: TokenBucket | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
         self.early: list[pb.ClientFrame | wire.BadField] | None = None  # frames that came while ADMITTING
@@ -271,6 +270,11 @@ class Connection(WSListener):
         except TokenError as exc:
             self.close(Close.UNAUTHENTICATED, str(exc))
             return
+        wait = self.gw.limits.take("connect", principal.user_id, self.gw.timers.now())
+        if wait:
+            self.close(Close.TRY_AGAIN_LATER,
+                       f"too many connections: retry in {math.ceil(wait)} s")
+            return
         self.gw.preauth.remove(self)
         self.user = principal.user_id
         self.device = principal.device_id
@@ -319,8 +323,6 @@ class Connection(WSListener):
     def _open(self) -> None:
         gw = self.gw
         self.state = State.OPEN
-        limits = gw.config.limits
-        self.send_bucket = TokenBucket(limits.sends_per_second, limits.send_burst, self.last_rx)
         replaced = gw.hub.add(self)
         if replaced is not None:
             replaced.close(Close.REPLACED, "replaced by a newer connection")
@@ -350,7 +352,7 @@ class Connection(WSListener):
                                          retry_after_ms=1000, chat_id=send.chat_id,
                                          client_msg_id=send.client_msg_id))
             return
-        wait = self.send_bucket.take(now)
+        wait = self.gw.limits.take("send", self.user, now)
         if wait:
             self.send_frame(frames.error(rid, pb.RATE_LIMITED, "too many sends",
                                          retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,

@@ -6,6 +6,7 @@ nothing to send).
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from switchboard.core.errors import Code, DomainError
@@ -36,8 +37,16 @@ class Requests:
         kind = frame.WhichOneof("body")
         return await getattr(self, f"_{kind}")(conn, frame.request_id, getattr(frame, kind))
 
+    def _spend(self, kind: str, user: str, cost: int = 1) -> None:
+        """The user's limit for `kind` (all devices, all gateways): RATE_LIMITED beyond."""
+        wait = self._gw.limits.take(kind, user, self._gw.timers.now(), cost)
+        if wait:
+            raise DomainError(Code.RATE_LIMITED, f"too many {kind} requests",
+                              math.ceil(wait * 1000))
+
     # ------------------------------------------------------------------ messages
     async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
+        self._spend("history", conn.user)
         limit = req.limit or DEFAULT_HISTORY
         page: list[StoredMessage] = []
         size = 0
@@ -91,6 +100,7 @@ class Requests:
 
     # ------------------------------------------------------------------ chats
     async def _create_chat(self, conn: Connection, rid: int, req: pb.CreateChat) -> bytes:
+        self._spend("chat", conn.user)
         others = list(req.member_user_ids)
         if req.kind == pb.DIRECT:
             if len(others) != 1:
@@ -105,6 +115,7 @@ class Requests:
         return await self._chat_info(rid, chat.chat_id)
 
     async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
+        self._spend("member_add", conn.user, max(1, len(req.user_ids)))
         await self._chats.add_members(conn.user, req.chat_id, list(req.user_ids))
         self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id)
         return await self._chat_info(rid, req.chat_id)

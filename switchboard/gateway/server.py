@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import Receipt
+from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
@@ -32,6 +34,7 @@ from switchboard.core.timers import TimerService
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
 from switchboard.router.local import LocalRouter
+from switchboard.router.registry import RegistryUnavailable
 
 from .connection import Close, Connection
 from .control import ControlServer
@@ -113,6 +116,9 @@ class Gateway:
             self.presence.shared_last_seen = self.router.last_seen
         self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
+        self.limits = _user_limits(config)
+        self._usage_totals: dict[tuple[str, str], int] = {}
+        self._usage_task: asyncio.Task | None = None
         self.stats = Stats()
         self.metrics = GatewayMetrics(self)
         messages.writer.on_flush = self.metrics.observe_flush
@@ -145,6 +151,7 @@ class Gateway:
         self.store_open = True
         await self.router.start()
         self.timers.start(loop)
+        self._usage_task = asyncio.ensure_future(self._share_usage())
         self.metrics.loop_lag.start(loop)
         if self.config.metrics.enabled:
             await self.status.start(self.config.metrics.host, self.config.metrics.port)
@@ -208,6 +215,9 @@ class Gateway:
         await self._closed_handshakes()
         self.presence.close()
         self.services.receipts.close()
+        if self._usage_task is not None:
+            self._usage_task.cancel()
+            await asyncio.gather(self._usage_task, return_exceptions=True)
         await self.router.close()
         for task in list(self._tasks):
             task.cancel()
@@ -266,7 +276,32 @@ class Gateway:
         except TokenError as exc:
             self.stats.refused_upgrades += 1
             return _refuse(401, str(exc).encode())
+        wait = self.limits.take("connect", principal.user_id, self.timers.now())
+        if wait:
+            self.stats.refused_upgrades += 1
+            return _refuse(429, b"too many connections", math.ceil(wait))
         return Connection(self, principal, address)
+
+    async def _share_usage(self) -> None:
+        """Per-user limits across gateways: every usage_sync_interval, one batch with what
+        this node let each user spend, and each bucket is charged what the other nodes let the
+        same user spend meanwhile (core/ratelimit.py UserLimits; the bound: docs/cluster.md)."""
+        while True:
+            await asyncio.sleep(self.config.limits.usage_sync_interval)
+            now = self.timers.now()
+            usage = self.limits.drain_usage()
+            for key in self.limits.prune(now):
+                self._usage_totals.pop(key, None)
+            try:
+                totals = await self.router.share_usage(usage)
+            except RegistryUnavailable:
+                continue  # each node on its own until the registry answers again
+            now = self.timers.now()
+            for key, total in totals.items():
+                seen = self._usage_totals.get(key)
+                self._usage_totals[key] = total
+                if seen is not None:
+                    self.limits.charge(key, total - seen - usage.get(key, 0), now)
 
     def welcome(self, user: str, device: str) -> bytes:
         welcome = pb.Welcome()
@@ -305,6 +340,17 @@ def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
         keys, url=auth.jwks_url, path=auth.jwks_file, interval=auth.jwks_refresh,
         min_interval=auth.jwks_min_refetch)
     return tokens, refresher
+
+
+def _user_limits(config: Config) -> UserLimits:
+    limits = config.limits
+    return UserLimits({
+        "send": (limits.sends_per_second, limits.send_burst),
+        "chat": (limits.chats_per_minute / 60, limits.chat_burst),
+        "member_add": (limits.member_adds_per_minute / 60, limits.member_add_burst),
+        "history": (limits.history_per_second, limits.history_burst),
+        "connect": (limits.connects_per_minute / 60, limits.connect_burst),
+    })
 
 
 def _refuse(status: int, body: bytes, retry_after: int | None = None):

@@ -115,5 +115,11 @@ class Router(Protocol):
         """When the user's last device went, as the cluster's registry knows it (None: ask the
         store)."""
 
+    async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Per-user rate limits across nodes: add what this node let each (kind, user) spend
+        since the last call to the cluster's running totals and return those totals (empty
+        when this router shares nothing: one node, or static peers without a registry).
+        Raises RegistryUnavailable."""
+
     def stats(self) -> dict[str, int]:
         """Counters for /metrics (name -> value); empty for a single node."""

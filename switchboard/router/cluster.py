@@ -58,6 +58,7 @@ FANOUT_LOOKUP_TIMEOUT = 2.0  # s: a slower lookup would hold up every later fan-
 REPUT_SLICE = 256  # session writes in flight at once after a re-registration
 FANOUT_GRACE = 2.0     # s a leaving node waits for its last fan-out lookups
 CLOSE_REPLACED = 4010  # docs/protocol.md: the device connected again elsewhere
+USAGE_TTL = 120.0  # s a user's shared rate-limit totals outlive their last change
 
 
 class MeshRouter:
@@ -550,6 +551,13 @@ class MeshRouter:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Through the registry, one batch per sync interval. Static peers share nothing: each
+        node then enforces the limits on its own (docs/cluster.md)."""
+        if self._registry is None or not usage:
+            return {}
+        return await self._registry.add_usage(usage, USAGE_TTL)
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters, links_up=len(self.mesh.links), ring_nodes=len(self.ring.nodes),

@@ -3,7 +3,7 @@ goes straight to the local MessageService or back to this node."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
@@ -58,6 +58,9 @@ class LocalRouter:
 
     async def last_seen(self, user: str) -> int | None:
         return None
+
+    async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        return {}  # one node: its own buckets are the whole truth
 
     def stats(self) -> dict[str, int]:
         return {}

@@ -37,7 +37,7 @@ stored message.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 
@@ -124,6 +124,14 @@ class Registry(abc.ABC):
     async def last_seen(self, user: str) -> int | None:
         """The latest `set_last_seen` value, or None when this registry does not know it (never
         set, forgotten after its retention, or lost in a failover): ask the store then."""
+
+    # ------------------------------------------------------------------ rate limits
+    @abc.abstractmethod
+    async def add_usage(self, usage: Mapping[tuple[str, str], int],
+                        ttl: float) -> dict[tuple[str, str], int]:
+        """Add each (kind, user)'s count (0 allowed: just read) to its running total, kept
+        `ttl` seconds after its last change; returns the totals. One batch per call (the
+        per-user rate limits share consumption across nodes this way, never per send)."""
 
     # ------------------------------------------------------------------ lifecycle
     @abc.abstractmethod
