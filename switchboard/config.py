@@ -93,14 +93,14 @@ class LimitsConfig:
     # per user, across all of the user's devices (and gateways: shared every usage_sync_interval)
     sends_per_second: float = 50.0
     send_burst: float = 100.0
-    chats_per_minute: float = 30.0        # CreateChat
-    chat_burst: float = 10.0
-    member_adds_per_minute: float = 300.0  # users added by AddMembers (one token each)
-    member_add_burst: float = 100.0
+    chats_per_minute: float = 60.0        # CreateChat
+    chat_burst: float = 60.0
+    member_adds_per_minute: float = 1000.0  # users added by AddMembers (one token each)
+    member_add_burst: float = 1000.0
     history_per_second: float = 20.0      # History requests
-    history_burst: float = 60.0
+    history_burst: float = 100.0
     connects_per_minute: float = 60.0     # authenticated connections (HTTP 429 / close 1013)
-    connect_burst: float = 20.0
+    connect_burst: float = 30.0
     usage_sync_interval: float = 0.5      # s between a node's reports of what users spent
     frames_per_second: float = 400.0
     frame_burst: float = 800.0

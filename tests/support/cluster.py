@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchboard.core.auth import TokenAuthority
-from tests.support.server import SECRET
+from tests.support.server import FAST, SECRET
 
 HOST = "127.0.0.1"
 LISTENING = re.compile(r"switchboard listening on (wss?://[\d.]+:(\d+)/v1/ws)")
@@ -53,6 +53,7 @@ DEFAULTS: dict[str, object] = {
     "cluster.link_timeout": 1.0,
     "cluster.forward_timeout": 5.0,
     "server.drain_spread": 0.5,
+    **{key: value for key, value in FAST.items() if key.startswith("limits.")},
 }
 
 

@@ -26,6 +26,16 @@ FAST = {
     "timers.retransmit_after": 1.0,
     "auth.timeout": 1.0,
     "metrics.port": 0,
+    # per-user limits out of the way of set-ups that create, add and reconnect in bulk (the
+    # limits' own tests set theirs)
+    "limits.chats_per_minute": 100000.0,
+    "limits.chat_burst": 100000.0,
+    "limits.member_adds_per_minute": 1000000.0,
+    "limits.member_add_burst": 1000000.0,
+    "limits.history_per_second": 100000.0,
+    "limits.history_burst": 100000.0,
+    "limits.connects_per_minute": 100000.0,
+    "limits.connect_burst": 100000.0,
 }
 
 
@@ -73,7 +83,9 @@ class ServerProcess:
     async def start(self) -> "ServerProcess":
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET,
                    SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05",
-                   SWITCHBOARD_METRICS_PORT="0")
+                   SWITCHBOARD_METRICS_PORT="0",
+                   **{"SWITCHBOARD_" + k.upper().replace(".", "_"): str(v)
+                      for k, v in FAST.items() if k.startswith("limits.")})
         env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
