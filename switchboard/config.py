@@ -34,6 +34,7 @@ from typing import Any
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 TLS_VERSIONS = ("1.2", "1.3")
+STORE_KINDS = ("sqlite", "memory")
 MIN_SECRET_BYTES = 32
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
@@ -124,6 +125,13 @@ class WriterConfig:
 
 
 @dataclass(slots=True)
+class StoreConfig:
+    """Where messages, chats and devices are kept (switchboard/core/stores.py opens it)."""
+    kind: str = "sqlite"    # sqlite: one embedded file; memory: nothing kept after exit
+    path: str = ""          # sqlite: the database file; "" means <server.data_dir>/switchboard.db
+
+
+@dataclass(slots=True)
 class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; never the client listener's port
@@ -160,6 +168,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timers: TimersConfig = field(default_factory=TimersConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -184,6 +193,9 @@ class Config:
 
     @property
     def database(self) -> Path:
+        """The SQLite store's file (store.path, by default in the data dir)."""
+        if self.store.path:
+            return Path(self.store.path)
         return Path(self.server.data_dir) / "switchboard.db"
 
     @property
@@ -307,6 +319,7 @@ def _validate(config: Config) -> None:
             value = getattr(getattr(config, section), name)
             raise ConfigError(f"{key}: value {value!r} out of range")
     choices = {"tls.min_version": (config.tls.min_version, TLS_VERSIONS),
+               "store.kind": (config.store.kind, STORE_KINDS),
                "log.level": (config.log.level.upper(), LOG_LEVELS),
                "log.format": (config.log.format, LOG_FORMATS)}
     for key, (value, allowed) in choices.items():

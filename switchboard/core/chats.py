@@ -146,7 +146,16 @@ class ChatService:
         return await self._store.get_chat(chat_id)
 
     async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        return await self._store.list_chats(user_id)
+        """The user's chats by chat id, with head, the user's read watermark and member count:
+        one read of the user's chats, then the per-chat reads concurrently."""
+        store = self._store
+        chat_ids = list(await store.user_chats(user_id))
+        chats, heads, reads, counts = await asyncio.gather(
+            store.chats(chat_ids), store.heads(chat_ids), store.read_seqs(user_id, chat_ids),
+            store.member_counts(chat_ids))
+        return [ChatSummaryRow(chat_id, chat.kind, chat.title, heads.get(chat_id, 0),
+                               reads.get(chat_id, 0), counts.get(chat_id, 0))
+                for chat_id in sorted(chat_ids) if (chat := chats.get(chat_id)) is not None]
 
 
 def _check_users(users: list[str], allow_empty: bool = False) -> None:

@@ -71,7 +71,7 @@ class CommitResult:
 
 @dataclass(slots=True)
 class Batch:
-    """What one flush of the coalescing writer commits atomically.
+    """What one flush of the coalescing writer commits (atomic per chat, see store.py).
 
     `cursors` maps (user, device, chat) -> acked seq, `delivered` and `reads` map (chat, user) ->
     delivered / read seq; all only ever move forward (the store keeps the max).
@@ -83,6 +83,19 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.messages) + len(self.cursors) + len(self.reads) + len(self.delivered)
+
+
+@dataclass(slots=True)
+class CommitOutcome:
+    """What `Store.commit` did with a Batch (store.py: atomic per chat, not across chats).
+
+    `results[i]` belongs to `batch.messages[i]`: its CommitResult, or None when it is not known
+    to be stored because its chat failed (`failed[chat_id]` is the error). `unsaved` holds the
+    watermark updates that did not land (messages always empty); the writer sends them again.
+    """
+    results: list[CommitResult | None]
+    failed: dict[str, Exception] = field(default_factory=dict)
+    unsaved: Batch = field(default_factory=Batch)
 
 
 @dataclass(slots=True)

@@ -1,57 +1,65 @@
-"""The Store interface: everything Switchboard keeps durably.
+"""The Store: everything Switchboard keeps durably, as narrow ports that a database partitioned
+by chat and by user can serve with single-partition reads.
 
-Implementations: `store_sqlite.SQLiteStore` (embedded, one file) and, when a cluster is
-configured, a ScyllaDB store. `tests/contract/test_store_contract.py` runs against every
+Ports (each an ABC below; a service asks for the narrowest one it needs):
+
+* `MessageLog`: a chat's messages, its head, who sent what.
+* `ChatDirectory`: chats, their members, a user's chats.
+* `Watermarks`: device cursors and the delivered/read watermarks of (chat, user).
+* `DeviceDirectory`: device admission, revocation, last seen.
+* `SettingsStore`: per-user settings.
+
+`Store` bundles them with `open`, `close` and `commit`, the write path of the coalescing writer.
+Implementations, one per file: `store_sqlite.SQLiteStore` (embedded, one file),
+`store_memory.MemoryStore` (in-process, for tests and throwaway runs) and
+`store_scylla.ScyllaStore` (ScyllaDB / Cassandra). `stores.make_store` builds the one that the
+`[store]` config section names. `tests/contract/test_store_contract.py` runs against every
 implementation; a new store is done when it passes that suite.
 
-Guarantees every implementation gives (the rest of the system relies on them):
+Guarantees every implementation gives (the rest of the system relies on them, and nothing more):
 
-* `commit` is atomic and durable: when it returns, every row of the batch survives a
-  kill -9 of the process (and, for SQLite, power loss: WAL with synchronous=FULL). When it
-  raises, nothing of the batch is visible. A timeout may leave the outcome unknown; because
-  messages are deduplicated by (chat_id, sender_user, client_msg_id) inside `commit`, the
-  caller retries the same rows and never creates a second copy.
-* Sequencing: within `commit`, messages are taken in list order; each new one gets
-  seq = current head of its chat + 1 and the head moves to it. So per-chat seq is gap-free
-  and strictly increasing, and one (chat_id, seq) holds one message forever. Only the
-  chat's owner calls `commit` for a chat (single writer per chat); the store still refuses
-  to overwrite an existing (chat_id, seq).
-* Cursors and delivered/read watermarks never move backwards: the store keeps the max. A new
-  message moves its sender's delivered and read watermarks in that chat up to its seq (you have
-  read what you wrote).
-* Reads see every committed batch (read-your-writes within one process).
+* **Commit is atomic and durable per chat, not across chats.** `commit(batch)` returns a
+  `CommitOutcome`: for each message its `CommitResult` once that message is durable (it survives
+  kill -9 of any process; SQLite: power loss too), or None when it is not known to be stored:
+  its chat failed, and `failed[chat_id]` says why. A chat's messages are taken in list order, so
+  what a failed chat did store is a prefix of them. A failed chat's outcome is unknown: the
+  sender retries with the same client_msg_id and the retry is deduplicated, so it never makes a
+  second copy. Chats do not wait for each other: one chat failing does not fail another (a store may fail more than it must: SQLite commits one
+  transaction per batch, all or nothing). `commit` raising StoreError means every chat failed
+  and no watermark of the batch is known to be saved.
+* **Sequencing**: each new message of a chat gets seq = the chat's head + 1 and the head moves to
+  it. Per-chat seq is gap-free, strictly increasing and never reused, enforced by the store
+  itself (a unique (chat_id, seq), a conditional write on the head), not only by ring ownership:
+  two stores committing to one chat at the same moment never give one seq to two messages and
+  never skip one.
+* **Dedup** by (chat_id, sender_user, client_msg_id), across batches, restarts and store
+  instances: a duplicate gets the original row back (`CommitResult.duplicate`) and writes nothing.
+* **Watermarks** (device cursors, delivered and read) are idempotent max-upserts: they never move
+  backwards, whatever order concurrent updates land in. They may land separately from the
+  messages of the same batch: `CommitOutcome.unsaved` holds the ones that did not, for the writer
+  to send again. A new message raises its sender's delivered and read watermarks in its chat to
+  its seq (you have read what you wrote); that raise may also come back in `unsaved`.
+* **Reads** see every chat committed before they started (read-your-writes within one process).
+  Multi-chat reads (`heads`, `chats`, ...) are a set of single-chat reads, not one snapshot.
 
 All methods are coroutines and never block the event loop.
 """
 from __future__ import annotations
 
 import abc
-from typing import Iterable
+from typing import Collection, Iterable
 
-from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, DeviceRow,
-                    DeviceStatus, Membership, Receipt, Role, StoredMessage, UserSettings,
-                    Visibility)
+from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, Membership,
+                    Receipt, Role, StoredMessage, UserSettings, Visibility)
 
 
 class StoreError(Exception):
     """The store failed; the operation may or may not have been applied."""
 
 
-class Store(abc.ABC):
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Create the schema if needed and get ready to serve."""
+class MessageLog(abc.ABC):
+    """A chat's messages in seq order and its head (the highest committed seq)."""
 
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Release connections and threads; pending calls finish first."""
-
-    # ------------------------------------------------------------- write path
-    @abc.abstractmethod
-    async def commit(self, batch: Batch) -> list[CommitResult]:
-        """Write one batch atomically; results are in the order of batch.messages."""
-
-    # ------------------------------------------------------------- messages
     @abc.abstractmethod
     async def read_messages(self, chat_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
         """Messages with seq > after_seq, ascending, at most `limit`."""
@@ -59,13 +67,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def read_history(self, chat_id: str, before_seq: int, floor_seq: int,
                            limit: int) -> list[StoredMessage]:
-        """Messages with floor_seq < seq < before_seq, descending, at most `limit`."""
+        """Messages with floor_seq < seq < before_seq, descending, at most `limit`;
+        before_seq == 0 means from the newest message down."""
 
     @abc.abstractmethod
     async def head_seq(self, chat_id: str) -> int:
         """The highest committed seq of the chat (0 when empty or unknown)."""
 
-    # ------------------------------------------------------------- chats
+    @abc.abstractmethod
+    async def heads(self, chat_ids: Collection[str]) -> dict[str, int]:
+        """head_seq of each chat; chats without messages are absent."""
+
+    @abc.abstractmethod
+    async def senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
+        """Distinct senders of the messages with after_seq < seq <= upto_seq."""
+
+
+class ChatDirectory(abc.ABC):
+    """Chats and membership, readable by chat (members) and by user (user_chats)."""
+
     @abc.abstractmethod
     async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
         """Create a chat with its members (joined_seq 0). Idempotent by chat_id: when the chat
@@ -75,8 +95,16 @@ class Store(abc.ABC):
     async def get_chat(self, chat_id: str) -> Chat | None: ...
 
     @abc.abstractmethod
+    async def chats(self, chat_ids: Collection[str]) -> dict[str, Chat]:
+        """get_chat of each chat; unknown chats are absent."""
+
+    @abc.abstractmethod
     async def members(self, chat_id: str) -> dict[str, Membership]:
         """Current members of the chat (empty for an unknown chat)."""
+
+    @abc.abstractmethod
+    async def member_counts(self, chat_ids: Collection[str]) -> dict[str, int]:
+        """How many members each chat has; chats without members are absent."""
 
     @abc.abstractmethod
     async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
@@ -88,44 +116,40 @@ class Store(abc.ABC):
         """Remove users; returns the new member map."""
 
     @abc.abstractmethod
-    async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        """The user's chats with head seq, the user's read watermark and member count."""
+    async def user_chats(self, user_id: str) -> dict[str, int]:
+        """The chats the user is a member of, each with the member's joined_seq."""
 
-    # ------------------------------------------------------------- cursors
-    @abc.abstractmethod
-    async def backlog(self, user_id: str, device_id: str) -> list[Backlog]:
-        """Chats of the user whose head is above the device's cursor. A device with no cursor
-        for a chat starts at the member's joined_seq."""
+
+class Watermarks(abc.ABC):
+    """Device cursors (user, device, chat) and receipts (chat, user); written through commit."""
 
     @abc.abstractmethod
-    async def read_seq(self, chat_id: str, user_id: str) -> int:
-        """The user's read watermark in the chat (0 when never set)."""
+    async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
+        """The device's acked seq per chat (chats it never acked are absent)."""
 
-    # ------------------------------------------------------------- receipts
     @abc.abstractmethod
     async def receipts(self, chat_id: str) -> dict[str, Receipt]:
         """Watermarks of every user who has any in the chat (members without a row: absent)."""
 
     @abc.abstractmethod
-    async def senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
-        """Distinct senders of the messages with after_seq < seq <= upto_seq."""
-
-    # ------------------------------------------------------------- users and devices
-    @abc.abstractmethod
-    async def get_settings(self, user_id: str) -> UserSettings:
-        """The user's settings (defaults when never set)."""
+    async def read_seq(self, chat_id: str, user_id: str) -> int:
+        """The user's read watermark in the chat (0 when never set)."""
 
     @abc.abstractmethod
-    async def update_settings(self, user_id: str, read_receipts: bool | None,
-                              last_seen: Visibility | None) -> UserSettings:
-        """Change the given settings (None = leave as is); returns the result."""
+    async def read_seqs(self, user_id: str, chat_ids: Collection[str]) -> dict[str, int]:
+        """read_seq of the user in each chat; chats without a read watermark are absent."""
+
+
+class DeviceDirectory(abc.ABC):
+    """A user's devices: admission up to a limit, revocation for good, last seen."""
 
     @abc.abstractmethod
     async def register_device(self, user_id: str, device_id: str, now_ms: int,
                               max_devices: int) -> DeviceStatus:
         """Admit a device at connect, atomically: a known device is OK; a revoked one is REVOKED
         (forever: a revoked device id never comes back); a new one is added unless the user
-        already has max_devices devices (TOO_MANY)."""
+        already has max_devices devices (TOO_MANY). Two stores racing cannot admit one too many.
+        A new device starts with first_seen_ms = last_seen_ms = now_ms."""
 
     @abc.abstractmethod
     async def list_devices(self, user_id: str) -> list[DeviceRow]:
@@ -137,11 +161,39 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
-        """Record that the device was last seen at now_ms (called when it disconnects)."""
+        """Record that the device was last seen at now_ms (called when it disconnects); keeps
+        the max, since clocks of several processes differ. An unknown device is ignored."""
 
     @abc.abstractmethod
     async def last_seen(self, user_id: str) -> int:
-        """The latest last_seen_ms of the user's devices (0 when never seen)."""
+        """The latest last_seen_ms of the user's devices, revoked ones included (0 when never
+        seen): revoking a device does not change when its user was last seen."""
 
 
-__all__ = ["Store", "StoreError", "ChatKind", "Role", "Visibility", "DeviceStatus"]
+class SettingsStore(abc.ABC):
+    @abc.abstractmethod
+    async def get_settings(self, user_id: str) -> UserSettings:
+        """The user's settings (defaults when never set)."""
+
+    @abc.abstractmethod
+    async def update_settings(self, user_id: str, read_receipts: bool | None,
+                              last_seen: Visibility | None) -> UserSettings:
+        """Change the given settings (None = leave as is); returns the result."""
+
+
+class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Get ready to serve (creating the schema if this store may)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads; pending calls finish first."""
+
+    @abc.abstractmethod
+    async def commit(self, batch: Batch) -> CommitOutcome:
+        """Write one batch: messages atomic per chat, watermarks as max-upserts (see above)."""
+
+
+__all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
+           "SettingsStore", "ChatKind", "Role", "Visibility", "DeviceStatus"]

@@ -33,13 +33,12 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 import orjson
 
-from .model import (Backlog, Batch, Chat, ChatKind, ChatSummaryRow, CommitResult, DeviceRow,
-                    DeviceStatus, Membership, Receipt, Role, StoredMessage, UserSettings,
-                    Visibility)
+from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
+                    Membership, Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 T = TypeVar("T")
@@ -136,27 +135,17 @@ SQL_HISTORY = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
                "WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?")
 SQL_MEMBERS = "SELECT user_id, role, joined_seq FROM members WHERE chat_id = ?"
 SQL_CHAT = "SELECT chat_id, kind, title, created_at_ms FROM chats WHERE chat_id = ?"
-# A re-joined member may still have a cursor from before it left: never replay below joining.
-SQL_BACKLOG = """
-SELECT uc.chat_id, max(coalesce(dc.acked_seq, 0), m.joined_seq) AS cursor, h.last_seq
-FROM user_chats AS uc
-JOIN members AS m ON m.chat_id = uc.chat_id AND m.user_id = uc.user_id
-JOIN chat_heads AS h ON h.chat_id = uc.chat_id
-LEFT JOIN device_cursors AS dc
-    ON dc.user_id = uc.user_id AND dc.device_id = :device AND dc.chat_id = uc.chat_id
-WHERE uc.user_id = :user AND h.last_seq > max(coalesce(dc.acked_seq, 0), m.joined_seq)
-ORDER BY uc.chat_id
-"""
-SQL_LIST_CHATS = """
-SELECT c.chat_id, c.kind, c.title, coalesce(h.last_seq, 0), coalesce(r.read_seq, 0),
-       (SELECT count(*) FROM members AS mc WHERE mc.chat_id = c.chat_id)
-FROM user_chats AS uc
-JOIN chats AS c ON c.chat_id = uc.chat_id
-LEFT JOIN chat_heads AS h ON h.chat_id = uc.chat_id
-LEFT JOIN receipts AS r ON r.chat_id = uc.chat_id AND r.user_id = uc.user_id
-WHERE uc.user_id = ?
-ORDER BY uc.chat_id
-"""
+# Multi-chat reads take the ids as one JSON array: any number of them, one cached statement.
+IN_IDS = "(SELECT value FROM json_each(?))"
+SQL_HEADS = f"SELECT chat_id, last_seq FROM chat_heads WHERE chat_id IN {IN_IDS}"
+SQL_CHATS = f"SELECT chat_id, kind, title, created_at_ms FROM chats WHERE chat_id IN {IN_IDS}"
+SQL_MEMBER_COUNTS = (f"SELECT chat_id, count(*) FROM members WHERE chat_id IN {IN_IDS} "
+                     "GROUP BY chat_id")
+SQL_USER_CHATS = ("SELECT uc.chat_id, m.joined_seq FROM user_chats AS uc JOIN members AS m "
+                  "ON m.chat_id = uc.chat_id AND m.user_id = uc.user_id WHERE uc.user_id = ?")
+SQL_CURSORS = "SELECT chat_id, acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?"
+SQL_READ_SEQ = "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?"
+SQL_READ_SEQS = f"SELECT chat_id, read_seq FROM receipts WHERE user_id = ? AND chat_id IN {IN_IDS}"
 
 
 def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -283,8 +272,9 @@ class SQLiteStore(Store):
             raise StoreError(f"{fn.__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ write path
-    async def commit(self, batch: Batch) -> list[CommitResult]:
-        return await self._write(self._commit, batch)
+    async def commit(self, batch: Batch) -> CommitOutcome:
+        """One transaction for the whole batch: every chat commits, or StoreError."""
+        return CommitOutcome(await self._write(self._commit, batch))
 
     def _commit(self, batch: Batch) -> list[CommitResult]:
         conn = self._write_conn
@@ -356,6 +346,19 @@ class SQLiteStore(Store):
     def _head_seq(self, chat_id: str) -> int:
         return _head(self._local.conn, chat_id)
 
+    async def heads(self, chat_ids: Collection[str]) -> dict[str, int]:
+        return await self._read_by_ids(SQL_HEADS, chat_ids)
+
+    async def _read_by_ids(self, sql: str, chat_ids: Collection[str],
+                           *params: Any) -> dict[str, Any]:
+        """{chat_id: value} of a two-column query over a JSON array of ids."""
+        if not chat_ids:
+            return {}
+        return await self._read(self._pairs, sql, (*params, orjson.dumps(list(chat_ids))))
+
+    def _pairs(self, sql: str, params: tuple) -> dict[str, Any]:
+        return dict(self._local.conn.execute(sql, params))
+
     # ------------------------------------------------------------------ chats
     async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
         return await self._write(self._create_chat, chat, members)
@@ -378,11 +381,23 @@ class SQLiteStore(Store):
     def _get_chat(self, chat_id: str) -> Chat | None:
         return _chat(self._local.conn, chat_id)
 
+    async def chats(self, chat_ids: Collection[str]) -> dict[str, Chat]:
+        if not chat_ids:
+            return {}
+        return await self._read(self._chats, orjson.dumps(list(chat_ids)))
+
+    def _chats(self, ids: bytes) -> dict[str, Chat]:
+        return {chat_id: Chat(chat_id, ChatKind(kind), title, created) for chat_id, kind, title,
+                created in self._local.conn.execute(SQL_CHATS, (ids,))}
+
     async def members(self, chat_id: str) -> dict[str, Membership]:
         return await self._read(self._get_members, chat_id)
 
     def _get_members(self, chat_id: str) -> dict[str, Membership]:
         return _members(self._local.conn, chat_id)
+
+    async def member_counts(self, chat_ids: Collection[str]) -> dict[str, int]:
+        return await self._read_by_ids(SQL_MEMBER_COUNTS, chat_ids)
 
     async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
         return await self._write(self._add_members, chat_id, users)
@@ -416,30 +431,22 @@ class SQLiteStore(Store):
             members = _members(conn, chat_id)
         return members
 
-    async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        return await self._read(self._list_chats, user_id)
+    async def user_chats(self, user_id: str) -> dict[str, int]:
+        return await self._read(self._pairs, SQL_USER_CHATS, (user_id,))
 
-    def _list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        return [ChatSummaryRow(chat_id, ChatKind(kind), title, head, read, count)
-                for chat_id, kind, title, head, read, count
-                in self._local.conn.execute(SQL_LIST_CHATS, (user_id,))]
-
-    # ------------------------------------------------------------------ cursors
-    async def backlog(self, user_id: str, device_id: str) -> list[Backlog]:
-        return await self._read(self._backlog, user_id, device_id)
-
-    def _backlog(self, user_id: str, device_id: str) -> list[Backlog]:
-        return [Backlog(chat_id, cursor, head) for chat_id, cursor, head
-                in self._local.conn.execute(SQL_BACKLOG, {"user": user_id, "device": device_id})]
+    # ------------------------------------------------------------------ watermarks
+    async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
+        return await self._read(self._pairs, SQL_CURSORS, (user_id, device_id))
 
     async def read_seq(self, chat_id: str, user_id: str) -> int:
         return await self._read(self._read_seq, chat_id, user_id)
 
     def _read_seq(self, chat_id: str, user_id: str) -> int:
-        row = self._local.conn.execute(
-            "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?",
-            (chat_id, user_id)).fetchone()
+        row = self._local.conn.execute(SQL_READ_SEQ, (chat_id, user_id)).fetchone()
         return 0 if row is None else row[0]
+
+    async def read_seqs(self, user_id: str, chat_ids: Collection[str]) -> dict[str, int]:
+        return await self._read_by_ids(SQL_READ_SEQS, chat_ids, user_id)
 
     # ------------------------------------------------------------------ receipts
     async def receipts(self, chat_id: str) -> dict[str, Receipt]:

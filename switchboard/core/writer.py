@@ -6,11 +6,15 @@ messages and `max_bytes` of bodies; the rest waits for the commit after). A lone
 committed at once, a busy chat gets big batches, and there is no timer. One background task
 does the flushing; it exists only while there is work, so an idle writer costs nothing.
 
-A message's future resolves only once its batch is durable. A failed batch fails every future
-in it: the outcome is unknown, and the sender retries with the same client_msg_id, which the
-store deduplicates. Cursor acks, delivered acks and read marks are watermarks, so they are
-coalesced to the max per key; those of a failed batch are merged back and go out with the next
-flush (a failure alone does not trigger a retry, so a broken store is not hammered in a loop).
+A message's future resolves only once it is durable. A commit is atomic per chat, not across
+chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
+error (outcome unknown: the sender retries with the same client_msg_id, which the store
+deduplicates), and every other chat's messages resolve. A commit that raises fails them all.
+Cursor acks, delivered acks and read marks are watermarks, so they are coalesced to the max per
+key; those that did not land (the store's `unsaved`, or all of them when the commit raised) are
+merged back and go out with the next flush (a failure alone does not trigger a retry, so a
+broken store is not hammered in a loop). A read mark's future fails only when its own
+(chat, user) watermark did not land.
 
 A message whose future was cancelled (its sender went away) is still committed and fanned
 out: it was accepted, and a retry from the sender is deduplicated.
@@ -23,7 +27,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from .model import Batch, CommitResult, NewMessage
+from .model import Batch, CommitOutcome, CommitResult, NewMessage
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ class CoalescingWriter:
     """Group commit for one Store. Use from one event loop; no method blocks it.
 
     Stats: `batches` committed, `rows` (messages in them), `last_batch_rows`, `failures`
-    (failed commits) and `flush_seconds_total` (time spent in commit, failed ones included).
+    (commits that raised or failed a chat), `failed_chats` (chats failed, summed over commits)
+    and `flush_seconds_total` (time spent in commit, failed ones included).
     `on_flush(batch, seconds)`, when set, sees every committed batch and its commit time right
     after the commit (metrics histograms); it must not raise.
     """
@@ -63,7 +68,7 @@ class CoalescingWriter:
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._delivered: dict[tuple[str, str], int] = {}
         self._reads: dict[tuple[str, str], int] = {}
-        self._read_waiters: list[asyncio.Future[None]] = []
+        self._read_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._updates_due = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -71,6 +76,7 @@ class CoalescingWriter:
         self.rows = 0
         self.last_batch_rows = 0
         self.failures = 0
+        self.failed_chats = 0
         self.flush_seconds_total = 0.0
         self.on_flush: Callable[[Batch, float], None] | None = None
 
@@ -114,7 +120,7 @@ class CoalescingWriter:
             raise RuntimeError("writer is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         _raise_to(self._reads, (chat, user), seq)
-        self._read_waiters.append(future)
+        self._read_waiters.setdefault((chat, user), []).append(future)
         self._updates_due = True
         self._kick()
         return future
@@ -143,18 +149,18 @@ class CoalescingWriter:
 
     async def _flush(self) -> None:
         batch, futures = self._take()
-        read_waiters, self._read_waiters = self._read_waiters, []
+        read_waiters, self._read_waiters = self._read_waiters, {}
         self._in_flight = len(futures)
         started = time.perf_counter()
         try:
-            results = await self._store.commit(batch)
+            outcome = await self._store.commit(batch)
         except BaseException as exc:
             self.failures += 1
             self._merge_back(batch)
             # A cancelled flush may still land in the store: to its senders it is a failure
             # with unknown outcome, like any other.
             error = exc if isinstance(exc, Exception) else StoreError("writer stopped mid-commit")
-            for future in (*futures, *read_waiters):
+            for future in (*futures, *(f for waiting in read_waiters.values() for f in waiting)):
                 if not future.done():
                     future.set_exception(error)
             if not isinstance(exc, Exception):
@@ -167,20 +173,45 @@ class CoalescingWriter:
             self.flush_seconds_total += elapsed
         if self.on_flush is not None:
             self.on_flush(batch, elapsed)
+        self._settle(batch, futures, read_waiters, outcome)
+
+    def _settle(self, batch: Batch, futures: list[asyncio.Future[CommitResult]],
+                read_waiters: dict[tuple[str, str], list[asyncio.Future[None]]],
+                outcome: CommitOutcome) -> None:
+        """Fan out and resolve what landed; fail what did not, chat by chat and key by key."""
+        if outcome.failed:
+            self.failures += 1
+            self.failed_chats += len(outcome.failed)
+            log.warning("commit failed for %d of its chats: %s", len(outcome.failed),
+                        "; ".join(f"{chat}: {exc!r}" for chat, exc in
+                                  list(outcome.failed.items())[:3]))
+        self._merge_back(outcome.unsaved)
+        committed = [result for result in outcome.results if result is not None]
         self.batches += 1
-        self.rows += len(futures)
-        self.last_batch_rows = len(futures)
-        if self._on_commit is not None and results:
+        self.rows += len(committed)
+        self.last_batch_rows = len(committed)
+        if self._on_commit is not None and committed:
             try:
-                self._on_commit(results)
+                self._on_commit(committed)
             except Exception:
-                log.exception("on_commit failed for a batch of %d", len(results))
-        for future, result in zip(futures, results):
-            if not future.done():
+                log.exception("on_commit failed for a batch of %d", len(committed))
+        for message, future, result in zip(batch.messages, futures, outcome.results):
+            if future.done():
+                continue
+            if result is not None:
                 future.set_result(result)
-        for future in read_waiters:
-            if not future.done():
-                future.set_result(None)
+            else:
+                future.set_exception(outcome.failed.get(message.chat_id)
+                                     or StoreError(f"chat {message.chat_id} not committed"))
+        unsaved_reads = outcome.unsaved.reads
+        for key, waiting in read_waiters.items():
+            for future in waiting:
+                if future.done():
+                    continue
+                if key in unsaved_reads:
+                    future.set_exception(StoreError(f"read watermark of {key} not saved"))
+                else:
+                    future.set_result(None)
 
     def _take(self) -> tuple[Batch, list[asyncio.Future[CommitResult]]]:
         """Everything accumulated, capped by max_rows messages and max_bytes of bodies (the

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
+from switchboard.core.backlog import read_backlog
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import now_ms
 from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membership, StoredMessage
@@ -629,7 +630,7 @@ class Connection(WSListener):
         while self.resolving is not None and self.state == State.OPEN:
             batch, self.resolving = self.resolving, {}
             try:
-                backlog = await store.backlog(self.user, self.device)
+                backlog = await read_backlog(store, self.user, self.device)
             except StoreError:
                 log.warning("cursors of %s/%s unavailable: offers wait for the next sync",
                             self.user, self.device)
@@ -712,7 +713,7 @@ class Connection(WSListener):
 
     async def _load_backlog(self, sync: SyncRun) -> None:
         try:
-            backlog = await self.gw.services.store.backlog(self.user, self.device)
+            backlog = await read_backlog(self.gw.services.store, self.user, self.device)
         except StoreError:
             if self.state == State.OPEN:
                 self.close(Close.INTERNAL_ERROR, "store unavailable, reconnect later")

@@ -176,8 +176,10 @@ class _GatewayCollector(Collector):
         yield _counter("switchboard_writer_rows", "messages committed", writer.rows)
         yield GaugeMetricFamily("switchboard_writer_pending",
                                 "messages accepted and not yet durable", value=writer.pending)
-        yield _counter("switchboard_store_errors", "failed store commits (outcome unknown)",
-                       writer.failures)
+        yield _counter("switchboard_store_errors", "store commits that failed, wholly or for "
+                       "some of their chats (outcome unknown)", writer.failures)
+        yield _counter("switchboard_store_failed_chats", "chats whose messages a commit failed "
+                       "(their senders retry)", writer.failed_chats)
         yield m.batch_rows.family("switchboard_writer_batch_rows",
                                   "rows (messages, cursors, receipts) per committed batch")
         yield m.flush_seconds.family("switchboard_writer_flush_seconds",

@@ -29,7 +29,7 @@ from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
-from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.core.stores import make_store
 from switchboard.core.timers import TimerService
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
@@ -89,7 +89,7 @@ class Gateway:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.tokens, self.jwks = _tokens(config)
-        store = store or SQLiteStore(f"{config.server.data_dir}/switchboard.db")
+        store = store or make_store(config)
         chats = ChatService(store, max_group_members=config.limits.max_group_members)
         messages = MessageService(
             store, chats, ServerIds(config.server.node_id),

@@ -1,8 +1,8 @@
 """`switchboard admin`: the operator's commands for a node.
 
-Commands that change data open the SQLite file directly, as one more process on it (WAL and
-BEGIN IMMEDIATE make that safe next to running workers), so they work whether or not a worker
-is up. Then they tell every worker found in the data dir, over its control socket
+Commands that change data open the store that `[store]` names directly, as one more client of
+it (SQLite: one more process on the file, which WAL and BEGIN IMMEDIATE make safe next to
+running workers), so they work whether or not a worker is up. Then they tell every worker found in the data dir, over its control socket
 (gateway/control.py), so caches follow at once: a revoked device is cut off (close 4011) and
 cannot come back through a worker's admission cache; new members may send and removed members
 stop receiving immediately. `sessions` asks those same sockets who is connected.
@@ -39,7 +39,8 @@ from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
 from switchboard.core.ids import valid_id
-from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.core.store import Store
+from switchboard.core.stores import make_store
 
 CONTROL_TIMEOUT = 5.0
 DEFAULT_DRAIN_TIMEOUT = 60.0
@@ -128,10 +129,13 @@ def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 @asynccontextmanager
-async def _store(config: Config) -> AsyncIterator[SQLiteStore]:
-    if not config.database.exists():
+async def _store(config: Config) -> AsyncIterator[Store]:
+    """The store the server's [store] section names, as one more client of it."""
+    if config.store.kind == "memory":
+        raise Failed("store.kind is memory: the server keeps its data to itself")
+    if config.store.kind == "sqlite" and not config.database.exists():
         raise Failed(f"no database at {config.database} (check --data-dir / server.data_dir)")
-    store = SQLiteStore(config.database)
+    store = make_store(config)
     await store.open()
     try:
         yield store
@@ -158,10 +162,10 @@ def _check_ids(*ids: str) -> None:
 # ---------------------------------------------------------------------- chats
 async def _chats_list(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(args.user)
-    async with _store(config) as store:
+    async with _chats(config) as chats:
         return [{"chat_id": c.chat_id, "kind": c.kind.name.lower(), "title": c.title,
                  "head_seq": c.head_seq, "read_seq": c.read_seq, "members": c.member_count}
-                for c in await store.list_chats(args.user)]
+                for c in await chats.list_chats(args.user)]
 
 
 async def _chats_members(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -1,24 +1,27 @@
 """The Store contract (switchboard/core/store.py), run against every implementation.
 
-Each store factory gets a fresh, private backing (a file, a keyspace) per test and returns a
-callable that makes a new, unopened store on it; calling it twice gives two stores on the
-same data, which is how "survives a restart" and "a new owner continues the sequence" are
-tested. The ScyllaDB entry runs only when SWITCHBOARD_SCYLLA_HOSTS (comma-separated) is set.
+Each store factory gets a fresh, private backing (a file, a keyspace, a MemoryData) per test
+and returns a callable that makes a new, unopened store on it; calling it twice gives two
+stores on the same data, which is how "survives a restart" and "a new owner continues the
+sequence" are tested. The sync snapshot and the chat list are checked through the domain code
+that builds them from the narrow reads (core/backlog.py, ChatService.list_chats).
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sqlite3
-import uuid
 from typing import Callable
 
 import pytest
 
-from switchboard.core.model import (Batch, Chat, ChatKind, DeviceStatus, Membership, NewMessage,
-                                    Receipt, Role, StoredMessage, UserSettings, Visibility)
+from switchboard.core.backlog import read_backlog
+from switchboard.core.chats import ChatService
+from switchboard.core.model import (Batch, Chat, ChatKind, ChatSummaryRow, CommitResult,
+                                    DeviceStatus, Membership, NewMessage, Receipt, Role,
+                                    StoredMessage, UserSettings, Visibility)
 from switchboard.core.store import Store
+from switchboard.core.store_memory import MemoryData, MemoryStore
 from switchboard.core.store_sqlite import SQLiteStore
 
 StoreMaker = Callable[[], Store]
@@ -28,13 +31,9 @@ def sqlite_backing(tmp_path) -> StoreMaker:
     return lambda: SQLiteStore(tmp_path / "store.db")
 
 
-def scylla_backing(tmp_path) -> StoreMaker:
-    hosts = os.environ.get("SWITCHBOARD_SCYLLA_HOSTS")
-    if not hosts:
-        pytest.skip("SWITCHBOARD_SCYLLA_HOSTS is not set")
-    from switchboard.core.store_scylla import ScyllaStore
-    keyspace = f"sb_contract_{uuid.uuid4().hex[:12]}"
-    return lambda: ScyllaStore(hosts=hosts.split(","), keyspace=keyspace)
+def memory_backing(tmp_path) -> StoreMaker:
+    data = MemoryData()
+    return lambda: MemoryStore(data)
 
 
 class Stores:
@@ -63,7 +62,7 @@ class Stores:
             await self.close(self._open[-1])
 
 
-@pytest.fixture(params=[sqlite_backing, scylla_backing], ids=["sqlite", "scylla"])
+@pytest.fixture(params=[sqlite_backing, memory_backing], ids=["sqlite", "memory"])
 async def stores(request, tmp_path):
     opened = Stores(request.param(tmp_path))
     yield opened
@@ -91,9 +90,18 @@ def stored(m: NewMessage, seq: int) -> StoredMessage:
                          m.client_msg_id, m.body, m.media_ids, m.created_at_ms)
 
 
-async def commit(store: Store, *messages: NewMessage, cursors=None, reads=None, delivered=None):
-    return await store.commit(Batch(list(messages), dict(cursors or {}), dict(reads or {}),
-                                    dict(delivered or {})))
+async def commit(store: Store, *messages: NewMessage, cursors=None, reads=None,
+                 delivered=None) -> list[CommitResult]:
+    """Commit a batch that must land whole; its results, in batch order."""
+    outcome = await store.commit(Batch(list(messages), dict(cursors or {}), dict(reads or {}),
+                                       dict(delivered or {})))
+    assert outcome.failed == {} and len(outcome.unsaved) == 0
+    assert None not in outcome.results and len(outcome.results) == len(messages)
+    return outcome.results
+
+
+async def list_chats(store: Store, user_id: str) -> list[ChatSummaryRow]:
+    return await ChatService(store).list_chats(user_id)
 
 
 async def group(store: Store, chat_id: str, members: dict[str, Role], *, title: str = "t",
@@ -119,8 +127,8 @@ async def test_unknown_chat_is_empty(store):
     assert await store.read_history("nope", 0, 0, 10) == []
     assert await store.get_chat("nope") is None
     assert await store.members("nope") == {}
-    assert await store.list_chats("nobody") == []
-    assert await store.backlog("nobody", "phone") == []
+    assert await list_chats(store, "nobody") == []
+    assert await read_backlog(store, "nobody", "phone") == []
     assert await store.read_seq("nope", "nobody") == 0
 
 
@@ -173,7 +181,7 @@ async def test_empty_batch_and_updates_only_batch(store):
     assert await store.head_seq("g") == 3
     assert await store.read_seq("g", "bob") == 1
     assert (await store.receipts("g"))["bob"] == Receipt(2, 1)
-    assert [(b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [(2, 3)]
+    assert [(b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [(2, 3)]
 
 
 # ---------------------------------------------------------------------------- dedup
@@ -223,6 +231,25 @@ async def test_a_second_store_on_the_same_data_continues_the_sequence(stores):
     assert seqs(await one.read_messages("a", 0, 100)) == list(range(1, 9))
 
 
+async def test_two_stores_racing_on_one_chat_never_share_or_skip_a_seq(stores):
+    """A stale and a new owner committing to one chat at once (SQLite: processes sharing the
+    file serialise on BEGIN IMMEDIATE and read the head inside the transaction)."""
+    one, two = await stores.open(), await stores.open()
+
+    async def send(store: Store, name: str) -> list[int]:
+        got = []
+        for i in range(30):
+            got += seqs([r.message for r in await commit(store, msg("a", f"{name}{i}"),
+                                                         msg("a", f"{name}{i}b"))])
+        return got
+
+    mine, theirs = await asyncio.gather(send(one, "x"), send(two, "y"))
+    assert sorted(mine + theirs) == list(range(1, 121))
+    assert mine == sorted(mine) and theirs == sorted(theirs)
+    assert seqs(await one.read_messages("a", 0, 1000)) == list(range(1, 121))
+    assert await two.head_seq("a") == 120
+
+
 async def test_everything_survives_reopen(stores):
     store = await stores.open()
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER}, title="trip")
@@ -237,7 +264,7 @@ async def test_everything_survives_reopen(stores):
     assert await store.head_seq("g") == 4
     assert await store.read_seq("g", "bob") == 2
     assert await store.receipts("g") == {"alice": Receipt(4, 4), "bob": Receipt(3, 2)}
-    assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [("g", 3, 4)]
+    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [("g", 3, 4)]
 
 
 async def test_random_batches_match_a_simple_model(store):
@@ -271,7 +298,7 @@ async def test_cursors_never_move_backwards(store):
     key = ("bob", "phone", "g")
     for cursor, expected in ((5, 5), (3, 5), (5, 5), (7, 7), (0, 7)):
         await commit(store, cursors={key: cursor})
-        assert [b.cursor for b in await store.backlog("bob", "phone")] == [expected]
+        assert [b.cursor for b in await read_backlog(store, "bob", "phone")] == [expected]
 
 
 async def test_read_watermark_never_moves_backwards(store):
@@ -287,7 +314,54 @@ async def test_updates_and_messages_commit_together(store):
     await commit(store, msg("g", "1"), msg("g", "2"),
                  cursors={("bob", "phone", "g"): 1}, reads={("g", "bob"): 2})
     assert await store.read_seq("g", "bob") == 2
-    assert [(b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [(1, 2)]
+    assert [(b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [(1, 2)]
+
+
+# ---------------------------------------------------------------------------- narrow reads
+async def test_multi_chat_reads_answer_each_chat_and_leave_out_the_rest(store):
+    one = await group(store, "g1", {"alice": Role.ADMIN, "bob": Role.MEMBER}, title="one")
+    two = await group(store, "g2", {"alice": Role.ADMIN}, title="two")
+    await fill(store, "g1", 3, user="carol")
+    await fill(store, "loose", 2, user="dave")  # messages in a chat nobody created
+    await commit(store, reads={("g1", "alice"): 2, ("g2", "bob"): 1})
+    ids = ["g1", "g2", "loose", "nope"]
+    assert await store.heads(ids) == {"g1": 3, "loose": 2}
+    assert await store.chats(ids) == {"g1": one, "g2": two}
+    assert await store.member_counts(ids) == {"g1": 2, "g2": 1}
+    assert await store.read_seqs("alice", ids) == {"g1": 2}
+    assert await store.read_seqs("bob", ids) == {"g2": 1}
+    assert await store.read_seqs("carol", ids) == {"g1": 3}
+    for read in (store.heads, store.chats, store.member_counts):
+        assert await read([]) == {}
+    assert await store.read_seqs("alice", []) == {}
+
+
+async def test_multi_chat_reads_take_many_ids(store):
+    for i in range(0, 300, 30):
+        await fill(store, f"c{i}", 1 + i // 30)
+    ids = [f"c{i}" for i in range(300)]
+    assert await store.heads(ids) == {f"c{i}": 1 + i // 30 for i in range(0, 300, 30)}
+    assert await store.heads({"c0", "c30", "c31"}) == {"c0": 1, "c30": 2}
+
+
+async def test_user_chats_carry_the_joined_seq(store):
+    await group(store, "g", {"alice": Role.ADMIN})
+    await group(store, "h", {"alice": Role.ADMIN, "bob": Role.MEMBER})
+    await fill(store, "g", 4)
+    await store.add_members("g", {"bob": Role.MEMBER})
+    assert await store.user_chats("alice") == {"g": 0, "h": 0}
+    assert await store.user_chats("bob") == {"g": 4, "h": 0}
+    await store.remove_members("h", ["bob"])
+    assert await store.user_chats("bob") == {"g": 4}
+    assert await store.user_chats("nobody") == {}
+
+
+async def test_cursors_are_per_device(store):
+    await commit(store, cursors={("bob", "phone", "g"): 3, ("bob", "phone", "h"): 1,
+                                 ("bob", "laptop", "g"): 2, ("alice", "phone", "g"): 9})
+    assert await store.cursors("bob", "phone") == {"g": 3, "h": 1}
+    assert await store.cursors("bob", "laptop") == {"g": 2}
+    assert await store.cursors("bob", "watch") == {}
 
 
 # ---------------------------------------------------------------------------- backlog
@@ -297,15 +371,15 @@ async def test_backlog_starts_at_joined_seq_and_follows_the_device_cursor(store)
     await group(store, "h", {"bob": Role.MEMBER})
     await fill(store, "g", 5)
     await fill(store, "h", 2)
-    assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [
+    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [
         ("g", 0, 5), ("h", 0, 2)]
     await commit(store, cursors={("bob", "phone", "g"): 5, ("bob", "phone", "h"): 1})
-    assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [
+    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [
         ("h", 1, 2)]
-    assert [(b.chat_id, b.cursor) for b in await store.backlog("bob", "laptop")] == [
+    assert [(b.chat_id, b.cursor) for b in await read_backlog(store, "bob", "laptop")] == [
         ("g", 0), ("h", 0)]
     await fill(store, "g", 1, prefix="later")
-    assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [
+    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [
         ("g", 5, 6), ("h", 1, 2)]
 
 
@@ -313,14 +387,14 @@ async def test_backlog_of_a_late_joiner_and_a_removed_member(store):
     await group(store, "g", {"alice": Role.ADMIN})
     await fill(store, "g", 3)
     await store.add_members("g", {"carol": Role.MEMBER})
-    assert await store.backlog("carol", "phone") == []
+    assert await read_backlog(store, "carol", "phone") == []
     await fill(store, "g", 2, prefix="after")
-    assert [(b.chat_id, b.cursor, b.head) for b in await store.backlog("carol", "phone")] == [
+    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "carol", "phone")] == [
         ("g", 3, 5)]
     await store.remove_members("g", ["carol"])
     await fill(store, "g", 1, prefix="gone")
-    assert await store.backlog("carol", "phone") == []
-    assert await store.backlog("stranger", "phone") == []
+    assert await read_backlog(store, "carol", "phone") == []
+    assert await read_backlog(store, "stranger", "phone") == []
 
 
 # ---------------------------------------------------------------------------- reading
@@ -356,7 +430,7 @@ async def test_create_chat_is_idempotent_by_chat_id(store):
     assert await store.get_chat("g") == chat
     assert await store.members("g") == {"alice": Membership(Role.ADMIN, 0),
                                         "bob": Membership(Role.MEMBER, 0)}
-    assert await store.list_chats("eve") == []
+    assert await list_chats(store, "eve") == []
 
 
 async def test_direct_chat_round_trips(store):
@@ -375,7 +449,7 @@ async def test_add_members_joins_at_head_and_leaves_existing_alone(store):
                 "carol": Membership(Role.MEMBER, 4), "dave": Membership(Role.ADMIN, 4)}
     assert members == expected
     assert await store.members("g") == expected
-    assert [c.chat_id for c in await store.list_chats("carol")] == ["g"]
+    assert [c.chat_id for c in await list_chats(store, "carol")] == ["g"]
 
 
 async def test_add_members_to_an_empty_chat_joins_at_zero(store):
@@ -388,7 +462,7 @@ async def test_remove_members(store):
     remaining = await store.remove_members("g", iter(["bob", "nobody"]))
     assert remaining == {"alice": Membership(Role.ADMIN, 0), "carol": Membership(Role.MEMBER, 0)}
     assert await store.members("g") == remaining
-    assert await store.list_chats("bob") == []
+    assert await list_chats(store, "bob") == []
     assert await store.remove_members("g", []) == remaining
 
 
@@ -400,7 +474,7 @@ async def test_rejoin_starts_at_the_new_joined_seq(store):
     await fill(store, "g", 3, prefix="while-away")
     assert (await store.add_members("g", {"bob": Role.MEMBER}))["bob"].joined_seq == 5
     await fill(store, "g", 1, prefix="back")
-    assert [(b.cursor, b.head) for b in await store.backlog("bob", "phone")] == [(5, 6)]
+    assert [(b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [(5, 6)]
 
 
 async def test_list_chats_reports_head_read_and_member_count(store):
@@ -410,11 +484,11 @@ async def test_list_chats_reports_head_read_and_member_count(store):
     await group(store, "g3", {"bob": Role.ADMIN}, title="not alice's")
     await fill(store, "g1", 6, user="carol")
     await commit(store, reads={("g1", "alice"): 4, ("g1", "bob"): 6})
-    rows = sorted(await store.list_chats("alice"), key=lambda r: r.chat_id)
+    rows = sorted(await list_chats(store, "alice"), key=lambda r: r.chat_id)
     assert [(r.chat_id, r.kind, r.title, r.head_seq, r.read_seq, r.member_count) for r in rows] == [
         ("g1", ChatKind.GROUP, "one", 6, 4, 3), ("g2", ChatKind.GROUP, "two", 0, 0, 1)]
     await store.remove_members("g1", ["carol"])
-    assert {r.chat_id: r.member_count for r in await store.list_chats("bob")} == {"g1": 2, "g3": 1}
+    assert {r.chat_id: r.member_count for r in await list_chats(store, "bob")} == {"g1": 2, "g3": 1}
 
 
 # ---------------------------------------------------------------------------- receipts
@@ -442,7 +516,7 @@ async def test_a_new_message_moves_its_senders_watermarks_to_its_seq(store):
     assert await store.receipts("g") == {"alice": Receipt(3, 3), "bob": Receipt(2, 2)}
     assert await store.read_seq("g", "alice") == 3
     assert await store.receipts("h") == {"alice": Receipt(1, 1)}
-    assert [c.read_seq for c in await store.list_chats("bob")] == [2]
+    assert [c.read_seq for c in await list_chats(store, "bob")] == [2]
     # the same batch may also carry the sender's acks: the max wins either way
     await commit(store, msg("g", "4", user="bob"), delivered={("g", "bob"): 3},
                  reads={("g", "bob"): 3})
@@ -593,7 +667,7 @@ async def test_revoke_drops_that_devices_cursors(store):
     assert await store.revoke_device("bob", "phone") is True
     assert await store.revoke_device("carol", "phone") is True
     backlog = {(user, device): [(b.chat_id, b.cursor, b.head) for b in
-                                await store.backlog(user, device)]
+                                await read_backlog(store, user, device)]
                for user, device in (("bob", "phone"), ("bob", "laptop"), ("carol", "phone"))}
     assert backlog == {("bob", "phone"): [("g", 0, 6)], ("bob", "laptop"): [("g", 4, 6)],
                        ("carol", "phone"): [("g", 3, 6)]}
@@ -638,25 +712,6 @@ async def test_sqlite_file_is_in_wal_mode(tmp_path):
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         await store.close()
-
-
-async def test_sqlite_two_stores_on_one_file_interleave_without_gaps(tmp_path):
-    """Processes sharing the file: BEGIN IMMEDIATE and the head read inside the transaction
-    keep seq gap-free even when both write the same chat at once."""
-    one, two = SQLiteStore(tmp_path / "shared.db"), SQLiteStore(tmp_path / "shared.db")
-    await one.open()
-    await two.open()
-    try:
-        async def send(store: Store, name: str) -> None:
-            for i in range(30):
-                await commit(store, msg("a", f"{name}{i}"), msg("a", f"{name}{i}b"))
-
-        await asyncio.gather(send(one, "x"), send(two, "y"))
-        assert seqs(await one.read_messages("a", 0, 1000)) == list(range(1, 121))
-        assert await two.head_seq("a") == 120
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def test_sqlite_senders_between_scans_the_seq_range(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.config import Config, ConfigError, load
+from tests.support.rawflow import authed, direct, send
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_SECRET = "s" * 40
@@ -103,6 +105,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 @pytest.mark.parametrize("toml, env, named", [
     ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
     ("", {"SWITCHBOARD_WRITER_MAX_ROWS": "lots"}, "writer.max_rows: expected int"),
+    ('[store]\nkind = "postgres"\n', {}, "store.kind: 'postgres' is not one of"),
     ("[server]\nproduction = true\n", {}, "auth.secret: required in production"),
     ('[tls]\ncert = "/nonexistent/cert.pem"\nkey = "/nonexistent/key.pem"\n', {},
      "tls.cert/tls.key: cannot load /nonexistent/cert.pem"),
@@ -114,3 +117,19 @@ def test_serve_exits_2_naming_the_key(tmp_path, toml, env, named):
     assert done.returncode == 2, done
     assert named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_store_section_chooses_the_store_the_gateway_opens(make_server, tmp_path):
+    """kind = memory writes no file; kind = sqlite keeps its file at store.path when set."""
+    for overrides, database in (({"store__kind": "memory"}, None),
+                                ({"store__path": str(tmp_path / "elsewhere" / "chats.db")},
+                                 tmp_path / "elsewhere" / "chats.db")):
+        server = await make_server(**overrides)
+        assert server.config.database.exists() is (database is not None)
+        alice = await authed(server, "alice")
+        chat = await direct(alice, "bob")
+        assert (await send(alice, chat, b"hi")).seq == 1
+        alice.close()
+        await server.stop()
+    assert not (tmp_path / "switchboard.db").exists()
+    assert sqlite3.connect(database).execute("SELECT count(*) FROM messages").fetchone() == (1,)

@@ -6,13 +6,16 @@ Knobs, all for `commit` (every other method delegates untouched):
 * `fail_next_commits(n, exc)`: the next n commits raise without touching the store.
 * `apply_then_raise(n)`: the next n commits are applied, then raise StoreError - a timeout
   whose write in fact landed (outcome unknown to the caller).
+* `fail_chats(n, *chat_ids)`: the next n commits fail those chats alone, the way a partitioned
+  store does: their messages and the watermarks keyed on them are not written (results None,
+  `failed[chat]` set, watermarks back in `unsaved`); the rest of the batch is committed.
 `batches` records every batch passed to commit, in call order, whatever its outcome.
 """
 from __future__ import annotations
 
 import asyncio
 
-from switchboard.core.model import Batch, CommitResult
+from switchboard.core.model import Batch, CommitOutcome
 from switchboard.core.store import Store, StoreError
 
 
@@ -24,6 +27,7 @@ class FaultyStore(Store):
         self._gate: asyncio.Event | None = None
         self._failures: list[BaseException] = []
         self._apply_then_raise = 0
+        self._failing_chats: list[frozenset[str]] = []
 
     # ------------------------------------------------------------------ knobs
     def hold(self) -> None:
@@ -41,8 +45,11 @@ class FaultyStore(Store):
     def apply_then_raise(self, n: int = 1) -> None:
         self._apply_then_raise += n
 
+    def fail_chats(self, n: int, *chat_ids: str) -> None:
+        self._failing_chats.extend(frozenset(chat_ids) for _ in range(n))
+
     # ------------------------------------------------------------------ faulty path
-    async def commit(self, batch: Batch) -> list[CommitResult]:
+    async def commit(self, batch: Batch) -> CommitOutcome:
         self.batches.append(batch)
         gate = self._gate
         if gate is not None:
@@ -53,11 +60,29 @@ class FaultyStore(Store):
                 self.held -= 1
         if self._failures:
             raise self._failures.pop(0)
-        results = await self.inner.commit(batch)
+        if self._failing_chats:
+            return await self._commit_all_but(batch, self._failing_chats.pop(0))
+        outcome = await self.inner.commit(batch)
         if self._apply_then_raise:
             self._apply_then_raise -= 1
             raise StoreError("injected timeout after the commit was applied")
-        return results
+        return outcome
+
+    async def _commit_all_but(self, batch: Batch, failing: frozenset[str]) -> CommitOutcome:
+        kept, unsaved = Batch(), Batch()
+        kept.messages = [m for m in batch.messages if m.chat_id not in failing]
+        for name, chat_of in (("cursors", lambda key: key[2]), ("reads", lambda key: key[0]),
+                              ("delivered", lambda key: key[0])):
+            for key, seq in getattr(batch, name).items():
+                getattr(unsaved if chat_of(key) in failing else kept, name)[key] = seq
+        inner = await self.inner.commit(kept)
+        committed = iter(inner.results)
+        results = [None if m.chat_id in failing else next(committed) for m in batch.messages]
+        failed = {**inner.failed, **{m.chat_id: StoreError(f"injected failure of {m.chat_id}")
+                                     for m in batch.messages if m.chat_id in failing}}
+        for name in ("cursors", "reads", "delivered"):
+            getattr(unsaved, name).update(getattr(inner.unsaved, name))
+        return CommitOutcome(results, failed, unsaved)
 
 
 def _delegate(name: str):

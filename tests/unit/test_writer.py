@@ -1,4 +1,5 @@
-"""The coalescing writer against a real SQLite store, with faults injected by FaultyStore."""
+"""The coalescing writer against the in-memory store (it passes the same contract suite as the
+durable ones), with faults injected by FaultyStore."""
 from __future__ import annotations
 
 import asyncio
@@ -7,9 +8,10 @@ import logging
 
 import pytest
 
+from switchboard.core.backlog import read_backlog
 from switchboard.core.model import Chat, ChatKind, CommitResult, NewMessage, Receipt, Role
 from switchboard.core.store import StoreError
-from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.core.store_memory import MemoryStore
 from switchboard.core.writer import Backpressure, CoalescingWriter
 from tests.support.faulty_store import FaultyStore
 from tests.support.waiting import wait_for
@@ -31,16 +33,16 @@ def other_tasks() -> set[asyncio.Task]:
 
 
 @pytest.fixture
-async def sqlite(tmp_path):
-    store = SQLiteStore(tmp_path / "writer.db")
+async def memory():
+    store = MemoryStore()
     await store.open()
     yield store
     await store.close()
 
 
 @pytest.fixture
-def faulty(sqlite) -> FaultyStore:
-    return FaultyStore(sqlite)
+def faulty(memory) -> FaultyStore:
+    return FaultyStore(memory)
 
 
 @pytest.fixture
@@ -69,8 +71,8 @@ async def hold_first_flush(faulty: FaultyStore, writer: CoalescingWriter) -> asy
 
 
 # ---------------------------------------------------------------------------- batching
-async def test_a_lone_message_is_committed_at_once_and_the_writer_goes_idle(sqlite, make_writer):
-    writer = make_writer(sqlite)
+async def test_a_lone_message_is_committed_at_once_and_the_writer_goes_idle(memory, make_writer):
+    writer = make_writer(memory)
     assert not other_tasks()
     result = await asyncio.wait_for(writer.submit(msg("a", "1")), 5)
     assert (result.message.seq, result.duplicate) == (1, False)
@@ -111,8 +113,8 @@ async def test_max_bytes_splits_the_backlog_and_an_oversized_body_goes_alone(fau
         [40, 40], [40], [500], [60], [60]]
 
 
-async def test_heavy_load_batches_and_keeps_per_chat_order(sqlite, make_writer):
-    writer = make_writer(sqlite, max_rows=256)
+async def test_heavy_load_batches_and_keeps_per_chat_order(memory, make_writer):
+    writer = make_writer(memory, max_rows=256)
     sent = [msg(f"c{i % 7}", str(i)) for i in range(3000)]
     futures = [writer.submit(m) for m in sent]
     results = await settled(futures, timeout=30)
@@ -170,6 +172,47 @@ async def test_a_cancelled_commit_fails_its_futures_and_the_writer_recovers(faul
     assert (await asyncio.wait_for(writer.submit(msg("a", "2")), 5)).message.seq == 1
 
 
+async def test_a_failed_chat_fails_only_its_own_messages(faulty, make_writer):
+    fanned_out: list[CommitResult] = []
+    writer = make_writer(faulty, on_commit=fanned_out.extend)
+    faulty.fail_chats(1, "b")
+    sent = [msg("a", "1"), msg("b", "1"), msg("a", "2"), msg("b", "2"), msg("c", "1")]
+    outcomes = await settled([writer.submit(m) for m in sent])
+    assert len(faulty.batches) == 1
+    assert [type(o) for o in outcomes] == [CommitResult, StoreError, CommitResult, StoreError,
+                                           CommitResult]
+    landed = [("a", 1), ("a", 2), ("c", 1)]
+    assert [(o.message.chat_id, o.message.seq) for o in outcomes[::2]] == landed
+    assert [(r.message.chat_id, r.message.seq) for r in fanned_out] == landed
+    assert (writer.failures, writer.failed_chats, writer.batches, writer.rows) == (1, 1, 1, 3)
+    assert await faulty.head_seq("b") == 0
+    retried = await settled([writer.submit(msg("b", "1")), writer.submit(msg("b", "2"))])
+    assert [(r.message.seq, r.duplicate) for r in retried] == [(1, False), (2, False)]
+
+
+async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fail(faulty,
+                                                                                 make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_chats(1, "b")
+    writer.ack_cursor("bob", "phone", "a", 3)
+    writer.ack_cursor("bob", "phone", "b", 4)
+    writer.ack_delivered("b", "bob", 5)
+    outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6)])
+    assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
+    assert await faulty.cursors("bob", "phone") == {"a": 3}
+    assert await faulty.read_seq("a", "bob") == 2
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(faulty.batches) == 1, "a failure alone must not trigger another commit"
+    writer.ack_cursor("bob", "phone", "a", 1)  # the next flush takes the merged-back ones along
+    await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
+    assert faulty.batches[1].cursors == {("bob", "phone", "a"): 1, ("bob", "phone", "b"): 4}
+    assert (faulty.batches[1].delivered, faulty.batches[1].reads) == ({("b", "bob"): 5},
+                                                                      {("b", "bob"): 6})
+    assert await faulty.cursors("bob", "phone") == {"a": 3, "b": 4}
+    assert await faulty.receipts("b") == {"bob": Receipt(6, 6)}
+
+
 # ---------------------------------------------------------------------------- backpressure
 async def test_backpressure_counts_queued_and_in_flight_rows(faulty, make_writer):
     writer = make_writer(faulty, max_pending=5, max_rows=5)
@@ -194,17 +237,17 @@ async def test_ack_cursor_coalesces_to_the_max_and_is_durable(faulty, make_write
     faulty.release()
     await settled([first, *sent])
     assert faulty.batches[1].cursors == {("bob", "phone", "g"): 8}
-    assert [(b.cursor, b.head) for b in await faulty.backlog("bob", "phone")] == [(8, 9)]
+    assert [(b.cursor, b.head) for b in await read_backlog(faulty, "bob", "phone")] == [(8, 9)]
 
 
-async def test_ack_cursor_alone_schedules_a_flush(sqlite, make_writer):
-    await sqlite.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
-    writer = make_writer(sqlite)
+async def test_ack_cursor_alone_schedules_a_flush(memory, make_writer):
+    await memory.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(memory)
     await settled([writer.submit(msg("g", str(i))) for i in range(3)])
     writer.ack_cursor("bob", "phone", "g", 2)
 
     async def cursor_is_2() -> bool:
-        return [b.cursor for b in await sqlite.backlog("bob", "phone")] == [2]
+        return [b.cursor for b in await read_backlog(memory, "bob", "phone")] == [2]
     await wait_for(cursor_is_2)
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
 
@@ -222,12 +265,12 @@ async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_wr
     assert await faulty.receipts("g") == {"bob": Receipt(8, 0), "carol": Receipt(2, 0)}
 
 
-async def test_ack_delivered_alone_schedules_a_flush(sqlite, make_writer):
-    writer = make_writer(sqlite)
+async def test_ack_delivered_alone_schedules_a_flush(memory, make_writer):
+    writer = make_writer(memory)
     writer.ack_delivered("g", "bob", 2)
 
     async def delivered_is_2() -> bool:
-        return (await sqlite.receipts("g")).get("bob") == Receipt(2, 0)
+        return (await memory.receipts("g")).get("bob") == Receipt(2, 0)
     await wait_for(delivered_is_2)
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
 
@@ -263,11 +306,11 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
     assert faulty.batches[2].delivered == {("g", "bob"): 5}
     assert faulty.batches[2].reads == {("g", "bob"): 6}
     assert await faulty.read_seq("g", "bob") == 6
-    assert [b.cursor for b in await faulty.backlog("bob", "phone")] == [4]
+    assert [b.cursor for b in await read_backlog(faulty, "bob", "phone")] == [4]
 
 
 # ---------------------------------------------------------------------------- on_commit
-async def test_on_commit_gets_results_in_batch_order_before_futures_resolve(sqlite, make_writer):
+async def test_on_commit_gets_results_in_batch_order_before_futures_resolve(memory, make_writer):
     seen: list[tuple[list[tuple[str, int, bool]], bool]] = []
     futures: list[asyncio.Future[CommitResult]] = []
 
@@ -275,19 +318,19 @@ async def test_on_commit_gets_results_in_batch_order_before_futures_resolve(sqli
         seen.append(([(r.message.chat_id, r.message.seq, r.duplicate) for r in results],
                      any(f.done() for f in futures)))
 
-    writer = make_writer(sqlite, on_commit=on_commit)
+    writer = make_writer(memory, on_commit=on_commit)
     futures += [writer.submit(m) for m in (msg("a", "1"), msg("b", "1"), msg("a", "2"),
                                            msg("a", "1"))]
     await settled(futures)
     assert seen == [([("a", 1, False), ("b", 1, False), ("a", 2, False), ("a", 1, True)], False)]
 
 
-async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(sqlite, make_writer,
+async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(memory, make_writer,
                                                                             caplog):
     def on_commit(results: list[CommitResult]) -> None:
         raise RuntimeError("fan-out blew up")
 
-    writer = make_writer(sqlite, on_commit=on_commit)
+    writer = make_writer(memory, on_commit=on_commit)
     with caplog.at_level(logging.ERROR, logger="switchboard.core.writer"):
         results = await settled([writer.submit(msg("a", "1")), writer.submit(msg("a", "2"))])
     assert [r.message.seq for r in results] == [1, 2]
@@ -313,7 +356,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     assert await faulty.head_seq("g") == 20
     assert await faulty.read_seq("g", "bob") == 19
     assert (await faulty.receipts("g"))["bob"] == Receipt(20, 19)
-    assert await faulty.backlog("bob", "phone") == []
+    assert await read_backlog(faulty, "bob", "phone") == []
     with pytest.raises(RuntimeError):
         writer.submit(msg("g", "late"))
     with pytest.raises(RuntimeError):
@@ -333,8 +376,8 @@ async def test_close_flushes_updates_merged_back_from_a_failed_batch(faulty, mak
     assert (await faulty.receipts("g"))["bob"] == Receipt(4, 0)
 
 
-async def test_close_of_an_idle_writer_returns_at_once(sqlite, make_writer):
-    writer = make_writer(sqlite)
+async def test_close_of_an_idle_writer_returns_at_once(memory, make_writer):
+    writer = make_writer(memory)
     await asyncio.wait_for(writer.close(), 1)
     assert writer.batches == 0 and not other_tasks()
 
