@@ -6,8 +6,9 @@ from tests.support.raw import OPEN_CLIENTS
 from tests.support.server import InProcessServer, fast_config
 from tests.support.waiting import wait_for
 
-# Real Redis Clusters (redis_cluster, redis_cluster_with_replicas) for every test package.
-pytest_plugins = ["tests.support.redis_cluster"]
+# Real Redis Clusters (redis_cluster, redis_cluster_with_replicas) and real Cassandra nodes
+# (cassandra_node, cql_keyspace, cassandra_cluster) for every test package.
+pytest_plugins = ["tests.support.redis_cluster", "tests.support.cassandra"]
 
 
 @pytest.fixture

@@ -263,10 +263,10 @@ def free_port(bus: bool = False) -> int:
     raise DevClusterError("found no free port pair for a Redis Cluster node")
 
 
-def _bindable(port: int) -> bool:
+def _bindable(port: int, host: str = HOST) -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -383,9 +383,9 @@ def _spawn_gateway(directory: Path, data_dir: Path, index: int, secret: str,
                    extra)
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = HOST) -> bool:
     try:
-        socket.create_connection((HOST, port), timeout=0.5).close()
+        socket.create_connection((host, port), timeout=0.5).close()
     except OSError:
         return False
     return True

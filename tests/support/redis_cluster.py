@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from switchboard.tools.devcluster import RedisCluster
+from tests.support.services import unavailable
 
 
 @contextmanager
 def running_cluster(directory: Path, masters: int = 3, replicas: int = 0) -> Iterator[RedisCluster]:
-    """A started cluster for the block; skips the test when redis-server is not installed (CI
-    installs it). Any other start failure, a missing redis-cli included, is an error."""
+    """A started cluster for the block; skips the test when redis-server is not installed (or
+    fails it where services are required: tests/support/services.py). Any other start failure,
+    a missing redis-cli included, is an error."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        unavailable("redis-server is not installed (apt-get install redis-server)")
     cluster = RedisCluster(directory, masters, replicas).start()
     try:
         yield cluster
