@@ -280,9 +280,11 @@ class _Dialer:
         host, _, port = address.rpartition(":")
         self.address = address
         self.link: Link | None = None
+        self.stopped = False
         self.task = mesh._spawn(self._run(mesh, node_id, host.strip("[]"), int(port)))
 
     def stop(self, reason: str) -> None:
+        self.stopped = True
         self.task.cancel()
         if self.link is not None:
             self.link._shut(reason, abort=False)
@@ -291,11 +293,13 @@ class _Dialer:
         loop = asyncio.get_running_loop()
         delay = mesh._backoff_min
         failures = 0
-        while True:
+        while not (self.stopped or mesh._stopping):
             link = self.link = Link(mesh, node_id)
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: link, host, port),
-                                       mesh._link_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                # as the connection completes, and Mesh.close would wait for this task forever
+                async with asyncio.timeout(mesh._link_timeout):
+                    await loop.create_connection(lambda: link, host, port)
             except OSError as exc:  # TimeoutError included
                 failures += 1
                 log.log(logging.INFO if failures == 1 else logging.DEBUG,
