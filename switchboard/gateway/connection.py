@@ -19,7 +19,7 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -32,7 +32,6 @@ from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membersh
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
-from switchboard.router.registry import RegistryUnavailable
 
 from . import frames, wire
 
@@ -283,28 +282,33 @@ class Connection(WSListener):
 
     def _authenticated(self) -> None:
         self.opened_ms = now_ms()
-        if self.gw.services.devices.known(self.user, self.device) and not self.gw.clustered:
-            self._open()
-        else:
-            self.state = State.ADMITTING
-            self.early = []
-            self.gw.spawn(self._admit())
+        recording = None
+        if self.gw.services.devices.known(self.user, self.device):
+            recording = self.gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is None:
+                self._open()
+                return
+        self.state = State.ADMITTING
+        self.early = []
+        self.gw.spawn(self._admit(recording))
 
-    async def _admit(self) -> None:
-        """Device admission (when not known), then, in a cluster, the session is recorded
-        before the first sync can read the store (router/cluster.py says why)."""
+    async def _admit(self, recording: Awaitable[bool] | None) -> None:
+        """Device admission (when not known), then the session is recorded where the router
+        needs it before the first sync can read the store (router/cluster.py says why)."""
         gw = self.gw
         devices = gw.services.devices
         status = DeviceStatus.OK
         try:
-            if not devices.known(self.user, self.device):
+            if recording is None:  # not a known device
                 status = await devices.admit(self.user, self.device)
-            if status is DeviceStatus.OK and gw.clustered and self.state == State.ADMITTING:
-                await gw.router.session_opened(self.user, self.device, self.opened_ms)
-        except (StoreError, RegistryUnavailable):
+                if status is DeviceStatus.OK and self.state == State.ADMITTING:
+                    recording = gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is not None and not await recording:
+                status = None
+        except StoreError:
             status = None
         if self.state != State.ADMITTING:
-            if status is DeviceStatus.OK and gw.clustered:
+            if status is DeviceStatus.OK and recording is not None:
                 gw.router.session_closed(self.user, self.device)
             return
         if status is DeviceStatus.OK:
@@ -561,7 +565,7 @@ class Connection(WSListener):
                 known = sync.pending.get(chat_id)
                 sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
                 return
-            if self.gw.clustered:
+            if not self.gw.router.sees_every_commit:
                 self._resolve(chat_id, first, last)
                 return
             # one node sees every commit, so the first offer continues what the device has

@@ -34,7 +34,6 @@ from switchboard.core.timers import TimerService
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
 from switchboard.router.local import LocalRouter
-from switchboard.router.registry import RegistryUnavailable
 
 from .connection import Close, Connection
 from .control import ControlServer
@@ -107,13 +106,11 @@ class Gateway:
         self.presence = PresenceFanout(store, chats, settings,
                                        interval=config.timers.presence_interval,
                                        max_subscriptions=config.limits.max_presence_subscriptions)
-        self.clustered = config.cluster.enabled
-        self.router: Router = (_mesh_router(config, messages, GatewayNode(self)) if self.clustered
-                               else LocalRouter(messages, GatewayNode(self)))
+        self.router: Router = (_mesh_router(config, messages, GatewayNode(self))
+                               if config.cluster.enabled else LocalRouter(messages, GatewayNode(self)))
         receipts.route = self.router.note_receipt
         self.presence.registry.on_local_change = self.router.presence_changed
-        if self.clustered:
-            self.presence.shared_last_seen = self.router.last_seen
+        self.presence.shared_last_seen = self.router.last_seen
         self.requests = Requests(self)
         self.timers = TimerService(config.timers.tick)
         self.limits = _user_limits(config)
@@ -182,8 +179,7 @@ class Gateway:
         checks = {"store_open": self.store_open,
                   "listening": self._server is not None and self._server.is_serving(),
                   "not_draining": not self.draining}
-        if self.clustered:
-            checks["cluster_registered"] = self.router.registered
+        checks.update(self.router.readiness())
         return checks
 
     def reload_tls(self) -> None:
@@ -292,10 +288,7 @@ class Gateway:
             usage = self.limits.drain_usage()
             for key in self.limits.prune(now):
                 self._usage_totals.pop(key, None)
-            try:
-                totals = await self.router.share_usage(usage)
-            except RegistryUnavailable:
-                continue  # each node on its own until the registry answers again
+            totals = await self.router.share_usage(usage)
             now = self.timers.now()
             for key, total in totals.items():
                 seen = self._usage_totals.get(key)
@@ -364,14 +357,15 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
     else the static member list."""
     from switchboard.router.cluster import MeshRouter
     cluster = config.cluster
-    registry = None
     if cluster.redis:
         from switchboard.router.registry_redis import RedisClusterRegistry
         registry = RedisClusterRegistry(
             [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
             prefix=cluster.redis_prefix)
+    else:
+        from switchboard.router.registry_static import StaticRegistry
+        registry = StaticRegistry(parse_peers(cluster.peers))
     return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
-                      mesh_port=cluster.mesh_port, registry=registry,
-                      static_peers=parse_peers(cluster.peers), lease_ttl=cluster.lease_ttl,
+                      mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
                       link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)

@@ -18,7 +18,7 @@ client's retry with the same client_msg_id is exact.
 
 Fan-out. After a commit the owner offers the messages to its own devices at once, looks up the
 members' sessions in the registry (one batched read per commit and chat) and sends one Deliver
-per destination node, in commit order. Without a registry (static peers) every peer gets the
+per destination node, in commit order. With static peers (StaticRegistry) every peer gets the
 Deliver and offers it to whichever members it holds. Why the lookup cannot miss a device: a
 connecting device's session is written *before* its first sync reads the store, and the owner's
 lookup happens *after* the commit; so either the sync sees the message or the lookup sees the
@@ -35,7 +35,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 
 from switchboard.core.errors import Code, DomainError
@@ -48,7 +48,7 @@ from switchboard.proto.v1 import mesh_pb2 as mesh
 from .base import Invalidation, LocalNode
 from .codec import ERROR_CODES, domain_error, message_from_pb, message_to_pb
 from .mesh import Link, Mesh
-from .registry import Registry, RegistryUnavailable
+from .registry import ANY_NODE, Registry, RegistryUnavailable, SessionEntry
 from .ring import Ring
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,13 @@ USAGE_TTL = 120.0  # s a user's shared rate-limit totals outlive their last chan
 
 class MeshRouter:
     def __init__(self, messages: MessageService, node: LocalNode, *, node_id: str,
-                 mesh_host: str, mesh_port: int, registry: Registry | None,
-                 static_peers: Mapping[str, str], lease_ttl: float, heartbeat_interval: float,
+                 mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
+                 heartbeat_interval: float,
                  link_timeout: float, forward_timeout: float) -> None:
         self.node_id = node_id
         self._messages = messages
         self._node = node
         self._registry = registry
-        self._static_peers = {n: a for n, a in static_peers.items() if n != node_id}
         self._mesh_host = mesh_host
         self._mesh_port = mesh_port
         self._lease_ttl = lease_ttl
@@ -95,7 +94,8 @@ class MeshRouter:
         self._linked_before: set[str] = set()
         self._maintenance: asyncio.Task | None = None
         self._stopped = False
-        self.registered = registry is None
+        self.registered = False
+        self.sees_every_commit = False  # a push can be missed: a chat's first offer reads cursors
         self.counters = {"forwarded_sends": 0, "forward_failures": 0, "owned_sends": 0,
                          "deliver_frames": 0, "fanout_lookup_failures": 0, "reregistrations": 0,
                          "ring_changes": 0, "held_sends": 0}
@@ -105,12 +105,9 @@ class MeshRouter:
     async def start(self) -> None:
         port = await self.mesh.listen(self._mesh_host, self._mesh_port)
         self.address = f"{self._mesh_host}:{port}"
-        if self._registry is not None:
-            await self._register()
-            await self._poll_members()
-            self._maintenance = asyncio.ensure_future(self._maintain())
-        else:
-            self._set_members(self._static_peers)
+        await self._register()
+        await self._poll_members()
+        self._maintenance = asyncio.ensure_future(self._maintain())
         await self._links_settled()
         log.info("mesh node %s (epoch %d) on %s, ring %s", self.node_id, self.epoch, self.address,
                  ", ".join(self.ring.nodes))
@@ -150,8 +147,12 @@ class MeshRouter:
 
     async def close(self) -> None:
         """After the last session was dropped (the gateway's drain)."""
-        if self._registry is not None:
-            await self._registry.close()
+        await self._registry.close()
+
+    def readiness(self) -> dict[str, bool]:
+        """Not ready while this life of the node is not registered (sessions put now would
+        be invisible)."""
+        return {"cluster_registered": self.registered}
 
     async def _register(self) -> None:
         self.epoch = await self._registry.register_node(self.node_id, self.address, self._lease_ttl)
@@ -365,9 +366,6 @@ class MeshRouter:
         self._node.deliver(chat_id, members, messages)
         if not self.mesh.links:
             return
-        if self._registry is None:
-            self._broadcast_deliver(chat_id, members, messages)
-            return
         lookup = asyncio.ensure_future(
             asyncio.wait_for(self._registry.sessions_many(members), FANOUT_LOOKUP_TIMEOUT))
         self._fanouts.append((lookup, chat_id, members, messages))
@@ -383,9 +381,8 @@ class MeshRouter:
                 continue
             by_node: dict[str, list[str]] = {}
             for user, devices in lookup.result().items():
-                for node_id in {entry.node_id for entry in devices.values()}:
-                    if node_id != self.node_id:
-                        by_node.setdefault(node_id, []).append(user)
+                for node_id in self._nodes_of(devices.values()):
+                    by_node.setdefault(node_id, []).append(user)
             encoded = [message_to_pb(m) for m in messages]
             for node_id, users in by_node.items():
                 link = self.mesh.link(node_id)
@@ -425,10 +422,7 @@ class MeshRouter:
         frame = mesh.Push(user_ids=list(users), frame=data)
         if exclude is not None:
             frame.exclude_user_id, frame.exclude_device_id = exclude
-        if self._registry is None:
-            self._broadcast(mesh.MeshFrame(push=frame))
-        else:
-            self._spawn(self._push_located(frame))
+        self._spawn(self._push_located(frame))
 
     async def _push_located(self, frame: mesh.Push) -> None:
         try:
@@ -437,8 +431,8 @@ class MeshRouter:
             log.warning("push lookup failed, sending to every node: %s", exc)
             self._broadcast(mesh.MeshFrame(push=frame))
             return
-        nodes = {entry.node_id for devices in sessions.values() for entry in devices.values()}
-        for node_id in nodes - {self.node_id}:
+        for node_id in self._nodes_of(entry for devices in sessions.values()
+                                      for entry in devices.values()):
             link = self.mesh.link(node_id)
             if link is not None:
                 link.send(mesh.MeshFrame(push=frame))
@@ -457,26 +451,32 @@ class MeshRouter:
         self._node.invalidate(Invalidation(inv.kind), inv.key, list(inv.removed_user_ids))
 
     # ------------------------------------------------------------------ sessions, kicks
-    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
-        """Raises RegistryUnavailable when the session could not be recorded."""
-        if self._registry is None:
-            self._broadcast(_kick_frame(user, device, opened_ms))
-            return
+    def session_opened(self, user: str, device: str, opened_ms: int) -> Awaitable[bool]:
+        return self._record_session(user, device, opened_ms)
+
+    async def _record_session(self, user: str, device: str, opened_ms: int) -> bool:
+        """False when the registry did not answer: the device would miss pushes."""
         epoch = self.epoch
-        previous = await self._registry.put_session(user, device, self.node_id, epoch)
-        while epoch != self.epoch:
-            # the node registered anew meanwhile and re-put the sessions it held, which did
-            # not include this one yet: put it under the new epoch too
-            epoch = self.epoch
-            await self._registry.put_session(user, device, self.node_id, epoch)
-        if previous is not None and previous.node_id != self.node_id:
-            link = self.mesh.link(previous.node_id)
-            if link is not None:
-                link.send(_kick_frame(user, device, opened_ms))
+        try:
+            previous = await self._registry.put_session(user, device, self.node_id, epoch)
+            while epoch != self.epoch:
+                # the node registered anew meanwhile and re-put the sessions it held, which did
+                # not include this one yet: put it under the new epoch too
+                epoch = self.epoch
+                await self._registry.put_session(user, device, self.node_id, epoch)
+        except RegistryUnavailable as exc:
+            log.warning("session of %s/%s not recorded: %s", user, device, exc)
+            return False
+        if previous is not None:
+            kick = _kick_frame(user, device, opened_ms)
+            for node_id in self._nodes_of((previous,)):
+                link = self.mesh.link(node_id)
+                if link is not None:
+                    link.send(kick)
+        return True
 
     def session_closed(self, user: str, device: str) -> None:
-        if self._registry is not None:
-            self._spawn(self._drop_session(user, device))
+        self._spawn(self._drop_session(user, device))
 
     async def _drop_session(self, user: str, device: str) -> None:
         try:
@@ -493,18 +493,14 @@ class MeshRouter:
             user_id=user, device_id=device, close_code=code, reason=reason, before_ms=before)))
 
     async def online_devices(self, user: str) -> set[str]:
-        """Without a registry only this node's devices are known."""
+        """This node's devices and those the registry knows (none with static peers)."""
         here = self._node.online_devices(user)
-        if self._registry is None:
-            return here
         try:
             return here | set(await self._registry.sessions(user))
         except RegistryUnavailable:
             return here
 
     async def last_seen(self, user: str) -> int | None:
-        if self._registry is None:
-            return None
         try:
             return await self._registry.last_seen(user)
         except RegistryUnavailable:
@@ -517,7 +513,7 @@ class MeshRouter:
     def presence_changed(self, user: str, online: bool, last_seen_ms: int) -> None:
         """Batched: one PresenceStates frame per event-loop turn to every peer."""
         self._presence_out[user] = (online, last_seen_ms)
-        if not online and last_seen_ms and self._registry is not None:
+        if not online and last_seen_ms:
             self._spawn(self._record_last_seen(user, last_seen_ms))
         if self._presence_flush is None:
             self._presence_flush = asyncio.get_running_loop().call_soon(self._flush_presence)
@@ -552,12 +548,26 @@ class MeshRouter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _nodes_of(self, entries: Iterable[SessionEntry]) -> set[str]:
+        """The other nodes the entries name; ANY_NODE (a registry that records no sessions)
+        names every node this one has a link to."""
+        nodes = {entry.node_id for entry in entries}
+        if ANY_NODE in nodes:
+            return set(self.mesh.links)
+        nodes.discard(self.node_id)
+        return nodes
+
     async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
-        """Through the registry, one batch per sync interval. Static peers share nothing: each
-        node then enforces the limits on its own (docs/cluster.md)."""
-        if self._registry is None or not usage:
+        """Through the registry, one batch per sync interval; {} when it does not answer (each
+        node on its own until it does) and with static peers, which share nothing: each node
+        then enforces the limits on its own (docs/cluster.md)."""
+        if not usage:
             return {}
-        return await self._registry.add_usage(usage, USAGE_TTL)
+        try:
+            return await self._registry.add_usage(usage, USAGE_TTL)
+        except RegistryUnavailable as exc:
+            log.warning("usage not shared: %s", exc)
+            return {}
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters, links_up=len(self.mesh.links), ring_nodes=len(self.ring.nodes),

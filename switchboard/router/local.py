@@ -13,6 +13,8 @@ from .base import Invalidation, LocalNode
 
 
 class LocalRouter:
+    sees_every_commit = True
+
     def __init__(self, messages: MessageService, node: LocalNode) -> None:
         self._messages = messages
         self._node = node
@@ -26,6 +28,9 @@ class LocalRouter:
 
     async def close(self) -> None:
         return None
+
+    def readiness(self) -> dict[str, bool]:
+        return {}
 
     def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
@@ -41,8 +46,8 @@ class LocalRouter:
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str] = ()) -> None:
         self._node.invalidate(kind, key, removed)
 
-    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
-        return None
+    def session_opened(self, user: str, device: str, opened_ms: int) -> None:
+        return None  # this node holds every connection: the hub closes an older one (4010)
 
     def session_closed(self, user: str, device: str) -> None:
         return None
