@@ -20,7 +20,8 @@ import enum
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from switchboard.core.model import CommitResult, StoredMessage
+from switchboard.core.metrics import Metric
+from switchboard.core.model import CommitResult, SendRequest, StoredMessage
 
 
 class Invalidation(enum.IntEnum):
@@ -91,8 +92,7 @@ class Router(Protocol):
     def readiness(self) -> dict[str, bool]:
         """The router's own checks for /readyz (name -> passed); empty when it has none."""
 
-    def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                    media_ids: list[str]) -> asyncio.Future[CommitResult]:
+    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         """Hand a send to the chat's owner. Raises DomainError for what is refused at once; the
         future resolves when the message is durable, or fails with DomainError or StoreError
         (UNAVAILABLE: outcome unknown, retry with the same client_msg_id)."""
@@ -135,5 +135,6 @@ class Router(Protocol):
         when this router shares nothing: one node, static peers, or a registry that does not
         answer)."""
 
-    def stats(self) -> dict[str, int]:
-        """Counters for /metrics (name -> value); empty for a single node."""
+    def metrics(self) -> list[Metric]:
+        """The router's own numbers for /metrics, each named and documented; none for a single
+        node."""

@@ -157,3 +157,14 @@ def visible_sessions(entries: dict[str, SessionEntry],
     visibility rule, shared by every implementation."""
     return {device: entry for device, entry in entries.items()
             if (info := live.get(entry.node_id)) is not None and info.epoch == entry.node_epoch}
+
+
+def nodes_named(entries: Iterable[SessionEntry], every_node: Iterable[str],
+                own: str) -> set[str]:
+    """The nodes other than `own` that the entries name; an entry naming ANY_NODE (a registry
+    that records no sessions) names `every_node`."""
+    nodes = {entry.node_id for entry in entries}
+    if ANY_NODE in nodes:
+        return set(every_node) - {own}
+    nodes.discard(own)
+    return nodes

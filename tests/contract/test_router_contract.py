@@ -16,9 +16,9 @@ from switchboard.core.chats import ChatService
 from switchboard.core.errors import Code, DomainError
 from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import StoredMessage
+from switchboard.core.model import SendRequest, StoredMessage
 from switchboard.core.store_memory import MemoryStore
-from switchboard.gateway.connection import Close
+from switchboard.proto.codes import Close
 from switchboard.router.base import Invalidation, Router
 from switchboard.router.cluster import MeshRouter
 from switchboard.router.local import LocalRouter
@@ -76,17 +76,28 @@ class RecordingNode:
         self.calls.append(("cluster_changed", ()))
 
 
+def _local(store: MemoryStore, chats: ChatService, node: RecordingNode):
+    messages = _messages(store, chats, node.deliver)
+    return LocalRouter(messages, node), messages
+
+
 def _mesh(registry_kind: str):
-    def build(messages: MessageService, node: RecordingNode) -> MeshRouter:
+    def build(store: MemoryStore, chats: ChatService, node: RecordingNode):
         registry = StaticRegistry({}) if registry_kind == "static" else MemoryRegistry()
-        return MeshRouter(messages, node, node_id="solo", mesh_host="127.0.0.1", mesh_port=0,
-                          registry=registry, lease_ttl=2.0, heartbeat_interval=0.1,
-                          link_timeout=0.5, forward_timeout=2.0)
+        messages = _messages(store, chats, lambda *commit: router.committed(*commit))
+        router = MeshRouter(messages, node, node_id="solo", mesh_host="127.0.0.1", mesh_port=0,
+                            registry=registry, lease_ttl=2.0, heartbeat_interval=0.1,
+                            link_timeout=0.5, forward_timeout=2.0)
+        return router, messages
     return build
 
 
-ROUTERS = {"local": LocalRouter, "mesh-static": _mesh("static"),
-           "mesh-registry": _mesh("registry")}
+def _messages(store: MemoryStore, chats: ChatService, fanout) -> MessageService:
+    return MessageService(store, chats, ServerIds(1), fanout=fanout, max_body_bytes=1024,
+                          max_media_ids=4)
+
+
+ROUTERS = {"local": _local, "mesh-static": _mesh("static"), "mesh-registry": _mesh("registry")}
 
 
 class Setup:
@@ -100,9 +111,8 @@ async def setup(request):
     store = MemoryStore()
     await store.open()
     chats = ChatService(store)
-    messages = MessageService(store, chats, ServerIds(1), max_body_bytes=1024, max_media_ids=4)
     node = RecordingNode()
-    router = ROUTERS[request.param](messages, node)
+    router, messages = ROUTERS[request.param](store, chats, node)
     await router.start()
     yield Setup(router, node, messages, chats)
     await messages.close()
@@ -113,7 +123,7 @@ async def setup(request):
 
 async def send(router: Router, user: str, chat_id: str, client_msg_id: str, body: bytes = b"x"):
     """A send's outcome, whether the router refuses it at once or through the future."""
-    return await router.submit_send(user, "phone", chat_id, client_msg_id, body, [])
+    return await router.submit_send(SendRequest(user, "phone", chat_id, client_msg_id, body, []))
 
 
 async def test_ready_once_started(setup):
@@ -180,6 +190,11 @@ async def test_usage_sharing_never_raises(setup):
     assert await setup.router.share_usage({}) == {}
     totals = await setup.router.share_usage({("send", "bob"): 3})
     assert totals in ({}, {("send", "bob"): 3})
+
+
+async def test_metrics_are_named_and_documented(setup):
+    for metric in setup.router.metrics():
+        assert metric.name and metric.help and metric.kind in ("counter", "gauge")
 
 
 async def test_stop_is_idempotent(setup):
