@@ -76,7 +76,7 @@ def map_sizes(gw) -> dict[str, int]:
         "connections": gw.hub.connections,
         "hub_users": len(gw.hub._by_user),
         "pending_auth": gw.pending_auth,
-        "gateway_tasks": len(gw._tasks),
+        "gateway_tasks": len(gw.tasks),
         "presence_subjects": len(presence._subscribers),
         "presence_dirty": len(presence._dirty),
         "presence_devices": len(presence.registry._devices),
@@ -127,9 +127,9 @@ def slopes(samples: list[dict], warm_fraction: float = 1 / 3) -> dict[str, float
 
 
 async def soak(args) -> dict:
-    from switchboard.gateway.server import Gateway
+    from switchboard.app import build_gateway
     data_dir = tempfile.mkdtemp(prefix="soak-")
-    gw = Gateway(gateway_config(data_dir))
+    gw = build_gateway(gateway_config(data_dir))
     await gw.start()
     url = f"ws://127.0.0.1:{gw.port}/v1/ws"
     seconds = args.minutes * 60

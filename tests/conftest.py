@@ -33,7 +33,7 @@ async def make_server(tmp_path):
         if srv.stopped:
             continue
         gw = srv.gateway
-        await wait_for(lambda: (gw.hub.connections, gw.pending_auth, len(gw._tasks),
+        await wait_for(lambda: (gw.hub.connections, gw.pending_auth, len(gw.tasks),
                                 len(gw.presence._subscribers)) == (0, 0, 0, 0),
                        timeout=10, message="server resources back to zero after the test")
         await finishes(srv.stop(), 60, "the server's stop")

@@ -19,20 +19,21 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
 from switchboard.core.backlog import read_backlog
-from switchboard.core.errors import DomainError
+from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membership, StoredMessage
+from switchboard.core.model import (Backlog, CommitResult, DeviceStatus, Membership, SendRequest,
+                                    StoredMessage)
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
-from switchboard.router.registry import RegistryUnavailable
 
 from . import frames, wire
 
@@ -49,26 +50,6 @@ MAX_ANSWERING = 4   # store-backed requests answered at once per connection
 MAX_QUEUED = 64     # requests waiting behind them before the socket is no longer read
 TYPING_THROTTLE = 3.0
 TYPING_EXPIRES_MS = 6000
-
-
-class Close(enum.IntEnum):
-    """Close codes of protocol v1 (docs/protocol.md)."""
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    TRY_AGAIN_LATER = 1013
-    MALFORMED = 4000
-    UNAUTHENTICATED = 4001
-    AUTH_TIMEOUT = 4002
-    SLOW_CONSUMER = 4008
-    IDLE_TIMEOUT = 4009
-    REPLACED = 4010
-    DEVICE_REVOKED = 4011
-    TOO_MANY_DEVICES = 4012
-    FLOOD = 4029
 
 
 class State(enum.IntEnum):
@@ -283,28 +264,33 @@ class Connection(WSListener):
 
     def _authenticated(self) -> None:
         self.opened_ms = now_ms()
-        if self.gw.services.devices.known(self.user, self.device) and not self.gw.clustered:
-            self._open()
-        else:
-            self.state = State.ADMITTING
-            self.early = []
-            self.gw.spawn(self._admit())
+        recording = None
+        if self.gw.services.devices.known(self.user, self.device):
+            recording = self.gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is None:
+                self._open()
+                return
+        self.state = State.ADMITTING
+        self.early = []
+        self.gw.tasks.spawn(self._admit(recording))
 
-    async def _admit(self) -> None:
-        """Device admission (when not known), then, in a cluster, the session is recorded
-        before the first sync can read the store (router/cluster.py says why)."""
+    async def _admit(self, recording: Awaitable[bool] | None) -> None:
+        """Device admission (when not known), then the session is recorded where the router
+        needs it before the first sync can read the store (router/cluster.py says why)."""
         gw = self.gw
         devices = gw.services.devices
         status = DeviceStatus.OK
         try:
-            if not devices.known(self.user, self.device):
+            if recording is None:  # not a known device
                 status = await devices.admit(self.user, self.device)
-            if status is DeviceStatus.OK and gw.clustered and self.state == State.ADMITTING:
-                await gw.router.session_opened(self.user, self.device, self.opened_ms)
-        except (StoreError, RegistryUnavailable):
+                if status is DeviceStatus.OK and self.state == State.ADMITTING:
+                    recording = gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is not None and not await recording:
+                status = None
+        except StoreError:
             status = None
         if self.state != State.ADMITTING:
-            if status is DeviceStatus.OK and gw.clustered:
+            if status is DeviceStatus.OK and recording is not None:
                 gw.router.session_closed(self.user, self.device)
             return
         if status is DeviceStatus.OK:
@@ -343,14 +329,14 @@ class Connection(WSListener):
         gw.presence.registry.disconnected(self.user, self.device)
         gw.presence.drop(self)
         gw.router.session_closed(self.user, self.device)
-        gw.spawn(gw.services.devices.seen(self.user, self.device))
+        gw.tasks.spawn(gw.services.devices.seen(self.user, self.device))
 
     def _on_send(self, frame: pb.ClientFrame, now: float) -> None:
         send = frame.send
         rid = frame.request_id
         if self.gw.draining:
             self.send_frame(frames.error(rid, pb.UNAVAILABLE, "server draining: reconnect",
-                                         retry_after_ms=1000, chat_id=send.chat_id,
+                                         retry_after_ms=DRAIN_RETRY_AFTER_MS, chat_id=send.chat_id,
                                          client_msg_id=send.client_msg_id))
             return
         wait = self.gw.limits.take("send", self.user, now)
@@ -360,11 +346,12 @@ class Connection(WSListener):
                                     client_msg_id=send.client_msg_id))
             return
         try:
-            future = self.gw.router.submit_send(self.user, self.device, send.chat_id,
-                                                send.client_msg_id, send.body, list(send.media_ids))
+            future = self.gw.router.submit_send(SendRequest(
+                self.user, self.device, send.chat_id, send.client_msg_id, send.body,
+                list(send.media_ids)))
         except DomainError as exc:
-            self.send_frame(frames.domain_error(rid, exc, chat_id=send.chat_id,
-                                                client_msg_id=send.client_msg_id))
+            self.send_frame(frames.failure(rid, exc, chat_id=send.chat_id,
+                                           client_msg_id=send.client_msg_id))
             return
         self.gw.sends_in_flight += 1
         future.add_done_callback(
@@ -384,17 +371,10 @@ class Connection(WSListener):
                 own[chat_id] = result.message.seq
             self.own_sends = own
             self.send_frame(frames.send_ack(rid, result.message, result.duplicate))
-        elif isinstance(exc, DomainError):
-            self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id,
-                                                client_msg_id=client_msg_id))
-        elif isinstance(exc, StoreError):
-            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "store unavailable",
-                                         retry_after_ms=200, chat_id=chat_id,
-                                         client_msg_id=client_msg_id))
         else:
-            log.error("send failed", exc_info=exc)
-            self.send_frame(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
-                                         client_msg_id=client_msg_id))
+            if not isinstance(exc, (DomainError, StoreError)):
+                log.error("send failed", exc_info=exc)
+            self.send_frame(frames.failure(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
 
     def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
         self.gw.stats.acks += 1
@@ -481,7 +461,7 @@ class Connection(WSListener):
         read (TCP pushes back on the client) until they are down to half."""
         if self.answering < MAX_ANSWERING:
             self.answering += 1
-            self.gw.spawn(self._answer(frame))
+            self.gw.tasks.spawn(self._answer(frame))
             return
         queued = self.queued if self.queued is not None else deque()
         self.queued = queued
@@ -517,13 +497,10 @@ class Connection(WSListener):
         rid = frame.request_id
         try:
             return await self.gw.requests.answer(self, frame)
-        except DomainError as exc:
-            return frames.domain_error(rid, exc)
-        except StoreError:
-            return frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200)
-        except Exception:
-            log.exception("request %s failed", frame.WhichOneof("body"))
-            return frames.error(rid, pb.INTERNAL, "internal error")
+        except Exception as exc:
+            if not isinstance(exc, (DomainError, StoreError)):
+                log.exception("request %s failed", frame.WhichOneof("body"))
+            return frames.failure(rid, exc)
 
     async def _room(self) -> None:
         """Until the outbound buffer is below the frame size (resume_writing), or the
@@ -561,7 +538,7 @@ class Connection(WSListener):
                 known = sync.pending.get(chat_id)
                 sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
                 return
-            if self.gw.clustered:
+            if not self.gw.router.sees_every_commit:
                 self._resolve(chat_id, first, last)
                 return
             # one node sees every commit, so the first offer continues what the device has
@@ -619,7 +596,7 @@ class Connection(WSListener):
         resolving = self.resolving
         if resolving is None:
             resolving = self.resolving = {}
-            self.gw.spawn(self._load_cursors())
+            self.gw.tasks.spawn(self._load_cursors())
         known = resolving.get(chat_id)
         resolving[chat_id] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
 
@@ -667,7 +644,7 @@ class Connection(WSListener):
     def _maybe_pump(self) -> None:
         if self.pump_task is None and self.state == State.OPEN and self.inflight < self.gw.window:
             if any(s.sent < s.head for s in self.streams.values()):
-                self.pump_task = self.gw.spawn(self._pump())
+                self.pump_task = self.gw.tasks.spawn(self._pump())
 
     async def _pump(self) -> None:
         """Fill the window from the store, chat by chat, until nothing is behind or it is full."""
@@ -699,9 +676,11 @@ class Connection(WSListener):
             self._check_sync()
 
     def _write_blocked(self) -> bool:
-        transport = self.transport
-        return transport is None or transport.underlying_transport.get_write_buffer_size() > \
-            self.gw.config.limits.max_frame_bytes
+        """More than a frame waits in the outbound buffer: hold back what can wait."""
+        return self.transport is None or self._buffered() > self.gw.config.limits.max_frame_bytes
+
+    def _buffered(self) -> int:
+        return self.transport.underlying_transport.get_write_buffer_size()
 
     # ------------------------------------------------------------------ sync
     def _start_sync(self, request_id: int) -> None:
@@ -709,7 +688,7 @@ class Connection(WSListener):
             self.inflight -= stream.sent - stream.acked
             stream.sent = stream.acked
         self.sync = SyncRun(request_id)
-        self.gw.spawn(self._load_backlog(self.sync))
+        self.gw.tasks.spawn(self._load_backlog(self.sync))
 
     async def _load_backlog(self, sync: SyncRun) -> None:
         try:
@@ -824,13 +803,10 @@ class Connection(WSListener):
             self.transport.send(WSMsgType.BINARY, data)
         self.gw.stats.frames_out += 1
         self.gw.stats.bytes_out += len(data)
-        if self.transport.underlying_transport.get_write_buffer_size() > \
-                self.gw.config.limits.outbound_buffer_bytes:
-            self._check_outbound()
+        self._check_outbound()
 
     def _check_outbound(self) -> None:
-        if self.transport.underlying_transport.get_write_buffer_size() > \
-                self.gw.config.limits.outbound_buffer_bytes:
+        if self._buffered() > self.gw.config.limits.outbound_buffer_bytes:
             self.gw.stats.slow_consumers += 1
             self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from switchboard.core.errors import Code, DomainError
 from switchboard.core.model import StoredMessage, Visibility
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
 
 from . import frames
-from .connection import Close
 
 if TYPE_CHECKING:
     from .connection import Connection

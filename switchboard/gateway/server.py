@@ -1,5 +1,4 @@
-"""The gateway process: wires store, services, router and the picows listener together, plus
-what operators reach it by: TLS on the listener (tls.py), the ops port with metrics and health
+"""The gateway process: the picows listener, the drain, and what operators reach it by: TLS on the listener (tls.py), the ops port with metrics and health
 (status.py, metrics.py) and the local control socket (control.py).
 
 The listener factory runs at the HTTP upgrade: a bad token in the Authorization header is
@@ -18,31 +17,28 @@ from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
-from switchboard.config import Config, parse_addresses, parse_peers
-from switchboard.core.auth import KeyPending, SigningKeys, TokenAuthority, TokenError
+from switchboard.config import Config
+from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
-from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
+from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import Receipt
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
-from switchboard.core.stores import make_store
+from switchboard.core.tasks import TaskGroup
 from switchboard.core.timers import TimerService
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
-from switchboard.router.local import LocalRouter
-from switchboard.router.registry import RegistryUnavailable
 
-from .connection import Close, Connection
+from .connection import Connection
 from .control import ControlServer
 from .hub import Hub
 from .jwks import JwksRefresher
 from .listener import listen
 from .metrics import GatewayMetrics
-from .node import GatewayNode
 from .preauth import PendingAuth, Verdict
 from .presence import PresenceFanout
 from .requests import Requests
@@ -86,42 +82,29 @@ class Services:
 
 
 class Gateway:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    """One gateway process's edge. Everything it is given is built by the composition root
+    (switchboard/app.py); what it builds itself (request handlers, ops port, control socket)
+    reads the gateway."""
+
+    def __init__(self, config: Config, *, tokens: TokenAuthority, jwks: JwksRefresher | None,
+                 services: Services, router: Router, hub: Hub, presence: PresenceFanout,
+                 timers: TimerService, limits: UserLimits, metrics: GatewayMetrics,
+                 tasks: TaskGroup) -> None:
         self.config = config
-        self.tokens, self.jwks = _tokens(config)
-        store = store or make_store(config)
-        chats = ChatService(store, max_group_members=config.limits.max_group_members)
-        messages = MessageService(
-            store, chats, ServerIds(config.server.node_id),
-            max_body_bytes=config.limits.max_body_bytes, max_media_ids=config.limits.max_media_ids,
-            writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
-                            "max_pending": config.writer.max_pending})
-        settings = Settings(store)
-        receipts = ReceiptService(store, chats, settings, messages.writer,
-                                  flush_interval=config.timers.receipt_flush)
-        messages.on_sent = receipts.sent
-        devices = Devices(store, max_devices=config.limits.max_devices)
-        self.services = Services(store, chats, messages, settings, receipts, devices)
-        self.hub = Hub(config.limits.max_frame_bytes)
-        receipts.set_push(self._push_receipt)
-        self.presence = PresenceFanout(store, chats, settings,
-                                       interval=config.timers.presence_interval,
-                                       max_subscriptions=config.limits.max_presence_subscriptions)
-        self.clustered = config.cluster.enabled
-        self.router: Router = (_mesh_router(config, messages, GatewayNode(self)) if self.clustered
-                               else LocalRouter(messages, GatewayNode(self)))
-        receipts.route = self.router.note_receipt
-        self.presence.registry.on_local_change = self.router.presence_changed
-        if self.clustered:
-            self.presence.shared_last_seen = self.router.last_seen
+        self.tokens, self.jwks = tokens, jwks
+        self.services = services
+        self.router = router
+        self.hub = hub
+        self.presence = presence
+        self.timers = timers
+        self.limits = limits
+        self.tasks = tasks
         self.requests = Requests(self)
-        self.timers = TimerService(config.timers.tick)
-        self.limits = _user_limits(config)
         self._usage_totals: dict[tuple[str, str], int] = {}
         self._usage_task: asyncio.Task | None = None
         self.stats = Stats()
-        self.metrics = GatewayMetrics(self)
-        messages.writer.on_flush = self.metrics.observe_flush
+        self.metrics = metrics
+        metrics.collect(self)
         self.tls = ServerTls(config.tls) if config.tls.cert else None
         self.status = StatusServer(self)
         self.control = ControlServer(self, config.admin_socket)
@@ -131,7 +114,6 @@ class Gateway:
         self.sends_in_flight = 0  # accepted sends not yet answered (a drain answers them all)
         self.draining = False
         self.store_open = False
-        self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._welcome = pb.Welcome(
             heartbeat_interval_ms=int(config.timers.heartbeat_interval * 1000),
@@ -182,8 +164,7 @@ class Gateway:
         checks = {"store_open": self.store_open,
                   "listening": self._server is not None and self._server.is_serving(),
                   "not_draining": not self.draining}
-        if self.clustered:
-            checks["cluster_registered"] = self.router.registered
+        checks.update(self.router.readiness())
         return checks
 
     def reload_tls(self) -> None:
@@ -219,9 +200,7 @@ class Gateway:
             self._usage_task.cancel()
             await asyncio.gather(self._usage_task, return_exceptions=True)
         await self.router.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         self.store_open = False
         await self.services.store.close()
         self.timers.stop()
@@ -292,10 +271,7 @@ class Gateway:
             usage = self.limits.drain_usage()
             for key in self.limits.prune(now):
                 self._usage_totals.pop(key, None)
-            try:
-                totals = await self.router.share_usage(usage)
-            except RegistryUnavailable:
-                continue  # each node on its own until the registry answers again
+            totals = await self.router.share_usage(usage)
             now = self.timers.now()
             for key, total in totals.items():
                 seen = self._usage_totals.get(key)
@@ -311,67 +287,8 @@ class Gateway:
         welcome.server_time_ms = now_ms()
         return pb.ServerFrame(welcome=welcome).SerializeToString()
 
-    def _push_receipt(self, user: str, chat_id: str, members: dict[str, Receipt],
-                      delivered_all: int, read_all: int) -> None:
-        self.router.push((user,), pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
-            chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
-            members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq, read_seq=r.read_seq)
-                     for u, r in sorted(members.items())])).SerializeToString())
-
-    def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-
-def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
-    """HS256 with the server's secret (development; in production only when one is set) and,
-    with auth.jwks_url or auth.jwks_file, the auth service's keys."""
-    auth = config.auth
-    jwks = auth.jwks_url or auth.jwks_file
-    own_secret = auth.secret or auth.secret_file or not (jwks and config.server.production)
-    keys = SigningKeys() if jwks else None
-    tokens = TokenAuthority(
-        config.secret_bytes() if own_secret else None, keys=keys,
-        algorithms=tuple(a.strip() for a in auth.algorithms.split(",")),
-        audience=auth.audience, issuer=auth.issuer)
-    refresher = None if keys is None else JwksRefresher(
-        keys, url=auth.jwks_url, path=auth.jwks_file, interval=auth.jwks_refresh,
-        min_interval=auth.jwks_min_refetch)
-    return tokens, refresher
-
-
-def _user_limits(config: Config) -> UserLimits:
-    limits = config.limits
-    return UserLimits({
-        "send": (limits.sends_per_second, limits.send_burst),
-        "chat": (limits.chats_per_minute / 60, limits.chat_burst),
-        "member_add": (limits.member_adds_per_minute / 60, limits.member_add_burst),
-        "history": (limits.history_per_second, limits.history_burst),
-        "connect": (limits.connects_per_minute / 60, limits.connect_burst),
-    })
-
 
 def _refuse(status: int, body: bytes, retry_after: int | None = None):
     headers = None if retry_after is None else {"Retry-After": str(retry_after)}
     return WSUpgradeResponseWithListener(
         WSUpgradeResponse.create_error_response(status, body, headers), None)
-
-
-def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
-    """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
-    else the static member list."""
-    from switchboard.router.cluster import MeshRouter
-    cluster = config.cluster
-    registry = None
-    if cluster.redis:
-        from switchboard.router.registry_redis import RedisClusterRegistry
-        registry = RedisClusterRegistry(
-            [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
-            prefix=cluster.redis_prefix)
-    return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
-                      mesh_port=cluster.mesh_port, registry=registry,
-                      static_peers=parse_peers(cluster.peers), lease_ttl=cluster.lease_ttl,
-                      heartbeat_interval=cluster.heartbeat_interval,
-                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)

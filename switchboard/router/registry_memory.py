@@ -1,7 +1,8 @@
 """The Registry for a single process: plain dicts, the same semantics as Redis Cluster.
 
-It is the embedded default (one node, nothing to run) and the twin the contract suite checks
-the Redis Cluster implementation against. Leases are judged against an injectable monotonic
+It is the twin the contract suite checks the Redis Cluster implementation against, and what
+tests give a MeshRouter that needs leases and sessions without a Redis Cluster (a single node
+needs no registry: it routes with LocalRouter). Leases are judged against an injectable monotonic
 clock, so tests move time instead of sleeping. Nothing here can be lost, so `refresh_node`
 returns False only for a lapsed lease or a stale epoch.
 """

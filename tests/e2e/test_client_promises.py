@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.core.store_sqlite import SQLiteStore
-from switchboard.gateway.server import Gateway
+from switchboard.app import build_gateway
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.e2e.test_receipts import member, receipt_until
 from tests.support.raw import RawClient
@@ -70,7 +70,7 @@ async def test_drain_answers_every_accepted_send_before_goaway(tmp_path):
     map) are made durable and acknowledged before Goaway and 1001; later ones get UNAVAILABLE."""
     config = fast_config(tmp_path, server__drain_spread=0.0)
     store = SlowMembers(tmp_path / "switchboard.db")
-    gateway = Gateway(config, store=store)
+    gateway = build_gateway(config, store=store)
     await gateway.start()
     url = f"ws://127.0.0.1:{gateway.port}/v1/ws"
     tokens = gateway.tokens

@@ -23,7 +23,7 @@ from switchboard.config import ConfigError, load
 from switchboard.core.auth import SigningKeys, TokenAuthority, TokenError
 from switchboard.gateway import wire
 from switchboard.proto.v1 import mesh_pb2
-from switchboard.router.codec import domain_error, message_from_pb
+from switchboard.proto.codec import domain_error, message_from_pb
 from switchboard.router.mesh import FrameReader, MeshProtocolError
 
 SECRET = b"fuzz-secret-" + b"x" * 40

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from switchboard.config import Config, load
 from switchboard.core.auth import TokenAuthority
-from switchboard.gateway.server import Gateway
+from switchboard.app import build_gateway
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -49,7 +49,7 @@ def fast_config(data_dir: Path, **overrides) -> Config:
 class InProcessServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.gateway = Gateway(config)
+        self.gateway = build_gateway(config)
         self.tokens = TokenAuthority(config.secret_bytes())
         self.stopped = False
 

@@ -2,7 +2,7 @@
 to whom (on_change: subscribers here; on_local_change: the other nodes)."""
 from __future__ import annotations
 
-from switchboard.router.presence import PresenceRegistry
+from switchboard.gateway.presence_registry import PresenceRegistry
 
 
 def make():

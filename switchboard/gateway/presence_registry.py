@@ -4,7 +4,7 @@ which other nodes say the user is online through them.
 A user is online while at least one device, here or on another node, is connected and not
 invisible. `on_change(user)` is called when that flips; `on_local_change(user, online,
 last_seen_ms)` when the part this node contributes flips, which is what it tells the other
-nodes (MeshRouter.presence_changed). Last seen is the moment the last visible device went; the
+nodes (Router.presence_changed). Last seen is the moment the last visible device went; the
 largest value heard from any node wins, since every node records only its own devices.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ class PresenceRegistry:
     def __init__(self, on_change: Callable[[str], None],
                  on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT
                  ) -> None:
+        """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
         self._devices: dict[str, dict[str, bool]] = {}
         self._remote: dict[str, set[str]] = {}   # user -> nodes it is online through
         # bounded: one entry per user ever seen going offline would grow for good
