@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {round_no + 1}: {reactor} {variant} done", file=sys.stderr)
     finally:
         if node is not None:
-            node.stop()
+            node.stop(graceful=False)
+            shutil.rmtree(node.directory, ignore_errors=True)
     best = {key: {phase: max((run[phase] for run in rounds), key=lambda r: r["ops_per_s"])
                   for phase in ("insert", "select")} for key, rounds in runs.items()}
     print(_table(best))

@@ -110,9 +110,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(config) -> int:
-    from .gateway.server import Gateway
+    from .app import build_gateway
     try:
-        gateway = Gateway(config)
+        gateway = build_gateway(config)
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -40,6 +40,7 @@ CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "E
                       "LOCAL_ONE")
 SERIAL_CONSISTENCY_LEVELS = ("SERIAL", "LOCAL_SERIAL")
 MIN_SECRET_BYTES = 32
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 class ConfigError(Exception):
@@ -63,7 +64,17 @@ class AuthConfig:
     secret: str = ""        # HS256 key; dev mode keeps a generated one in data_dir/secret.key
     secret_file: str = ""   # or a file holding it (systemd LoadCredential=); wins over secret
     timeout: float = 10.0   # seconds an unauthenticated connection may stay
-    max_pending: int = 2000  # unauthenticated connections at once (then HTTP 503)
+    max_pending: int = 2000  # unauthenticated connections at once (full: evict the oldest, or 503)
+    max_pending_per_address: int = 100  # of them from one source address (then HTTP 429)
+    evict_after: float = 1.0  # a full table closes (4002) its oldest one silent this long
+    # Tokens signed by your auth service (RS256/ES256/EdDSA): its public keys as a JWKS
+    jwks_url: str = ""        # fetched at start, every jwks_refresh s and on an unknown kid
+    jwks_file: str = ""       # or a file (re-read the same way)
+    jwks_refresh: float = 300.0
+    jwks_min_refetch: float = 30.0  # at most one fetch per this many s (unknown kids)
+    algorithms: str = "RS256,ES256,EdDSA"  # accepted with JWKS keys (HS256: auth.secret)
+    audience: str = ""        # required `aud` when set
+    issuer: str = ""          # required `iss` when set
 
 
 @dataclass(slots=True)
@@ -84,8 +95,18 @@ class LimitsConfig:
     max_presence_subscriptions: int = 1000
     delivery_window: int = 256
     outbound_buffer_bytes: int = 4 * 1024 * 1024
+    # per user, across all of the user's devices (and gateways: shared every usage_sync_interval)
     sends_per_second: float = 50.0
     send_burst: float = 100.0
+    chats_per_minute: float = 60.0        # CreateChat
+    chat_burst: float = 60.0
+    member_adds_per_minute: float = 1000.0  # users added by AddMembers (one token each)
+    member_add_burst: float = 1000.0
+    history_per_second: float = 20.0      # History requests
+    history_burst: float = 100.0
+    connects_per_minute: float = 60.0     # authenticated connections (HTTP 429 / close 1013)
+    connect_burst: float = 30.0
+    usage_sync_interval: float = 0.5      # s between a node's reports of what users spent
     frames_per_second: float = 400.0
     frame_burst: float = 800.0
 
@@ -185,7 +206,7 @@ class Config:
             return self.auth.secret.encode()
         if self.server.production:
             raise ConfigError("auth.secret: required in production mode "
-                              "(or auth.secret_file)")
+                              "(or auth.secret_file, or auth.jwks_url / auth.jwks_file)")
         path = Path(self.server.data_dir) / "secret.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +238,7 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None,
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # bad TOML, UTF-8, huge, deep
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         for section, values in data.items():
             if not isinstance(values, dict):
@@ -248,8 +269,9 @@ def _set(config: Config, dotted: str, value: Any, source: str) -> None:
     kind = type(getattr(section, key))
     try:
         setattr(section, key, _coerce(value, kind))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {value!r} ({source})") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {repr(value)[:80]} "
+                          f"({source})") from None
 
 
 def _coerce(value: Any, kind: type) -> Any:
@@ -276,6 +298,10 @@ def _validate(config: Config) -> None:
         "server.stop_timeout": config.server.stop_timeout > 0,
         "auth.timeout": config.auth.timeout > 0,
         "auth.max_pending": config.auth.max_pending > 0,
+        "auth.max_pending_per_address": config.auth.max_pending_per_address > 0,
+        "auth.evict_after": 0 <= config.auth.evict_after <= config.auth.timeout,
+        "auth.jwks_refresh": config.auth.jwks_refresh > 0,
+        "auth.jwks_min_refetch": config.auth.jwks_min_refetch >= 0,
         "tls.handshake_timeout": config.tls.handshake_timeout > 0,
         "limits.max_frame_bytes": config.limits.max_frame_bytes >= 1024,
         "limits.max_body_bytes": 0 < config.limits.max_body_bytes < config.limits.max_frame_bytes,
@@ -287,6 +313,16 @@ def _validate(config: Config) -> None:
         "limits.delivery_window": config.limits.delivery_window >= 1,
         "limits.outbound_buffer_bytes": config.limits.outbound_buffer_bytes >= 4 * config.limits.max_frame_bytes,
         "limits.sends_per_second": config.limits.sends_per_second > 0,
+        "limits.send_burst": config.limits.send_burst >= 1,
+        "limits.chats_per_minute": config.limits.chats_per_minute > 0,
+        "limits.chat_burst": config.limits.chat_burst >= 1,
+        "limits.member_adds_per_minute": config.limits.member_adds_per_minute > 0,
+        "limits.member_add_burst": config.limits.member_add_burst >= 1,
+        "limits.history_per_second": config.limits.history_per_second > 0,
+        "limits.history_burst": config.limits.history_burst >= 1,
+        "limits.connects_per_minute": config.limits.connects_per_minute > 0,
+        "limits.connect_burst": config.limits.connect_burst >= 1,
+        "limits.usage_sync_interval": config.limits.usage_sync_interval > 0,
         "limits.frames_per_second": config.limits.frames_per_second > 0,
         "timers.tick": 0 < config.timers.tick <= 1.0,
         "timers.heartbeat_interval": config.timers.heartbeat_interval > config.timers.tick,
@@ -325,6 +361,12 @@ def _validate(config: Config) -> None:
         _validate_cluster(config)
     if config.store.kind == "scylla":
         _validate_scylla(config)
+    if config.auth.jwks_url and config.auth.jwks_file:
+        raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
+    for algorithm in config.auth.algorithms.split(","):
+        if algorithm.strip() not in ASYMMETRIC_ALGORITHMS:
+            raise ConfigError(f"auth.algorithms: {algorithm.strip()!r} is not one of "
+                              f"{', '.join(ASYMMETRIC_ALGORITHMS)}")
     if config.auth.secret and len(config.auth.secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"auth.secret: a signing key needs at least {MIN_SECRET_BYTES} bytes")
 

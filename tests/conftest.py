@@ -4,7 +4,7 @@ import pytest
 
 from tests.support.raw import OPEN_CLIENTS
 from tests.support.server import InProcessServer, fast_config
-from tests.support.waiting import wait_for
+from tests.support.waiting import finishes, wait_for
 
 # Real Redis Clusters (redis_cluster, redis_cluster_with_replicas) and real Cassandra nodes
 # (cassandra_node, cql_keyspace, cassandra_cluster) for every test package.
@@ -28,15 +28,15 @@ async def make_server(tmp_path):
     while OPEN_CLIENTS:
         closing = OPEN_CLIENTS.pop().close()
         if inspect.isawaitable(closing):
-            await closing
+            await finishes(closing, 30, "closing a test's client")
     for srv in started:
         if srv.stopped:
             continue
         gw = srv.gateway
-        await wait_for(lambda: (gw.hub.connections, gw.pending_auth, len(gw._tasks),
+        await wait_for(lambda: (gw.hub.connections, gw.pending_auth, len(gw.tasks),
                                 len(gw.presence._subscribers)) == (0, 0, 0, 0),
                        timeout=10, message="server resources back to zero after the test")
-        await srv.stop()
+        await finishes(srv.stop(), 60, "the server's stop")
 
 
 @pytest.fixture

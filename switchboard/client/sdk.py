@@ -37,6 +37,7 @@ from google.protobuf.message import DecodeError
 from picows import (WSCloseCode, WSError, WSFrame, WSHandshakeError, WSListener, WSMsgType,
                     WSTransport, ws_connect)
 
+from switchboard.proto import codes
 from switchboard.proto.v1 import client_pb2 as pb
 
 from . import frames
@@ -46,18 +47,14 @@ __all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost"
 
 log = logging.getLogger(__name__)
 
-#: Close codes after which reconnecting cannot help: the token was refused (4001), a newer
-#: connection of this same device took over (4010: reconnecting would only throw that one out in
-#: turn), this device id was revoked (4011: refused forever, the app needs a new device id), or
-#: the user has too many devices (4012: refused until one of them is revoked).
-NO_RECONNECT = frozenset({4001, 4010, 4011, 4012})
-#: Close codes by which the server refuses a connection before Welcome: the token (4001, 4002) or
-#: the device (4011, 4012). connect() raises AuthError for them.
-REFUSED_CLOSE = frozenset({4001, 4002, 4011, 4012})
+#: Close codes after which reconnecting cannot help, and those by which the server refuses a
+#: connection before Welcome (connect() raises AuthError for them): proto/codes.py says why.
+NO_RECONNECT = codes.NO_RECONNECT
+REFUSED_CLOSE = codes.REFUSED
 #: Send errors that are worth retrying with the same client_msg_id.
 RETRYABLE = frozenset({pb.UNAVAILABLE, pb.RATE_LIMITED})
 #: What picows reports when no CLOSE frame arrived (RFC 6455 "abnormal closure").
-ABNORMAL_CLOSURE = 1006
+ABNORMAL_CLOSURE = codes.Close.ABNORMAL
 #: Deliver frames stay within the max_frame_bytes of Welcome, but answers are not bounded by it (a
 #: HistoryPage holds up to 200 messages of up to max_body_bytes each), and the limit must be set
 #: before Welcome arrives: so it is generous.
@@ -599,7 +596,7 @@ class Client:
             try:
                 welcome = await self._open()
             except AuthError as exc:
-                if exc.code != 4002:  # 4002: our Auth frame was late, the token may be fine
+                if exc.code != codes.Close.AUTH_TIMEOUT:  # our Auth frame was late: the token may be fine
                     self._stop(exc)
                     raise
                 log.debug("reconnect to %s: auth timed out", self.url)

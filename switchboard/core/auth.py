@@ -1,21 +1,34 @@
-"""Device tokens: HS256 JWTs naming a user (`sub`) and a device (`dev`).
+"""Device tokens: JWTs naming a user (`sub`) and a device (`dev`).
+
+Two kinds of signature. HS256 with the server's own secret is for development (`switchboard
+token` mints them). In production a company's auth service signs with its private key (RS256,
+ES256 or EdDSA) and the gateway holds only the public keys, by `kid`, from a JWKS
+(`SigningKeys`, filled by gateway/jwks.py from a file or URL and refreshed without a restart).
+`aud` and `iss` of those tokens are checked when configured.
 
 Verification is done once per connection at the upgrade (or on the Auth frame), so PyJWT's
-cost is off the message path.
+cost is off the message path. It never waits for the network: a token whose `kid` is not
+known yet asks for a refresh and fails with KeyPending (the device retries shortly).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import jwt
 
 from .ids import valid_id
 
 ALGORITHM = "HS256"
+ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 
 
 class TokenError(Exception):
     """The token is unusable; str() is the reason sent to the client."""
+
+
+class KeyPending(TokenError):
+    """Signed with a key id not known yet; a refresh of the key set was asked for: retry."""
 
 
 class Principal:
@@ -26,14 +39,47 @@ class Principal:
         self.device_id = device_id
 
 
+class SigningKeys:
+    """Public keys by kid, replaced whole when the key set is reloaded. `on_unknown` is asked
+    for a refresh when a token names an unknown kid; it answers whether one is on its way
+    (False: refreshed recently, so the kid is simply not valid)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self.on_unknown: Callable[[], bool] = lambda: False
+
+    def replace(self, key_set: jwt.PyJWKSet) -> None:
+        self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, kid: object) -> jwt.PyJWK:
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is not None:
+            return key
+        if isinstance(kid, str) and self.on_unknown():
+            raise KeyPending("signing key unknown, retry")
+        raise TokenError("invalid token")
+
+
 class TokenAuthority:
-    def __init__(self, secret: bytes, *, leeway: float = 5.0) -> None:
-        if len(secret) < 32:
+    def __init__(self, secret: bytes | None, *, leeway: float = 5.0,
+                 keys: SigningKeys | None = None, algorithms: tuple[str, ...] = ASYMMETRIC,
+                 audience: str = "", issuer: str = "") -> None:
+        if secret is not None and len(secret) < 32:
             raise ValueError("the signing key must be at least 32 bytes")
         self._secret = secret
         self._leeway = leeway
+        self._keys = keys
+        self._algorithms = algorithms
+        self._audience = audience or None
+        self._issuer = issuer or None
 
     def mint(self, user_id: str, device_id: str, ttl: float = 30 * 86400) -> str:
+        """An HS256 token (development, tests)."""
+        if self._secret is None:
+            raise ValueError("no HS256 secret configured: tokens come from the auth service")
         if not (valid_id(user_id) and valid_id(device_id)):
             raise ValueError("user and device ids must match [A-Za-z0-9_.:-]{1,128}")
         now = int(time.time())
@@ -42,7 +88,24 @@ class TokenAuthority:
 
     def verify(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], leeway=self._leeway,
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("invalid token") from None
+        algorithm = header.get("alg")
+        audience = issuer = None
+        if algorithm == ALGORITHM and self._secret is not None:
+            key = self._secret
+        elif algorithm in self._algorithms and self._keys is not None:
+            signing_key = self._keys.get(header.get("kid"))
+            if signing_key.algorithm_name != algorithm:
+                raise TokenError("invalid token")
+            key = signing_key.key
+            audience, issuer = self._audience, self._issuer
+        else:
+            raise TokenError("invalid token")
+        try:
+            claims = jwt.decode(token, key, algorithms=[algorithm], leeway=self._leeway,
+                                audience=audience, issuer=issuer,
                                 options={"require": ["exp", "sub", "dev"]})
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired") from None

@@ -196,8 +196,9 @@ class CqlSession:
                       timeout: float | None = None, page_size: int | None = None,
                       paging_state: bytes | None = None) -> Result:
         """Run one statement and return its first page. `statement` is CQL text (prepared and
-        cached unless `prepare=False`, e.g. for schema statements) or a driver Statement.
-        `idempotent` lets the driver retry it on another host after a connection error."""
+        cached, with `?` markers; `prepare=False` sends it as it is, with `%s` markers, e.g. a
+        schema statement) or a driver Statement. `idempotent` lets the driver retry it on
+        another host after a connection error."""
         if isinstance(statement, str):
             if prepare:
                 statement, params = (await self.prepare(statement)).bind(params or ()), None

@@ -15,6 +15,16 @@ class Code(enum.Enum):
     NOT_FOUND = "NOT_FOUND"
 
 
+RETRY_AFTER_MS = 200
+"""What UNAVAILABLE tells the device to wait before its retry when nothing better is known (the
+store failed, an owner did not answer, a send could not be handed on): long enough for a
+failover to show, short enough that a user does not notice."""
+
+
+DRAIN_RETRY_AFTER_MS = 1000
+"""What a send refused by a draining node tells the device: reconnect (elsewhere), then retry."""
+
+
 class DomainError(Exception):
     def __init__(self, code: Code, detail: str, retry_after_ms: int = 0) -> None:
         super().__init__(detail)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from functools import partial
 from typing import Callable
 
 from .chats import ChatService
-from .errors import Code, DomainError
-from .futures import settle
+from .errors import DRAIN_RETRY_AFTER_MS, RETRY_AFTER_MS, Code, DomainError
+from .gate import ChatGate
 from .ids import ServerIds, now_ms, valid_id
-from .model import CommitResult, Membership, NewMessage, StoredMessage
+from .model import CommitResult, Membership, NewMessage, SendRequest, StoredMessage
 from .store import Store, StoreError
+from .tasks import TaskGroup
 from .writer import Backpressure, CoalescingWriter
 
 log = logging.getLogger(__name__)
@@ -26,99 +26,90 @@ log = logging.getLogger(__name__)
 Fanout = Callable[[str, Mapping[str, Membership], list[StoredMessage]], None]
 """fanout(chat_id, members, messages): deliver freshly committed messages (one chat, seq order)."""
 
-RETRY_AFTER_STORE_ERROR_MS = 200
+Sent = Callable[[str, str, int], None]
+"""sent(chat_id, sender, seq): a new message was committed (the sender's own watermarks moved)."""
+
 MAX_CLIENT_MSG_ID = 64
 MAX_MEDIA_ID = 128
 
 
 class MessageService:
-    def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *,
-                 max_body_bytes: int, max_media_ids: int, writer_options: dict | None = None) -> None:
+    def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, fanout: Fanout,
+                 sent: Sent | None = None, max_body_bytes: int, max_media_ids: int,
+                 writer_options: dict | None = None, on_flush=None) -> None:
         self._store = store
         self._chats = chats
         self._ids = ids
-        self._fanout: Fanout | None = None
-        self.on_sent: Callable[[str, str, int], None] | None = None  # (chat, sender, seq)
+        self._fanout = fanout
+        self._sent = sent
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
-        self.writer = CoalescingWriter(store, on_commit=self._on_commit, **(writer_options or {}))
-        self._waiting: dict[str, list[tuple[asyncio.Future, tuple]]] = {}  # chat -> sends
-        self._loads: set[asyncio.Task] = set()
-
-    def set_fanout(self, fanout: Fanout) -> None:
-        self._fanout = fanout
+        self.writer = CoalescingWriter(store, on_commit=self._on_commit, on_flush=on_flush,
+                                       **(writer_options or {}))
+        self._loading = ChatGate()  # chats whose member map is loading, with the sends behind it
+        self._tasks = TaskGroup()   # member map loads
+        self._closing = False
 
     async def close(self) -> None:
+        """Drain: sends waiting for a member map still reach the writer (they were accepted),
+        then the writer makes everything durable, and fan-outs waiting for a member map end. A
+        send submitted after this is UNAVAILABLE."""
+        self._closing = True
+        await self._tasks.wait()
         await self.writer.close()
+        await self._tasks.wait()
 
     # ------------------------------------------------------------------ send
-    def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                    media_ids: list[str]) -> asyncio.Future[CommitResult]:
+    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         """Validate and queue a send; the future resolves once the row is durable.
 
         Raises DomainError at once for what can be told without waiting. With the chat's
         members cached (the common case) no task is created: the writer's future is returned.
         The future fails with StoreError when the batch failed (outcome unknown: retry).
         """
-        self._validate(chat_id, client_msg_id, body, media_ids)
-        waiting = self._waiting.get(chat_id)
-        members = self._chats.cached_members(chat_id) if waiting is None else None
+        chat_id = send.chat_id
+        self._validate(send)
+        if self._closing:
+            raise DomainError(Code.UNAVAILABLE, "server draining: reconnect", DRAIN_RETRY_AFTER_MS)
+        loading = chat_id in self._loading
+        members = None if loading else self._chats.cached_members(chat_id)
         if members is None:
             # behind the member map's load, and behind the chat's sends already waiting for it:
             # a later send must not reach the writer first when the map arrives meanwhile
-            future = asyncio.get_running_loop().create_future()
-            send = (user, device, chat_id, client_msg_id, body, media_ids)
-            if waiting is None:
-                self._waiting[chat_id] = [(future, send)]
-                task = asyncio.ensure_future(self._submit_after_load(chat_id))
-                self._loads.add(task)
-                task.add_done_callback(self._loads.discard)
-            else:
-                waiting.append((future, send))
-            return future
-        if user not in members:
+            if not loading:
+                self._tasks.spawn(self._submit_after_load(chat_id))
+            return self._loading.hold(send)
+        if send.user not in members:
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-        return self._submit(user, device, chat_id, client_msg_id, body, media_ids)
-
-    async def send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                   media_ids: list[str]) -> CommitResult:
-        try:
-            return await self.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
-        except StoreError:
-            raise DomainError(Code.UNAVAILABLE, "store unavailable",
-                              RETRY_AFTER_STORE_ERROR_MS) from None
+        return self._submit(send)
 
     async def _submit_after_load(self, chat_id: str) -> None:
         try:
             members = await self._chats.members(chat_id)
         except Exception as exc:
-            for future, _ in self._waiting.pop(chat_id, ()):
-                if not future.done():
-                    future.set_exception(exc)
+            self._loading.fail(chat_id, exc)
             return
-        for future, send in self._waiting.pop(chat_id, ()):
-            if future.done():
-                continue
-            try:
-                if send[0] not in members:
-                    raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-                self._submit(*send).add_done_callback(partial(settle, future))
-            except DomainError as exc:
-                future.set_exception(exc)
 
-    def _submit(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                media_ids: list[str]) -> asyncio.Future[CommitResult]:
-        row = NewMessage(chat_id, user, device, client_msg_id, body, tuple(media_ids),
-                         self._ids.next(), now_ms())
+        def submit(send: SendRequest) -> asyncio.Future[CommitResult]:
+            if send.user not in members:
+                raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+            return self._submit(send)
+
+        self._loading.release(chat_id, submit)
+
+    def _submit(self, send: SendRequest) -> asyncio.Future[CommitResult]:
+        row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
+                         tuple(send.media_ids), self._ids.next(), now_ms())
         try:
             return self.writer.submit(row)
         except Backpressure as exc:
             raise DomainError(Code.UNAVAILABLE, "server busy", exc.retry_after_ms) from None
 
-    def _validate(self, chat_id: str, client_msg_id: str, body: bytes, media_ids: list[str]) -> None:
+    def _validate(self, send: SendRequest) -> None:
+        client_msg_id, body, media_ids = send.client_msg_id, send.body, send.media_ids
         if not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID or not client_msg_id.isprintable():
             raise DomainError(Code.INVALID_ARGUMENT, "client_msg_id must be 1..64 printable chars")
-        if not valid_id(chat_id):
+        if not valid_id(send.chat_id):
             raise DomainError(Code.INVALID_ARGUMENT, "bad chat_id")
         if len(body) > self.max_body_bytes:
             raise DomainError(Code.BODY_TOO_LARGE,
@@ -134,8 +125,6 @@ class MessageService:
         (already in seq order) and fan each group out once. A duplicate is offered again, on
         its own: its original may have been stored by a commit whose outcome was unknown and
         never fanned out (a store timeout, an owner that died); devices that have it drop it."""
-        if self._fanout is None:
-            return
         by_chat: dict[str, list[StoredMessage]] = {}
         again: dict[tuple[str, int], StoredMessage] = {}
         for result in results:
@@ -144,8 +133,8 @@ class MessageService:
                 again[(message.chat_id, message.seq)] = message
                 continue
             by_chat.setdefault(message.chat_id, []).append(message)
-            if self.on_sent is not None:
-                self.on_sent(message.chat_id, message.sender_user, message.seq)
+            if self._sent is not None:
+                self._sent(message.chat_id, message.sender_user, message.seq)
         for (chat_id, seq), message in sorted(again.items()):
             if not any(m.seq == seq for m in by_chat.get(chat_id, ())):
                 self._fanout_group(chat_id, [message])
@@ -157,7 +146,7 @@ class MessageService:
         if members is not None:
             self._fanout(chat_id, members, messages)
         else:
-            asyncio.get_running_loop().create_task(self._fanout_after_load(chat_id, messages))
+            self._tasks.spawn(self._fanout_after_load(chat_id, messages))
 
     async def _fanout_after_load(self, chat_id: str, messages: list[StoredMessage]) -> None:
         """The member map was evicted between the check and the commit (rare): load it; the
@@ -167,8 +156,7 @@ class MessageService:
         except StoreError:
             log.warning("fan-out of %s skipped: members unavailable; devices get it on sync", chat_id)
             return
-        if self._fanout is not None:
-            self._fanout(chat_id, members, messages)
+        self._fanout(chat_id, members, messages)
 
     # ------------------------------------------------------------------ reads
     async def history(self, user: str, chat_id: str, before_seq: int, limit: int) -> list[StoredMessage]:
@@ -183,7 +171,7 @@ class MessageService:
             return await self._store.read_seq(chat_id, user)
         except StoreError:
             raise DomainError(Code.UNAVAILABLE, "store unavailable",
-                              RETRY_AFTER_STORE_ERROR_MS) from None
+                              RETRY_AFTER_MS) from None
 
     def ack(self, user: str, device: str, chat_id: str, seq: int) -> None:
         self.writer.ack_cursor(user, device, chat_id, seq)

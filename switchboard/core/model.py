@@ -32,6 +32,21 @@ class DeviceStatus(enum.Enum):
     TOO_MANY = "too_many"
 
 
+class SendRequest:
+    """One device's send as it travels from its connection to the chat's owner (maybe through
+    a ForwardSend): what the sender asked, before the owner checks it."""
+    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids")
+
+    def __init__(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
+                 media_ids: list[str]) -> None:
+        self.user = user
+        self.device = device
+        self.chat_id = chat_id
+        self.client_msg_id = client_msg_id
+        self.body = body
+        self.media_ids = media_ids
+
+
 @dataclass(slots=True)
 class NewMessage:
     """A send accepted by the owner, not yet sequenced: the store assigns `seq`."""

@@ -37,8 +37,9 @@ chat's pushes (the chat owner's, in cluster mode; this one by default)."""
 
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings,
-                 writer: CoalescingWriter, *, flush_interval: float = 0.05,
-                 cache_chats: int = 10_000) -> None:
+                 writer: CoalescingWriter, *, push: ReceiptPush, route: NoteRoute | None = None,
+                 flush_interval: float = 0.05, cache_chats: int = 10_000) -> None:
+        """route: to the service that coalesces a chat's pushes (None: this one)."""
         self._store = store
         self._chats = chats
         self._settings = settings
@@ -48,12 +49,9 @@ class ReceiptService:
         self._dirty: dict[str, dict[str, Receipt]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
-        self._push: ReceiptPush | None = None
-        self.route: NoteRoute = self.note
-        self.updates_pushed = 0
-
-    def set_push(self, push: ReceiptPush) -> None:
         self._push = push
+        self._route = route or self.note
+        self.updates_pushed = 0
 
     def close(self) -> None:
         """Stop pushing (the watermarks themselves are already with the writer)."""
@@ -67,11 +65,11 @@ class ReceiptService:
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
         """A device of the user acked up to seq."""
         self._writer.ack_delivered(chat_id, user_id, seq)
-        self.route(chat_id, user_id, seq, 0)
+        self._route(chat_id, user_id, seq, 0)
 
     def read(self, chat_id: str, user_id: str, seq: int) -> None:
         """The user read up to seq (already persisted by the caller)."""
-        self.route(chat_id, user_id, seq, seq)
+        self._route(chat_id, user_id, seq, seq)
 
     def sent(self, chat_id: str, user_id: str, seq: int) -> None:
         """The user's own message: the store moved their watermarks; mirror it, no push."""
@@ -156,7 +154,7 @@ class ReceiptService:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq)
                 covered_from = before if covered_from is None else min(covered_from, before)
                 covered_to = top if covered_to is None else max(covered_to, top)
-        if not changed or self._push is None:
+        if not changed:
             return
         senders = await self._store.senders_between(chat_id, covered_from, covered_to)
         delivered_all, read_all = await self.rollup(chat_id, receipts)

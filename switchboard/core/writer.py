@@ -51,13 +51,14 @@ class CoalescingWriter:
     Stats: `batches` committed, `rows` (messages in them), `last_batch_rows`, `failures`
     (commits that raised or failed a chat), `failed_chats` (chats failed, summed over commits)
     and `flush_seconds_total` (time spent in commit, failed ones included).
-    `on_flush(batch, seconds)`, when set, sees every committed batch and its commit time right
+    `on_flush(batch, seconds)`, when given, sees every committed batch and its commit time right
     after the commit (metrics histograms); it must not raise.
     """
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
                  max_pending: int = 20000,
-                 on_commit: Callable[[list[CommitResult]], None] | None = None) -> None:
+                 on_commit: Callable[[list[CommitResult]], None] | None = None,
+                 on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
         self.max_rows = max_rows
         self.max_bytes = max_bytes
@@ -78,7 +79,7 @@ class CoalescingWriter:
         self.failures = 0
         self.failed_chats = 0
         self.flush_seconds_total = 0.0
-        self.on_flush: Callable[[Batch, float], None] | None = None
+        self.on_flush = on_flush
 
     @property
     def pending(self) -> int:

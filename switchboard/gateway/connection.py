@@ -18,23 +18,24 @@ import asyncio
 import enum
 import logging
 import math
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Callable
 
-from google.protobuf.message import DecodeError
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from switchboard.core.auth import Principal, TokenError
+from switchboard.core.auth import KeyPending, Principal, TokenError
 from switchboard.core.backlog import read_backlog
-from switchboard.core.errors import DomainError
+from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import Backlog, CommitResult, DeviceStatus, Membership, StoredMessage
+from switchboard.core.model import (Backlog, CommitResult, DeviceStatus, Membership, SendRequest,
+                                    StoredMessage)
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
-from switchboard.router.registry import RegistryUnavailable
 
-from . import frames
+from . import frames, wire
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -43,26 +44,12 @@ log = logging.getLogger(__name__)
 
 PAGE = 128
 MAX_EARLY_FRAMES = 16
+PICOWS_COPIED_UP_TO = 8192  # picows copies server messages up to this size into its buffer
+HEADER_ROOM = 14  # a WebSocket frame header's largest size
+MAX_ANSWERING = 4   # store-backed requests answered at once per connection
+MAX_QUEUED = 64     # requests waiting behind them before the socket is no longer read
 TYPING_THROTTLE = 3.0
 TYPING_EXPIRES_MS = 6000
-
-
-class Close(enum.IntEnum):
-    """Close codes of protocol v1 (docs/protocol.md)."""
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    UNSUPPORTED_DATA = 1003
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    MALFORMED = 4000
-    UNAUTHENTICATED = 4001
-    AUTH_TIMEOUT = 4002
-    SLOW_CONSUMER = 4008
-    IDLE_TIMEOUT = 4009
-    REPLACED = 4010
-    DEVICE_REVOKED = 4011
-    TOO_MANY_DEVICES = 4012
-    FLOOD = 4029
 
 
 class State(enum.IntEnum):
@@ -99,12 +86,14 @@ class SyncRun:
 class Connection(WSListener):
     __slots__ = ("gw", "transport", "state", "user", "device", "streams", "inflight",
                  "last_rx", "last_progress", "pinged", "timer_due", "closing_at", "pump_task",
-                 "sync", "send_bucket", "frame_bucket", "retransmits", "early", "registered",
-                 "presence", "typing", "invisible", "opened_ms", "resolving")
+                 "sync", "frame_bucket", "retransmits", "early", "registered",
+                 "presence", "typing", "invisible", "opened_ms", "resolving", "fragments", "address",
+                 "fragment_bytes", "own_sends", "answering", "queued", "room", "stalled_since")
 
-    def __init__(self, gw: Gateway, principal: Principal | None) -> None:
+    def __init__(self, gw: Gateway, principal: Principal | None, address: str = "") -> None:
         super().__init__()
         self.gw = gw
+        self.address = address  # the peer's IP address
         self.transport: WSTransport | None = None
         self.state = State.AWAIT_AUTH
         self.user = principal.user_id if principal else ""
@@ -118,10 +107,9 @@ class Connection(WSListener):
         self.closing_at = 0.0
         self.pump_task: asyncio.Task | None = None
         self.sync: SyncRun | None = None
-        self.send_bucket: TokenBucket | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
-        self.early: list[pb.ClientFrame] | None = None  # frames that came while ADMITTING
+        self.early: list[pb.ClientFrame | wire.BadField] | None = None  # frames that came while ADMITTING
         self.registered = False  # in the hub and the presence registry
         self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
         self.typing: dict[str, float] | None = None  # chat -> when "typing" was last relayed
@@ -129,6 +117,13 @@ class Connection(WSListener):
         self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
         # cluster: chats offered with no stream yet, waiting for the device's stored cursor
         self.resolving: dict[str, tuple[int, int]] | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
+        self.fragment_bytes = 0
+        self.own_sends: dict[str, int] | None = None  # chat -> highest seq SendAck'ed here
+        self.answering = 0  # tasks answering requests (at most MAX_ANSWERING)
+        self.queued: deque[pb.ClientFrame] | None = None  # requests waiting for one of them
+        self.room: asyncio.Future | None = None  # answers wait for the outbound buffer to drain
+        self.stalled_since = 0.0
 
     # ------------------------------------------------------------------ picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -141,17 +136,18 @@ class Connection(WSListener):
         if self.user:
             self._authenticated()
         else:
-            self.gw.pending_auth += 1
+            self.gw.preauth.add(self, self.address, now)
             self._arm(now + self.gw.config.auth.timeout)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.state == State.AWAIT_AUTH:
-            self.gw.pending_auth -= 1
+            self.gw.preauth.remove(self)
         elif self.state == State.CLOSING:
             self.gw.stats.closing -= 1
         self.gw.stats.disconnects += 1
         self.state = State.CLOSED
         self._leave()
+        self._wake_answers()
         if self.pump_task is not None:
             self.pump_task.cancel()
             self.pump_task = None
@@ -165,23 +161,45 @@ class Connection(WSListener):
         self.last_rx = now
         self.pinged = False
         msg_type = frame.msg_type
-        if msg_type == WSMsgType.BINARY:
-            if not frame.fin:
-                self.close(Close.MALFORMED, "fragmented messages are not supported")
-            elif self.frame_bucket.take(now):
+        if msg_type == WSMsgType.BINARY or msg_type == WSMsgType.CONTINUATION:
+            if self.frame_bucket.take(now):  # every WebSocket frame counts, fragments too
                 self.close(Close.FLOOD, "too many frames")
-            else:
+            elif msg_type == WSMsgType.BINARY and frame.fin and self.fragments is None:
                 self._on_binary(frame.get_payload_as_bytes(), now)
+            else:
+                self._on_fragment(msg_type, frame, now)
         elif msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
-        elif msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
+        elif msg_type == WSMsgType.TEXT:
             self.close(Close.UNSUPPORTED_DATA, "binary frames only")
+
+    def _on_fragment(self, msg_type: WSMsgType, frame: WSFrame, now: float) -> None:
+        """RFC 6455 fragmentation: a message may come as a first frame without FIN and
+        continuation frames up to one with FIN (control frames may come in between, and picows
+        hands them over separately). Its size counts across fragments."""
+        if (msg_type == WSMsgType.BINARY) != (self.fragments is None):
+            self.close(Close.PROTOCOL_ERROR, "continuation frame outside a fragmented message"
+                       if self.fragments is None else "new message inside a fragmented one")
+            return
+        payload = frame.get_payload_as_bytes()
+        if self.fragments is None:
+            self.fragments = []
+        self.fragments.append(payload)
+        self.fragment_bytes += len(payload)
+        if self.fragment_bytes > self.gw.config.limits.max_frame_bytes:
+            self.close(Close.MESSAGE_TOO_BIG, "message over max_frame_bytes")
+        elif frame.fin:
+            message = b"".join(self.fragments)
+            self.fragments = None
+            self.fragment_bytes = 0
+            self._on_binary(message, now)
 
     def pause_writing(self) -> None:
         self._check_outbound()
 
     def resume_writing(self) -> None:
+        self._wake_answers()
         self._maybe_pump()
 
     # ------------------------------------------------------------------ frames in
@@ -189,10 +207,12 @@ class Connection(WSListener):
         self.gw.stats.frames_in += 1
         self.gw.stats.bytes_in += len(payload)
         try:
-            frame = pb.ClientFrame.FromString(payload)
-        except DecodeError:
+            frame: pb.ClientFrame | wire.BadField = wire.decode(payload)
+        except wire.Malformed:
             self.close(Close.MALFORMED, "not a ClientFrame")
             return
+        except wire.BadField as exc:
+            frame = exc
         if self.state == State.ADMITTING:
             if len(self.early) >= MAX_EARLY_FRAMES:
                 self.close(Close.FLOOD, "too many frames before Welcome")
@@ -201,7 +221,14 @@ class Connection(WSListener):
             return
         self._dispatch(frame, now)
 
-    def _dispatch(self, frame: pb.ClientFrame, now: float) -> None:
+    def _dispatch(self, frame: pb.ClientFrame | wire.BadField, now: float) -> None:
+        if isinstance(frame, wire.BadField):
+            if self.state == State.AWAIT_AUTH:
+                self.close(Close.UNAUTHENTICATED,
+                           "invalid token" if frame.kind == "auth" else "auth required")
+            else:
+                self.send_frame(frames.error(frame.request_id, pb.INVALID_ARGUMENT, frame.detail))
+            return
         kind = frame.WhichOneof("body")
         if self.state == State.AWAIT_AUTH:
             if kind == "auth":
@@ -219,38 +246,51 @@ class Connection(WSListener):
     def _on_auth_frame(self, token: str) -> None:
         try:
             principal = self.gw.tokens.verify(token)
+        except KeyPending as exc:  # a new kid: the key set is being refreshed
+            self.close(Close.TRY_AGAIN_LATER, str(exc))
+            return
         except TokenError as exc:
             self.close(Close.UNAUTHENTICATED, str(exc))
             return
-        self.gw.pending_auth -= 1
+        wait = self.gw.limits.take("connect", principal.user_id, self.gw.timers.now())
+        if wait:
+            self.close(Close.TRY_AGAIN_LATER,
+                       f"too many connections: retry in {math.ceil(wait)} s")
+            return
+        self.gw.preauth.remove(self)
         self.user = principal.user_id
         self.device = principal.device_id
         self._authenticated()
 
     def _authenticated(self) -> None:
         self.opened_ms = now_ms()
-        if self.gw.services.devices.known(self.user, self.device) and not self.gw.clustered:
-            self._open()
-        else:
-            self.state = State.ADMITTING
-            self.early = []
-            self.gw.spawn(self._admit())
+        recording = None
+        if self.gw.services.devices.known(self.user, self.device):
+            recording = self.gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is None:
+                self._open()
+                return
+        self.state = State.ADMITTING
+        self.early = []
+        self.gw.tasks.spawn(self._admit(recording))
 
-    async def _admit(self) -> None:
-        """Device admission (when not known), then, in a cluster, the session is recorded
-        before the first sync can read the store (router/cluster.py says why)."""
+    async def _admit(self, recording: Awaitable[bool] | None) -> None:
+        """Device admission (when not known), then the session is recorded where the router
+        needs it before the first sync can read the store (router/cluster.py says why)."""
         gw = self.gw
         devices = gw.services.devices
         status = DeviceStatus.OK
         try:
-            if not devices.known(self.user, self.device):
+            if recording is None:  # not a known device
                 status = await devices.admit(self.user, self.device)
-            if status is DeviceStatus.OK and gw.clustered and self.state == State.ADMITTING:
-                await gw.router.session_opened(self.user, self.device, self.opened_ms)
-        except (StoreError, RegistryUnavailable):
+                if status is DeviceStatus.OK and self.state == State.ADMITTING:
+                    recording = gw.router.session_opened(self.user, self.device, self.opened_ms)
+            if recording is not None and not await recording:
+                status = None
+        except StoreError:
             status = None
         if self.state != State.ADMITTING:
-            if status is DeviceStatus.OK and gw.clustered:
+            if status is DeviceStatus.OK and recording is not None:
                 gw.router.session_closed(self.user, self.device)
             return
         if status is DeviceStatus.OK:
@@ -270,8 +310,6 @@ class Connection(WSListener):
     def _open(self) -> None:
         gw = self.gw
         self.state = State.OPEN
-        limits = gw.config.limits
-        self.send_bucket = TokenBucket(limits.sends_per_second, limits.send_burst, self.last_rx)
         replaced = gw.hub.add(self)
         if replaced is not None:
             replaced.close(Close.REPLACED, "replaced by a newer connection")
@@ -291,52 +329,52 @@ class Connection(WSListener):
         gw.presence.registry.disconnected(self.user, self.device)
         gw.presence.drop(self)
         gw.router.session_closed(self.user, self.device)
-        gw.spawn(gw.services.devices.seen(self.user, self.device))
+        gw.tasks.spawn(gw.services.devices.seen(self.user, self.device))
 
     def _on_send(self, frame: pb.ClientFrame, now: float) -> None:
         send = frame.send
         rid = frame.request_id
         if self.gw.draining:
             self.send_frame(frames.error(rid, pb.UNAVAILABLE, "server draining: reconnect",
-                                         retry_after_ms=1000, chat_id=send.chat_id,
+                                         retry_after_ms=DRAIN_RETRY_AFTER_MS, chat_id=send.chat_id,
                                          client_msg_id=send.client_msg_id))
             return
-        wait = self.send_bucket.take(now)
+        wait = self.gw.limits.take("send", self.user, now)
         if wait:
             self.send_frame(frames.error(rid, pb.RATE_LIMITED, "too many sends",
                                          retry_after_ms=int(wait * 1000) + 1, chat_id=send.chat_id,
                                     client_msg_id=send.client_msg_id))
             return
         try:
-            future = self.gw.router.submit_send(self.user, self.device, send.chat_id,
-                                                send.client_msg_id, send.body, list(send.media_ids))
+            future = self.gw.router.submit_send(SendRequest(
+                self.user, self.device, send.chat_id, send.client_msg_id, send.body,
+                list(send.media_ids)))
         except DomainError as exc:
-            self.send_frame(frames.domain_error(rid, exc, chat_id=send.chat_id,
-                                                client_msg_id=send.client_msg_id))
+            self.send_frame(frames.failure(rid, exc, chat_id=send.chat_id,
+                                           client_msg_id=send.client_msg_id))
             return
+        self.gw.sends_in_flight += 1
         future.add_done_callback(
             lambda f: self._on_send_done(f, rid, send.chat_id, send.client_msg_id))
 
     def _on_send_done(self, future: asyncio.Future[CommitResult], rid: int, chat_id: str,
                       client_msg_id: str) -> None:
+        self.gw.sends_in_flight -= 1
         if future.cancelled() or self.state >= State.CLOSING:
             return
         exc = future.exception()
         if exc is None:
             result = future.result()
             self.gw.stats.sends += 1
+            own = self.own_sends if self.own_sends is not None else {}
+            if result.message.seq > own.get(chat_id, 0):
+                own[chat_id] = result.message.seq
+            self.own_sends = own
             self.send_frame(frames.send_ack(rid, result.message, result.duplicate))
-        elif isinstance(exc, DomainError):
-            self.send_frame(frames.domain_error(rid, exc, chat_id=chat_id,
-                                                client_msg_id=client_msg_id))
-        elif isinstance(exc, StoreError):
-            self.send_frame(frames.error(rid, pb.UNAVAILABLE, "store unavailable",
-                                         retry_after_ms=200, chat_id=chat_id,
-                                         client_msg_id=client_msg_id))
         else:
-            log.error("send failed", exc_info=exc)
-            self.send_frame(frames.error(rid, pb.INTERNAL, "internal error", chat_id=chat_id,
-                                         client_msg_id=client_msg_id))
+            if not isinstance(exc, (DomainError, StoreError)):
+                log.error("send failed", exc_info=exc)
+            self.send_frame(frames.failure(rid, exc, chat_id=chat_id, client_msg_id=client_msg_id))
 
     def _on_ack(self, frame: pb.ClientFrame, now: float) -> None:
         self.gw.stats.acks += 1
@@ -345,8 +383,15 @@ class Connection(WSListener):
         for item in frame.ack.acks:
             stream = self.streams.get(item.chat_id)
             if stream is None or item.seq > stream.head:
-                invalid = item
-                continue
+                own = self.own_sends.get(item.chat_id, 0) if self.own_sends else 0
+                if item.seq > own:
+                    invalid = item
+                    continue
+                # the device counts its own SendAcks as held (protocol 8.3) and acks them
+                if stream is None:
+                    self._ack_cursor(item.chat_id, item.seq)
+                    continue
+                stream.head = item.seq
             if item.seq > stream.acked:
                 if item.seq > stream.sent:  # acks what was sent before a retransmit rewind
                     self.inflight -= stream.sent - stream.acked
@@ -354,16 +399,19 @@ class Connection(WSListener):
                 else:
                     self.inflight -= item.seq - stream.acked
                 stream.acked = item.seq
-                self.gw.services.messages.ack(self.user, self.device, item.chat_id, item.seq)
-                self.gw.services.receipts.delivered(item.chat_id, self.user, item.seq)
+                self._ack_cursor(item.chat_id, item.seq)
                 progressed = True
         if progressed:
             self.last_progress = now
             self._maybe_pump()
         if invalid is not None:
             self.send_frame(frames.error(frame.request_id, pb.ACK_INVALID,
-                                         f"seq {invalid.seq} was not delivered on this connection",
+                                         f"seq {invalid.seq} was neither delivered nor acknowledged on this connection",
                                     chat_id=invalid.chat_id))
+
+    def _ack_cursor(self, chat_id: str, seq: int) -> None:
+        self.gw.services.messages.ack(self.user, self.device, chat_id, seq)
+        self.gw.services.receipts.delivered(chat_id, self.user, seq)
 
     def _on_ping(self, frame: pb.ClientFrame, now: float) -> None:
         self.send_frame(pb.ServerFrame(request_id=frame.request_id, pong=pb.Pong(
@@ -408,22 +456,72 @@ class Connection(WSListener):
         self.send_frame(pb.ServerFrame(request_id=frame.request_id, ok=pb.Ok()).SerializeToString())
 
     def _on_request(self, frame: pb.ClientFrame, now: float) -> None:
-        """Requests answered after a store round trip run in a short-lived task."""
-        self.gw.spawn(self._answer(frame))
+        """Requests answered after a store round trip: at most MAX_ANSWERING short-lived tasks
+        per connection take them in order; beyond MAX_QUEUED waiting, the socket is no longer
+        read (TCP pushes back on the client) until they are down to half."""
+        if self.answering < MAX_ANSWERING:
+            self.answering += 1
+            self.gw.tasks.spawn(self._answer(frame))
+            return
+        queued = self.queued if self.queued is not None else deque()
+        self.queued = queued
+        queued.append(frame)
+        reading = self.transport.underlying_transport
+        if len(queued) >= MAX_QUEUED and reading.is_reading():
+            reading.pause_reading()
 
     async def _answer(self, frame: pb.ClientFrame) -> None:
+        """Answer `frame`, then whatever queued behind it. Each answer waits for room in the
+        outbound buffer before it reads the store: a reply the client cannot take is never
+        built, so a client that does not read pins no memory beyond the cap."""
+        try:
+            while True:
+                await self._room()
+                if self.state != State.OPEN:
+                    return
+                reply = await self._reply(frame)
+                if reply is not None and self.state == State.OPEN:
+                    self.send_frame(reply)
+                queued = self.queued
+                if not queued or self.state != State.OPEN:
+                    return
+                frame = queued.popleft()
+                if len(queued) < MAX_QUEUED // 2:
+                    self._read_again()
+        finally:
+            self.answering -= 1
+            if not self.queued:
+                self.queued = None
+
+    async def _reply(self, frame: pb.ClientFrame) -> bytes | None:
         rid = frame.request_id
         try:
-            reply = await self.gw.requests.answer(self, frame)
-        except DomainError as exc:
-            reply = frames.domain_error(rid, exc)
-        except StoreError:
-            reply = frames.error(rid, pb.UNAVAILABLE, "store unavailable", retry_after_ms=200)
-        except Exception:
-            log.exception("request %s failed", frame.WhichOneof("body"))
-            reply = frames.error(rid, pb.INTERNAL, "internal error")
-        if reply is not None and self.state == State.OPEN:
-            self.send_frame(reply)
+            return await self.gw.requests.answer(self, frame)
+        except Exception as exc:
+            if not isinstance(exc, (DomainError, StoreError)):
+                log.exception("request %s failed", frame.WhichOneof("body"))
+            return frames.failure(rid, exc)
+
+    async def _room(self) -> None:
+        """Until the outbound buffer is below the frame size (resume_writing), or the
+        connection ends. Waiting longer than retransmit_after is a slow consumer (on_timer)."""
+        if not self._write_blocked() or self.state != State.OPEN:
+            return
+        if self.room is None:
+            self.room = asyncio.get_running_loop().create_future()
+            self.stalled_since = self.gw.timers.now()
+            self._arm(self.stalled_since + self.gw.config.timers.retransmit_after)
+        await asyncio.shield(self.room)
+
+    def _wake_answers(self) -> None:
+        room, self.room = self.room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def _read_again(self) -> None:
+        transport = self.transport.underlying_transport
+        if not transport.is_reading() and not transport.is_closing():
+            transport.resume_reading()
 
     # ------------------------------------------------------------------ delivery
     def offer(self, chat_id: str, messages: list[StoredMessage],
@@ -440,7 +538,7 @@ class Connection(WSListener):
                 known = sync.pending.get(chat_id)
                 sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
                 return
-            if self.gw.clustered:
+            if not self.gw.router.sees_every_commit:
                 self._resolve(chat_id, first, last)
                 return
             # one node sees every commit, so the first offer continues what the device has
@@ -498,7 +596,7 @@ class Connection(WSListener):
         resolving = self.resolving
         if resolving is None:
             resolving = self.resolving = {}
-            self.gw.spawn(self._load_cursors())
+            self.gw.tasks.spawn(self._load_cursors())
         known = resolving.get(chat_id)
         resolving[chat_id] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
 
@@ -546,7 +644,7 @@ class Connection(WSListener):
     def _maybe_pump(self) -> None:
         if self.pump_task is None and self.state == State.OPEN and self.inflight < self.gw.window:
             if any(s.sent < s.head for s in self.streams.values()):
-                self.pump_task = self.gw.spawn(self._pump())
+                self.pump_task = self.gw.tasks.spawn(self._pump())
 
     async def _pump(self) -> None:
         """Fill the window from the store, chat by chat, until nothing is behind or it is full."""
@@ -578,9 +676,11 @@ class Connection(WSListener):
             self._check_sync()
 
     def _write_blocked(self) -> bool:
-        transport = self.transport
-        return transport is None or transport.underlying_transport.get_write_buffer_size() > \
-            self.gw.config.limits.max_frame_bytes
+        """More than a frame waits in the outbound buffer: hold back what can wait."""
+        return self.transport is None or self._buffered() > self.gw.config.limits.max_frame_bytes
+
+    def _buffered(self) -> int:
+        return self.transport.underlying_transport.get_write_buffer_size()
 
     # ------------------------------------------------------------------ sync
     def _start_sync(self, request_id: int) -> None:
@@ -588,7 +688,7 @@ class Connection(WSListener):
             self.inflight -= stream.sent - stream.acked
             stream.sent = stream.acked
         self.sync = SyncRun(request_id)
-        self.gw.spawn(self._load_backlog(self.sync))
+        self.gw.tasks.spawn(self._load_backlog(self.sync))
 
     async def _load_backlog(self, sync: SyncRun) -> None:
         try:
@@ -658,6 +758,10 @@ class Connection(WSListener):
         if self.state == State.AWAIT_AUTH:
             self.close(Close.AUTH_TIMEOUT, "no auth in time")
             return
+        if self.room is not None and now - self.stalled_since >= timers.retransmit_after:
+            self.gw.stats.slow_consumers += 1
+            self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+            return
         idle = now - self.last_rx
         if idle >= timers.idle_timeout:
             self.close(Close.IDLE_TIMEOUT, "idle")
@@ -670,6 +774,8 @@ class Connection(WSListener):
             if now - self.last_progress >= timers.retransmit_after:
                 self._retransmit(now)
             due = min(due, self.last_progress + timers.retransmit_after)
+        if self.room is not None:
+            due = min(due, self.stalled_since + timers.retransmit_after)
         self._arm(due)
 
     def _retransmit(self, now: float) -> None:
@@ -686,18 +792,29 @@ class Connection(WSListener):
     def send_frame(self, data: bytes) -> None:
         if self.state >= State.CLOSING:
             return
-        self.transport.send(WSMsgType.BINARY, data)
+        if len(data) > PICOWS_COPIED_UP_TO:
+            # picows writes a larger message as [header view, payload] with the header a view of
+            # its own reused buffer; uvloop keeps that view while the socket is backed up, and
+            # the next send overwrites it (a corrupt stream). This path copies what it cannot
+            # send at once, header included.
+            self.transport.send_reuse_external_bytearray(
+                WSMsgType.BINARY, bytearray(HEADER_ROOM) + data, HEADER_ROOM)
+        else:
+            self.transport.send(WSMsgType.BINARY, data)
         self.gw.stats.frames_out += 1
         self.gw.stats.bytes_out += len(data)
-        if self.transport.underlying_transport.get_write_buffer_size() > \
-                self.gw.config.limits.outbound_buffer_bytes:
-            self._check_outbound()
+        self._check_outbound()
 
     def _check_outbound(self) -> None:
-        if self.transport.underlying_transport.get_write_buffer_size() > \
-                self.gw.config.limits.outbound_buffer_bytes:
+        if self._buffered() > self.gw.config.limits.outbound_buffer_bytes:
             self.gw.stats.slow_consumers += 1
             self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+
+    def evict(self) -> None:
+        """Give this silent unauthenticated socket's slot to a newcomer (preauth.py): close
+        frame, then the socket at once, without the close grace."""
+        self.close(Close.AUTH_TIMEOUT, "no auth in time: server busy")
+        self.transport.disconnect()
 
     def close(self, code: int, reason: str) -> None:
         """Send a CLOSE frame; the peer's CLOSE ends the connection, and a peer that does not
@@ -705,11 +822,13 @@ class Connection(WSListener):
         if self.state >= State.CLOSING:
             return
         if self.state == State.AWAIT_AUTH:
-            self.gw.pending_auth -= 1
+            self.gw.preauth.remove(self)
         log.debug("closing %s/%s: %d %s", self.user or "-", self.device or "-", code, reason)
         self.state = State.CLOSING
         self.gw.stats.closing += 1
         self._leave()
+        self._wake_answers()
+        self._read_again()  # the peer's CLOSE must still be read
         # Keep reading until the peer answers with its CLOSE: closing the socket while its frames
         # still arrive makes the kernel reset the connection and drop our CLOSE (and a Goaway).
         self.transport.send_close(WSCloseCode(code), reason.encode())

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from switchboard.proto.codes import Close
 from switchboard.router.base import Invalidation
 
-from .connection import Close
 
 if TYPE_CHECKING:
     from .server import Gateway

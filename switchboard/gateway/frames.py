@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from switchboard.core.errors import DomainError
 from switchboard.core.model import Chat, ChatSummaryRow, Membership, StoredMessage
 from switchboard.proto.v1 import client_pb2 as pb
-from switchboard.router.codec import ERROR_CODES, message_to_pb as message
+from switchboard.proto.codec import message_to_pb as message, wire_error
 
 
 class Chunk(NamedTuple):
@@ -61,10 +60,12 @@ def error(request_id: int, code: int, detail: str, *, retry_after_ms: int = 0, c
         client_msg_id=client_msg_id)).SerializeToString()
 
 
-def domain_error(request_id: int, exc: DomainError, *, chat_id: str = "",
-                 client_msg_id: str = "") -> bytes:
-    return error(request_id, ERROR_CODES[exc.code], exc.detail,
-                 retry_after_ms=exc.retry_after_ms, chat_id=chat_id, client_msg_id=client_msg_id)
+def failure(request_id: int, exc: BaseException, *, chat_id: str = "",
+            client_msg_id: str = "") -> bytes:
+    """The Error frame for what a request raised (proto/codec.py wire_error says which)."""
+    code, detail, retry_after_ms = wire_error(exc)
+    return error(request_id, code, detail, retry_after_ms=retry_after_ms, chat_id=chat_id,
+                 client_msg_id=client_msg_id)
 
 
 def chat_info(request_id: int, chat: Chat, members: Mapping[str, Membership], head: int) -> bytes:

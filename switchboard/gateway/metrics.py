@@ -29,20 +29,6 @@ if TYPE_CHECKING:
 LAG_INTERVAL = 0.5
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
-CLUSTER_METRICS = {  # MeshRouter.stats() -> (kind, help)
-    "forwarded_sends": ("counter", "sends forwarded to the chat's owner node"),
-    "forward_failures": ("counter", "forwarded sends failed UNAVAILABLE (link down, timeout)"),
-    "owned_sends": ("counter", "sends committed by this node as the chat's owner"),
-    "deliver_frames": ("counter", "Deliver frames sent to other nodes"),
-    "fanout_lookup_failures": ("counter", "fan-outs broadcast because the registry failed"),
-    "reregistrations": ("counter", "lease lost and registered again"),
-    "ring_changes": ("counter", "ownership rings built"),
-    "held_sends": ("counter", "sends held until the chat's previous owner finished its sends"),
-    "links_up": ("gauge", "mesh links up"),
-    "ring_nodes": ("gauge", "nodes on this node's ownership ring"),
-    "forwards_pending": ("gauge", "forwarded sends awaiting their owner's answer"),
-    "fanouts_pending": ("gauge", "commits awaiting their session lookup for fan-out"),
-}
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -104,14 +90,17 @@ class GatewayMetrics:
     """The gateway's registry: its collector, the process collector (fds, RSS, CPU) and the
     histograms fed by the writer's on_flush hook and the loop-lag monitor."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self) -> None:
         self.batch_rows = Histogram(ROWS_BUCKETS)
         self.flush_seconds = Histogram(SECONDS_BUCKETS)
         self.send_durable_seconds = Histogram(SECONDS_BUCKETS)
         self.loop_lag = LoopLag()
         self.registry = CollectorRegistry()
-        self.registry.register(_GatewayCollector(gateway, self))
         ProcessCollector(registry=self.registry)
+
+    def collect(self, gateway: Gateway) -> None:
+        """Export the gateway's own counters too (the gateway calls this once it exists)."""
+        self.registry.register(_GatewayCollector(gateway, self))
 
     def observe_flush(self, batch: Batch, seconds: float) -> None:
         """Writer hook: one committed batch. A message's send -> durable time runs from when the
@@ -203,12 +192,9 @@ class _GatewayCollector(Collector):
         if gw.tls is not None:
             yield _counter("switchboard_tls_reloads", "certificate reloads that took effect",
                            gw.tls.reloads)
-        for name, value in gw.router.stats().items():
-            kind, documentation = CLUSTER_METRICS[name]
-            if kind == "gauge":
-                yield GaugeMetricFamily(f"switchboard_cluster_{name}", documentation, value=value)
-            else:
-                yield _counter(f"switchboard_cluster_{name}", documentation, value)
+        for metric in gw.router.metrics():  # each component names and documents its own
+            family = GaugeMetricFamily if metric.kind == "gauge" else CounterMetricFamily
+            yield family(f"switchboard_{metric.name}", metric.help, value=metric.value)
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

@@ -17,8 +17,8 @@ from switchboard.core.model import Visibility
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.proto.v1 import client_pb2 as pb
-from switchboard.router.presence import PresenceRegistry
 
+from .presence_registry import LocalChange, PresenceRegistry
 if TYPE_CHECKING:
     from .connection import Connection
 
@@ -27,20 +27,22 @@ HIDDEN = (False, 0)
 
 class PresenceFanout:
     def __init__(self, store: Store, chats: ChatService, settings: Settings, *,
-                 interval: float, max_subscriptions: int) -> None:
+                 interval: float, max_subscriptions: int, on_local_change: LocalChange,
+                 shared_last_seen: Callable[[str], Awaitable[int | None]]) -> None:
+        """on_local_change: whether a user is online through this node flipped (tell the other
+        nodes); shared_last_seen: last seen as the cluster's registry knows it (another node
+        saw the user go), asked before the store."""
         self._store = store
         self._chats = chats
         self._settings = settings
         self.interval = interval
         self.max_subscriptions = max_subscriptions
-        self.registry = PresenceRegistry(self.changed)
+        self.registry = PresenceRegistry(self.changed, on_local_change)
         self._subscribers: dict[str, set[Connection]] = {}
         self._dirty: dict[str, float] = {}  # subject -> when it first changed since its last flush
         self._flush_handle: asyncio.TimerHandle | None = None
         self.updates_sent = 0
-        # cluster: last seen as the registry knows it (another node saw the user go), before
-        # falling back to the store
-        self.shared_last_seen: Callable[[str], Awaitable[int | None]] | None = None
+        self._shared_last_seen = shared_last_seen
 
     # ------------------------------------------------------------------ subscriptions
     def check(self, conn: Connection, subjects: list[str]) -> list[str]:
@@ -154,8 +156,8 @@ class PresenceFanout:
         if self.registry.is_online(subject):
             return True, 0
         last = self.registry.last_seen(subject)
-        if last is None and self.shared_last_seen is not None:
-            last = await self.shared_last_seen(subject)
+        if last is None:
+            last = await self._shared_last_seen(subject)
         return False, last if last is not None else await self._store.last_seen(subject)
 
 

@@ -6,22 +6,24 @@ nothing to send).
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import Visibility
+from switchboard.core.model import StoredMessage, Visibility
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
 
 from . import frames
-from .connection import Close
 
 if TYPE_CHECKING:
     from .connection import Connection
     from .server import Gateway
 
-MAX_HISTORY = 200
-DEFAULT_HISTORY = 50
+DEFAULT_HISTORY = 50  # the range of History.limit is in wire.py
+HISTORY_PAGE_BYTES = 1024 * 1024  # bodies per page: fewer messages when they are large
+HISTORY_READ = 16  # rows per store read while a page fills: memory stays near one page
 
 
 class Requests:
@@ -35,13 +37,31 @@ class Requests:
         kind = frame.WhichOneof("body")
         return await getattr(self, f"_{kind}")(conn, frame.request_id, getattr(frame, kind))
 
+    def _spend(self, kind: str, user: str, cost: int = 1) -> None:
+        """The user's limit for `kind` (all devices, all gateways): RATE_LIMITED beyond."""
+        wait = self._gw.limits.take(kind, user, self._gw.timers.now(), cost)
+        if wait:
+            raise DomainError(Code.RATE_LIMITED, f"too many {kind} requests",
+                              math.ceil(wait * 1000))
+
     # ------------------------------------------------------------------ messages
     async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
+        self._spend("history", conn.user)
         limit = req.limit or DEFAULT_HISTORY
-        if limit > MAX_HISTORY:
-            raise DomainError(Code.INVALID_ARGUMENT, f"limit is at most {MAX_HISTORY}")
-        rows = await self._messages.history(conn.user, req.chat_id, req.before_seq, limit + 1)
-        return frames.history_page(rid, req.chat_id, rows[:limit], len(rows) > limit)
+        page: list[StoredMessage] = []
+        size = 0
+        before = req.before_seq
+        while True:
+            rows = await self._messages.history(conn.user, req.chat_id, before,
+                                                min(HISTORY_READ, limit + 1 - len(page)))
+            for row in rows:
+                if len(page) == limit or page and size + len(row.body) > HISTORY_PAGE_BYTES:
+                    return frames.history_page(rid, req.chat_id, page, True)
+                page.append(row)
+                size += len(row.body)
+            if len(rows) < HISTORY_READ:  # the store has no older visible message
+                return frames.history_page(rid, req.chat_id, page, False)
+            before = rows[-1].seq
 
     async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
         read_seq = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
@@ -80,6 +100,7 @@ class Requests:
 
     # ------------------------------------------------------------------ chats
     async def _create_chat(self, conn: Connection, rid: int, req: pb.CreateChat) -> bytes:
+        self._spend("chat", conn.user)
         others = list(req.member_user_ids)
         if req.kind == pb.DIRECT:
             if len(others) != 1:
@@ -94,6 +115,7 @@ class Requests:
         return await self._chat_info(rid, chat.chat_id)
 
     async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
+        self._spend("member_add", conn.user, max(1, len(req.user_ids)))
         await self._chats.add_members(conn.user, req.chat_id, list(req.user_ids))
         self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id)
         return await self._chat_info(rid, req.chat_id)
@@ -134,9 +156,7 @@ class Requests:
         changes = {}
         if req.HasField("read_receipts"):
             changes["read_receipts"] = req.read_receipts
-        if req.last_seen:
-            if req.last_seen not in Visibility.__members__.values():
-                raise DomainError(Code.INVALID_ARGUMENT, f"unknown last_seen visibility {req.last_seen}")
+        if req.last_seen:  # its range is checked in wire.py
             changes["last_seen"] = Visibility(req.last_seen)
         settings = (await settings_service.update(conn.user, **changes) if changes
                     else await settings_service.get(conn.user))

@@ -1,43 +1,45 @@
-"""The gateway process: wires store, services, router and the picows listener together, plus
-what operators reach it by: TLS on the listener (tls.py), the ops port with metrics and health
+"""The gateway process: the picows listener, the drain, and what operators reach it by: TLS on the listener (tls.py), the ops port with metrics and health
 (status.py, metrics.py) and the local control socket (control.py).
 
 The listener factory runs at the HTTP upgrade: a bad token in the Authorization header is
 refused there with 401 (no WebSocket, nothing allocated); without the header the connection
-waits for an Auth frame under the auth deadline, and at most `auth.max_pending` such
-connections exist at once (503 beyond).
+waits for an Auth frame under the auth deadline, in one of `auth.max_pending` slots shared
+fairly between source addresses (preauth.py: 429 or 503 with Retry-After when refused).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 from dataclasses import dataclass
 
-from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
-from switchboard.config import Config, parse_addresses, parse_peers
-from switchboard.core.auth import TokenAuthority, TokenError
+from switchboard.config import Config
+from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
-from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
+from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import Receipt
+from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
-from switchboard.core.stores import make_store
+from switchboard.core.tasks import TaskGroup
 from switchboard.core.timers import TimerService
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
-from switchboard.router.local import LocalRouter
 
-from .connection import Close, Connection
+from .connection import Connection
 from .control import ControlServer
 from .hub import Hub
+from .jwks import JwksRefresher
+from .listener import listen
 from .metrics import GatewayMetrics
-from .node import GatewayNode
+from .preauth import PendingAuth, Verdict
 from .presence import PresenceFanout
 from .requests import Requests
 from .status import StatusServer
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 3.0   # s: a connection's close grace (2 s, connection.py) plus timer ticks
 CLOSE_POLL = 0.02
+PREAUTH_RETRY_AFTER = 1  # s, in the Retry-After of a refused unauthenticated upgrade
 
 
 @dataclass(slots=True)
@@ -79,47 +82,38 @@ class Services:
 
 
 class Gateway:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    """One gateway process's edge. Everything it is given is built by the composition root
+    (switchboard/app.py); what it builds itself (request handlers, ops port, control socket)
+    reads the gateway."""
+
+    def __init__(self, config: Config, *, tokens: TokenAuthority, jwks: JwksRefresher | None,
+                 services: Services, router: Router, hub: Hub, presence: PresenceFanout,
+                 timers: TimerService, limits: UserLimits, metrics: GatewayMetrics,
+                 tasks: TaskGroup) -> None:
         self.config = config
-        self.tokens = TokenAuthority(config.secret_bytes())
-        store = store or make_store(config)
-        chats = ChatService(store, max_group_members=config.limits.max_group_members)
-        messages = MessageService(
-            store, chats, ServerIds(config.server.node_id),
-            max_body_bytes=config.limits.max_body_bytes, max_media_ids=config.limits.max_media_ids,
-            writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
-                            "max_pending": config.writer.max_pending})
-        settings = Settings(store)
-        receipts = ReceiptService(store, chats, settings, messages.writer,
-                                  flush_interval=config.timers.receipt_flush)
-        messages.on_sent = receipts.sent
-        devices = Devices(store, max_devices=config.limits.max_devices)
-        self.services = Services(store, chats, messages, settings, receipts, devices)
-        self.hub = Hub(config.limits.max_frame_bytes)
-        receipts.set_push(self._push_receipt)
-        self.presence = PresenceFanout(store, chats, settings,
-                                       interval=config.timers.presence_interval,
-                                       max_subscriptions=config.limits.max_presence_subscriptions)
-        self.clustered = config.cluster.enabled
-        self.router: Router = (_mesh_router(config, messages, GatewayNode(self)) if self.clustered
-                               else LocalRouter(messages, GatewayNode(self)))
-        receipts.route = self.router.note_receipt
-        self.presence.registry.on_local_change = self.router.presence_changed
-        if self.clustered:
-            self.presence.shared_last_seen = self.router.last_seen
+        self.tokens, self.jwks = tokens, jwks
+        self.services = services
+        self.router = router
+        self.hub = hub
+        self.presence = presence
+        self.timers = timers
+        self.limits = limits
+        self.tasks = tasks
         self.requests = Requests(self)
-        self.timers = TimerService(config.timers.tick)
+        self._usage_totals: dict[tuple[str, str], int] = {}
+        self._usage_task: asyncio.Task | None = None
         self.stats = Stats()
-        self.metrics = GatewayMetrics(self)
-        messages.writer.on_flush = self.metrics.observe_flush
+        self.metrics = metrics
+        metrics.collect(self)
         self.tls = ServerTls(config.tls) if config.tls.cert else None
         self.status = StatusServer(self)
         self.control = ControlServer(self, config.admin_socket)
         self.window = config.limits.delivery_window
-        self.pending_auth = 0
+        self.preauth = PendingAuth(config.auth.max_pending, config.auth.max_pending_per_address,
+                                   config.auth.evict_after)
+        self.sends_in_flight = 0  # accepted sends not yet answered (a drain answers them all)
         self.draining = False
         self.store_open = False
-        self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._welcome = pb.Welcome(
             heartbeat_interval_ms=int(config.timers.heartbeat_interval * 1000),
@@ -133,10 +127,13 @@ class Gateway:
         """Open the store, then the ops port (so /healthz answers while the rest comes up), the
         control socket and last the client listener."""
         loop = asyncio.get_running_loop()
+        if self.jwks is not None:
+            await self.jwks.start()
         await self.services.store.open()
         self.store_open = True
         await self.router.start()
         self.timers.start(loop)
+        self._usage_task = asyncio.ensure_future(self._share_usage())
         self.metrics.loop_lag.start(loop)
         if self.config.metrics.enabled:
             await self.status.start(self.config.metrics.host, self.config.metrics.port)
@@ -144,13 +141,10 @@ class Gateway:
         server_cfg = self.config.server
         tls = {} if self.tls is None else {
             "ssl": self.tls.context, "ssl_handshake_timeout": self.config.tls.handshake_timeout}
-        self._server = await ws_create_server(
+        self._server = await listen(
             self._listener_for, server_cfg.host, server_cfg.port,
-            websocket_handshake_timeout=self.config.auth.timeout,
+            handshake_timeout=self.config.auth.timeout,
             max_frame_size=self.config.limits.max_frame_bytes,
-            read_buffer_init_size=1024,
-            enable_auto_pong=True,
-            use_aiofastnet=False,
             reuse_port=server_cfg.reuse_port or None,
             backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
             logger_name="switchboard.ws",
@@ -170,8 +164,7 @@ class Gateway:
         checks = {"store_open": self.store_open,
                   "listening": self._server is not None and self._server.is_serving(),
                   "not_draining": not self.draining}
-        if self.clustered:
-            checks["cluster_registered"] = self.router.registered
+        checks.update(self.router.readiness())
         return checks
 
     def reload_tls(self) -> None:
@@ -193,6 +186,7 @@ class Gateway:
                  self.services.messages.writer.pending)
         await self.services.messages.close()
         await self.router.stop()
+        await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
             conn.send_frame(pb.ServerFrame(goaway=pb.Goaway(
@@ -202,47 +196,88 @@ class Gateway:
         await self._closed_handshakes()
         self.presence.close()
         self.services.receipts.close()
+        if self._usage_task is not None:
+            self._usage_task.cancel()
+            await asyncio.gather(self._usage_task, return_exceptions=True)
         await self.router.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         self.store_open = False
         await self.services.store.close()
         self.timers.stop()
         await self.control.stop()
         await self.status.stop()
         self.metrics.loop_lag.stop()
+        if self.jwks is not None:
+            await self.jwks.stop()
         log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections
     async def _closed_handshakes(self) -> None:
         """Wait until the devices answered our CLOSE (or their grace ran out on the timer wheel):
         exiting earlier would reset sockets whose Goaway and CLOSE are still unread."""
-        deadline = asyncio.get_running_loop().time() + CLOSE_WAIT
-        while self.stats.closing > 0 and asyncio.get_running_loop().time() < deadline:
+        await self._until(lambda: self.stats.closing == 0, CLOSE_WAIT)
+
+    @staticmethod
+    async def _until(done, limit: float) -> None:
+        deadline = asyncio.get_running_loop().time() + limit
+        while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(CLOSE_POLL)
 
-    def _listener_for(self, request: WSUpgradeRequest):
+    @property
+    def pending_auth(self) -> int:
+        """Upgraded sockets still waiting for their Auth frame."""
+        return len(self.preauth)
+
+    def _listener_for(self, request: WSUpgradeRequest, address: str):
         if self.draining:
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(503, b"draining, reconnect elsewhere"), None)
+            return _refuse(503, b"draining, reconnect elsewhere")
         header = request.headers.get("Authorization")
         if header is None:
-            if self.pending_auth >= self.config.auth.max_pending:
+            verdict = self.preauth.admit(address, self.timers.now())
+            if verdict is Verdict.ADDRESS_FULL:
                 self.stats.refused_upgrades += 1
-                return WSUpgradeResponseWithListener(
-                    WSUpgradeResponse.create_error_response(503, b"busy, retry later"), None)
-            return Connection(self, None)
+                return _refuse(429, b"too many unauthenticated connections from your address",
+                               PREAUTH_RETRY_AFTER)
+            if verdict is Verdict.BUSY:
+                self.stats.refused_upgrades += 1
+                return _refuse(503, b"busy, retry later", PREAUTH_RETRY_AFTER)
+            if verdict is Verdict.EVICT_OLDEST:
+                self.preauth.oldest().evict()
+            return Connection(self, None, address)
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer":
                 raise TokenError("invalid token")
             principal = self.tokens.verify(token.strip())
+        except KeyPending as exc:  # a new kid: the key set is being refreshed
+            self.stats.refused_upgrades += 1
+            return _refuse(503, str(exc).encode(), PREAUTH_RETRY_AFTER)
         except TokenError as exc:
             self.stats.refused_upgrades += 1
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(401, str(exc).encode()), None)
-        return Connection(self, principal)
+            return _refuse(401, str(exc).encode())
+        wait = self.limits.take("connect", principal.user_id, self.timers.now())
+        if wait:
+            self.stats.refused_upgrades += 1
+            return _refuse(429, b"too many connections", math.ceil(wait))
+        return Connection(self, principal, address)
+
+    async def _share_usage(self) -> None:
+        """Per-user limits across gateways: every usage_sync_interval, one batch with what
+        this node let each user spend, and each bucket is charged what the other nodes let the
+        same user spend meanwhile (core/ratelimit.py UserLimits; the bound: docs/cluster.md)."""
+        while True:
+            await asyncio.sleep(self.config.limits.usage_sync_interval)
+            now = self.timers.now()
+            usage = self.limits.drain_usage()
+            for key in self.limits.prune(now):
+                self._usage_totals.pop(key, None)
+            totals = await self.router.share_usage(usage)
+            now = self.timers.now()
+            for key, total in totals.items():
+                seen = self._usage_totals.get(key)
+                self._usage_totals[key] = total
+                if seen is not None:
+                    self.limits.charge(key, total - seen - usage.get(key, 0), now)
 
     def welcome(self, user: str, device: str) -> bytes:
         welcome = pb.Welcome()
@@ -252,33 +287,8 @@ class Gateway:
         welcome.server_time_ms = now_ms()
         return pb.ServerFrame(welcome=welcome).SerializeToString()
 
-    def _push_receipt(self, user: str, chat_id: str, members: dict[str, Receipt],
-                      delivered_all: int, read_all: int) -> None:
-        self.router.push((user,), pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
-            chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
-            members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq, read_seq=r.read_seq)
-                     for u, r in sorted(members.items())])).SerializeToString())
 
-    def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-
-def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
-    """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
-    else the static member list."""
-    from switchboard.router.cluster import MeshRouter
-    cluster = config.cluster
-    registry = None
-    if cluster.redis:
-        from switchboard.router.registry_redis import RedisClusterRegistry
-        registry = RedisClusterRegistry(
-            [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
-            prefix=cluster.redis_prefix)
-    return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
-                      mesh_port=cluster.mesh_port, registry=registry,
-                      static_peers=parse_peers(cluster.peers), lease_ttl=cluster.lease_ttl,
-                      heartbeat_interval=cluster.heartbeat_interval,
-                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)
+def _refuse(status: int, body: bytes, retry_after: int | None = None):
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return WSUpgradeResponseWithListener(
+        WSUpgradeResponse.create_error_response(status, body, headers), None)

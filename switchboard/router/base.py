@@ -5,7 +5,10 @@ the gateway.
 chat) implements it by calling straight back into this node; `MeshRouter` (cluster.py)
 forwards sends to the chat's owner and carries fan-out, pushes, invalidations, presence and
 kicks over the mesh. Every method that acts "everywhere" acts on this node too, through
-`LocalNode`, so the gateway never does a local step beside a router call.
+`LocalNode`, so the gateway never does a local step beside a router call. Both honour the whole
+contract, and errors of the cluster's own parts (the registry not answering) are translated
+inside the router: nothing but DomainError and StoreError comes out of it, and only where a
+method says so (tests/contract/test_router_contract.py runs both through it).
 
 `LocalNode` is the gateway as the router sees it: the effects a node has on its own devices
 and caches. The gateway implements it (gateway/node.py); the router never imports the gateway.
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from switchboard.core.model import CommitResult, StoredMessage
+from switchboard.core.metrics import Metric
+from switchboard.core.model import CommitResult, SendRequest, StoredMessage
 
 
 class Invalidation(enum.IntEnum):
@@ -69,6 +73,12 @@ class LocalNode(Protocol):
 
 
 class Router(Protocol):
+    sees_every_commit: bool
+    """True when every commit of every chat is offered to this node's devices, in commit order
+    (one node): a chat's first offer then continues what a device has. False in a cluster,
+    where a push can be missed and a chat's first offer must start from the device's stored
+    cursor."""
+
     async def start(self) -> None:
         """Join the cluster (a no-op for a single node)."""
 
@@ -79,8 +89,10 @@ class Router(Protocol):
         """After the drain closed every connection (their sessions were dropped): release the
         rest (the registry's connections)."""
 
-    def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                    media_ids: list[str]) -> asyncio.Future[CommitResult]:
+    def readiness(self) -> dict[str, bool]:
+        """The router's own checks for /readyz (name -> passed); empty when it has none."""
+
+    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         """Hand a send to the chat's owner. Raises DomainError for what is refused at once; the
         future resolves when the message is durable, or fails with DomainError or StoreError
         (UNAVAILABLE: outcome unknown, retry with the same client_msg_id)."""
@@ -95,9 +107,11 @@ class Router(Protocol):
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str] = ()) -> None:
         """Every node (this one too) reloads the cached state named."""
 
-    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
+    def session_opened(self, user: str, device: str, opened_ms: int) -> Awaitable[bool] | None:
         """Record where the device is before it syncs (so a fan-out that misses the sync finds
-        it), and close an older connection of the same device on another node (4010)."""
+        it), and close an older connection of the same device on another node (4010). None:
+        nothing to wait for (one node); else await it before the device's first sync: False
+        means the session could not be recorded (refuse the device, it would miss pushes)."""
 
     def session_closed(self, user: str, device: str) -> None:
         """The device's connection here is gone."""
@@ -115,5 +129,12 @@ class Router(Protocol):
         """When the user's last device went, as the cluster's registry knows it (None: ask the
         store)."""
 
-    def stats(self) -> dict[str, int]:
-        """Counters for /metrics (name -> value); empty for a single node."""
+    async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Per-user rate limits across nodes: add what this node let each (kind, user) spend
+        since the last call to the cluster's running totals and return those totals (empty
+        when this router shares nothing: one node, static peers, or a registry that does not
+        answer)."""
+
+    def metrics(self) -> list[Metric]:
+        """The router's own numbers for /metrics, each named and documented; none for a single
+        node."""

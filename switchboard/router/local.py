@@ -3,20 +3,23 @@ goes straight to the local MessageService or back to this node."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import CommitResult
+from switchboard.core.metrics import Metric
+from switchboard.core.model import CommitResult, SendRequest
 
 from .base import Invalidation, LocalNode
 
 
 class LocalRouter:
+    sees_every_commit = True
+
     def __init__(self, messages: MessageService, node: LocalNode) -> None:
+        """`messages` fans its commits out to `node.deliver` (the caller passes it in)."""
         self._messages = messages
         self._node = node
-        messages.set_fanout(node.deliver)
 
     async def start(self) -> None:
         return None
@@ -27,9 +30,11 @@ class LocalRouter:
     async def close(self) -> None:
         return None
 
-    def submit_send(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                    media_ids: list[str]) -> asyncio.Future[CommitResult]:
-        return self._messages.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
+    def readiness(self) -> dict[str, bool]:
+        return {}
+
+    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
+        return self._messages.submit_send(send)
 
     def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
         self._node.note_receipt(chat_id, user, delivered, read)
@@ -41,8 +46,8 @@ class LocalRouter:
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str] = ()) -> None:
         self._node.invalidate(kind, key, removed)
 
-    async def session_opened(self, user: str, device: str, opened_ms: int) -> None:
-        return None
+    def session_opened(self, user: str, device: str, opened_ms: int) -> None:
+        return None  # this node holds every connection: the hub closes an older one (4010)
 
     def session_closed(self, user: str, device: str) -> None:
         return None
@@ -59,5 +64,8 @@ class LocalRouter:
     async def last_seen(self, user: str) -> int | None:
         return None
 
-    def stats(self) -> dict[str, int]:
-        return {}
+    async def share_usage(self, usage: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        return {}  # one node: its own buckets are the whole truth
+
+    def metrics(self) -> list[Metric]:
+        return []

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2
 
 log = logging.getLogger(__name__)
@@ -280,9 +281,11 @@ class _Dialer:
         host, _, port = address.rpartition(":")
         self.address = address
         self.link: Link | None = None
-        self.task = mesh._spawn(self._run(mesh, node_id, host.strip("[]"), int(port)))
+        self.stopped = False
+        self.task = mesh._tasks.spawn(self._run(mesh, node_id, host.strip("[]"), int(port)))
 
     def stop(self, reason: str) -> None:
+        self.stopped = True
         self.task.cancel()
         if self.link is not None:
             self.link._shut(reason, abort=False)
@@ -291,11 +294,13 @@ class _Dialer:
         loop = asyncio.get_running_loop()
         delay = mesh._backoff_min
         failures = 0
-        while True:
+        while not (self.stopped or mesh._stopping):
             link = self.link = Link(mesh, node_id)
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: link, host, port),
-                                       mesh._link_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                # as the connection completes, and Mesh.close would wait for this task forever
+                async with asyncio.timeout(mesh._link_timeout):
+                    await loop.create_connection(lambda: link, host, port)
             except OSError as exc:  # TimeoutError included
                 failures += 1
                 log.log(logging.INFO if failures == 1 else logging.DEBUG,
@@ -332,7 +337,7 @@ class Mesh:
         self._conns: set[Link] = set()       # every open connection, whatever its state
         self._peers: dict[str, str] = {}
         self._dialers: dict[str, _Dialer] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskGroup()  # the dialers
         self._server: asyncio.AbstractServer | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -380,6 +385,13 @@ class Mesh:
         """node id -> up link (a copy)."""
         return dict(self._links)
 
+    def broadcast(self, frame: mesh_pb2.MeshFrame) -> None:
+        """One frame to every peer with an up link, serialised once."""
+        if self._links:
+            payload = frame.SerializeToString()
+            for link in self._links.values():
+                link.send_encoded(payload)
+
     @property
     def connections(self) -> int:
         """Open TCP connections, up or not (handshaking, closing): 0 after close()."""
@@ -400,9 +412,7 @@ class Mesh:
             self._tick = None
         for link in list(self._conns):
             link._shut("mesh closing", abort=False)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         self._dialers.clear()
         if self._conns:
             lost = {link._lost: link for link in self._conns}
@@ -471,9 +481,3 @@ class Mesh:
             elif link._state is LinkState.UP and now - link._last_out >= self._heartbeat_interval:
                 link._queue(_HEARTBEAT)
         self._tick = loop.call_later(self._tick_every, self._check) if self._conns else None
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task

@@ -33,11 +33,17 @@ must register anew (new epoch) and put every session it holds again; that is the
 procedure, the same as after a restart. Nothing here ever assigns message sequence numbers, so
 lost or repeated registry state can misroute a push for a moment but never lose or reorder a
 stored message.
+
+Registries that record no sessions. With a static member list (`cluster.peers`) nothing is
+shared between the nodes, so `StaticRegistry` (registry_static.py) records no session: every
+lookup of where a user is (`put_session`'s previous entry, `sessions_many`) answers
+`EVERYWHERE`, an entry naming `ANY_NODE`, and the router sends to every node. `sessions` (the
+devices it knows) is empty, `last_seen` None and `add_usage` shares nothing.
 """
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 
@@ -51,6 +57,11 @@ class NodeInfo(NamedTuple):
 class SessionEntry(NamedTuple):
     node_id: str
     node_epoch: int
+
+
+ANY_NODE = "*"
+"""The node id of an entry that says "on any node": the registry does not know where."""
+EVERYWHERE = SessionEntry(ANY_NODE, 0)
 
 
 class RegistryUnavailable(Exception):
@@ -125,6 +136,14 @@ class Registry(abc.ABC):
         """The latest `set_last_seen` value, or None when this registry does not know it (never
         set, forgotten after its retention, or lost in a failover): ask the store then."""
 
+    # ------------------------------------------------------------------ rate limits
+    @abc.abstractmethod
+    async def add_usage(self, usage: Mapping[tuple[str, str], int],
+                        ttl: float) -> dict[tuple[str, str], int]:
+        """Add each (kind, user)'s count (0 allowed: just read) to its running total, kept
+        `ttl` seconds after its last change; returns the totals. One batch per call (the
+        per-user rate limits share consumption across nodes this way, never per send)."""
+
     # ------------------------------------------------------------------ lifecycle
     @abc.abstractmethod
     async def close(self) -> None:
@@ -138,3 +157,14 @@ def visible_sessions(entries: dict[str, SessionEntry],
     visibility rule, shared by every implementation."""
     return {device: entry for device, entry in entries.items()
             if (info := live.get(entry.node_id)) is not None and info.epoch == entry.node_epoch}
+
+
+def nodes_named(entries: Iterable[SessionEntry], every_node: Iterable[str],
+                own: str) -> set[str]:
+    """The nodes other than `own` that the entries name; an entry naming ANY_NODE (a registry
+    that records no sessions) names `every_node`."""
+    nodes = {entry.node_id for entry in entries}
+    if ANY_NODE in nodes:
+        return set(every_node) - {own}
+    nodes.discard(own)
+    return nodes

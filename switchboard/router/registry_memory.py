@@ -1,14 +1,15 @@
 """The Registry for a single process: plain dicts, the same semantics as Redis Cluster.
 
-It is the embedded default (one node, nothing to run) and the twin the contract suite checks
-the Redis Cluster implementation against. Leases are judged against an injectable monotonic
+It is the twin the contract suite checks the Redis Cluster implementation against, and what
+tests give a MeshRouter that needs leases and sessions without a Redis Cluster (a single node
+needs no registry: it routes with LocalRouter). Leases are judged against an injectable monotonic
 clock, so tests move time instead of sleeping. Nothing here can be lost, so `refresh_node`
 returns False only for a lapsed lease or a stale epoch.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .registry import NodeInfo, Registry, SessionEntry, visible_sessions
 
@@ -20,6 +21,7 @@ class MemoryRegistry(Registry):
         self._epochs: dict[str, int] = {}
         self._sessions: dict[str, dict[str, SessionEntry]] = {}
         self._last_seen: dict[str, int] = {}
+        self._usage: dict[tuple[str, str], tuple[int, float]] = {}  # -> (total, expires at)
 
     async def register_node(self, node_id: str, address: str, ttl: float) -> int:
         epoch = self._epochs.get(node_id, 0) + 1
@@ -70,6 +72,19 @@ class MemoryRegistry(Registry):
 
     async def last_seen(self, user: str) -> int | None:
         return self._last_seen.get(user)
+
+    async def add_usage(self, usage: Mapping[tuple[str, str], int],
+                        ttl: float) -> dict[tuple[str, str], int]:
+        now = self._clock()
+        totals = {}
+        for key, count in usage.items():
+            total, expires = self._usage.get(key, (0, 0.0))
+            total = (total if expires > now else 0) + count
+            self._usage[key] = (total, now + ttl)
+            totals[key] = total
+        if len(self._usage) > 2 * len(usage) + 1024:  # forget the lapsed ones now and then
+            self._usage = {k: v for k, v in self._usage.items() if v[1] > now}
+        return totals
 
     async def close(self) -> None:
         """Nothing to release: the state is the process's own."""

@@ -4,6 +4,7 @@ Key layout (docs/cluster.md, "Registry: key layout, hash tags, TTLs"), `sb` bein
 
     sb:{u:<user>}:sessions        HASH device -> "node|epoch"; no TTL (liveness is per node)
     sb:{u:<user>}:last_seen       STRING epoch ms; PX last_seen_ttl (the store keeps it for good)
+    sb:{u:<user>}:usage:<kind>    STRING counter of what the user spent (rate limits); PX usage ttl
     sb:{nodes}:lease:<node>       STRING "address|epoch"; PX lease ttl, extended by refresh_node
     sb:{nodes}:epoch:<node>       STRING counter, INCR per registration; no TTL
     sb:{nodes}:members            SET of node ids registered and not yet found dead
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -123,6 +124,9 @@ class Keys:
 
     def last_seen(self, user: str) -> str:
         return f"{self.prefix}:{{u:{user}}}:last_seen"
+
+    def usage(self, kind: str, user: str) -> str:
+        return f"{self.prefix}:{{u:{user}}}:usage:{kind}"
 
     def lease(self, node_id: str) -> str:
         return self.lease_prefix + node_id
@@ -245,6 +249,23 @@ class RedisClusterRegistry(Registry):
         value = await self._retrying("last_seen",
                                      lambda: self._client.get(self.keys.last_seen(user)))
         return int(value) if value is not None else None
+
+    async def add_usage(self, usage: Mapping[tuple[str, str], int],
+                        ttl: float) -> dict[tuple[str, str], int]:
+        keys = list(usage)
+        if not keys:
+            return {}
+
+        async def add() -> list:
+            pipe = self._client.pipeline(transaction=False)
+            for kind, user in keys:
+                key = self.keys.usage(kind, user)
+                pipe.incrby(key, usage[(kind, user)])
+                pipe.pexpire(key, _ms(ttl))
+            return await pipe.execute()
+
+        results = await self._retrying("add_usage", add)
+        return {key: int(total) for key, total in zip(keys, results[::2])}
 
     async def close(self) -> None:
         await self._client.aclose()

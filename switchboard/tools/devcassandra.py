@@ -17,13 +17,15 @@ logback.xml, data, commitlog, hints, saved_caches, system.log (the log) and stdo
 JVM itself prints). The nodes of a cluster listen on the same two ports (CQL and storage) on
 different loopback addresses, as hosts would; the ports are picked free below the kernel's
 ephemeral range (unless `--port` names the CQL one), so no client socket takes them while the
-JVM starts. There is no JMX. `up` returns once every node answers a CQL query through the real
-driver and, with several nodes, each node sees every other as up and normal (UN in nodetool's
-words): it lists them as peers on its own schema version and serves a read at consistency ALL
-of a keyspace replicated to all of them (system_distributed, RF 3).
+JVM starts; `up` in the directory of an earlier run starts on its data, with its ports. There
+is no JMX. `up` returns once every node answers a CQL query through the real driver and, with
+several nodes, each node sees every other as up and normal (UN in nodetool's words): it lists
+them as peers on its own schema version and serves a read at consistency ALL of a keyspace
+replicated to all of them (system_distributed, RF 3).
 
-Settings chosen for a quick start on a small shared machine (one node starts in about 6 s on 2
-cores, three in about 10 s), and why:
+Settings chosen for a quick start on a small shared machine (on 2 cores, one node answers 6 s
+after `up` when the machine is quiet and 9 to 12 s when other work keeps it busy; three in 15
+to 17 s, 22 to 26 s busy; each node holds ~400 MB), and why:
 * one token per node (`num_tokens: 1`, evenly spaced `initial_token`s) and
   `auto_bootstrap: false`: nothing to stream or allocate, every node may start at once;
   every node is a seed;
@@ -291,9 +293,13 @@ class CassandraCluster:
             raise DevCassandraError("cannot start Cassandra, missing: " + "; ".join(missing))
         deadline = time.monotonic() + timeout
         lib = resolve_jars(self.version)
-        if not self.port:
-            self.port = _free_port(self.hosts)
-        self.storage_port = _free_port(self.hosts, exclude=self.port)
+        previous = self._previous_config()
+        if previous:  # a restart on the data of an earlier run: the peers know these ports
+            self.port = self.port or previous["native_transport_port"]
+            self.storage_port = previous["storage_port"]
+        else:
+            self.port = self.port or _free_port(self.hosts)
+            self.storage_port = _free_port(self.hosts, exclude=self.port)
         try:
             for node in self.nodes:
                 self._write_config(node)
@@ -418,6 +424,12 @@ class CassandraCluster:
                                             for version in peers.values())
 
     # ------------------------------------------------------------ internals
+    def _previous_config(self) -> dict[str, Any] | None:
+        """The settings an earlier start wrote into `directory`, if any."""
+        if not self.nodes[0].config.exists():
+            return None
+        return json.loads(self.nodes[0].config.read_text().split("\n", 1)[1])
+
     def _write_config(self, node: CassandraNode) -> None:
         for sub in ("data", "commitlog", "hints", "saved_caches", "cdc_raw", "tmp"):
             (node.directory / sub).mkdir(parents=True, exist_ok=True)
@@ -461,7 +473,7 @@ class CassandraCluster:
             "truncate_request_timeout": "60000ms",
             "request_timeout": "20000ms",
         }
-        # YAML reads JSON; one line per key keeps it readable.
+        # YAML reads JSON; one line per key keeps it readable. The first line is a comment.
         node.config.write_text("# written by switchboard.tools.devcassandra\n"
                                + json.dumps(config, indent=1) + "\n")
         (node.directory / "logback.xml").write_text(_LOGBACK.format(log=node.log))
@@ -527,7 +539,7 @@ class CassandraCluster:
 
 def stop_nodes(processes: list[Process], timeout: float = 20.0) -> None:
     """SIGCONT (a paused node must run to stop) and SIGTERM, then SIGKILL after `timeout`: the
-    node drains (flushes its memtables, tells its peers it leaves) in about 3 s. One node at a
+    node drains (flushes its memtables, tells its peers it leaves) in 3 to 8 s. One node at a
     time, last first: nodes stopping together wait ~20 s on each other's closing connections."""
     for process in reversed(processes):
         if process.alive():

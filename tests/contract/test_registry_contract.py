@@ -231,6 +231,22 @@ async def test_last_seen_keeps_the_latest(registry):
     assert await registry.last_seen("bob") is None
 
 
+async def test_usage_totals_add_up_across_nodes_and_lapse(backing):
+    """Rate-limit consumption shared by two nodes: each call adds and returns running totals
+    (0 reads), across users on different masters, and a total unused for its ttl starts over."""
+    first, second = await backing.open(), await backing.open()
+    users = [group[0] for group in users_per_master(1)]
+    usage = {("send", user): 3 for user in users}
+    assert await first.add_usage(usage, 30) == usage
+    totals = await second.add_usage({("send", users[0]): 2, ("chat", users[0]): 1,
+                                     ("send", users[1]): 0}, 30)
+    assert totals == {("send", users[0]): 5, ("chat", users[0]): 1, ("send", users[1]): 3}
+    assert await first.add_usage({}, 30) == {}
+    await first.add_usage({("history", "carol"): 4}, 0.2)
+    await backing.elapse(0.5)
+    assert await second.add_usage({("history", "carol"): 1}, 30) == {("history", "carol"): 1}
+
+
 # ---------------------------------------------------------------------------- Redis Cluster only
 async def test_redis_key_layout_hash_tags_and_ttls(redis_cluster):
     """The layout docs/cluster.md promises: one slot per user, one slot for the node table,

@@ -26,7 +26,8 @@ def _run(*args: str, env: dict | None = None, timeout: float = 240) -> subproces
 
 
 @pytest.mark.slow
-async def test_up_starts_a_node_that_answers_and_down_stops_exactly_it(cassandra_node, tmp_path):
+async def test_up_starts_a_node_that_answers_down_stops_exactly_it_up_again_resumes(cassandra_node,
+                                                                               tmp_path):
     # cassandra_node: the jars are cached, so this run measures the node, not Maven.
     started = _run("up", "--dir", str(tmp_path))
     assert started.returncode == 0, started.stderr
@@ -41,6 +42,9 @@ async def test_up_starts_a_node_that_answers_and_down_stops_exactly_it(cassandra
         session = await connect(CqlSettings(hosts=("127.0.0.1",), port=state["port"]))
         try:
             [row] = (await session.execute("SELECT cluster_name FROM system.local")).rows
+            await session.execute("CREATE KEYSPACE kept WITH replication = "
+                                  "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+                                  prepare=False)
         finally:
             await session.close()
         assert row.cluster_name == devcassandra.CLUSTER_NAME
@@ -56,6 +60,21 @@ async def test_up_starts_a_node_that_answers_and_down_stops_exactly_it(cassandra
         node.stop()
     again = _run("down", "--dir", str(tmp_path))
     assert again.returncode == 1 and "nothing to stop" in again.stderr
+
+    # `up` in the same directory starts on the same data, on the same port.
+    restarted = _run("up", "--dir", str(tmp_path))
+    assert restarted.returncode == 0, restarted.stderr
+    try:
+        assert f"port {state['port']}" in restarted.stdout
+        session = await connect(CqlSettings(hosts=("127.0.0.1",), port=state["port"]))
+        try:
+            kept = (await session.execute("SELECT keyspace_name FROM system_schema.keyspaces "
+                                          "WHERE keyspace_name = 'kept'")).rows
+        finally:
+            await session.close()
+        assert [row.keyspace_name for row in kept] == ["kept"]
+    finally:
+        assert _run("down", "--dir", str(tmp_path)).returncode == 0
 
 
 def test_up_names_what_is_missing(tmp_path):

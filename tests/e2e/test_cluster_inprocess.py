@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.registry_static import StaticRegistry
 from switchboard.router.ring import Ring
 from switchboard.tools.devcluster import free_port
 from tests.support.faultproxy import FaultProxy
@@ -68,10 +69,10 @@ async def test_messages_cross_nodes_in_order(nodes):
     for client, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
         got = await receive_and_ack(client, 20)
         assert [m.seq for m in got] == [seq for seq, by in sender_of.items() if by != user]
-    forwarded = sum(s.gateway.router.counters["forwarded_sends"] for s in nodes)
+    forwarded = sum(s.gateway.router.forwarding.forwarded_sends for s in nodes)
     owned = next(s for s in nodes if s.gateway.router.node_id == owner)
     assert forwarded == 20  # the two non-owners' sends went to the owner
-    assert owned.gateway.router.counters["owned_sends"] == 30
+    assert owned.gateway.router.forwarding.owned_sends == 30
 
 
 async def test_direct_chat_both_ways_and_history(nodes):
@@ -120,8 +121,8 @@ async def test_presence_and_typing_across_nodes(nodes):
     offline = (await alice.recv("presence")).presence
     assert (offline.user_id, offline.online) == ("bob", False)
     assert offline.last_seen_ms > 0
-    registry = b.gateway.router._registry
-    if registry is not None:  # kept in Redis for nodes that did not see bob go
+    registry = b.gateway.router.registry
+    if not isinstance(registry, StaticRegistry):  # kept in Redis for nodes that did not see bob go
         await wait_for(lambda: registry.last_seen("bob"), message="last seen in the registry")
         assert await registry.last_seen("bob") == offline.last_seen_ms
 
@@ -190,8 +191,8 @@ async def misdirect(node, user: str, device: str, elsewhere: str) -> None:
     """Point the device's session entry at another live node: owners' pushes go there and are
     lost, as when a lookup runs while this node's sessions are invisible (Redis failover)."""
     router = node.gateway.router
-    other = (await router._registry.nodes())[elsewhere]
-    await router._registry.put_session(user, device, elsewhere, other.epoch)
+    other = (await router.registry.nodes())[elsewhere]
+    await router.registry.put_session(user, device, elsewhere, other.epoch)
 
 
 @pytest.mark.parametrize("nodes", ["redis"], indirect=True)  # static peers: pushes go everywhere
@@ -207,7 +208,7 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     await send(alice, chat, b"2")
     await send(alice, quiet, b"q2")
     assert not bob.pending()
-    await b.gateway.router._registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
     # the next offer of `chat` starts at bob's stored cursor, not at the offered seq, and the
     # same read of the cursors brings the quiet chat's missed message too
     await send(alice, chat, b"3")
@@ -218,7 +219,7 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     # or a link came back) brings it
     await misdirect(b, "bob", "phone", "c")
     await send(alice, quiet, b"q3")
-    await b.gateway.router._registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
     assert not bob.pending()
     await b.gateway.router._node.catch_up()
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
@@ -265,7 +266,7 @@ async def test_pipelined_sends_keep_their_order_when_the_owner_changes(make_serv
         if reply.WhichOneof("body") == "send_ack":
             seqs.append(reply.send_ack.seq)
     assert len(seqs) == len(rids) and seqs == sorted(seqs), seqs
-    assert c.gateway.router.counters["owned_sends"] > 0  # the newcomer took the chat over
+    assert c.gateway.router.forwarding.owned_sends > 0  # the newcomer took the chat over
 
 
 async def receive_new(client, count: int) -> list[pb.Message]:

@@ -216,8 +216,3 @@ async def test_frame_flood_closes_4029(make_server):
     assert (await client.closed())[0] == 4029
     await assert_still_serving(server)
 
-
-async def test_fragmented_message_closes_4000(server):
-    client = await authed(server, "alice")
-    client.transport.send(WSMsgType.BINARY, b"\x08", fin=False)
-    assert (await client.closed())[0] == 4000

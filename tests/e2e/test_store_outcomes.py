@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from switchboard.core.store_sqlite import SQLiteStore
+from switchboard.app import build_gateway
 from switchboard.gateway.server import Gateway
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.faulty_store import FaultyStore
@@ -17,7 +18,7 @@ from tests.support.server import fast_config
 @pytest.fixture
 async def gateway(tmp_path):
     store = FaultyStore(SQLiteStore(tmp_path / "switchboard.db"))
-    gateway = Gateway(fast_config(tmp_path), store=store)
+    gateway = build_gateway(fast_config(tmp_path), store=store)
     await gateway.start()
     yield gateway
     await gateway.stop()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from switchboard.core.auth import TokenAuthority
-from tests.support.server import SECRET
+from tests.support.server import FAST, SECRET
 
 BASE_ENV = {
     "SWITCHBOARD_AUTH_SECRET": SECRET,
@@ -29,6 +29,8 @@ BASE_ENV = {
     "SWITCHBOARD_TIMERS_RETRANSMIT_AFTER": "1.0",
     "SWITCHBOARD_LIMITS_SENDS_PER_SECOND": "5000",
     "SWITCHBOARD_LIMITS_SEND_BURST": "5000",
+    **{"SWITCHBOARD_" + k.upper().replace(".", "_"): str(v)
+       for k, v in FAST.items() if k.startswith("limits.")},
     "SWITCHBOARD_LOG_LEVEL": "INFO",
 }
 INHERITED_SYSTEMD = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")

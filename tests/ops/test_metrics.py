@@ -7,7 +7,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.core.store_sqlite import SQLiteStore
-from switchboard.gateway.server import Gateway
+from switchboard.app import build_gateway
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.ops.node import http_get
 from tests.support.faulty_store import FaultyStore
@@ -101,7 +101,7 @@ async def test_health_and_routes(server):
 
 async def test_readyz_fails_while_draining_and_healthz_holds(tmp_path):
     store = FaultyStore(SQLiteStore(tmp_path / "switchboard.db"))
-    gateway = Gateway(fast_config(tmp_path), store=store)
+    gateway = build_gateway(fast_config(tmp_path), store=store)
     await gateway.start()
     base = f"http://127.0.0.1:{gateway.status.port}"
     client = await RawClient.connect(f"ws://127.0.0.1:{gateway.port}/v1/ws",

@@ -32,7 +32,7 @@ from switchboard.config import load
 from switchboard.core.auth import TokenAuthority
 from switchboard.core.store import Store
 from switchboard.core.stores import make_store
-from tests.support.server import SECRET
+from tests.support.server import FAST, SECRET
 
 HOST = "127.0.0.1"
 LISTENING = re.compile(r"switchboard listening on (wss?://[\d.]+:(\d+)/v1/ws)")
@@ -57,6 +57,7 @@ DEFAULTS: dict[str, object] = {
     "cluster.link_timeout": 1.0,
     "cluster.forward_timeout": 5.0,
     "server.drain_spread": 0.5,
+    **{key: value for key, value in FAST.items() if key.startswith("limits.")},
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from switchboard.config import Config, load
 from switchboard.core.auth import TokenAuthority
-from switchboard.gateway.server import Gateway
+from switchboard.app import build_gateway
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -26,6 +26,16 @@ FAST = {
     "timers.retransmit_after": 1.0,
     "auth.timeout": 1.0,
     "metrics.port": 0,
+    # per-user limits out of the way of set-ups that create, add and reconnect in bulk (the
+    # limits' own tests set theirs)
+    "limits.chats_per_minute": 100000.0,
+    "limits.chat_burst": 100000.0,
+    "limits.member_adds_per_minute": 1000000.0,
+    "limits.member_add_burst": 1000000.0,
+    "limits.history_per_second": 100000.0,
+    "limits.history_burst": 100000.0,
+    "limits.connects_per_minute": 100000.0,
+    "limits.connect_burst": 100000.0,
 }
 
 
@@ -39,7 +49,7 @@ def fast_config(data_dir: Path, **overrides) -> Config:
 class InProcessServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.gateway = Gateway(config)
+        self.gateway = build_gateway(config)
         self.tokens = TokenAuthority(config.secret_bytes())
         self.stopped = False
 
@@ -63,16 +73,20 @@ class InProcessServer:
 class ServerProcess:
     """`python -m switchboard.cli serve` in a child process, killable with SIGKILL."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.tokens = TokenAuthority(SECRET.encode())
 
     async def start(self) -> "ServerProcess":
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=SECRET,
                    SWITCHBOARD_TIMERS_RETRANSMIT_AFTER="1.0", SWITCHBOARD_TIMERS_TICK="0.05",
-                   SWITCHBOARD_METRICS_PORT="0")
+                   SWITCHBOARD_METRICS_PORT="0",
+                   **{"SWITCHBOARD_" + k.upper().replace(".", "_"): str(v)
+                      for k, v in FAST.items() if k.startswith("limits.")})
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
@@ -89,6 +103,13 @@ class ServerProcess:
 
     def token(self, user: str, device: str = "phone", ttl: float = 3600) -> str:
         return self.tokens.mint(user, device, ttl)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident set size, from /proc."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

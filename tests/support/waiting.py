@@ -23,3 +23,21 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} "
                                  f"(last value {value!r})")
         await asyncio.sleep(interval)
+
+
+async def finishes(awaitable: Any, timeout: float, what: str) -> Any:
+    """Await `awaitable` for at most `timeout` seconds. When it hangs, fail naming `what` with
+    the stack of every other task of the loop: a stuck shutdown then says where it is stuck
+    instead of ending in pytest-timeout's thread dump."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if done:
+        return task.result()
+    stacks = []
+    for other in asyncio.all_tasks() - {asyncio.current_task()}:
+        frames = other.get_stack()
+        where = ", ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} "
+                          f"{f.f_code.co_name}" for f in frames)
+        stacks.append(f"  {other.get_name()}: {where}")
+    task.cancel()
+    raise AssertionError(f"{what} did not finish within {timeout}s; tasks:\n" + "\n".join(stacks))

@@ -379,6 +379,34 @@ async def test_close_is_idempotent_and_leaves_nothing_behind():
         assert asyncio.all_tasks() - {asyncio.current_task()} == set()
 
 
+
+async def test_close_while_a_dial_completes_stops_the_dialer():
+    """A close that cancels the dialer in the very turn its connection completes: the cancel
+    must not be lost (asyncio.wait_for on 3.11 returned the connection and swallowed it, and
+    close waited for that dialer forever)."""
+    loop = asyncio.get_running_loop()
+    connecting = asyncio.Event()
+    release = asyncio.Event()
+    real_connect = loop.create_connection
+
+    async def connect_then_hold(*args, **kwargs):
+        connected = await real_connect(*args, **kwargs)
+        connecting.set()
+        await release.wait()
+        return connected
+
+    async with nodes() as start:
+        a, b = await start("a"), await start("b")
+        loop.create_connection = connect_then_hold
+        try:
+            connect(a, b)
+            await connecting.wait()
+            release.set()  # the dial completes in the next turn, which is also when close cancels
+            await asyncio.wait_for(a.mesh.close(), 10)
+        finally:
+            del loop.create_connection
+
+
 # ---------------------------------------------------------------------- the parser alone
 def test_reader_reassembles_frames_cut_anywhere():
     rng = random.Random(7)

@@ -2,7 +2,7 @@
 to whom (on_change: subscribers here; on_local_change: the other nodes)."""
 from __future__ import annotations
 
-from switchboard.router.presence import PresenceRegistry
+from switchboard.gateway.presence_registry import PresenceRegistry
 
 
 def make():
@@ -52,3 +52,14 @@ def test_invisible_devices_count_for_nobody():
     assert registry.local_states() == [("alice", False, 0)]
     registry.set_visible("alice", "phone", True)
     assert registry.is_online("alice") and local == [("alice", True, 0)]
+
+
+def test_last_seen_is_kept_for_a_bounded_number_of_users():
+    """One entry per user ever seen leaving would grow for the life of the process; the oldest
+    are forgotten (None: the caller asks the store, which keeps last seen for good)."""
+    registry = PresenceRegistry(lambda user: None, last_seen_kept=100)
+    for i in range(1000):
+        registry.connected(f"u{i}", "phone")
+        registry.disconnected(f"u{i}", "phone")
+    assert registry.last_seen("u999") is not None and registry.last_seen("u0") is None
+    assert len(registry._last_seen) == 100

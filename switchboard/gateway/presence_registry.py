@@ -4,7 +4,7 @@ which other nodes say the user is online through them.
 A user is online while at least one device, here or on another node, is connected and not
 invisible. `on_change(user)` is called when that flips; `on_local_change(user, online,
 last_seen_ms)` when the part this node contributes flips, which is what it tells the other
-nodes (MeshRouter.presence_changed). Last seen is the moment the last visible device went; the
+nodes (Router.presence_changed). Last seen is the moment the last visible device went; the
 largest value heard from any node wins, since every node records only its own devices.
 """
 from __future__ import annotations
@@ -12,16 +12,21 @@ from __future__ import annotations
 from typing import Callable
 
 from switchboard.core.ids import now_ms
+from switchboard.core.lru import LRU
 
 LocalChange = Callable[[str, bool, int], None]
+LAST_SEEN_KEPT = 200_000  # users whose last seen is kept here; older ones are asked of the store
 
 
 class PresenceRegistry:
     def __init__(self, on_change: Callable[[str], None],
-                 on_local_change: LocalChange | None = None) -> None:
+                 on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT
+                 ) -> None:
+        """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
         self._devices: dict[str, dict[str, bool]] = {}
         self._remote: dict[str, set[str]] = {}   # user -> nodes it is online through
-        self._last_seen: dict[str, int] = {}
+        # bounded: one entry per user ever seen going offline would grow for good
+        self._last_seen: LRU[str, int] = LRU(last_seen_kept)
         self._on_change = on_change
         self.on_local_change = on_local_change
 
@@ -53,7 +58,7 @@ class PresenceRegistry:
         was_here, was_online = was
         here = self._online_here(user)
         if was_here and not here and record_last_seen:
-            self._last_seen[user] = now_ms()
+            self._last_seen.put(user, now_ms())
         if here != was_here and self.on_local_change is not None:
             self.on_local_change(user, here, self._last_seen.get(user, 0))
         if self.is_online(user) != was_online:
@@ -74,7 +79,7 @@ class PresenceRegistry:
             if not nodes:
                 del self._remote[user]
         if last_seen_ms > self._last_seen.get(user, 0):
-            self._last_seen[user] = last_seen_ms
+            self._last_seen.put(user, last_seen_ms)
         if self.is_online(user) != was_online:
             self._on_change(user)
 

@@ -1,9 +1,10 @@
-"""Stored messages and domain errors on the wire: the one conversion the gateway (to devices)
-and the mesh (between nodes) share."""
+"""Domain records and errors on the wire: the one conversion the gateway (to devices) and the
+mesh (between nodes) share, and the one mapping of an exception to a wire error."""
 from __future__ import annotations
 
-from switchboard.core.errors import Code, DomainError
+from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
 from switchboard.core.model import StoredMessage
+from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
 
 
@@ -24,9 +25,20 @@ ERROR_CODES = {code: pb.ErrorCode.Value(code.value) for code in Code}
 """Each domain Code -> the wire ErrorCode of the same name."""
 
 
+def wire_error(exc: BaseException) -> tuple[int, str, int]:
+    """(ErrorCode, detail, retry_after_ms) for what a request raised: a DomainError as itself,
+    a StoreError as UNAVAILABLE (outcome unknown: retry), anything else as INTERNAL."""
+    if isinstance(exc, DomainError):
+        return ERROR_CODES[exc.code], exc.detail, exc.retry_after_ms
+    if isinstance(exc, StoreError):
+        return pb.UNAVAILABLE, "store unavailable", RETRY_AFTER_MS
+    return pb.INTERNAL, "internal error", 0
+
+
 def domain_error(code: int, detail: str, retry_after_ms: int) -> DomainError:
     """A wire ErrorCode back into the DomainError the owner raised."""
     try:
         return DomainError(Code(pb.ErrorCode.Name(code)), detail, retry_after_ms)
     except ValueError:
-        return DomainError(Code.UNAVAILABLE, detail or "owner failed", retry_after_ms or 200)
+        return DomainError(Code.UNAVAILABLE, detail or "owner failed",
+                           retry_after_ms or RETRY_AFTER_MS)

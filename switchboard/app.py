@@ -1,0 +1,147 @@
+"""The composition root: the one place that builds a gateway process's object graph from its
+configuration and hands every part what it needs through its constructor (`serve`, the workers,
+the bench and the tests all start a gateway through `build_gateway`).
+
+The graph has one cycle, by nature: the router calls into this node (`GatewayNode`), whose
+services call the router back (receipt notes and pushes, presence changes, the fan-out of
+commits). It is closed here, by the few functions below that reach the router when they are
+called, never by setting attributes on objects after they were built.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from switchboard.config import Config, parse_addresses, parse_peers
+from switchboard.core.auth import SigningKeys, TokenAuthority
+from switchboard.core.chats import ChatService
+from switchboard.core.devices import Devices
+from switchboard.core.ids import ServerIds
+from switchboard.core.messaging import MessageService
+from switchboard.core.model import Membership, Receipt, StoredMessage
+from switchboard.core.ratelimit import UserLimits
+from switchboard.core.receipts import ReceiptService
+from switchboard.core.settings import Settings
+from switchboard.core.store import Store
+from switchboard.core.stores import make_store
+from switchboard.core.tasks import TaskGroup
+from switchboard.core.timers import TimerService
+from switchboard.gateway.hub import Hub
+from switchboard.gateway.jwks import JwksRefresher
+from switchboard.gateway.metrics import GatewayMetrics
+from switchboard.gateway.node import GatewayNode
+from switchboard.gateway.presence import PresenceFanout
+from switchboard.gateway.server import Gateway, Services
+from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.router.base import Router
+from switchboard.router.local import LocalRouter
+
+
+def build_gateway(config: Config, store: Store | None = None) -> Gateway:
+    """A gateway for `config`, not yet started (Gateway.start opens the store)."""
+    store = store or make_store(config)
+    limits = config.limits
+    router: Router  # assigned below; the functions here reach it only when called
+
+    def push_receipt(user: str, chat_id: str, members: dict[str, Receipt], delivered_all: int,
+                     read_all: int) -> None:
+        router.push((user,), pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
+            chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
+            members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq,
+                                      read_seq=r.read_seq)
+                     for u, r in sorted(members.items())])).SerializeToString())
+
+    def note_receipt(chat_id: str, user: str, delivered: int, read: int) -> None:
+        router.note_receipt(chat_id, user, delivered, read)
+
+    def presence_changed(user: str, online: bool, last_seen_ms: int) -> None:
+        router.presence_changed(user, online, last_seen_ms)
+
+    async def shared_last_seen(user: str) -> int | None:
+        return await router.last_seen(user)
+
+    def fanout(chat_id: str, members: Mapping[str, Membership],
+               messages: list[StoredMessage]) -> None:
+        router_fanout(chat_id, members, messages)
+
+    tasks = TaskGroup()
+    metrics = GatewayMetrics()
+    chats = ChatService(store, max_group_members=limits.max_group_members)
+    settings = Settings(store)
+    devices = Devices(store, max_devices=limits.max_devices)
+    receipts: ReceiptService
+
+    def sent(chat_id: str, sender: str, seq: int) -> None:
+        receipts.sent(chat_id, sender, seq)
+
+    messages = MessageService(
+        store, chats, ServerIds(config.server.node_id), fanout=fanout, sent=sent,
+        max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
+        writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
+                        "max_pending": config.writer.max_pending},
+        on_flush=metrics.observe_flush)
+    receipts = ReceiptService(store, chats, settings, messages.writer, push=push_receipt,
+                              route=note_receipt, flush_interval=config.timers.receipt_flush)
+    hub = Hub(limits.max_frame_bytes)
+    presence = PresenceFanout(store, chats, settings, interval=config.timers.presence_interval,
+                              max_subscriptions=limits.max_presence_subscriptions,
+                              on_local_change=presence_changed, shared_last_seen=shared_last_seen)
+    node = GatewayNode(hub, presence, chats, settings, devices, receipts, tasks)
+    if config.cluster.enabled:
+        router = _mesh_router(config, messages, node)
+        router_fanout = router.committed
+    else:
+        router = LocalRouter(messages, node)
+        router_fanout = node.deliver
+    tokens, jwks = _tokens(config)
+    return Gateway(config, tokens=tokens, jwks=jwks,
+                   services=Services(store, chats, messages, settings, receipts, devices),
+                   router=router, hub=hub, presence=presence,
+                   timers=TimerService(config.timers.tick), limits=_user_limits(config),
+                   metrics=metrics, tasks=tasks)
+
+
+def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
+    """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
+    else the static member list."""
+    from switchboard.router.cluster import MeshRouter
+    cluster = config.cluster
+    if cluster.redis:
+        from switchboard.router.registry_redis import RedisClusterRegistry
+        registry = RedisClusterRegistry(
+            [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
+            prefix=cluster.redis_prefix)
+    else:
+        from switchboard.router.registry_static import StaticRegistry
+        registry = StaticRegistry(parse_peers(cluster.peers))
+    return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
+                      mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
+                      heartbeat_interval=cluster.heartbeat_interval,
+                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)
+
+
+def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
+    """HS256 with the server's secret (development; in production only when one is set) and,
+    with auth.jwks_url or auth.jwks_file, the auth service's keys."""
+    auth = config.auth
+    jwks = auth.jwks_url or auth.jwks_file
+    own_secret = auth.secret or auth.secret_file or not (jwks and config.server.production)
+    keys = SigningKeys() if jwks else None
+    tokens = TokenAuthority(
+        config.secret_bytes() if own_secret else None, keys=keys,
+        algorithms=tuple(a.strip() for a in auth.algorithms.split(",")),
+        audience=auth.audience, issuer=auth.issuer)
+    refresher = None if keys is None else JwksRefresher(
+        keys, url=auth.jwks_url, path=auth.jwks_file, interval=auth.jwks_refresh,
+        min_interval=auth.jwks_min_refetch)
+    return tokens, refresher
+
+
+def _user_limits(config: Config) -> UserLimits:
+    limits = config.limits
+    return UserLimits({
+        "send": (limits.sends_per_second, limits.send_burst),
+        "chat": (limits.chats_per_minute / 60, limits.chat_burst),
+        "member_add": (limits.member_adds_per_minute / 60, limits.member_add_burst),
+        "history": (limits.history_per_second, limits.history_burst),
+        "connect": (limits.connects_per_minute / 60, limits.connect_burst),
+    })

@@ -1,0 +1,50 @@
+"""What every node must hear: cache invalidations and kicks (docs/cluster.md, "Caches and
+invalidation", "Replaced and revoked devices"). Each acts on this node first, then goes to
+every peer in one frame."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from switchboard.core.ids import now_ms
+from switchboard.proto.codes import Close
+from switchboard.proto.v1 import mesh_pb2 as mesh
+
+from .base import Invalidation, LocalNode
+from .mesh import Link, Mesh
+
+
+class Broadcasts:
+    def __init__(self, mesh: Mesh, node: LocalNode) -> None:
+        self._mesh = mesh
+        self._node = node
+
+    def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
+        self._node.invalidate(kind, key, removed)
+        self._mesh.broadcast(mesh.MeshFrame(invalidate=mesh.Invalidate(
+            kind=int(kind), key=key, removed_user_ids=removed)))
+
+    def on_invalidate(self, link: Link, inv: mesh.Invalidate) -> None:
+        self._node.invalidate(Invalidation(inv.kind), inv.key, list(inv.removed_user_ids))
+
+    def kick(self, user: str, device: str, code: int, reason: str) -> None:
+        before = now_ms() + 1
+        self._node.kick(user, device, code, reason, before)
+        self._mesh.broadcast(_kick(user, device, code, reason, before))
+
+    def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
+        """The device connected here at opened_ms: its older connections on `nodes` close
+        (4010)."""
+        frame = _kick(user, device, Close.REPLACED, "replaced by a newer connection", opened_ms)
+        for node_id in nodes:
+            link = self._mesh.link(node_id)
+            if link is not None:
+                link.send(frame)
+
+    def on_kick(self, link: Link, kick: mesh.Kick) -> None:
+        self._node.kick(kick.user_id, kick.device_id, kick.close_code, kick.reason,
+                        kick.before_ms)
+
+
+def _kick(user: str, device: str, code: int, reason: str, before_ms: int) -> mesh.MeshFrame:
+    return mesh.MeshFrame(kick=mesh.Kick(user_id=user, device_id=device, close_code=code,
+                                         reason=reason, before_ms=before_ms))

@@ -1,0 +1,151 @@
+"""What goes to a chat's owner: sends (ForwardSend, answered by SendResult) and receipt notes.
+
+A node that does not own the chat forwards the send and answers the device when the owner's
+SendResult arrives. A link that drops or an answer that does not come within forward_timeout
+fails the send with UNAVAILABLE: outcome unknown, and the client's retry with the same
+client_msg_id is exact (the store deduplicates it wherever it lands).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
+from switchboard.core.metrics import Metric, counter, gauge
+from switchboard.core.model import CommitResult, SendRequest
+from switchboard.proto.codec import domain_error, message_from_pb, message_to_pb, wire_error
+from switchboard.proto.v1 import mesh_pb2 as mesh
+
+from .base import LocalNode
+from .mesh import Link, Mesh
+
+Submit = Callable[[SendRequest], "asyncio.Future[CommitResult]"]
+
+
+class Forwarding:
+    def __init__(self, mesh: Mesh, node: LocalNode, commit: Submit, *,
+                 forward_timeout: float) -> None:
+        """commit: this node's own send path (MessageService.submit_send), for the chats it
+        owns and the sends other nodes forward to it."""
+        self._mesh = mesh
+        self._node = node
+        self._commit = commit
+        self._forward_timeout = forward_timeout
+        self._request_ids = itertools.count(1)
+        self._pending: dict[int, tuple[str, asyncio.Future, asyncio.TimerHandle]] = {}
+        self.forwarded_sends = self.forward_failures = self.owned_sends = 0
+
+    # ------------------------------------------------------------------ this node asks
+    def submit(self, owner: str, send: SendRequest) -> asyncio.Future[CommitResult]:
+        """To `owner`, which may be this node (as may an owner whose link just went: the ring
+        drops it at once). Raises DomainError for what is refused at once."""
+        link = None if owner == self._mesh.node_id else self._mesh.link(owner)
+        if link is None:
+            self.owned_sends += 1
+            return self._commit(send)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        request_id = next(self._request_ids)
+        timer = loop.call_later(self._forward_timeout, self._timed_out, request_id)
+        self._pending[request_id] = (owner, future, timer)
+        link.send(mesh.MeshFrame(forward_send=mesh.ForwardSend(
+            request_id=request_id, user_id=send.user, device_id=send.device,
+            chat_id=send.chat_id, client_msg_id=send.client_msg_id, body=send.body,
+            media_ids=send.media_ids)))
+        self.forwarded_sends += 1
+        return future
+
+    def on_send_result(self, link: Link, result: mesh.SendResult) -> None:
+        pending = self._pending.pop(result.request_id, None)
+        if pending is None:
+            return  # timed out already
+        _, future, timer = pending
+        timer.cancel()
+        if future.done():
+            return
+        if result.error:
+            future.set_exception(domain_error(result.error, result.error_message,
+                                              result.retry_after_ms))
+        else:
+            future.set_result(CommitResult(message_from_pb(result.message), result.duplicate))
+
+    def _timed_out(self, request_id: int) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None and not pending[1].done():
+            self.forward_failures += 1
+            pending[1].set_exception(DomainError(
+                Code.UNAVAILABLE, f"owner {pending[0]} did not answer", RETRY_AFTER_MS))
+
+    def fail_pending(self, node_id: str | None, why: str) -> None:
+        """Fail what waits for `node_id` (None: for every node) with UNAVAILABLE."""
+        for request_id, (owner, future, timer) in list(self._pending.items()):
+            if node_id is None or owner == node_id:
+                del self._pending[request_id]
+                timer.cancel()
+                if not future.done():
+                    self.forward_failures += 1
+                    future.set_exception(DomainError(Code.UNAVAILABLE, why, RETRY_AFTER_MS))
+
+    # ------------------------------------------------------------------ this node owns
+    def on_forward_send(self, link: Link, req: mesh.ForwardSend) -> None:
+        """A send for a chat this node owns (or owned until a moment ago: committing it anyway
+        is safe, the store fences the seq)."""
+        def reply(result: mesh.SendResult) -> None:
+            result.request_id = req.request_id
+            if self._mesh.link(link.node_id) is link:
+                link.send(mesh.MeshFrame(send_result=result))
+
+        try:
+            future = self._commit(SendRequest(req.user_id, req.device_id, req.chat_id,
+                                              req.client_msg_id, req.body, list(req.media_ids)))
+        except DomainError as exc:
+            reply(_error_result(exc))
+            return
+        except Exception as exc:  # the writer is closed (this node drains)
+            reply(_error_result(DomainError(Code.UNAVAILABLE, f"owner cannot take sends: {exc}",
+                                            RETRY_AFTER_MS)))
+            return
+        self.owned_sends += 1
+        future.add_done_callback(lambda f: reply(_send_result(f)))
+
+    # ------------------------------------------------------------------ receipt notes
+    def note_receipt(self, owner: str, chat_id: str, user: str, delivered: int,
+                     read: int) -> None:
+        link = None if owner == self._mesh.node_id else self._mesh.link(owner)
+        if link is None:
+            self._node.note_receipt(chat_id, user, delivered, read)
+        else:
+            link.send(mesh.MeshFrame(receipt_note=mesh.ReceiptNote(
+                chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read)))
+
+    def on_receipt_note(self, link: Link, note: mesh.ReceiptNote) -> None:
+        self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq)
+
+    def metrics(self) -> list[Metric]:
+        return [
+            counter("cluster_forwarded_sends", "sends forwarded to the chat's owner node",
+                    self.forwarded_sends),
+            counter("cluster_forward_failures",
+                    "forwarded sends failed UNAVAILABLE (link down, timeout)",
+                    self.forward_failures),
+            counter("cluster_owned_sends", "sends committed by this node as the chat's owner",
+                    self.owned_sends),
+            gauge("cluster_forwards_pending", "forwarded sends awaiting their owner's answer",
+                  len(self._pending)),
+        ]
+
+
+def _error_result(exc: BaseException) -> mesh.SendResult:
+    code, detail, retry_after_ms = wire_error(exc)
+    return mesh.SendResult(error=code, error_message=detail, retry_after_ms=retry_after_ms)
+
+
+def _send_result(future: asyncio.Future[CommitResult]) -> mesh.SendResult:
+    if future.cancelled():
+        return _error_result(DomainError(Code.UNAVAILABLE, "cancelled", RETRY_AFTER_MS))
+    exc = future.exception()
+    if exc is not None:
+        return _error_result(exc)
+    result = future.result()
+    return mesh.SendResult(message=message_to_pb(result.message), duplicate=result.duplicate)

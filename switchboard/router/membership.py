@@ -1,0 +1,134 @@
+"""Who is in the cluster and who owns which chat: this node's lease in the registry, the
+members read back from it, and the ownership ring built from the members this node has an up
+mesh link to (docs/cluster.md, "Members", "Ownership and fencing").
+
+A node whose link dropped (crash, kill -9) leaves every ring at once instead of after its lease
+lapses, and its chats move to their next owner. Nodes may briefly disagree about an owner; the
+store fences the seq, so that costs the order of pushes, never correctness.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from switchboard.core.ids import now_ms
+from switchboard.core.metrics import Metric, counter, gauge
+
+from .mesh import Mesh
+from .registry import Registry, RegistryUnavailable
+from .ring import Ring
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(self, node_id: str, mesh: Mesh, registry: Registry, *, lease_ttl: float,
+                 link_timeout: float, ring_changed: Callable[[], None],
+                 registered_again: Callable[[], Awaitable[None]]) -> None:
+        """ring_changed: the ring was rebuilt (cached state may belong to other owners now).
+        registered_again: the lease was lost and the node registered under a new epoch; put
+        every session again (awaited before the members are polled again)."""
+        self.node_id = node_id
+        self.epoch = now_ms()
+        self.address = ""
+        self.registered = False
+        self.ring = Ring([node_id], 0)
+        self._mesh = mesh
+        self._registry = registry
+        self._lease_ttl = lease_ttl
+        self._link_timeout = link_timeout
+        self._ring_changed = ring_changed
+        self._registered_again = registered_again
+        self._members: dict[str, str] = {}    # node id -> mesh address, self excluded
+        self._ring_epoch = itertools.count(1)
+        self._maintenance: asyncio.Task | None = None
+        self.reregistrations = 0
+        self.ring_changes = 0
+
+    async def join(self, address: str) -> None:
+        """Register with the mesh listening at `address`, read the members, keep the lease."""
+        self.address = address
+        await self._register()
+        await self._poll_members()
+        self._maintenance = asyncio.ensure_future(self._maintain())
+        await self._links_settled()
+
+    async def leave(self) -> None:
+        """Stop refreshing the lease (it lapses after lease_ttl, like a crash)."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+            self._maintenance = None
+
+    def owner(self, chat_id: str) -> str:
+        return self.ring.owner(chat_id)
+
+    def links_changed(self) -> None:
+        """A link came up or went down: the ring may change."""
+        live = [self.node_id] + [n for n in self._members if self._mesh.link(n) is not None]
+        if set(live) != set(self.ring.nodes):
+            self.ring = Ring(live, next(self._ring_epoch))
+            self.ring_changes += 1
+            self._ring_changed()
+            log.info("ring %d: %s", self.ring.epoch, ", ".join(self.ring.nodes))
+
+    async def _links_settled(self) -> None:
+        """Give the links to the known members up to link_timeout to come up before this node
+        takes devices, so that its first ring already has them: chats then do not change owner
+        under the first sends. A member that does not answer joins the ring when it does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._link_timeout
+        while any(self._mesh.link(n) is None for n in self._members) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _register(self) -> None:
+        self.epoch = await self._registry.register_node(self.node_id, self.address,
+                                                        self._lease_ttl)
+        self._mesh.epoch = self.epoch
+        self.registered = True
+
+    async def _maintain(self) -> None:
+        """Refresh the lease and re-read the members every lease_ttl/3; a refresh refused means
+        the lease lapsed or Redis may have lost writes: register anew and put every session
+        again (docs/cluster.md, "Leases and epochs")."""
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                if not await self._registry.refresh_node(self.node_id, self.epoch,
+                                                         self._lease_ttl):
+                    self.reregistrations += 1
+                    log.warning("lease of %s lost: registering again and re-putting sessions",
+                                self.node_id)
+                    self.registered = False
+                    await self._register()
+                    await self._registered_again()
+                await self._poll_members()
+            except RegistryUnavailable as exc:
+                log.warning("registry unavailable: %s", exc)
+            except Exception:
+                log.exception("cluster maintenance failed")
+
+    async def _poll_members(self) -> None:
+        """Members with a live lease, plus any node whose link is up: a node re-registering
+        after a Redis failover has no lease for a moment, and is alive all the same."""
+        live = await self._registry.nodes()
+        members = {n: info.address for n, info in live.items() if n != self.node_id}
+        for node_id, address in self._members.items():
+            if node_id not in members and self._mesh.link(node_id) is not None:
+                members[node_id] = address
+        if members != self._members:
+            self._members = members
+            self._mesh.set_peers(members)
+            self.links_changed()
+
+    def metrics(self) -> list[Metric]:
+        return [
+            counter("cluster_reregistrations", "lease lost and registered again",
+                    self.reregistrations),
+            counter("cluster_ring_changes", "ownership rings built", self.ring_changes),
+            gauge("cluster_links_up", "mesh links up", len(self._mesh.links)),
+            gauge("cluster_ring_nodes", "nodes on this node's ownership ring",
+                  len(self.ring.nodes)),
+        ]
