@@ -553,7 +553,7 @@ class Client:
         except WSHandshakeError as exc:
             response = exc.response
             if response is not None and response.status == 401:
-                raise AuthError(401, (response.body or b"").decode(errors="replace")) from exc
+                raise AuthError(401, _refusal_reason(exc)) from exc
             status = response.status if response is not None else "no response"
             raise ConnectionLost(f"upgrade refused: HTTP {status}") from exc
         except (OSError, WSError) as exc:
@@ -865,3 +865,15 @@ class Client:
 def _time_out(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
+
+
+def _refusal_reason(exc: WSHandshakeError) -> str:
+    """The reason the server put in the body of a refused upgrade ("invalid token", "token
+    expired"). picows leaves the response's own `body` unset and keeps whatever followed the
+    headers in `raw_body`; Content-Length says how much of that is the body."""
+    raw = bytes(exc.raw_body or b"")
+    length = exc.response.headers.get("Content-Length") if exc.response is not None else None
+    if length is not None and length.isdigit():
+        raw = raw[:int(length)]
+    reason = raw.decode(errors="replace").strip()
+    return reason or f"HTTP {int(exc.response.status)} without a reason"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from switchboard.config import ConfigError
 from switchboard.router.base import Invalidation
 
 from .connection import Close
@@ -52,8 +53,8 @@ class ControlServer:
     async def start(self) -> None:
         if self.path.exists():
             if _answers(self.path):
-                raise RuntimeError(f"{self.path} answers: another worker with this "
-                                   "server.node_id runs on this data dir")
+                raise ConfigError(f"server.node_id: {self.path} answers: another worker "
+                                  "with this node id runs on this data dir")
             self.path.unlink()
         self._server = await asyncio.start_unix_server(self._handle, str(self.path),
                                                        limit=MAX_REQUEST_BYTES)

@@ -10,14 +10,16 @@ connections exist at once (503 beyond).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import socket
 from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
-from switchboard.config import Config, parse_addresses, parse_peers
+from switchboard.config import Config, ConfigError, parse_addresses, parse_peers
 from switchboard.core.auth import TokenAuthority, TokenError
 from switchboard.core.chats import ChatService
 from switchboard.core.ids import ServerIds, now_ms
@@ -26,7 +28,7 @@ from switchboard.core.messaging import MessageService
 from switchboard.core.model import Receipt
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
-from switchboard.core.store import Store
+from switchboard.core.store import Store, StoreError
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.timers import TimerService
 from switchboard.proto.v1 import client_pb2 as pb
@@ -131,30 +133,46 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Open the store, then the ops port (so /healthz answers while the rest comes up), the
-        control socket and last the client listener."""
+        control socket and last the client listener. What the operator can fix (a database
+        that cannot be opened, a port in use) raises ConfigError naming the setting or path;
+        `stop()` then releases what was opened."""
         loop = asyncio.get_running_loop()
-        await self.services.store.open()
+        store = self.services.store
+        try:
+            await store.open()
+        except (OSError, StoreError) as exc:
+            raise ConfigError(f"server.data_dir: cannot open the database "
+                              f"{getattr(store, 'path', '')}: {exc.__cause__ or exc}") from None
         self.store_open = True
-        await self.router.start()
+        cluster = self.config.cluster
+        with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
+            await self.router.start()
         self.timers.start(loop)
         self.metrics.loop_lag.start(loop)
-        if self.config.metrics.enabled:
-            await self.status.start(self.config.metrics.host, self.config.metrics.port)
-        await self.control.start()
+        metrics = self.config.metrics
+        if metrics.enabled:
+            with _names_the_port("metrics.port", metrics.host, metrics.port):
+                await self.status.start(metrics.host, metrics.port)
+        try:
+            await self.control.start()
+        except OSError as exc:
+            raise ConfigError(f"server.data_dir: cannot create the admin socket "
+                              f"{self.control.path}: {exc.strerror or exc}") from None
         server_cfg = self.config.server
         tls = {} if self.tls is None else {
             "ssl": self.tls.context, "ssl_handshake_timeout": self.config.tls.handshake_timeout}
-        self._server = await ws_create_server(
-            self._listener_for, server_cfg.host, server_cfg.port,
-            websocket_handshake_timeout=self.config.auth.timeout,
-            max_frame_size=self.config.limits.max_frame_bytes,
-            read_buffer_init_size=1024,
-            enable_auto_pong=True,
-            use_aiofastnet=False,
-            reuse_port=server_cfg.reuse_port or None,
-            backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
-            logger_name="switchboard.ws",
-            **tls)
+        with _names_the_port("server.port", server_cfg.host, server_cfg.port):
+            self._server = await ws_create_server(
+                self._listener_for, server_cfg.host, server_cfg.port,
+                websocket_handshake_timeout=self.config.auth.timeout,
+                max_frame_size=self.config.limits.max_frame_bytes,
+                read_buffer_init_size=1024,
+                enable_auto_pong=True,
+                use_aiofastnet=False,
+                reuse_port=server_cfg.reuse_port or None,
+                backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
+                logger_name="switchboard.ws",
+                **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
 
     @property
@@ -187,10 +205,11 @@ class Gateway:
         jittered delay (Goaway, close 1001) and close the store. /readyz fails from the first
         step; the ops port answers until the end."""
         self.draining = True
-        if self._server is not None:
+        served = self._server is not None  # a gateway whose start failed has nothing to drain
+        if served:
             self._server.close()
-        log.info("draining %d connections, %d sends pending", self.hub.connections,
-                 self.services.messages.writer.pending)
+            log.info("draining %d connections, %d sends pending", self.hub.connections,
+                     self.services.messages.writer.pending)
         await self.services.messages.close()
         await self.router.stop()
         spread_ms = int(self.config.server.drain_spread * 1000)
@@ -212,7 +231,8 @@ class Gateway:
         await self.control.stop()
         await self.status.stop()
         self.metrics.loop_lag.stop()
-        log.info("drained: writer flushed, store closed")
+        if served:
+            log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections
     async def _closed_handshakes(self) -> None:
@@ -264,6 +284,16 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+@contextlib.contextmanager
+def _names_the_port(key: str, host: str, port: int):
+    """A listener that cannot bind becomes a ConfigError naming the setting that owns it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {reason}") from None
 
 
 def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
