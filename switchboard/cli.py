@@ -81,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup(config.log)
+    logs.setup(config.log, "supervisor" if supervise else node_name(config))
     if supervise:
         return workers.serve(config, plan, _worker_argv(args))
     import uvloop
     return uvloop.run(_serve(config))
+
+
+def node_name(config) -> str:
+    """What this process's log lines call it: its cluster node name, else n<node_id>."""
+    return config.cluster.node_name or f"n{config.server.node_id}"
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -141,6 +146,7 @@ async def _serve(config) -> int:
         watchdog.start(loop)
 
     await stop.wait()
+    log.info("stop requested (SIGTERM or SIGINT): draining")
     sdnotify.notify("STOPPING=1", "STATUS=draining")
     code = 0
     try:
@@ -155,7 +161,11 @@ async def _serve(config) -> int:
 
 def _reload(gateway) -> None:
     """SIGHUP: new TLS handshakes use the certificate now on disk; a bad one is logged and the
-    old one stays (a reload must never take the listener down)."""
+    old one stays (a reload must never take the listener down). Without TLS there is nothing
+    to reload, which is normal (`systemctl reload` on a plaintext server)."""
+    if gateway.tls is None:
+        log.info("SIGHUP: no TLS configured, nothing to reload")
+        return
     try:
         gateway.reload_tls()
     except Exception as exc:

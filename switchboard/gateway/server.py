@@ -211,6 +211,7 @@ class Gateway:
             log.info("draining %d connections, %d sends pending", self.hub.connections,
                      self.services.messages.writer.pending)
         await self.services.messages.close()
+        await self.services.receipts.close()  # pushes what is pending while the store is open
         await self.router.stop()
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
@@ -220,7 +221,6 @@ class Gateway:
             conn.close(Close.GOING_AWAY, "server draining")
         await self._closed_handshakes()
         self.presence.close()
-        self.services.receipts.close()
         await self.router.close()
         for task in list(self._tasks):
             task.cancel()
@@ -232,6 +232,7 @@ class Gateway:
         await self.status.stop()
         self.metrics.loop_lag.stop()
         if served:
+            self.services.receipts.report_unpushed()
             log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections

@@ -229,7 +229,8 @@ async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str,
     _check_ids(*args.user)
     async with _chats(config) as chats:
         members = await chats.add_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
+    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat, "change": "added",
+                                 "users": args.user})
     return _member_rows(members)
 
 
@@ -237,7 +238,8 @@ async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[s
     _check_ids(*args.user)
     async with _chats(config) as chats:
         members = await chats.remove_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
+    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat,
+                                 "change": "removed", "users": args.user})
     return _member_rows(members)
 
 
@@ -306,9 +308,16 @@ def drain(pid: int | None, unit: str | None, timeout: float) -> int:
     started = time.monotonic()
     if unit is not None:
         try:
-            done = subprocess.run(["systemctl", "stop", unit], timeout=timeout).returncode == 0
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Failed(f"systemctl stop {unit}: {exc}") from None
+            stopped = subprocess.run(["systemctl", "stop", unit], timeout=timeout,
+                                     capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"{unit} did not stop within {timeout:g}s") from None
+        except OSError as exc:
+            raise Failed(f"cannot run systemctl: {exc}") from None
+        if stopped.returncode != 0:  # systemctl's own failure, not a slow drain
+            said = (stopped.stderr or stopped.stdout).strip() or "no message"
+            raise Failed(f"systemctl stop {unit} failed (exit {stopped.returncode}): {said}")
+        done = True
         what = unit
     else:
         done = _terminate_and_wait(pid, timeout)

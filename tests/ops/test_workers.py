@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -272,6 +273,13 @@ async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
         assert not any(alive(pid) for pid in pids)
         for client in clients:  # every device was told to go (Goaway, close 1001)
             assert (await client.closed())[0] == 1001
+        # each log line says which process wrote it: the drains can be told apart
+        lines = [orjson.loads(line) for line in node.log().splitlines() if line.startswith("{")]
+        drained = {line["node"] for line in lines if line["msg"].startswith("drained")}
+        assert drained == {f"n{i}" for i in range(WORKERS)}
+        assert all("node" in line for line in lines)
+        assert {line["node"] for line in lines if line["logger"] == "switchboard.workers"} == \
+            {"supervisor"}
     finally:
         close_all(clients)
         node.stop()
