@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.config import NOT_CONFIG, Config, ConfigError, load
+from tests.support.repo import tracked_files
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_SECRET = "s" * 40
@@ -91,12 +92,9 @@ def test_every_switchboard_variable_the_repository_uses_is_a_key_or_declared_not
     keys = {f"SWITCHBOARD_{section.name}_{key.name}".upper()
             for section in dataclasses.fields(defaults)
             for key in dataclasses.fields(getattr(defaults, section.name))}
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
     used = set()
-    for name in files:
-        path = ROOT / name
-        if path.suffix in (".png", ".so") or not path.is_file():
+    for path in tracked_files():
+        if path.suffix in (".png", ".so"):
             continue
         used |= set(re.findall(r"SWITCHBOARD_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace")))
     examples = {"SWITCHBOARD_METRCS_PORT", "SWITCHBOARD_SERVER_PROT", "SWITCHBOARD_PORT"}  # typos

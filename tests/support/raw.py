@@ -42,6 +42,8 @@ class RawClient:
         self.transport = transport
         self.listener = listener
         self.stash: list[pb.ServerFrame] = []
+        self.taken: set[tuple[str, int]] = set()
+        """(chat_id, seq) of every message rawflow.receive_and_ack returned: its dedup."""
         self._rid = 0
 
     @classmethod

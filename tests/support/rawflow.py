@@ -35,11 +35,16 @@ async def send(client: RawClient, chat: str, body: bytes = b"x", cmid: str | Non
 
 
 async def receive_and_ack(client: RawClient, count: int, timeout: float = 5.0) -> list[pb.Message]:
-    """Take `count` delivered messages, acking each frame cumulatively per chat."""
+    """Take `count` delivered messages, acking each frame cumulatively per chat. A message seen
+    before is dropped, as a client does: the server retransmits what is not acked within
+    retransmit_after, which on a busy machine can be before this side's ack arrived."""
     got: list[pb.Message] = []
     while len(got) < count:
         frame = await client.recv("deliver", timeout=timeout)
-        got += frame.deliver.messages
+        for message in frame.deliver.messages:
+            if (message.chat_id, message.seq) not in client.taken:
+                client.taken.add((message.chat_id, message.seq))
+                got.append(message)
         last: dict[str, int] = {}
         for message in frame.deliver.messages:
             last[message.chat_id] = message.seq
