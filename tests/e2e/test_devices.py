@@ -1,5 +1,5 @@
 """Multi-device: fan-out to the sender's other devices, per-device cursors, device list,
-revocation and the device limit (issue 3)."""
+revocation and the device limit."""
 from __future__ import annotations
 
 from switchboard.proto.v1 import client_pb2 as pb

@@ -1,4 +1,4 @@
-"""Delivery window, retransmission, heartbeats and slow readers (I6; F14)."""
+"""Delivery window, retransmission, heartbeats and slow readers (docs/guarantees.md: I6; F14)."""
 from __future__ import annotations
 
 import asyncio

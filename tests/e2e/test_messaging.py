@@ -1,5 +1,5 @@
 """The message path over real sockets with the SDK: send/ack, fan-out to every device, offline
-sync, history, chats admin, read watermark (DESIGN.md "Message path")."""
+sync, history, chats admin, read watermark (docs/architecture.md, "The send path")."""
 from __future__ import annotations
 
 import asyncio

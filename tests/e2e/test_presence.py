@@ -1,5 +1,5 @@
 """Presence to subscribers only, as privacy allows, coalesced under flapping; typing
-indicators to online members only (issue 3)."""
+indicators to online members only."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Fuzzing the edge (RELIABILITY F11/F12): random ClientFrames with hostile field values, random
+"""Fuzzing the edge (docs/guarantees.md F11, F12): random ClientFrames with hostile field values, random
 bytes, and a valid byte stream split at arbitrary points. The server must answer each frame with
 a ServerFrame or a documented close code, never crash, and keep serving everyone else."""
 from __future__ import annotations
