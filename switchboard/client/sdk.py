@@ -559,8 +559,11 @@ class Client:
         except (OSError, WSError) as exc:
             raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
         try:
-            return await asyncio.wait_for(waiter, self._connect_timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: wait_for (Python 3.11) can swallow the cancel of a
+            # close() that lands as the Welcome arrives, leaving a closed client connected
+            async with asyncio.timeout(self._connect_timeout):
+                return await waiter
+        except TimeoutError:
             transport.disconnect(graceful=False)
             raise ConnectionLost("no Welcome in time") from None
         except BaseException:

@@ -160,9 +160,13 @@ class MeshRouter:
     async def _maintain(self) -> None:
         """Refresh the lease and re-read the members every lease_ttl/3; a refresh refused means
         the lease lapsed or Redis may have lost writes: register anew and put every session
-        again (docs/cluster.md, "Leases and epochs")."""
-        while True:
+        again (docs/cluster.md, "Leases and epochs"). Ends at stop() even if the cancel it
+        sends is lost inside a registry call (asyncio.wait_for on Python 3.11, used by
+        redis-py, can swallow one): the loop checks `_stopped` itself."""
+        while not self._stopped:
             await asyncio.sleep(self._lease_ttl / 3)
+            if self._stopped:
+                return
             try:
                 if not await self._registry.refresh_node(self.node_id, self.epoch, self._lease_ttl):
                     self.counters["reregistrations"] += 1
