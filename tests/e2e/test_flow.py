@@ -76,8 +76,13 @@ async def test_ws_pong_keeps_a_quiet_connection_alive(server):
 
 
 async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_server):
+    # no retransmit rewind and no idle deadline while the 400 sends take their time on a busy
+    # machine: either would move bob's messages to the pump, which waits for the socket
+    # instead of filling the buffer, and the buffer limit would never be what cuts him off
     server = await make_server(limits__delivery_window=2000, limits__outbound_buffer_bytes=512 * 1024,
-                               limits__sends_per_second=10000.0, limits__send_burst=10000.0)
+                               limits__sends_per_second=10000.0, limits__send_burst=10000.0,
+                               timers__retransmit_after=120.0, timers__heartbeat_interval=60.0,
+                               timers__idle_timeout=120.0)
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
     chat = await direct(alice, "bob")

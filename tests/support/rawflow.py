@@ -50,3 +50,12 @@ async def receive_and_ack(client: RawClient, count: int, timeout: float = 5.0) -
             last[message.chat_id] = message.seq
         client.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=c, seq=s) for c, s in last.items()]))
     return got
+
+
+def arrived_messages(client: RawClient) -> list[pb.Message]:
+    """Messages that have arrived and that receive_and_ack has not returned yet (retransmits of
+    taken ones left out), without waiting; the frames stay for later recv calls."""
+    while not client.listener.frames.empty():
+        client.stash.append(client.listener.frames.get_nowait())
+    return [m for frame in client.stash if frame.WhichOneof("body") == "deliver"
+            for m in frame.deliver.messages if (m.chat_id, m.seq) not in client.taken]
