@@ -29,7 +29,7 @@ async def receive(client: Client, count: int, timeout: float = 10.0) -> list:
     return got
 
 
-async def event(events, kind: type, where=lambda e: True, timeout: float = 5.0):
+async def event(events, kind: type, where=lambda e: True, timeout: float = 15.0):
     """The next push of `kind` matching `where` from an events() iterator; others are skipped."""
     async def find():
         async for item in events:

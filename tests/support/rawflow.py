@@ -34,7 +34,7 @@ async def send(client: RawClient, chat: str, body: bytes = b"x", cmid: str | Non
     return reply.send_ack
 
 
-async def receive_and_ack(client: RawClient, count: int, timeout: float = 5.0) -> list[pb.Message]:
+async def receive_and_ack(client: RawClient, count: int, timeout: float = 15.0) -> list[pb.Message]:
     """Take `count` delivered messages, acking each frame cumulatively per chat. A message seen
     before is dropped, as a client does: the server retransmits what is not acked within
     retransmit_after, which on a busy machine can be before this side's ack arrived."""

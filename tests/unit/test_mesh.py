@@ -72,7 +72,7 @@ async def nodes():
 
 async def no_tasks_left() -> None:
     # asyncio's accept path finishes a short task per connection: give it a moment
-    await wait_for(lambda: not asyncio.all_tasks() - {asyncio.current_task()}, timeout=2,
+    await wait_for(lambda: not asyncio.all_tasks() - {asyncio.current_task()}, timeout=10,
                    message="no tasks left")
 
 
