@@ -63,6 +63,11 @@ async def test_each_device_has_its_own_cursor(server):
     await receive_and_ack(phone, 4)
     [phone_conn] = [c for c in server.gateway.hub.devices_of("bob") if c.device == "phone"]
     await wait_for(lambda: phone_conn.streams[chat].acked == 4)  # the ack arrived
+    store = server.gateway.services.store
+
+    async def phone_cursor_stored() -> bool:  # the writer persists cursors with its next batch
+        return not await store.backlog("bob", "phone")
+    await wait_for(phone_cursor_stored)
     laptop.close()  # never acked anything
     phone.close()
     laptop = await RawClient.connect(server.url, server.token("bob", "laptop"))
