@@ -117,6 +117,7 @@ def _common(parser: argparse.ArgumentParser, default=None) -> None:
 
 async def _serve(config) -> int:
     from .gateway.server import Gateway
+    from .router.registry import RegistryUnavailable
     try:
         gateway = Gateway(config)
     except ConfigError as exc:
@@ -128,6 +129,10 @@ async def _serve(config) -> int:
         print(f"switchboard: {exc}", file=sys.stderr)
         await gateway.stop()  # releases what start opened; logs no drain: nothing was served
         return EXIT_CONFIG
+    except (OSError, RuntimeError, RegistryUnavailable) as exc:  # may pass (Redis down): exit 1
+        print(f"switchboard: cannot start: {exc}", file=sys.stderr)
+        await gateway.stop()
+        return 1
     url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
     print(f"switchboard listening on {url}", flush=True)
     if config.metrics.enabled:
