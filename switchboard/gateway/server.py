@@ -141,8 +141,11 @@ class Gateway:
         try:
             await store.open()
         except (OSError, StoreError) as exc:
-            raise ConfigError(f"server.data_dir: cannot open the database "
-                              f"{getattr(store, 'path', '')}: {exc.__cause__ or exc}") from None
+            reason = exc.__cause__ or exc
+            if isinstance(store, SQLiteStore):  # a file in the data dir: the operator's to fix
+                raise ConfigError(f"server.data_dir: cannot open the database {store.path}: "
+                                  f"{reason}") from None
+            raise RuntimeError(f"cannot open the store: {reason}") from None  # may pass: exit 1
         self.store_open = True
         cluster = self.config.cluster
         with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
