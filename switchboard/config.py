@@ -43,6 +43,8 @@ from typing import Any
 #: that every name the repository uses is one or the other).
 NOT_CONFIG = frozenset({
     "SWITCHBOARD_FUZZ_SEED",            # tests/fuzz: replay a seed
+    "SWITCHBOARD_FUZZ_SECONDS",         # tests/fuzz: how long each atheris target runs
+    "SWITCHBOARD_CASSANDRA_CACHE",      # tools/devcassandra: where Cassandra's jars are kept
     "SWITCHBOARD_SCYLLA_HOSTS",         # store contract tests: a ScyllaDB/Cassandra to use
     "SWITCHBOARD_REQUIRE_SERVICES",     # tests: fail instead of skip when a service is missing
 })
