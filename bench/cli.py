@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
                      help="handshakes in flight per worker (default 32: the servers listen "
                           "with asyncio's default backlog of 100)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="results root (default bench/results)")
+    out.add_argument("--out", type=Path, help="results root (default bench/results/runs, "
+                                               "ignored by git)")
     out.add_argument("--profile", action="store_true",
                      help="chat: profile the server started here with py-spy (or cProfile)")
     return p

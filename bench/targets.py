@@ -50,8 +50,10 @@ START_TIMEOUT = 30.0
 
 
 class Target:
-    """A target's name, how workers reach it, and the processes to measure by role (the first
-    role is the one whose memory per connection is reported)."""
+    """A target's name, how workers reach it, and the processes to measure by role. Memory and
+    CPU figures are sums over all of them (every worker of a `serve --workers N` server, a
+    relay and its redis-server): what the target costs, whichever process holds a
+    connection."""
     name = ""
     note = ""
 
@@ -71,6 +73,10 @@ class Target:
 
     def sample(self) -> dict[str, procfs.ProcSample]:
         return {role: procfs.sample(pid) for role, pid in self.pids.items() if procfs.alive(pid)}
+
+    def rss(self) -> int:
+        """Resident bytes of all the target's processes now (cheap: for sampling loops)."""
+        return sum(procfs.rss(pid) for pid in self.pids.values() if procfs.alive(pid))
 
     def cpu(self) -> float:
         """CPU seconds of all the target's processes so far."""
@@ -177,8 +183,8 @@ class SpawnedSwitchboard(Target):
         metrics = METRICS.search(self._child.log_path.read_text(errors="replace"))
         self.metrics_url = metrics.group(1) if metrics else None
         if self.workers > 1:
-            # memory and CPU are the workers' (the supervisor only waits); the first role is
-            # the one a per-connection memory figure reads: with workers, that of worker 0
+            # the workers hold the connections; the supervisor is counted too (it only waits,
+            # so its share of any delta is next to nothing)
             workers = procfs.children(self._child.pid)
             self.pids = {f"worker{i}": pid for i, pid in enumerate(workers)}
             self.pids["supervisor"] = self._child.pid

@@ -319,7 +319,7 @@ def _sum(parts: list[dict]) -> dict:
 
 
 def _half_load(result: dict) -> dict | None:
-    """The step closest to half of saturation (where the issue's latency target applies)."""
+    """The step closest to half of saturation: the load where the latency ratio is read."""
     steps = result["steps"]
     return min(steps, key=lambda s: abs(s["fraction"] - 0.5)) if steps else None
 
@@ -335,11 +335,17 @@ def _ratios(results: list[dict]) -> dict:
             continue
         mine, theirs = _half_load(ours), _half_load(peer)
         out[peer["target"]] = {
-            "throughput": ours["saturation"]["achieved"] / peer["saturation"]["achieved"],
-            "p99_at_half_load": (mine["deliver"].get("p99_ms", 0) / theirs["deliver"]["p99_ms"]
-                                 if mine and theirs and theirs["deliver"].get("p99_ms") else None),
+            "throughput": _ratio(ours["saturation"]["achieved"], peer["saturation"]["achieved"]),
+            "p99_at_half_load": _ratio(mine and mine["deliver"].get("p99_ms"),
+                                       theirs and theirs["deliver"].get("p99_ms")),
         }
     return out
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    """ours / theirs, or None when either side measured nothing (a peer that completed no
+    message on a busy machine): a run reports that, it does not crash on it."""
+    return ours / theirs if ours is not None and theirs else None
 
 
 # ====================================================================== output

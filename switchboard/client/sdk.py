@@ -550,14 +550,17 @@ class Client:
         except WSHandshakeError as exc:
             response = exc.response
             if response is not None and response.status == 401:
-                raise AuthError(401, (response.body or b"").decode(errors="replace")) from exc
+                raise AuthError(401, _refusal_reason(exc)) from exc
             status = response.status if response is not None else "no response"
             raise ConnectionLost(f"upgrade refused: HTTP {status}") from exc
         except (OSError, WSError) as exc:
             raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
         try:
-            return await asyncio.wait_for(waiter, self._connect_timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: wait_for (Python 3.11) can swallow the cancel of a
+            # close() that lands as the Welcome arrives, leaving a closed client connected
+            async with asyncio.timeout(self._connect_timeout):
+                return await waiter
+        except TimeoutError:
             transport.disconnect(graceful=False)
             raise ConnectionLost("no Welcome in time") from None
         except BaseException:
@@ -862,3 +865,15 @@ class Client:
 def _time_out(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
+
+
+def _refusal_reason(exc: WSHandshakeError) -> str:
+    """The reason the server put in the body of a refused upgrade ("invalid token", "token
+    expired"). picows leaves the response's own `body` unset and keeps whatever followed the
+    headers in `raw_body`; Content-Length says how much of that is the body."""
+    raw = bytes(exc.raw_body or b"")
+    length = exc.response.headers.get("Content-Length") if exc.response is not None else None
+    if length is not None and length.isdigit():
+        raw = raw[:int(length)]
+    reason = raw.decode(errors="replace").strip()
+    return reason or f"HTTP {int(exc.response.status)} without a reason"

@@ -52,14 +52,27 @@ class ReceiptService:
         self._push = push
         self._route = route or self.note
         self.updates_pushed = 0
+        self.not_pushed = 0
+        self._closed = False
 
-    def close(self) -> None:
-        """Stop pushing (the watermarks themselves are already with the writer)."""
+    async def close(self) -> None:
+        """The drain, while the store is still open: push what is pending now, then stop.
+        Changes noted afterwards are counted in `not_pushed`, not pushed: their watermarks are
+        stored already (the writer), and devices read them when they reconnect."""
+        self._closed = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._flush_task is not None:
-            self._flush_task.cancel()
+            await asyncio.gather(self._flush_task, return_exceptions=True)
+        if self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            await self._flush(dirty)
+
+    def report_unpushed(self) -> None:
+        if self.not_pushed:
+            log.info("%d receipt changes arrived during the drain and were not pushed "
+                     "(stored: devices get them when they reconnect)", self.not_pushed)
 
     # ------------------------------------------------------------------ changes in
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
@@ -81,6 +94,9 @@ class ReceiptService:
 
     def note(self, chat_id: str, user_id: str, delivered: int, read: int) -> None:
         """A persisted change, to be pushed with the next flush."""
+        if self._closed:
+            self.not_pushed += 1
+            return
         pending = self._dirty.setdefault(chat_id, {}).setdefault(user_id, Receipt(0, 0))
         pending.delivered_seq = max(pending.delivered_seq, delivered, read)
         pending.read_seq = max(pending.read_seq, read)
@@ -122,13 +138,19 @@ class ReceiptService:
         self._flush_task = asyncio.ensure_future(self._flush(dirty))
 
     async def _flush(self, dirty: dict[str, dict[str, Receipt]]) -> None:
+        skipped: list[str] = []
+        problem = None
         for chat_id, changes in dirty.items():
             try:
                 await self._flush_chat(chat_id, changes)
             except StoreError as exc:
-                log.warning("receipt push for %s skipped: %s", chat_id, exc)
+                skipped.append(chat_id)
+                problem = exc
             except Exception:
                 log.exception("receipt push for %s failed", chat_id)
+        if skipped:  # one line per flush, not one per chat: a store outage spans them all
+            log.warning("receipt pushes for %d chats skipped (first %s): %s", len(skipped),
+                        skipped[0], problem)
 
     async def _flush_chat(self, chat_id: str, changes: dict[str, Receipt]) -> None:
         # Loaded now, the stored watermarks may already include these changes (the writer

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from switchboard.buildinfo import build_info
 from switchboard.core.model import Batch
 
 if TYPE_CHECKING:
@@ -121,6 +122,11 @@ class _GatewayCollector(Collector):
     def collect(self) -> Iterator:
         gw, stats, m = self._gw, self._gw.stats, self._metrics
         writer = gw.services.messages.writer
+        build = build_info()
+        info = GaugeMetricFamily("switchboard_build_info", "The running build; always 1",
+                                 labels=["version", "commit", "python"])
+        info.add_metric([build["version"], build["commit"], build["python"]], 1)
+        yield info
 
         # Admitting (a new device's first store round trip) is the rest of the live ones.
         live = stats.connects - stats.disconnects

@@ -1,4 +1,4 @@
-"""Faults under load on a real cluster (RELIABILITY.md F1, F2, F4), checked Jepsen-style: every
+"""Faults under load on a real cluster (docs/guarantees.md F1, F2, F4), checked Jepsen-style: every
 send attempt and every device's stream is recorded while gateways or Redis masters are killed;
 after healing and a final sync, tests/support/history.py checks I1-I4 against the devices' logs
 and the store all gateways share (the SQLite file; for the paused owner also the ScyllaDB

@@ -9,7 +9,9 @@ import itertools
 import pytest
 
 from switchboard.client import ServerError
+from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import direct_chat_id
+from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.cluster import device_client, owner
 from tests.support.clients import event, no_event, receive
@@ -144,6 +146,17 @@ async def test_a_device_that_moves_to_another_node_syncs_everything_once(gateway
     await wait_for(lambda: not rec.missing(), message="bob's laptop got the first five")
 
     have = laptop.have
+
+    async def laptop_cursor_stored() -> bool:
+        """bob's laptop acked the five and its node's writer stored the cursor: the new node
+        starts after them (else they come again and the SDK drops them as duplicates)."""
+        store = SQLiteStore(gateways.database)
+        await store.open()
+        try:
+            return not await read_backlog(store, "bob", "laptop")
+        finally:
+            await store.close()
+    await wait_for(laptop_cursor_stored, interval=0.05)
     await laptop.close()  # leaves g0
     for i in range(20):
         await rec.send(alice, "alice", "phone", chat, b"away %d" % i, f"away-{i}")

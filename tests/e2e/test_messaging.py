@@ -1,5 +1,5 @@
 """The message path over real sockets with the SDK: send/ack, fan-out to every device, offline
-sync, history, chats admin, read watermark (DESIGN.md "Message path")."""
+sync, history, chats admin, read watermark (docs/architecture.md, "The send path")."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ import pytest
 
 from switchboard.client import ServerError
 from switchboard.proto.v1 import client_pb2 as pb
-from tests.support.clients import connect, receive
+from tests.support.clients import acked_and_stored, connect, receive
 
 
 async def test_two_devices_chat(server):
@@ -69,6 +69,7 @@ async def test_offline_device_gets_everything_on_reconnect_in_order(server):
     bob = await connect(server, "bob")
     await alice.send(chat, b"while online")
     await receive(bob, 1)
+    await acked_and_stored(server, "bob")
     await bob.close()
     sent = [await alice.send(chat, f"offline {i}".encode()) for i in range(300)]
     bob = await connect(server, "bob")  # the window (256) is smaller than the backlog
@@ -84,6 +85,7 @@ async def test_explicit_sync_reports_completion(server):
         await alice.send(chat, b"x")
     bob = await connect(server, "bob", auto_ack=True)
     await receive(bob, 5)
+    await acked_and_stored(server, "bob")
     done = await bob.sync()
     assert done.messages == 0  # everything was acked already
 

@@ -1,5 +1,5 @@
 """Sent -> Delivered -> Read as per-(chat, user) watermarks, coalesced pushes, group rollups,
-the read-receipts privacy setting, and durability across a restart (issue 3)."""
+the read-receipts privacy setting, durability across a restart, and the drain's last pushes."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +8,7 @@ import pytest
 
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
+from tests.support.waiting import wait_for
 
 
 async def receipt_until(client, chat: str, predicate, timeout: float = 5.0) -> pb.ReceiptUpdate:
@@ -155,3 +156,26 @@ async def test_receipts_survive_a_restart(make_server):
     assert (status.delivered_count, status.read_count) == (1, 1)
     chats = (await request(await authed(again, "bob"), list_chats=pb.ListChats())).chat_list.chats
     assert chats[0].read_seq == 1
+
+
+async def test_a_drain_pushes_pending_receipts_before_closing_the_store(make_server, caplog):
+    """Receipt pushes still waiting for their flush when a drain starts go out while the store
+    is open (no "skipped" warning per chat); changes arriving later are only counted."""
+    server = await make_server(timers__receipt_flush=30.0)  # nothing flushes on its own
+    senders = [await authed(server, f"s{i}") for i in range(20)]
+    bob = await authed(server, "bob")
+    chats = [await direct(sender, "bob") for sender in senders]
+    for sender, chat in zip(senders, chats):
+        await send(sender, chat, b"hi")
+    await receive_and_ack(bob, 20)
+    receipts = server.gateway.services.receipts
+    await wait_for(lambda: len(receipts._dirty) == 20, message="20 chats with a pending push")
+    with caplog.at_level("INFO", logger="switchboard"):
+        await server.stop()
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    for sender, chat in zip(senders, chats):  # each got its Delivered tick before the Goaway
+        update = await receipt_until(sender, chat, lambda u: u.delivered_all_seq >= 1)
+        assert member(update, "bob").delivered_seq == 1
+    assert receipts.updates_pushed >= 20 and receipts.not_pushed == 0
+    receipts.note(chats[0], "bob", 1, 1)  # after the drain: counted, never scheduled
+    assert receipts.not_pushed == 1 and receipts._flush_handle is None

@@ -1,4 +1,4 @@
-"""A Store wrapper that injects commit faults in front of a real store (RELIABILITY.md F8).
+"""A Store wrapper that injects commit faults in front of a real store (docs/guarantees.md F8).
 
 Knobs, all for `commit` (every other method delegates untouched):
 * `hold()` / `release()`: commits wait at a gate, so a test can keep a flush in flight for as

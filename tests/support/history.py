@@ -1,4 +1,4 @@
-"""A Jepsen-style history of a messaging test, and the checker of RELIABILITY.md's invariants.
+"""A Jepsen-style history of a messaging test, and the checker of the invariants of docs/guarantees.md.
 
 Record while the test runs, check once it healed:
 
