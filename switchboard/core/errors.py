@@ -13,6 +13,7 @@ class Code(enum.Enum):
     GROUP_FULL = "GROUP_FULL"
     UNAVAILABLE = "UNAVAILABLE"
     NOT_FOUND = "NOT_FOUND"
+    BLOCKED = "BLOCKED"
 
 
 class DomainError(Exception):

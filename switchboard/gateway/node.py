@@ -27,17 +27,22 @@ class GatewayNode:
     def push(self, users: Collection[str], data: bytes, exclude: tuple[str, str] | None) -> None:
         self._gw.hub.push_to_users(users, data, exclude)
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
-        self._gw.services.receipts.note(chat_id, user, delivered, read)
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        self._gw.services.receipts.note(chat_id, user, delivered, read, public_read)
 
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
         gw = self._gw
         if kind is Invalidation.CHAT_MEMBERS:
             gw.services.chats.forget(key)
-            gw.hub.drop_chat(key, removed)
+            gw.hub.recheck_chat(key, removed)
         elif kind is Invalidation.USER_SETTINGS:
             gw.services.settings.forget(key)
             gw.spawn(gw.presence.refresh_privacy(key))
+        elif kind is Invalidation.USER_BLOCKS:
+            gw.services.blocks.forget(key)
+            for conn in gw.hub.devices_of(key):
+                gw.spawn(gw.presence.recheck(conn))
 
     def kick(self, user: str, device: str, code: int, reason: str, before_ms: int) -> None:
         if code == Close.DEVICE_REVOKED:
@@ -74,5 +79,6 @@ class GatewayNode:
 
     def cluster_changed(self) -> None:
         services = self._gw.services
-        for service in (services.chats, services.settings, services.devices, services.receipts):
+        for service in (services.chats, services.settings, services.devices, services.receipts,
+                        services.blocks):
             service.forget_all()

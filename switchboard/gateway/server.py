@@ -20,6 +20,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from switchboard.config import Config, parse_addresses, parse_peers
 from switchboard.core.auth import KeyPending, SigningKeys, TokenAuthority, TokenError
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.devices import Devices
@@ -83,6 +84,7 @@ class Services:
     settings: Settings
     receipts: ReceiptService
     devices: Devices
+    blocks: Blocks
 
 
 class Gateway:
@@ -90,21 +92,22 @@ class Gateway:
         self.config = config
         self.tokens, self.jwks = _tokens(config)
         store = store or make_store(config)
-        chats = ChatService(store, max_group_members=config.limits.max_group_members)
+        blocks = Blocks(store)
+        settings = Settings(store)
+        chats = ChatService(store, blocks=blocks, max_group_members=config.limits.max_group_members)
         messages = MessageService(
-            store, chats, ServerIds(config.server.node_id),
+            store, chats, ServerIds(config.server.node_id), settings=settings, blocks=blocks,
             max_body_bytes=config.limits.max_body_bytes, max_media_ids=config.limits.max_media_ids,
             writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                             "max_pending": config.writer.max_pending})
-        settings = Settings(store)
-        receipts = ReceiptService(store, chats, settings, messages.writer,
+        receipts = ReceiptService(store, chats, settings, blocks, messages.writer,
                                   flush_interval=config.timers.receipt_flush)
         messages.on_sent = receipts.sent
         devices = Devices(store, max_devices=config.limits.max_devices)
-        self.services = Services(store, chats, messages, settings, receipts, devices)
+        self.services = Services(store, chats, messages, settings, receipts, devices, blocks)
         self.hub = Hub(config.limits.max_frame_bytes)
         receipts.set_push(self._push_receipt)
-        self.presence = PresenceFanout(store, chats, settings,
+        self.presence = PresenceFanout(store, chats, settings, blocks,
                                        interval=config.timers.presence_interval,
                                        max_subscriptions=config.limits.max_presence_subscriptions)
         self.clustered = config.cluster.enabled

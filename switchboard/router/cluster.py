@@ -42,11 +42,12 @@ from switchboard.core.errors import Code, DomainError
 from switchboard.core.futures import settle
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import CommitResult, StoredMessage
+from switchboard.core.model import CommitResult, MembershipEvent, StoredMessage
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import Invalidation, LocalNode
-from .codec import ERROR_CODES, domain_error, message_from_pb, message_to_pb
+from .codec import (ERROR_CODES, domain_error, event_from_pb, event_to_pb, message_from_pb,
+                    message_to_pb)
 from .mesh import Link, Mesh
 from .registry import Registry, RegistryUnavailable
 from .ring import Ring
@@ -249,29 +250,36 @@ class MeshRouter:
         the chat changes owner: sends still with the previous owner are let finish first (the
         new ones wait, then go to the new owner in order), as two writers would otherwise race
         and a device's pipelined sends could be stored out of their order."""
-        send = (user, device, chat_id, client_msg_id, body, media_ids)
+        return self._route(chat_id, (user, device, chat_id, client_msg_id, body, media_ids))
+
+    def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
+        """A membership change is committed by the chat's owner, in order with its sends (whose
+        membership check it changes)."""
+        return self._route(chat_id, event)
+
+    def _route(self, chat_id: str, item: tuple | MembershipEvent) -> asyncio.Future[CommitResult]:
         held = self._held.get(chat_id)
         if held is not None:
             self.counters["held_sends"] += 1
             future = asyncio.get_running_loop().create_future()
-            held.append((future, send))
+            held.append((future, item))
             return future
         owner = self.ring.owner(chat_id)
         flight = self._flights.get(chat_id)
         if flight is not None and flight[0] != owner and not flight[1].done():
             self.counters["held_sends"] += 1
             future = asyncio.get_running_loop().create_future()
-            self._held[chat_id] = [(future, send)]
+            self._held[chat_id] = [(future, item)]
             flight[1].add_done_callback(lambda _: self._release(chat_id))
             return future
-        return self._dispatch(owner, send)
+        return self._dispatch(owner, chat_id, item)
 
     def _release(self, chat_id: str) -> None:
-        for future, send in self._held.pop(chat_id, ()):
+        for future, item in self._held.pop(chat_id, ()):
             if future.done():
                 continue
             try:
-                inner = self._dispatch(self.ring.owner(chat_id), send)
+                inner = self._dispatch(self.ring.owner(chat_id), chat_id, item)
             except DomainError as exc:  # refused at once, as a direct send would be
                 future.set_exception(exc)
                 continue
@@ -280,9 +288,9 @@ class MeshRouter:
                 continue
             inner.add_done_callback(partial(settle, future))
 
-    def _dispatch(self, owner: str, send: tuple) -> asyncio.Future[CommitResult]:
-        future = self._submit_to(owner, *send)
-        chat_id = send[2]
+    def _dispatch(self, owner: str, chat_id: str,
+                  item: tuple | MembershipEvent) -> asyncio.Future[CommitResult]:
+        future = self._submit_to(owner, chat_id, item)
         self._flights[chat_id] = (owner, future)
         future.add_done_callback(partial(self._landed, chat_id))
         return future
@@ -292,20 +300,28 @@ class MeshRouter:
         if flight is not None and flight[1] is future:
             del self._flights[chat_id]
 
-    def _submit_to(self, owner: str, user: str, device: str, chat_id: str, client_msg_id: str,
-                   body: bytes, media_ids: list[str]) -> asyncio.Future[CommitResult]:
+    def _submit_to(self, owner: str, chat_id: str,
+                   item: tuple | MembershipEvent) -> asyncio.Future[CommitResult]:
         link = None if owner == self.node_id else self.mesh.link(owner)
         if link is None:
             self.counters["owned_sends"] += 1
-            return self._messages.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
+            if isinstance(item, MembershipEvent):
+                return self._messages.submit_event(chat_id, item)
+            return self._messages.submit_send(*item)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         request_id = next(self._request_ids)
         timer = loop.call_later(self._forward_timeout, self._forward_timed_out, request_id)
         self._pending[request_id] = (owner, future, timer)
-        link.send(mesh.MeshFrame(forward_send=mesh.ForwardSend(
-            request_id=request_id, user_id=user, device_id=device, chat_id=chat_id,
-            client_msg_id=client_msg_id, body=body, media_ids=media_ids)))
+        forward = mesh.ForwardSend(request_id=request_id, chat_id=chat_id)
+        if isinstance(item, MembershipEvent):
+            forward.membership.CopyFrom(event_to_pb(item))
+        else:
+            user, device, _, client_msg_id, body, media_ids = item
+            forward.user_id, forward.device_id = user, device
+            forward.client_msg_id, forward.body = client_msg_id, body
+            forward.media_ids.extend(media_ids)
+        link.send(mesh.MeshFrame(forward_send=forward))
         self.counters["forwarded_sends"] += 1
         return future
 
@@ -318,8 +334,12 @@ class MeshRouter:
                 link.send(mesh.MeshFrame(send_result=result))
 
         try:
-            future = self._messages.submit_send(req.user_id, req.device_id, req.chat_id,
-                                                req.client_msg_id, req.body, list(req.media_ids))
+            if req.HasField("membership"):
+                future = self._messages.submit_event(req.chat_id, event_from_pb(req.membership))
+            else:
+                future = self._messages.submit_send(req.user_id, req.device_id, req.chat_id,
+                                                    req.client_msg_id, req.body,
+                                                    list(req.media_ids))
         except DomainError as exc:
             reply(_error_result(exc))
             return
@@ -405,17 +425,20 @@ class MeshRouter:
                            [message_from_pb(m) for m in deliver.messages])
 
     # ------------------------------------------------------------------ receipts, pushes
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
         owner = self.ring.owner(chat_id)
         link = None if owner == self.node_id else self.mesh.link(owner)
         if link is None:
-            self._node.note_receipt(chat_id, user, delivered, read)
+            self._node.note_receipt(chat_id, user, delivered, read, public_read)
         else:
             link.send(mesh.MeshFrame(receipt_note=mesh.ReceiptNote(
-                chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read)))
+                chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read,
+                public_read_seq=public_read)))
 
     def _on_receipt_note(self, link: Link, note: mesh.ReceiptNote) -> None:
-        self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq)
+        self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq,
+                                note.public_read_seq)
 
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
-from switchboard.core.model import CommitResult
+from switchboard.core.model import CommitResult, MembershipEvent
 
 from .base import Invalidation, LocalNode
 
@@ -31,8 +31,12 @@ class LocalRouter:
                     media_ids: list[str]) -> asyncio.Future[CommitResult]:
         return self._messages.submit_send(user, device, chat_id, client_msg_id, body, media_ids)
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
-        self._node.note_receipt(chat_id, user, delivered, read)
+    def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
+        return self._messages.submit_event(chat_id, event)
+
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        self._node.note_receipt(chat_id, user, delivered, read, public_read)
 
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:
