@@ -364,9 +364,10 @@ class Client:
 
     # ------------------------------------------------------------------ messages
     def messages(self) -> AsyncIterator[pb.Message]:
-        """Delivered messages (membership events included), deduplicated, per chat in seq order, each once, without this
-        device's own sends. Ends after close(); raises ConnectionLost when the client stopped
-        for good (4001, 4010, 4011, 4012, reconnect=False)."""
+        """Delivered messages (membership events included), deduplicated, per chat in seq
+        order, each once, without this device's own sends. Ends after close(); raises
+        ConnectionLost when the client stopped for good (4001, 4010, 4011, 4012,
+        reconnect=False)."""
         return _Iterator(self._inbox)
 
     def events(self) -> AsyncIterator[pb.ReceiptUpdate | pb.Presence | pb.TypingUpdate |

@@ -16,7 +16,8 @@ NOBODY: frozenset[str] = frozenset()
 
 
 class Blocks:
-    def __init__(self, store: Store, *, max_blocked: int = 1000, cache_users: int = 100_000) -> None:
+    def __init__(self, store: Store, *, max_blocked: int = 1000,
+                 cache_users: int = 100_000) -> None:
         self._store = store
         self.max_blocked = max_blocked
         self._blockers: LRU[str, frozenset[str]] = LRU(cache_users)

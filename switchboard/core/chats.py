@@ -5,7 +5,7 @@ in memory (an LRU of chats). A message to a 1,000-member group costs one dict lo
 membership check, whatever the group size.
 
 A change of members is a membership event, an entry of the chat's log committed like any
-message (store.py): `plan_add` / `plan_remove` decide what may change and return the event to
+message (store.py): `plan_add` / `plan_remove` decide what may change and return the events to
 commit, and `applied` updates the cached map where the commit landed, in seq order with the
 chat's messages.
 """
@@ -24,6 +24,7 @@ from .model import (Batch, Chat, ChatKind, ChatSummaryRow, MemberAction, Members
 from .store import Store, StoreError
 
 DIRECT_PREFIX = "d:"  # every direct chat id starts so; groups start with "g:"
+EVENT_USERS = 256  # users named per membership event: one stays far below max_frame_bytes
 
 
 def direct_chat_id(a: str, b: str) -> str:
@@ -148,8 +149,8 @@ class ChatService:
         return chat
 
     async def plan_add(self, actor: str | None, chat_id: str,
-                       users: list[str]) -> MembershipEvent | None:
-        """The event that adds `users` (those not members yet), or None when all are. `actor`
+                       users: list[str]) -> list[MembershipEvent]:
+        """The events that add `users` (those not members yet; none when all are). `actor`
         None is the operator (`switchboard admin`): no membership or role needed."""
         _check_users(users)
         members = await self._group_members(actor, chat_id)
@@ -159,11 +160,11 @@ class ChatService:
         if len(members) + len(new) > self.max_group_members:
             raise DomainError(Code.GROUP_FULL,
                               f"a group holds at most {self.max_group_members} members")
-        return MembershipEvent(MemberAction.ADDED, actor or "", new) if new else None
+        return _events(MemberAction.ADDED, actor, new)
 
     async def plan_remove(self, actor: str | None, chat_id: str,
-                          users: list[str]) -> MembershipEvent | None:
-        """The event that removes `users` (those that are members), or None when none is. A
+                          users: list[str]) -> list[MembershipEvent]:
+        """The events that remove `users` (those that are members; none when none is). A
         member may always remove themselves (leave); `actor` None is the operator."""
         _check_users(users)
         members = await self._group_members(actor, chat_id)
@@ -171,7 +172,7 @@ class ChatService:
                 and any(user != actor for user in users)):
             raise DomainError(Code.FORBIDDEN, "only admins remove other members")
         gone = tuple(user for user in dict.fromkeys(users) if user in members)
-        return MembershipEvent(MemberAction.REMOVED, actor or "", gone) if gone else None
+        return _events(MemberAction.REMOVED, actor, gone)
 
     async def _group_members(self, actor: str | None, chat_id: str) -> dict[str, Membership]:
         """The members of a group the actor may change (direct chats are fixed)."""
@@ -190,16 +191,25 @@ class ChatService:
         return await self._store.get_chat(chat_id)
 
     async def list_chats(self, user_id: str) -> list[ChatSummaryRow]:
-        """The user's chats by chat id, with head, the user's read watermark and member count:
-        one read of the user's chats, then the per-chat reads concurrently."""
+        """The user's chats by chat id, with head, the user's read watermark (never below the
+        point it joined at: what came before is not its to read) and member count: one read of
+        the user's chats, then the per-chat reads concurrently."""
         store = self._store
-        chat_ids = list(await store.user_chats(user_id))
+        joined = await store.user_chats(user_id)
+        chat_ids = list(joined)
         chats, heads, reads, counts = await asyncio.gather(
             store.chats(chat_ids), store.heads(chat_ids), store.read_seqs(user_id, chat_ids),
             store.member_counts(chat_ids))
         return [ChatSummaryRow(chat_id, chat.kind, chat.title, heads.get(chat_id, 0),
-                               reads.get(chat_id, 0), counts.get(chat_id, 0))
+                               max(reads.get(chat_id, 0), joined[chat_id]), counts.get(chat_id, 0))
                 for chat_id in sorted(chat_ids) if (chat := chats.get(chat_id)) is not None]
+
+
+def _events(action: MemberAction, actor: str | None,
+            users: tuple[str, ...]) -> list[MembershipEvent]:
+    """One event per EVENT_USERS users, in the order given."""
+    return [MembershipEvent(action, actor or "", users[i:i + EVENT_USERS])
+            for i in range(0, len(users), EVENT_USERS)]
 
 
 def _check_users(users: list[str], allow_empty: bool = False) -> None:

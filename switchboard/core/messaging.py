@@ -278,8 +278,9 @@ class MessageService:
     # ------------------------------------------------------------------ reads
     async def visible_periods(self, user: str, chat_id: str) -> list[Period]:
         """The periods of the chat the user may read (NOT_MEMBER unless a member now)."""
-        await self._chats.require_member(chat_id, user)
-        return (await self._store.member_periods(chat_id, user)).get(user, [])
+        membership = await self._chats.require_member(chat_id, user)
+        periods = (await self._store.member_periods(chat_id, user)).get(user)
+        return periods or [Period(membership.joined_seq)]
 
     async def read_history(self, chat_id: str, periods: list[Period], before_seq: int,
                            limit: int) -> list[StoredMessage]:

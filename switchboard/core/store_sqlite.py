@@ -4,9 +4,9 @@ Durability: `synchronous=FULL` makes every COMMIT fsync the WAL, so a batch the 
 survives kill -9 and power loss - the durability claim matches what is synced.
 
 Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the only
-write connection (commit, create_chat, settings, devices, blocks); reads go to a pool of two threads,
-each with its own connection. WAL lets those readers run while the writer commits, and every
-read is its own autocommit statement, so it sees every batch committed before it started.
+write connection (commit, create_chat, settings, devices, blocks); reads go to a pool of two
+threads, each with its own connection. WAL lets those readers run while the writer commits, and
+every read is its own autocommit statement, so it sees every batch committed before it started.
 
 Receipts: one row per (chat, user) holds the three watermarks (delivered, read, public read),
 each raised with max: one upsert per (chat, user) per batch, whatever raised it.
@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS devices (
     last_seen_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (
-    user_id TEXT NOT NULL, blocked_id TEXT NOT NULL, PRIMARY KEY (user_id, blocked_id)) WITHOUT ROWID;
+    user_id TEXT NOT NULL, blocked_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_by_blocked ON blocks (blocked_id, user_id);
 """
 

@@ -8,9 +8,10 @@ the connection closes. Operations:
   address, state and messages in flight.
 * {"op": "device_revoked", "user": U, "device": D}: the admin CLI revoked D in the store; this
   worker forgets it was admitted and closes its connection with 4011.
-* {"op": "chat_changed", "chat_id": C}: the admin CLI changed C's members in the store; this
-  worker reloads the member map (new members may send at once) and stops delivering C to
-  removed users' connections.
+* {"op": "chat_changed", "chat_id": C, "seq": S}: the admin CLI changed C's members in the
+  store with the membership event at seq S; this worker reloads the member map (new members may
+  send at once), offers the event to its connected devices of the members before and after it,
+  and has removed users' connections stop C at their range's end.
 
 The CLI writes the store first, then tells every worker it finds in the data dir, so a change
 holds even when no worker is running.
@@ -105,6 +106,11 @@ class ControlServer:
             after = await chats.members(chat_id)
             gone = [user for user in before if user not in after]
             gw.router.invalidate(Invalidation.CHAT_MEMBERS, chat_id, gone)
+            seq = int(request.get("seq") or 0)
+            event = await gw.services.store.read_messages(chat_id, seq - 1, 1) if seq else []
+            if event and event[0].seq == seq and event[0].event is not None:
+                named = dict.fromkeys(event[0].event.users)
+                gw.hub.deliver(chat_id, {**named, **dict.fromkeys(before), **after}, event)
             return {"members": len(after), "dropped": len(gone)}
         raise ValueError(f"unknown op {op!r}")
 

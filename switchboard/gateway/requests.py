@@ -126,16 +126,15 @@ class Requests:
 
     async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
         self._spend("member_add", conn.user, max(1, len(req.user_ids)))
-        event = await self._chats.plan_add(conn.user, req.chat_id, list(req.user_ids))
-        if event is not None:
+        for event in await self._chats.plan_add(conn.user, req.chat_id, list(req.user_ids)):
             await self._commit_event(req.chat_id, event)
         return await self._chat_info(rid, req.chat_id)
 
     async def _remove_members(self, conn: Connection, rid: int, req: pb.RemoveMembers) -> bytes:
-        event = await self._chats.plan_remove(conn.user, req.chat_id, list(req.user_ids))
-        if event is not None:
+        events = await self._chats.plan_remove(conn.user, req.chat_id, list(req.user_ids))
+        for event in events:
             await self._commit_event(req.chat_id, event)
-        if event is not None and conn.user in event.users:  # left: no longer sees the chat
+        if any(conn.user in event.users for event in events):  # left: no longer sees the chat
             chat = await self._chats.get_chat(req.chat_id)
             return frames.chat_info(rid, chat, await self._chats.members(req.chat_id),
                                     await self._store.head_seq(req.chat_id))

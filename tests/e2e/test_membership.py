@@ -18,6 +18,7 @@ from switchboard.client import Client
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.clients import connect, receive
 from tests.support.raw import OPEN_CLIENTS
+from tests.support.rawflow import authed, group, request, send
 from tests.support.waiting import wait_for
 
 ADDED, REMOVED = pb.MembershipEvent.ADDED, pb.MembershipEvent.REMOVED
@@ -172,4 +173,50 @@ async def test_a_member_added_while_connected_starts_at_the_event(server):
     assert carol.have[chat] == 6
     assert await history_seqs(carol, chat) == [6, 5, 4]
     summary = next(c for c in await carol.list_chats() if c.chat_id == chat)
-    assert (summary.head_seq, summary.member_count) == (6, 3)
+    # unread: what carol may see (4..6), not what came before her
+    assert (summary.head_seq, summary.member_count, summary.unread_count) == (6, 3, 3)
+
+
+async def test_the_gap_is_crossed_once_the_first_range_is_acked_with_a_floor(server):
+    """On the wire: a device that has not acked the end of its first range yet gets nothing of
+    the second; once it acks, a floor, then the second range."""
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await group(alice, ["bob"])
+    await send(alice, chat, b"1")
+    await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["bob"]))
+    await send(alice, chat, b"3: not bob's")
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["bob"]))
+    await send(alice, chat, b"5")
+    seen = []
+    while len(seen) < 2:
+        seen += [m.seq for m in (await bob.recv("deliver")).deliver.messages]
+    assert seen == [1, 2]
+    with pytest.raises(asyncio.TimeoutError):
+        await bob.recv("deliver", timeout=0.3)
+    bob.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=chat, seq=2)]))
+    floor = (await bob.recv("deliver")).deliver
+    assert ([(f.chat_id, f.seq) for f in floor.floors], list(floor.messages)) == ([(chat, 3)], [])
+    rest = []
+    while len(rest) < 2:
+        rest += (await bob.recv("deliver")).deliver.messages
+    assert [(m.seq, m.membership.action) for m in rest] == [(4, ADDED), (5, 0)]
+
+
+async def test_a_large_change_is_written_as_several_events_each_within_a_frame(server):
+    alice = await connect(server, "alice")
+    chat = (await alice.create_group("big", [])).chat_id
+    users = [f"member-{i:03d}-" + "x" * 100 for i in range(300)]
+    info = await alice.add_members(chat, users)
+    assert (info.head_seq, len(info.members)) == (2, 301)
+    page = await alice.history(chat)
+    assert [len(m.membership.user_ids) for m in page.messages] == [44, 256]
+    assert [u for m in reversed(page.messages) for u in m.membership.user_ids] == users
+    limit = server.gateway.config.limits.max_frame_bytes
+    watcher = await connect(server, users[0], "tablet")
+    await alice.remove_members(chat, users[1:])  # 299: two events more
+    got = await receive(watcher, 4)
+    assert [(m.membership.action, len(m.membership.user_ids)) for m in got] == [
+        (ADDED, 256), (ADDED, 44), (REMOVED, 256), (REMOVED, 43)]
+    assert all(len(pb.ServerFrame(deliver=pb.Deliver(messages=[m])).SerializeToString()) < limit
+               for m in got)
