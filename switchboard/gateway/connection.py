@@ -760,6 +760,9 @@ class Connection(WSListener):
                 return 0  # the acks bring the pump back
             stream.acked = stream.sent = following - 1
             self._send_floors([(chat_id, stream.acked)])
+            stream.ranges = visible_above(ranges, stream.acked)  # None: plain again
+            if stream.ranges is None:
+                return limit
         end = range_end(ranges, following)
         return limit if end is None else min(limit, end - stream.sent)
 

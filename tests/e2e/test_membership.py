@@ -108,6 +108,7 @@ async def test_removed_and_re_added_while_offline(server):
     await wait_for(settled(server, "bob", chat, 32), message="bob's stream acked to the head")
     [conn] = server.gateway.hub.devices_of("bob")
     assert conn.retransmits == 0 and bob.stats.gap_syncs == 0
+    assert conn.streams[chat].ranges is None  # past the gap: live messages go straight out again
     assert await history_seqs(bob, chat) == [32, 31, 30, 29, 8, 7, 6, 5, 4, 3, 2, 1]
 
 
