@@ -40,7 +40,8 @@ from switchboard.config import Config, ConfigError
 from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
-from switchboard.core.ids import valid_id
+from switchboard.core.ids import ServerIds, valid_id
+from switchboard.core.model import MembershipEvent
 from switchboard.core.store import Store, StoreError
 from switchboard.core.stores import make_store
 
@@ -238,19 +239,30 @@ async def _chats_create_group(config: Config, args: argparse.Namespace) -> list[
 async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.add_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat, "change": "added",
-                                 "users": args.user})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_add(None, args.chat, args.user))
 
 
 async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.remove_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat,
-                                 "change": "removed", "users": args.user})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_remove(None, args.chat, args.user))
+
+
+async def _change(config: Config, chats: ChatService, chat_id: str,
+                  events: list[MembershipEvent]) -> list[dict[str, Any]]:
+    """Commit the membership events (entries of the chat's log), tell the workers after each
+    (they offer it to the members' devices connected there) and return the members after."""
+    ids = ServerIds(config.server.node_id)
+    for event in events:
+        seq = (await chats.commit_directly(chat_id, event, ids.next())).seq
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id, "seq": seq,
+                                     "change": event.action.name.lower(),
+                                     "users": list(event.users)})
+    if not events:
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id})
+    return _member_rows(await chats.members(chat_id))
 
 
 def _member_rows(members) -> list[dict[str, Any]]:

@@ -74,7 +74,8 @@ class FaultyStore(Store):
         kept, unsaved = Batch(), Batch()
         kept.messages = [m for m in batch.messages if m.chat_id not in failing]
         for name, chat_of in (("cursors", lambda key: key[2]), ("reads", lambda key: key[0]),
-                              ("delivered", lambda key: key[0])):
+                              ("delivered", lambda key: key[0]),
+                              ("public_reads", lambda key: key[0])):
             for key, seq in getattr(batch, name).items():
                 getattr(unsaved if chat_of(key) in failing else kept, name)[key] = seq
         inner = await self.inner.commit(kept)
@@ -82,7 +83,7 @@ class FaultyStore(Store):
         results = [None if m.chat_id in failing else next(committed) for m in batch.messages]
         failed = {**inner.failed, **{m.chat_id: StoreError(f"injected failure of {m.chat_id}")
                                      for m in batch.messages if m.chat_id in failing}}
-        for name in ("cursors", "reads", "delivered"):
+        for name in ("cursors", "reads", "delivered", "public_reads"):
             getattr(unsaved, name).update(getattr(inner.unsaved, name))
         return CommitOutcome(results, failed, unsaved)
 
