@@ -9,40 +9,52 @@ Tables, keys and what each query costs are in docs/storage.md; the short version
   (almost always one): `UPDATE ... SET head = :new IF head = :old` plus the INSERTs of its
   messages. Paxos runs once for the batch; two stores committing to one chat at the same moment
   cannot both win, and the loser reads what is above the head it knew and tries again on top, so
-  no seq is held twice and none is skipped. The first write into a bucket expects `head = null` there: it carries the head
-  across the boundary, and a full bucket's head is its last seq.
+  no seq is held twice and none is skipped. The first write into a bucket expects `head = null`
+  there: it carries the head across the boundary, and a full bucket's head is its last seq.
 * `chat_heads (chat_id)`: the chat's head for readers (sync, chat list), written after the
   conditional batch and before anything of the flush is acknowledged, `USING TIMESTAMP head`
   so that the highest head wins whatever order writes land in.
 * `dedup ((chat_id, sender_user), client_msg_id) -> seq`, written after the conditional batch,
   before the hint. Before a store looks sends up and asks for `head = H`, every message up to H
-  is either in `dedup` or among rows it has just read: it knows that from its own last flush,
+  is either indexed or among rows it has just read: it knows that from its own last flush,
   and otherwise (cold cache, a lost race, a failed write) it reads the messages above the last
   head known to be indexed (the hint, or its own) and matches against those too, then indexes
   them along with its own. So a conditional batch that applied and then timed out, or a store
   killed between its batch and its dedup rows, is found by the next commit of that chat, by any
   store: a retry is a duplicate, never a second copy.
+* Membership events are part of that index: the message row carries the event (written by the
+  conditional batch), and indexing it writes its effects on `member_periods` (by chat) and
+  `user_periods` (by user). Members are the open periods. Each effect is decided by `Roster`
+  from the periods alone, as of the seq before the event, and every cell it writes has one
+  value it can ever take (a period's role, its left_seq), or is written `USING TIMESTAMP` seq
+  (the member count): replaying an event, in any order with other stores' replays of it or of
+  later events, writes the same cells again, so the state converges to exactly the log's.
 * Watermarks are max-upserts with no read and no Paxos: each cell is written `USING TIMESTAMP`
   equal to its value, and the last-write-wins rule keeps the highest. (Nothing else may write
   those cells with a wall-clock timestamp: it would freeze them.)
 * Device admission is a conditional batch on the user's partition, fenced by a static count of
   active devices, so two gateways racing cannot admit one device too many.
+* Blocks are two tables, by blocker and by blocked user, written by one logged batch.
 
 Everything goes through `cql.CqlSession` (the driver bridged to asyncio, never blocking the loop,
-with a bound on requests in flight); statements are prepared once per session.
+with a bound on requests in flight); statements are prepared once per session. The schema is
+created and upgraded by `migrate`: tables in SCHEMA, columns a table gained since in
+ADDED_COLUMNS, and a keyspace made before membership periods filled in once (`_upgrade`).
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Collection, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Collection, Iterable, Sequence
 
-from .cql import CqlSession, CqlSettings, connect
+from .cql import CqlRejected, CqlSession, CqlSettings, connect
 from .lru import LRU
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    Membership, NewMessage, Receipt, Role, StoredMessage, UserSettings, Visibility)
+                    MemberAction, MembershipEvent, Membership, NewMessage, Period, Receipt, Role,
+                    StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 BUCKET_SIZE = 1000          # messages per partition of a chat: part of the schema, never change
@@ -54,15 +66,17 @@ MAX_ATTEMPTS = 10           # conditional batches lost to another writer before 
 CONTENTION_PAUSE = 0.002    # s, times the attempt: the longest random pause after a lost batch
 READ_PAGE = 500             # rows per page when a read spans buckets
 CACHED_CHATS = 200_000      # chats whose indexed head this store remembers
+UPGRADE_BATCHES = 16        # unlogged batches in flight while an upgrade fills tables in
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
-                   "created_at_ms")
+                   "created_at_ms, event_action, event_actor, event_users")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.messages (
         chat_id text, bucket bigint, seq bigint, server_id bigint, sender_user text,
         sender_device text, client_msg_id text, body blob, media_ids list<text>,
-        created_at_ms bigint, head bigint STATIC,
+        created_at_ms bigint, event_action int, event_actor text, event_users list<text>,
+        head bigint STATIC,
         PRIMARY KEY ((chat_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)""",
     "CREATE TABLE IF NOT EXISTS {ks}.chat_heads (chat_id text PRIMARY KEY, head bigint)",
     """CREATE TABLE IF NOT EXISTS {ks}.dedup (
@@ -71,12 +85,14 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.chats (
         chat_id text PRIMARY KEY, kind int, title text, created_at_ms bigint,
         pending_members map<text, int>)""",
-    """CREATE TABLE IF NOT EXISTS {ks}.members (
-        chat_id text, user_id text, role int, joined_seq bigint, PRIMARY KEY (chat_id, user_id))""",
-    """CREATE TABLE IF NOT EXISTS {ks}.user_chats (
-        user_id text, chat_id text, joined_seq bigint, PRIMARY KEY (user_id, chat_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.member_periods (
+        chat_id text, user_id text, joined_seq bigint, role int, left_seq bigint,
+        member_count int STATIC, PRIMARY KEY (chat_id, user_id, joined_seq))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.user_periods (
+        user_id text, chat_id text, joined_seq bigint, left_seq bigint,
+        PRIMARY KEY (user_id, chat_id, joined_seq))""",
     """CREATE TABLE IF NOT EXISTS {ks}.receipts (
-        chat_id text, user_id text, delivered_seq bigint, read_seq bigint,
+        chat_id text, user_id text, delivered_seq bigint, read_seq bigint, public_read_seq bigint,
         PRIMARY KEY (chat_id, user_id))""",
     """CREATE TABLE IF NOT EXISTS {ks}.device_cursors (
         user_id text, device_id text, chat_id text, acked_seq bigint,
@@ -86,7 +102,26 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.devices (
         user_id text, device_id text, first_seen_ms bigint, last_seen_ms bigint,
         revoked boolean, active int STATIC, PRIMARY KEY (user_id, device_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.blocks (
+        user_id text, blocked_id text, PRIMARY KEY (user_id, blocked_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.blockers (
+        blocked_id text, user_id text, PRIMARY KEY (blocked_id, user_id))""",
+    "CREATE TABLE IF NOT EXISTS {ks}.upgrades (step text PRIMARY KEY, done_at_ms bigint)",
 )
+
+# Columns tables gained after they were first created: (table, column, type), added by migrate
+# where missing (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
+ADDED_COLUMNS = (
+    ("messages", "event_action", "int"),
+    ("messages", "event_actor", "text"),
+    ("messages", "event_users", "list<text>"),
+    ("receipts", "public_read_seq", "bigint"),
+)
+
+# A keyspace made before membership periods kept current members only, in `members` (and
+# `user_chats`); `_upgrade` turns each into its current period, once (the `upgrades` row).
+LEGACY_MEMBERS = "members"
+PERIODS_STEP = "periods"
 
 
 class StoreContention(StoreError):
@@ -107,15 +142,176 @@ def replication_map(strategy: str, factor: int, datacenters: dict[str, int]) -> 
     return f"{{'class': 'NetworkTopologyStrategy', 'replication_factor': {factor}}}"
 
 
+# ---------------------------------------------------------------------------- schema
 async def migrate(session: CqlSession, keyspace: str, replication: str) -> None:
-    """Create the keyspace and every table if missing. Idempotent; drops nothing (an existing
-    keyspace keeps its replication: ALTER KEYSPACE is the operator's call)."""
+    """Create the keyspace, every table and every added column where missing, and upgrade a
+    keyspace of the version before membership periods. Idempotent, and harmless beside other
+    processes doing the same; drops nothing (an existing keyspace keeps its replication: ALTER
+    KEYSPACE is the operator's call)."""
     await session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
                           f"{replication}", prepare=False)
     for statement in SCHEMA:
         await session.execute(statement.format(ks=keyspace), prepare=False)
+    columns = await schema_columns(session, keyspace)
+    for table, column, kind in ADDED_COLUMNS:
+        if column in columns[table]:
+            continue
+        try:
+            await session.execute(f"ALTER TABLE {keyspace}.{table} ADD {column} {kind}",
+                                  prepare=False)
+        except CqlRejected:  # another process added it first
+            if column not in (await schema_columns(session, keyspace))[table]:
+                raise
+    if await upgrade_pending(session, keyspace, columns):
+        await _upgrade(session, keyspace)
 
 
+async def schema_columns(session: CqlSession, keyspace: str) -> dict[str, set[str]]:
+    """table -> its columns, as the keyspace has them now."""
+    rows = (await session.execute(
+        "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = ?",
+        (keyspace,))).rows
+    columns: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        columns[row.table_name].add(row.column_name)
+    return columns
+
+
+async def upgrade_pending(session: CqlSession, keyspace: str,
+                          columns: dict[str, set[str]]) -> bool:
+    """Whether the keyspace holds members of the version before periods not yet upgraded."""
+    if LEGACY_MEMBERS not in columns or "upgrades" not in columns:
+        return False
+    rows = (await session.execute(f"SELECT step FROM {keyspace}.upgrades WHERE step = ?",
+                                  (PERIODS_STEP,))).rows
+    return not rows
+
+
+async def _upgrade(session: CqlSession, keyspace: str) -> None:
+    """Fill a keyspace of the version before membership periods in, the way the SQLite store
+    upgrades its file: each current member's period is its current one (joined_seq, open), the
+    history before it being unknown; reads recorded before count as public for users whose read
+    receipts are on now. Every write is one an event or a reader could make too (a period row's
+    role, a count at timestamp 0, a max-upsert), so running it twice, or beside processes that
+    already serve, changes nothing. Full scans of members, users and receipts, with memory
+    bounded: run by `switchboard admin store migrate` once, before the new version serves (the
+    version before does not know these tables: what it changes after this is not carried over)."""
+    q = _Queries(keyspace)
+    pending: list[tuple[str, Sequence[Any]]] = []
+
+    async def write(statements: list[tuple[str, Sequence[Any]]], *, flush: bool = False) -> None:
+        pending.extend(statements)
+        if flush or len(pending) >= MAX_BATCH_STATEMENTS * UPGRADE_BATCHES:
+            chunks = _chunks(pending, MAX_BATCH_STATEMENTS)
+            pending.clear()
+            await asyncio.gather(*(session.batch(chunk, logged=False, idempotent=True)
+                                   for chunk in chunks))
+
+    # a scan returns a partition's rows together, so a chat's count is complete at the next chat
+    chat_id, count = None, 0
+    async for row in _scan(session, f"SELECT chat_id, user_id, role, joined_seq FROM "
+                                    f"{keyspace}.{LEGACY_MEMBERS}"):
+        if row.chat_id != chat_id:
+            if chat_id is not None:
+                await write([(q.set_member_count, (0, count, chat_id))])
+            chat_id, count = row.chat_id, 0
+        count += 1
+        await write(_open_period(q, row.chat_id, row.user_id, row.joined_seq or 0,
+                                 Role(row.role or Role.MEMBER)))
+    if chat_id is not None:
+        await write([(q.set_member_count, (0, count, chat_id))])
+    private = {row.user_id async for row in _scan(
+        session, f"SELECT user_id, read_receipts FROM {keyspace}.users")
+        if row.read_receipts is False}
+    async for row in _scan(session, f"SELECT chat_id, user_id, read_seq FROM {keyspace}.receipts"):
+        if row.read_seq and row.user_id not in private:
+            await write([(q.raise_public_only, (row.read_seq, row.read_seq, row.chat_id,
+                                                row.user_id))])
+    await write([], flush=True)
+    await session.execute(f"INSERT INTO {keyspace}.upgrades (step, done_at_ms) VALUES (?, ?)",
+                          (PERIODS_STEP, int(time.time() * 1000)), idempotent=True)
+
+
+async def _scan(session: CqlSession, cql: str) -> AsyncIterator[Any]:
+    """Every row of a whole table, page by page (the upgrade's full scans)."""
+    async for rows in session.pages(cql, page_size=1000):
+        for row in rows:
+            yield row
+
+
+# ---------------------------------------------------------------------------- membership
+class Roster:
+    """A chat's membership periods (user -> joined_seq -> left_seq) as read from its partition,
+    with membership events replayed on top in seq order: what each event changes.
+
+    The decision is taken from the periods alone, as of the seq before the event: a period with
+    joined_seq j was opened by the event at j + 1 (or by the chat's creation, when j is 0), one
+    with left_seq l was closed by the event at l. So what the read holds of later events (a
+    racing store may have applied them already) does not change the answer, nor does what it
+    holds of these events themselves: a replay writes what the first application wrote. What
+    it needs is every event below the first replayed one applied, which the index guarantees."""
+
+    def __init__(self, rows: Iterable[tuple[str, int, int | None]] = ()) -> None:
+        self.periods: dict[str, dict[int, int | None]] = {}
+        for user, joined, left in rows:
+            self.periods.setdefault(user, {})[joined] = left
+
+    def covering(self, user: str, seq: int) -> int | None:
+        """The joined_seq of the user's period once the event at `seq` is applied (None: not a
+        member then)."""
+        for joined, left in self.periods.get(user, {}).items():
+            if (joined < seq or joined == 0) and (left is None or left > seq):
+                return joined
+        return None
+
+    def apply(self, seq: int, event: MembershipEvent) -> tuple[list[str], list[tuple[str, int]]]:
+        """Replay the event committed at `seq`: the users whose period opens (at seq - 1) and
+        the (user, joined_seq) of the periods it closes (at seq)."""
+        opened: list[str] = []
+        closed: list[tuple[str, int]] = []
+        for user in dict.fromkeys(event.users):
+            joined = self.covering(user, seq - 1)
+            if event.action is MemberAction.ADDED:
+                if joined is None:
+                    self.periods.setdefault(user, {}).setdefault(seq - 1, None)
+                    opened.append(user)
+            elif joined is not None:
+                self.periods[user][joined] = seq
+                closed.append((user, joined))
+        return opened, closed
+
+    def count(self, seq: int) -> int:
+        """How many members the chat has once the event at `seq` is applied."""
+        return sum(self.covering(user, seq) is not None for user in self.periods)
+
+
+def _open_period(q: _Queries, chat_id: str, user: str, joined_seq: int,
+                 role: Role) -> list[tuple[str, Sequence[Any]]]:
+    """The writes that make `user` a member from `joined_seq` on: its period, by chat and by
+    user (neither touches left_seq, so it never reopens a period a later event closed)."""
+    return [(q.open_period, (chat_id, user, joined_seq, int(role))),
+            (q.open_user_period, (user, chat_id, joined_seq))]
+
+
+def membership_writes(q: _Queries, chat_id: str, roster: Roster,
+                      events: list[tuple[int, MembershipEvent]]) -> list[tuple[str, Sequence[Any]]]:
+    """The writes that apply `events` (ascending seqs, each above every event `roster` was read
+    complete with): periods opened and closed, and the member count after the last one, written
+    `USING TIMESTAMP` its seq so that the count of the highest event applied stays."""
+    statements: list[tuple[str, Sequence[Any]]] = []
+    for seq, event in events:
+        opened, closed = roster.apply(seq, event)
+        for user in opened:
+            statements += _open_period(q, chat_id, user, seq - 1, Role.MEMBER)
+        for user, joined in closed:
+            statements += [(q.close_period, (seq, chat_id, user, joined)),
+                           (q.close_user_period, (seq, user, chat_id, joined))]
+    last = events[-1][0]
+    statements.append((q.set_member_count, (last, roster.count(last), chat_id)))
+    return statements
+
+
+# ---------------------------------------------------------------------------- bookkeeping
 @dataclass(slots=True)
 class Stats:
     """Requests by kind (a conditional one is a Paxos round: several round trips inside the
@@ -130,9 +326,10 @@ class Stats:
 
 @dataclass(slots=True)
 class _Log:
-    """What this store knows of a chat's log: every message up to `head - len(unindexed)` has
-    its dedup row; `unindexed` are the rows above that, read but not yet indexed; `behind`:
-    the log may have grown past `head` since (it is scanned before the next attempt)."""
+    """What this store knows of a chat's log: every message up to `head - len(unindexed)` is
+    indexed (its dedup row, its event's effects); `unindexed` are the rows above that, read but
+    not yet indexed; `behind`: the log may have grown past `head` since (it is scanned before
+    the next attempt)."""
     head: int
     unindexed: list[StoredMessage]
     behind: bool
@@ -144,7 +341,9 @@ class _ChatCommit:
     messages: list[NewMessage]
     results: list[CommitResult | None] = field(default_factory=list)
     error: Exception | None = None
-    sent: dict[str, int] = field(default_factory=dict)  # sender -> seq of their last new message
+    # sender -> seq of their last new message, and of their last one with public_read set
+    sent: dict[str, int] = field(default_factory=dict)
+    sent_public: dict[str, int] = field(default_factory=dict)
     log: _Log | None = None  # once its messages landed: the log holding them unindexed
 
 
@@ -175,13 +374,16 @@ class ScyllaStore(Store):
         self._session = session
 
     async def _check_schema(self, session: CqlSession) -> None:
-        rows = (await session.execute(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (self.keyspace,))).rows
-        missing = {_table_name(s) for s in SCHEMA} - {row.table_name for row in rows}
+        columns = await schema_columns(session, self.keyspace)
+        missing = sorted({_table_name(s) for s in SCHEMA} - set(columns))
+        missing += [f"{table}.{column}" for table, column, _ in ADDED_COLUMNS
+                    if table in columns and column not in columns[table]]
         if missing:
-            raise StoreError(f"keyspace {self.keyspace} lacks tables {sorted(missing)}: run "
+            raise StoreError(f"keyspace {self.keyspace} lacks {', '.join(missing)}: run "
                              "`switchboard admin store migrate` (or allow store.create_schema)")
+        if await upgrade_pending(session, self.keyspace, columns):
+            raise StoreError(f"keyspace {self.keyspace} holds members of the version before "
+                             "membership periods: run `switchboard admin store migrate`")
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -288,15 +490,18 @@ class ScyllaStore(Store):
         in_log = {(r.sender_user, r.client_msg_id): r for r in log.unindexed}
         planned: dict[tuple[str, str], tuple[int, StoredMessage]] = {}  # key -> (index, row)
         new: list[StoredMessage] = []
+        public: set[int] = set()  # seqs of the new messages that raise the public read too
         for i in pending:
             m = messages[i]
             key = (m.sender_user, m.client_msg_id)
             if key not in in_log and key not in found and key not in planned:
                 row = StoredMessage(chat_id, log.head + len(new) + 1, m.server_id,
                                     m.sender_user, m.sender_device, m.client_msg_id, m.body,
-                                    m.media_ids, m.created_at_ms)
+                                    m.media_ids, m.created_at_ms, m.event)
                 planned[key] = (i, row)
                 new.append(row)
+                if m.public_read:
+                    public.add(row.seq)
         start = landed = log.head
         for piece in _pieces(new):
             if not await self._conditional_append(chat_id, landed, piece):
@@ -304,7 +509,11 @@ class ScyllaStore(Store):
             landed = piece[-1].seq
         if landed > start:
             ours = new[:landed - start]
-            chat.sent.update((row.sender_user, row.seq) for row in ours)  # ascending: last wins
+            for row in ours:  # ascending: a sender's last message wins
+                if row.sender_user:  # "": an operator's event raises nothing
+                    chat.sent[row.sender_user] = row.seq
+                    if row.seq in public:
+                        chat.sent_public[row.sender_user] = row.seq
             log.unindexed += ours
             log.head = landed
         complete = landed == start + len(new)
@@ -336,33 +545,44 @@ class ScyllaStore(Store):
             (q.set_head, (rows[-1].seq, chat_id, bucket, expected))]
         statements += [(q.insert_message, (chat_id, bucket, r.seq, r.server_id, r.sender_user,
                                            r.sender_device, r.client_msg_id, r.body,
-                                           list(r.media_ids) or None, r.created_at_ms))
+                                           list(r.media_ids) or None, r.created_at_ms,
+                                           *_event_columns(r.event)))
                        for r in rows]
         self.stats.conditional += 1
         result = await self.session.batch(statements, logged=False)
         return result.applied
 
     async def _index(self, chats: dict[str, _ChatCommit], unsaved: Batch) -> None:
-        """Dedup rows (and the senders' receipts) of every message the chats' logs hold
-        unindexed, then each chat's head hint: after this every message up to a chat's head can
-        be found by (sender, client_msg_id) and readers see the head. Both go as unlogged
+        """Index every message the chats' logs hold unindexed: dedup rows, the effects of
+        membership events (`_event_effects`), the senders' receipts; then each chat's head
+        hint. After this every message up to a chat's head can be found by (sender,
+        client_msg_id), its events are applied, and readers see the head. Both go as unlogged
         batches over many partitions: a few requests per flush, not a few per chat (the client's
         CPU per request is the scarce thing). A chat whose rows did not all land fails."""
         q = self._q
+        landed = {chat_id: chat for chat_id, chat in chats.items()
+                  if chat.error is None and chat.log is not None and chat.log.unindexed}
+        effects = await asyncio.gather(*(self._event_effects(chat_id, chat.log.unindexed)
+                                         for chat_id, chat in landed.items()),
+                                       return_exceptions=True)
         rows: dict[str, list[tuple[str, Sequence[Any]]]] = {}
-        for chat_id, chat in chats.items():
-            log = chat.log
-            if chat.error is None and log is not None and log.unindexed:
-                rows[chat_id] = [(q.insert_dedup, (chat_id, r.sender_user, r.client_msg_id, r.seq))
-                                 for r in log.unindexed]
-                rows[chat_id] += [(q.raise_read, (seq, seq, seq, chat_id, user))
-                                  for user, seq in chat.sent.items()]
+        for (chat_id, chat), writes in zip(landed.items(), effects):
+            if isinstance(writes, BaseException):
+                if not isinstance(writes, Exception):
+                    raise writes
+                continue  # not indexed: fails below
+            rows[chat_id] = [(q.insert_dedup, (chat_id, r.sender_user, r.client_msg_id, r.seq))
+                             for r in chat.log.unindexed]
+            rows[chat_id] += writes
+            rows[chat_id] += [(q.raise_read, (seq, seq, seq, chat_id, user))
+                              for user, seq in chat.sent.items()]
+            rows[chat_id] += [(q.raise_public, (seq, seq, seq, seq, chat_id, user))
+                              for user, seq in chat.sent_public.items()]
         indexed = await self._write_grouped(rows)
         hints = {chat_id: [(q.set_hint, (chats[chat_id].log.head, chats[chat_id].log.head,
                                          chat_id))] for chat_id in indexed}
         hinted = await self._write_grouped(hints)
-        for chat_id in rows:
-            chat = chats[chat_id]
+        for chat_id, chat in landed.items():
             if chat_id in hinted:
                 chat.log.unindexed = []
                 continue
@@ -371,6 +591,22 @@ class ScyllaStore(Store):
                                     "(outcome unknown: the retry finds them)")
             for user, seq in chat.sent.items():
                 _raise_to(unsaved.reads, (chat_id, user), seq)
+            for user, seq in chat.sent_public.items():
+                _raise_to(unsaved.public_reads, (chat_id, user), seq)
+
+    async def _event_effects(self, chat_id: str,
+                             rows: list[StoredMessage]) -> list[tuple[str, Sequence[Any]]]:
+        """The writes that apply the membership events among `rows` (the chat's unindexed
+        messages, ascending): one read of the chat's periods, then `Roster` decides. Every
+        event below the first of them is applied already (the index's invariant), which is all
+        the decisions need (see Roster)."""
+        events = [(r.seq, r.event) for r in rows if r.event is not None]
+        if not events:
+            return []
+        periods = await self._read_all(self._q.chat_periods, (chat_id,))
+        roster = Roster((row.user_id, row.joined_seq, row.left_seq) for row in periods
+                        if row.user_id is not None)
+        return membership_writes(self._q, chat_id, roster, events)
 
     async def _write_grouped(self, groups: dict[Any, list[tuple[str, Sequence[Any]]]]) -> set:
         """Write each group's statements in unlogged batches of up to MAX_BATCH_STATEMENTS (a
@@ -433,7 +669,7 @@ class ScyllaStore(Store):
         return {row.seq: _message(chat_id, row) for rows in pages for row in rows}
 
     async def _write_watermarks(self, batch: Batch) -> Batch:
-        """Cursors, delivered and read marks, grouped per partition into a few unlogged
+        """Cursors, delivered, read and public read marks, grouped per partition into a few unlogged
         batches; returns those that did not land."""
         q = self._q
         groups: dict[tuple, list[tuple[str, Sequence[Any]]]] = defaultdict(list)
@@ -450,6 +686,10 @@ class ScyllaStore(Store):
             part = ("receipts", chat_id)
             groups[part].append((q.raise_read, (seq, seq, seq, chat_id, user)))
             keys[part].append(("reads", (chat_id, user), seq))
+        for (chat_id, user), seq in batch.public_reads.items():
+            part = ("receipts", chat_id)
+            groups[part].append((q.raise_public, (seq, seq, seq, seq, chat_id, user)))
+            keys[part].append(("public_reads", (chat_id, user), seq))
         landed = await self._write_grouped(groups)
         unsaved = Batch()
         for part in set(groups) - landed:
@@ -522,7 +762,7 @@ class ScyllaStore(Store):
     async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
         """The chat row is created by a conditional insert carrying the member list; whoever
         finds that list still pending (this call, or a retry after a crash in between) writes
-        the members, then clears it."""
+        the members' first periods (0, open) and the count, then clears it."""
         q = self._q
         pending = {user: int(role) for user, role in members.items()}
         self.stats.conditional += 1
@@ -536,7 +776,11 @@ class ScyllaStore(Store):
             stored = Chat(row.chat_id, ChatKind(row.kind), row.title, row.created_at_ms)
             pending = dict(row.pending_members or {})
         if pending:
-            await self._insert_members(chat.chat_id, {u: Role(r) for u, r in pending.items()}, 0)
+            statements = [(q.set_member_count, (0, len(pending), chat.chat_id))]
+            for user, role in pending.items():
+                statements += _open_period(q, chat.chat_id, user, 0, Role(role))
+            await _all(self._write_batch(chunk)
+                       for chunk in _chunks(statements, MAX_BATCH_STATEMENTS))
             await self._write(q.clear_pending, (chat.chat_id,))
         return stored
 
@@ -550,40 +794,40 @@ class ScyllaStore(Store):
         return {chat_id: chat for chat_id, chat in zip(ids, found) if chat is not None}
 
     async def members(self, chat_id: str) -> dict[str, Membership]:
-        return {row.user_id: Membership(Role(row.role), row.joined_seq)
-                for row in await self._read_all(self._q.members, (chat_id,))}
+        """The open periods of the chat's partition (a user has one; were a close of an event
+        whose commit failed still missing, the latest wins until the chat's next commit)."""
+        return {row.user_id: Membership(Role(row.role or Role.MEMBER), row.joined_seq)
+                for row in await self._period_rows(self._q.chat_periods, (chat_id,))
+                if row.left_seq is None}
 
     async def member_counts(self, chat_ids: Collection[str]) -> dict[str, int]:
         ids = list(chat_ids)
-        counts = await asyncio.gather(*(self._read(self._q.count_members, (chat_id,))
+        counts = await asyncio.gather(*(self._read(self._q.member_count, (chat_id,))
                                         for chat_id in ids))
-        return {chat_id: rows[0].count for chat_id, rows in zip(ids, counts) if rows[0].count}
-
-    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        head, current = await asyncio.gather(self.head_seq(chat_id), self.members(chat_id))
-        new = {user: role for user, role in users.items() if user not in current}
-        if new:
-            await self._insert_members(chat_id, new, head)
-        return await self.members(chat_id)
-
-    async def _insert_members(self, chat_id: str, users: dict[str, Role], joined_seq: int) -> None:
-        q = self._q
-        await _all([
-            self._write_batch([(q.insert_member, (chat_id, user, int(role), joined_seq))
-                               for user, role in users.items()]),
-            *(self._write(q.insert_user_chat, (user, chat_id, joined_seq)) for user in users)])
-
-    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
-        gone = list(dict.fromkeys(users))
-        if gone:
-            q = self._q
-            await _all([self._write_batch([(q.delete_member, (chat_id, user)) for user in gone]),
-                         *(self._write(q.delete_user_chat, (user, chat_id)) for user in gone)])
-        return await self.members(chat_id)
+        return {chat_id: rows[0].member_count for chat_id, rows in zip(ids, counts)
+                if rows and rows[0].member_count}
 
     async def user_chats(self, user_id: str) -> dict[str, int]:
         return {row.chat_id: row.joined_seq
-                for row in await self._read_all(self._q.user_chats, (user_id,))}
+                for row in await self._period_rows(self._q.user_periods, (user_id,))
+                if row.left_seq is None}
+
+    async def member_periods(self, chat_id: str,
+                             user_id: str | None = None) -> dict[str, list[Period]]:
+        if user_id is None:
+            rows = await self._period_rows(self._q.chat_periods, (chat_id,))
+        else:
+            rows = await self._period_rows(self._q.member_periods, (chat_id, user_id))
+        return _periods((row.user_id, row) for row in rows)
+
+    async def user_periods(self, user_id: str) -> dict[str, list[Period]]:
+        return _periods((row.chat_id, row) for row in
+                        await self._period_rows(self._q.user_periods, (user_id,)))
+
+    async def _period_rows(self, cql: str, params: Sequence[Any]) -> list[Any]:
+        """Period rows of one partition in key order; a row that is only the partition's static
+        member count (no period in it) is left out."""
+        return [row for row in await self._read_all(cql, params) if row.joined_seq is not None]
 
     # ------------------------------------------------------------------ watermarks
     async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -592,7 +836,8 @@ class ScyllaStore(Store):
                 if row.acked_seq is not None}
 
     async def receipts(self, chat_id: str) -> dict[str, Receipt]:
-        return {row.user_id: Receipt(row.delivered_seq or 0, row.read_seq or 0)
+        return {row.user_id: Receipt(row.delivered_seq or 0, row.read_seq or 0,
+                                     row.public_read_seq or 0)
                 for row in await self._read_all(self._q.receipts, (chat_id,))}
 
     async def read_seq(self, chat_id: str, user_id: str) -> int:
@@ -687,6 +932,28 @@ class ScyllaStore(Store):
         return max((_last_seen(row) for row in await self._read_all(self._q.devices, (user_id,))
                     if row.first_seen_ms is not None), default=0)
 
+    # ------------------------------------------------------------------ blocks
+    async def block(self, user_id: str, blocked_id: str) -> None:
+        await self._write_logged([(self._q.block, (user_id, blocked_id)),
+                                  (self._q.add_blocker, (blocked_id, user_id))])
+
+    async def unblock(self, user_id: str, blocked_id: str) -> None:
+        await self._write_logged([(self._q.unblock, (user_id, blocked_id)),
+                                  (self._q.drop_blocker, (blocked_id, user_id))])
+
+    async def _write_logged(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        """Idempotent writes to several partitions as one logged batch: once it is accepted,
+        every one of them lands (the batch log replays them), so the two views of a block
+        never disagree for good."""
+        self.stats.writes += 1
+        await self.session.batch(statements, logged=True, idempotent=True)
+
+    async def blocked(self, user_id: str) -> list[str]:
+        return sorted(row.blocked_id for row in await self._read_all(self._q.blocked, (user_id,)))
+
+    async def blockers(self, user_id: str) -> set[str]:
+        return {row.user_id for row in await self._read_all(self._q.blockers, (user_id,))}
+
 
 class _Queries:
     """Every statement, with the keyspace filled in (prepared by the session on first use)."""
@@ -696,7 +963,7 @@ class _Queries:
         self.set_head = (f"UPDATE {ks}.messages SET head = ? WHERE chat_id = ? AND bucket = ? "
                          "IF head = ?")
         self.insert_message = (f"INSERT INTO {ks}.messages (chat_id, bucket, {cols}) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self.read_forward = (f"SELECT {cols} FROM {ks}.messages WHERE chat_id = ? AND bucket = ? "
                              "AND seq > ? LIMIT ?")
         self.read_backward = (f"SELECT {cols} FROM {ks}.messages WHERE chat_id = ? AND bucket = ? "
@@ -718,15 +985,24 @@ class _Queries:
         self.clear_pending = f"UPDATE {ks}.chats SET pending_members = null WHERE chat_id = ?"
         self.get_chat = (f"SELECT chat_id, kind, title, created_at_ms FROM {ks}.chats "
                          "WHERE chat_id = ?")
-        self.members = f"SELECT user_id, role, joined_seq FROM {ks}.members WHERE chat_id = ?"
-        self.count_members = f"SELECT count(*) AS count FROM {ks}.members WHERE chat_id = ?"
-        self.insert_member = (f"INSERT INTO {ks}.members (chat_id, user_id, role, joined_seq) "
-                              "VALUES (?, ?, ?, ?)")
-        self.delete_member = f"DELETE FROM {ks}.members WHERE chat_id = ? AND user_id = ?"
-        self.insert_user_chat = (f"INSERT INTO {ks}.user_chats (user_id, chat_id, joined_seq) "
+        periods = f"SELECT user_id, joined_seq, role, left_seq FROM {ks}.member_periods"
+        self.chat_periods = f"{periods} WHERE chat_id = ?"
+        self.member_periods = f"{periods} WHERE chat_id = ? AND user_id = ?"
+        self.user_periods = (f"SELECT chat_id, joined_seq, left_seq FROM {ks}.user_periods "
+                             "WHERE user_id = ?")
+        self.member_count = (f"SELECT member_count FROM {ks}.member_periods WHERE chat_id = ? "
+                             "LIMIT 1")
+        self.open_period = (f"INSERT INTO {ks}.member_periods (chat_id, user_id, joined_seq, "
+                            "role) VALUES (?, ?, ?, ?)")
+        self.open_user_period = (f"INSERT INTO {ks}.user_periods (user_id, chat_id, joined_seq) "
                                  "VALUES (?, ?, ?)")
-        self.delete_user_chat = f"DELETE FROM {ks}.user_chats WHERE user_id = ? AND chat_id = ?"
-        self.user_chats = f"SELECT chat_id, joined_seq FROM {ks}.user_chats WHERE user_id = ?"
+        self.close_period = (f"UPDATE {ks}.member_periods SET left_seq = ? WHERE chat_id = ? "
+                             "AND user_id = ? AND joined_seq = ?")
+        self.close_user_period = (f"UPDATE {ks}.user_periods SET left_seq = ? WHERE user_id = ? "
+                                  "AND chat_id = ? AND joined_seq = ?")
+        # the count after an event, at timestamp = its seq: the highest event's count stays
+        self.set_member_count = (f"UPDATE {ks}.member_periods USING TIMESTAMP ? "
+                                 "SET member_count = ? WHERE chat_id = ?")
         self.raise_cursor = (f"UPDATE {ks}.device_cursors USING TIMESTAMP ? SET acked_seq = ? "
                              "WHERE user_id = ? AND device_id = ? AND chat_id = ?")
         self.cursors = (f"SELECT chat_id, acked_seq FROM {ks}.device_cursors "
@@ -738,8 +1014,13 @@ class _Queries:
         # what was read was delivered: both cells, each keeping its own max
         self.raise_read = (f"UPDATE {ks}.receipts USING TIMESTAMP ? SET delivered_seq = ?, "
                            "read_seq = ? WHERE chat_id = ? AND user_id = ?")
-        self.receipts = (f"SELECT user_id, delivered_seq, read_seq FROM {ks}.receipts "
-                         "WHERE chat_id = ?")
+        # a public read is a read and a delivery too
+        self.raise_public = (f"UPDATE {ks}.receipts USING TIMESTAMP ? SET delivered_seq = ?, "
+                             "read_seq = ?, public_read_seq = ? WHERE chat_id = ? AND user_id = ?")
+        self.raise_public_only = (f"UPDATE {ks}.receipts USING TIMESTAMP ? SET "
+                                  "public_read_seq = ? WHERE chat_id = ? AND user_id = ?")
+        self.receipts = (f"SELECT user_id, delivered_seq, read_seq, public_read_seq "
+                         f"FROM {ks}.receipts WHERE chat_id = ?")
         self.read_seq = (f"SELECT read_seq FROM {ks}.receipts WHERE chat_id = ? "
                          "AND user_id = ?")
         self.get_settings = (f"SELECT read_receipts, last_seen_visibility FROM {ks}.users "
@@ -756,6 +1037,12 @@ class _Queries:
                               "AND device_id = ? IF revoked = false")
         self.touch_device = (f"UPDATE {ks}.devices USING TIMESTAMP ? SET last_seen_ms = ? "
                              "WHERE user_id = ? AND device_id = ?")
+        self.block = f"INSERT INTO {ks}.blocks (user_id, blocked_id) VALUES (?, ?)"
+        self.unblock = f"DELETE FROM {ks}.blocks WHERE user_id = ? AND blocked_id = ?"
+        self.add_blocker = f"INSERT INTO {ks}.blockers (blocked_id, user_id) VALUES (?, ?)"
+        self.drop_blocker = f"DELETE FROM {ks}.blockers WHERE blocked_id = ? AND user_id = ?"
+        self.blocked = f"SELECT blocked_id FROM {ks}.blocks WHERE user_id = ?"
+        self.blockers = f"SELECT user_id FROM {ks}.blockers WHERE blocked_id = ?"
 
 
 def _table_name(statement: str) -> str:
@@ -763,9 +1050,26 @@ def _table_name(statement: str) -> str:
 
 
 def _message(chat_id: str, row: Any) -> StoredMessage:
+    event = None if row.event_action is None else MembershipEvent(
+        MemberAction(row.event_action), row.event_actor or "", tuple(row.event_users or ()))
     return StoredMessage(chat_id, row.seq, row.server_id, row.sender_user, row.sender_device,
                          row.client_msg_id, row.body or b"", tuple(row.media_ids or ()),
-                         row.created_at_ms)
+                         row.created_at_ms, event)
+
+
+def _event_columns(event: MembershipEvent | None) -> tuple[Any, Any, Any]:
+    """event_action, event_actor, event_users of a message row (all null: no event)."""
+    if event is None:
+        return None, None, None
+    return int(event.action), event.actor, list(event.users) or None
+
+
+def _periods(rows: Iterable[tuple[str, Any]]) -> dict[str, list[Period]]:
+    """(key, period row) in key then joined_seq order -> key -> periods, oldest first."""
+    out: dict[str, list[Period]] = {}
+    for key, row in rows:
+        out.setdefault(key, []).append(Period(row.joined_seq, row.left_seq))
+    return out
 
 
 def _last_seen(row: Any) -> int:

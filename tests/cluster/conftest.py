@@ -49,10 +49,10 @@ async def _running(tmp_path, redis, store=None):
 @pytest.fixture
 async def gateways(request, tmp_path, redis_cluster):
     """On the shared SQLite file; a test parametrized indirectly with "scylla" gets the
-    ScyllaDB store instead, on a keyspace of its own on the session's Cassandra node."""
+    ScyllaDB store instead, on an emptied keyspace on the session's Cassandra node."""
     store = None
     if getattr(request, "param", "sqlite") == "scylla":
-        target = request.getfixturevalue("cql_keyspace")
+        target = request.getfixturevalue("cql_emptied_keyspace")
         store = {"store.kind": "scylla", "store.hosts": ",".join(target.hosts),
                  "store.port": target.port, "store.keyspace": target.keyspace,
                  "store.replication_strategy": "SimpleStrategy", "store.replication_factor": 1}

@@ -40,9 +40,9 @@ def memory_backing(request) -> StoreMaker:
 
 
 def scylla_backing(request) -> StoreMaker:
-    """A keyspace of its own on the session's Cassandra node (tests/support/cassandra.py)."""
+    """An emptied keyspace on the session's Cassandra node (tests/support/cassandra.py)."""
     from switchboard.core.store_scylla import ScyllaStore, replication_map
-    target = request.getfixturevalue("cql_keyspace")
+    target = request.getfixturevalue("cql_emptied_keyspace")
     settings = target.settings(keyspace=None)
     return lambda: ScyllaStore(settings, keyspace=target.keyspace,
                                replication=replication_map("SimpleStrategy", 1, {}))

@@ -20,13 +20,13 @@ SINGLE = replication_map("SimpleStrategy", 1, {})
 
 
 @pytest.fixture
-async def make_store(cql_keyspace):
+async def make_store(cql_emptied_keyspace):
     """Stores on the test's keyspace (several = several gateways); closed at teardown."""
     opened: list[ScyllaStore] = []
 
     async def make(**settings) -> ScyllaStore:
-        store = ScyllaStore(cql_keyspace.settings(keyspace=None, **settings),
-                            keyspace=cql_keyspace.keyspace, replication=SINGLE)
+        store = ScyllaStore(cql_emptied_keyspace.settings(keyspace=None, **settings),
+                            keyspace=cql_emptied_keyspace.keyspace, replication=SINGLE)
         await store.open()
         opened.append(store)
         return store

@@ -57,9 +57,9 @@ def assert_log_matches(log: list[StoredMessage], acks: dict[str, pb.SendAck]) ->
     assert {m.client_msg_id: m.seq for m in log} == {cmid: a.seq for cmid, a in acks.items()}
 
 
-async def test_chat_sync_and_lists_work_on_the_scylla_store(make_server, cql_keyspace):
-    server = await make_server(**scylla(cql_keyspace.hosts, cql_keyspace.port,
-                                        cql_keyspace.keyspace))
+async def test_chat_sync_and_lists_work_on_the_scylla_store(make_server, cql_emptied_keyspace):
+    target = cql_emptied_keyspace
+    server = await make_server(**scylla(target.hosts, target.port, target.keyspace))
     alice, bob = await authed(server, "alice"), await authed(server, "bob")
     chat = await direct(alice, "bob")
     acks = [await send(alice, chat, f"{i}".encode()) for i in range(3)]
@@ -115,9 +115,10 @@ async def test_every_store_node_down_fails_sends_unavailable_then_recovers(make_
 
 
 async def test_a_frozen_store_node_bounds_the_queue_and_loses_nothing_acked(
-        make_server, cql_keyspace, cassandra_node):
-    server = await make_server(**scylla(cql_keyspace.hosts, cql_keyspace.port,
-                                        cql_keyspace.keyspace, store__request_timeout=6.0),
+        make_server, cql_emptied_keyspace, cassandra_node):
+    target = cql_emptied_keyspace
+    server = await make_server(**scylla(target.hosts, target.port, target.keyspace,
+                                        store__request_timeout=6.0),
                                writer__max_pending=40, writer__max_rows=10, **UNLIMITED)
     writer = server.gateway.services.messages.writer
     alice = await authed(server, "alice")
