@@ -46,22 +46,26 @@ async def _running(tmp_path, redis, store=None):
         cluster.stop()
 
 
+def _store(request) -> dict | None:
+    """None (the shared SQLite file) unless the test is parametrized indirectly with "scylla":
+    then the ScyllaDB store, on an emptied keyspace on the session's Cassandra node."""
+    if getattr(request, "param", "sqlite") != "scylla":
+        return None
+    target = request.getfixturevalue("cql_emptied_keyspace")
+    return {"store.kind": "scylla", "store.hosts": ",".join(target.hosts),
+            "store.port": target.port, "store.keyspace": target.keyspace,
+            "store.replication_strategy": "SimpleStrategy", "store.replication_factor": 1}
+
+
 @pytest.fixture
 async def gateways(request, tmp_path, redis_cluster):
-    """On the shared SQLite file; a test parametrized indirectly with "scylla" gets the
-    ScyllaDB store instead, on an emptied keyspace on the session's Cassandra node."""
-    store = None
-    if getattr(request, "param", "sqlite") == "scylla":
-        target = request.getfixturevalue("cql_emptied_keyspace")
-        store = {"store.kind": "scylla", "store.hosts": ",".join(target.hosts),
-                 "store.port": target.port, "store.keyspace": target.keyspace,
-                 "store.replication_strategy": "SimpleStrategy", "store.replication_factor": 1}
-    async for cluster in _running(tmp_path, redis_cluster, store):
+    """On the shared session-wide Redis Cluster; the store as `_store` says."""
+    async for cluster in _running(tmp_path, redis_cluster, _store(request)):
         yield cluster
 
 
 @pytest.fixture
-async def ha_gateways(tmp_path, redis_cluster_with_replicas):
+async def ha_gateways(request, tmp_path, redis_cluster_with_replicas):
     """Masters with replicas, fresh for the test: it may kill one."""
-    async for cluster in _running(tmp_path, redis_cluster_with_replicas):
+    async for cluster in _running(tmp_path, redis_cluster_with_replicas, _store(request)):
         yield cluster

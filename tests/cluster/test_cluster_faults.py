@@ -159,6 +159,7 @@ async def run_for(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_kill9_of_a_gateway_under_load_then_restart(gateways):
     rec, clients, chats, load = await loaded(gateways)
 
@@ -179,6 +180,7 @@ async def test_kill9_of_a_gateway_under_load_then_restart(gateways):
     await heal_and_check(rec, load, gateways)
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_kill9_of_the_owner_of_busy_chats_reuses_no_seq(gateways):
     victim = 2
     rec, clients, chats, load = await loaded(gateways, chats_owned_by=f"g{victim}", pause=0.0)
@@ -227,6 +229,7 @@ async def test_a_paused_owner_wakes_up_fenced(gateways):
     await heal_and_check(rec, load, gateways)
 
 
+@pytest.mark.parametrize("ha_gateways", ["sqlite", "scylla"], indirect=True)
 async def test_kill9_of_a_redis_master_with_a_replica(ha_gateways):
     gateways = ha_gateways
     redis = gateways.redis_cluster

@@ -18,6 +18,7 @@ from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.registry_static import StaticRegistry
 from switchboard.router.ring import Ring
 from switchboard.tools.devcluster import free_port
+from tests.support.cassandra import scylla_overrides
 from tests.support.faultproxy import FaultProxy
 from tests.support.raw import RawClient
 from tests.support.rawflow import (arrived_messages, authed, direct, group, receive_and_ack,
@@ -285,11 +286,17 @@ async def receive_new(client, count: int) -> list[pb.Message]:
     return got
 
 
-async def test_a_partitioned_node_and_the_rest_both_commit_and_heal(make_server):
+@pytest.mark.parametrize("store", ["sqlite", "scylla"])
+async def test_a_partitioned_node_and_the_rest_both_commit_and_heal(make_server, request, store):
     """F5: a is cut off from b and c (every link a dials goes through a fault proxy that
-    black-holes). Both sides then own the chat and commit to it; the store fences the seq.
-    After healing, the links come back, every device catches up from the store: every acked
-    message reaches both members once, in one gap-free sequence."""
+    black-holes). Both sides then own the chat and commit to it; the store fences the seq
+    (the SQLite file's head, or the ScyllaDB store's conditional batch). After healing, the
+    links come back, every device catches up from the store: every acked message reaches both
+    members once, in one gap-free sequence."""
+    on_store = {}
+    if store == "scylla":
+        target = request.getfixturevalue("cql_emptied_keyspace")
+        on_store = scylla_overrides(target.hosts, target.port, target.keyspace)
     ports = {name: free_port() for name in NODES}
     proxies = {name: await FaultProxy(ports[name]).start() for name in ("b", "c")}
     try:
@@ -302,7 +309,7 @@ async def test_a_partitioned_node_and_the_rest_both_commit_and_heal(make_server)
             servers.append(await make_server(
                 server__node_id=index, cluster__enabled=True, cluster__node_name=name,
                 cluster__mesh_port=ports[name], cluster__peers=peers(name),
-                cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5))
+                cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5, **on_store))
         a, b, _ = servers
         await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
         alice, bob = await authed(a, "alice"), await authed(b, "bob")

@@ -13,19 +13,13 @@ import pytest
 from switchboard.core.model import StoredMessage
 from switchboard.core.store_scylla import ScyllaStore, replication_map
 from switchboard.proto.v1 import client_pb2 as pb
-from tests.support.cassandra import start_cluster
+from tests.support.cassandra import scylla_overrides as scylla, start_cluster
 from tests.support.raw import RawClient
 from tests.support.rawflow import authed, direct, receive_and_ack, request, send
 from tests.support.waiting import wait_for
 
 UNLIMITED = {"limits__sends_per_second": 100_000.0, "limits__send_burst": 100_000.0,
              "limits__frames_per_second": 100_000.0, "limits__frame_burst": 100_000.0}
-
-
-def scylla(hosts, port: int, keyspace: str, **overrides) -> dict:
-    return {"store__kind": "scylla", "store__hosts": ",".join(hosts), "store__port": port,
-            "store__keyspace": keyspace, "store__replication_strategy": "SimpleStrategy",
-            "store__replication_factor": 1, **overrides}
 
 
 async def pipelined(client: RawClient, chat: str, cmids: list[str],

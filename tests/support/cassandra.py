@@ -130,6 +130,13 @@ def cql_emptied_keyspace(cassandra_node, _admin_session, _shared_keyspace) -> Cq
     return CqlTarget(tuple(cassandra_node.hosts), cassandra_node.port, _shared_keyspace)
 
 
+def scylla_overrides(hosts, port: int, keyspace: str, **overrides) -> dict:
+    """make_server overrides (section__key) for the ScyllaDB store on a test's keyspace."""
+    return {"store__kind": "scylla", "store__hosts": ",".join(hosts), "store__port": port,
+            "store__keyspace": keyspace, "store__replication_strategy": "SimpleStrategy",
+            "store__replication_factor": 1, **overrides}
+
+
 @pytest.fixture(scope="module")
 def _module_cassandra_cluster(tmp_path_factory) -> Iterator[CassandraCluster]:
     cluster = start_cluster(tmp_path_factory.mktemp("cassandra-cluster"), nodes=3)

@@ -61,8 +61,7 @@ class FaultyStore(Store):
                 self.held -= 1
         if self._failures:
             raise self._failures.pop(0)
-        if self._failing_chats and any(m.chat_id in self._failing_chats[0]
-                                       for m in batch.messages):
+        if self._failing_chats and self._failing_chats[0] & _chats_of(batch):
             return await self._commit_all_but(batch, self._failing_chats.pop(0))
         outcome = await self.inner.commit(batch)
         if self._apply_then_raise:
@@ -73,9 +72,7 @@ class FaultyStore(Store):
     async def _commit_all_but(self, batch: Batch, failing: frozenset[str]) -> CommitOutcome:
         kept, unsaved = Batch(), Batch()
         kept.messages = [m for m in batch.messages if m.chat_id not in failing]
-        for name, chat_of in (("cursors", lambda key: key[2]), ("reads", lambda key: key[0]),
-                              ("delivered", lambda key: key[0]),
-                              ("public_reads", lambda key: key[0])):
+        for name, chat_of in _WATERMARKS:
             for key, seq in getattr(batch, name).items():
                 getattr(unsaved if chat_of(key) in failing else kept, name)[key] = seq
         inner = await self.inner.commit(kept)
@@ -86,6 +83,18 @@ class FaultyStore(Store):
         for name in ("cursors", "reads", "delivered", "public_reads"):
             getattr(unsaved, name).update(getattr(inner.unsaved, name))
         return CommitOutcome(results, failed, unsaved)
+
+
+_WATERMARKS = (("cursors", lambda key: key[2]), ("reads", lambda key: key[0]),
+               ("delivered", lambda key: key[0]), ("public_reads", lambda key: key[0]))
+
+
+def _chats_of(batch: Batch) -> set[str]:
+    """Every chat the batch writes to: its messages' and its watermarks'."""
+    chats = {m.chat_id for m in batch.messages}
+    for name, chat_of in _WATERMARKS:
+        chats.update(chat_of(key) for key in getattr(batch, name))
+    return chats
 
 
 def _delegate(name: str):
