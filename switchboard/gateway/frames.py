@@ -14,9 +14,27 @@ from switchboard.proto.codec import message_to_pb as message, wire_error
 
 
 class Chunk(NamedTuple):
+    """Deliver frames of `count` messages up to `last_seq`, as one WebSocket frame."""
     last_seq: int
     count: int
-    data: bytes
+    frame: bytes
+
+
+BINARY = 0x2
+PING = 0x9
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """A server-to-client WebSocket frame (FIN set, unmasked) carrying `payload`: what a
+    session writes to its output, so that the frames of one loop turn go out in one write."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 # what a Message costs beyond its body and media ids (ids, seqs, tags), generously
@@ -43,7 +61,7 @@ def deliver(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chunk]:
 
 def _chunk(batch: list[pb.Message]) -> Chunk:
     data = pb.ServerFrame(deliver=pb.Deliver(messages=batch)).SerializeToString()
-    return Chunk(batch[-1].seq, len(batch), data)
+    return Chunk(batch[-1].seq, len(batch), ws_frame(BINARY, data))
 
 
 def send_ack(request_id: int, row: StoredMessage, duplicate: bool) -> bytes:

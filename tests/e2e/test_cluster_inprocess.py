@@ -207,7 +207,8 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     await send(alice, chat, b"1")
     await send(alice, chat, b"2")
     await send(alice, quiet, b"q2")
-    assert not bob.pending()
+    # (a receipt push of the first ack may still come: receipts are pushed coalesced, later)
+    assert "deliver" not in bob.pending_kinds()
     await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
     # the next offer of `chat` starts at bob's stored cursor, not at the offered seq, and the
     # same read of the cursors brings the quiet chat's missed message too
@@ -220,7 +221,7 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     await misdirect(b, "bob", "phone", "c")
     await send(alice, quiet, b"q3")
     await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
-    assert not bob.pending()
+    assert "deliver" not in bob.pending_kinds()
     await b.gateway.router._node.catch_up()
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
 

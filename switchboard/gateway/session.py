@@ -1,0 +1,700 @@
+"""One device's session, sans-I/O: the protocol state machine and the delivery window of a
+connection, with no socket, no task, no future and no gateway behind it.
+
+In: WebSocket frames (`receive`), what the adapter found out for it (`authenticated`, `open`,
+`send_acked` / `send_failed`, `backlog_loaded`, `rows`, `cursors_loaded`), fresh commits of the
+fan-out (`offer`) and timer ticks (`on_timer`). Out: encoded WebSocket frames, appended to the
+session's output buffer in order (the adapter writes them, once per loop turn), and calls on
+its port (`SessionPort`): sends to submit, ranges to read, cursors that moved, requests it does
+not answer itself, closes. Everything a unit test needs to drive it is these two sides.
+
+Delivery (the ack-ack window): per chat the session knows `acked` (the device's cumulative
+ack), `sent` and `head`. Live messages that continue `sent` go out at once as pre-encoded
+frames; anything else (a gap, a full window, a sync backlog) raises `head`, and the session
+asks its port to pump: the port reads the ranges `next_read` names and hands the rows back. At
+most `delivery_window` messages are in flight; no progress for `retransmit_after` rewinds
+`sent` to `acked`. A stream exists only for a chat with traffic on this connection.
+
+Frames the session answers itself: Send, Ack, Sync and a second Auth. Every other request goes
+to the port as the decoded frame (`SessionPort.request`), so new requests need no change here.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from switchboard.core.model import Backlog, StoredMessage
+from switchboard.core.ratelimit import TokenBucket
+from switchboard.proto.codes import Close
+from switchboard.proto.v1 import client_pb2 as pb
+
+from . import frames, wire
+
+PAGE = 128               # messages per store read of a pump
+MAX_EARLY_FRAMES = 16    # frames held while the device is being admitted
+CLOSE_GRACE = 2.0        # s a closed connection waits for the peer's CLOSE
+
+
+class State(enum.IntEnum):
+    AWAIT_AUTH = 0
+    ADMITTING = 1  # token good; the device is being admitted (limit, revocation)
+    OPEN = 2
+    CLOSING = 3
+    CLOSED = 4
+
+
+class Opcode(enum.IntEnum):
+    """WebSocket opcodes the session is handed (RFC 6455 5.2)."""
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class SessionConfig(NamedTuple):
+    """The limits and timers every session of a gateway shares."""
+    frames_per_second: float
+    frame_burst: float
+    max_frame_bytes: int
+    delivery_window: int
+    outbound_buffer_bytes: int
+    auth_timeout: float
+    heartbeat_interval: float
+    idle_timeout: float
+    retransmit_after: float
+    sees_every_commit: bool = True
+
+
+class SessionStats:
+    """Counters every session of a gateway bumps (the gateway's /metrics reads them)."""
+    __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "sends", "acks",
+                 "deliveries", "retransmits", "sync_pages", "slow_consumers")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class SessionPort(Protocol):
+    """What a session asks of the world around it (gateway/connection.py implements it)."""
+
+    def authenticate(self, token: str) -> None:
+        """An Auth frame: verify the token, then call `authenticated` or `close`."""
+
+    def submit(self, rid: int, chat_id: str, client_msg_id: str, body: bytes,
+               media_ids: list[str], now: float) -> None:
+        """A Send: hand it on; then `send_acked` or `send_failed` with `rid`."""
+
+    def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:
+        """The device's cursor in the chat moved to seq (`delivered`: by its ack, which also
+        raises the user's delivered watermark; else over its own messages)."""
+
+    def request(self, kind: str, frame: Any) -> None:
+        """Any other frame of an open session, decoded: answer it (or UNKNOWN_FRAME)."""
+
+    def pump(self) -> None:
+        """Read what `next_read` names, hand each result to `rows`, until it says None; then
+        call `pump_stopped`."""
+
+    def load_backlog(self, sync: object) -> None:
+        """Read the device's sync snapshot and hand it to `backlog_loaded(sync, rows)`."""
+
+    def load_cursors(self) -> None:
+        """Read the device's cursors while `cursor_read_begin` says so (cluster mode)."""
+
+    def buffered(self) -> int:
+        """Bytes the transport holds that the socket did not take yet."""
+
+    def wants_flush(self) -> None:
+        """The output buffer got its first frame since the last `take_output`."""
+
+    def closing(self, prev: State, code: int, reason: str) -> None:
+        """The session closes: write out what it buffered, then the CLOSE frame."""
+
+    def echo_close(self, code: int) -> None:
+        """The peer closed: write out what is buffered, answer its CLOSE, disconnect."""
+
+    def disconnect(self, graceful: bool) -> None:
+        """Cut the connection (the peer did not answer a CLOSE in time, or did)."""
+
+
+class Stream:
+    """Delivery state of one chat on one connection."""
+    __slots__ = ("acked", "sent", "head")
+
+    def __init__(self, acked: int, head: int) -> None:
+        self.acked = acked
+        self.sent = acked
+        self.head = head
+
+
+class SyncRun:
+    """An ongoing sync: which chats must reach which seq before SyncComplete goes out."""
+    __slots__ = ("request_id", "targets", "messages", "loading", "pending")
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id = request_id
+        self.targets: dict[str, int] = {}
+        self.messages = 0
+        self.loading = True
+        # chats with no stream yet that got live messages while the backlog loaded: first seq
+        self.pending: dict[str, tuple[int, int]] = {}
+
+
+PING_FRAME = frames.ws_frame(frames.PING, b"")
+
+
+class Session:
+    """See the module docstring. `decode(payload)` turns a WebSocket message into a checked
+    ClientFrame (raising wire.Malformed or wire.BadField)."""
+
+    def __init__(self, port: SessionPort, config: SessionConfig, stats: SessionStats,
+                 timers, *, user: str = "", device: str = "",
+                 decode: Callable[[bytes], pb.ClientFrame] = wire.decode) -> None:
+        self.port = port
+        self.config = config
+        self.stats = stats
+        self.timers = timers
+        self.decode = decode
+        self.state = State.AWAIT_AUTH
+        self.user = user
+        self.device = device
+        self.streams: dict[str, Stream] = {}
+        self.inflight = 0
+        self.last_rx = 0.0
+        self.last_progress = 0.0
+        self.pinged = False
+        self.timer_due = math.inf
+        self.closing_at = 0.0
+        self.stalled_since = 0.0  # answers wait for the outbound buffer since (0: they do not)
+        self.sync: SyncRun | None = None
+        self.frame_bucket: TokenBucket | None = None
+        self.retransmits = 0
+        self.early: list[pb.ClientFrame | wire.BadField] | None = None  # came while ADMITTING
+        self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
+        self.fragment_bytes = 0
+        self.own_sends: dict[str, int] | None = None  # chat -> highest seq SendAck'ed here
+        # cluster: chats offered with no stream yet, waiting for the device's stored cursor
+        self.resolving: dict[str, tuple[int, int]] | None = None
+        self._resolving_batch: dict[str, tuple[int, int]] = {}
+        self.pumping = False
+        self._pumped: set[str] = set()  # chats read in this round of the pump
+        self._out = bytearray()
+
+    # ------------------------------------------------------------------ lifecycle in
+    def connected(self, now: float) -> None:
+        """The upgrade is done. With a user (token in the header) the device is admitted next
+        (the port calls `open`); without, an Auth frame must come within auth_timeout."""
+        self.last_rx = now
+        self.frame_bucket = TokenBucket(self.config.frames_per_second, self.config.frame_burst, now)
+        if self.user:
+            self.state = State.ADMITTING
+            self.early = []
+        else:
+            self._arm(now + self.config.auth_timeout)
+
+    def authenticated(self, user: str, device: str) -> None:
+        """The Auth frame's token was good: admission next."""
+        self.user = user
+        self.device = device
+        self.state = State.ADMITTING
+        self.early = []
+
+    def open(self, welcome: bytes) -> None:
+        """Admitted: Welcome goes out, heartbeats start, the automatic sync starts, and the
+        frames held meanwhile are handled in order."""
+        if self.state != State.ADMITTING:
+            return
+        self.state = State.OPEN
+        self.send_frame(welcome)
+        self._arm(self.last_rx + self.config.heartbeat_interval)
+        self._start_sync(0)
+        early, self.early = self.early, None
+        for frame in early or ():
+            if self.state != State.OPEN:
+                break
+            self._dispatch(frame, self.timers.now())
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a CLOSE; the peer's CLOSE ends the connection, and a peer that does not answer
+        (or does not read) is cut off after CLOSE_GRACE."""
+        if self.state >= State.CLOSING:
+            return
+        prev = self.state
+        self.state = State.CLOSING
+        self.stalled_since = 0.0
+        self.closing_at = self.timers.now() + CLOSE_GRACE
+        self.timer_due = math.inf
+        self._arm(self.closing_at)
+        self.port.closing(prev, code, reason)
+
+    def disconnected(self) -> State:
+        """The socket is gone; returns the state it was in."""
+        prev = self.state
+        self.state = State.CLOSED
+        self.stalled_since = 0.0
+        self._out.clear()
+        return prev
+
+    def take_output(self) -> bytes:
+        """The frames buffered since the last call, in order."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def pending_output(self) -> int:
+        return len(self._out)
+
+    # ------------------------------------------------------------------ frames in
+    def receive(self, opcode: int, fin: bool, payload: bytes, now: float) -> None:
+        """One WebSocket frame from the device (picows answers PINGs by itself)."""
+        if self.state >= State.CLOSING:
+            if opcode == Opcode.CLOSE:  # the peer completed our close handshake
+                self.port.disconnect(True)
+            return
+        self.last_rx = now
+        self.pinged = False
+        if opcode == Opcode.BINARY or opcode == Opcode.CONTINUATION:
+            if self.frame_bucket.take(now):  # every WebSocket frame counts, fragments too
+                self.close(Close.FLOOD, "too many frames")
+            elif opcode == Opcode.BINARY and fin and self.fragments is None:
+                self._on_message(payload, now)
+            else:
+                self._on_fragment(opcode, fin, payload, now)
+        elif opcode == Opcode.CLOSE:
+            self.port.echo_close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0)
+        elif opcode == Opcode.TEXT:
+            self.close(Close.UNSUPPORTED_DATA, "binary frames only")
+
+    def _on_fragment(self, opcode: int, fin: bool, payload: bytes, now: float) -> None:
+        """RFC 6455 fragmentation: a message may come as a first frame without FIN and
+        continuation frames up to one with FIN (control frames may come in between, and picows
+        hands them over separately). Its size counts across fragments."""
+        if (opcode == Opcode.BINARY) != (self.fragments is None):
+            self.close(Close.PROTOCOL_ERROR, "continuation frame outside a fragmented message"
+                       if self.fragments is None else "new message inside a fragmented one")
+            return
+        if self.fragments is None:
+            self.fragments = []
+        self.fragments.append(payload)
+        self.fragment_bytes += len(payload)
+        if self.fragment_bytes > self.config.max_frame_bytes:
+            self.close(Close.MESSAGE_TOO_BIG, "message over max_frame_bytes")
+        elif fin:
+            message = b"".join(self.fragments)
+            self.fragments = None
+            self.fragment_bytes = 0
+            self._on_message(message, now)
+
+    def _on_message(self, payload: bytes, now: float) -> None:
+        stats = self.stats
+        stats.frames_in += 1
+        stats.bytes_in += len(payload)
+        try:
+            frame: pb.ClientFrame | wire.BadField = self.decode(payload)
+        except wire.Malformed:
+            self.close(Close.MALFORMED, "not a ClientFrame")
+            return
+        except wire.BadField as exc:
+            frame = exc
+        if self.state == State.ADMITTING:
+            if len(self.early) >= MAX_EARLY_FRAMES:
+                self.close(Close.FLOOD, "too many frames before Welcome")
+            else:
+                self.early.append(frame)
+            return
+        self._dispatch(frame, now)
+
+    def _dispatch(self, frame: pb.ClientFrame | wire.BadField, now: float) -> None:
+        if isinstance(frame, wire.BadField):
+            if self.state == State.AWAIT_AUTH:
+                self.close(Close.UNAUTHENTICATED,
+                           "invalid token" if frame.kind == "auth" else "auth required")
+            else:
+                self.send_frame(frames.error(frame.request_id, pb.INVALID_ARGUMENT, frame.detail))
+            return
+        kind = frame.WhichOneof("body")
+        if self.state == State.AWAIT_AUTH:
+            if kind == "auth":
+                self.port.authenticate(frame.auth.token)
+            else:
+                self.close(Close.UNAUTHENTICATED, "auth required")
+        elif kind == "send":
+            send = frame.send
+            self.port.submit(frame.request_id, send.chat_id, send.client_msg_id, send.body,
+                             list(send.media_ids), now)
+        elif kind == "ack":
+            self._on_ack(frame.request_id, [(item.chat_id, item.seq) for item in frame.ack.acks],
+                         now)
+        elif kind == "sync":
+            self._start_sync(frame.request_id)
+        elif kind == "auth":
+            self.send_frame(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED,
+                                         "already authenticated"))
+        else:
+            self.port.request(kind, frame)
+
+    # ------------------------------------------------------------------ sends
+    def send_acked(self, rid: int, message: StoredMessage, duplicate: bool) -> None:
+        """The send `rid` is durable: its SendAck, and the device now holds that seq."""
+        if self.state >= State.CLOSING:
+            return
+        self.stats.sends += 1
+        own = self.own_sends if self.own_sends is not None else {}
+        if message.seq > own.get(message.chat_id, 0):
+            own[message.chat_id] = message.seq
+        self.own_sends = own
+        self.send_frame(frames.send_ack(rid, message, duplicate))
+
+    def send_failed(self, rid: int, code: int, detail: str, retry_after_ms: int, chat_id: str,
+                    client_msg_id: str) -> None:
+        if self.state >= State.CLOSING:
+            return
+        self.send_frame(frames.error(rid, code, detail, retry_after_ms=retry_after_ms,
+                                     chat_id=chat_id, client_msg_id=client_msg_id))
+
+    # ------------------------------------------------------------------ acks
+    def _on_ack(self, rid: int, items: list[tuple[str, int]], now: float) -> None:
+        self.stats.acks += 1
+        invalid = None
+        progressed = False
+        for chat_id, seq in items:
+            stream = self.streams.get(chat_id)
+            if stream is None or seq > stream.head:
+                own = self.own_sends.get(chat_id, 0) if self.own_sends else 0
+                if seq > own:
+                    invalid = (chat_id, seq)
+                    continue
+                # the device counts its own SendAcks as held (protocol 8.3) and acks them
+                if stream is None:
+                    self.port.cursor(chat_id, seq, True)
+                    continue
+                stream.head = seq
+            if seq > stream.acked:
+                if seq > stream.sent:  # acks what was sent before a retransmit rewind
+                    self.inflight -= stream.sent - stream.acked
+                    stream.sent = seq
+                else:
+                    self.inflight -= seq - stream.acked
+                stream.acked = seq
+                self.port.cursor(chat_id, seq, True)
+                progressed = True
+        if progressed:
+            self.last_progress = now
+            self._maybe_pump()
+        if invalid is not None:
+            self.send_frame(frames.error(
+                rid, pb.ACK_INVALID,
+                f"seq {invalid[1]} was neither delivered nor acknowledged on this connection",
+                chat_id=invalid[0]))
+
+    # ------------------------------------------------------------------ delivery
+    def offer(self, chat_id: str, messages: Sequence[StoredMessage],
+              chunks: Sequence[frames.Chunk]) -> None:
+        """Fresh messages of one chat (seq order), with their shared encoded Deliver frames."""
+        if self.state != State.OPEN:
+            return
+        stream = self.streams.get(chat_id)
+        first = messages[0].seq
+        last = messages[-1].seq
+        if stream is None:
+            sync = self.sync
+            if sync is not None and sync.loading:
+                known = sync.pending.get(chat_id)
+                sync.pending[chat_id] = (min(first, known[0]) if known else first, last)
+                return
+            if not self.config.sees_every_commit:
+                self._resolve(chat_id, first, last)
+                return
+            # one node sees every commit, so the first offer continues what the device has
+            stream = self.streams[chat_id] = Stream(first - 1, last)
+        if last <= stream.sent:
+            return
+        if last > stream.head:
+            stream.head = last
+        if first > stream.sent + 1 or self.inflight + len(messages) > self.config.delivery_window:
+            self._maybe_pump()
+            return
+        if first <= stream.sent or any(m.sender_device == self.device and m.sender_user == self.user
+                                       for m in messages):
+            if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
+                self._maybe_pump()
+        else:
+            for chunk in chunks:
+                self._advance(stream, chunk.last_seq)
+                self.write_framed(chunk.frame)
+                self.stats.deliveries += chunk.count
+        self._check_sync()
+
+    def _deliver(self, stream: Stream, messages: list[StoredMessage]) -> bool:
+        """Send `messages` (contiguous after stream.sent), leaving out this device's own.
+        Stops between frames when the output is backed up; False when it did."""
+        others = [m for m in messages
+                  if not (m.sender_device == self.device and m.sender_user == self.user)]
+        last = messages[-1]
+        if not others and stream.acked == stream.sent:
+            # only this device's own sends, nothing else outstanding: its SendAcks were its copy
+            stream.sent = stream.acked = last.seq
+            self.port.cursor(last.chat_id, last.seq, False)
+            return True
+        for i, chunk in enumerate(frames.deliver(others, self.config.max_frame_bytes)):
+            if i and self.write_blocked():
+                return False
+            self._advance(stream, chunk.last_seq)
+            self.write_framed(chunk.frame)
+            self.stats.deliveries += chunk.count
+        if last.seq > stream.sent:
+            self._advance(stream, last.seq)
+        return True
+
+    def _advance(self, stream: Stream, sent: int) -> None:
+        if self.inflight == 0:
+            self.last_progress = self.timers.now()
+            self._arm(self.last_progress + self.config.retransmit_after)
+        self.inflight += sent - stream.sent
+        if self.sync is not None:
+            self.sync.messages += sent - stream.sent
+        stream.sent = sent
+
+    def forget_chat(self, chat_id: str) -> None:
+        """The device's user left the chat: stop tracking it."""
+        stream = self.streams.pop(chat_id, None)
+        if stream is not None:
+            self.inflight -= stream.sent - stream.acked
+        if self.sync is not None:
+            self.sync.targets.pop(chat_id, None)
+            self._check_sync()
+
+    # ------------------------------------------------------------------ pump
+    def _maybe_pump(self) -> None:
+        if (not self.pumping and self.state == State.OPEN
+                and self.inflight < self.config.delivery_window
+                and any(s.sent < s.head for s in self.streams.values())):
+            self.pumping = True
+            self.port.pump()
+
+    def next_read(self) -> tuple[str, int, int] | None:
+        """The next range the pump should read (chat, after seq, at most n), or None: nothing
+        is behind, the window is full or the output is backed up. Chats take turns."""
+        if self.state != State.OPEN or self.write_blocked():
+            return None
+        room = self.config.delivery_window - self.inflight
+        if room <= 0:
+            return None
+        for again in (False, True):
+            if again:
+                self._pumped.clear()
+            for chat_id, stream in self.streams.items():
+                if stream.sent < stream.head and chat_id not in self._pumped:
+                    self._pumped.add(chat_id)
+                    return chat_id, stream.sent, min(room, PAGE)
+        return None
+
+    def rows(self, chat_id: str, after: int, rows: list[StoredMessage]) -> None:
+        """The store's answer to next_read's (chat_id, after, ...)."""
+        self.stats.sync_pages += 1
+        stream = self.streams.get(chat_id)
+        if self.state != State.OPEN or stream is None or stream.sent != after:
+            return  # the stream moved (or went) while the store read: read again
+        if not rows or rows[0].seq != after + 1:
+            # the store has nothing past `sent`: `head` came from a stale hint
+            stream.head = stream.sent
+            return
+        self._deliver(stream, rows)
+
+    def pump_stopped(self) -> None:
+        self.pumping = False
+        self._check_sync()
+
+    def write_blocked(self) -> bool:
+        """More than a frame waits for the socket: hold back what can wait."""
+        return len(self._out) + self.port.buffered() > self.config.max_frame_bytes
+
+    def resumed(self) -> None:
+        """The transport's buffer drained (resume_writing)."""
+        self._maybe_pump()
+
+    # ------------------------------------------------------------------ sync
+    def _start_sync(self, request_id: int) -> None:
+        for stream in self.streams.values():
+            self.inflight -= stream.sent - stream.acked
+            stream.sent = stream.acked
+        self.sync = SyncRun(request_id)
+        self.port.load_backlog(self.sync)
+
+    def backlog_loaded(self, sync: object, backlog: list[Backlog]) -> None:
+        """The sync snapshot `sync` asked for (an older sync's is ignored)."""
+        if self.sync is not sync or self.state != State.OPEN:
+            return
+        self._adopt(backlog)
+        for row in backlog:
+            sync.targets[row.chat_id] = row.head
+        for chat_id, (first, last) in sync.pending.items():
+            stream = self.streams.get(chat_id)
+            if stream is None:
+                self.streams[chat_id] = Stream(first - 1, last)
+            elif last > stream.head:
+                stream.head = last
+        sync.pending.clear()
+        sync.loading = False
+        self._maybe_pump()
+        self._check_sync()
+
+    def _adopt(self, backlog: list[Backlog]) -> None:
+        """Streams from the store's view: a chat behind its head starts at the device's cursor;
+        a stream that exists already only learns the new head."""
+        for row in backlog:
+            stream = self.streams.get(row.chat_id)
+            if stream is None:
+                self.streams[row.chat_id] = Stream(row.cursor, row.head)
+            elif row.head > stream.head:
+                stream.head = row.head
+
+    def _check_sync(self) -> None:
+        sync = self.sync
+        if sync is None or sync.loading or self.state != State.OPEN:
+            return
+        streams = self.streams
+        if all(chat not in streams or streams[chat].sent >= target
+               for chat, target in sync.targets.items()):
+            self.sync = None
+            self.send_frame(pb.ServerFrame(
+                request_id=sync.request_id,
+                sync_complete=pb.SyncComplete(chats=len(sync.targets), messages=sync.messages),
+            ).SerializeToString())
+
+    # ------------------------------------------------------------------ cluster: cursors
+    def _resolve(self, chat_id: str, first: int, last: int) -> None:
+        """A cluster node can miss a push (a registry lookup that did not see this session, a
+        link that was down), so a chat's first offer may not continue what the device has:
+        start the stream at the device's stored cursor instead and fill from the store."""
+        resolving = self.resolving
+        if resolving is None:
+            resolving = self.resolving = {}
+            self.port.load_cursors()
+        known = resolving.get(chat_id)
+        resolving[chat_id] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
+
+    def catch_up(self) -> bool:
+        """Compare every chat with the store (cluster: pushes to this node may have been
+        lost). True: read the cursors now (`cursor_read_begin` ...)."""
+        if self.state != State.OPEN or self.resolving is not None:
+            return False
+        self.resolving = {}
+        return True
+
+    def cursor_read_begin(self) -> bool:
+        """Before each cursor read: True to read. Offers that arrive during a read wait for
+        the next one: their commits may be newer than what the read saw."""
+        if self.resolving is None or self.state != State.OPEN:
+            return False
+        self._resolving_batch, self.resolving = self.resolving, {}
+        return True
+
+    def cursors_loaded(self, backlog: list[Backlog]) -> bool:
+        """The cursors read; True: offers came meanwhile, read again."""
+        if self.state != State.OPEN:
+            return False
+        self._adopt(backlog)
+        for chat_id, (_, last) in self._resolving_batch.items():
+            if chat_id not in self.streams:
+                # not in the backlog: the device's cursor is at or past the head already
+                self.streams[chat_id] = Stream(last, last)
+        self._resolving_batch = {}
+        return bool(self.resolving)
+
+    def cursor_reads_end(self) -> None:
+        self.resolving = None
+        self._maybe_pump()
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, due: float) -> None:
+        if due < self.timer_due:
+            self.timer_due = due
+            self.timers.schedule(self, due)
+
+    def stall(self, now: float) -> None:
+        """Answers wait for the outbound buffer to drain: a reader that does not make room
+        within retransmit_after is a slow consumer."""
+        if not self.stalled_since:
+            self.stalled_since = now
+            self._arm(now + self.config.retransmit_after)
+
+    def unstall(self) -> None:
+        self.stalled_since = 0.0
+
+    def on_timer(self, now: float) -> None:
+        if self.state == State.CLOSED or now < self.timer_due:
+            return  # a stale entry: a nearer deadline is already armed
+        self.timer_due = math.inf
+        config = self.config
+        if self.state == State.CLOSING:
+            if now >= self.closing_at:
+                self.port.disconnect(False)
+            else:
+                self._arm(self.closing_at)
+            return
+        if self.state == State.AWAIT_AUTH:
+            self.close(Close.AUTH_TIMEOUT, "no auth in time")
+            return
+        if self.stalled_since and now - self.stalled_since >= config.retransmit_after:
+            self.slow_consumer()
+            return
+        idle = now - self.last_rx
+        if idle >= config.idle_timeout:
+            self.close(Close.IDLE_TIMEOUT, "idle")
+            return
+        if idle >= config.heartbeat_interval and not self.pinged:
+            self.pinged = True
+            self.write_framed(PING_FRAME)
+        due = self.last_rx + (config.idle_timeout if self.pinged else config.heartbeat_interval)
+        if self.inflight > 0:
+            if now - self.last_progress >= config.retransmit_after:
+                self._retransmit(now)
+            due = min(due, self.last_progress + config.retransmit_after)
+        if self.stalled_since:
+            due = min(due, self.stalled_since + config.retransmit_after)
+        self._arm(due)
+
+    def _retransmit(self, now: float) -> None:
+        for stream in self.streams.values():
+            if stream.sent > stream.acked:
+                self.retransmits += stream.sent - stream.acked
+                self.stats.retransmits += stream.sent - stream.acked
+                stream.sent = stream.acked
+        self.inflight = 0
+        self.last_progress = now
+        self._maybe_pump()
+
+    # ------------------------------------------------------------------ output
+    def send_frame(self, data: bytes) -> None:
+        """An encoded ServerFrame to the device."""
+        if self.state < State.CLOSING:
+            self.write_framed(frames.ws_frame(frames.BINARY, data))
+
+    def write_framed(self, frame: bytes) -> None:
+        """A complete WebSocket frame to the output, in order."""
+        if self.state >= State.CLOSING:
+            return
+        if not self._out:
+            self.port.wants_flush()
+        self._out += frame
+        self.stats.frames_out += 1
+        self.stats.bytes_out += len(frame)
+        if len(self._out) > self.config.outbound_buffer_bytes:
+            self.slow_consumer()
+
+    def check_outbound(self) -> None:
+        """After a write: a device whose unread output passed the cap is a slow consumer."""
+        if self.port.buffered() + len(self._out) > self.config.outbound_buffer_bytes:
+            self.slow_consumer()
+
+    def slow_consumer(self) -> None:
+        if self.state < State.CLOSING:
+            self.stats.slow_consumers += 1
+            self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
