@@ -1,10 +1,10 @@
-"""One device connection: the picows listener and the gateway around a sans-I/O Session.
+"""One device connection: the gateway around a sans-I/O Session.
 
 The protocol itself (states, frames, the delivery window, timers) is the Session's
-(session.py). This adapter gives it a socket and the gateway: it feeds it the frames picows
-parses, writes its output once per loop turn (`Flusher`), and does what the session asks of its
-port with the gateway's services (token checks, admission, submitting sends, store reads,
-requests, presence, typing).
+(core/session.py), which is also the picows listener: picows hands it every frame, and it
+writes its output once per loop turn (`Flusher`). This adapter is its port: it does what the
+session asks with the gateway's services (token checks, admission, submitting sends, store
+reads, requests, presence, typing) and is what the hub, presence and requests know a device by.
 
 Memory per idle connection is what limits a host, so a connection is two slotted objects with
 no task, no timer handle and no buffers of its own while idle: deadlines live in the shared
@@ -20,20 +20,20 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from picows import WSCloseCode, WSFrame, WSListener, WSTransport
+from picows import WSCloseCode, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
 from switchboard.core.backlog import read_backlog
 from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
 from switchboard.core.model import CommitResult, DeviceStatus, Membership, SendRequest, StoredMessage
+from switchboard.core.session import Chunk, Session, State
 from switchboard.core.store import StoreError
 from switchboard.proto.codec import wire_error
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames
-from .session import Session, State
+from . import frames, wire
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -47,16 +47,16 @@ TYPING_EXPIRES_MS = 6000
 
 
 class Flusher:
-    """Connections with output waiting, written once per loop turn: the frames a connection
-    gets in one turn (SendAcks, Delivers, receipts) leave in one write."""
+    """Sessions with output waiting, written once per loop turn: the frames a connection gets
+    in one turn (SendAcks, Delivers, receipts) leave in one write."""
     __slots__ = ("_waiting", "_scheduled")
 
     def __init__(self) -> None:
-        self._waiting: list[Connection] = []
+        self._waiting: list[Session] = []
         self._scheduled = False
 
-    def add(self, conn: Connection) -> None:
-        self._waiting.append(conn)
+    def add(self, session: Session) -> None:
+        self._waiting.append(session)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._run)
@@ -64,22 +64,20 @@ class Flusher:
     def _run(self) -> None:
         self._scheduled = False
         waiting, self._waiting = self._waiting, []
-        for conn in waiting:
-            conn.flush()
+        for session in waiting:
+            session.flush()
 
 
-class Connection(WSListener):
-    __slots__ = ("gw", "session", "transport", "address", "registered", "opened_ms", "presence",
-                 "typing", "invisible", "answering", "queued", "room", "pump_task")
+class Connection:
+    __slots__ = ("gw", "session", "address", "registered", "opened_ms", "presence", "typing",
+                 "invisible", "answering", "queued", "room", "pump_task")
 
     def __init__(self, gw: Gateway, principal: Principal | None, address: str = "") -> None:
-        super().__init__()
         self.gw = gw
         self.address = address  # the peer's IP address
         self.session = Session(self, gw.session_config, gw.session_stats, gw.timers,
                                user=principal.user_id if principal else "",
                                device=principal.device_id if principal else "")
-        self.transport: WSTransport | None = None
         self.registered = False  # in the hub and the presence registry
         self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
         self.presence: dict[str, tuple[bool, int] | None] | None = None  # subject -> last sent
@@ -101,7 +99,11 @@ class Connection(WSListener):
 
     @property
     def state(self) -> State:
-        return self.session.state
+        return State(self.session.state)
+
+    @property
+    def transport(self) -> WSTransport | None:
+        return self.session.transport
 
     @property
     def streams(self):
@@ -112,7 +114,7 @@ class Connection(WSListener):
         return self.session.inflight
 
     def offer(self, chat_id: str, messages: Sequence[StoredMessage],
-              chunks: Sequence[frames.Chunk]) -> None:
+              chunks: list[Chunk]) -> None:
         self.session.offer(chat_id, messages, chunks)
 
     def send_frame(self, data: bytes) -> None:
@@ -135,21 +137,19 @@ class Connection(WSListener):
         if self.session.catch_up():
             await self._load_cursors()
 
-    # ------------------------------------------------------------------ picows callbacks
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
+    # ------------------------------------------------------------------ session port
+    def decode(self, payload: bytes):
+        return wire.session_frame(payload)
+
+    def connected(self) -> None:
         gw = self.gw
         gw.stats.connects += 1
-        now = gw.timers.now()
-        session = self.session
-        session.connected(now)
-        if session.user:
+        if self.session.user:
             self._authenticated()
         else:
-            gw.preauth.add(self, self.address, now)
+            gw.preauth.add(self, self.address, gw.timers.now())
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        prev = self.session.disconnected()
+    def disconnected(self, prev: State) -> None:
         if prev == State.AWAIT_AUTH:
             self.gw.preauth.remove(self)
         elif prev == State.CLOSING:
@@ -161,31 +161,15 @@ class Connection(WSListener):
             self.pump_task.cancel()
             self.pump_task = None
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.session.receive(frame.msg_type, frame.fin, frame.get_payload_as_bytes(),
-                             self.gw.timers.now())
-
-    def pause_writing(self) -> None:
-        self.session.check_outbound()
-
-    def resume_writing(self) -> None:
+    def resumed(self) -> None:
         self._wake_answers()
-        self.session.resumed()
 
-    # ------------------------------------------------------------------ output
     def wants_flush(self) -> None:
-        self.gw.flusher.add(self)
-
-    def flush(self) -> None:
-        session = self.session
-        if session.pending_output and self.transport is not None:
-            self.transport.underlying_transport.write(session.take_output())
-            session.check_outbound()
+        self.gw.flusher.add(self.session)
 
     def buffered(self) -> int:
         return self.transport.underlying_transport.get_write_buffer_size()
 
-    # ------------------------------------------------------------------ session port
     def authenticate(self, token: str) -> None:
         try:
             principal = self.gw.tokens.verify(token)
@@ -276,11 +260,11 @@ class Connection(WSListener):
         self._read_again()  # the peer's CLOSE must still be read
         # Keep reading until the peer answers with its CLOSE: closing the socket while its frames
         # still arrive makes the kernel reset the connection and drop our CLOSE (and a Goaway).
-        self.flush()
+        self.session.flush()
         self.transport.send_close(WSCloseCode(code), reason.encode())
 
     def echo_close(self, code: int) -> None:
-        self.flush()
+        self.session.flush()
         self.transport.send_close(WSCloseCode(code))
         self.transport.disconnect()
 

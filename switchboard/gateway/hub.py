@@ -5,8 +5,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from switchboard.core.model import StoredMessage
-
-from . import frames
+from switchboard.core.session import deliver_frames
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -46,7 +45,7 @@ class Hub:
                 messages: list[StoredMessage]) -> None:
         """Offer a chat's freshly committed messages to every connected device of its members.
         Walks whichever is smaller: the member map or the connected users."""
-        chunks = frames.deliver(messages, self._max_frame_bytes)
+        chunks = deliver_frames(messages, self._max_frame_bytes)
         by_user = self._by_user
         if len(members) <= len(by_user):
             targets = (by_user.get(user) for user in members)

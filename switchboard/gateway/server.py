@@ -25,6 +25,7 @@ from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
+from switchboard.core.session import SessionConfig, SessionStats
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.core.tasks import TaskGroup
@@ -42,7 +43,6 @@ from .metrics import GatewayMetrics
 from .preauth import PendingAuth, Verdict
 from .presence import PresenceFanout
 from .requests import Requests
-from .session import SessionConfig, SessionStats
 from .status import StatusServer
 from .tls import ServerTls
 
@@ -247,7 +247,7 @@ class Gateway:
                 return _refuse(503, b"busy, retry later", PREAUTH_RETRY_AFTER)
             if verdict is Verdict.EVICT_OLDEST:
                 self.preauth.oldest().evict()
-            return Connection(self, None, address)
+            return Connection(self, None, address).session
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer":
@@ -263,7 +263,7 @@ class Gateway:
         if wait:
             self.stats.refused_upgrades += 1
             return _refuse(429, b"too many connections", math.ceil(wait))
-        return Connection(self, principal, address)
+        return Connection(self, principal, address).session
 
     async def _share_usage(self) -> None:
         """Per-user limits across gateways: every usage_sync_interval, one batch with what

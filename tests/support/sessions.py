@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.core.model import Backlog, StoredMessage
+from switchboard.gateway import wire
 from switchboard.proto.v1 import client_pb2 as pb
 
 BINARY, CONTINUATION, TEXT, CLOSE, PING, PONG = 0x2, 0x0, 0x1, 0x8, 0x9, 0xA
@@ -54,6 +55,18 @@ class Port:
         found = [c[1:] for c in self.calls if c[0] == name]
         self.calls = [c for c in self.calls if c[0] != name]
         return found
+
+    def decode(self, payload):
+        return wire.session_frame(payload)
+
+    def connected(self):
+        self.calls.append(("connected",))
+
+    def disconnected(self, prev):
+        self.calls.append(("disconnected", int(prev)))
+
+    def resumed(self):
+        self.calls.append(("resumed",))
 
     def authenticate(self, token):
         self.calls.append(("authenticate", token))

@@ -2,33 +2,48 @@
 
 Covers the delivery window (in-order offers, gaps, a full window, retransmission after no
 progress, cumulative acks, resync), authentication, heartbeats and the per-connection limits,
-by driving the session through its two sides only (tests/support/sessions.py).
+by driving the session through its two sides only (tests/support/sessions.py). Every test runs
+on the native session and on its pure-Python twin.
 """
 from __future__ import annotations
 
 import pytest
 
-from switchboard.gateway import frames
-from switchboard.gateway.session import Session, SessionConfig, SessionStats, State
+from switchboard.core._native import wire
+from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats, State
 from switchboard.proto.v1 import client_pb2 as pb
+from tests.reference import wire_model
+from tests.reference.session_model import Session as ModelSession
 from tests.support.sessions import (BINARY, CLOSE, CONTINUATION, PING, TEXT, Clock, Port, ack,
                                     backlog, client, message, send, server_frames, split_frames)
 
-CONFIG = SessionConfig(frames_per_second=10.0, frame_burst=20.0, max_frame_bytes=4096,
-                       delivery_window=4, outbound_buffer_bytes=64 * 1024, auth_timeout=10.0,
-                       heartbeat_interval=30.0, idle_timeout=90.0, retransmit_after=10.0)
+CONFIG = dict(frames_per_second=10.0, frame_burst=20.0, max_frame_bytes=4096,
+              delivery_window=4, outbound_buffer_bytes=64 * 1024, auth_timeout=10.0,
+              heartbeat_interval=30.0, idle_timeout=90.0, retransmit_after=10.0)
+MAX_FRAME_BYTES = CONFIG["max_frame_bytes"]
 WELCOME = pb.ServerFrame(welcome=pb.Welcome(user_id="bob")).SerializeToString()
+# each implementation with the Deliver encoder the fan-out hands it
+IMPLS = {"native": (NativeSession, wire.deliver_frames),
+         "model": (ModelSession, wire_model.deliver_frames)}
+
+
+@pytest.fixture(params=sorted(IMPLS), autouse=True)
+def impl(request, monkeypatch):
+    monkeypatch.setattr(Rig, "impl", IMPLS[request.param])
+    return request.param
 
 
 class Rig:
     """A session, its port and its clock."""
+    impl = IMPLS["native"]
 
     def __init__(self, user: str = "", device: str = "", **config) -> None:
         self.port = Port()
         self.clock = Clock()
         self.stats = SessionStats()
-        self.session = Session(self.port, CONFIG._replace(**config), self.stats, self.clock,
-                               user=user, device=device)
+        session_class, self.deliver = self.impl
+        self.session = session_class(self.port, SessionConfig(**{**CONFIG, **config}),
+                                     self.stats, self.clock, user=user, device=device)
         self.port.session = self.session
         self.session.connected(self.clock.t)
 
@@ -66,7 +81,7 @@ def delivered(frames_: list[pb.ServerFrame]) -> list[tuple[str, int]]:
 
 def offer(rig: Rig, chat_id: str, *seqs: int, sender: str = "alice", device: str = "phone"):
     rows = [message(chat_id, s, sender, device) for s in seqs]
-    rig.session.offer(chat_id, rows, frames.deliver(rows, CONFIG.max_frame_bytes))
+    rig.session.offer(chat_id, rows, rig.deliver(rows, MAX_FRAME_BYTES))
     return rows
 
 

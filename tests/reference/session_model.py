@@ -1,48 +1,27 @@
-"""One device's session, sans-I/O: the protocol state machine and the delivery window of a
-connection, with no socket, no task, no future and no gateway behind it.
+"""Reference twin of switchboard.core._native.session.Session, for tests only.
 
-In: WebSocket frames (`receive`), what the adapter found out for it (`authenticated`, `open`,
-`send_acked` / `send_failed`, `backlog_loaded`, `rows`, `cursors_loaded`), fresh commits of the
-fan-out (`offer`) and timer ticks (`on_timer`). Out: encoded WebSocket frames, appended to the
-session's output buffer in order (the adapter writes them, once per loop turn), and calls on
-its port (`SessionPort`): sends to submit, ranges to read, cursors that moved, requests it does
-not answer itself, closes. Everything a unit test needs to drive it is these two sides.
-
-Delivery (the ack-ack window): per chat the session knows `acked` (the device's cumulative
-ack), `sent` and `head`. Live messages that continue `sent` go out at once as pre-encoded
-frames; anything else (a gap, a full window, a sync backlog) raises `head`, and the session
-asks its port to pump: the port reads the ranges `next_read` names and hands the rows back. At
-most `delivery_window` messages are in flight; no progress for `retransmit_after` rewinds
-`sent` to `acked`. A stream exists only for a chat with traffic on this connection.
-
-Frames the session answers itself: Send, Ack, Sync and a second Auth. Every other request goes
-to the port as the decoded frame (`SessionPort.request`), so new requests need no change here.
+The same session in plain Python, reading and writing frames with the protobuf library
+(tests/reference/wire_model.py, gateway/wire.py through its port) instead of the native codec: the unit
+tests of the session run on both, and the property tests feed both the same frames and compare
+every byte and port call. core/session.py says what a session does.
 """
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Sequence
 
 from switchboard.core.model import Backlog, StoredMessage
 from switchboard.core.ratelimit import TokenBucket
+from switchboard.core.session import State
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames, wire
+from . import wire_model
 
 PAGE = 128               # messages per store read of a pump
 MAX_EARLY_FRAMES = 16    # frames held while the device is being admitted
 CLOSE_GRACE = 2.0        # s a closed connection waits for the peer's CLOSE
-
-
-class State(enum.IntEnum):
-    AWAIT_AUTH = 0
-    ADMITTING = 1  # token good; the device is being admitted (limit, revocation)
-    OPEN = 2
-    CLOSING = 3
-    CLOSED = 4
 
 
 class Opcode(enum.IntEnum):
@@ -53,73 +32,6 @@ class Opcode(enum.IntEnum):
     CLOSE = 0x8
     PING = 0x9
     PONG = 0xA
-
-
-class SessionConfig(NamedTuple):
-    """The limits and timers every session of a gateway shares."""
-    frames_per_second: float
-    frame_burst: float
-    max_frame_bytes: int
-    delivery_window: int
-    outbound_buffer_bytes: int
-    auth_timeout: float
-    heartbeat_interval: float
-    idle_timeout: float
-    retransmit_after: float
-    sees_every_commit: bool = True
-
-
-class SessionStats:
-    """Counters every session of a gateway bumps (the gateway's /metrics reads them)."""
-    __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "sends", "acks",
-                 "deliveries", "retransmits", "sync_pages", "slow_consumers")
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-
-class SessionPort(Protocol):
-    """What a session asks of the world around it (gateway/connection.py implements it)."""
-
-    def authenticate(self, token: str) -> None:
-        """An Auth frame: verify the token, then call `authenticated` or `close`."""
-
-    def submit(self, rid: int, chat_id: str, client_msg_id: str, body: bytes,
-               media_ids: list[str], now: float) -> None:
-        """A Send: hand it on; then `send_acked` or `send_failed` with `rid`."""
-
-    def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:
-        """The device's cursor in the chat moved to seq (`delivered`: by its ack, which also
-        raises the user's delivered watermark; else over its own messages)."""
-
-    def request(self, kind: str, frame: Any) -> None:
-        """Any other frame of an open session, decoded: answer it (or UNKNOWN_FRAME)."""
-
-    def pump(self) -> None:
-        """Read what `next_read` names, hand each result to `rows`, until it says None; then
-        call `pump_stopped`."""
-
-    def load_backlog(self, sync: object) -> None:
-        """Read the device's sync snapshot and hand it to `backlog_loaded(sync, rows)`."""
-
-    def load_cursors(self) -> None:
-        """Read the device's cursors while `cursor_read_begin` says so (cluster mode)."""
-
-    def buffered(self) -> int:
-        """Bytes the transport holds that the socket did not take yet."""
-
-    def wants_flush(self) -> None:
-        """The output buffer got its first frame since the last `take_output`."""
-
-    def closing(self, prev: State, code: int, reason: str) -> None:
-        """The session closes: write out what it buffered, then the CLOSE frame."""
-
-    def echo_close(self, code: int) -> None:
-        """The peer closed: write out what is buffered, answer its CLOSE, disconnect."""
-
-    def disconnect(self, graceful: bool) -> None:
-        """Cut the connection (the peer did not answer a CLOSE in time, or did)."""
 
 
 class Stream:
@@ -145,21 +57,17 @@ class SyncRun:
         self.pending: dict[str, tuple[int, int]] = {}
 
 
-PING_FRAME = frames.ws_frame(frames.PING, b"")
+PING_FRAME = wire_model.ws_frame(Opcode.PING, b"")
 
 
 class Session:
-    """See the module docstring. `decode(payload)` turns a WebSocket message into a checked
-    ClientFrame (raising wire.Malformed or wire.BadField)."""
+    """Session(port, config, stats, timers, user="", device=""), as the native one."""
 
-    def __init__(self, port: SessionPort, config: SessionConfig, stats: SessionStats,
-                 timers, *, user: str = "", device: str = "",
-                 decode: Callable[[bytes], pb.ClientFrame] = wire.decode) -> None:
+    def __init__(self, port, config, stats, timers, *, user: str = "", device: str = "") -> None:
         self.port = port
         self.config = config
         self.stats = stats
         self.timers = timers
-        self.decode = decode
         self.state = State.AWAIT_AUTH
         self.user = user
         self.device = device
@@ -174,7 +82,7 @@ class Session:
         self.sync: SyncRun | None = None
         self.frame_bucket: TokenBucket | None = None
         self.retransmits = 0
-        self.early: list[pb.ClientFrame | wire.BadField] | None = None  # came while ADMITTING
+        self.early: list[tuple] | None = None  # frames that came while ADMITTING, decoded
         self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
         self.fragment_bytes = 0
         self.own_sends: dict[str, int] | None = None  # chat -> highest seq SendAck'ed here
@@ -214,10 +122,10 @@ class Session:
         self._arm(self.last_rx + self.config.heartbeat_interval)
         self._start_sync(0)
         early, self.early = self.early, None
-        for frame in early or ():
+        for kind, rid, fields, problem in early or ():
             if self.state != State.OPEN:
                 break
-            self._dispatch(frame, self.timers.now())
+            self._dispatch(kind, rid, fields, problem, self.timers.now())
 
     def close(self, code: int, reason: str) -> None:
         """Send a CLOSE; the peer's CLOSE ends the connection, and a peer that does not answer
@@ -295,49 +203,42 @@ class Session:
         stats = self.stats
         stats.frames_in += 1
         stats.bytes_in += len(payload)
-        try:
-            frame: pb.ClientFrame | wire.BadField = self.decode(payload)
-        except wire.Malformed:
+        decoded = self.port.decode(payload)
+        if decoded is None:
             self.close(Close.MALFORMED, "not a ClientFrame")
             return
-        except wire.BadField as exc:
-            frame = exc
         if self.state == State.ADMITTING:
             if len(self.early) >= MAX_EARLY_FRAMES:
                 self.close(Close.FLOOD, "too many frames before Welcome")
             else:
-                self.early.append(frame)
+                self.early.append(decoded)
             return
-        self._dispatch(frame, now)
+        self._dispatch(*decoded, now)
 
-    def _dispatch(self, frame: pb.ClientFrame | wire.BadField, now: float) -> None:
-        if isinstance(frame, wire.BadField):
+    def _dispatch(self, kind: str | None, rid: int, fields, problem: str | None,
+                  now: float) -> None:
+        if problem is not None:
             if self.state == State.AWAIT_AUTH:
                 self.close(Close.UNAUTHENTICATED,
-                           "invalid token" if frame.kind == "auth" else "auth required")
+                           "invalid token" if kind == "auth" else "auth required")
             else:
-                self.send_frame(frames.error(frame.request_id, pb.INVALID_ARGUMENT, frame.detail))
-            return
-        kind = frame.WhichOneof("body")
-        if self.state == State.AWAIT_AUTH:
+                self.write_framed(wire_model.error(rid, pb.INVALID_ARGUMENT, problem))
+        elif self.state == State.AWAIT_AUTH:
             if kind == "auth":
-                self.port.authenticate(frame.auth.token)
+                self.port.authenticate(fields)
             else:
                 self.close(Close.UNAUTHENTICATED, "auth required")
         elif kind == "send":
-            send = frame.send
-            self.port.submit(frame.request_id, send.chat_id, send.client_msg_id, send.body,
-                             list(send.media_ids), now)
+            client_msg_id, chat_id, body, media_ids = fields
+            self.port.submit(rid, chat_id, client_msg_id, body, media_ids, now)
         elif kind == "ack":
-            self._on_ack(frame.request_id, [(item.chat_id, item.seq) for item in frame.ack.acks],
-                         now)
+            self._on_ack(rid, fields, now)
         elif kind == "sync":
-            self._start_sync(frame.request_id)
+            self._start_sync(rid)
         elif kind == "auth":
-            self.send_frame(frames.error(frame.request_id, pb.ALREADY_AUTHENTICATED,
-                                         "already authenticated"))
+            self.write_framed(wire_model.error(rid, pb.ALREADY_AUTHENTICATED, "already authenticated"))
         else:
-            self.port.request(kind, frame)
+            self.port.request(kind, fields)
 
     # ------------------------------------------------------------------ sends
     def send_acked(self, rid: int, message: StoredMessage, duplicate: bool) -> None:
@@ -349,14 +250,16 @@ class Session:
         if message.seq > own.get(message.chat_id, 0):
             own[message.chat_id] = message.seq
         self.own_sends = own
-        self.send_frame(frames.send_ack(rid, message, duplicate))
+        self.write_framed(wire_model.send_ack(rid, message.client_msg_id, message.chat_id,
+                                              message.seq, message.server_id,
+                                              message.created_at_ms, duplicate))
 
     def send_failed(self, rid: int, code: int, detail: str, retry_after_ms: int, chat_id: str,
                     client_msg_id: str) -> None:
         if self.state >= State.CLOSING:
             return
-        self.send_frame(frames.error(rid, code, detail, retry_after_ms=retry_after_ms,
-                                     chat_id=chat_id, client_msg_id=client_msg_id))
+        self.write_framed(wire_model.error(rid, code, detail, retry_after_ms, chat_id,
+                                           client_msg_id))
 
     # ------------------------------------------------------------------ acks
     def _on_ack(self, rid: int, items: list[tuple[str, int]], now: float) -> None:
@@ -388,14 +291,14 @@ class Session:
             self.last_progress = now
             self._maybe_pump()
         if invalid is not None:
-            self.send_frame(frames.error(
+            self.write_framed(wire_model.error(
                 rid, pb.ACK_INVALID,
                 f"seq {invalid[1]} was neither delivered nor acknowledged on this connection",
                 chat_id=invalid[0]))
 
     # ------------------------------------------------------------------ delivery
     def offer(self, chat_id: str, messages: Sequence[StoredMessage],
-              chunks: Sequence[frames.Chunk]) -> None:
+              chunks: Sequence[wire_model.Chunk]) -> None:
         """Fresh messages of one chat (seq order), with their shared encoded Deliver frames."""
         if self.state != State.OPEN:
             return
@@ -442,7 +345,7 @@ class Session:
             stream.sent = stream.acked = last.seq
             self.port.cursor(last.chat_id, last.seq, False)
             return True
-        for i, chunk in enumerate(frames.deliver(others, self.config.max_frame_bytes)):
+        for i, chunk in enumerate(wire_model.deliver_frames(others, self.config.max_frame_bytes)):
             if i and self.write_blocked():
                 return False
             self._advance(stream, chunk.last_seq)
@@ -509,6 +412,7 @@ class Session:
 
     def pump_stopped(self) -> None:
         self.pumping = False
+        self._pumped.clear()
         self._check_sync()
 
     def write_blocked(self) -> bool:
@@ -517,6 +421,7 @@ class Session:
 
     def resumed(self) -> None:
         """The transport's buffer drained (resume_writing)."""
+        self.port.resumed()
         self._maybe_pump()
 
     # ------------------------------------------------------------------ sync
@@ -563,10 +468,8 @@ class Session:
         if all(chat not in streams or streams[chat].sent >= target
                for chat, target in sync.targets.items()):
             self.sync = None
-            self.send_frame(pb.ServerFrame(
-                request_id=sync.request_id,
-                sync_complete=pb.SyncComplete(chats=len(sync.targets), messages=sync.messages),
-            ).SerializeToString())
+            self.write_framed(wire_model.sync_complete(sync.request_id, len(sync.targets),
+                                                       sync.messages))
 
     # ------------------------------------------------------------------ cluster: cursors
     def _resolve(self, chat_id: str, first: int, last: int) -> None:
@@ -675,7 +578,7 @@ class Session:
     def send_frame(self, data: bytes) -> None:
         """An encoded ServerFrame to the device."""
         if self.state < State.CLOSING:
-            self.write_framed(frames.ws_frame(frames.BINARY, data))
+            self.write_framed(wire_model.ws_frame(Opcode.BINARY, data))
 
     def write_framed(self, frame: bytes) -> None:
         """A complete WebSocket frame to the output, in order."""
