@@ -7,12 +7,20 @@ with the picows wheel, a build requirement in pyproject.toml).
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NATIVE = ["timerwheel", "ring", "wire", "session"]
+# module -> what it links besides Python: the SQLite batch commit uses the process's own
+# libsqlite3 (the one Python's sqlite3 module loads), by its soname: no development package.
+NATIVE = {
+    "timerwheel": [],
+    "ring": [],
+    "wire": [],
+    "session": [],
+    "sqlitebatch": ["-l:libsqlite3.so.0"],
+}
 
 extensions = [
     Extension(f"switchboard.core._native.{name}", [f"switchboard/core/_native/{name}.pyx"],
-              extra_compile_args=["-O2"])
-    for name in NATIVE
+              extra_compile_args=["-O2"], extra_link_args=link)
+    for name, link in NATIVE.items()
 ]
 
 setup(

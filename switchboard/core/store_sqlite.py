@@ -37,9 +37,12 @@ from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 import orjson
 
+from ._native import native
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
                     Membership, Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
+
+BatchCommitter = native("sqlitebatch").BatchCommitter
 
 T = TypeVar("T")
 
@@ -148,16 +151,21 @@ SQL_READ_SEQ = "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?"
 SQL_READ_SEQS = f"SELECT chat_id, read_seq FROM receipts WHERE user_id = ? AND chat_id IN {IN_IDS}"
 
 
+# The native batch commit (core/_native/sqlitebatch.pyx): its statements, in its order, and the
+# settings of its connection.
+BATCH_SQL = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", SQL_HEAD, SQL_INSERT_MESSAGE, SQL_SET_HEAD,
+             SQL_CURSOR, SQL_DELIVERED, SQL_READ)
+PRAGMAS = ("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; "
+           f"PRAGMA cache_size = -{CACHE_KIB};")
+
+
 def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves and
     # each read is its own autocommit snapshot.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                            cached_statements=CACHED_STATEMENTS,
                            check_same_thread=check_same_thread)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    conn.executescript(PRAGMAS)
     return conn
 
 
@@ -205,6 +213,7 @@ class SQLiteStore(Store):
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
+        self._batch: BatchCommitter | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
 
@@ -229,6 +238,7 @@ class SQLiteStore(Store):
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
         self._write_conn = conn
+        self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
 
     def _open_reader(self) -> None:
         # Closed by _shut_down from another thread once this pool has stopped.
@@ -247,6 +257,9 @@ class SQLiteStore(Store):
         self._read_conns.clear()
 
     def _close_writer(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
@@ -277,48 +290,22 @@ class SQLiteStore(Store):
         return CommitOutcome(await self._write(self._commit, batch))
 
     def _commit(self, batch: Batch) -> list[CommitResult]:
-        conn = self._write_conn
-        execute = conn.execute
+        """The batch through the native committer, which releases the GIL for SQLite's work;
+        a duplicate's original row is read back after it."""
+        messages = batch.messages
+        media = [orjson.dumps(m.media_ids) if m.media_ids else None for m in messages]
+        seqs = self._batch.commit(messages, media, batch.cursors, batch.delivered, batch.reads)
         results: list[CommitResult] = []
         append = results.append
-        heads: dict[str, int] = {}
-        moved: set[str] = set()
-        sent: dict[tuple[str, str], int] = {}  # (chat, sender) -> seq of their last new message
-        with _transaction(conn):
-            for m in batch.messages:
-                chat_id = m.chat_id
-                head = heads.get(chat_id)
-                if head is None:
-                    head = _head(conn, chat_id)
-                seq = head + 1
-                media = orjson.dumps(m.media_ids) if m.media_ids else None
-                if execute(SQL_INSERT_MESSAGE, (chat_id, seq, m.server_id, m.sender_user,
-                                                m.sender_device, m.client_msg_id, m.body, media,
-                                                m.created_at_ms)).rowcount:
-                    heads[chat_id] = seq
-                    moved.add(chat_id)
-                    sent[(chat_id, m.sender_user)] = seq
-                    append(CommitResult(StoredMessage(
-                        chat_id, seq, m.server_id, m.sender_user, m.sender_device,
-                        m.client_msg_id, m.body, m.media_ids, m.created_at_ms), False))
-                else:
-                    heads[chat_id] = head
-                    row = execute(SQL_DEDUP, (chat_id, m.sender_user, m.client_msg_id)).fetchone()
-                    append(CommitResult(_message(chat_id, row), True))
-            if moved:
-                conn.executemany(SQL_SET_HEAD, [(chat_id, heads[chat_id]) for chat_id in moved])
-            if batch.cursors:
-                conn.executemany(SQL_CURSOR, [(user, device, chat_id, seq) for
-                                              (user, device, chat_id), seq in batch.cursors.items()])
-            if batch.delivered:
-                conn.executemany(SQL_DELIVERED, [(chat_id, user, seq) for
-                                                 (chat_id, user), seq in batch.delivered.items()])
-            if batch.reads:
-                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
-                                            (chat_id, user), seq in batch.reads.items()])
-            if sent:
-                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
-                                            (chat_id, user), seq in sent.items()])
+        for m, seq in zip(messages, seqs):
+            if seq:
+                append(CommitResult(StoredMessage(
+                    m.chat_id, seq, m.server_id, m.sender_user, m.sender_device, m.client_msg_id,
+                    m.body, m.media_ids, m.created_at_ms), False))
+            else:
+                row = self._write_conn.execute(
+                    SQL_DEDUP, (m.chat_id, m.sender_user, m.client_msg_id)).fetchone()
+                append(CommitResult(_message(m.chat_id, row), True))
         return results
 
     # ------------------------------------------------------------------ messages
