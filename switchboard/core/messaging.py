@@ -121,8 +121,8 @@ class MessageService:
                 raise DomainError(Code.INVALID_ARGUMENT, "media ids must be 1..128 chars")
 
     def _on_commit(self, results: list[CommitResult]) -> None:
-        """Runs right after a batch is durable, before any SendAck: group new rows per chat
-        (already in seq order) and fan each group out once."""
+        """Runs right after a batch is durable (its SendAcks are queued already): group new rows
+        per chat (already in seq order) and fan each group out once."""
         by_chat: dict[str, list[StoredMessage]] = {}
         for result in results:
             if not result.duplicate:

@@ -251,6 +251,17 @@ def test_send_is_submitted_and_answered_with_its_ack(rig):
             frame.error.client_msg_id) == (4, pb.RATE_LIMITED, 20, "m2")
 
 
+def test_the_frames_of_a_turn_ask_for_one_write(rig):
+    """Output accumulates until it is taken: the port hears of it once per flush."""
+    rig.session.send_acked(1, message("c1", 1, "bob", "laptop"), False)
+    offer(rig, "c2", 1)
+    rig.session.send_failed(2, pb.UNAVAILABLE, "busy", 10, "c1", "m")
+    assert rig.port.take("wants_flush") == [()]
+    assert [f.WhichOneof("body") for f in rig.out()] == ["send_ack", "deliver", "error"]
+    offer(rig, "c2", 2)
+    assert rig.port.take("wants_flush") == [()]
+
+
 # ---------------------------------------------------------------------------- delivery window
 def test_in_order_offers_go_out_at_once_as_the_shared_frames(rig):
     offer(rig, "c1", 1)
