@@ -14,7 +14,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.math cimport INFINITY
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from picows.picows cimport WSFrame, WSListener, WSTransport
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
 from .wire cimport (KIND_ACK, KIND_SEND, Buf, Chunk, Scan, buf_append, buf_free, decode_ack,
                     decode_send, deliver_frames, put_error, put_send_ack, put_sync_complete,
@@ -164,6 +164,12 @@ cdef class Session(WSListener):
     # ------------------------------------------------------------------ picows
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
+        # What an idle connection keeps of picows: not the upgrade request (its headers, the
+        # token among them; the port has read what it needs), and not a 1 KiB frame buffer
+        # for sends: frames are written from this session's own output, picows only frames
+        # the rare CLOSE itself (its buffer grows when it does).
+        transport.request = None
+        transport._write_buffer = MemoryBuffer(0)
         self.connected(self.timers.now())
         self.port.connected()
 
