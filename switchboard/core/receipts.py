@@ -107,9 +107,11 @@ class ReceiptService:
         """(delivered to all up to, read by all up to) over the current members. A member with
         read receipts off counts as having read nothing, so nobody is "read by all" past 0."""
         delivered_all = read_all = None
+        settings = self._settings
         for user in await self._chats.members(chat_id):
             receipt = receipts.get(user) or Receipt(0, 0)
-            read = receipt.read_seq if (await self._settings.get(user)).read_receipts else 0
+            shown = (settings.cached(user) or await settings.get(user)).read_receipts
+            read = receipt.read_seq if shown else 0
             delivered_all = receipt.delivered_seq if delivered_all is None else min(
                 delivered_all, receipt.delivered_seq)
             read_all = read if read_all is None else min(read_all, read)
@@ -161,16 +163,17 @@ class ReceiptService:
         hidden = {user for user in changed if not (await self._settings.get(user)).read_receipts}
         for target in senders | set(changed):
             show_read = (await self._settings.get(target)).read_receipts
-            visible = {}
-            for user, receipt in changed.items():
-                if user == target:  # your own devices always see your own watermarks
-                    visible[user] = receipt
-                elif target not in senders:
-                    continue  # not a sender: only your own watermarks concern you
-                elif show_read and user not in hidden:
-                    visible[user] = receipt
-                elif user in delivered_moved:  # a hidden read alone would tell when they read
-                    visible[user] = Receipt(receipt.delivered_seq, 0)
+            if target not in senders:  # not a sender: only your own watermarks concern you
+                visible = {target: changed[target]}
+            else:
+                visible = {}
+                for user, receipt in changed.items():
+                    if user == target:  # your own devices always see your own watermarks
+                        visible[user] = receipt
+                    elif show_read and user not in hidden:
+                        visible[user] = receipt
+                    elif user in delivered_moved:  # a hidden read alone would tell when they read
+                        visible[user] = Receipt(receipt.delivered_seq, 0)
             if visible:
                 self._push(target, chat_id, visible, delivered_all, read_all if show_read else 0)
                 self.updates_pushed += 1
