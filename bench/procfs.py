@@ -26,6 +26,15 @@ class ProcSample:
         return asdict(self)
 
 
+def total(samples: dict[str, ProcSample]) -> ProcSample:
+    """Several processes as one: every field summed (a peak sum is an upper bound of the
+    processes' joint peak, exact for one process)."""
+    return ProcSample(rss=sum(s.rss for s in samples.values()),
+                      peak_rss=sum(s.peak_rss for s in samples.values()),
+                      fds=sum(s.fds for s in samples.values()),
+                      cpu=sum(s.cpu for s in samples.values()))
+
+
 def sample(pid: int) -> ProcSample:
     status = _status(pid)
     return ProcSample(rss=status["VmRSS"], peak_rss=status["VmHWM"], fds=len(os.listdir(f"/proc/{pid}/fd")),

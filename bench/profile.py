@@ -15,11 +15,13 @@ whole life including start-up, and with cProfile's own overhead on every call).
 from __future__ import annotations
 
 import asyncio
+import os
 import pstats
 import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,9 +30,18 @@ TOP = 25
 _LINE = re.compile(r":\d+\)$")
 
 
+def find_tool(name: str) -> str | None:
+    """A command installed with this interpreter's packages (the venv's bin, found whether or
+    not the venv is activated), else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
 class Profiler:
     def __init__(self, base: Path) -> None:
-        self.pyspy = shutil.which("py-spy")
+        self.pyspy = find_tool("py-spy")
         self.raw_path = base.with_suffix(".collapsed.txt")
         #: Set when the server must be started under cProfile (no py-spy here).
         self.cprofile_path = None if self.pyspy else base.with_suffix(".pstats")

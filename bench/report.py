@@ -13,7 +13,9 @@ from pathlib import Path
 
 from . import hist
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where a run writes by default: ignored by git, so runs never show in `git status`. The
+#: curated results bench/README.md cites live one level up, in bench/results/, committed.
+RESULTS = Path(__file__).resolve().parent / "results" / "runs"
 
 
 def new_run_dir(root: Path | None, scenario: str) -> Path:

@@ -18,7 +18,7 @@ import signal
 import sys
 
 from . import logs
-from .config import ConfigError, load
+from .config import ConfigError, check_data_dir, load
 from .tools import admin, sdnotify
 
 log = logging.getLogger("switchboard.serve")
@@ -26,7 +26,8 @@ log = logging.getLogger("switchboard.serve")
 EXIT_CONFIG = 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """Every command and option of `switchboard`."""
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--production", action="store_true", default=None,
                        help="refuse to start without an explicit auth.secret")
     serve.add_argument("--log-level", help="log.level: DEBUG, INFO, WARNING, ERROR")
-    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+    serve.add_argument("--workers", type=admin.positive_integer, default=1, metavar="N",
                        help="gateway processes sharing the client port as one cluster, under a "
                             "supervisor (default 1: this process serves; see deploy/README.md)")
 
@@ -49,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     admin_parser = sub.add_parser("admin", help="operate a node: chats, devices, sessions, "
                                                 "tokens, drain (see deploy/README.md)")
     _common(admin_parser)
-    admin.add_arguments(admin_parser)
+    admin.add_arguments(admin_parser, lambda leaf: _common(leaf, default=argparse.SUPPRESS))
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     flags = {
         "server.data_dir": args.data_dir,
         "server.host": getattr(args, "host", None),
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return admin.mint(config, args)
         if args.command == "admin":
             return admin.run(config, args)
+        check_data_dir(config.server.data_dir)
         config.secret_bytes()  # dev mode: generated here once, before workers race for it
         if supervise:
             from . import workers
@@ -76,18 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup(config.log)
+    logs.setup(config.log, "supervisor" if supervise else node_name(config))
     if supervise:
         return workers.serve(config, plan, _worker_argv(args))
     import uvloop
     return uvloop.run(_serve(config))
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not 1 or more")
-    return value
+def node_name(config) -> str:
+    """What this process's log lines call it: its cluster node name, else n<node_id>."""
+    return config.cluster.node_name or f"n{config.server.node_id}"
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -103,13 +106,17 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML config file")
-    parser.add_argument("--data-dir", help="where the database and dev signing key live "
-                                           "(default ./switchboard-data)")
+def _common(parser: argparse.ArgumentParser, default=None) -> None:
+    """--config and --data-dir. Given again after an admin subcommand (default SUPPRESS there),
+    the later one wins; not given, the earlier value stays."""
+    parser.add_argument("--config", default=default, help="TOML config file")
+    parser.add_argument("--data-dir", default=default,
+                        help="where the database and dev signing key live "
+                             "(default ./switchboard-data)")
 
 
 async def _serve(config) -> int:
+    from .router.registry import RegistryUnavailable
     from .app import build_gateway
     try:
         gateway = build_gateway(config)
@@ -118,8 +125,12 @@ async def _serve(config) -> int:
         return EXIT_CONFIG
     try:
         await gateway.start()
-    except (OSError, RuntimeError) as exc:
-        log.error("cannot start: %s", exc)
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        await gateway.stop()  # releases what start opened; logs no drain: nothing was served
+        return EXIT_CONFIG
+    except (OSError, RuntimeError, RegistryUnavailable) as exc:  # may pass (Redis down): exit 1
+        print(f"switchboard: cannot start: {exc}", file=sys.stderr)
         await gateway.stop()
         return 1
     url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
@@ -140,6 +151,7 @@ async def _serve(config) -> int:
         watchdog.start(loop)
 
     await stop.wait()
+    log.info("stop requested (SIGTERM or SIGINT): draining")
     sdnotify.notify("STOPPING=1", "STATUS=draining")
     code = 0
     try:
@@ -154,7 +166,11 @@ async def _serve(config) -> int:
 
 def _reload(gateway) -> None:
     """SIGHUP: new TLS handshakes use the certificate now on disk; a bad one is logged and the
-    old one stays (a reload must never take the listener down)."""
+    old one stays (a reload must never take the listener down). Without TLS there is nothing
+    to reload, which is normal (`systemctl reload` on a plaintext server)."""
+    if gateway.tls is None:
+        log.info("SIGHUP: no TLS configured, nothing to reload")
+        return
     try:
         gateway.reload_tls()
     except Exception as exc:

@@ -18,23 +18,50 @@ The file mirrors the sections below; deploy/switchboard.toml lists every key wit
     key = "/etc/switchboard/tls/privkey.pem"
 
 An environment variable SWITCHBOARD_<SECTION>_<KEY> (e.g. SWITCHBOARD_SERVER_PORT,
-SWITCHBOARD_TLS_MIN_VERSION) overrides a key; one naming an unknown key of a known section is an
-error, like an unknown key in the file.
+SWITCHBOARD_TLS_MIN_VERSION) overrides a key. Every SWITCHBOARD_* variable is taken as one,
+except the names in NOT_CONFIG (test and tool switches); one naming an unknown section or key
+is an error, like an unknown key in the file, so a typo never goes unnoticed.
+
+Types are strict: in the file a number is a TOML number and a boolean a TOML boolean (`port =
+"8765"` is refused: quoting hides typos such as "87 65"); an integer key takes no fraction, a
+float key takes an integer. Environment values are strings and are parsed strictly: integers
+as digits, floats as plain decimals, booleans as true/false, yes/no, on/off or 1/0.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: SWITCHBOARD_* environment variables that are not configuration keys: switches of the tests
+#: and tools. Any other SWITCHBOARD_* name must name a key (tests/ops/test_config.py checks
+#: that every name the repository uses is one or the other).
+NOT_CONFIG = frozenset({
+    "SWITCHBOARD_FUZZ_SEED",            # tests/fuzz: replay a seed
+    "SWITCHBOARD_FUZZ_SECONDS",         # tests/fuzz: how long each atheris target runs
+    "SWITCHBOARD_CASSANDRA_CACHE",      # tools/devcassandra: where Cassandra's jars are kept
+    "SWITCHBOARD_SCYLLA_HOSTS",         # store contract tests: a ScyllaDB/Cassandra to use
+    "SWITCHBOARD_REQUIRE_SERVICES",     # tests: fail instead of skip when a service is missing
+})
+ENV_PREFIX = "SWITCHBOARD_"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 TLS_VERSIONS = ("1.2", "1.3")
-STORE_KINDS = ("sqlite", "memory")
+STORE_KINDS = ("sqlite", "memory", "scylla")
+REPLICATION_STRATEGIES = ("NetworkTopologyStrategy", "SimpleStrategy")
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE")
+SERIAL_CONSISTENCY_LEVELS = ("SERIAL", "LOCAL_SERIAL")
 MIN_SECRET_BYTES = 32
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
@@ -127,9 +154,29 @@ class WriterConfig:
 
 @dataclass(slots=True)
 class StoreConfig:
-    """Where messages, chats and devices are kept (switchboard/core/stores.py opens it)."""
-    kind: str = "sqlite"    # sqlite: one embedded file; memory: nothing kept after exit
+    """Where messages, chats and devices are kept (switchboard/core/stores.py opens it).
+    The keys after `path` are the ScyllaDB store's (docs/storage.md)."""
+    kind: str = "sqlite"    # sqlite: one embedded file; memory: nothing kept after exit;
+                            # scylla: a ScyllaDB (or Cassandra) cluster shared by every gateway
     path: str = ""          # sqlite: the database file; "" means <server.data_dir>/switchboard.db
+    hosts: str = "127.0.0.1"  # scylla: contact points "host,host,..." (the driver finds the rest)
+    port: int = 9042
+    keyspace: str = "switchboard"
+    replication_strategy: str = "NetworkTopologyStrategy"  # or SimpleStrategy (one datacenter)
+    replication_factor: int = 3  # copies in every datacenter, unless replication_dcs says
+    replication_dcs: str = ""    # per datacenter, "dc1:3,dc2:3" (NetworkTopologyStrategy)
+    consistency: str = "LOCAL_QUORUM"         # reads and writes
+    serial_consistency: str = "LOCAL_SERIAL"  # the Paxos phase of conditional writes
+    local_dc: str = ""       # the datacenter to talk to; "" takes the first contact point's
+    username: str = ""       # PasswordAuthenticator; "" connects without credentials
+    password: str = ""
+    tls_ca: str = ""         # PEM CA bundle: TLS to the cluster, server certificates verified
+    tls_cert: str = ""       # PEM client certificate and key, for client authentication
+    tls_key: str = ""
+    request_timeout: float = 10.0  # s: a request without an answer fails (outcome unknown)
+    max_in_flight: int = 1024      # requests on the wire at once; more wait their turn
+    create_schema: bool = True     # create the keyspace and tables at start when missing;
+                                   # false: `switchboard admin store migrate` does it
 
 
 @dataclass(slots=True)
@@ -174,9 +221,11 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    def secret_bytes(self) -> bytes:
+    def secret_bytes(self, create: bool = True) -> bytes:
         """The signing key; in dev mode one is generated once and kept in the data dir so that
-        `switchboard token` and `switchboard serve` agree without any set-up."""
+        `switchboard token` and `switchboard serve` agree without any set-up. Only the server
+        creates it (`create`): a token signed with a key the server does not have is refused
+        by it, so `token` run in the wrong folder must fail rather than mint one."""
         if self.auth.secret_file:
             return _read_secret_file(self.auth.secret_file)
         if self.auth.secret:
@@ -185,12 +234,22 @@ class Config:
             raise ConfigError("auth.secret: required in production mode "
                               "(or auth.secret_file, or auth.jwks_url / auth.jwks_file)")
         path = Path(self.server.data_dir) / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48))
-        return path.read_text().strip().encode()
+        if not path.exists() and not create:
+            raise ConfigError(
+                f"auth.secret: no signing key: auth.secret and auth.secret_file are unset and "
+                f"there is no development key at {path.resolve()}; point --data-dir at the "
+                f"server's data dir (or --config at its config file), or set "
+                f"SWITCHBOARD_AUTH_SECRET_FILE to the file holding the server's key")
+        try:
+            if not path.exists():
+                check_data_dir(self.server.data_dir)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_urlsafe(48))
+            return path.read_text().strip().encode()
+        except OSError as exc:
+            raise ConfigError(f"server.data_dir: cannot keep the development key {path}: "
+                              f"{exc.strerror or exc}") from None
 
     @property
     def database(self) -> Path:
@@ -223,11 +282,14 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None,
             for key, value in values.items():
                 _set(config, f"{section}.{key}", value, f"in {path}")
     environ = os.environ if environ is None else environ
-    for name, value in environ.items():
-        if name.startswith("SWITCHBOARD_") and name.count("_") >= 2:
-            section, _, key = name[len("SWITCHBOARD_"):].lower().partition("_")
-            if hasattr(config, section):
-                _set(config, f"{section}.{key}", value, f"from ${name}")
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and name not in NOT_CONFIG:
+            section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+            source = f"from ${name}"
+            if not dataclasses.is_dataclass(getattr(config, section, None)):
+                raise ConfigError(f"unknown config section {section!r} ({source}; a "
+                                  f"SWITCHBOARD_* variable must be SWITCHBOARD_<SECTION>_<KEY>)")
+            _set(config, f"{section}.{key}", value, source, from_text=True)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(config, dotted, value, "from the command line")
@@ -235,7 +297,7 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None,
     return config
 
 
-def _set(config: Config, dotted: str, value: Any, source: str) -> None:
+def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool = False) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(config, section_name, None)
     if section is None or not dataclasses.is_dataclass(section):
@@ -245,26 +307,36 @@ def _set(config: Config, dotted: str, value: Any, source: str) -> None:
         raise ConfigError(f"unknown config key {dotted!r} ({source})")
     kind = type(getattr(section, key))
     try:
-        setattr(section, key, _coerce(value, kind))
+        setattr(section, key, _parse(value, kind) if from_text else _typed(value, kind))
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {repr(value)[:80]} "
+        raise ConfigError(f"{dotted}: expected {_KIND_NAMES[kind]}, got {repr(value)[:80]} "
                           f"({source})") from None
 
 
-def _coerce(value: Any, kind: type) -> Any:
+_KIND_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number",
+               str: "a string"}
+
+
+def _typed(value: Any, kind: type) -> Any:
+    """A value from the file or the command line: already typed, and it must be this type
+    (bool is no number; an int is a float, a float no int)."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ValueError(value)
+    return value
+
+
+def _parse(text: str, kind: type) -> Any:
+    """A value from the environment: the whole string must spell one value of this type."""
+    if kind is str:
+        return text
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ValueError(value)
-    if kind is int and isinstance(value, float):
-        raise ValueError(value)
-    if kind in (int, float) and isinstance(value, bool):
-        raise ValueError(value)
-    if kind is str and not isinstance(value, str):
-        raise ValueError(value)
-    return kind(value)
+        return _BOOLEANS[text.lower()] if text.lower() in _BOOLEANS else _typed(text, bool)
+    pattern = _INTEGER if kind is int else _DECIMAL
+    if not pattern.fullmatch(text):
+        raise ValueError(text)
+    return kind(text)
 
 
 def _validate(config: Config) -> None:
@@ -322,6 +394,11 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: value {value!r} out of range")
     choices = {"tls.min_version": (config.tls.min_version, TLS_VERSIONS),
                "store.kind": (config.store.kind, STORE_KINDS),
+               "store.replication_strategy": (config.store.replication_strategy,
+                                              REPLICATION_STRATEGIES),
+               "store.consistency": (config.store.consistency.upper(), CONSISTENCY_LEVELS),
+               "store.serial_consistency": (config.store.serial_consistency.upper(),
+                                            SERIAL_CONSISTENCY_LEVELS),
                "log.level": (config.log.level.upper(), LOG_LEVELS),
                "log.format": (config.log.format, LOG_FORMATS)}
     for key, (value, allowed) in choices.items():
@@ -332,6 +409,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("tls.cert and tls.key: set both (TLS on) or neither (plaintext)")
     if config.cluster.enabled:
         _validate_cluster(config)
+    if config.store.kind == "scylla":
+        _validate_scylla(config)
     if config.auth.jwks_url and config.auth.jwks_file:
         raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
     for algorithm in config.auth.algorithms.split(","):
@@ -340,6 +419,23 @@ def _validate(config: Config) -> None:
                               f"{', '.join(ASYMMETRIC_ALGORITHMS)}")
     if config.auth.secret and len(config.auth.secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"auth.secret: a signing key needs at least {MIN_SECRET_BYTES} bytes")
+
+
+def check_data_dir(data_dir: str) -> Path:
+    """Create `data_dir` when missing and make sure this process can keep files in it;
+    ConfigError naming server.data_dir and the path otherwise (a file, no permission)."""
+    path = Path(data_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"server.data_dir: {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"server.data_dir: cannot create {path}: "
+                          f"{exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"server.data_dir: {path} is not writable by this user "
+                          f"(uid {os.geteuid()})")
+    return path
 
 
 def parse_addresses(value: str, key: str) -> list[tuple[str, int]]:
@@ -378,6 +474,42 @@ def _validate_cluster(config: Config) -> None:
                           "cluster.peers (a static member list)")
     if not cluster.redis and cluster.mesh_port == 0:
         raise ConfigError("cluster.mesh_port: static peers need a fixed mesh port")
+
+
+def parse_datacenters(value: str) -> dict[str, int]:
+    """"dc1:3,dc2:3" -> {"dc1": 3, "dc2": 3}; ConfigError naming store.replication_dcs."""
+    result = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, factor = item.rpartition(":")
+        if not sep or not name.replace("-", "").replace("_", "").isalnum() \
+                or not factor.isdigit() or int(factor) < 1:
+            raise ConfigError(f"store.replication_dcs: {item!r} is not datacenter:factor")
+        result[name] = int(factor)
+    return result
+
+
+def _validate_scylla(config: Config) -> None:
+    store = config.store
+    if not [host for host in store.hosts.split(",") if host.strip()]:
+        raise ConfigError("store.hosts: at least one contact point")
+    if not store.keyspace.replace("_", "").isalnum() or len(store.keyspace) > 48:
+        raise ConfigError(f"store.keyspace: {store.keyspace!r} must be letters, digits and _ "
+                          "(at most 48)")
+    checks = {"store.port": 0 < store.port < 65536,
+              "store.replication_factor": store.replication_factor >= 1,
+              "store.request_timeout": store.request_timeout > 0,
+              "store.max_in_flight": store.max_in_flight >= 1}
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key}: value {getattr(store, key.partition('.')[2])!r} out of range")
+    parse_datacenters(store.replication_dcs)
+    if bool(store.tls_cert) != bool(store.tls_key):
+        raise ConfigError("store.tls_cert and store.tls_key: set both (client certificate) or "
+                          "neither")
+    if bool(store.username) != bool(store.password):
+        raise ConfigError("store.username and store.password: set both or neither")
+    store.consistency = store.consistency.upper()
+    store.serial_consistency = store.serial_consistency.upper()
 
 
 def _read_secret_file(path: str) -> bytes:

@@ -22,8 +22,9 @@ number, so port 0 is a configuration error (exit 2), as are node ids past 1023 a
 that run past 65535 or overlap. Every worker's full configuration is loaded and validated
 before the first one starts.
 
-**Readiness.** A worker's stdout is a pipe to the supervisor; its stderr (the JSON logs) is
-inherited, so journald or the terminal gets every worker's logs unchanged. A worker prints
+**Readiness.** A worker's stdout is a pipe to the supervisor; its stderr (the JSON logs, each
+line naming its node) is inherited, so journald or the terminal gets every worker's logs
+unchanged. A worker prints
 `switchboard listening on <url>` and `switchboard metrics on <url>` once it serves (cli.py);
 the supervisor reads those two lines to learn that it is ready, and forwards any other line a
 worker prints to its own stdout as is. Once every worker is ready it prints the same

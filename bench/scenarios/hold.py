@@ -2,7 +2,9 @@
 
 Figures: connect rate (TCP + upgrade with token check + Welcome, `--connect-concurrency`
 handshakes in flight per worker) with the handshake latency distribution; the server's RSS
-delta divided by N (user-space bytes per connection); the kernel's memory per socket from
+delta divided by N (user-space bytes per connection; with `--server-workers` the RSS of every
+process summed, since each worker holds its share of the N, and each process's own delta in
+`per_process`); the kernel's memory per socket from
 /proc/net/sockstat (socket buffers) and /proc/meminfo Slab (struct sock, file, inode, epoll
 item), both divided by 2N because on loopback both ends of every connection live in this
 kernel; descriptors; the server's idle CPU while holding; and how many connections dropped.
@@ -82,14 +84,16 @@ async def _hold(ctx, target, n: int) -> dict:
     held = await pool.run("bench.scenarios.hold:check")
     await pool.run("bench.gen:close_all")
 
-    main_role = next(iter(after), None)
     server = None
-    if main_role is not None:
-        b, a = before[main_role], after[main_role]
-        server = {"process": main_role, "rss_before": b.rss, "rss_after": a.rss,
+    if after:
+        b, a = procfs.total(before), procfs.total(after)
+        server = {"processes": sorted(after), "rss_before": b.rss, "rss_after": a.rss,
                   "bytes_per_connection": (a.rss - b.rss) / max(opened, 1),
                   "fds_before": b.fds, "fds_after": a.fds,
-                  "idle_cpu_percent": round(idle_cpu * 100, 2) if idle_cpu is not None else None}
+                  "idle_cpu_percent": round(idle_cpu * 100, 2) if idle_cpu is not None else None,
+                  "per_process": {role: {"rss_before": before[role].rss if role in before else None,
+                                         "rss_after": s.rss, "fds_after": s.fds}
+                                  for role, s in after.items()}}
     sockets = 2 * max(opened, 1)
     kernel = {
         "buffer_bytes_per_socket": (kernel_after.tcp_buffer_bytes - kernel_before.tcp_buffer_bytes) / sockets,

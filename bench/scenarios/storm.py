@@ -8,7 +8,8 @@ flight in all) and closes. The storm: every receiver reconnects (--connect-concu
 handshakes in flight per worker, the rest queued right behind), gets the automatic sync, and is
 fully synced when it holds all K messages and has its SyncComplete. Time counts from the start
 of the storm. The server's peak RSS is VmHWM reset just before the storm (and, where the kernel
-does not allow the reset, the highest of RSS samples taken every 10 ms).
+does not allow the reset, the highest of RSS samples taken every 10 ms); with `--server-workers`
+every figure is the sum over all the server's processes (the sampled peak is that of the sum).
 
 Counts that must add up: every receiver got its K messages exactly once, in order.
 """
@@ -170,11 +171,11 @@ async def _storm(ctx, target, n: int) -> dict:
     fill_seconds = time.monotonic() - fill_start
     await asyncio.sleep(1.0)  # let the server settle (writer idle, sockets closed)
 
-    pid = target.main_pid
+    pids = list(target.pids.values())
     before = target.sample()
-    peak_reset = procfs.reset_peak(pid) if pid else False
+    peak_reset = bool(pids) and all([procfs.reset_peak(pid) for pid in pids])
     samples: list[tuple[float, int]] = []
-    sampler = asyncio.create_task(_sample_rss(pid, samples)) if pid else None
+    sampler = asyncio.create_task(_sample_rss(target, samples)) if pids else None
     t0 = time.monotonic_ns()
     with Progress(n, f"storm {n}: reconnect + sync", "dev") as bar:
         parts = await pool.run("bench.scenarios.storm:storm", [
@@ -190,12 +191,13 @@ async def _storm(ctx, target, n: int) -> dict:
     anomalies = sum(p["anomalies"] for p in parts)
     total_s = (max(p["last_ns"] for p in parts) - t0) / 1e9 if synced else None
     server = None
-    if pid and before:
-        role = next(iter(after))
-        sampled_peak = max((rss for _, rss in samples), default=after[role].rss)
-        server = {"rss_before": before[role].rss, "rss_after": after[role].rss,
-                  "peak_rss": after[role].peak_rss if peak_reset else sampled_peak,
+    if pids and before:
+        b, a = procfs.total(before), procfs.total(after)
+        sampled_peak = max((rss for _, rss in samples), default=a.rss)
+        server = {"processes": sorted(after), "rss_before": b.rss, "rss_after": a.rss,
+                  "peak_rss": a.peak_rss if peak_reset else sampled_peak,
                   "peak_source": "VmHWM" if peak_reset else "sampled",
+                  "sampled_peak_rss": sampled_peak,
                   "rss_samples": [(round(t, 3), rss) for t, rss in samples[::max(1, len(samples) // 400)]]}
     return {
         "target": target.name, "note": target.note, "devices": n, "messages_each": k,
@@ -213,10 +215,10 @@ async def _storm(ctx, target, n: int) -> dict:
     }
 
 
-async def _sample_rss(pid: int, samples: list[tuple[float, int]]) -> None:
+async def _sample_rss(target, samples: list[tuple[float, int]]) -> None:
     start = time.monotonic()
     while True:
-        samples.append((time.monotonic() - start, procfs.rss(pid)))
+        samples.append((time.monotonic() - start, target.rss()))
         await asyncio.sleep(RSS_SAMPLE_EVERY)
 
 

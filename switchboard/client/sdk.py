@@ -11,6 +11,8 @@ Delivery semantics seen by the app:
   the same client_msg_id across reconnects and after UNAVAILABLE/RATE_LIMITED, so a retry never
   creates a second message; if it times out the outcome is unknown (zero or one copies exist).
 * `messages()` yields each message once, per chat in seq order, never this device's own sends.
+  Membership events ("X was added", "X left") are entries of the chat's log and come through
+  it too (`message.HasField("membership")`).
   With auto_ack (the default) a message is acked once it is queued for the app, so the server
   will not send it again; apps that must not lose messages on a crash between receipt and
   processing use auto_ack=False and call `ack()` after processing.
@@ -359,9 +361,10 @@ class Client:
 
     # ------------------------------------------------------------------ messages
     def messages(self) -> AsyncIterator[pb.Message]:
-        """Delivered messages, deduplicated, per chat in seq order, each once, without this
-        device's own sends. Ends after close(); raises ConnectionLost when the client stopped
-        for good (4001, 4010, 4011, 4012, reconnect=False)."""
+        """Delivered messages (membership events included), deduplicated, per chat in seq
+        order, each once, without this device's own sends. Ends after close(); raises
+        ConnectionLost when the client stopped for good (4001, 4010, 4011, 4012,
+        reconnect=False)."""
         return _Iterator(self._inbox)
 
     def events(self) -> AsyncIterator[pb.ReceiptUpdate | pb.Presence | pb.TypingUpdate |
@@ -488,6 +491,18 @@ class Client:
     async def settings(self) -> pb.Settings:
         return await self.update_settings()
 
+    async def block(self, user_id: str) -> None:
+        """Block a user: they can no longer create a direct chat with you or send in it
+        (ServerError BLOCKED), nor see your presence, last seen or reads."""
+        await self.request("ok", block=pb.Block(user_id=user_id))
+
+    async def unblock(self, user_id: str) -> None:
+        await self.request("ok", unblock=pb.Unblock(user_id=user_id))
+
+    async def list_blocked(self) -> list[str]:
+        """The users you blocked, sorted."""
+        return list((await self.request("blocked_list", list_blocked=pb.ListBlocked())).user_ids)
+
     async def list_devices(self) -> pb.DeviceList:
         return await self.request("device_list", list_devices=pb.ListDevices())
 
@@ -550,14 +565,17 @@ class Client:
         except WSHandshakeError as exc:
             response = exc.response
             if response is not None and response.status == 401:
-                raise AuthError(401, (response.body or b"").decode(errors="replace")) from exc
+                raise AuthError(401, _refusal_reason(exc)) from exc
             status = response.status if response is not None else "no response"
             raise ConnectionLost(f"upgrade refused: HTTP {status}") from exc
         except (OSError, WSError) as exc:
             raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
         try:
-            return await asyncio.wait_for(waiter, self._connect_timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: wait_for (Python 3.11) can swallow the cancel of a
+            # close() that lands as the Welcome arrives, leaving a closed client connected
+            async with asyncio.timeout(self._connect_timeout):
+                return await waiter
+        except TimeoutError:
             transport.disconnect(graceful=False)
             raise ConnectionLost("no Welcome in time") from None
         except BaseException:
@@ -686,7 +704,7 @@ class Client:
             return
         kind = frame.WhichOneof("body")
         if kind == "deliver":
-            self._on_deliver(frame.deliver.messages)
+            self._on_deliver(frame.deliver)
         elif kind == "send_ack":
             self._on_send_ack(frame.request_id, frame.send_ack)
         elif kind == "error":
@@ -743,10 +761,13 @@ class Client:
             self._transmit(frames.encode(self._next_rid(), subscribe_presence=pb.SubscribePresence(
                 user_ids=list(self._presence))))
 
-    def _on_deliver(self, messages) -> None:
-        feed = self._order.feed
+    def _on_deliver(self, deliver: pb.Deliver) -> None:
         put = self._inbox.put_nowait
-        for message in messages:
+        for floor in deliver.floors:  # before the frame's messages (protocol 8.3)
+            for ready in self._order.floor(floor.chat_id, floor.seq):
+                put(ready)
+        feed = self._order.feed
+        for message in deliver.messages:
             for ready in feed(message):
                 put(ready)
         self._schedule_acks()
@@ -862,3 +883,15 @@ class Client:
 def _time_out(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
+
+
+def _refusal_reason(exc: WSHandshakeError) -> str:
+    """The reason the server put in the body of a refused upgrade ("invalid token", "token
+    expired"). picows leaves the response's own `body` unset and keeps whatever followed the
+    headers in `raw_body`; Content-Length says how much of that is the body."""
+    raw = bytes(exc.raw_body or b"")
+    length = exc.response.headers.get("Content-Length") if exc.response is not None else None
+    if length is not None and length.isdigit():
+        raw = raw[:int(length)]
+    reason = raw.decode(errors="replace").strip()
+    return reason or f"HTTP {int(exc.response.status)} without a reason"

@@ -24,6 +24,7 @@ from picows import WSCloseCode, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
 from switchboard.core.backlog import read_backlog
+from switchboard.core.chats import is_direct
 from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
 from switchboard.core.model import CommitResult, DeviceStatus, Membership, SendRequest, StoredMessage
@@ -120,8 +121,9 @@ class Connection:
     def send_frame(self, data: bytes) -> None:
         self.session.send_frame(data)
 
-    def forget_chat(self, chat_id: str) -> None:
-        self.session.forget_chat(chat_id)
+    def recheck_chat(self, chat_id: str) -> None:
+        """The user was removed from the chat: read its range again before sending more."""
+        self.session.recheck_chat(chat_id)
 
     def close(self, code: int, reason: str) -> None:
         self.session.close(code, reason)
@@ -336,7 +338,11 @@ class Connection:
         try:
             while (want := session.next_read()) is not None:
                 chat_id, after, limit = want
-                session.rows(chat_id, after, await store.read_messages(chat_id, after, limit))
+                if limit:
+                    session.rows(chat_id, after, await store.read_messages(chat_id, after, limit))
+                else:
+                    periods = await store.member_periods(chat_id, self.user)
+                    session.periods(chat_id, periods.get(self.user, []))
         except StoreError:
             log.warning("pump for %s/%s stopped: store unavailable", self.user, self.device)
         finally:
@@ -377,10 +383,12 @@ class Connection:
             client_time_ms=frame.ping.client_time_ms, server_time_ms=now_ms())).SerializeToString())
 
     def _on_typing(self, frame: pb.ClientFrame) -> None:
-        members = self.gw.services.chats.cached_members(frame.typing.chat_id)
-        if members is None or self.user not in members:
-            self._on_request(frame)  # checks membership against the store, then relays
-        else:
+        chat_id = frame.typing.chat_id
+        members = self.gw.services.chats.cached_members(chat_id)
+        blockers = self.gw.services.blocks.cached_blockers(self.user)
+        if members is None or self.user not in members or blockers is None:
+            self._on_request(frame)  # checks against the store, then relays
+        elif not (is_direct(chat_id) and any(user in blockers for user in members)):
             self.relay_typing(frame.typing, members)
 
     def relay_typing(self, typing: pb.Typing, members: Mapping[str, Membership]) -> None:
@@ -493,6 +501,9 @@ _HANDLERS: dict[str, Callable[[Connection, pb.ClientFrame], Any]] = {
     "list_devices": Connection._on_request,
     "revoke_device": Connection._on_request,
     "get_receipts": Connection._on_request,
+    "block": Connection._on_request,
+    "unblock": Connection._on_request,
+    "list_blocked": Connection._on_request,
 }
 """The requests the session hands to its port, by ClientFrame body: a new request is a line
 here and a method of requests.Requests."""

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from switchboard.buildinfo import build_info
 from switchboard.core.model import Batch
 
 if TYPE_CHECKING:
@@ -122,6 +123,11 @@ class _GatewayCollector(Collector):
         gw, stats, m = self._gw, self._gw.stats, self._metrics
         sessions = gw.session_stats
         writer = gw.services.messages.writer
+        build = build_info()
+        info = GaugeMetricFamily("switchboard_build_info", "The running build; always 1",
+                                 labels=["version", "commit", "python"])
+        info.add_metric([build["version"], build["commit"], build["python"]], 1)
+        yield info
 
         # Admitting (a new device's first store round trip) is the rest of the live ones.
         live = stats.connects - stats.disconnects
@@ -170,6 +176,16 @@ class _GatewayCollector(Collector):
                        "some of their chats (outcome unknown)", writer.failures)
         yield _counter("switchboard_store_failed_chats", "chats whose messages a commit failed "
                        "(their senders retry)", writer.failed_chats)
+        store_stats = getattr(gw.services.store, "stats", None)
+        if store_stats is not None:  # a store that counts its requests (the ScyllaDB one)
+            requests = CounterMetricFamily("switchboard_store_requests", "requests sent to the "
+                                           "database, by kind (conditional: a Paxos round)",
+                                           labels=["kind"])
+            for kind in ("reads", "writes", "conditional"):
+                requests.add_metric([kind], getattr(store_stats, kind))
+            yield requests
+            yield _counter("switchboard_store_conditional_lost", "conditional batches lost to "
+                           "another writer of the chat (retried)", store_stats.conditional_lost)
         yield m.batch_rows.family("switchboard_writer_batch_rows",
                                   "rows (messages, cursors, receipts) per committed batch")
         yield m.flush_seconds.family("switchboard_writer_flush_seconds",

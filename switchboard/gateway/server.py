@@ -9,16 +9,19 @@ fairly between source addresses (preauth.py: 429 or 503 with Retry-After when re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import random
 import socket
 from dataclasses import dataclass
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
-from switchboard.config import Config
+from switchboard.config import Config, ConfigError
 from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import now_ms
@@ -27,7 +30,8 @@ from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.session import SessionConfig, SessionStats
 from switchboard.core.settings import Settings
-from switchboard.core.store import Store
+from switchboard.core.store import Store, StoreError
+from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.core.tasks import TaskGroup
 from switchboard.core.timers import TimerService
 from switchboard.proto.codes import Close
@@ -71,6 +75,7 @@ class Services:
     settings: Settings
     receipts: ReceiptService
     devices: Devices
+    blocks: Blocks
 
 
 class Gateway:
@@ -129,30 +134,49 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Open the store, then the ops port (so /healthz answers while the rest comes up), the
-        control socket and last the client listener."""
+        control socket and last the client listener. What the operator can fix (a database
+        that cannot be opened, a port in use) raises ConfigError naming the setting or path;
+        `stop()` then releases what was opened."""
         loop = asyncio.get_running_loop()
         if self.jwks is not None:
             await self.jwks.start()
-        await self.services.store.open()
+        store = self.services.store
+        try:
+            await store.open()
+        except (OSError, StoreError) as exc:
+            reason = exc.__cause__ or exc
+            if isinstance(store, SQLiteStore):  # a file in the data dir: the operator's to fix
+                raise ConfigError(f"server.data_dir: cannot open the database {store.path}: "
+                                  f"{reason}") from None
+            raise RuntimeError(f"cannot open the store: {reason}") from None  # may pass: exit 1
         self.store_open = True
-        await self.router.start()
+        cluster = self.config.cluster
+        with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
+            await self.router.start()
         self.timers.start(loop)
         self._usage_task = asyncio.ensure_future(self._share_usage())
         self.metrics.loop_lag.start(loop)
-        if self.config.metrics.enabled:
-            await self.status.start(self.config.metrics.host, self.config.metrics.port)
-        await self.control.start()
+        metrics = self.config.metrics
+        if metrics.enabled:
+            with _names_the_port("metrics.port", metrics.host, metrics.port):
+                await self.status.start(metrics.host, metrics.port)
+        try:
+            await self.control.start()
+        except OSError as exc:
+            raise ConfigError(f"server.data_dir: cannot create the admin socket "
+                              f"{self.control.path}: {exc.strerror or exc}") from None
         server_cfg = self.config.server
         tls = {} if self.tls is None else {
             "ssl": self.tls.context, "ssl_handshake_timeout": self.config.tls.handshake_timeout}
-        self._server = await listen(
-            self._listener_for, server_cfg.host, server_cfg.port,
-            handshake_timeout=self.config.auth.timeout,
-            max_frame_size=self.config.limits.max_frame_bytes,
-            reuse_port=server_cfg.reuse_port or None,
-            backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
-            logger_name="switchboard.ws",
-            **tls)
+        with _names_the_port("server.port", server_cfg.host, server_cfg.port):
+            self._server = await listen(
+                self._listener_for, server_cfg.host, server_cfg.port,
+                handshake_timeout=self.config.auth.timeout,
+                max_frame_size=self.config.limits.max_frame_bytes,
+                reuse_port=server_cfg.reuse_port or None,
+                backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
+                logger_name="switchboard.ws",
+                **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
 
     @property
@@ -184,11 +208,13 @@ class Gateway:
         jittered delay (Goaway, close 1001) and close the store. /readyz fails from the first
         step; the ops port answers until the end."""
         self.draining = True
-        if self._server is not None:
+        served = self._server is not None  # a gateway whose start failed has nothing to drain
+        if served:
             self._server.close()
-        log.info("draining %d connections, %d sends pending", self.hub.connections,
-                 self.services.messages.writer.pending)
+            log.info("draining %d connections, %d sends pending", self.hub.connections,
+                     self.services.messages.writer.pending)
         await self.services.messages.close()
+        await self.services.receipts.close()  # pushes what is pending while the store is open
         await self.router.stop()
         await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)
@@ -199,7 +225,6 @@ class Gateway:
             conn.close(Close.GOING_AWAY, "server draining")
         await self._closed_handshakes()
         self.presence.close()
-        self.services.receipts.close()
         if self._usage_task is not None:
             self._usage_task.cancel()
             await asyncio.gather(self._usage_task, return_exceptions=True)
@@ -213,7 +238,9 @@ class Gateway:
         self.metrics.loop_lag.stop()
         if self.jwks is not None:
             await self.jwks.stop()
-        log.info("drained: writer flushed, store closed")
+        if served:
+            self.services.receipts.report_unpushed()
+            log.info("drained: writer flushed, store closed")
 
     # ------------------------------------------------------------------ connections
     async def _closed_handshakes(self) -> None:
@@ -296,3 +323,13 @@ def _refuse(status: int, body: bytes, retry_after: int | None = None):
     headers = None if retry_after is None else {"Retry-After": str(retry_after)}
     return WSUpgradeResponseWithListener(
         WSUpgradeResponse.create_error_response(status, body, headers), None)
+
+
+@contextlib.contextmanager
+def _names_the_port(key: str, host: str, port: int):
+    """A listener that cannot bind becomes a ConfigError naming the setting that owns it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {reason}") from None

@@ -44,6 +44,7 @@ class Membership:
         self._members: dict[str, str] = {}    # node id -> mesh address, self excluded
         self._ring_epoch = itertools.count(1)
         self._maintenance: asyncio.Task | None = None
+        self._leaving = False
         self.reregistrations = 0
         self.ring_changes = 0
 
@@ -57,6 +58,7 @@ class Membership:
 
     async def leave(self) -> None:
         """Stop refreshing the lease (it lapses after lease_ttl, like a crash)."""
+        self._leaving = True
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
@@ -92,9 +94,13 @@ class Membership:
     async def _maintain(self) -> None:
         """Refresh the lease and re-read the members every lease_ttl/3; a refresh refused means
         the lease lapsed or Redis may have lost writes: register anew and put every session
-        again (docs/cluster.md, "Leases and epochs")."""
-        while True:
+        again (docs/cluster.md, "Leases and epochs"). Ends at leave() even if the cancel it
+        sends is lost inside a registry call (asyncio.wait_for on Python 3.11, used by redis-py,
+        can swallow one): the loop checks `_leaving` itself."""
+        while not self._leaving:
             await asyncio.sleep(self._lease_ttl / 3)
+            if self._leaving:
+                return
             try:
                 if not await self._registry.refresh_node(self.node_id, self.epoch,
                                                          self._lease_ttl):

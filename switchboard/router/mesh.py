@@ -212,6 +212,15 @@ class Link(asyncio.Protocol):
             self.frames_in += 1
             self._receive(frame)
 
+    def abandon(self) -> None:
+        """The dial that made this link failed or was cancelled: release it as lost. uvloop
+        may have called connection_made and then closed the transport without ever calling
+        connection_lost; a second connection_lost from asyncio later changes nothing."""
+        if not self._lost.done():
+            if self._transport is not None:
+                self._transport.abort()
+            self.connection_lost(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._shut(f"connection lost: {exc}" if exc else "connection closed by peer",
@@ -297,11 +306,15 @@ class _Dialer:
         while not (self.stopped or mesh._stopping):
             link = self.link = Link(mesh, node_id)
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
-                # as the connection completes, and Mesh.close would wait for this task forever
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # arrives as the connection completes or fails, and this loop would dial on
+                # after Mesh.close() or stop() (which then waits for it forever)
                 async with asyncio.timeout(mesh._link_timeout):
                     await loop.create_connection(lambda: link, host, port)
-            except OSError as exc:  # TimeoutError included
+            except BaseException as exc:
+                link.abandon()
+                if not isinstance(exc, OSError):  # TimeoutError is one
+                    raise
                 failures += 1
                 log.log(logging.INFO if failures == 1 else logging.DEBUG,
                         "dialling %s at %s failed (%d in a row): %r", node_id, self.address,
@@ -340,6 +353,7 @@ class Mesh:
         self._tasks = TaskGroup()  # the dialers
         self._server: asyncio.AbstractServer | None = None
         self._tick: asyncio.TimerHandle | None = None
+        self._tick_due = 0.0
         self._stopping = False
         self._stopped: asyncio.Event | None = None
 
@@ -418,9 +432,7 @@ class Mesh:
             lost = {link._lost: link for link in self._conns}
             _, stuck = await asyncio.wait(lost, timeout=self._link_timeout)
             for future in stuck:
-                lost[future]._transport.abort()
-            if stuck:
-                await asyncio.wait(stuck)
+                lost[future].abandon()
         if self._server is not None:
             await self._server.wait_closed()
         self._stopped.set()
@@ -462,22 +474,35 @@ class Mesh:
     def _opened(self, link: Link) -> None:
         self._conns.add(link)
         if self._tick is None:
-            self._tick = asyncio.get_running_loop().call_later(self._tick_every, self._check)
+            self._arm(asyncio.get_running_loop())
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tick_due = loop.time() + self._tick_every
+        self._tick = loop.call_later(self._tick_every, self._check)
 
     def _forget(self, link: Link) -> None:
         self._conns.discard(link)
 
     def _check(self) -> None:
-        """Heartbeat idle links, drop silent connections; runs while any connection is open."""
+        """Heartbeat idle links, drop silent connections; runs while any connection is open.
+
+        A tick that runs a whole period late means this process was not running (CPU
+        starvation, a long GC pause, SIGSTOP): what the peers sent meanwhile may still be
+        unread in the sockets (uvloop runs due timers before it polls), so that tick judges
+        nobody silent; the next one, after the reads, does."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        on_time = now - self._tick_due < self._tick_every
         for link in list(self._conns):
-            if now - link._last_in > self._link_timeout:
+            if now - link._last_in > self._link_timeout and on_time:
                 if link._state is LinkState.CLOSED:  # a graceful close the peer never finished
-                    link._transport.abort()
+                    link.abandon()
                 else:
                     link._shut(f"nothing received for {self._link_timeout}s", abort=True,
                                warn=True)
             elif link._state is LinkState.UP and now - link._last_out >= self._heartbeat_interval:
                 link._queue(_HEARTBEAT)
-        self._tick = loop.call_later(self._tick_every, self._check) if self._conns else None
+        if self._conns:
+            self._arm(loop)
+        else:
+            self._tick = None

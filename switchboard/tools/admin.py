@@ -13,6 +13,7 @@ stop receiving immediately. `sessions` asks those same sockets who is connected.
     switchboard admin chats remove --chat C --user U [--user ...]
     switchboard admin devices list --user U        devices revoke --user U --device D
     switchboard admin sessions [--user U] [--limit N]
+    switchboard admin store migrate                create the store's schema where missing
     switchboard admin token --user U --device D [--ttl SECONDS]
     switchboard admin drain (--pid PID | --unit switchboard@0) [--timeout SECONDS]
 
@@ -30,7 +31,8 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
@@ -38,8 +40,9 @@ from switchboard.config import Config, ConfigError
 from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
-from switchboard.core.ids import valid_id
-from switchboard.core.store import Store
+from switchboard.core.ids import ServerIds, valid_id
+from switchboard.core.model import MembershipEvent
+from switchboard.core.store import Store, StoreError
 from switchboard.core.stores import make_store
 
 CONTROL_TIMEOUT = 5.0
@@ -51,47 +54,94 @@ class Failed(Exception):
 
 
 # ---------------------------------------------------------------------- arguments
+def positive_number(text: str) -> float:
+    """argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
+def positive_integer(text: str) -> int:
+    """argparse type: a whole number of 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--device", required=True)
-    parser.add_argument("--ttl", type=float, default=30 * 86400, help="seconds (default 30 days)")
+    parser.add_argument("--user", required=True, help="the user id the token names (sub)")
+    parser.add_argument("--device", required=True, help="the device id the token names (dev)")
+    parser.add_argument("--ttl", type=positive_number, default=30 * 86400,
+                        help="seconds until it expires, above 0 (default 30 days)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser,
+                  shared: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The admin subcommands. `shared(leaf)` adds the options that may also come after the
+    subcommand (--config, --data-dir, --json) to each of them."""
     parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     groups = parser.add_subparsers(dest="group", required=True)
+    leaves = _add_commands(groups)
+    for leaf in leaves:
+        shared(leaf)
+        leaf.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="JSON lines instead of a table")
 
+
+def _add_commands(groups) -> list[argparse.ArgumentParser]:
+
+    leaves = []
     chats = groups.add_parser("chats", help="a user's chats, groups and their members")
     chat_ops = chats.add_subparsers(dest="action", required=True)
-    chat_ops.add_parser("list", help="the chats of a user").add_argument("--user", required=True)
-    chat_ops.add_parser("members", help="members of a chat").add_argument("--chat", required=True)
+    listing = chat_ops.add_parser("list", help="the chats of a user")
+    listing.add_argument("--user", required=True, help="the user whose chats to list")
+    members = chat_ops.add_parser("members", help="members of a chat")
+    members.add_argument("--chat", required=True, help="the chat id")
     create = chat_ops.add_parser("create-group", help="create a group (creator is its admin)")
-    create.add_argument("--creator", required=True)
-    create.add_argument("--title", default="")
+    create.add_argument("--creator", required=True, help="the user who creates and administers it")
+    create.add_argument("--title", default="", help="the group's title (default none)")
     create.add_argument("--member", action="append", default=[], help="repeat for each member")
+    leaves += [listing, members, create]
     for name, what in (("add", "add members to a group"), ("remove", "remove members")):
         change = chat_ops.add_parser(name, help=what)
-        change.add_argument("--chat", required=True)
+        change.add_argument("--chat", required=True, help="the group's chat id")
         change.add_argument("--user", action="append", required=True, help="repeat for each user")
+        leaves.append(change)
 
     devices = groups.add_parser("devices", help="a user's devices")
     device_ops = devices.add_subparsers(dest="action", required=True)
-    device_ops.add_parser("list", help="devices not revoked").add_argument("--user", required=True)
+    device_list = device_ops.add_parser("list", help="devices not revoked")
+    device_list.add_argument("--user", required=True, help="the user whose devices to list")
     revoke = device_ops.add_parser("revoke", help="revoke a device forever and cut it off")
-    revoke.add_argument("--user", required=True)
-    revoke.add_argument("--device", required=True)
+    revoke.add_argument("--user", required=True, help="the device's user")
+    revoke.add_argument("--device", required=True, help="the device id to revoke")
+    leaves += [device_list, revoke]
 
     sessions = groups.add_parser("sessions", help="connected devices, from every running worker")
     sessions.add_argument("--user", help="only this user's devices")
-    sessions.add_argument("--limit", type=int, default=1000, help="per worker (default 1000)")
+    sessions.add_argument("--limit", type=positive_integer, default=1000,
+                          help="per worker (default 1000)")
 
-    add_token_arguments(groups.add_parser("token", help="mint a device token (JWT)"))
+    store = groups.add_parser("store", help="the store [store] names")
+    migrate = store.add_subparsers(dest="action", required=True).add_parser(
+        "migrate", help="create the keyspace/file and every table where missing (idempotent; "
+                        "drops nothing)")
+
+    token = groups.add_parser("token", help="mint a device token (JWT)")
+    add_token_arguments(token)
 
     drain = groups.add_parser("drain", help="SIGTERM a worker and wait until it has drained")
     target = drain.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pid", type=int)
+    target.add_argument("--pid", type=positive_integer,
+                        help="the worker's process id (outside systemd)")
     target.add_argument("--unit", help="a systemd unit, e.g. switchboard@0 (systemctl stop)")
-    drain.add_argument("--timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT)
+    drain.add_argument("--timeout", type=positive_number, default=DEFAULT_DRAIN_TIMEOUT,
+                       help=f"seconds to wait for the exit (default {DEFAULT_DRAIN_TIMEOUT:g})")
+    return leaves + [sessions, migrate, token, drain]
 
 
 # ---------------------------------------------------------------------- dispatch
@@ -103,7 +153,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             return drain(args.pid, args.unit, args.timeout)
         handler = _HANDLERS[(args.group, getattr(args, "action", None))]
         rows = asyncio.run(handler(config, args))
-    except Failed as exc:
+    except (Failed, StoreError) as exc:
         print(f"switchboard admin: {exc}", file=sys.stderr)
         return 1
     _emit(rows, args.json)
@@ -111,8 +161,11 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
 
 def mint(config: Config, args: argparse.Namespace) -> int:
+    """Print a token signed with the server's key; never creates a key (ConfigError when
+    there is none where the config points)."""
     try:
-        print(TokenAuthority(config.secret_bytes()).mint(args.user, args.device, args.ttl))
+        print(TokenAuthority(config.secret_bytes(create=False)).mint(args.user, args.device,
+                                                                     args.ttl))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return 0
@@ -186,17 +239,30 @@ async def _chats_create_group(config: Config, args: argparse.Namespace) -> list[
 async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.add_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_add(None, args.chat, args.user))
 
 
 async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.remove_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_remove(None, args.chat, args.user))
+
+
+async def _change(config: Config, chats: ChatService, chat_id: str,
+                  events: list[MembershipEvent]) -> list[dict[str, Any]]:
+    """Commit the membership events (entries of the chat's log), tell the workers after each
+    (they offer it to the members' devices connected there) and return the members after."""
+    ids = ServerIds(config.server.node_id)
+    for event in events:
+        seq = (await chats.commit_directly(chat_id, event, ids.next())).seq
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id, "seq": seq,
+                                     "change": event.action.name.lower(),
+                                     "users": list(event.users)})
+    if not events:
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id})
+    return _member_rows(await chats.members(chat_id))
 
 
 def _member_rows(members) -> list[dict[str, Any]]:
@@ -264,9 +330,16 @@ def drain(pid: int | None, unit: str | None, timeout: float) -> int:
     started = time.monotonic()
     if unit is not None:
         try:
-            done = subprocess.run(["systemctl", "stop", unit], timeout=timeout).returncode == 0
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Failed(f"systemctl stop {unit}: {exc}") from None
+            stopped = subprocess.run(["systemctl", "stop", unit], timeout=timeout,
+                                     capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"{unit} did not stop within {timeout:g}s") from None
+        except OSError as exc:
+            raise Failed(f"cannot run systemctl: {exc}") from None
+        if stopped.returncode != 0:  # systemctl's own failure, not a slow drain
+            said = (stopped.stderr or stopped.stdout).strip() or "no message"
+            raise Failed(f"systemctl stop {unit} failed (exit {stopped.returncode}): {said}")
+        done = True
         what = unit
     else:
         done = _terminate_and_wait(pid, timeout)
@@ -297,6 +370,23 @@ def _terminate_and_wait(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+# ---------------------------------------------------------------------- store
+async def _store_migrate(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Opening a store with schema creation allowed is the migration: every statement is
+    CREATE ... IF NOT EXISTS, so running it again, or next to running workers, is harmless."""
+    if config.store.kind == "memory":
+        raise Failed("store.kind is memory: there is no schema to create")
+    store = make_store(config)
+    if config.store.kind == "scylla":
+        store.create_schema = True
+        where = f"keyspace {config.store.keyspace} on {config.store.hosts}"
+    else:
+        where = str(config.database)
+    await store.open()
+    await store.close()
+    return [{"store": config.store.kind, "schema": "up to date", "where": where}]
+
+
 _HANDLERS = {
     ("chats", "list"): _chats_list,
     ("chats", "members"): _chats_members,
@@ -306,4 +396,5 @@ _HANDLERS = {
     ("devices", "list"): _devices_list,
     ("devices", "revoke"): _devices_revoke,
     ("sessions", None): _sessions,
+    ("store", "migrate"): _store_migrate,
 }

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,19 @@ RUNS = {
     "storm": ["--size", "20", "--messages", "3"],
     "chat-workers": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--no-peers",
                      "--server-workers", "2"],
+    "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
 }
-TIMEOUT = 80
+#: Every run starts at once (six benches, each with a server and two generator processes):
+#: on a busy two-core machine the last one finishes minutes after an idle machine's ~40 s.
+#: The deadline is one for the whole set, counted from the start.
+DEADLINE = 480
+pytestmark = pytest.mark.timeout(DEADLINE + 60)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Start every scenario at once; yields scenario -> (process, its results root)."""
-    started = {}
+    started = {"deadline": time.monotonic() + DEADLINE}
     for scenario, options in RUNS.items():
         out = tmp_path_factory.mktemp(f"bench-{scenario}")
         proc = subprocess.Popen([sys.executable, "-m", "bench", scenario.split("-")[0],
@@ -39,7 +45,8 @@ def runs(tmp_path_factory):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started[scenario] = (proc, out)
     yield started
-    for proc, _ in started.values():
+    for scenario in RUNS:
+        proc, _ = started[scenario]
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -47,7 +54,7 @@ def runs(tmp_path_factory):
 
 def result(runs, scenario: str) -> tuple[dict, Path, str]:
     proc, out = runs[scenario]
-    output, _ = proc.communicate(timeout=TIMEOUT)
+    output, _ = proc.communicate(timeout=max(1.0, runs["deadline"] - time.monotonic()))
     assert proc.returncode == 0, output
     [run_dir] = out.iterdir()
     doc = json.loads((run_dir / "result.json").read_text())
@@ -134,3 +141,38 @@ def test_chat_against_two_workers(runs):
     assert ours["exactly_once"] is True and ours["counts"]["send_errors"] == 0
     assert ours["counts"]["delivered"] == ours["counts"]["sent"] > 0
     assert {"worker0", "worker1", "supervisor"} <= set(ours["processes"])
+
+
+def test_hold_against_two_workers_sums_every_process(runs):
+    """Each worker holds its share of the connections: the per-connection figure is the growth
+    of all the server's processes together over all connections, not one worker's."""
+    doc, _, _ = result(runs, "hold-workers")
+    [run_] = doc["runs"]
+    [res] = run_["targets"]
+    assert res["target"] == "switchboard x2" and res["opened"] == res["still_connected"] == 60
+    server, processes = res["server"], res["processes"]
+    assert set(server["per_process"]) == set(processes) == {"worker0", "worker1", "supervisor"}
+    assert server["rss_after"] == sum(p["rss"] for p in processes.values())
+    assert server["fds_after"] == sum(p["fds"] for p in processes.values())
+    assert server["rss_before"] == sum(p["rss_before"] for p in server["per_process"].values())
+    assert server["bytes_per_connection"] == pytest.approx(
+        (server["rss_after"] - server["rss_before"]) / res["opened"])
+    # both workers took connections (the kernel spreads them): each holds descriptors for them
+    assert all(server["per_process"][w]["fds_after"] > 10 for w in ("worker0", "worker1"))
+    assert server["fds_after"] >= 60
+
+
+def test_chat_ratios_report_none_for_a_peer_that_measured_nothing():
+    """A peer starved of CPU may complete nothing in a phase: its ratios are None, not a
+    ZeroDivisionError that loses the whole run."""
+    from bench.scenarios.chat import _ratios
+
+    def target(name: str, achieved: float, p99: float | None) -> dict:
+        deliver = {} if p99 is None else {"p99_ms": p99}
+        return {"target": name, "saturation": {"achieved": achieved},
+                "steps": [{"fraction": 0.5, "deliver": deliver}]}
+    ratios = _ratios([target("switchboard", 900.0, 4.0), target("starved", 0.0, None),
+                      target("fine", 300.0, 2.0), target("no-steps", 0.0, None) | {"steps": []}])
+    assert ratios == {"starved": {"throughput": None, "p99_at_half_load": None},
+                      "fine": {"throughput": 3.0, "p99_at_half_load": 2.0},
+                      "no-steps": {"throughput": None, "p99_at_half_load": None}}

@@ -9,7 +9,9 @@ import itertools
 import pytest
 
 from switchboard.client import ServerError
+from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import direct_chat_id
+from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.cluster import device_client, owner
 from tests.support.clients import event, no_event, receive
@@ -26,12 +28,17 @@ def user_whose_direct_chat_with(other: str, owned_by: str, prefix: str) -> str:
 async def check(rec: Recorder, gateways) -> None:
     await wait_for(lambda: not rec.missing(), timeout=15,
                    message="every acknowledged message delivered live to every member device")
-    await rec.finish(gateways.database)
+    store = await gateways.open_store()
+    try:
+        await rec.finish(store=store)
+    finally:
+        await store.close()
     await rec.stop()
     violations = rec.history.check()
     assert not violations, "\n".join([rec.history.summary(), *violations[:20]])
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_direct_and_group_chats_across_nodes_in_order_exactly_once(gateways):
     rec = Recorder()
     alice = await device_client(gateways, "alice", "phone", 0)
@@ -139,6 +146,17 @@ async def test_a_device_that_moves_to_another_node_syncs_everything_once(gateway
     await wait_for(lambda: not rec.missing(), message="bob's laptop got the first five")
 
     have = laptop.have
+
+    async def laptop_cursor_stored() -> bool:
+        """bob's laptop acked the five and its node's writer stored the cursor: the new node
+        starts after them (else they come again and the SDK drops them as duplicates)."""
+        store = SQLiteStore(gateways.database)
+        await store.open()
+        try:
+            return not await read_backlog(store, "bob", "laptop")
+        finally:
+            await store.close()
+    await wait_for(laptop_cursor_stored, interval=0.05)
     await laptop.close()  # leaves g0
     for i in range(20):
         await rec.send(alice, "alice", "phone", chat, b"away %d" % i, f"away-{i}")

@@ -1,8 +1,9 @@
 """Multi-device: fan-out to the sender's other devices, per-device cursors, device list,
-revocation and the device limit (issue 3)."""
+revocation and the device limit."""
 from __future__ import annotations
 
 from switchboard.proto.v1 import client_pb2 as pb
+from tests.support.clients import acked_and_stored
 from tests.support.raw import RawClient
 from tests.support.rawflow import authed, direct, receive_and_ack, request, send
 from tests.support.waiting import wait_for
@@ -62,7 +63,8 @@ async def test_each_device_has_its_own_cursor(server):
         await send(alice, chat)
     await receive_and_ack(phone, 4)
     [phone_conn] = [c for c in server.gateway.hub.devices_of("bob") if c.device == "phone"]
-    await wait_for(lambda: phone_conn.streams[chat].acked == 4)  # the ack arrived
+    await wait_for(lambda: phone_conn.session.streams[chat].acked == 4)  # the ack arrived
+    await acked_and_stored(server, "bob", "phone")
     laptop.close()  # never acked anything
     phone.close()
     laptop = await RawClient.connect(server.url, server.token("bob", "laptop"))

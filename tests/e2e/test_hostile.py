@@ -1,5 +1,5 @@
 """Hostile peers: every bad input gets its documented HTTP status, Error or close code, nothing
-is stored, and the server keeps serving everyone else (docs/protocol.md, RELIABILITY F11/F13)."""
+is stored, and the server keeps serving everyone else (docs/protocol.md; docs/guarantees.md F11, F13)."""
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,5 @@
 """The message path over real sockets with the SDK: send/ack, fan-out to every device, offline
-sync, history, chats admin, read watermark (DESIGN.md "Message path")."""
+sync, history, chats admin, read watermark (docs/architecture.md, "The send path")."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +9,7 @@ import pytest
 from switchboard.client import ServerError
 from switchboard.gateway import hub as hub_module
 from switchboard.proto.v1 import client_pb2 as pb
-from tests.support.clients import connect, receive
+from tests.support.clients import acked_and_stored, connect, receive
 
 
 async def test_two_devices_chat(server):
@@ -70,6 +70,7 @@ async def test_offline_device_gets_everything_on_reconnect_in_order(server):
     bob = await connect(server, "bob")
     await alice.send(chat, b"while online")
     await receive(bob, 1)
+    await acked_and_stored(server, "bob")
     await bob.close()
     sent = [await alice.send(chat, f"offline {i}".encode()) for i in range(300)]
     bob = await connect(server, "bob")  # the window (256) is smaller than the backlog
@@ -85,6 +86,7 @@ async def test_explicit_sync_reports_completion(server):
         await alice.send(chat, b"x")
     bob = await connect(server, "bob", auto_ack=True)
     await receive(bob, 5)
+    await acked_and_stored(server, "bob")
     done = await bob.sync()
     assert done.messages == 0  # everything was acked already
 
@@ -102,14 +104,15 @@ async def test_group_chat_admin_and_fanout(server):
     info_after = await admin.add_members(group.chat_id, ["user3", "user4"])
     assert len(info_after.members) == 6
     ack = await admin.send(group.chat_id, b"welcome all")
-    for member in members:
-        [got] = await receive(member, 1)
-        assert got.seq == ack.seq
-    # a late joiner sees nothing from before it joined
+    for member in members:  # the change is an entry of the chat's log: members and newcomers
+        added, welcome = await receive(member, 2)
+        assert (added.seq, changed(added)) == (1, ("ADDED", "admin", ["user3", "user4"]))
+        assert welcome.seq == ack.seq
+    # a late joiner sees nothing from before it joined: its history starts at its addition
     late = await connect(server, "late")
     await admin.add_members(group.chat_id, ["late"])
     page = await late.history(group.chat_id)
-    assert list(page.messages) == []
+    assert [changed(m) for m in page.messages] == [("ADDED", "admin", ["late"])]
     await admin.remove_members(group.chat_id, ["user4"])
     with pytest.raises(ServerError) as info:
         await members[4].send(group.chat_id, b"am I still in?")
@@ -119,9 +122,14 @@ async def test_group_chat_admin_and_fanout(server):
         await members[0].remove_members(group.chat_id, ["user1"])
     assert info.value.code == pb.FORBIDDEN
     ack = await admin.send(group.chat_id, b"after removals")
+    removed, left = ("REMOVED", "admin", ["user4"]), ("REMOVED", "user3", ["user3"])
     for member in members[:3]:
-        [got] = await receive(member, 1)
-        assert got.seq == ack.seq
+        got = await receive(member, 4)
+        assert [changed(m) for m in got[:3]] == [("ADDED", "admin", ["late"]), removed, left]
+        assert got[3].seq == ack.seq
+    # each gone member saw the change that took it out, and nothing after it
+    assert [changed(m) for m in await receive(members[3], 3)][1:] == [removed, left]
+    assert [changed(m) for m in await receive(members[4], 2)][1:] == [removed]
     for gone in members[3:]:
         with pytest.raises(asyncio.TimeoutError):
             await receive(gone, 1, timeout=0.3)
@@ -144,6 +152,13 @@ async def test_a_sliced_fanout_reaches_every_member_once_in_order(server, monkey
         in_group = [m for m in got if m.chat_id == group.chat_id]
         assert [(m.seq, m.body) for m in in_group] == [(s, f"g{s - 1}".encode()) for s in range(1, 6)]
     assert not server.gateway.hub._fanouts
+
+
+def changed(message: pb.Message) -> tuple[str, str, list[str]]:
+    """(action, actor, users) of a membership event."""
+    event = message.membership
+    return (pb.MembershipEvent.Action.Name(event.action), event.actor_user_id,
+            list(event.user_ids))
 
 
 async def test_group_size_limit(make_server):

@@ -1,5 +1,5 @@
 """Sent -> Delivered -> Read as per-(chat, user) watermarks, coalesced pushes, group rollups,
-the read-receipts privacy setting, and durability across a restart (issue 3)."""
+the read-receipts privacy setting, durability across a restart, and the drain's last pushes."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +8,7 @@ import pytest
 
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
+from tests.support.waiting import wait_for
 
 
 async def receipt_until(client, chat: str, predicate, timeout: float = 5.0) -> pb.ReceiptUpdate:
@@ -155,3 +156,106 @@ async def test_receipts_survive_a_restart(make_server):
     assert (status.delivered_count, status.read_count) == (1, 1)
     chats = (await request(await authed(again, "bob"), list_chats=pb.ListChats())).chat_list.chats
     assert chats[0].read_seq == 1
+
+
+async def test_a_drain_pushes_pending_receipts_before_closing_the_store(make_server, caplog):
+    """Receipt pushes still waiting for their flush when a drain starts go out while the store
+    is open (no "skipped" warning per chat); changes arriving later are only counted."""
+    server = await make_server(timers__receipt_flush=30.0)  # nothing flushes on its own
+    senders = [await authed(server, f"s{i}") for i in range(20)]
+    bob = await authed(server, "bob")
+    chats = [await direct(sender, "bob") for sender in senders]
+    for sender, chat in zip(senders, chats):
+        await send(sender, chat, b"hi")
+    await receive_and_ack(bob, 20)
+    receipts = server.gateway.services.receipts
+    await wait_for(lambda: len(receipts._dirty) == 20, message="20 chats with a pending push")
+    with caplog.at_level("INFO", logger="switchboard"):
+        await server.stop()
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    for sender, chat in zip(senders, chats):  # each got its Delivered tick before the Goaway
+        update = await receipt_until(sender, chat, lambda u: u.delivered_all_seq >= 1)
+        assert member(update, "bob").delivered_seq == 1
+    assert receipts.updates_pushed >= 20 and receipts.not_pushed == 0
+    receipts.note(chats[0], "bob", 1, 1, 1)  # after the drain: counted, never scheduled
+    assert receipts.not_pushed == 1 and receipts._flush_handle is None
+
+
+async def test_reads_made_with_read_receipts_off_stay_private_when_turned_on(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    first = await send(alice, chat, b"read in private")
+    await receive_and_ack(bob, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=False))
+    read = await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=first.seq))
+    assert read.read_ack.read_seq == first.seq  # bob's own devices: the real position
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=True))
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=first.seq))).receipt_status
+    assert (status.delivered_count, status.read_count, list(status.read_by)) == (1, 0, [])
+    # a read made with them on again is public, and it covers what comes before it
+    second = await send(alice, chat, b"read in public")
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=second.seq))
+    update = await receipt_until(alice, chat, lambda u: u.read_all_seq >= second.seq)
+    assert member(update, "bob").read_seq == second.seq
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=second.seq))).receipt_status
+    assert list(status.read_by) == ["bob"]
+    chats = (await request(bob, list_chats=pb.ListChats())).chat_list.chats
+    assert (chats[0].read_seq, chats[0].unread_count) == (second.seq, 0)
+
+
+async def test_a_send_with_read_receipts_off_reveals_no_read_position(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    first = await send(alice, chat, b"unread")
+    await receive_and_ack(bob, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=False))
+    await send(bob, chat, b"a reply reads nothing in public")
+    await receive_and_ack(alice, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=True))
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=first.seq))).receipt_status
+    assert (status.read_count, list(status.read_by)) == (0, [])
+
+
+async def test_read_by_k_of_n_counts_only_who_was_a_member_then(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await group(alice, ["bob"])
+    old = await send(alice, chat, b"before carol")
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=old.seq))
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["carol"]))  # seq 2
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=old.seq))).receipt_status
+    assert (status.member_count, status.delivered_count, status.read_count) == (1, 1, 1)
+    # carol, who can never hold it, does not hold "delivered/read by all" back either
+    update = await receipt_until(alice, chat, lambda u: u.read_all_seq >= old.seq)
+    assert update.delivered_all_seq >= old.seq
+    new = await send(alice, chat, b"after carol")
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=new.seq))).receipt_status
+    assert (status.member_count, status.delivered_count) == (2, 0)
+
+
+async def test_read_by_of_a_member_removed_and_added_again_follows_its_ranges(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await group(alice, ["bob"])
+    seen = await send(alice, chat, b"in bob's first range")
+    await receive_and_ack(bob, 1)
+    await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["bob"]))
+    gap = await send(alice, chat, b"while bob is away")
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["bob"]))
+    await receive_and_ack(bob, 2)  # the removal, then (after a floor) the re-add
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=gap.seq + 1))
+    counts = {}
+    for seq in (seen.seq, gap.seq):
+        status = (await request(alice, get_receipts=pb.GetReceipts(
+            chat_id=chat, seq=seq))).receipt_status
+        counts[seq] = (status.member_count, status.delivered_count, status.read_count)
+    assert counts == {seen.seq: (1, 1, 1), gap.seq: (0, 0, 0)}

@@ -183,6 +183,25 @@ async def test_list_and_revoke_device_stops_the_revoked_client(server):
     assert refused.value.code == again.last_close_code == 4011
 
 
+@pytest.mark.parametrize("in_header", [True, False], ids=["upgrade-401", "auth-frame-4001"])
+async def test_a_refused_token_reports_the_servers_reason(server, in_header):
+    """A token signed with another key (minted from the wrong data dir) is refused with the
+    server's reason, whether the refusal is an HTTP 401 at the upgrade or close 4001."""
+    from switchboard.core.auth import TokenAuthority
+    forged = TokenAuthority(b"k" * 48).mint("alice", "phone")
+    client = Client(server.url, forged, token_in_header=in_header)
+    OPEN_CLIENTS.append(client)
+    with pytest.raises(AuthError) as refused:
+        await client.connect()
+    assert refused.value.code == (401 if in_header else 4001)
+    assert refused.value.reason == "invalid token"
+    assert str(refused.value).endswith(": invalid token")
+    expired = Client(server.url, server.token("alice", ttl=-60), token_in_header=in_header)
+    OPEN_CLIENTS.append(expired)
+    with pytest.raises(AuthError, match="token expired"):
+        await expired.connect()
+
+
 async def test_one_device_too_many_is_refused_until_one_is_revoked(make_server):
     server = await make_server(limits__max_devices=2)
     phone = await connect(server, "alice", "phone")

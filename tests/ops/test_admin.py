@@ -50,6 +50,11 @@ async def admin_fails(node: Node, *args: str) -> str:
     return done.stderr
 
 
+def admin_lines(node: Node) -> list[dict]:
+    """The worker's log lines about admin changes."""
+    return [line for line in map(orjson.loads, node.log().splitlines()) if "admin" in line]
+
+
 async def authed(node: Node, user: str, device: str = "phone") -> RawClient:
     client = await RawClient.connect(node.url, node.token(user, device))
     await client.recv("welcome")
@@ -80,20 +85,36 @@ async def test_group_membership_changes_apply_to_the_running_worker(node):
 
     members = await admin(node, "chats", "add", "--chat", chat, "--user", "carol")
     assert [m["user"] for m in members] == ["alice", "bob", "carol"]
-    assert (await send(carol, chat, b"two")).seq == 2  # no NOT_MEMBER from a stale cache
+    # the change is seq 2 of the chat's log, offered at once to the members' devices
+    [added] = await receive_and_ack(carol, 1)
+    assert (added.seq, list(added.membership.user_ids), added.sender_user_id) == (2, ["carol"], "")
+    assert (await send(carol, chat, b"two")).seq == 3  # no NOT_MEMBER from a stale cache
 
     await admin(node, "chats", "remove", "--chat", chat, "--user", "bob")
-    await receive_and_ack(bob, 1)  # "two" was sent while bob was a member
+    # "two" was sent while bob was a member; the removal is the last entry bob gets
+    assert [m.seq for m in await receive_and_ack(bob, 3)] == [2, 3, 4]
     await send(alice, chat, b"three")
     reply = await request(bob, send=pb.Send(client_msg_id="x", chat_id=chat, body=b"no"))
     assert reply.error.code == pb.NOT_MEMBER
-    await asyncio.sleep(0.2)
-    assert not any(f.WhichOneof("body") == "deliver" for f in bob.stash)
-    assert bob.listener.frames.empty()
+    await asyncio.sleep(0.2)  # absence can only be watched
+    frames = list(bob.stash)
+    while not bob.listener.frames.empty():
+        frames.append(bob.listener.frames.get_nowait())
+    # a retransmit of what was his may still come (his ack can lose the race with
+    # retransmit_after on a busy machine); nothing sent after his removal (seq 4) does
+    delivered = [m.seq for f in frames if f.WhichOneof("body") == "deliver"
+                 for m in f.deliver.messages]
+    assert all(seq <= 4 for seq in delivered), delivered
+
+    # the worker's log says what changed, at which seq of the chat, and who asked
+    changes = [line for line in admin_lines(node) if line.get("chat_id") == chat]
+    assert [(c["change"], c["users"], c["seq"]) for c in changes] == [("added", ["carol"], 2),
+                                                                    ("removed", ["bob"], 4)]
+    assert all(c["level"] == "INFO" and c["admin"].startswith("pid ") for c in changes)
 
     listed = await admin(node, "chats", "list", "--user", "carol")
     assert [(c["chat_id"], c["kind"], c["head_seq"], c["members"]) for c in listed] == [
-        (chat, "group", 3, 2)]
+        (chat, "group", 5, 2)]
     assert [m["user"] for m in await admin(node, "chats", "members", "--chat", chat)] == [
         "alice", "carol"]
 
@@ -111,6 +132,9 @@ async def test_revoked_device_is_cut_off_and_cannot_return(node):
     assert (await again.closed())[0] == 4011
     assert [d["device"] for d in await admin(node, "devices", "list", "--user", "alice")] == [
         "phone"]
+    [revoked] = [line for line in admin_lines(node) if line.get("device") == "stolen"]
+    assert revoked["level"] == "INFO" and "revoked, 1 connections here closed" in revoked["msg"]
+    assert revoked["admin"] == f"pid {revoked['admin'].split()[1]} uid {os.getuid()}"
     assert "no such device" in await admin_fails(node, "devices", "revoke", "--user", "alice",
                                                  "--device", "nope")
 
@@ -137,3 +161,20 @@ async def test_errors_exit_1_with_a_reason(tmp_path, node):
                                               "--user", "carol")
     assert "bad id" in await admin_fails(node, "devices", "list", "--user", "no spaces")
     assert node.proc.poll() is None  # the worker is unaffected by all this
+
+
+def test_drain_of_a_unit_reports_systemctls_own_failure(tmp_path):
+    """`drain --unit` when systemctl itself fails (no such unit, no permission, no systemd):
+    its message and exit code, at once, not "did not stop within 60s"."""
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Failed to stop switchboard@7.service: Unit not loaded.' >&2"
+                    "\nexit 5\n")
+    fake.chmod(0o755)
+    env = dict(admin_env(), PATH=f"{fake.parent}:{os.environ.get('PATH', '')}")
+    done = subprocess.run([sys.executable, "-m", "switchboard", "admin", "drain", "--unit",
+                           "switchboard@7"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("switchboard admin: systemctl stop switchboard@7 failed "
+                                   "(exit 5): Failed to stop switchboard@7.service: Unit not "
+                                   "loaded.")

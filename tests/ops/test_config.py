@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.config import Config, ConfigError, load
+from switchboard.config import NOT_CONFIG, Config, ConfigError, load
 from tests.support.rawflow import authed, direct, send
+from tests.support.repo import tracked_files
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_SECRET = "s" * 40
@@ -38,8 +40,27 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
     ("[sever]\nport = 1\n", {}, "unknown config section 'sever'"),
     ("", {"SWITCHBOARD_SERVER_PROT": "1"}, "'server.prot' (from $SWITCHBOARD_SERVER_PROT)"),
-    ("[server]\nport = \"eighty\"\n", {}, "server.port: expected int, got 'eighty'"),
-    ("", {"SWITCHBOARD_METRICS_ENABLED": "maybe"}, "metrics.enabled: expected bool"),
+    ("[server]\nport = \"eighty\"\n", {}, "server.port: expected an integer, got 'eighty'"),
+    ("", {"SWITCHBOARD_METRICS_ENABLED": "maybe"}, "metrics.enabled: expected a boolean"),
+    # a typo in the section is as loud as one in the key
+    ("", {"SWITCHBOARD_METRCS_PORT": "1"}, "unknown config section 'metrcs' (from "
+                                           "$SWITCHBOARD_METRCS_PORT"),
+    ("", {"SWITCHBOARD_PORT": "1"}, "unknown config section 'port'"),
+    # quoted numbers and booleans in the file are refused, naming the key
+    ("[server]\nport = \"23012\"\n", {}, "server.port: expected an integer, got '23012'"),
+    ("[server]\nreuse_port = \"yes\"\n", {}, "server.reuse_port: expected a boolean"),
+    ("[server]\nreuse_port = 1\n", {}, "server.reuse_port: expected a boolean"),
+    ("[server]\nport = 80.0\n", {}, "server.port: expected an integer, got 80.0"),
+    ("[server]\nport = true\n", {}, "server.port: expected an integer, got True"),
+    ("[timers]\ntick = \"0.1\"\n", {}, "timers.tick: expected a number, got '0.1'"),
+    ("[server]\nhost = 127\n", {}, "server.host: expected a string, got 127"),
+    # environment values are parsed strictly: the whole string is one value
+    ("", {"SWITCHBOARD_SERVER_PORT": " 80"}, "server.port: expected an integer, got ' 80'"),
+    ("", {"SWITCHBOARD_SERVER_PORT": "8_0"}, "server.port: expected an integer"),
+    ("", {"SWITCHBOARD_SERVER_PORT": "80.5"}, "server.port: expected an integer"),
+    ("", {"SWITCHBOARD_TIMERS_TICK": "nan"}, "timers.tick: expected a number, got 'nan'"),
+    ("", {"SWITCHBOARD_TIMERS_TICK": "inf"}, "timers.tick: expected a number"),
+    ("", {"SWITCHBOARD_SERVER_REUSE_PORT": "y"}, "server.reuse_port: expected a boolean"),
     ("[server]\nport = 70000\n", {}, "server.port: value 70000 out of range"),
     ("[metrics]\nport = -1\n", {}, "metrics.port: value -1 out of range"),
     ("[server]\nstop_timeout = 0\n", {}, "server.stop_timeout"),
@@ -49,11 +70,46 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ("[log]\nformat = \"xml\"\n", {}, "log.format: 'xml'"),
     ("[auth]\nsecret = \"short\"\n", {}, "auth.secret: a signing key needs at least 32 bytes"),
     ("server = 1\n", {}, "server: expected a [server] table"),
+    ('[store]\nkind = "scylla"\nhosts = " , "\n', {}, "store.hosts: at least one"),
+    ('[store]\nkind = "scylla"\nkeyspace = "my-ks"\n', {}, "store.keyspace: 'my-ks'"),
+    ('[store]\nkind = "scylla"\nreplication_dcs = "dc1"\n', {},
+     "store.replication_dcs: 'dc1' is not datacenter:factor"),
+    ('[store]\nconsistency = "MOST"\n', {}, "store.consistency: 'MOST' is not one of"),
+    ('[store]\nkind = "scylla"\ntls_cert = "/c.pem"\n', {}, "store.tls_cert and store.tls_key"),
+    ('[store]\nkind = "scylla"\nport = 0\n', {}, "store.port: value 0 out of range"),
 ])
 def test_errors_name_the_key(tmp_path, text, environ, named):
     with pytest.raises(ConfigError) as error:
         load(write(tmp_path, text), environ=environ)
     assert named in str(error.value)
+
+
+def test_environment_values_are_parsed_strictly_and_typed():
+    config = load(None, environ={"SWITCHBOARD_SERVER_PORT": "+8080", "SWITCHBOARD_TIMERS_TICK": "5e-2",
+                                 "SWITCHBOARD_SERVER_DRAIN_SPREAD": "3", "SWITCHBOARD_SERVER_REUSE_PORT": "Yes",
+                                 "SWITCHBOARD_METRICS_ENABLED": "0", "SWITCHBOARD_FUZZ_SEED": "7"})
+    assert (config.server.port, config.timers.tick, config.server.drain_spread) == (8080, 0.05, 3.0)
+    assert config.server.reuse_port is True and config.metrics.enabled is False
+    # and in the file, an integer is a fine float
+    assert type(config.server.drain_spread) is float
+
+
+def test_every_switchboard_variable_the_repository_uses_is_a_key_or_declared_not_config():
+    """The rule for SWITCHBOARD_* names (config.NOT_CONFIG): a variable a test or tool reads
+    that is no config key must be declared, or every `serve` it reaches stops with exit 2."""
+    defaults = Config()
+    keys = {f"SWITCHBOARD_{section.name}_{key.name}".upper()
+            for section in dataclasses.fields(defaults)
+            for key in dataclasses.fields(getattr(defaults, section.name))}
+    used = set()
+    for path in tracked_files():
+        if path.suffix in (".png", ".so"):
+            continue
+        used |= set(re.findall(r"SWITCHBOARD_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace")))
+    examples = {"SWITCHBOARD_METRCS_PORT", "SWITCHBOARD_SERVER_PROT", "SWITCHBOARD_PORT"}  # typos
+    unknown = used - keys - NOT_CONFIG - examples
+    assert not unknown, f"declare these in config.NOT_CONFIG or make them keys: {sorted(unknown)}"
+    assert not NOT_CONFIG & keys
 
 
 def test_file_errors_say_which_file(tmp_path):
@@ -104,7 +160,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 @pytest.mark.parametrize("toml, env, named", [
     ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
-    ("", {"SWITCHBOARD_WRITER_MAX_ROWS": "lots"}, "writer.max_rows: expected int"),
+    ("", {"SWITCHBOARD_WRITER_MAX_ROWS": "lots"}, "writer.max_rows: expected an integer"),
+    ("", {"SWITCHBOARD_METRCS_PORT": "9999"}, "unknown config section 'metrcs'"),
+    ('[server]\nport = "23012"\n', {}, "server.port: expected an integer, got '23012'"),
     ('[store]\nkind = "postgres"\n', {}, "store.kind: 'postgres' is not one of"),
     ("[server]\nproduction = true\n", {}, "auth.secret: required in production"),
     ('[tls]\ncert = "/nonexistent/cert.pem"\nkey = "/nonexistent/key.pem"\n', {},
@@ -117,6 +175,22 @@ def test_serve_exits_2_naming_the_key(tmp_path, toml, env, named):
     assert done.returncode == 2, done
     assert named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_scylla_settings_come_from_the_store_section(tmp_path):
+    from switchboard.core.stores import cql_settings, replication, tls_context
+    config = load(write(tmp_path, '[store]\nkind = "scylla"\nhosts = "10.0.0.1, 10.0.0.2"\n'
+                                  'port = 9142\nreplication_dcs = "eu:3,us:2"\n'
+                                  'consistency = "quorum"\nlocal_dc = "eu"\n'), environ={})
+    settings = cql_settings(config.store)
+    assert (settings.hosts, settings.port, settings.keyspace) == (("10.0.0.1", "10.0.0.2"), 9142,
+                                                                  None)
+    assert (settings.consistency, settings.local_dc, settings.ssl_context) == ("QUORUM", "eu",
+                                                                               None)
+    assert replication(config.store) == "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}"
+    config.store.tls_ca = str(ROOT / "tests" / "ops" / "missing-ca.pem")
+    with pytest.raises(ConfigError, match="store.tls_ca"):  # at start, not at the first request
+        tls_context(config.store)
 
 
 async def test_store_section_chooses_the_store_the_gateway_opens(make_server, tmp_path):

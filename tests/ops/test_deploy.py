@@ -46,6 +46,7 @@ def test_unit_has_notify_watchdog_restart_limits_and_drain():
     assert one(service, "Type") == "notify"
     assert seconds(one(service, "WatchdogSec")) > 0
     assert one(service, "Restart") == "on-failure"
+    assert one(service, "RestartPreventExitStatus") == "2"  # config errors: no retries
     assert int(one(head, "StartLimitBurst")) > 0 and seconds(one(head, "StartLimitIntervalSec")) > 0
     assert one(service, "LimitNOFILE") == "1048576"
     assert one(service, "KillSignal") == "SIGTERM"
@@ -128,3 +129,10 @@ def test_limits_match_the_unit():
             .splitlines() if line.strip() and not line.startswith("#")]
     assert sorted(rows) == [["switchboard", "hard", "nofile", "1048576"],
                             ["switchboard", "soft", "nofile", "1048576"]]
+
+
+def test_install_line_has_what_the_cython_build_needs():
+    readme = (DEPLOY / "README.md").read_text()
+    [install] = [line.split("#")[0].split() for line in readme.splitlines()
+                 if line.strip().startswith("apt-get install")]
+    assert {"python3-dev", "python3-venv", "build-essential"} <= set(install)

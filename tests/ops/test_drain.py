@@ -1,4 +1,4 @@
-"""SIGTERM under load on a real process (RELIABILITY.md F16): every device gets the Goaway frame
+"""SIGTERM under load on a real process (docs/guarantees.md F16): every device gets the Goaway frame
 and close 1001, no acknowledged message is lost (checked by restarting and syncing), and the
 process exits 0 within the stop timeout. Also `switchboard admin drain --pid`."""
 from __future__ import annotations

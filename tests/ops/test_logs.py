@@ -22,15 +22,15 @@ def test_json_formatter_keeps_extras_and_tracebacks():
     record = logging.LogRecord("switchboard.x", logging.WARNING, __file__, 1, "closed %s", ("a",),
                                None)
     record.user = "alice"
-    line = orjson.loads(JsonFormatter().format(record))
-    assert (line["level"], line["logger"], line["msg"], line["user"]) == (
-        "WARNING", "switchboard.x", "closed a", "alice")
+    line = orjson.loads(JsonFormatter("n3").format(record))
+    assert (line["level"], line["node"], line["logger"], line["msg"], line["user"]) == (
+        "WARNING", "n3", "switchboard.x", "closed a", "alice")
     assert line["ts"].endswith("+00:00")
     try:
         raise ValueError("boom")
     except ValueError:
         record.exc_info = sys.exc_info()
-    assert "ValueError: boom" in orjson.loads(JsonFormatter().format(record))["exc"]
+    assert "ValueError: boom" in orjson.loads(JsonFormatter("n3").format(record))["exc"]
 
 
 def test_setup_quiets_per_connection_lines_unless_debug():
@@ -38,13 +38,16 @@ def test_setup_quiets_per_connection_lines_unless_debug():
     saved = (list(root.handlers), root.level, logging.getLogger("picows").level)
     try:
         stream = io.StringIO()
-        setup(LogConfig(level="INFO", format="json"), stream)
+        setup(LogConfig(level="INFO", format="json"), "n0", stream)
         assert logging.getLogger("picows").level == logging.WARNING
         logging.getLogger("switchboard.test").info("hello %d", 1)
         logging.getLogger("switchboard.test").debug("not shown")
         assert [orjson.loads(line)["msg"] for line in stream.getvalue().splitlines()] == ["hello 1"]
-        setup(LogConfig(level="DEBUG", format="text"), io.StringIO())
+        text = io.StringIO()
+        setup(LogConfig(level="DEBUG", format="text"), "host-a-w1", text)
         assert logging.getLogger("picows").level == logging.DEBUG
+        logging.getLogger("switchboard.test").info("hello %d", 2)
+        assert text.getvalue().split()[2:5] == ["INFO", "host-a-w1", "switchboard.test:"]
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
@@ -76,6 +79,7 @@ async def test_no_body_or_token_in_any_log_line_at_debug(tmp_path):
     raw = node.log_path.read_bytes()
     lines = raw.decode().splitlines()
     assert any(orjson.loads(line)["level"] == "DEBUG" for line in lines)  # close reasons
+    assert {orjson.loads(line)["node"] for line in lines} == {"n0"}  # every line names it
     assert any("New connection accepted" in line for line in lines)  # picows, DEBUG only
     for line in lines:
         assert set(orjson.loads(line)) >= {"ts", "level", "logger", "msg"}

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+import switchboard
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.app import build_gateway
 from switchboard.proto.v1 import client_pb2 as pb
@@ -124,3 +130,30 @@ async def test_readyz_fails_while_draining_and_healthz_holds(tmp_path):
     await asyncio.wait_for(stopping, 10)
     assert (await client.reply(rid)).WhichOneof("body") == "send_ack"  # acked before the close
     assert (await client.recv("goaway")).goaway.reason == "server draining"
+
+
+async def test_build_info_names_version_commit_and_python(server):
+    samples = await scrape(server.gateway.status.port)
+    [(labels, one)] = [(dict(key[1]), v) for key, v in samples.items()
+                       if key[0] == "switchboard_build_info"]
+    assert one == 1
+    assert labels["python"] == platform.python_version()
+    assert labels["version"] not in ("", "unknown")  # the package metadata
+    checkout = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
+                          text=True)
+    if head.returncode == 0:  # run from a checkout: its commit
+        assert labels["commit"] == head.stdout.strip()
+
+
+def test_build_info_outside_a_checkout_is_unknown_not_a_crash(tmp_path):
+    """A copy of the package with no git around it and no recorded commit."""
+    copy = tmp_path / "switchboard"
+    shutil.copytree(Path(switchboard.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("_commit.txt", "__pycache__"))
+    done = subprocess.run([sys.executable, "-c", "from switchboard.buildinfo import build_info;"
+                           "print(build_info()['commit'])"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                      "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "unknown"

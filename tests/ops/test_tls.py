@@ -8,6 +8,7 @@ import os
 import signal
 import ssl
 
+import orjson
 import pytest
 
 from tests.ops.node import Node, make_cert
@@ -149,5 +150,22 @@ async def test_sighup_swaps_the_certificate_without_dropping_connections(tmp_pat
         client = await RawClient.connect(node.url, node.token("dave"), ssl_context=context)
         assert peer_der(client) == second_der
         assert (await send(alice, chat, b"and still")).seq == 2
+    finally:
+        node.stop()
+
+
+async def test_sighup_without_tls_is_a_normal_info_line(tmp_path):
+    """`systemctl reload` on a plaintext server: nothing to reload, said at INFO, still serving."""
+    node = await Node(tmp_path / "data").start()
+    try:
+        node.signal(signal.SIGHUP)
+        await wait_for(lambda: "nothing to reload" in node.log(), timeout=10)
+        [line] = [orjson.loads(line) for line in node.log().splitlines()
+                  if "nothing to reload" in line]
+        assert line["level"] == "INFO" and line["msg"] == "SIGHUP: no TLS configured, nothing to reload"
+        assert not [line for line in node.log().splitlines() if '"level":"ERROR"' in line]
+        alice = await RawClient.connect(node.url, node.token("alice"))
+        assert (await alice.recv("welcome")).welcome.user_id == "alice"
+        alice.close()
     finally:
         node.stop()

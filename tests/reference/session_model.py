@@ -11,7 +11,8 @@ import enum
 import math
 from collections.abc import Sequence
 
-from switchboard.core.model import Backlog, StoredMessage
+from switchboard.core.backlog import visible_above
+from switchboard.core.model import Backlog, Period, StoredMessage, next_visible, range_end
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.session import State
 from switchboard.proto.codes import Close
@@ -34,14 +35,22 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
-class Stream:
-    """Delivery state of one chat on one connection."""
-    __slots__ = ("acked", "sent", "head")
+# Stream.ranges when a membership event named the user: read the ranges again before sending
+# (compared by identity)
+STALE: tuple[Period, ...] = (Period(0, 0),)
 
-    def __init__(self, acked: int, head: int) -> None:
+
+class Stream:
+    """Delivery state of one chat on one connection. `ranges`: None while everything above
+    `acked` is visible to the user (the common case), else the user's membership periods that
+    reach above it, or STALE."""
+    __slots__ = ("acked", "sent", "head", "ranges")
+
+    def __init__(self, acked: int, head: int, ranges: tuple[Period, ...] | None = None) -> None:
         self.acked = acked
         self.sent = acked
         self.head = head
+        self.ranges = ranges
 
 
 class SyncRun:
@@ -287,6 +296,8 @@ class Session:
                 stream.acked = seq
                 self.port.cursor(chat_id, seq, True)
                 progressed = True
+                if _ended(stream):
+                    del self.streams[chat_id]
         if progressed:
             self.last_progress = now
             self._maybe_pump()
@@ -320,11 +331,15 @@ class Session:
             return
         if last > stream.head:
             stream.head = last
-        if first > stream.sent + 1 or self.inflight + len(messages) > self.config.delivery_window:
+        if any(m.event is not None and self.user in m.event.users for m in messages):
+            stream.ranges = STALE  # the user's range of the chat changes here: read it again
+        if (first > stream.sent + 1 or self.inflight + len(messages) > self.config.delivery_window
+                or stream.ranges is not None):
             self._maybe_pump()
             return
-        if first <= stream.sent or any(m.sender_device == self.device and m.sender_user == self.user
-                                       for m in messages):
+        if first <= stream.sent or any(
+                m.event is not None or m.sender_device == self.device and m.sender_user == self.user
+                for m in messages):
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
@@ -336,7 +351,15 @@ class Session:
 
     def _deliver(self, stream: Stream, messages: list[StoredMessage]) -> bool:
         """Send `messages` (contiguous after stream.sent), leaving out this device's own.
-        Stops between frames when the output is backed up; False when it did."""
+        Stops between frames when the output is backed up; False when it did. Stops after a
+        membership event naming this user that its known ranges do not foresee: what follows
+        may not be visible to it."""
+        for i, m in enumerate(messages):
+            if (m.event is not None and self.user in m.event.users
+                    and not _foreseen(stream.ranges, m.seq)):
+                messages = messages[:i + 1]
+                stream.ranges = STALE
+                break
         others = [m for m in messages
                   if not (m.sender_device == self.device and m.sender_user == self.user)]
         last = messages[-1]
@@ -364,14 +387,11 @@ class Session:
             self.sync.messages += sent - stream.sent
         stream.sent = sent
 
-    def forget_chat(self, chat_id: str) -> None:
-        """The device's user left the chat: stop tracking it."""
-        stream = self.streams.pop(chat_id, None)
+    def recheck_chat(self, chat_id: str) -> None:
+        """The user was removed from the chat: read its range again before sending more."""
+        stream = self.streams.get(chat_id)
         if stream is not None:
-            self.inflight -= stream.sent - stream.acked
-        if self.sync is not None:
-            self.sync.targets.pop(chat_id, None)
-            self._check_sync()
+            stream.ranges = STALE
 
     # ------------------------------------------------------------------ pump
     def _maybe_pump(self) -> None:
@@ -382,8 +402,9 @@ class Session:
             self.port.pump()
 
     def next_read(self) -> tuple[str, int, int] | None:
-        """The next range the pump should read (chat, after seq, at most n), or None: nothing
-        is behind, the window is full or the output is backed up. Chats take turns."""
+        """The next range the pump should read (chat, after seq, at most n; n == 0: the
+        user's membership periods of the chat instead, for `periods`), or None: nothing is
+        behind, the window is full or the output is backed up. Chats take turns."""
         if self.state != State.OPEN or self.write_blocked():
             return None
         room = self.config.delivery_window - self.inflight
@@ -392,11 +413,51 @@ class Session:
         for again in (False, True):
             if again:
                 self._pumped.clear()
-            for chat_id, stream in self.streams.items():
+            for chat_id, stream in list(self.streams.items()):
                 if stream.sent < stream.head and chat_id not in self._pumped:
                     self._pumped.add(chat_id)
-                    return chat_id, stream.sent, min(room, PAGE)
+                    if stream.ranges is STALE:
+                        return chat_id, stream.sent, 0
+                    limit = min(room, PAGE)
+                    if stream.ranges is not None:
+                        limit = self._within_ranges(chat_id, stream, limit)
+                        if limit <= 0:
+                            continue
+                    return chat_id, stream.sent, limit
         return None
+
+    def _within_ranges(self, chat_id: str, stream: Stream, limit: int) -> int:
+        """How many seqs after `sent` may go out now: up to the end of the range `sent` is in.
+        At the end of a range, cross the gap to the next once everything is acked (and tell the
+        device the new floor); after the last range, the stream is done."""
+        ranges = stream.ranges
+        following = next_visible(ranges, stream.sent)
+        if following is None:  # past the last range: nothing more, ever (unless re-added)
+            stream.head = stream.sent
+            if _ended(stream):
+                del self.streams[chat_id]
+            return 0
+        if following > stream.sent + 1:
+            if stream.acked < stream.sent:
+                return 0  # the acks bring the pump back
+            stream.acked = stream.sent = following - 1
+            self._send_floors([(chat_id, stream.acked)])
+            stream.ranges = visible_above(ranges, stream.acked)  # None: plain again
+            if stream.ranges is None:
+                return limit
+        end = range_end(ranges, following)
+        return limit if end is None else min(limit, end - stream.sent)
+
+    def periods(self, chat_id: str, periods: Sequence[Period]) -> None:
+        """The store's answer to a next_read of the user's periods of `chat_id`."""
+        stream = self.streams.get(chat_id)
+        if self.state == State.OPEN and stream is not None and stream.ranges is STALE:
+            stream.ranges = visible_above(periods, stream.acked)
+
+    def _send_floors(self, floors: list[tuple[str, int]]) -> None:
+        """Tell the device where delivery of these chats continues (protocol 8.3)."""
+        if floors:
+            self.write_framed(wire_model.floors_frame(floors))
 
     def rows(self, chat_id: str, after: int, rows: list[StoredMessage]) -> None:
         """The store's answer to next_read's (chat_id, after, ...)."""
@@ -426,9 +487,14 @@ class Session:
 
     # ------------------------------------------------------------------ sync
     def _start_sync(self, request_id: int) -> None:
+        """A Sync replays each chat from `acked`. The device asks for one when it sees a gap; if
+        its watermark is below where this connection resumes (the gap is one it may never fill)
+        the floors tell it to move up (protocol 8.3)."""
         for stream in self.streams.values():
             self.inflight -= stream.sent - stream.acked
             stream.sent = stream.acked
+        self._send_floors([(chat_id, stream.acked) for chat_id, stream in self.streams.items()
+                           if stream.acked])
         self.sync = SyncRun(request_id)
         self.port.load_backlog(self.sync)
 
@@ -451,14 +517,22 @@ class Session:
         self._check_sync()
 
     def _adopt(self, backlog: list[Backlog]) -> None:
-        """Streams from the store's view: a chat behind its head starts at the device's cursor;
-        a stream that exists already only learns the new head."""
+        """Streams from the store's view: a chat behind its head starts at the device's cursor,
+        or where the user's range starts again (the device is told: a floor); a stream that
+        exists already only learns the new head and the ranges."""
+        floors = []
         for row in backlog:
             stream = self.streams.get(row.chat_id)
             if stream is None:
-                self.streams[row.chat_id] = Stream(row.cursor, row.head)
-            elif row.head > stream.head:
+                self.streams[row.chat_id] = Stream(row.cursor, row.head, row.periods)
+                if row.jumped:
+                    floors.append((row.chat_id, row.cursor))
+                continue
+            if row.head > stream.head:
                 stream.head = row.head
+            if row.periods is not None and stream.ranges is None:
+                stream.ranges = row.periods
+        self._send_floors(floors)
 
     def _check_sync(self) -> None:
         sync = self.sync
@@ -601,3 +675,17 @@ class Session:
         if self.state < State.CLOSING:
             self.stats.slow_consumers += 1
             self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and sync")
+
+
+def _foreseen(ranges: tuple[Period, ...] | None, seq: int) -> bool:
+    """Whether the known ranges start or end at `seq` (a membership event of the user there)."""
+    return (ranges is not None and ranges is not STALE
+            and any(p.left_seq == seq or p.joined_seq == seq - 1 for p in ranges))
+
+
+def _ended(stream: Stream) -> bool:
+    """The user's last range of the chat ended and the device acked all of it: the stream has
+    nothing left to do (a re-add offers the chat anew)."""
+    ranges = stream.ranges
+    return (ranges is not None and ranges is not STALE and stream.acked == stream.sent
+            and next_visible(ranges, stream.acked) is None)

@@ -55,6 +55,11 @@ def sync_complete(request_id: int, chats: int, messages: int) -> bytes:
         chats=chats, messages=messages)))
 
 
+def floors_frame(floors: list[tuple[str, int]]) -> bytes:
+    return _framed(pb.ServerFrame(deliver=pb.Deliver(floors=[
+        pb.ChatSeq(chat_id=chat_id, seq=seq) for chat_id, seq in floors])))
+
+
 def deliver_frames(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chunk]:
     """Deliver frames for `rows` (one chat, seq order), each within max_frame_bytes: a client
     may size its frame limit to the one announced in Welcome."""
@@ -63,6 +68,8 @@ def deliver_frames(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chun
     size = 0
     for row in rows:
         cost = len(row.body) + sum(len(m) for m in row.media_ids) + MESSAGE_OVERHEAD
+        if row.event is not None:
+            cost += sum(len(user) + 2 for user in row.event.users)
         if batch and size + cost > max_frame_bytes:
             chunks.append(_chunk(batch))
             batch, size = [], 0

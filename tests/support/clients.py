@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.client import Client
+from switchboard.core.backlog import read_backlog
 from tests.support.raw import OPEN_CLIENTS
+from tests.support.waiting import wait_for
 
 
 async def connect(server, user: str, device: str = "phone", **kwargs) -> Client:
@@ -29,7 +31,7 @@ async def receive(client: Client, count: int, timeout: float = 10.0) -> list:
     return got
 
 
-async def event(events, kind: type, where=lambda e: True, timeout: float = 5.0):
+async def event(events, kind: type, where=lambda e: True, timeout: float = 15.0):
     """The next push of `kind` matching `where` from an events() iterator; others are skipped."""
     async def find():
         async for item in events:
@@ -45,3 +47,13 @@ async def no_event(events, kind: type, where=lambda e: True, timeout: float = 0.
     except asyncio.TimeoutError:
         return
     raise AssertionError(f"an unexpected {kind.__name__} arrived")
+
+
+async def acked_and_stored(server, user: str, device: str = "phone") -> None:
+    """Wait until the device's acks are in the store (the writer persists cursors with its next
+    batch): a reconnect or a sync starts after them, instead of sending them again."""
+    store = server.gateway.services.store
+
+    async def nothing_above_the_cursor() -> bool:
+        return not await read_backlog(store, user, device)
+    await wait_for(nothing_above_the_cursor, message=f"{user}/{device}'s cursor stored")

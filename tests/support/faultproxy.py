@@ -1,4 +1,4 @@
-"""An in-repo TCP fault proxy (RELIABILITY.md: no netem here): forwards a port to another until
+"""An in-repo TCP fault proxy (no netem or nft needed): forwards a port to another until
 told to black-hole, which stops both directions without closing anything, as a network
 partition looks to the two ends; heal() lets connections through again."""
 from __future__ import annotations

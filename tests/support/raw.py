@@ -42,6 +42,8 @@ class RawClient:
         self.transport = transport
         self.listener = listener
         self.stash: list[pb.ServerFrame] = []
+        self.taken: set[tuple[str, int]] = set()
+        """(chat_id, seq) of every message rawflow.receive_and_ack returned: its dedup."""
         self._rid = 0
 
     @classmethod
@@ -64,11 +66,11 @@ class RawClient:
         self.send_bytes(pb.ClientFrame(request_id=self._rid, **body).SerializeToString())
         return self._rid
 
-    async def recv(self, kind: str | None = None, timeout: float = 5.0) -> pb.ServerFrame:
+    async def recv(self, kind: str | None = None, timeout: float = 15.0) -> pb.ServerFrame:
         """The next frame (of `kind`); frames of other kinds are kept for later calls."""
         return await self._take(lambda f: kind is None or f.WhichOneof("body") == kind, timeout)
 
-    async def reply(self, rid: int, timeout: float = 5.0) -> pb.ServerFrame:
+    async def reply(self, rid: int, timeout: float = 15.0) -> pb.ServerFrame:
         """The reply to request `rid`; other frames are kept for later calls."""
         return await self._take(
             lambda f: f.request_id == rid and f.WhichOneof("body") != "deliver", timeout)
@@ -100,7 +102,7 @@ class RawClient:
         while not self.listener.frames.empty():
             self.listener.frames.get_nowait()
 
-    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
+    async def closed(self, timeout: float = 15.0) -> tuple[int | None, str]:
         await asyncio.wait_for(self.listener.closed.wait(), timeout)
         return self.listener.close_code, self.listener.close_reason
 

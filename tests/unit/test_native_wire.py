@@ -14,8 +14,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from switchboard.core._native import session as native_session, wire
-from switchboard.core.model import StoredMessage
+from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage
 from switchboard.gateway.wire import MAX_SEQ, session_frame
+from switchboard.proto.codec import message_from_pb
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
@@ -64,10 +65,13 @@ def test_websocket_framing_at_every_length_class(payload):
     assert wire.ws_frame(0x2, payload) == wire_model.ws_frame(0x2, payload)
 
 
+events = st.builds(MembershipEvent, action=st.sampled_from(MemberAction), actor=text,
+                   users=st.lists(text, max_size=5).map(tuple))
 rows = st.builds(
     StoredMessage, chat_id=text, seq=st.integers(1, MAX_SEQ), server_id=u64, sender_user=text,
     sender_device=text, client_msg_id=text, body=st.binary(max_size=3000),
-    media_ids=st.lists(text, max_size=4).map(tuple), created_at_ms=u64)
+    media_ids=st.lists(text, max_size=4).map(tuple), created_at_ms=u64,
+    event=st.none() | events)
 
 
 @given(batch=st.lists(rows, min_size=1, max_size=12), max_frame=st.integers(1, 8000))
@@ -76,8 +80,12 @@ def test_deliver_frames_are_the_librarys_in_the_same_chunks(batch, max_frame):
     model = wire_model.deliver_frames(batch, max_frame)
     assert [(c.last_seq, c.count, c.frame) for c in native] == list(model)
     got = [m for c in native for m in pb.ServerFrame.FromString(payload_of(c.frame)).deliver.messages]
-    assert [(m.chat_id, m.seq, m.body, tuple(m.media_ids)) for m in got] == \
-        [(r.chat_id, r.seq, r.body, r.media_ids) for r in batch]
+    assert [message_from_pb(m) for m in got] == batch
+
+
+@given(floors=st.lists(st.tuples(text, st.integers(0, MAX_SEQ)), max_size=5))
+def test_floors_are_the_librarys(floors):
+    assert wire.floors_frame(floors) == wire_model.floors_frame(floors)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from switchboard.core._native import wire
+from switchboard.core.model import (Backlog, MemberAction, MembershipEvent, Period,
+                                    StoredMessage)
 from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats, State
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
@@ -62,13 +64,17 @@ class Rig:
         [(sync,)] = self.port.take("load_backlog")
         self.session.backlog_loaded(sync, list(backlog_rows))
 
-    def pump(self, store: dict[str, list]) -> int:
-        """What the adapter's pump does, from `store` (chat -> messages); reads made."""
+    def pump(self, store: dict[str, list], periods: dict[str, list[Period]] | None = None) -> int:
+        """What the adapter's pump does, from `store` (chat -> messages) and the user's
+        `periods` (chat -> periods); reads made."""
         reads = 0
         while (want := self.session.next_read()) is not None:
             chat_id, after, limit = want
-            rows = [m for m in store.get(chat_id, []) if m.seq > after][:limit]
-            self.session.rows(chat_id, after, rows)
+            if limit:
+                rows = [m for m in store.get(chat_id, []) if m.seq > after][:limit]
+                self.session.rows(chat_id, after, rows)
+            else:
+                self.session.periods(chat_id, (periods or {}).get(chat_id, []))
             reads += 1
         self.session.pump_stopped()
         return reads
@@ -380,10 +386,88 @@ def test_rows_read_before_the_stream_moved_are_not_used(rig):
     rig.feed(ack(("c1", 4)))
     want = rig.session.next_read()
     assert want == ("c1", 4, 4)
-    rig.clock.advance(10.1)  # nothing in flight: no rewind
-    rig.session.forget_chat("c1")
+    offer(rig, "c1", 5)  # while the store reads, the live copy goes out: the stream moved
+    assert delivered(rig.out()) == [("c1", 5)]
     rig.session.rows("c1", 4, [message("c1", 5)])
     assert rig.out() == []
+
+
+# ---------------------------------------------------------------------------- membership ranges
+def event(chat_id: str, seq: int, action: MemberAction, *users: str) -> StoredMessage:
+    return StoredMessage(chat_id, seq, 1000 + seq, "alice", "", f"e{seq}", b"", (), 5000 + seq,
+                         MembershipEvent(action, "alice", users))
+
+
+def floors(frames_: list[pb.ServerFrame]) -> list[tuple[str, int]]:
+    return [(f.chat_id, f.seq) for frame in frames_ if frame.WhichOneof("body") == "deliver"
+            for f in frame.deliver.floors]
+
+
+def test_an_event_removing_the_user_ends_the_stream_at_it(rig):
+    offer(rig, "c1", 1, 2)
+    rig.feed(ack(("c1", 2)))
+    rig.out()
+    removed = event("c1", 3, MemberAction.REMOVED, "bob")
+    rig.session.offer("c1", [removed], rig.deliver([removed], MAX_FRAME_BYTES))
+    offer(rig, "c1", 4)  # after the removal: not bob's
+    assert rig.out() == [] and rig.port.take("pump") == [()]
+    store = {"c1": [message("c1", 1), message("c1", 2), removed, message("c1", 4)]}
+    rig.pump(store, {"c1": [Period(0, 3)]})
+    out = rig.out()
+    assert delivered(out) == [("c1", 3)] and out[0].deliver.messages[0].HasField("membership")
+    rig.feed(ack(("c1", 3)))
+    assert "c1" not in rig.session.streams  # all of bob's range acked: nothing left to do
+
+
+def test_an_event_naming_the_user_stops_a_live_run_until_its_periods_are_read(rig):
+    rows = [message("c1", 1), event("c1", 2, MemberAction.REMOVED, "bob"), message("c1", 3)]
+    rig.session.offer("c1", rows, rig.deliver(rows, MAX_FRAME_BYTES))
+    assert rig.out() == [] and rig.port.take("pump") == [()]
+    rig.pump({"c1": rows}, {"c1": [Period(0, 2)]})
+    assert delivered(rig.out()) == [("c1", 1), ("c1", 2)]
+
+
+def test_a_readded_user_crosses_the_gap_once_acked_and_is_told_the_floor():
+    r = Rig("bob", "laptop")
+    r.open([Backlog("c1", 2, 8, (Period(0, 3), Period(6, None)))])
+    store = {"c1": [message("c1", s) for s in range(1, 9)]}
+    assert r.port.take("pump") == [()]
+    r.pump(store)
+    out = r.out()
+    assert delivered(out) == [("c1", 3)] and floors(out) == []
+    r.feed(ack(("c1", 3)))
+    assert r.port.take("pump") == [()]
+    r.pump(store)
+    out = r.out()
+    assert floors(out) == [("c1", 6)]
+    assert delivered(out) == [("c1", 7), ("c1", 8)]
+    assert out[-1].WhichOneof("body") == "sync_complete"
+
+
+def test_a_backlog_that_jumped_past_a_gap_is_told_as_a_floor():
+    r = Rig("bob", "laptop")
+    r.open([Backlog("c1", 6, 7, None, jumped=True)])
+    assert floors(r.out()) == [("c1", 6)]
+    r.pump({"c1": [message("c1", s) for s in range(1, 8)]})
+    assert delivered(r.out()) == [("c1", 7)]
+
+
+def test_a_sync_tells_the_floors_it_resumes_from(rig):
+    offer(rig, "c1", 1, 2)
+    rig.feed(ack(("c1", 2)))
+    rig.out()
+    rig.feed(client(9, sync=pb.Sync()))
+    assert floors(rig.out()) == [("c1", 2)]
+
+
+def test_a_recheck_reads_the_periods_before_sending_more(rig):
+    offer(rig, "c1", 1)
+    rig.out()
+    rig.session.recheck_chat("c1")
+    offer(rig, "c1", 2)
+    assert rig.out() == [] and rig.port.take("pump") == [()]
+    rig.pump({"c1": [message("c1", 1), message("c1", 2)]}, {"c1": [Period(0, 1)]})
+    assert delivered(rig.out()) == []
 
 
 def test_a_reader_that_makes_no_room_is_a_slow_consumer(rig):

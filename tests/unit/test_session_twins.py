@@ -1,14 +1,16 @@
 """The native session and its pure-Python twin, fed the same random histories, write the same
 bytes and make the same port calls at every step: frames of every kind (plain, fragmented,
-malformed, out of range, text, close), offers, SendAcks and send errors, pump reads, syncs,
-timer ticks with retransmits and pings, a backed-up transport, closes."""
+malformed, out of range, text, close), offers, membership events that remove and re-add the
+user, SendAcks and send errors, pump reads of messages and periods, syncs, timer ticks with
+retransmits and pings, a backed-up transport, closes."""
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard.core._native import wire
-from switchboard.core.model import Backlog
+from switchboard.core.backlog import backlog_row
+from switchboard.core.model import MemberAction, MembershipEvent, Period, StoredMessage
 from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
@@ -80,10 +82,12 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
     model = Twin(ModelSession, wire_model.deliver_frames, header_auth)
     twins = (native, model)
     store: dict[str, list] = {chat: [] for chat in CHATS}
+    periods: dict[str, list[Period]] = {chat: [Period(0, None)] for chat in CHATS}  # bob's
     for _ in range(draw(st.integers(1, 40))):
         step = draw(st.sampled_from(["frame", "frame", "frame", "offer", "offer", "acked",
                                      "failed", "tick", "pump", "backlog", "buffered",
-                                     "fragments", "opcode", "admit", "close", "flush"]))
+                                     "fragments", "opcode", "admit", "close", "flush", "event",
+                                     "recheck"]))
         if step == "frame":
             payload = client_frame(draw)
             for t in twins:
@@ -110,6 +114,24 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
             store[chat] += rows
             for t in twins:
                 t.session.offer(chat, rows, t.deliver(rows, CONFIG.max_frame_bytes))
+        elif step == "event":
+            chat = draw(st.sampled_from(CHATS))
+            seq = len(store[chat]) + 1
+            member = periods[chat][-1].left_seq is None
+            action = MemberAction.REMOVED if member else MemberAction.ADDED
+            if member:
+                periods[chat][-1] = Period(periods[chat][-1].joined_seq, seq)
+            else:
+                periods[chat].append(Period(seq - 1, None))
+            rows = [StoredMessage(chat, seq, 1000 + seq, "alice", "", f"e{seq}", b"", (),
+                                  5000 + seq, MembershipEvent(action, "alice", ("bob",)))]
+            store[chat] += rows
+            for t in twins:
+                t.session.offer(chat, rows, t.deliver(rows, CONFIG.max_frame_bytes))
+        elif step == "recheck":
+            chat = draw(st.sampled_from(CHATS))
+            for t in twins:
+                t.session.recheck_chat(chat)
         elif step == "acked":
             chat = draw(st.sampled_from(CHATS))
             row = message(chat, draw(st.integers(1, 12)), "bob", "laptop")
@@ -128,6 +150,9 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
                 if t.port.take("pump"):
                     while (want := t.session.next_read()) is not None:
                         chat, after, limit = want
+                        if not limit:
+                            t.session.periods(chat, periods[chat])
+                            continue
                         t.session.rows(chat, after, [m for m in store[chat] if m.seq > after][:limit])
                     t.session.pump_stopped()
         elif step == "backlog":
@@ -135,8 +160,9 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
                                                                               unique=True))]
             for t in twins:
                 for (sync,) in t.port.take("load_backlog"):
-                    t.session.backlog_loaded(sync, [Backlog(c, min(cur, len(store[c])), len(store[c]))
-                                                    for c, cur in rows])
+                    backlog = [backlog_row(c, periods[c], min(cur, len(store[c])), len(store[c]))
+                               for c, cur in rows]
+                    t.session.backlog_loaded(sync, [row for row in backlog if row is not None])
         elif step == "buffered":
             size = draw(st.sampled_from([0, 0, 3000, 45_000]))
             for t in twins:

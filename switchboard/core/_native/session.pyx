@@ -8,7 +8,7 @@ Output is appended to a C buffer per session and written once per loop turn (`fl
 frames a connection gets in one turn (SendAcks, Delivers, receipts) cost one write.
 
 The numbers of the protocol that this module writes (close codes, error codes) are those of
-proto/codes.py and client.proto; tests/unit/test_native_session.py checks that they agree.
+proto/codes.py and client.proto; tests/unit/test_native_wire.py checks that they agree.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -19,6 +19,10 @@ from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 from .wire cimport (KIND_ACK, KIND_SEND, Buf, Chunk, Scan, buf_append, buf_free, decode_ack,
                     decode_send, deliver_frames, put_error, put_send_ack, put_sync_complete,
                     put_ws_frame, scan_frame)
+from .wire import floors_frame
+
+from switchboard.core.backlog import visible_above
+from switchboard.core.model import Period, next_visible, range_end
 
 # States (core/session.py State)
 cdef enum:
@@ -94,15 +98,46 @@ cdef class SessionStats:
     cdef public long long retransmits, sync_pages, slow_consumers
 
 
+# Stream.ranges when a membership event named the user: read the ranges again before sending
+# (compared by identity)
+STALE = (Period(0, 0),)
+
+
 @cython.final
 cdef class Stream:
-    """Delivery state of one chat on one connection."""
+    """Delivery state of one chat on one connection. `ranges`: None while everything above
+    `acked` is visible to the user (the common case), else the user's membership periods that
+    reach above it, or STALE."""
     cdef public long long acked, sent, head
+    cdef public object ranges
 
-    def __cinit__(self, long long acked, long long head):
+    def __cinit__(self, long long acked, long long head, ranges=None):
         self.acked = acked
         self.sent = acked
         self.head = head
+        self.ranges = ranges
+
+
+cdef bint _foreseen(object ranges, long long seq) except -1:
+    """Whether the known ranges start or end at `seq` (a membership event of the user there)."""
+    return (ranges is not None and ranges is not STALE
+            and any(p.left_seq == seq or p.joined_seq == seq - 1 for p in ranges))
+
+
+cdef bint _ended(Stream stream) except -1:
+    """The user's last range of the chat ended and the device acked all of it: the stream has
+    nothing left to do (a re-add offers the chat anew)."""
+    ranges = stream.ranges
+    return (ranges is not None and ranges is not STALE and stream.acked == stream.sent
+            and next_visible(ranges, stream.acked) is None)
+
+
+cdef bint _names(list messages, str user) except -1:
+    """Whether a membership event among `messages` names `user`."""
+    for m in messages:
+        if m.event is not None and user in m.event.users:
+            return True
+    return False
 
 
 @cython.final
@@ -430,6 +465,8 @@ cdef class Session(WSListener):
                 stream.acked = seq
                 self.port.cursor(chat_id, seq, True)
                 progressed = True
+                if stream.ranges is not None and _ended(stream):
+                    del self.streams[chat_id]
         if progressed:
             self.last_progress = now
             self._maybe_pump()
@@ -450,6 +487,7 @@ cdef class Session(WSListener):
         cdef Chunk chunk
         cdef Py_ssize_t i, n = len(messages)
         cdef bint own = False
+        cdef bint events = False
         if stream is None:
             sync = self.sync
             if sync is not None and sync.loading:
@@ -466,14 +504,21 @@ cdef class Session(WSListener):
             return
         if last > stream.head:
             stream.head = last
-        if first > stream.sent + 1 or self.inflight + n > self.config.delivery_window:
+        for i in range(n):
+            if messages[i].event is not None:
+                events = True
+                break
+        if events and _names(messages, self.user):
+            stream.ranges = STALE  # the user's range of the chat changes here: read it again
+        if (first > stream.sent + 1 or self.inflight + n > self.config.delivery_window
+                or stream.ranges is not None):
             self._maybe_pump()
             return
         for i in range(n):
             if self._is_own(messages[i]):
                 own = True
                 break
-        if first <= stream.sent or own:
+        if first <= stream.sent or own or events:
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
@@ -488,10 +533,19 @@ cdef class Session(WSListener):
 
     cdef bint _deliver(self, Stream stream, list messages) except -1:
         """Send `messages` (contiguous after stream.sent), leaving out this device's own.
-        Stops between frames when the output is backed up; False when it did."""
-        cdef list others = [m for m in messages if not self._is_own(m)]
+        Stops between frames when the output is backed up; False when it did. Stops after a
+        membership event naming this user that its known ranges do not foresee: what follows
+        may not be visible to it."""
         cdef Chunk chunk
         cdef Py_ssize_t i
+        for i in range(len(messages)):
+            m = messages[i]
+            if (m.event is not None and self.user in m.event.users
+                    and not _foreseen(stream.ranges, m.seq)):
+                messages = messages[:i + 1]
+                stream.ranges = STALE
+                break
+        cdef list others = [m for m in messages if not self._is_own(m)]
         last = messages[len(messages) - 1]
         cdef long long last_seq = last.seq
         if not others and stream.acked == stream.sent:
@@ -519,14 +573,11 @@ cdef class Session(WSListener):
         stream.sent = sent
         return 0
 
-    def forget_chat(self, str chat_id):
-        """The device's user left the chat: stop tracking it."""
-        cdef Stream stream = self.streams.pop(chat_id, None)
+    def recheck_chat(self, str chat_id):
+        """The user was removed from the chat: read its range again before sending more."""
+        cdef Stream stream = self.streams.get(chat_id)
         if stream is not None:
-            self.inflight -= stream.sent - stream.acked
-        if self.sync is not None:
-            self.sync.targets.pop(chat_id, None)
-            self._check_sync()
+            stream.ranges = STALE
 
     # ------------------------------------------------------------------ pump
     cdef int _maybe_pump(self) except -1:
@@ -541,10 +592,11 @@ cdef class Session(WSListener):
         return 0
 
     def next_read(self):
-        """The next range the pump should read (chat, after seq, at most n), or None: nothing
-        is behind, the window is full or the output is backed up. Chats take turns."""
+        """The next range the pump should read (chat, after seq, at most n; n == 0: the
+        user's membership periods of the chat instead, for `periods`), or None: nothing is
+        behind, the window is full or the output is backed up. Chats take turns."""
         cdef Stream stream
-        cdef long long room
+        cdef long long room, limit
         if self.state != OPEN or self.write_blocked():
             return None
         room = self.config.delivery_window - self.inflight
@@ -555,11 +607,52 @@ cdef class Session(WSListener):
         for again in (False, True):
             if again:
                 self.pumped.clear()
-            for chat_id, stream in self.streams.items():
+            for chat_id, stream in list(self.streams.items()):
                 if stream.sent < stream.head and chat_id not in self.pumped:
                     self.pumped.add(chat_id)
-                    return chat_id, stream.sent, min(room, _PAGE)
+                    if stream.ranges is STALE:
+                        return chat_id, stream.sent, 0
+                    limit = min(room, _PAGE)
+                    if stream.ranges is not None:
+                        limit = self._within_ranges(chat_id, stream, limit)
+                        if limit <= 0:
+                            continue
+                    return chat_id, stream.sent, limit
         return None
+
+    cdef long long _within_ranges(self, str chat_id, Stream stream, long long limit) except -1:
+        """How many seqs after `sent` may go out now: up to the end of the range `sent` is in.
+        At the end of a range, cross the gap to the next once everything is acked (and tell the
+        device the new floor); after the last range, the stream is done."""
+        ranges = stream.ranges
+        following = next_visible(ranges, stream.sent)
+        if following is None:  # past the last range: nothing more, ever (unless re-added)
+            stream.head = stream.sent
+            if _ended(stream):
+                del self.streams[chat_id]
+            return 0
+        if following > stream.sent + 1:
+            if stream.acked < stream.sent:
+                return 0  # the acks bring the pump back
+            stream.acked = stream.sent = following - 1
+            self._send_floors([(chat_id, stream.acked)])
+            stream.ranges = visible_above(ranges, stream.acked)  # None: plain again
+            if stream.ranges is None:
+                return limit
+        end = range_end(ranges, following)
+        return limit if end is None else min(limit, end - stream.sent)
+
+    def periods(self, str chat_id, periods):
+        """The store's answer to a next_read of the user's periods of `chat_id`."""
+        cdef Stream stream = self.streams.get(chat_id)
+        if self.state == OPEN and stream is not None and stream.ranges is STALE:
+            stream.ranges = visible_above(periods, stream.acked)
+
+    cdef int _send_floors(self, list floors) except -1:
+        """Tell the device where delivery of these chats continues (protocol 8.3)."""
+        if floors:
+            self._write_framed(floors_frame(floors))
+        return 0
 
     def rows(self, str chat_id, long long after, list rows):
         """The store's answer to next_read's (chat_id, after, ...)."""
@@ -594,10 +687,15 @@ cdef class Session(WSListener):
 
     # ------------------------------------------------------------------ sync
     cdef int _start_sync(self, uint32_t request_id) except -1:
+        """A Sync replays each chat from `acked`. The device asks for one when it sees a gap; if
+        its watermark is below where this connection resumes (the gap is one it may never fill)
+        the floors tell it to move up (protocol 8.3)."""
         cdef Stream stream
         for stream in self.streams.values():
             self.inflight -= stream.sent - stream.acked
             stream.sent = stream.acked
+        self._send_floors([(chat_id, stream.acked) for chat_id, stream in self.streams.items()
+                           if stream.acked])
         self.sync = SyncRun(request_id)
         self.port.load_backlog(self.sync)
         return 0
@@ -623,16 +721,23 @@ cdef class Session(WSListener):
         self._check_sync()
 
     cdef int _adopt(self, list backlog) except -1:
-        """Streams from the store's view: a chat behind its head starts at the device's cursor;
-        a stream that exists already only learns the new head."""
+        """Streams from the store's view: a chat behind its head starts at the device's cursor,
+        or where the user's range starts again (the device is told: a floor); a stream that
+        exists already only learns the new head and the ranges."""
         cdef Stream stream
+        cdef list floors = []
         for row in backlog:
             stream = self.streams.get(row.chat_id)
             if stream is None:
-                self.streams[row.chat_id] = Stream(row.cursor, row.head)
-            elif row.head > stream.head:
+                self.streams[row.chat_id] = Stream(row.cursor, row.head, row.periods)
+                if row.jumped:
+                    floors.append((row.chat_id, row.cursor))
+                continue
+            if row.head > stream.head:
                 stream.head = row.head
-        return 0
+            if row.periods is not None and stream.ranges is None:
+                stream.ranges = row.periods
+        return self._send_floors(floors)
 
     cdef int _check_sync(self) except -1:
         cdef SyncRun run = self.sync

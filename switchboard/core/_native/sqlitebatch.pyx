@@ -6,14 +6,16 @@ writer thread, holding the GIL that the event loop needs; here the batch is read
 with the GIL held, every statement runs without it (prepared once, bound in place), and the
 result comes back as one array of seqs.
 
-Semantics are store_sqlite.py's, statement for statement (the SQL is that module's, passed in
-when the committer is built): BEGIN IMMEDIATE; per message in order, the chat's head (read once
-per chat per batch), an INSERT with seq = head + 1 that only the dedup index may absorb (a
-duplicate keeps its original and gets seq 0 here, for the caller to look up); then each moved
-head, the cursors, delivered and read watermarks and each new sender's own read and delivered
-watermark (one upsert per (chat, sender)); COMMIT. Any failure rolls the whole batch back and
-raises BatchError. tests/reference/sqlitebatch_model.py is the same commit through Python's
-sqlite3 module; the property tests run both on random batches and compare results and tables.
+Semantics are store_sqlite.py's Python commit for a batch without membership events (those
+take the Python path, which applies them in the same transaction), with that module's SQL
+passed in when the committer is built: BEGIN IMMEDIATE; per message in order, the chat's head
+(read once per chat per batch), an INSERT with seq = head + 1 (no event) that only the dedup
+index may absorb (a duplicate keeps its original and gets seq 0 here, for the caller to look
+up); then each moved head, the cursors, and one max-upsert of (delivered, read, public read)
+per watermark: delivered, private and public reads, and each sender's own (you have read what
+you wrote; in public if the message says so); COMMIT. Any failure rolls the whole batch back and
+raises BatchError. The property tests run random histories through this and the Python commit
+and compare results and tables.
 
 Which SQLite: the process's own libsqlite3.so.0, the very library Python's sqlite3 module uses,
 so both connections share one SQLite in the process (two copies would not see each other's
@@ -88,13 +90,15 @@ cdef struct _Message:
     const char* media   # NULL: no media ids
     int media_n
     long long server_id, created_at_ms
-    Py_ssize_t chat_index, sent_index
+    Py_ssize_t chat_index
+    Py_ssize_t sent_index   # -1: no sender (no watermark of its own)
+    bint public_read
     long long seq       # out: the seq stored, 0 for a duplicate
 
 cdef struct _Mark:
-    # a watermark upsert: up to three keys and a seq
+    # a cursor (a, b, c -> delivered) or a receipt raise ((a, b) -> delivered, read, public)
     _Text a, b, c
-    long long seq
+    long long delivered, read, public
 
 cdef enum:
     # statements, in the order of the SQL passed in
@@ -105,9 +109,8 @@ cdef enum:
     INSERT = 4
     SET_HEAD = 5
     CURSOR = 6
-    DELIVERED = 7
-    READ = 8
-    STATEMENTS = 9
+    RAISE = 7
+    STATEMENTS = 8
 
 
 cdef int _text(object s, _Text* t) except -1:
@@ -177,11 +180,12 @@ cdef class BatchCommitter:
         return BatchError(f"{what}: {message}")
 
     def commit(self, list messages not None, list media not None, dict cursors not None,
-               dict delivered not None, dict reads not None):
-        """Commit one batch: `messages` are NewMessages, `media[i]` the stored form of
-        message i's media ids (bytes, or None for none); cursors map (user, device, chat) ->
-        seq, delivered and reads (chat, user) -> seq. Returns the seq stored for each message
-        (0: a duplicate, stored before). Raises BatchError (rolled back) on any failure."""
+               dict delivered not None, dict reads not None, dict public_reads not None):
+        """Commit one batch: `messages` are NewMessages without an event, `media[i]` the
+        stored form of message i's media ids (bytes, or None for none); cursors map (user,
+        device, chat) -> seq, delivered, reads and public_reads (chat, user) -> seq. Returns the
+        seq stored for each message (0: a duplicate, stored before). Raises BatchError (rolled
+        back) on any failure."""
         if self.db == NULL:
             raise BatchError("the committer is closed")
         cdef Py_ssize_t n = len(messages)
@@ -192,8 +196,9 @@ cdef class BatchCommitter:
         cdef long long* heads = NULL
         cdef unsigned char* moved = NULL
         cdef long long* sent = NULL
-        cdef Py_ssize_t n_cursors = len(cursors), n_delivered = len(delivered)
-        cdef Py_ssize_t n_reads = len(reads), n_marks, n_chats, n_senders, i, k
+        cdef Py_ssize_t n_cursors = len(cursors), n_raises = (len(delivered) + len(reads)
+                                                               + len(public_reads))
+        cdef Py_ssize_t n_marks, n_chats, n_senders, i, k
         cdef int rc
         keep = []  # strings and bytes the C arrays borrow from
         try:
@@ -203,31 +208,34 @@ cdef class BatchCommitter:
                 _read_message(messages[i], media[i], &rows[i], chats, senders, keep)
             n_chats = len(chats)
             n_senders = len(senders)
-            n_marks = n_cursors + n_delivered + n_reads + n_senders
+            n_marks = n_cursors + n_raises + n_senders
             marks = <_Mark*>PyMem_Calloc(n_marks + 1, sizeof(_Mark))
             heads = <long long*>PyMem_Calloc(n_chats + 1, sizeof(long long))
             moved = <unsigned char*>PyMem_Calloc(n_chats + 1, 1)
-            sent = <long long*>PyMem_Calloc(n_senders + 1, sizeof(long long))
+            sent = <long long*>PyMem_Calloc(2 * n_senders + 1, sizeof(long long))
             if marks == NULL or heads == NULL or moved == NULL or sent == NULL:
                 raise MemoryError()
             k = 0
             for (user, device, chat), seq in cursors.items():
-                _mark(&marks[k], user, device, chat, seq, keep)
+                _mark(&marks[k], user, device, chat, seq, 0, 0, keep)
                 k += 1
             for (chat, user), seq in delivered.items():
-                _mark(&marks[k], chat, user, None, seq, keep)
+                _mark(&marks[k], chat, user, None, seq, 0, 0, keep)
                 k += 1
             for (chat, user), seq in reads.items():
-                _mark(&marks[k], chat, user, None, seq, keep)
+                _mark(&marks[k], chat, user, None, seq, seq, 0, keep)
+                k += 1
+            for (chat, user), seq in public_reads.items():
+                _mark(&marks[k], chat, user, None, seq, seq, seq, keep)
                 k += 1
             for (chat, user) in senders:
-                _mark(&marks[k], chat, user, None, 0, keep)
+                _mark(&marks[k], chat, user, None, 0, 0, 0, keep)
                 k += 1
             with nogil:
                 rc = _run(self.stmts[BEGIN])
                 if rc == SB_SQLITE_OK:
                     rc = self._write(rows, n, heads, moved, n_chats, sent, marks, n_cursors,
-                                     n_delivered, n_reads, n_senders)
+                                     n_raises, n_senders)
                 if rc == SB_SQLITE_OK:
                     rc = _run(self.stmts[COMMIT])
             if rc != SB_SQLITE_OK:
@@ -245,14 +253,14 @@ cdef class BatchCommitter:
 
     cdef int _write(self, _Message* rows, Py_ssize_t n, long long* heads, unsigned char* moved,
                     Py_ssize_t n_chats, long long* sent, _Mark* marks, Py_ssize_t n_cursors,
-                    Py_ssize_t n_delivered, Py_ssize_t n_reads,
-                    Py_ssize_t n_senders) noexcept nogil:
+                    Py_ssize_t n_raises, Py_ssize_t n_senders) noexcept nogil:
         """Every statement between BEGIN and COMMIT, without the GIL; SQLITE_OK or the error
-        of the first that failed."""
+        of the first that failed. sent[2 * s] is sender s's last new seq, sent[2 * s + 1] its
+        last new seq read in public."""
         cdef sqlite3_stmt* stmt
         cdef _Message* m
         cdef _Mark* mark
-        cdef Py_ssize_t i, c
+        cdef Py_ssize_t i, c, k
         cdef long long seq
         cdef int rc
         for c in range(n_chats):
@@ -286,6 +294,7 @@ cdef class BatchCommitter:
             else:
                 sqlite3_bind_blob(stmt, 8, m.media, m.media_n, NULL)
             sqlite3_bind_int64(stmt, 9, m.created_at_ms)
+            sqlite3_bind_null(stmt, 10)
             rc = _run(stmt)
             if rc != SB_SQLITE_OK:
                 return rc
@@ -293,7 +302,10 @@ cdef class BatchCommitter:
                 heads[c] = seq
                 moved[c] = 1
                 m.seq = seq
-                sent[m.sent_index] = seq
+                if m.sent_index >= 0:
+                    sent[2 * m.sent_index] = seq
+                    if m.public_read:
+                        sent[2 * m.sent_index + 1] = seq
             else:
                 m.seq = 0
         # moved heads: one upsert per chat
@@ -313,34 +325,32 @@ cdef class BatchCommitter:
             _bind_text(stmt, 1, &mark.a)
             _bind_text(stmt, 2, &mark.b)
             _bind_text(stmt, 3, &mark.c)
-            sqlite3_bind_int64(stmt, 4, mark.seq)
+            sqlite3_bind_int64(stmt, 4, mark.delivered)
             rc = _run(stmt)
             if rc != SB_SQLITE_OK:
                 return rc
-        for i in range(n_cursors, n_cursors + n_delivered):
-            rc = self._upsert(self.stmts[DELIVERED], &marks[i], marks[i].seq, False)
+        for i in range(n_cursors, n_cursors + n_raises):
+            rc = self._raise(&marks[i])
             if rc != SB_SQLITE_OK:
                 return rc
-        for i in range(n_cursors + n_delivered, n_cursors + n_delivered + n_reads):
-            rc = self._upsert(self.stmts[READ], &marks[i], marks[i].seq, True)
-            if rc != SB_SQLITE_OK:
-                return rc
-        for i in range(n_senders):
-            if sent[i]:  # the sender's own watermarks: you have read what you wrote
-                rc = self._upsert(self.stmts[READ], &marks[n_cursors + n_delivered + n_reads + i],
-                                  sent[i], True)
+        for k in range(n_senders):
+            if sent[2 * k]:  # the sender's own watermarks: you have read what you wrote
+                mark = &marks[n_cursors + n_raises + k]
+                mark.delivered = mark.read = sent[2 * k]
+                mark.public = sent[2 * k + 1]
+                rc = self._raise(mark)
                 if rc != SB_SQLITE_OK:
                     return rc
         return SB_SQLITE_OK
 
-    cdef inline int _upsert(self, sqlite3_stmt* stmt, _Mark* mark, long long seq,
-                            bint twice) noexcept nogil:
-        """A (chat, user) watermark upsert: seq once (delivered) or twice (read)."""
+    cdef inline int _raise(self, _Mark* mark) noexcept nogil:
+        """One (chat, user) max-upsert of (delivered, read, public read)."""
+        cdef sqlite3_stmt* stmt = self.stmts[RAISE]
         _bind_text(stmt, 1, &mark.a)
         _bind_text(stmt, 2, &mark.b)
-        sqlite3_bind_int64(stmt, 3, seq)
-        if twice:
-            sqlite3_bind_int64(stmt, 4, seq)
+        sqlite3_bind_int64(stmt, 3, mark.delivered)
+        sqlite3_bind_int64(stmt, 4, mark.read)
+        sqlite3_bind_int64(stmt, 5, mark.public)
         return _run(stmt)
 
 
@@ -367,16 +377,20 @@ cdef int _read_message(object msg, object media, _Message* m, dict chats, dict s
         m.media_n = <int>PyBytes_GET_SIZE(media)
     m.server_id = msg.server_id
     m.created_at_ms = msg.created_at_ms
+    m.public_read = msg.public_read
     m.chat_index = chats.setdefault(chat_id, len(chats))
-    m.sent_index = senders.setdefault((chat_id, user), len(senders))
+    m.sent_index = senders.setdefault((chat_id, user), len(senders)) if user else -1
     return 0
 
 
-cdef int _mark(_Mark* mark, a, b, c, long long seq, list keep) except -1:
+cdef int _mark(_Mark* mark, a, b, c, long long delivered, long long read, long long public,
+               list keep) except -1:
     keep.append((a, b, c))
     _text(a, &mark.a)
     _text(b, &mark.b)
     if c is not None:
         _text(c, &mark.c)
-    mark.seq = seq
+    mark.delivered = delivered
+    mark.read = read
+    mark.public = public
     return 0

@@ -505,6 +505,8 @@ cdef struct _Row:
     uint64_t created
     void* media          # the media_ids tuple (borrowed)
     Py_ssize_t media_n   # its length
+    const char* event    # the encoded MembershipEvent, NULL: none
+    Py_ssize_t event_n
     Py_ssize_t cost      # body + media characters + MESSAGE_OVERHEAD: what chunking counts
     Py_ssize_t size      # the encoded Message
 
@@ -550,6 +552,18 @@ cdef int _read_row(object row, _Row* r, list keep) except -1:
     size = (opt_bytes(r.chat_n) + opt_varint(r.seq) + opt_varint(r.server_id)
             + opt_bytes(r.user_n) + opt_bytes(r.device_n) + opt_bytes(r.cmid_n)
             + opt_bytes(r.body_n) + opt_varint(r.created))
+    event = row.event
+    if event is None:
+        r.event = NULL
+        r.event_n = 0
+    else:
+        encoded = _encode_event(event)
+        keep.append(encoded)
+        r.event = PyBytes_AS_STRING(encoded)
+        r.event_n = PyBytes_GET_SIZE(encoded)
+        size += len_field(r.event_n)
+        for item in event.users:
+            r.cost += PyUnicode_GET_LENGTH(item) + 2
     for i in range(r.media_n):
         item = (<tuple>media)[i]
         r.cost += PyUnicode_GET_LENGTH(item)
@@ -574,7 +588,42 @@ cdef char* _put_message(char* p, _Row* r):
     for i in range(r.media_n):
         s = PyUnicode_AsUTF8AndSize((<tuple>r.media)[i], &n)
         p = put_bytes(p, 0x42, s, n)
-    return put_opt_varint(p, 0x48, r.created)
+    p = put_opt_varint(p, 0x48, r.created)
+    if r.event != NULL:
+        p = put_bytes(p, 0x52, r.event, r.event_n)
+    return p
+
+
+cdef bytes _pb_varint(uint64_t v):
+    cdef char scratch[10]
+    return PyBytes_FromStringAndSize(scratch, put_varint(scratch, v) - scratch)
+
+
+cdef bytes _pb_bytes(uint8_t tag, bytes data):
+    return bytes((tag,)) + _pb_varint(len(data)) + data
+
+
+cdef bytes _encode_event(object event):
+    """A MembershipEvent (rare: membership changes), through Python objects."""
+    cdef uint64_t action = int(event.action)
+    out = b"" if not action else b"\x08" + _pb_varint(action)
+    actor = (<str>event.actor).encode()
+    if actor:
+        out += _pb_bytes(0x12, actor)
+    for user in event.users:
+        out += _pb_bytes(0x1A, (<str>user).encode())
+    return out
+
+
+def floors_frame(list floors):
+    """Deliver{floors} as one WebSocket frame: [(chat_id, seq), ...] (protocol 8.3)."""
+    deliver = b""
+    for chat_id, seq in floors:
+        item = _pb_bytes(0x0A, (<str>chat_id).encode()) if chat_id else b""
+        if seq:
+            item += b"\x10" + _pb_varint(seq)
+        deliver += _pb_bytes(0x12, item)
+    return ws_frame(OPCODE_BINARY, _pb_bytes(TAG_DELIVER, deliver))
 
 
 cdef Chunk _chunk(_Row* rows, Py_ssize_t first, Py_ssize_t end):
