@@ -2,7 +2,8 @@
 package is built from (switchboard/_commit.txt in the build: switchboard_build_info).
 
 The project needs the native code: there is no silent pure-Python fallback in production
-(tests keep a reference twin to check the native code against).
+(tests keep a reference twin to check the native code against). The session cimports picows (its
+.pxd comes with the picows wheel, a build requirement in pyproject.toml).
 """
 import subprocess
 from pathlib import Path
@@ -27,12 +28,20 @@ class BuildWithCommit(build_py):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(done.stdout.strip() + "\n")
 
-NATIVE = ["timerwheel", "ring"]
+# module -> what it links besides Python: the SQLite batch commit uses the process's own
+# libsqlite3 (the one Python's sqlite3 module loads), by its soname: no development package.
+NATIVE = {
+    "timerwheel": [],
+    "ring": [],
+    "wire": [],
+    "session": [],
+    "sqlitebatch": ["-l:libsqlite3.so.0"],
+}
 
 extensions = [
     Extension(f"switchboard.core._native.{name}", [f"switchboard/core/_native/{name}.pyx"],
-              extra_compile_args=["-O2"])
-    for name in NATIVE
+              extra_compile_args=["-O2"], extra_link_args=link)
+    for name, link in NATIVE.items()
 ]
 
 setup(

@@ -100,7 +100,7 @@ def process_sample(gw, data_dir: str) -> dict[str, float]:
               "database_bytes": sum(p.stat().st_size for p in Path(data_dir).glob("switchboard.db*")),
               "descriptors": len(os.listdir("/proc/self/fd")),
               "asyncio_tasks": len(asyncio.all_tasks()),
-              "sends": gw.stats.sends, "connects": gw.stats.connects}
+              "sends": gw.session_stats.sends, "connects": gw.stats.connects}
     sample.update(map_sizes(gw))
     kinds = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
     sample["task_kinds"] = dict(kinds.most_common(6))

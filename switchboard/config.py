@@ -147,6 +147,7 @@ class TimersConfig:
 @dataclass(slots=True)
 class WriterConfig:
     max_rows: int = 1024
+    commit_floor: float = 0.002  # s between the starts of two commits unless a batch is full
     max_bytes: int = 4 * 1024 * 1024
     max_pending: int = 20000
 
@@ -377,6 +378,7 @@ def _validate(config: Config) -> None:
         "timers.idle_timeout": config.timers.idle_timeout > config.timers.heartbeat_interval,
         "timers.retransmit_after": config.timers.retransmit_after > 0,
         "writer.max_rows": config.writer.max_rows >= 1,
+        "writer.commit_floor": 0 <= config.writer.commit_floor <= 1.0,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
         "metrics.port": 0 <= config.metrics.port < 65536,
         "cluster.mesh_port": 0 <= config.cluster.mesh_port < 65536,

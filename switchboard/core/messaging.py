@@ -220,12 +220,12 @@ class MessageService:
 
     # ------------------------------------------------------------------ fan-out
     def _on_commit(self, results: list[CommitResult]) -> None:
-        """Runs right after a batch is durable, before any SendAck: group new rows per chat
-        (already in seq order) and fan each group out once, split where a membership event
-        changes who gets what. A duplicate is offered again, on its own: its original may have
-        been stored by a commit whose outcome was unknown and never fanned out (a store timeout,
-        an owner that died); devices that have it drop it. A duplicate membership event may
-        never have reached the member cache either: the chat's map is reloaded for it."""
+        """Runs right after a batch is durable (its SendAcks are queued already): group new rows
+        per chat (already in seq order) and fan each group out once, split where a membership
+        event changes who gets what. A duplicate is offered again, on its own: its original may
+        have been stored by a commit whose outcome was unknown and never fanned out (a store
+        timeout, an owner that died); devices that have it drop it. A duplicate membership event
+        may never have reached the member cache either: the chat's map is reloaded for it."""
         by_chat: dict[str, list[StoredMessage]] = {}
         again: dict[tuple[str, int], StoredMessage] = {}
         for result in results:

@@ -139,10 +139,12 @@ class ReceiptService:
         from the seq it joined at. A member with read receipts off counts as having read
         nothing since it joined; reads count only as far as they were made in public."""
         delivered_all = read_all = None
+        settings = self._settings
         for user, membership in (await self._chats.members(chat_id)).items():
             receipt = receipts.get(user) or Receipt(0, 0)
             joined = membership.joined_seq
-            read = receipt.public_read_seq if (await self._settings.get(user)).read_receipts else 0
+            shown = (settings.cached(user) or await settings.get(user)).read_receipts
+            read = receipt.public_read_seq if shown else 0
             delivered = max(receipt.delivered_seq, joined)
             read = max(read, joined)
             delivered_all = delivered if delivered_all is None else min(delivered_all, delivered)

@@ -14,6 +14,11 @@ class Settings:
         self._store = store
         self._cache: LRU[str, UserSettings] = LRU(cache_users)
 
+    def cached(self, user_id: str) -> UserSettings | None:
+        """The user's settings if they are cached (no await: a group's receipts read every
+        member's on each push)."""
+        return self._cache.use(user_id)
+
     async def get(self, user_id: str) -> UserSettings:
         settings = self._cache.use(user_id)
         if settings is None:

@@ -2,9 +2,13 @@
 
 While one `store.commit` is in flight, new messages, cursor acks, delivered acks and read marks
 accumulate; when it returns, everything accumulated goes into the next commit (up to `max_rows`
-messages and `max_bytes` of bodies; the rest waits for the commit after). A lone message is
-committed at once, a busy chat gets big batches, and there is no timer. One background task
-does the flushing; it exists only while there is work, so an idle writer costs nothing.
+messages and `max_bytes` of bodies; the rest waits for the commit after). Two commits start at
+least `commit_floor` apart unless a full batch waits: under load commits take longer than that
+and run back to back, while at light load, where every message would otherwise pay for a commit
+of its own (a transaction, an fsync, a hand-off to the store's thread), the messages of a
+floor's time share one, at the cost of waiting up to the floor. A message after a quiet spell is
+committed at once. One background task does the flushing; it exists only while there is work,
+so an idle writer costs nothing.
 
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from typing import Callable
@@ -51,18 +56,23 @@ class CoalescingWriter:
     Stats: `batches` committed, `rows` (messages in them), `last_batch_rows`, `failures`
     (commits that raised or failed a chat), `failed_chats` (chats failed, summed over commits)
     and `flush_seconds_total` (time spent in commit, failed ones included).
-    `on_flush(batch, seconds)`, when given, sees every committed batch and its commit time right
+    `on_commit(results)` sees each committed batch's results right after their futures were
+    resolved (their callbacks run after it returns). `on_flush(batch, seconds)`, when given,
+    sees every committed batch and its commit time right
     after the commit (metrics histograms); it must not raise.
     """
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
-                 max_pending: int = 20000,
+                 max_pending: int = 20000, commit_floor: float = 0.0,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.max_pending = max_pending
+        self.commit_floor = commit_floor
+        self._last_start = -math.inf
+        self._floor: asyncio.Future[None] | None = None  # the wait for the floor to pass
         self._on_commit = on_commit
         self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
         self._in_flight = 0
@@ -96,6 +106,8 @@ class CoalescingWriter:
             raise Backpressure(self._retry_after_ms())
         future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
         self._queue.append((msg, future))
+        if len(self._queue) >= self.max_rows:
+            self._floor_passed()
         self._kick()
         return future
 
@@ -132,6 +144,7 @@ class CoalescingWriter:
     async def close(self) -> None:
         """Refuse new work, flush everything queued (merged-back updates included), stop."""
         self._closed = True
+        self._floor_passed()
         if self._cursors or self._delivered or self._reads or self._public_reads:
             self._updates_due = True
         if self._queue or self._updates_due:
@@ -145,11 +158,27 @@ class CoalescingWriter:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._queue or self._updates_due:
+                wait = self._last_start + self.commit_floor - loop.time()
+                if wait > 0 and len(self._queue) < self.max_rows and not self._closed:
+                    self._floor = loop.create_future()
+                    timer = loop.call_later(wait, self._floor_passed)
+                    try:
+                        await self._floor
+                    finally:
+                        timer.cancel()
+                        self._floor = None
+                self._last_start = loop.time()
                 await self._flush()
         finally:
             self._task = None
+
+    def _floor_passed(self) -> None:
+        """Commit now: the floor passed, a full batch waits, or the writer closes."""
+        if self._floor is not None and not self._floor.done():
+            self._floor.set_result(None)
 
     async def _flush(self) -> None:
         batch, futures = self._take()
@@ -194,11 +223,8 @@ class CoalescingWriter:
         self.batches += 1
         self.rows += len(committed)
         self.last_batch_rows = len(committed)
-        if self._on_commit is not None and committed:
-            try:
-                self._on_commit(committed)
-            except Exception:
-                log.exception("on_commit failed for a batch of %d", len(committed))
+        # futures first: their callbacks (the SendAcks) are queued before whatever the fan-out
+        # queues, so an ack never waits behind a large group's deliveries
         for message, future, result in zip(batch.messages, futures, outcome.results):
             if future.done():
                 continue
@@ -207,6 +233,11 @@ class CoalescingWriter:
             else:
                 future.set_exception(outcome.failed.get(message.chat_id)
                                      or StoreError(f"chat {message.chat_id} not committed"))
+        if self._on_commit is not None and committed:
+            try:
+                self._on_commit(committed)
+            except Exception:
+                log.exception("on_commit failed for a batch of %d", len(committed))
         unsaved = outcome.unsaved
         for key, waiting in read_waiters.items():
             for future in waiting:

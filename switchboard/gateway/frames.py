@@ -1,58 +1,15 @@
-"""Server frame encoding: domain records -> ServerFrame bytes.
+"""Server frame encoding of the answers to requests: domain records -> ServerFrame bytes.
 
-A committed batch is encoded once and the same bytes go to every recipient, so group fan-out
-costs one protobuf serialisation per chat per flush, not one per device.
+The frames of every message (SendAck, Deliver, and the session's own errors) are written by
+the native codec (core/_native/wire.pyx) straight into the session's output instead.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
 from switchboard.core.model import Chat, ChatSummaryRow, Membership, StoredMessage
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.proto.codec import message_to_pb as message, wire_error
-
-
-class Chunk(NamedTuple):
-    last_seq: int
-    count: int
-    data: bytes
-
-
-# what a Message costs beyond its body and media ids (ids, seqs, tags), generously
-_MESSAGE_OVERHEAD = 512
-
-
-def deliver(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chunk]:
-    """Deliver frames for `rows` (one chat, seq order), each within max_frame_bytes: a client may
-    size its frame limit to the one announced in Welcome."""
-    chunks: list[Chunk] = []
-    batch: list[pb.Message] = []
-    size = 0
-    for row in rows:
-        cost = len(row.body) + sum(len(m) for m in row.media_ids) + _MESSAGE_OVERHEAD
-        if row.event is not None:
-            cost += sum(len(user) + 2 for user in row.event.users)
-        if batch and size + cost > max_frame_bytes:
-            chunks.append(_chunk(batch))
-            batch, size = [], 0
-        batch.append(message(row))
-        size += cost
-    if batch:
-        chunks.append(_chunk(batch))
-    return chunks
-
-
-def _chunk(batch: list[pb.Message]) -> Chunk:
-    data = pb.ServerFrame(deliver=pb.Deliver(messages=batch)).SerializeToString()
-    return Chunk(batch[-1].seq, len(batch), data)
-
-
-def send_ack(request_id: int, row: StoredMessage, duplicate: bool) -> bytes:
-    return pb.ServerFrame(request_id=request_id, send_ack=pb.SendAck(
-        client_msg_id=row.client_msg_id, chat_id=row.chat_id, seq=row.seq,
-        server_id=row.server_id, created_at_ms=row.created_at_ms,
-        duplicate=duplicate)).SerializeToString()
 
 
 def error(request_id: int, code: int, detail: str, *, retry_after_ms: int = 0, chat_id: str = "",

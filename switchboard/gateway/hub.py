@@ -1,21 +1,45 @@
-"""This node's connected devices: user -> device -> Connection, and local fan-out."""
+"""This node's connected devices: user -> device -> Connection, and local fan-out.
+
+Fan-out of a large group is sliced: the offers of one commit go out FANOUT_SLICE recipients per
+loop turn, so the event loop stays responsive (SendAcks, other chats, acks) while a group of
+10,000 gets its message, and the frames of each slice leave in that turn's writes. Fan-outs
+queue behind one being sliced, so every chat's commits still reach each device in commit order.
+"""
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from switchboard.core.model import StoredMessage
-
-from . import frames
+from switchboard.core.session import deliver_frames
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+
+FANOUT_SLICE = 500  # recipients offered a commit per loop turn
+
+
+class _FanOut:
+    """A commit being offered to a large group, slice by slice."""
+    __slots__ = ("chat_id", "users", "messages", "chunks", "done")
+
+    def __init__(self, chat_id: str, users: list[str], messages: list[StoredMessage],
+                 chunks: list) -> None:
+        self.chat_id = chat_id
+        self.users = users
+        self.messages = messages
+        self.chunks = chunks
+        self.done = 0  # users offered so far
 
 
 class Hub:
     def __init__(self, max_frame_bytes: int) -> None:
         self._by_user: dict[str, dict[str, Connection]] = {}
         self._max_frame_bytes = max_frame_bytes
+        self._fanouts: deque[_FanOut] = deque()
         self.connections = 0
 
     def add(self, conn: Connection) -> Connection | None:
@@ -44,9 +68,15 @@ class Hub:
 
     def deliver(self, chat_id: str, members: Mapping[str, object],
                 messages: list[StoredMessage]) -> None:
-        """Offer a chat's freshly committed messages to every connected device of its members.
-        Walks whichever is smaller: the member map or the connected users."""
-        chunks = frames.deliver(messages, self._max_frame_bytes)
+        """Offer a chat's freshly committed messages to every connected device of its members:
+        at once for a small group (walking whichever is smaller, the member map or the
+        connected users), in slices across loop turns for a large one."""
+        chunks = deliver_frames(messages, self._max_frame_bytes)
+        if self._fanouts or len(members) > FANOUT_SLICE:
+            self._fanouts.append(_FanOut(chat_id, list(members), messages, chunks))
+            if len(self._fanouts) == 1:
+                asyncio.get_running_loop().call_soon(self._next_slice)
+            return
         by_user = self._by_user
         if len(members) <= len(by_user):
             targets = (by_user.get(user) for user in members)
@@ -54,9 +84,33 @@ class Hub:
             targets = (devices for user, devices in by_user.items() if user in members)
         for devices in targets:
             if devices:
-                # a copy: an offer may close a slow connection, which unregisters it
-                for conn in tuple(devices.values()):
-                    conn.offer(chat_id, messages, chunks)
+                self._offer(devices, chat_id, messages, chunks)
+
+    @staticmethod
+    def _offer(devices: dict[str, Connection], chat_id: str, messages: list[StoredMessage],
+               chunks: list) -> None:
+        # a copy: an offer may close a slow connection, which unregisters it
+        for conn in tuple(devices.values()):
+            conn.offer(chat_id, messages, chunks)
+
+    def _next_slice(self) -> None:
+        """Offer the next FANOUT_SLICE recipients of the queued fan-outs, then yield the loop."""
+        budget = FANOUT_SLICE
+        by_user = self._by_user
+        fanouts = self._fanouts
+        while fanouts and budget:
+            job = fanouts[0]
+            end = min(len(job.users), job.done + budget)
+            for user in job.users[job.done:end]:
+                devices = by_user.get(user)
+                if devices:
+                    self._offer(devices, job.chat_id, job.messages, job.chunks)
+            budget -= end - job.done
+            job.done = end
+            if end == len(job.users):
+                fanouts.popleft()
+        if fanouts:
+            asyncio.get_running_loop().call_soon(self._next_slice)
 
     def push_to_users(self, users: Iterable[str], data: bytes,
                       exclude: tuple[str, str] | None = None) -> None:

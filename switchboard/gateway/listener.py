@@ -4,7 +4,9 @@ picows hands the listener factory the upgrade request alone, but the pre-auth li
 (preauth.py) are per source address and must answer at the upgrade (HTTP 429/503). So each
 accepted socket gets a protocol whose listener factory knows that socket's peer. Otherwise this
 builds the protocol exactly as picows.ws_create_server does (no auto-ping: the gateway's timer
-wheel pings; auto-pong on).
+wheel pings; auto-pong on), except for its logger: picows gives each connection a child
+logging.Logger of its own when handed a Logger (about 1 KiB per connection, kept for the
+connection's life), and none when handed a LoggerAdapter, which logs to the same logger.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ListenerFor = Callable[[WSUpgradeRequest, str], Any]
 
 async def listen(listener_for: ListenerFor, host: str, port: int, *, handshake_timeout: float,
                  max_frame_size: int, logger_name: str, **server_options) -> asyncio.Server:
-    logger = logging.getLogger(f"picows.{logger_name}")
+    logger = logging.LoggerAdapter(logging.getLogger(f"picows.{logger_name}"), {})
 
     def protocol() -> WSProtocol:
         def listener_factory(request: WSUpgradeRequest):

@@ -121,6 +121,7 @@ class _GatewayCollector(Collector):
 
     def collect(self) -> Iterator:
         gw, stats, m = self._gw, self._gw.stats, self._metrics
+        sessions = gw.session_stats
         writer = gw.services.messages.writer
         build = build_info()
         info = GaugeMetricFamily("switchboard_build_info", "The running build; always 1",
@@ -144,27 +145,27 @@ class _GatewayCollector(Collector):
                        "HTTP upgrades refused (bad token, too many unauthenticated)",
                        stats.refused_upgrades)
         yield _counter("switchboard_slow_consumers",
-                       "connections closed 4008 for not reading", stats.slow_consumers)
+                       "connections closed 4008 for not reading", sessions.slow_consumers)
 
         frames = CounterMetricFamily("switchboard_frames", "protocol frames",
                                      labels=["direction"])
-        frames.add_metric(["in"], stats.frames_in)
-        frames.add_metric(["out"], stats.frames_out)
+        frames.add_metric(["in"], sessions.frames_in)
+        frames.add_metric(["out"], sessions.frames_out)
         yield frames
-        payload = CounterMetricFamily("switchboard_frame_bytes", "protocol frame payload bytes",
+        payload = CounterMetricFamily("switchboard_frame_bytes", "protocol frame bytes (out: with WebSocket headers)",
                                       labels=["direction"])
-        payload.add_metric(["in"], stats.bytes_in)
-        payload.add_metric(["out"], stats.bytes_out)
+        payload.add_metric(["in"], sessions.bytes_in)
+        payload.add_metric(["out"], sessions.bytes_out)
         yield payload
 
-        yield _counter("switchboard_sends", "sends acknowledged (durable)", stats.sends)
+        yield _counter("switchboard_sends", "sends acknowledged (durable)", sessions.sends)
         yield _counter("switchboard_deliveries", "messages sent to devices (first sends and "
-                       "retransmits)", stats.deliveries)
-        yield _counter("switchboard_acks", "Ack frames received from devices", stats.acks)
+                       "retransmits)", sessions.deliveries)
+        yield _counter("switchboard_acks", "Ack frames received from devices", sessions.acks)
         yield _counter("switchboard_retransmits", "messages rewound for retransmission",
-                       stats.retransmits)
+                       sessions.retransmits)
         yield _counter("switchboard_sync_pages", "pages of messages read from the store for "
-                       "sync, backlog and retransmit", stats.sync_pages)
+                       "sync, backlog and retransmit", sessions.sync_pages)
 
         yield _counter("switchboard_writer_batches", "store commits by the coalescing writer",
                        writer.batches)

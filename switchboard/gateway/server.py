@@ -28,6 +28,7 @@ from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
+from switchboard.core.session import SessionConfig, SessionStats
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store, StoreError
 from switchboard.core.store_sqlite import SQLiteStore
@@ -37,7 +38,7 @@ from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
 
-from .connection import Connection
+from .connection import Connection, Flusher
 from .control import ControlServer
 from .hub import Hub
 from .jwks import JwksRefresher
@@ -58,20 +59,11 @@ PREAUTH_RETRY_AFTER = 1  # s, in the Retry-After of a refused unauthenticated up
 
 @dataclass(slots=True)
 class Stats:
-    """Counters bumped on the hot path; metrics.py exports them at scrape time."""
+    """Connection counters; metrics.py exports them at scrape time with the sessions' own
+    (SessionStats: frames, bytes, sends, acks, deliveries)."""
     connects: int = 0
     disconnects: int = 0
     closing: int = 0  # connections that sent their CLOSE and wait for the peer
-    frames_in: int = 0
-    frames_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    sends: int = 0
-    acks: int = 0
-    sync_pages: int = 0
-    deliveries: int = 0
-    retransmits: int = 0
-    slow_consumers: int = 0
     refused_upgrades: int = 0
 
 
@@ -108,12 +100,24 @@ class Gateway:
         self._usage_totals: dict[tuple[str, str], int] = {}
         self._usage_task: asyncio.Task | None = None
         self.stats = Stats()
+        self.session_stats = SessionStats()
+        self.session_config = SessionConfig(
+            frames_per_second=config.limits.frames_per_second,
+            frame_burst=config.limits.frame_burst,
+            max_frame_bytes=config.limits.max_frame_bytes,
+            delivery_window=config.limits.delivery_window,
+            outbound_buffer_bytes=config.limits.outbound_buffer_bytes,
+            auth_timeout=config.auth.timeout,
+            heartbeat_interval=config.timers.heartbeat_interval,
+            idle_timeout=config.timers.idle_timeout,
+            retransmit_after=config.timers.retransmit_after,
+            sees_every_commit=router.sees_every_commit)
+        self.flusher = Flusher()
         self.metrics = metrics
         metrics.collect(self)
         self.tls = ServerTls(config.tls) if config.tls.cert else None
         self.status = StatusServer(self)
         self.control = ControlServer(self, config.admin_socket)
-        self.window = config.limits.delivery_window
         self.preauth = PendingAuth(config.auth.max_pending, config.auth.max_pending_per_address,
                                    config.auth.evict_after)
         self.sends_in_flight = 0  # accepted sends not yet answered (a drain answers them all)
@@ -270,7 +274,7 @@ class Gateway:
                 return _refuse(503, b"busy, retry later", PREAUTH_RETRY_AFTER)
             if verdict is Verdict.EVICT_OLDEST:
                 self.preauth.oldest().evict()
-            return Connection(self, None, address)
+            return Connection(self, None, address).session
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer":
@@ -286,7 +290,7 @@ class Gateway:
         if wait:
             self.stats.refused_upgrades += 1
             return _refuse(429, b"too many connections", math.ceil(wait))
-        return Connection(self, principal, address)
+        return Connection(self, principal, address).session
 
     async def _share_usage(self) -> None:
         """Per-user limits across gateways: every usage_sync_interval, one batch with what

@@ -67,6 +67,28 @@ def decode(payload: bytes) -> pb.ClientFrame:
     return frame
 
 
+def session_frame(payload: bytes) -> tuple[str | None, int, object, str | None] | None:
+    """A ClientFrame as a session takes it (core/session.py SessionPort.decode): (kind,
+    request_id, fields, problem), or None for bytes that are not a ClientFrame."""
+    try:
+        frame = decode(payload)
+    except Malformed:
+        return None
+    except BadField as exc:
+        return exc.kind, exc.request_id, None, exc.detail
+    kind = frame.WhichOneof("body")
+    if kind == "send":
+        send = frame.send
+        fields = (send.client_msg_id, send.chat_id, send.body, list(send.media_ids))
+    elif kind == "ack":
+        fields = [(item.chat_id, item.seq) for item in frame.ack.acks]
+    elif kind == "auth":
+        fields = frame.auth.token
+    else:
+        fields = frame
+    return kind, frame.request_id, fields, None
+
+
 def out_of_range(message: Message) -> str | None:
     """The first number of `message` (nested messages included) outside its RANGES entry."""
     for field, value in message.ListFields():

@@ -63,7 +63,7 @@ async def test_each_device_has_its_own_cursor(server):
         await send(alice, chat)
     await receive_and_ack(phone, 4)
     [phone_conn] = [c for c in server.gateway.hub.devices_of("bob") if c.device == "phone"]
-    await wait_for(lambda: phone_conn.streams[chat].acked == 4)  # the ack arrived
+    await wait_for(lambda: phone_conn.session.streams[chat].acked == 4)  # the ack arrived
     await acked_and_stored(server, "bob", "phone")
     laptop.close()  # never acked anything
     phone.close()

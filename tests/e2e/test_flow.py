@@ -26,17 +26,17 @@ async def test_unacked_deliveries_are_retransmitted_until_acked(server):
     assert first == [1, 2, 3]
     again = (await bob.recv("deliver", timeout=5)).deliver.messages  # no ack: resent
     assert [m.seq for m in again][0] == 1
-    assert server.gateway.stats.retransmits >= 3
+    assert server.gateway.session_stats.retransmits >= 3
     bob.send(ack=pb.Ack(acks=[pb.ChatSeq(chat_id=chat, seq=3)]))
     [conn] = server.gateway.hub.devices_of("bob")
-    await wait_for(lambda: conn.streams[chat].acked == 3, message="bob's ack taken")
+    await wait_for(lambda: conn.session.streams[chat].acked == 3, message="bob's ack taken")
     # a retransmit the server sent before it took the ack may still be on its way: anything
     # sent before the reply to a later request arrives before that reply
     await request(bob, history=pb.History(chat_id=chat, limit=1))
     bob.drain()
-    before = server.gateway.stats.retransmits
+    before = server.gateway.session_stats.retransmits
     await asyncio.sleep(2.5)  # > retransmit_after: acked messages are not resent
-    assert server.gateway.stats.retransmits == before
+    assert server.gateway.session_stats.retransmits == before
     later = bob.stash + [bob.listener.frames.get_nowait()
                          for _ in range(bob.listener.frames.qsize())]
     # bob's own Delivered watermark may be pushed to him meanwhile; no message comes again
@@ -89,7 +89,7 @@ async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_serve
     bob.transport.underlying_transport.pause_reading()
     body = b"y" * 60_000
     acks = await send_many(alice, chat, 400, body)
-    await wait_for(lambda: server.gateway.stats.slow_consumers == 1, timeout=10)
+    await wait_for(lambda: server.gateway.session_stats.slow_consumers == 1, timeout=10)
     await wait_for(lambda: not server.gateway.hub.devices_of("bob"), timeout=10)
     assert [a.seq for a in acks] == list(range(1, 401))  # the sender was never held up
     bob.close()

@@ -33,8 +33,8 @@ def settled(server, user: str, chat: str, head: int):
     flight for it and nothing can be retransmitted), or has let go of it: its range ended."""
     def check():
         [conn] = server.gateway.hub.devices_of(user)
-        stream = conn.streams.get(chat)
-        return conn.inflight == 0 and (stream is None or stream.acked == head)
+        stream = conn.session.streams.get(chat)
+        return conn.session.inflight == 0 and (stream is None or stream.acked == head)
     return check
 
 
@@ -73,7 +73,7 @@ async def test_removed_and_re_added_while_connected(server):
     assert bob.have[chat] == 19  # continuous over both ranges: it acks the head
     await wait_for(settled(server, "bob", chat, 19), message="bob's stream acked to the head")
     [conn] = server.gateway.hub.devices_of("bob")
-    assert conn.retransmits == 0 and bob.stats.duplicates == 0 and bob.stats.gap_syncs == 0
+    assert conn.session.retransmits == 0 and bob.stats.duplicates == 0 and bob.stats.gap_syncs == 0
     # the live path sends nothing from the gap, and neither does a Sync
     await bob.sync()
     assert bob.have[chat] == 19
@@ -107,8 +107,8 @@ async def test_removed_and_re_added_while_offline(server):
     assert bob.have[chat] == 32
     await wait_for(settled(server, "bob", chat, 32), message="bob's stream acked to the head")
     [conn] = server.gateway.hub.devices_of("bob")
-    assert conn.retransmits == 0 and bob.stats.gap_syncs == 0
-    assert conn.streams[chat].ranges is None  # past the gap: live messages go straight out again
+    assert conn.session.retransmits == 0 and bob.stats.gap_syncs == 0
+    assert conn.session.streams[chat].ranges is None  # past the gap: live messages go straight out again
     assert await history_seqs(bob, chat) == [32, 31, 30, 29, 8, 7, 6, 5, 4, 3, 2, 1]
 
 
@@ -136,7 +136,7 @@ async def test_a_removed_member_gets_the_rest_of_its_range_and_nothing_after(ser
     with pytest.raises(asyncio.TimeoutError):
         await receive(bob, 1, timeout=0.3)
     [conn] = server.gateway.hub.devices_of("bob")
-    assert chat not in conn.streams  # done with the chat: nothing is kept for it
+    assert chat not in conn.session.streams  # done with the chat: nothing is kept for it
 
 
 async def test_a_gap_no_sync_can_fill_is_closed_by_the_servers_floor(server):

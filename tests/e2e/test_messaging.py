@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from switchboard.client import ServerError
+from switchboard.gateway import hub as hub_module
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.clients import acked_and_stored, connect, receive
 
@@ -132,6 +133,25 @@ async def test_group_chat_admin_and_fanout(server):
     for gone in members[3:]:
         with pytest.raises(asyncio.TimeoutError):
             await receive(gone, 1, timeout=0.3)
+
+
+async def test_a_sliced_fanout_reaches_every_member_once_in_order(server, monkeypatch):
+    """Fan-out in slices across loop turns (here two recipients a turn): every member gets every
+    message once, in seq order, while later commits queue behind the one being sliced; one-to-one
+    chats keep flowing meanwhile."""
+    monkeypatch.setattr(hub_module, "FANOUT_SLICE", 2)
+    admin = await connect(server, "admin")
+    members = [await connect(server, f"m{i}") for i in range(7)]
+    group = await admin.create_group("big", [f"m{i}" for i in range(7)])
+    pair = await members[0].create_direct("m1")
+    acks = await asyncio.gather(*(admin.send(group.chat_id, f"g{i}".encode()) for i in range(5)),
+                                members[0].send(pair.chat_id, b"direct"))
+    assert [a.seq for a in acks[:5]] == [1, 2, 3, 4, 5]
+    for i, member in enumerate(members):
+        got = await receive(member, 6 if i == 1 else 5)
+        in_group = [m for m in got if m.chat_id == group.chat_id]
+        assert [(m.seq, m.body) for m in in_group] == [(s, f"g{s - 1}".encode()) for s in range(1, 6)]
+    assert not server.gateway.hub._fanouts
 
 
 def changed(message: pb.Message) -> tuple[str, str, list[str]]:

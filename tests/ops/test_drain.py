@@ -58,13 +58,16 @@ class Sender:
     async def _next_frame(self) -> pb.ServerFrame | None:
         """The next frame, or None once the connection is closed and everything was read."""
         listener = self.client.listener
-        get = asyncio.ensure_future(listener.frames.get())
-        closed = asyncio.ensure_future(listener.closed.wait())
-        await asyncio.wait({get, closed}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        closed.cancel()
-        if get.done():
-            return get.result()
-        get.cancel()
+        if listener.frames.empty() and not listener.closed.is_set():
+            get = asyncio.ensure_future(listener.frames.get())
+            closed = asyncio.ensure_future(listener.closed.wait())
+            await asyncio.wait({get, closed}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if get.done():
+                return get.result()
+            get.cancel()
+        if not listener.frames.empty():  # frames read before the close come first
+            return listener.frames.get_nowait()
         assert listener.closed.is_set(), "no frame and no close for 10 s"
         return None
 

@@ -6,9 +6,9 @@ Knobs, all for `commit` (every other method delegates untouched):
 * `fail_next_commits(n, exc)`: the next n commits raise without touching the store.
 * `apply_then_raise(n)`: the next n commits are applied, then raise StoreError - a timeout
   whose write in fact landed (outcome unknown to the caller).
-* `fail_chats(n, *chat_ids)`: the next n commits holding a message of those chats fail those
-  chats alone, the way a partitioned store does: their messages and the watermarks keyed on
-  them are not written (results None, `failed[chat]` set, watermarks back in `unsaved`); the
+* `fail_chats(n, *chat_ids)`: the next n commits that write to those chats (a message or a
+  watermark) fail those chats alone, the way a partitioned store does: their messages and the
+  watermarks keyed on them are not written (results None, `failed[chat]` set, watermarks back in `unsaved`); the
   rest of the batch is committed.
 `batches` records every batch passed to commit, in call order, whatever its outcome.
 """

@@ -91,6 +91,12 @@ class RawClient:
     def pending(self) -> bool:
         return bool(self.stash) or not self.listener.frames.empty()
 
+    def pending_kinds(self) -> list[str]:
+        """The bodies of the frames received and not taken yet (kept for recv)."""
+        while not self.listener.frames.empty():
+            self.stash.append(self.listener.frames.get_nowait())
+        return [frame.WhichOneof("body") for frame in self.stash]
+
     def drain(self) -> None:
         self.stash.clear()
         while not self.listener.frames.empty():

@@ -92,6 +92,30 @@ async def test_rows_queued_during_a_flush_go_in_one_next_batch(faulty, make_writ
     assert (writer.batches, writer.rows, writer.last_batch_rows) == (2, 51, 50)
 
 
+async def test_messages_within_the_commit_floor_share_the_next_commit(faulty, make_writer):
+    """At light load a message that comes right after a commit waits for the floor, and those
+    that come meanwhile go with it (the floor here is long: nothing but the close ends it)."""
+    writer = make_writer(faulty, commit_floor=60.0)
+    await asyncio.wait_for(writer.submit(msg("a", "0")), 5)  # the first goes at once
+    later = writer.submit(msg("a", "1"))
+    await asyncio.sleep(0)
+    assert not later.done() and len(faulty.batches) == 1
+    also = writer.submit(msg("b", "2"))
+    await writer.close()  # a drain does not wait for the floor
+    results = await settled([later, also])
+    assert [r.message.seq for r in results] == [2, 1]
+    assert [len(b.messages) for b in faulty.batches] == [1, 2]
+
+
+async def test_a_full_batch_does_not_wait_for_the_commit_floor(faulty, make_writer):
+    writer = make_writer(faulty, commit_floor=60.0, max_rows=3)
+    await asyncio.wait_for(writer.submit(msg("a", "0")), 5)
+    futures = [writer.submit(msg("a", str(i))) for i in range(1, 4)]
+    results = await settled(futures)
+    assert [r.message.seq for r in results] == [2, 3, 4]
+    assert [len(b.messages) for b in faulty.batches] == [1, 3]
+
+
 async def test_max_rows_splits_the_backlog(faulty, make_writer):
     writer = make_writer(faulty, max_rows=10)
     first = await hold_first_flush(faulty, writer)
@@ -329,19 +353,21 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
 
 
 # ---------------------------------------------------------------------------- on_commit
-async def test_on_commit_gets_results_in_batch_order_before_futures_resolve(memory, make_writer):
+async def test_on_commit_gets_results_in_batch_order_after_futures_resolve(memory, make_writer):
+    """The futures are resolved first, so the SendAcks their callbacks write are queued before
+    anything the fan-out queues."""
     seen: list[tuple[list[tuple[str, int, bool]], bool]] = []
     futures: list[asyncio.Future[CommitResult]] = []
 
     def on_commit(results: list[CommitResult]) -> None:
         seen.append(([(r.message.chat_id, r.message.seq, r.duplicate) for r in results],
-                     any(f.done() for f in futures)))
+                     all(f.done() for f in futures)))
 
     writer = make_writer(memory, on_commit=on_commit)
     futures += [writer.submit(m) for m in (msg("a", "1"), msg("b", "1"), msg("a", "2"),
                                            msg("a", "1"))]
     await settled(futures)
-    assert seen == [([("a", 1, False), ("b", 1, False), ("a", 2, False), ("a", 1, True)], False)]
+    assert seen == [([("a", 1, False), ("b", 1, False), ("a", 2, False), ("a", 1, True)], True)]
 
 
 async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(memory, make_writer,
