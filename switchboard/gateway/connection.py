@@ -43,7 +43,7 @@ from switchboard.core.store import StoreError
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames, wire
+from . import frames, requests, wire
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -939,25 +939,13 @@ def _ended(stream: Stream) -> bool:
 
 
 _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]] = {
+    **dict.fromkeys(requests.ANSWERED, Connection._on_request),  # request -> reply, in a task
+    # the session's own frames (typing: relayed at once, checked as a request only on a miss)
     "send": Connection._on_send,
     "ack": Connection._on_ack,
     "sync": Connection._on_sync,
     "ping": Connection._on_ping,
     "auth": Connection._on_auth_again,
-    "history": Connection._on_request,
-    "create_chat": Connection._on_request,
-    "add_members": Connection._on_request,
-    "remove_members": Connection._on_request,
-    "list_chats": Connection._on_request,
-    "mark_read": Connection._on_request,
     "typing": Connection._on_typing,
-    "subscribe_presence": Connection._on_request,
     "unsubscribe_presence": Connection._on_unsubscribe,
-    "update_settings": Connection._on_request,
-    "list_devices": Connection._on_request,
-    "revoke_device": Connection._on_request,
-    "get_receipts": Connection._on_request,
-    "block": Connection._on_request,
-    "unblock": Connection._on_request,
-    "list_blocked": Connection._on_request,
 }
