@@ -503,6 +503,10 @@ class Client:
         """The users you blocked, sorted."""
         return list((await self.request("blocked_list", list_blocked=pb.ListBlocked())).user_ids)
 
+    async def server_info(self) -> pb.ServerInfo:
+        """The server's version, the node that answered, and its limits beyond Welcome's."""
+        return await self.request("server_info", get_server_info=pb.GetServerInfo())
+
     async def list_devices(self) -> pb.DeviceList:
         return await self.request("device_list", list_devices=pb.ListDevices())
 

@@ -34,7 +34,7 @@ from switchboard.proto.codec import wire_error
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames, wire
+from . import frames, requests, wire
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -487,23 +487,11 @@ class Connection:
 
 
 _HANDLERS: dict[str, Callable[[Connection, pb.ClientFrame], Any]] = {
+    **dict.fromkeys(requests.ANSWERED, Connection._on_request),  # request -> reply, in a task
     "ping": Connection._on_ping,
-    "history": Connection._on_request,
-    "create_chat": Connection._on_request,
-    "add_members": Connection._on_request,
-    "remove_members": Connection._on_request,
-    "list_chats": Connection._on_request,
-    "mark_read": Connection._on_request,
-    "typing": Connection._on_typing,
-    "subscribe_presence": Connection._on_request,
+    "typing": Connection._on_typing,  # relayed at once, checked as a request only on a miss
     "unsubscribe_presence": Connection._on_unsubscribe,
-    "update_settings": Connection._on_request,
-    "list_devices": Connection._on_request,
-    "revoke_device": Connection._on_request,
-    "get_receipts": Connection._on_request,
-    "block": Connection._on_request,
-    "unblock": Connection._on_request,
-    "list_blocked": Connection._on_request,
 }
-"""The requests the session hands to its port, by ClientFrame body: a new request is a line
-here and a method of requests.Requests."""
+"""The frames the session hands to its port, by ClientFrame body: every frame Requests answers
+(a new request is a method there, requests.ANSWERED routes it), and the few the connection
+handles itself."""

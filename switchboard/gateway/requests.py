@@ -1,22 +1,24 @@
-"""Request/response frames that need the store: chats, history, receipts, settings, devices.
+"""Request/response frames: chats, history, receipts, settings, devices, blocks, server info.
 
 Kept apart from the connection state machine: these are request -> reply functions with no
 delivery state, so the connection only runs them in a task and sends what they return (None:
-nothing to send).
+nothing to send). A method `_<field>` here answers the ClientFrame body field of that name and
+is all the gateway needs for a new request frame: ANSWERED, below, routes it.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
-from switchboard.core.chats import is_direct
+from switchboard.buildinfo import build_info
+from switchboard.core.chats import EVENT_USERS, is_direct
 from switchboard.core.errors import Code, DomainError
 from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage, Visibility
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
 
-from . import frames
+from . import frames, wire
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -207,6 +209,20 @@ class Requests:
         return pb.ServerFrame(request_id=rid, blocked_list=pb.BlockedList(
             user_ids=await self._gw.services.blocks.blocked(conn.user))).SerializeToString()
 
+    # ------------------------------------------------------------------ server
+    async def _get_server_info(self, conn: Connection, rid: int, req: pb.GetServerInfo) -> bytes:
+        config = self._gw.config
+        limits = config.limits
+        return pb.ServerFrame(request_id=rid, server_info=pb.ServerInfo(
+            version=build_info()["version"], node=config.cluster.node_name,
+            max_group_members=limits.max_group_members, max_devices=limits.max_devices,
+            max_media_ids=limits.max_media_ids,
+            max_presence_subscriptions=limits.max_presence_subscriptions,
+            max_history_limit=wire.MAX_HISTORY, max_event_users=EVENT_USERS,
+            sends_per_second=limits.sends_per_second, send_burst=limits.send_burst,
+            chats_per_minute=limits.chats_per_minute,
+            history_per_second=limits.history_per_second)).SerializeToString()
+
     # ------------------------------------------------------------------ devices
     async def _list_devices(self, conn: Connection, rid: int, req: pb.ListDevices) -> bytes:
         devices = self._gw.services.devices
@@ -226,3 +242,8 @@ class Requests:
         conn.send_frame(reply)
         self._gw.router.kick(conn.user, req.device_id, Close.DEVICE_REVOKED, "device revoked")
         return None
+
+
+ANSWERED = frozenset(field.name for field in pb.ClientFrame.DESCRIPTOR.oneofs_by_name["body"].fields
+                     if hasattr(Requests, f"_{field.name}"))
+"""The ClientFrame kinds Requests answers: the connection runs each of them in a request task."""

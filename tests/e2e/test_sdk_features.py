@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from switchboard.buildinfo import build_info
 from switchboard.client import AuthError, Client, ConnectionLost, ServerError
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.tools.devcluster import free_port
@@ -316,3 +317,22 @@ async def test_connect_fails_only_when_every_endpoint_is_dead(server):
     with pytest.raises(ConnectionLost):
         await client.connect()
     await client.close()
+
+
+# ---------------------------------------------------------------------- server info
+
+async def test_server_info_states_the_limits_the_server_enforces(make_server):
+    server = await make_server(limits__max_group_members=3, limits__sends_per_second=2.0,
+                               limits__send_burst=5.0, cluster__node_name="edge-1")
+    alice = await connect(server, "alice")
+    info = await alice.server_info()
+    assert (info.version, info.node) == (build_info()["version"], "edge-1")
+    assert (info.max_group_members, info.max_devices, info.max_history_limit,
+            info.max_event_users) == (3, 10, 200, 256)
+    assert (info.sends_per_second, info.send_burst) == (2.0, 5.0)  # test_user_limits holds them
+
+    # what it states is what the server holds a client to
+    with pytest.raises(ServerError) as too_large:
+        await alice.create_group("four", ["bob", "carol", "dave"])
+    assert too_large.value.code == pb.GROUP_FULL
+    assert len((await alice.create_group("three", ["bob", "carol"])).members) == 3

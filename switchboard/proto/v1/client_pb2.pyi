@@ -68,7 +68,7 @@ NOT_FOUND: ErrorCode
 BLOCKED: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked")
+    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked", "get_server_info")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class ClientFrame(_message.Message):
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     UNBLOCK_FIELD_NUMBER: _ClassVar[int]
     LIST_BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    GET_SERVER_INFO_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     auth: Auth
     send: Send
@@ -113,10 +114,11 @@ class ClientFrame(_message.Message):
     block: Block
     unblock: Unblock
     list_blocked: ListBlocked
-    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ...) -> None: ...
+    get_server_info: GetServerInfo
+    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ..., get_server_info: _Optional[_Union[GetServerInfo, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list")
+    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list", "server_info")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +139,7 @@ class ServerFrame(_message.Message):
     GOAWAY_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_LIST_FIELD_NUMBER: _ClassVar[int]
+    SERVER_INFO_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     welcome: Welcome
     send_ack: SendAck
@@ -157,7 +160,8 @@ class ServerFrame(_message.Message):
     goaway: Goaway
     ok: Ok
     blocked_list: BlockedList
-    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ...) -> None: ...
+    server_info: ServerInfo
+    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ..., server_info: _Optional[_Union[ServerInfo, _Mapping]] = ...) -> None: ...
 
 class Ok(_message.Message):
     __slots__ = ()
@@ -590,6 +594,38 @@ class BlockedList(_message.Message):
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetServerInfo(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "node", "max_group_members", "max_devices", "max_media_ids", "max_presence_subscriptions", "max_history_limit", "max_event_users", "sends_per_second", "send_burst", "chats_per_minute", "history_per_second")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUP_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRESENCE_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENT_USERS_FIELD_NUMBER: _ClassVar[int]
+    SENDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SEND_BURST_FIELD_NUMBER: _ClassVar[int]
+    CHATS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    node: str
+    max_group_members: int
+    max_devices: int
+    max_media_ids: int
+    max_presence_subscriptions: int
+    max_history_limit: int
+    max_event_users: int
+    sends_per_second: float
+    send_burst: float
+    chats_per_minute: float
+    history_per_second: float
+    def __init__(self, version: _Optional[str] = ..., node: _Optional[str] = ..., max_group_members: _Optional[int] = ..., max_devices: _Optional[int] = ..., max_media_ids: _Optional[int] = ..., max_presence_subscriptions: _Optional[int] = ..., max_history_limit: _Optional[int] = ..., max_event_users: _Optional[int] = ..., sends_per_second: _Optional[float] = ..., send_burst: _Optional[float] = ..., chats_per_minute: _Optional[float] = ..., history_per_second: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "detail", "retry_after_ms", "chat_id", "client_msg_id")
