@@ -222,7 +222,8 @@ class SwitchboardDevice(Device):
             self._on_error(server_frame)
         elif kind == "welcome":
             self.order.new_connection()
-            self._welcome.set_result(server_frame.welcome)
+            if not self._welcome.done():  # a late Welcome: opened() has given up already
+                self._welcome.set_result(server_frame.welcome)
         elif kind == "sync_complete":
             self.sync_completes += 1
             self._synced.set()
