@@ -192,4 +192,4 @@ class MeshRouter:
 
     def metrics(self) -> list[Metric]:
         return [*self.membership.metrics(), *self.forwarding.metrics(),
-                *self.send_order.metrics(), *self.fanout.metrics()]
+                *self.send_order.metrics(), *self.fanout.metrics(), *self.registry.metrics()]

@@ -23,12 +23,32 @@ from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import LocalNode
 from .mesh import Link, Mesh
-from .registry import Registry, SessionEntry, nodes_named
+from .registry import Registry, RegistryUnavailable, nodes_named
 
 log = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT = 2.0  # s: a slower lookup would hold up every later fan-out: broadcast
 LEAVING_GRACE = 2.0   # s a leaving node waits for its last fan-out lookups
+
+
+class _Lookup:
+    """A commit waiting for the registry to say where its members are."""
+    __slots__ = ("lookup", "chat_id", "members", "messages", "timer", "expired")
+
+    def __init__(self, lookup: asyncio.Future, chat_id: str, members: Mapping,
+                 messages: list[StoredMessage]) -> None:
+        self.lookup = lookup
+        self.chat_id = chat_id
+        self.members = members
+        self.messages = messages
+        self.timer: asyncio.TimerHandle
+        self.expired = False
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """A lookup nobody waits for any more: take its outcome so asyncio does not warn."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Fanout:
@@ -38,7 +58,7 @@ class Fanout:
         self._node = node
         self._registry = registry
         self._tasks = tasks
-        self._lookups: deque[tuple[asyncio.Future, str, Mapping, list[StoredMessage]]] = deque()
+        self._lookups: deque[_Lookup] = deque()
         self.deliver_frames = 0
         self.lookup_failures = 0
 
@@ -48,25 +68,40 @@ class Fanout:
         self._node.deliver(chat_id, members, messages)
         if not self._mesh.links:
             return
-        lookup = asyncio.ensure_future(
-            asyncio.wait_for(self._registry.sessions_many(members), LOOKUP_TIMEOUT))
-        self._lookups.append((lookup, chat_id, members, messages))
-        lookup.add_done_callback(self._send_delivers)
+        pending = _Lookup(asyncio.ensure_future(self._registry.locate_many(members)), chat_id,
+                          members, messages)
+        self._lookups.append(pending)
+        pending.lookup.add_done_callback(self._send_delivers)
+        pending.timer = asyncio.get_running_loop().call_later(LOOKUP_TIMEOUT, self._expire,
+                                                              pending)
 
-    def _send_delivers(self, _: asyncio.Future) -> None:
+    def _expire(self, pending: _Lookup) -> None:
+        """The lookup is late: broadcast instead, without cancelling it (a cancel would cost
+        the registry nothing, but waiting for it would hold up every later fan-out)."""
+        pending.expired = True
+        self._send_delivers()
+
+    def _send_delivers(self, _: asyncio.Future | None = None) -> None:
         """Deliver frames leave in commit order whatever order the lookups finish in."""
-        while self._lookups and self._lookups[0][0].done():
-            lookup, chat_id, members, messages = self._lookups.popleft()
-            if lookup.cancelled() or lookup.exception() is not None:
+        while self._lookups and (self._lookups[0].lookup.done() or self._lookups[0].expired):
+            pending = self._lookups.popleft()
+            pending.timer.cancel()
+            lookup, chat_id, members, messages = (pending.lookup, pending.chat_id,
+                                                  pending.members, pending.messages)
+            if not lookup.done() or lookup.cancelled() or lookup.exception() is not None:
                 self.lookup_failures += 1
+                if not lookup.done():
+                    lookup.add_done_callback(_retrieve)
                 self._mesh.broadcast(mesh.MeshFrame(deliver=mesh.Deliver(
                     chat_id=chat_id, user_ids=list(members),
                     messages=[message_to_pb(m) for m in messages])))
                 continue
             by_node: dict[str, list[str]] = {}
-            for user, devices in lookup.result().items():
-                for node_id in self.nodes_of(devices.values()):
+            for user, nodes in lookup.result().items():
+                for node_id in self.nodes_of(nodes):
                     by_node.setdefault(node_id, []).append(user)
+            if not by_node:
+                continue
             encoded = [message_to_pb(m) for m in messages]
             for node_id, users in by_node.items():
                 link = self._mesh.link(node_id)
@@ -82,12 +117,14 @@ class Fanout:
     async def leave(self) -> None:
         """Before the links close: the last commits' lookups get LEAVING_GRACE to finish."""
         if self._lookups:
-            await asyncio.wait([lookup for lookup, *_ in self._lookups], timeout=LEAVING_GRACE)
+            await asyncio.wait([pending.lookup for pending in self._lookups],
+                               timeout=LEAVING_GRACE)
 
     def abandon(self) -> None:
         """After the links closed: what is still looked up goes nowhere."""
-        for lookup, *_ in self._lookups:
-            lookup.cancel()
+        for pending in self._lookups:
+            pending.timer.cancel()
+            pending.lookup.cancel()
         self._lookups.clear()
 
     # ------------------------------------------------------------------ pushes
@@ -102,13 +139,12 @@ class Fanout:
 
     async def _push_located(self, frame: mesh.Push) -> None:
         try:
-            sessions = await self._registry.sessions_many(frame.user_ids)
-        except Exception as exc:  # RegistryUnavailable, or the client failing mid-failover
+            located = await self._registry.locate_many(frame.user_ids)
+        except RegistryUnavailable as exc:
             log.warning("push lookup failed, sending to every node: %s", exc)
             self._mesh.broadcast(mesh.MeshFrame(push=frame))
             return
-        for node_id in self.nodes_of(entry for devices in sessions.values()
-                                     for entry in devices.values()):
+        for node_id in self.nodes_of(node for nodes in located.values() for node in nodes):
             link = self._mesh.link(node_id)
             if link is not None:
                 link.send(mesh.MeshFrame(push=frame))
@@ -117,8 +153,8 @@ class Fanout:
         exclude = (push.exclude_user_id, push.exclude_device_id) if push.exclude_user_id else None
         self._node.push(push.user_ids, push.frame, exclude)
 
-    def nodes_of(self, entries: Iterable[SessionEntry]) -> set[str]:
-        return nodes_named(entries, self._mesh.links, self._mesh.node_id)
+    def nodes_of(self, nodes: Iterable[str]) -> set[str]:
+        return nodes_named(nodes, self._mesh.links, self._mesh.node_id)
 
     def metrics(self) -> list[Metric]:
         return [

@@ -48,7 +48,7 @@ class Sessions:
             return False
         if previous is not None:
             self._broadcasts.replaced(user, device, opened_ms,
-                                      nodes_named((previous,), self._mesh.links, node_id))
+                                      nodes_named((previous.node_id,), self._mesh.links, node_id))
         return True
 
     def closed(self, user: str, device: str) -> None:
@@ -57,7 +57,7 @@ class Sessions:
     async def _drop(self, user: str, device: str) -> None:
         try:
             await self._registry.drop_session(user, device, self._mesh.node_id)
-        except Exception as exc:  # RegistryUnavailable, or the client failing mid-failover
+        except RegistryUnavailable as exc:
             # the entry stays; it names this node, which no longer holds the device: a push
             # for it is offered here and finds nobody, until the device connects again
             log.warning("session of %s/%s not dropped: %s", user, device, exc)

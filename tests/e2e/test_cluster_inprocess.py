@@ -335,8 +335,8 @@ async def test_a_partitioned_node_and_the_rest_both_commit_and_heal(make_server)
 
 
 class SwallowsOneCancel:
-    """The real registry, except that a lease refresh swallows the first cancel it gets, as
-    asyncio.wait_for inside redis-py can on Python 3.11 when the reply lands with the cancel."""
+    """The real registry, except that a lease refresh swallows the first cancel it gets, as a
+    client built on asyncio.wait_for can on Python 3.11 when the reply lands with the cancel."""
 
     def __init__(self, registry) -> None:
         self._registry = registry
@@ -361,8 +361,8 @@ async def test_a_node_stops_even_when_a_registry_call_swallows_its_cancel(make_s
                                cluster__redis=",".join(redis_cluster.addresses),
                                cluster__redis_prefix=f"t{uuid.uuid4().hex[:12]}",
                                cluster__lease_ttl=0.6)
-    router = server.gateway.router
-    router._registry = registry = SwallowsOneCancel(router._registry)
+    membership = server.gateway.router.membership
+    membership._registry = registry = SwallowsOneCancel(membership._registry)
     await asyncio.wait_for(registry.refreshing.wait(), 10)
     async with asyncio.timeout(10):  # the maintenance loop would run on forever
         await server.stop()
