@@ -18,7 +18,10 @@ kept (revoked = 1) so that its device id stays refused forever.
 
 Several processes may share the file: writes take the lock up front (BEGIN IMMEDIATE, waiting
 up to the busy timeout) and read the chat head inside that transaction, so seq stays gap-free
-whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq.
+whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq. Before
+BEGIN IMMEDIATE the writer takes an flock on `<file>-writelock`: processes that would otherwise
+poll SQLite's busy handler (sleeps growing to 100 ms, so a waiting writer could sleep through
+many free moments) queue in the kernel instead and go the moment the lock is released.
 
 No `bucket` column: ScyllaDB needs it to cap partition size, because a partition lives on one
 replica set and is read and compacted as a unit. A SQLite table is one B-tree whose pages are
@@ -28,6 +31,7 @@ clustered WITHOUT ROWID key keeps that range contiguous for replay and history s
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 import threading
@@ -148,12 +152,17 @@ SQL_READ_SEQ = "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?"
 SQL_READ_SEQS = f"SELECT chat_id, read_seq FROM receipts WHERE user_id = ? AND chat_id IN {IN_IDS}"
 
 
-def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+class _Connection(sqlite3.Connection):
+    write_lock = -1
+    """The writer's descriptor of <file>-writelock (flock), -1 on readers."""
+
+
+def _connect(path: str, *, check_same_thread: bool = True) -> _Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves and
     # each read is its own autocommit snapshot.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                            cached_statements=CACHED_STATEMENTS,
-                           check_same_thread=check_same_thread)
+                           check_same_thread=check_same_thread, factory=_Connection)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA temp_store = MEMORY")
@@ -162,15 +171,19 @@ def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
+def _transaction(conn: _Connection) -> Iterator[None]:
+    fcntl.flock(conn.write_lock, fcntl.LOCK_EX)
     try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+    finally:
+        fcntl.flock(conn.write_lock, fcntl.LOCK_UN)
 
 
 def _message(chat_id: str, row: tuple) -> StoredMessage:
@@ -204,7 +217,7 @@ class SQLiteStore(Store):
         self.path = os.fspath(path)
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._write_conn: sqlite3.Connection | None = None
+        self._write_conn: _Connection | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
 
@@ -227,6 +240,7 @@ class SQLiteStore(Store):
 
     def _open_writer(self) -> None:
         conn = _connect(self.path)
+        conn.write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
         conn.executescript(SCHEMA)
         self._write_conn = conn
 
@@ -248,6 +262,7 @@ class SQLiteStore(Store):
 
     def _close_writer(self) -> None:
         if self._write_conn is not None:
+            os.close(self._write_conn.write_lock)
             self._write_conn.close()
             self._write_conn = None
 
