@@ -4,6 +4,7 @@ with one job each, over one mesh of TCP links and one registry:
 * membership.py: this node's lease, the members and the ownership ring;
 * forwarding.py: sends forwarded to the chat's owner and their answers, receipt notes to it;
 * send_order.py: a chat's sends in their order across an owner change;
+* locations.py: which users are connected to which node, told between the nodes;
 * fanout.py: committed messages and pushes to the nodes that hold the users' devices;
 * broadcasts.py: invalidations and kicks to every node;
 * sessions.py: where this node's devices are recorded, what the registry knows about users;
@@ -28,6 +29,7 @@ from .broadcasts import Broadcasts
 from .fanout import Fanout
 from .forwarding import Forwarding
 from .gossip import PresenceGossip
+from .locations import Locations
 from .membership import Membership
 from .mesh import Link, Mesh
 from .registry import Registry
@@ -62,10 +64,11 @@ class MeshRouter:
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
                                      forward_timeout=forward_timeout)
         self.send_order = SendOrder(self.membership.owner, self.forwarding.submit)
-        self.fanout = Fanout(self.mesh, node, registry, self._tasks)
+        self.locations = Locations(self.mesh)
+        self.fanout = Fanout(self.mesh, node, self.locations)
         self.broadcasts = Broadcasts(self.mesh, node)
-        self.sessions = Sessions(self.mesh, node, registry, self.broadcasts, self._tasks,
-                                 lambda: self.membership.epoch)
+        self.sessions = Sessions(self.mesh, node, registry, self.broadcasts, self.locations,
+                                 self._tasks, lambda: self.membership.epoch)
         self.gossip = PresenceGossip(self.mesh, node)
         self._handlers = {
             "forward_send": self.forwarding.on_forward_send,
@@ -76,6 +79,8 @@ class MeshRouter:
             "invalidate": self.broadcasts.on_invalidate,
             "kick": self.broadcasts.on_kick,
             "presence": self.gossip.on_presence,
+            "located": self.locations.on_located,
+            "located_ack": self.locations.on_located_ack,
         }
 
     @property
@@ -104,11 +109,10 @@ class MeshRouter:
             return
         self._stopped = True
         await self.membership.leave()
-        await self.fanout.leave()
         await asyncio.sleep(0)  # the links write what this turn queued
         await self.mesh.close()
         self.forwarding.fail_pending(None, "node leaving the cluster")
-        self.fanout.abandon()
+        self.locations.stop()
         await self._tasks.cancel()
         self.gossip.stop()
 
@@ -126,6 +130,7 @@ class MeshRouter:
 
     # ------------------------------------------------------------------ mesh events
     def link_up(self, link: Link) -> None:
+        self.locations.link_up(link)  # first: the peer sends this node everything until then
         self.membership.links_changed()
         if link.node_id in self._linked_before:
             # Deliver frames sent while the link was down are lost: fill from the store
@@ -134,6 +139,7 @@ class MeshRouter:
         self.gossip.link_up(link)
 
     def link_down(self, link: Link) -> None:
+        self.locations.link_down(link.node_id)
         self.membership.links_changed()
         self.forwarding.fail_pending(link.node_id, f"owner {link.node_id} unreachable")
         self._node.node_gone(link.node_id)
@@ -192,4 +198,5 @@ class MeshRouter:
 
     def metrics(self) -> list[Metric]:
         return [*self.membership.metrics(), *self.forwarding.metrics(),
-                *self.send_order.metrics(), *self.fanout.metrics(), *self.registry.metrics()]
+                *self.send_order.metrics(), *self.fanout.metrics(),
+                *self.locations.metrics(), *self.registry.metrics()]

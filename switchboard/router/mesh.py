@@ -31,7 +31,7 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
@@ -398,6 +398,11 @@ class Mesh:
     def links(self) -> dict[str, Link]:
         """node id -> up link (a copy)."""
         return dict(self._links)
+
+    def linked(self) -> KeysView[str]:
+        """The ids of the nodes with an up link (a live view: do not change links while
+        iterating)."""
+        return self._links.keys()
 
     def broadcast(self, frame: mesh_pb2.MeshFrame) -> None:
         """One frame to every peer with an up link, serialised once."""

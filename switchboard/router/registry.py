@@ -36,8 +36,7 @@ stored message.
 
 Registries that record no sessions. With a static member list (`cluster.peers`) nothing is
 shared between the nodes, so `StaticRegistry` (registry_static.py) records no session: every
-lookup of where a user is (`put_session`'s previous entry, `sessions_many`, `locate_many`)
-answers `EVERYWHERE`, an entry naming `ANY_NODE`, and the router sends to every node. `sessions` (the
+lookup of where a user is (`put_session`'s previous entry, `sessions_many`) answers `EVERYWHERE`, an entry naming `ANY_NODE`, and the router sends to every node. `sessions` (the
 devices it knows) is empty, `last_seen` None and `add_usage` shares nothing.
 """
 from __future__ import annotations
@@ -126,15 +125,6 @@ class Registry(abc.ABC):
         """`sessions` for many users at once: every user asked for is a key, mapping to {} when
         it has no visible session. Implementations batch the reads (Redis Cluster: every read
         in flight at once)."""
-
-    @abc.abstractmethod
-    async def locate_many(self, users: Iterable[str]) -> dict[str, set[str]]:
-        """Where a push to each user may find a device (fan-out): the node ids of the user's
-        entries, visible or not; every user asked for is a key. A superset of the nodes of
-        `sessions_many`, and cheaper: no node table is read (Redis Cluster: one HGETALL per
-        user, all in flight at once). An entry of a dead life names a node that does not
-        hold the device; a push sent there finds nobody, which costs a frame, never a
-        message: the caller sends only to nodes it has a link to."""
 
     # ------------------------------------------------------------------ presence facts
     @abc.abstractmethod

@@ -66,10 +66,6 @@ class MemoryRegistry(Registry):
         live = self._live()
         return {user: visible_sessions(self._sessions.get(user, {}), live) for user in users}
 
-    async def locate_many(self, users: Iterable[str]) -> dict[str, set[str]]:
-        return {user: {entry.node_id for entry in self._sessions.get(user, {}).values()}
-                for user in users}
-
     async def set_last_seen(self, user: str, ms: int) -> None:
         if ms > self._last_seen.get(user, -1):
             self._last_seen[user] = ms

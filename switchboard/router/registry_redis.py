@@ -222,14 +222,6 @@ class RedisClusterRegistry(Registry):
                                             self._hashes(wanted, deadline))
         return {user: visible_sessions(raw, live) for user, raw in zip(wanted, hashes)}
 
-    async def locate_many(self, users: Iterable[str]) -> dict[str, set[str]]:
-        wanted = list(dict.fromkeys(users))
-        if not wanted:
-            return {}
-        hashes = await self._hashes(wanted, self._due())
-        return {user: {entry.node_id for entry in raw.values()}
-                for user, raw in zip(wanted, hashes)}
-
     async def _hashes(self, users: list[str], deadline: float) -> list[dict[str, SessionEntry]]:
         client, keys = self._client, self.keys
         raw = await self._answer("sessions", asyncio.gather(*(

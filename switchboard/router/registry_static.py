@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from switchboard.core.ids import now_ms
 
-from .registry import ANY_NODE, EVERYWHERE, NodeInfo, Registry, SessionEntry
+from .registry import EVERYWHERE, NodeInfo, Registry, SessionEntry
 
 
 class StaticRegistry(Registry):
@@ -44,9 +44,6 @@ class StaticRegistry(Registry):
 
     async def sessions_many(self, users: Iterable[str]) -> dict[str, dict[str, SessionEntry]]:
         return {user: {"": EVERYWHERE} for user in users}
-
-    async def locate_many(self, users: Iterable[str]) -> dict[str, set[str]]:
-        return {user: {ANY_NODE} for user in users}
 
     async def set_last_seen(self, user: str, ms: int) -> None:
         return None  # the store has it (devices.seen)

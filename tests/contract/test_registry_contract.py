@@ -220,26 +220,6 @@ async def test_sessions_many_across_slots(registry):
     assert await registry.sessions_many([]) == {}
 
 
-async def test_locate_many_names_every_entrys_node_visible_or_not(backing, registry):
-    """Fan-out's lookup: a superset of the visible sessions' nodes, stale lives included (a
-    push sent there finds nobody), and nothing for a user without entries."""
-    e1 = await registry.register_node("n1", "a:1", LONG)
-    gone = await registry.register_node("gone", "a:2", SHORT)
-    groups = users_per_master(2)
-    everyone = [user for group in groups for user in group]
-    for user in everyone:
-        await registry.put_session(user, "phone", "n1", e1)
-    await registry.put_session(everyone[0], "old", "n1", e1 - 1)
-    await registry.put_session(everyone[1], "tablet", "gone", gone)
-    await backing.elapse(SHORT * 2)
-    located = await registry.locate_many(everyone + ["offline", everyone[0]])
-    assert located == {**{user: {"n1"} for user in everyone}, everyone[1]: {"n1", "gone"},
-                       "offline": set()}
-    visible = await registry.sessions_many(everyone)
-    assert all({e.node_id for e in visible[user].values()} <= located[user] for user in everyone)
-    assert await registry.locate_many([]) == {}
-
-
 # ---------------------------------------------------------------------------- presence facts
 async def test_last_seen_keeps_the_latest(registry):
     assert await registry.last_seen("alice") is None
