@@ -77,7 +77,8 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
         store, chats, ServerIds(config.server.node_id), fanout=fanout, sent=sent,
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
-                        "max_pending": config.writer.max_pending},
+                        "max_pending": config.writer.max_pending,
+                        "ack_delay": config.writer.ack_delay},
         on_flush=metrics.observe_flush)
     receipts = ReceiptService(store, chats, settings, messages.writer, push=push_receipt,
                               route=note_receipt, flush_interval=config.timers.receipt_flush)

@@ -145,6 +145,7 @@ class WriterConfig:
     max_rows: int = 1024
     max_bytes: int = 4 * 1024 * 1024
     max_pending: int = 20000
+    ack_delay: float = 0.05  # s a device's ack may wait to share a commit (messages never wait)
 
 
 @dataclass(slots=True)
@@ -354,6 +355,7 @@ def _validate(config: Config) -> None:
         "timers.retransmit_after": config.timers.retransmit_after > 0,
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
+        "writer.ack_delay": 0 <= config.writer.ack_delay <= 5,
         "metrics.port": 0 <= config.metrics.port < 65536,
         "cluster.mesh_port": 0 <= config.cluster.mesh_port < 65536,
         "cluster.lease_ttl": config.cluster.lease_ttl > 0,

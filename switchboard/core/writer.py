@@ -3,8 +3,15 @@
 While one `store.commit` is in flight, new messages, cursor acks, delivered acks and read marks
 accumulate; when it returns, everything accumulated goes into the next commit (up to `max_rows`
 messages and `max_bytes` of bodies; the rest waits for the commit after). A lone message is
-committed at once, a busy chat gets big batches, and there is no timer. One background task
-does the flushing; it exists only while there is work, so an idle writer costs nothing.
+committed at once, a busy chat gets big batches. One background task does the flushing; it
+exists only while there is work, so an idle writer costs nothing.
+
+Cursor and delivered acks alone wait up to `ack_delay` for company: every device acks what it
+receives, and committing each ack on its own made most commits ack-only (and, with several
+processes on one SQLite file, each one a turn at the file's write lock that the next message
+waited for). A message or a read mark commits at once and takes the waiting acks along. Acks
+are watermarks nobody waits for (receipts are pushed before they are stored), so a delay costs
+at most that a device reconnecting within it is offered its last messages again.
 
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
@@ -56,13 +63,15 @@ class CoalescingWriter:
     """
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
-                 max_pending: int = 20000,
+                 max_pending: int = 20000, ack_delay: float = 0.0,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.max_pending = max_pending
+        self.ack_delay = ack_delay
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._on_commit = on_commit
         self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
         self._in_flight = 0
@@ -112,8 +121,19 @@ class CoalescingWriter:
         if self._closed:
             return
         _raise_to(pending, key, seq)
-        self._updates_due = True
-        self._kick()
+        if not self.ack_delay:
+            self._updates_due = True
+            self._kick()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_delay,
+                                                                    self._acks_due)
+
+    def _acks_due(self) -> None:
+        """ack_delay passed: commit the acks unless a flush took them along meanwhile."""
+        self._ack_timer = None
+        if self._cursors or self._delivered:
+            self._updates_due = True
+            self._kick()
 
     def mark_read(self, chat: str, user: str, seq: int) -> asyncio.Future[None]:
         """Raise the user's read watermark; the future resolves once it is durable."""
@@ -129,6 +149,9 @@ class CoalescingWriter:
     async def close(self) -> None:
         """Refuse new work, flush everything queued (merged-back updates included), stop."""
         self._closed = True
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._cursors or self._delivered or self._reads:
             self._updates_due = True
         if self._queue or self._updates_due:

@@ -252,6 +252,31 @@ async def test_ack_cursor_alone_schedules_a_flush(memory, make_writer):
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
 
 
+async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(memory, make_writer):
+    """With ack_delay, acks do not commit on their own at once: the next message commits at
+    once with them; acks with nothing else to go with commit when the delay is up."""
+    await memory.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(memory, ack_delay=0.2)
+    await settled([writer.submit(msg("g", str(i))) for i in range(3)])
+    batches = writer.batches
+    writer.ack_cursor("bob", "phone", "g", 1)
+    writer.ack_delivered("g", "bob", 1)
+    await asyncio.sleep(0.05)
+    assert writer.batches == batches  # waiting for company
+    await settled([writer.submit(msg("g", "3"))])
+    assert writer.batches == batches + 1  # the message went at once, the acks with it
+    assert [b.cursor for b in await read_backlog(memory, "bob", "phone")] == [1]
+    assert (await memory.receipts("g"))["bob"].delivered_seq == 1
+    writer.ack_cursor("bob", "phone", "g", 4)
+    started = asyncio.get_running_loop().time()
+
+    async def cursor_is_4() -> bool:
+        return not await read_backlog(memory, "bob", "phone")
+    await wait_for(cursor_is_4)
+    assert asyncio.get_running_loop().time() - started >= 0.15  # alone: after the delay
+    assert writer.batches == batches + 2
+
+
 async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_writer):
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
