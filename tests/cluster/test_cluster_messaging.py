@@ -9,6 +9,7 @@ import itertools
 import pytest
 
 from switchboard.client import ServerError
+from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import direct_chat_id
 from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.proto.v1 import client_pb2 as pb
@@ -147,7 +148,7 @@ async def test_a_device_that_moves_to_another_node_syncs_everything_once(gateway
         store = SQLiteStore(gateways.database)
         await store.open()
         try:
-            return not await store.backlog("bob", "laptop")
+            return not await read_backlog(store, "bob", "laptop")
         finally:
             await store.close()
     await wait_for(laptop_cursor_stored, interval=0.05)
