@@ -117,7 +117,10 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
     return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
                       mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
-                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)
+                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout,
+                      rebalance_interval=cluster.rebalance_interval,
+                      rebalance_rate=cluster.rebalance_rate,
+                      rebalance_tolerance=cluster.rebalance_tolerance)
 
 
 def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:

@@ -176,6 +176,9 @@ class ClusterConfig:
     heartbeat_interval: float = 1.0  # mesh heartbeats on an idle link
     link_timeout: float = 3.0   # a link silent this long is closed and redialled
     forward_timeout: float = 10.0  # a send forwarded to its owner fails UNAVAILABLE after this
+    rebalance_interval: float = 10.0  # s between load reports and moving rounds; 0: never move
+    rebalance_rate: float = 100.0     # devices per second a node asks to move, at most
+    rebalance_tolerance: float = 0.1  # loads within this fraction of the mean are left alone
 
 
 @dataclass(slots=True)
@@ -362,6 +365,9 @@ def _validate(config: Config) -> None:
         "cluster.heartbeat_interval": config.cluster.heartbeat_interval > 0,
         "cluster.link_timeout": config.cluster.link_timeout > config.cluster.heartbeat_interval,
         "cluster.forward_timeout": config.cluster.forward_timeout > 0,
+        "cluster.rebalance_interval": config.cluster.rebalance_interval >= 0,
+        "cluster.rebalance_rate": config.cluster.rebalance_rate > 0,
+        "cluster.rebalance_tolerance": 0 < config.cluster.rebalance_tolerance < 1,
     }
     for key, ok in in_range.items():
         if not ok:

@@ -213,7 +213,9 @@ class Client:
     tries each once, in order, until one answers; afterwards every reconnect attempt that fails
     and every connection that is lost moves on to the next endpoint (round robin), so one dead
     gateway cannot keep the device offline. Backoff is unchanged: it counts attempts, whichever
-    endpoint they go to. `client.url` is the endpoint in use (or tried next); `client.urls` all.
+    endpoint they go to. A connection the server sends away (Goaway: a drain, rebalancing) moves
+    to another endpoint picked at random, so the devices of one gateway spread evenly over the
+    others. `client.url` is the endpoint in use (or tried next); `client.urls` all.
     `token` is a JWT or a callable returning one; a callable is asked again at every (re)connect,
     so an app can refresh expiring tokens. With `token_in_header` the token goes in the upgrade's
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
@@ -297,6 +299,13 @@ class Client:
     def _next_url(self) -> None:
         """Move on to the next endpoint (a no-op with a single one)."""
         self._url_index = (self._url_index + 1) % len(self._urls)
+
+    def _other_url(self) -> None:
+        """Move to another endpoint picked at random: devices a gateway sends away spread over
+        the rest evenly, not all onto the one after it in every device's list."""
+        if len(self._urls) > 1:
+            self._url_index = (self._url_index + random.randrange(1, len(self._urls))) \
+                % len(self._urls)
 
     @property
     def connected(self) -> bool:
@@ -700,7 +709,10 @@ class Client:
         if not self._reconnect or code in NO_RECONNECT:
             self._stop(ConnectionLost(lost))
             return
-        self._next_url()  # that gateway may be gone: the next attempt tries another one
+        if self._goaway_delay is not None:
+            self._other_url()  # asked to move (drain, rebalancing): spread over the others
+        else:
+            self._next_url()  # that gateway may be gone: the next attempt tries another one
         self._start_connecting(self._reconnect_loop())
 
     def _on_frame(self, listener: _Listener, payload: bytes) -> None:

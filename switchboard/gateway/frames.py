@@ -46,6 +46,11 @@ def _chunk(batch: list[pb.Message]) -> Chunk:
     return Chunk(batch[-1].seq, len(batch), data)
 
 
+def goaway(reconnect_after_ms: int, reason: str) -> bytes:
+    return pb.ServerFrame(goaway=pb.Goaway(reconnect_after_ms=reconnect_after_ms,
+                                           reason=reason)).SerializeToString()
+
+
 def send_ack(request_id: int, row: StoredMessage, duplicate: bool) -> bytes:
     return pb.ServerFrame(request_id=request_id, send_ack=pb.SendAck(
         client_msg_id=row.client_msg_id, chat_id=row.chat_id, seq=row.seq,

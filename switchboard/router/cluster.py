@@ -6,6 +6,7 @@ with one job each, over one mesh of TCP links and one registry:
 * send_order.py: a chat's sends in their order across an owner change;
 * locations.py: which users are connected to which node, told between the nodes;
 * fanout.py: committed messages and pushes to the nodes that hold the users' devices;
+* rebalance.py: devices asked to move when one node holds far more than another;
 * broadcasts.py: invalidations and kicks to every node;
 * sessions.py: where this node's devices are recorded, what the registry knows about users;
 * gossip.py: presence between nodes.
@@ -30,6 +31,7 @@ from .fanout import Fanout
 from .forwarding import Forwarding
 from .gossip import PresenceGossip
 from .locations import Locations
+from .rebalance import Rebalancer
 from .membership import Membership
 from .mesh import Link, Mesh
 from .registry import Registry
@@ -44,7 +46,9 @@ class MeshRouter:
 
     def __init__(self, messages: MessageService, node: LocalNode, *, node_id: str,
                  mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
-                 heartbeat_interval: float, link_timeout: float, forward_timeout: float) -> None:
+                 heartbeat_interval: float, link_timeout: float, forward_timeout: float,
+                 rebalance_interval: float = 0.0, rebalance_rate: float = 0.0,
+                 rebalance_tolerance: float = 0.1) -> None:
         """`messages` fans its commits out through `committed` (the caller passes it in)."""
         self.node_id = node_id
         self.registry = registry
@@ -70,6 +74,9 @@ class MeshRouter:
         self.sessions = Sessions(self.mesh, node, registry, self.broadcasts, self.locations,
                                  self._tasks, lambda: self.membership.epoch)
         self.gossip = PresenceGossip(self.mesh, node)
+        self.rebalancer = Rebalancer(self.mesh, node, lambda: self.locations.connections,
+                                     interval=rebalance_interval, rate=rebalance_rate,
+                                     tolerance=rebalance_tolerance)
         self._handlers = {
             "forward_send": self.forwarding.on_forward_send,
             "send_result": self.forwarding.on_send_result,
@@ -81,6 +88,7 @@ class MeshRouter:
             "presence": self.gossip.on_presence,
             "located": self.locations.on_located,
             "located_ack": self.locations.on_located_ack,
+            "load": self.rebalancer.on_load,
         }
 
     @property
@@ -98,6 +106,7 @@ class MeshRouter:
     async def start(self) -> None:
         port = await self.mesh.listen(self._mesh_host, self._mesh_port)
         await self.membership.join(f"{self._mesh_host}:{port}")
+        self.rebalancer.start()
         log.info("mesh node %s (epoch %d) on %s, ring %s", self.node_id, self.epoch,
                  self.membership.address, ", ".join(self.ring.nodes))
 
@@ -108,6 +117,7 @@ class MeshRouter:
         if self._stopped:
             return
         self._stopped = True
+        await self.rebalancer.stop()
         await self.membership.leave()
         await asyncio.sleep(0)  # the links write what this turn queued
         await self.mesh.close()
@@ -137,9 +147,11 @@ class MeshRouter:
             self._tasks.spawn(self._node.catch_up())
         self._linked_before.add(link.node_id)
         self.gossip.link_up(link)
+        self.rebalancer.link_up(link)
 
     def link_down(self, link: Link) -> None:
         self.locations.link_down(link.node_id)
+        self.rebalancer.link_down(link.node_id)
         self.membership.links_changed()
         self.forwarding.fail_pending(link.node_id, f"owner {link.node_id} unreachable")
         self._node.node_gone(link.node_id)
@@ -199,4 +211,5 @@ class MeshRouter:
     def metrics(self) -> list[Metric]:
         return [*self.membership.metrics(), *self.forwarding.metrics(),
                 *self.send_order.metrics(), *self.fanout.metrics(),
-                *self.locations.metrics(), *self.registry.metrics()]
+                *self.locations.metrics(), *self.rebalancer.metrics(),
+                *self.registry.metrics()]

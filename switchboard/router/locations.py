@@ -35,6 +35,7 @@ class Locations:
     def __init__(self, mesh_: Mesh) -> None:
         self._mesh = mesh_
         self._here: dict[str, int] = {}            # user -> connections on this node
+        self.connections = 0                       # all of them
         self._where: dict[str, set[str]] = {}      # user -> peers it is connected to
         self._users_of: dict[str, set[str]] = {}   # peer -> its users (the same, by node)
         self._known: set[str] = set()              # peers whose snapshot arrived
@@ -51,6 +52,7 @@ class Locations:
         knows it (acknowledged, or its link went down)."""
         count = self._here.get(user, 0)
         self._here[user] = count + 1
+        self.connections += 1
         self._left.discard(user)
         self._arrived.add(user)
         future = asyncio.get_running_loop().create_future()
@@ -60,6 +62,7 @@ class Locations:
 
     def left(self, user: str) -> None:
         """A connection of `user` here closed (or was refused after `arrived`)."""
+        self.connections -= 1
         count = self._here.get(user, 0) - 1
         if count > 0:
             self._here[user] = count

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MeshFrame(_message.Message):
-    __slots__ = ("hello", "heartbeat", "forward_send", "send_result", "deliver", "push", "receipt_note", "invalidate", "presence", "kick", "located", "located_ack")
+    __slots__ = ("hello", "heartbeat", "forward_send", "send_result", "deliver", "push", "receipt_note", "invalidate", "presence", "kick", "located", "located_ack", "load")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     FORWARD_SEND_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class MeshFrame(_message.Message):
     KICK_FIELD_NUMBER: _ClassVar[int]
     LOCATED_FIELD_NUMBER: _ClassVar[int]
     LOCATED_ACK_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     forward_send: ForwardSend
@@ -34,7 +35,8 @@ class MeshFrame(_message.Message):
     kick: Kick
     located: Located
     located_ack: LocatedAck
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., forward_send: _Optional[_Union[ForwardSend, _Mapping]] = ..., send_result: _Optional[_Union[SendResult, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., push: _Optional[_Union[Push, _Mapping]] = ..., receipt_note: _Optional[_Union[ReceiptNote, _Mapping]] = ..., invalidate: _Optional[_Union[Invalidate, _Mapping]] = ..., presence: _Optional[_Union[PresenceStates, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., located: _Optional[_Union[Located, _Mapping]] = ..., located_ack: _Optional[_Union[LocatedAck, _Mapping]] = ...) -> None: ...
+    load: Load
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., forward_send: _Optional[_Union[ForwardSend, _Mapping]] = ..., send_result: _Optional[_Union[SendResult, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., push: _Optional[_Union[Push, _Mapping]] = ..., receipt_note: _Optional[_Union[ReceiptNote, _Mapping]] = ..., invalidate: _Optional[_Union[Invalidate, _Mapping]] = ..., presence: _Optional[_Union[PresenceStates, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., located: _Optional[_Union[Located, _Mapping]] = ..., located_ack: _Optional[_Union[LocatedAck, _Mapping]] = ..., load: _Optional[_Union[Load, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "epoch", "protocol")
@@ -183,3 +185,9 @@ class LocatedAck(_message.Message):
     BARRIER_FIELD_NUMBER: _ClassVar[int]
     barrier: int
     def __init__(self, barrier: _Optional[int] = ...) -> None: ...
+
+class Load(_message.Message):
+    __slots__ = ("connections",)
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    connections: int
+    def __init__(self, connections: _Optional[int] = ...) -> None: ...
