@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 
 from switchboard.core.messaging import MessageService
-from switchboard.core.metrics import Metric
+from switchboard.core.metrics import Metric, counter
 from switchboard.core.model import CommitResult, SendRequest, StoredMessage
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2 as mesh
@@ -34,6 +34,7 @@ from .locations import Locations
 from .rebalance import Rebalancer
 from .membership import Membership
 from .mesh import Link, Mesh
+from .mesh_auth import MeshTls
 from .registry import Registry
 from .send_order import SendOrder
 from .sessions import Sessions
@@ -48,7 +49,8 @@ class MeshRouter:
                  mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
                  heartbeat_interval: float, link_timeout: float, forward_timeout: float,
                  rebalance_interval: float = 0.0, rebalance_rate: float = 0.0,
-                 rebalance_tolerance: float = 0.1) -> None:
+                 rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
+                 mesh_tls: MeshTls | None = None) -> None:
         """`messages` fans its commits out through `committed` (the caller passes it in)."""
         self.node_id = node_id
         self.registry = registry
@@ -60,7 +62,7 @@ class MeshRouter:
         self._linked_before: set[str] = set()
         self._stopped = False
         self.mesh = Mesh(node_id, 0, self, heartbeat_interval=heartbeat_interval,
-                         link_timeout=link_timeout)
+                         link_timeout=link_timeout, secret=mesh_secret, tls=mesh_tls)
         self.membership = Membership(node_id, self.mesh, registry, lease_ttl=lease_ttl,
                                      link_timeout=link_timeout, ring_changed=node.cluster_changed,
                                      registered_again=self._registered_again)
@@ -209,7 +211,10 @@ class MeshRouter:
         return await self.sessions.share_usage(usage)
 
     def metrics(self) -> list[Metric]:
-        return [*self.membership.metrics(), *self.forwarding.metrics(),
+        return [counter("cluster_mesh_refused",
+                        "mesh connections refused at the handshake (secret, TLS, garbage)",
+                        self.mesh.refused),
+                *self.membership.metrics(), *self.forwarding.metrics(),
                 *self.send_order.metrics(), *self.fanout.metrics(),
                 *self.locations.metrics(), *self.rebalancer.metrics(),
                 *self.registry.metrics()]

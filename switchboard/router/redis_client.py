@@ -49,6 +49,7 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 0.5
 REFRESH_MIN_INTERVAL = 0.1  # s between two reloads of the slot map
 RETRYABLE_REPLIES = frozenset({"CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING", "READONLY"})
+REFUSED_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM")  # credentials or rights: waiting won't help
 
 
 class Unavailable(Exception):
@@ -61,7 +62,8 @@ class ReplyError(Exception):
 
 
 class CredentialsRefused(ReplyError):
-    """AUTH was refused: the username or password is wrong, or the user is disabled."""
+    """AUTH was refused (the username or password is wrong, the user is disabled), or the user
+    may not run what the client needs (NOPERM)."""
 
 
 def key_slot(key: str | bytes) -> int:
@@ -255,6 +257,7 @@ class ClusterClient:
         self._slots: list[str | None] = [None] * SLOTS
         self._refresh: asyncio.Task | None = None
         self._refreshed_at = float("-inf")
+        self._refused: CredentialsRefused | None = None  # why the last map load got nothing
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self.retries = 0
@@ -299,6 +302,8 @@ class ClusterClient:
                         raise Unavailable("client closed")
                     if asking is None and self._slots[slot] is None:
                         await asyncio.shield(self._reload_soon(loop))
+                        if self._slots[slot] is None and self._refused is not None:
+                            raise self._refused
                     address = asking or self._slots[slot]
                     try:
                         if address is None:
@@ -366,9 +371,17 @@ class ClusterClient:
             try:
                 async with asyncio.timeout(self._command_timeout):
                     reply = await self._link(address).send(("CLUSTER", "SLOTS"))
+            except CredentialsRefused as exc:
+                self._refused = exc
+                continue
             except (Unavailable, TimeoutError):
                 continue
-            if isinstance(reply, hiredis.ReplyError) or not reply:
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith(REFUSED_REPLIES):
+                    self._refused = CredentialsRefused(f"Redis at {address} refused the slot "
+                                                       f"map: {reply}")
+                continue
+            if not reply:
                 continue
             slots: list[str | None] = [None] * SLOTS
             asked_host = address.rpartition(":")[0]
@@ -376,6 +389,7 @@ class ClusterClient:
                 host = master[0] if master[0] not in ("", "?") else asked_host
                 slots[start:end + 1] = [f"{host}:{master[1]}"] * (end - start + 1)
             self._slots = slots
+            self._refused = None
             self.map_reloads += 1
             break
         self._refreshed_at = loop.time()

@@ -152,10 +152,12 @@ class RedisCluster:
 
     def __init__(self, directory: Path | str, masters: int = 3, replicas: int = 0, *,
                  node_timeout_ms: int = 1000, ports: PortRange | None = None,
-                 bus_ports: PortRange | None = None, extra_args: tuple[str, ...] = ()) -> None:
+                 bus_ports: PortRange | None = None, extra_args: tuple[str, ...] = (),
+                 cli_args: tuple[str, ...] = (), tls: tuple[str, str, str] | None = None) -> None:
         """`ports`/`bus_ports`: where client and bus ports come from (default: free ports,
-        the bus on client port + 10000); `extra_args` go to every redis-server (ACL users,
-        TLS)."""
+        the bus on client port + 10000); `extra_args` go to every redis-server (ACL users),
+        `cli_args` to every redis-cli (credentials); `tls` (cert, key, CA files) makes every
+        node speak TLS only, on its port, to clients and to each other."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.directory = Path(directory)
@@ -165,8 +167,14 @@ class RedisCluster:
         self.ports = ports
         self.bus_ports = bus_ports
         self.extra_args = tuple(extra_args)
-        self.cli_args: tuple[str, ...] = ()
-        """What redis-cli needs besides host and port to talk to the nodes (credentials)."""
+        self.cli_args = tuple(cli_args)
+        if tls is not None:
+            cert, key, ca = tls
+            self.cli_args += ("--tls", "--cert", cert, "--key", key, "--cacert", ca)
+            self.extra_args += ("--tls-cluster", "yes", "--tls-replication", "yes",
+                                "--tls-cert-file", cert, "--tls-key-file", key,
+                                "--tls-ca-cert-file", ca)
+        self.tls = tls is not None
         self.nodes: list[Process] = []
 
     @property
@@ -206,8 +214,9 @@ class RedisCluster:
             node_dir = self.directory / f"redis-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
             log = node_dir / "redis.log"
+            listen = ["--port", "0", "--tls-port", str(port)] if self.tls else ["--port", str(port)]
             popen = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", HOST, *bus,
+                ["redis-server", *listen, "--bind", HOST, *bus,
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(self.node_timeout_ms),
                  "--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0",

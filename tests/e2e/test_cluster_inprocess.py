@@ -264,6 +264,30 @@ async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_ser
         await proxy.stop()
 
 
+async def test_a_node_with_another_mesh_secret_never_joins(make_server, tmp_path):
+    """cluster.mesh_secret(_file) through the configuration: a and b share it and form the
+    ring; c holds another one: it refuses their dials (they cannot prove its secret), and
+    counts them."""
+    ports = {name: free_port() for name in NODES}
+    peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
+    secret_file = tmp_path / "mesh-secret"
+    secret_file.write_text("m" * 40 + "\n")
+    secrets = [{"cluster__mesh_secret_file": str(secret_file)}, {"cluster__mesh_secret": "m" * 40},
+               {"cluster__mesh_secret": "x" * 40}]
+    a, b, c = [await make_server(
+        server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+        cluster__mesh_port=ports[name], cluster__peers=peers, cluster__heartbeat_interval=0.1,
+        cluster__link_timeout=0.5, **secrets[index]) for index, name in enumerate(NODES)]
+    await wait_for(lambda: list(a.gateway.router.ring.nodes) == ["a", "b"] ==
+                   list(b.gateway.router.ring.nodes), message="a and b linked")
+    await wait_for(lambda: c.gateway.router.mesh.refused >= 2, message="c refused a and b")
+    assert list(c.gateway.router.ring.nodes) == ["c"]
+    alice, bob = await authed(a, "alice"), await authed(b, "bob")
+    chat = await direct(alice, "bob")
+    await send(alice, chat, b"inside")
+    assert [m.body for m in await receive_and_ack(bob, 1)] == [b"inside"]
+
+
 async def test_pipelined_sends_keep_their_order_when_the_owner_changes(make_server):
     """A node joins while a device has hundreds of sends in flight to a chat the newcomer will
     own: sends still with the old owner finish first, so seq follows the device's send order."""
