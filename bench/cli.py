@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
                        help="cluster: also kill a Redis master under load (default on)")
     where.add_argument("--pause", action=argparse.BooleanOptionalAction, default=True,
                        help="cluster: also SIGSTOP a gateway with sends pending (default on)")
+    where.add_argument("--rounds", type=int, default=3,
+                       help="cluster: steady phases on each target, alternated (default 3)")
     size = p.add_argument_group("size and load")
     size.add_argument("--size", help="comma-separated sizes, each run in turn (hold: "
                                      "connections, chat: pairs, fanout: group members, storm: "

@@ -5,8 +5,9 @@ cluster, a Redis master failover and a paused gateway under the same load.
 
 Phases:
 
-* steady, on each target: P pairs of devices in direct chats, both directions sending, open
-  loop at `--rate` messages/s in all for `--duration` s (the chat scenario's flows, its
+* steady, on each target, alternately, `--rounds` times (both targets stay up; the figures
+  are the medians): P pairs of devices in direct chats, both directions sending, open loop at
+  `--rate` messages/s in all for `--duration` s (the chat scenario's flows, its
   exactly-once check and latency from the scheduled send time). On the cluster, pair i's first
   device connects to gateway i mod N and its partner to gateway (i div N) mod N: over N^2 pairs
   every placement occurs, (N-1)/N of the pairs crossing gateways. Latency is send -> delivered
@@ -116,21 +117,46 @@ async def step(worker: Worker, rate: float, duration: float, drain: float) -> di
 
 # ====================================================================== main side
 async def run(ctx, size: int) -> dict:
+    """Both targets stay up; their steady phases alternate `--rounds` times, so a busy
+    machine's moods fall on both alike; the figures are the medians over the rounds."""
     args = ctx.args
     rate = args.rate
-    results = {"size": size, "pairs": size, "rate": rate}
-    single = ctx.switchboard()
-    async with single:
-        results["single"] = await _steady(ctx, single, [single.endpoint], size, rate, "1")
-    cluster = SwitchboardCluster(ctx.run_dir, args.nodes)
-    async with cluster:
-        results["cluster"] = await _steady(ctx, cluster, cluster.endpoints, size, rate, "n")
+    results = {"size": size, "pairs": size, "rate": rate, "rounds": []}
+    async with ctx.switchboard() as single, SwitchboardCluster(ctx.run_dir, args.nodes) as cluster:
+        for round_ in range(args.rounds):
+            results["rounds"].append({
+                "single": await _steady(ctx, single, [single.endpoint], size, rate,
+                                        f"{round_}s"),
+                "cluster": await _steady(ctx, cluster, cluster.endpoints, size, rate,
+                                         f"{round_}c")})
         if args.failover:
             results["failover"] = await _failover(ctx, cluster, size, rate)
         if args.pause:
             results["pause"] = await _pause(cluster)
+    results["single"] = _median_phase([r["single"] for r in results["rounds"]])
+    results["cluster"] = _median_phase([r["cluster"] for r in results["rounds"]])
     results["ratios"] = _ratios(results)
     return results
+
+
+def _median_phase(phases: list[dict]) -> dict:
+    """The round whose cross-node (else overall) p50 is the median, with the medians of every
+    percentile per class, the totals of counts and timeouts over all rounds."""
+    key = "cross" if phases[0]["cross"]["deliver"].get("count") else "all"
+    ordered = sorted(phases, key=lambda p: p[key]["deliver"].get("p50_ms", 0))
+    out = dict(ordered[len(ordered) // 2])
+    for name in ("all", *CLASSES):
+        merged = {**out[name], "deliver": dict(out[name]["deliver"])}
+        for p in ("p50", "p99", "p99.9"):
+            values = sorted(ph[name]["deliver"][f"{p}_ms"] for ph in phases
+                            if f"{p}_ms" in ph[name]["deliver"])
+            if values:
+                merged["deliver"][f"{p}_ms"] = values[len(values) // 2]
+        out[name] = merged
+    out["registry_timeouts"] = sum(p["registry_timeouts"] for p in phases)
+    out["exactly_once"] = all(p["exactly_once"] for p in phases)
+    out["rounds"] = len(phases)
+    return out
 
 
 async def _steady(ctx, target, endpoints, pairs: int, rate: float, tag: str) -> dict:
@@ -334,17 +360,26 @@ async def _pause(cluster: SwitchboardCluster) -> dict:
 
 
 def _ratios(results: dict) -> dict:
-    single = results["single"]["all"]["deliver"]
-    cross = results["cluster"]["cross"]["deliver"]
-    return {p: (cross.get(f"{p}_ms") / single[f"{p}_ms"]
-                if cross.get(f"{p}_ms") and single.get(f"{p}_ms") else None)
-            for p in ("p50", "p99")}
+    """Cross-node p50 and p99 of the cluster over the single gateway's, per round (both
+    measured back to back) and their median."""
+    out: dict = {"per_round": []}
+    for round_ in results["rounds"]:
+        single = round_["single"]["all"]["deliver"]
+        cross = round_["cluster"]["cross"]["deliver"]
+        out["per_round"].append({p: (cross[f"{p}_ms"] / single[f"{p}_ms"]
+                                     if cross.get(f"{p}_ms") and single.get(f"{p}_ms")
+                                     else None) for p in ("p50", "p99")})
+    for p in ("p50", "p99"):
+        values = sorted(r[p] for r in out["per_round"] if r[p] is not None)
+        out[p] = values[len(values) // 2] if values else None
+    return out
 
 
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
     headers = ["pairs", "rate/s", "phase", "target", "achieved/s", "class", "p50 ms", "p99 ms",
                "max ms", "ack p99 ms", "unfinished", "srv us/msg", "reg. timeouts"]
+    # single and cluster: the median round (percentiles: medians over the rounds)
     out = []
     for run_ in doc["runs"]:
         for phase in ("single", "cluster", "failover"):
@@ -370,11 +405,14 @@ def summary(doc: dict) -> list[str]:
     lines = []
     for run_ in doc["runs"]:
         ratios = run_["ratios"]
-        lines.append(f"{run_['pairs']} pairs at {run_['rate']:,.0f} msg/s: cross-node p50 "
-                     f"{report.ratio(ratios['p50'])} and p99 {report.ratio(ratios['p99'])} of one "
-                     f"gateway's; registry timeouts {int(run_['cluster']['registry_timeouts'])}; "
-                     f"exactly once: one gateway {run_['single']['exactly_once']}, cluster "
-                     f"{run_['cluster']['exactly_once']}")
+        per_round = ", ".join(f"{report.ratio(r['p50'])}/{report.ratio(r['p99'])}"
+                              for r in ratios["per_round"])
+        lines.append(f"{run_['pairs']} pairs at {run_['rate']:,.0f} msg/s, median of "
+                     f"{len(run_['rounds'])} rounds: cross-node p50 {report.ratio(ratios['p50'])} "
+                     f"and p99 {report.ratio(ratios['p99'])} of one gateway's (p50/p99 per round: "
+                     f"{per_round}); registry timeouts "
+                     f"{int(run_['cluster']['registry_timeouts'])}; exactly once: one gateway "
+                     f"{run_['single']['exactly_once']}, cluster {run_['cluster']['exactly_once']}")
         failover = run_.get("failover")
         if failover:
             lines.append(f"Redis master failover: promoted {failover['promoted_after_kill_s']:.1f}"

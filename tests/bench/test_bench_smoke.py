@@ -25,7 +25,7 @@ RUNS = {
     "chat-workers": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--no-peers",
                      "--server-workers", "2"],
     "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
-    "cluster": ["--size", "9", "--rate", "60", "--duration", "2"],
+    "cluster": ["--size", "9", "--rate", "60", "--duration", "2", "--rounds", "1"],
 }
 #: Every run starts at once (six benches, each with a server and two generator processes):
 #: on a busy two-core machine the last one finishes minutes after an idle machine's ~40 s.
