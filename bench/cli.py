@@ -6,6 +6,7 @@
     python -m bench storm  --size 2000 --messages 20
     python -m bench cluster --size 60 --rate 400 --nodes 3
     python -m bench chat   --target 10.0.0.5:8765 --secret "$KEY" --server-pid 1234
+    python -m bench chat   --store sqlite,scylla    # the same load on each store in turn
 
 Without --target the bench starts `switchboard serve` itself (fresh data dir per size, rate
 limits raised, group limit fitted to the fanout size) and stops it afterwards.
@@ -53,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
                        help="cluster: also SIGSTOP a gateway with sends pending (default on)")
     where.add_argument("--rounds", type=int, default=3,
                        help="cluster: steady phases on each target, alternated (default 3)")
+    where.add_argument("--store", default="sqlite",
+                       help="comma-separated stores for the server started here, each measured "
+                            "in turn: sqlite, scylla (default sqlite)")
+    where.add_argument("--cql", metavar="HOST[,HOST...]:PORT",
+                       help="scylla: a running ScyllaDB or Cassandra cluster (each server gets "
+                            "a fresh keyspace, RF 1); default: a Cassandra dev node started "
+                            "for the run (switchboard.tools.devcassandra)")
     size = p.add_argument_group("size and load")
     size.add_argument("--size", help="comma-separated sizes, each run in turn (hold: "
                                      "connections, chat: pairs, fanout: group members, storm: "
@@ -120,9 +128,19 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
             raise ValueError("--target needs --secret or --data-dir to mint device tokens")
     elif args.secret or args.data_dir or args.server_pid:
         raise ValueError("--secret, --data-dir and --server-pid only apply with --target")
-    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm", "cluster") else 1)
     if scenario.NAME == "cluster" and args.target:
         raise ValueError("cluster starts its own servers: --target does not apply")
+    args.stores = [s.strip() for s in args.store.split(",") if s.strip()]
+    unknown = sorted(set(args.stores) - {"sqlite", "scylla"})
+    if unknown or not args.stores:
+        raise ValueError(f"--store: sqlite and/or scylla, not {', '.join(unknown) or 'nothing'}")
+    if args.target and args.stores != ["sqlite"]:
+        raise ValueError("--store picks the store of a server started here, not of a --target")
+    if args.cql and "scylla" not in args.stores:
+        raise ValueError("--cql needs --store scylla")
+    if scenario.NAME == "cluster" and args.stores != ["sqlite"]:
+        raise ValueError("cluster: its gateways share one SQLite file (--store sqlite)")
+    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm", "cluster") else 1)
     args.workers = max(args.workers or 2, math.ceil(connections / PER_WORKER))
 
 
@@ -133,7 +151,10 @@ async def _main(args: argparse.Namespace, scenario) -> int:
     started = time.time()
     async with Pool(args.workers, args.source_addrs) as pool:
         ctx = Context(args, pool, run_dir, prefix=secrets.token_hex(3))
-        runs = [await scenario.run(ctx, size) for size in args.sizes]
+        try:
+            runs = [await scenario.run(ctx, size) for size in args.sizes]
+        finally:
+            await ctx.close()
     doc = {
         "scenario": scenario.NAME,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

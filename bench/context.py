@@ -3,8 +3,11 @@ targets it may start (Switchboard, started here or given by --target, and the pe
 from __future__ import annotations
 
 import argparse
+import asyncio
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import targets
 from .gen import Pool
@@ -17,16 +20,49 @@ class Context:
     run_dir: Path
     prefix: str                      # makes user ids unique per run (a --target keeps state)
     notes: list[str] = field(default_factory=list)
+    _cassandra: Any = None           # the dev node started for --store scylla without --cql
+    _cassandra_dir: Any = None       # its data, gone with the run
 
-    def switchboard(self, max_group_members: int = 1000,
-                    cprofile: Path | None = None) -> targets.Target:
+    def switchboard(self, max_group_members: int = 1000, cprofile: Path | None = None,
+                    store: str | None = None) -> targets.Target:
         """The Switchboard under test: the --target, or a fresh server in a temporary data
-        dir (fresh per size, so memory figures do not carry over)."""
+        dir (fresh per size, so memory figures do not carry over) on `store` (default: the
+        first of --store)."""
         args = self.args
         if args.target:
             return targets.ExternalSwitchboard(args.target, args.secret, args.server_pid)
         return targets.SpawnedSwitchboard(self.run_dir, max_group_members, cprofile,
-                                          workers=args.server_workers)
+                                          workers=args.server_workers,
+                                          store=store or args.stores[0], cql=self.cql)
+
+    def switchboards(self, cprofile: Path | None = None) -> list[targets.Target]:
+        """One Switchboard per --store (the profile, if any, is the first one's)."""
+        if self.args.target:
+            return [self.switchboard(cprofile=cprofile)]
+        return [self.switchboard(cprofile=cprofile if i == 0 else None, store=store)
+                for i, store in enumerate(self.args.stores)]
+
+    async def cql(self) -> tuple[list[str], int]:
+        """Where the scylla store's server connects: --cql, or a dev node started once for
+        the whole run (full JIT: it serves the measurement, not a quick test)."""
+        if self.args.cql:
+            hosts, _, port = self.args.cql.rpartition(":")
+            return hosts.split(","), int(port)
+        if self._cassandra is None:
+            from switchboard.tools.devcassandra import CassandraCluster
+            self._cassandra_dir = tempfile.TemporaryDirectory(prefix="bench-cassandra-")
+            node = CassandraCluster(self._cassandra_dir.name, 1, full_jit=True, heap_mb=1024)
+            await asyncio.to_thread(node.start)
+            self._cassandra = node
+            self.notes.append("scylla store: a Cassandra 5.0 dev node on this machine, sharing "
+                              "its cores with the server and the generator (RF 1)")
+        return self._cassandra.hosts, self._cassandra.port
+
+    async def close(self) -> None:
+        if self._cassandra is not None:
+            await asyncio.to_thread(self._cassandra.stop, graceful=False)  # data is thrown away
+            self._cassandra = None
+            self._cassandra_dir.cleanup()
 
     def peers(self) -> list[targets.Target]:
         found, notes = targets.peers(self.run_dir)

@@ -199,11 +199,14 @@ class SwitchboardDevice(Device):
             return
         kind = server_frame.WhichOneof("body")
         if kind == "deliver":
-            feed = self.order.feed
+            deliver = server_frame.deliver
+            order = self.order
+            ready = [r for f in deliver.floors for r in order.floor(f.chat_id, f.seq)]
+            ready += [r for message in deliver.messages for r in order.feed(message)]
             on_deliver = self.on_deliver
-            for message in server_frame.deliver.messages:
-                for ready in feed(message):
-                    k, t_ns = HEADER.unpack_from(ready.body)
+            for message in ready:
+                if not message.HasField("membership"):  # the set-up's member changes
+                    k, t_ns = HEADER.unpack_from(message.body)
                     on_deliver(k, t_ns)
             self._schedule_acks()
         elif kind == "send_ack":

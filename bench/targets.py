@@ -44,6 +44,9 @@ SERVER_ENV = {
     "SWITCHBOARD_METRICS_PORT": "0",
 }
 LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
+METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics)")
+STORE_REQUESTS = re.compile(r'^switchboard_store_requests_total\{kind="(\w+)"\} ([\d.e+]+)$',
+                            re.MULTILINE)
 START_TIMEOUT = 30.0
 
 
@@ -141,13 +144,19 @@ class SpawnedSwitchboard(Target):
     name = "switchboard"
 
     def __init__(self, log_dir: Path, max_group_members: int = 1000,
-                 cprofile: Path | None = None, workers: int = 1) -> None:
+                 cprofile: Path | None = None, workers: int = 1, store: str = "sqlite",
+                 cql=None) -> None:
         super().__init__()
         if workers > 1 and cprofile is not None:
             raise ValueError("--profile profiles one process: not with --server-workers")
         self.workers = workers
+        self.store = store
+        self._cql = cql  # async () -> (hosts, port), for the scylla store
+        if store != "sqlite":
+            self.name = f"switchboard-{store}"
         if workers > 1:
-            self.name = f"switchboard x{workers}"
+            self.name = f"{self.name} x{workers}"
+        self.metrics_url: str | None = None
         self.log_dir = log_dir
         self.max_group_members = max_group_members
         self.cprofile = cprofile
@@ -158,7 +167,8 @@ class SpawnedSwitchboard(Target):
     async def start(self) -> "SpawnedSwitchboard":
         self._data_dir = tempfile.TemporaryDirectory(prefix="switchboard-bench-")
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=self.secret, **SERVER_ENV,
-                   SWITCHBOARD_LIMITS_MAX_GROUP_MEMBERS=str(max(1000, self.max_group_members)))
+                   SWITCHBOARD_LIMITS_MAX_GROUP_MEMBERS=str(max(1000, self.max_group_members)),
+                   **await self._store_env())
         runner = [sys.executable]
         if self.cprofile is not None:
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]
@@ -171,6 +181,8 @@ class SpawnedSwitchboard(Target):
         self._child = Child("switchboard", argv, self.log_dir, env)
         match = await self._child.start(LISTENING)
         self.endpoint = Endpoint("switchboard", match.group(1) + "/v1/ws", self.secret)
+        metrics = METRICS.search(self._child.log_path.read_text(errors="replace"))
+        self.metrics_url = metrics.group(1) if metrics else None
         if self.workers > 1:
             # the workers hold the connections; the supervisor is counted too (it only waits,
             # so its share of any delta is next to nothing)
@@ -180,6 +192,26 @@ class SpawnedSwitchboard(Target):
         else:
             self.pids = {"server": self._child.pid}
         return self
+
+    async def _store_env(self) -> dict[str, str]:
+        if self.store != "scylla":
+            return {"SWITCHBOARD_STORE_KIND": self.store}
+        hosts, port = await self._cql()
+        return {"SWITCHBOARD_STORE_KIND": "scylla", "SWITCHBOARD_STORE_HOSTS": ",".join(hosts),
+                "SWITCHBOARD_STORE_PORT": str(port),
+                "SWITCHBOARD_STORE_KEYSPACE": f"bench_{secrets.token_hex(6)}",
+                "SWITCHBOARD_STORE_REPLICATION_STRATEGY": "SimpleStrategy",
+                "SWITCHBOARD_STORE_REPLICATION_FACTOR": "1"}
+
+    async def store_requests(self) -> dict[str, float]:
+        """The store's requests so far by kind (reads, writes, conditional), from /metrics;
+        empty for a store that does not count them (SQLite: one transaction per flush)."""
+        if self.metrics_url is None:
+            return {}
+        import urllib.request
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(self.metrics_url, timeout=5).read().decode())
+        return {kind: float(value) for kind, value in STORE_REQUESTS.findall(text)}
 
     async def stop(self) -> None:
         if self._child is not None:

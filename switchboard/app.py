@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from switchboard.config import (MIN_SECRET_BYTES, Config, ConfigError, parse_addresses,
                                 parse_peers, read_secret_file)
 from switchboard.core.auth import SigningKeys, TokenAuthority
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import ServerIds
@@ -52,8 +53,9 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                                       read_seq=r.read_seq)
                      for u, r in sorted(members.items())])).SerializeToString())
 
-    def note_receipt(chat_id: str, user: str, delivered: int, read: int) -> None:
-        router.note_receipt(chat_id, user, delivered, read)
+    def note_receipt(chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        router.note_receipt(chat_id, user, delivered, read, public_read)
 
     def presence_changed(user: str, online: bool, last_seen_ms: int) -> None:
         router.presence_changed(user, online, last_seen_ms)
@@ -67,8 +69,9 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
 
     tasks = TaskGroup()
     metrics = GatewayMetrics()
-    chats = ChatService(store, max_group_members=limits.max_group_members)
+    blocks = Blocks(store)
     settings = Settings(store)
+    chats = ChatService(store, blocks=blocks, max_group_members=limits.max_group_members)
     devices = Devices(store, max_devices=limits.max_devices)
     receipts: ReceiptService
 
@@ -76,19 +79,21 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
         receipts.sent(chat_id, sender, seq)
 
     messages = MessageService(
-        store, chats, ServerIds(config.server.node_id), fanout=fanout, sent=sent,
+        store, chats, ServerIds(config.server.node_id), settings=settings, blocks=blocks,
+        fanout=fanout, sent=sent,
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                         "max_pending": config.writer.max_pending,
                         "ack_delay": config.writer.ack_delay},
         on_flush=metrics.observe_flush)
-    receipts = ReceiptService(store, chats, settings, messages.writer, push=push_receipt,
+    receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
                               route=note_receipt, flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
-    presence = PresenceFanout(store, chats, settings, interval=config.timers.presence_interval,
+    presence = PresenceFanout(store, chats, settings, blocks,
+                              interval=config.timers.presence_interval,
                               max_subscriptions=limits.max_presence_subscriptions,
                               on_local_change=presence_changed, shared_last_seen=shared_last_seen)
-    node = GatewayNode(hub, presence, chats, settings, devices, receipts, tasks)
+    node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, tasks)
     if config.cluster.enabled:
         router = _mesh_router(config, messages, node)
         router_fanout = router.committed
@@ -97,7 +102,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
         router_fanout = node.deliver
     tokens, jwks = _tokens(config)
     return Gateway(config, tokens=tokens, jwks=jwks,
-                   services=Services(store, chats, messages, settings, receipts, devices),
+                   services=Services(store, chats, messages, settings, receipts, devices, blocks),
                    router=router, hub=hub, presence=presence,
                    timers=TimerService(config.timers.tick), limits=_user_limits(config),
                    metrics=metrics, tasks=tasks)

@@ -57,7 +57,11 @@ _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 TLS_VERSIONS = ("1.2", "1.3")
-STORE_KINDS = ("sqlite", "memory")
+STORE_KINDS = ("sqlite", "memory", "scylla")
+REPLICATION_STRATEGIES = ("NetworkTopologyStrategy", "SimpleStrategy")
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE")
+SERIAL_CONSISTENCY_LEVELS = ("SERIAL", "LOCAL_SERIAL")
 MIN_SECRET_BYTES = 32
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
@@ -150,9 +154,29 @@ class WriterConfig:
 
 @dataclass(slots=True)
 class StoreConfig:
-    """Where messages, chats and devices are kept (switchboard/core/stores.py opens it)."""
-    kind: str = "sqlite"    # sqlite: one embedded file; memory: nothing kept after exit
+    """Where messages, chats and devices are kept (switchboard/core/stores.py opens it).
+    The keys after `path` are the ScyllaDB store's (docs/storage.md)."""
+    kind: str = "sqlite"    # sqlite: one embedded file; memory: nothing kept after exit;
+                            # scylla: a ScyllaDB (or Cassandra) cluster shared by every gateway
     path: str = ""          # sqlite: the database file; "" means <server.data_dir>/switchboard.db
+    hosts: str = "127.0.0.1"  # scylla: contact points "host,host,..." (the driver finds the rest)
+    port: int = 9042
+    keyspace: str = "switchboard"
+    replication_strategy: str = "NetworkTopologyStrategy"  # or SimpleStrategy (one datacenter)
+    replication_factor: int = 3  # copies in every datacenter, unless replication_dcs says
+    replication_dcs: str = ""    # per datacenter, "dc1:3,dc2:3" (NetworkTopologyStrategy)
+    consistency: str = "LOCAL_QUORUM"         # reads and writes
+    serial_consistency: str = "LOCAL_SERIAL"  # the Paxos phase of conditional writes
+    local_dc: str = ""       # the datacenter to talk to; "" takes the first contact point's
+    username: str = ""       # PasswordAuthenticator; "" connects without credentials
+    password: str = ""
+    tls_ca: str = ""         # PEM CA bundle: TLS to the cluster, server certificates verified
+    tls_cert: str = ""       # PEM client certificate and key, for client authentication
+    tls_key: str = ""
+    request_timeout: float = 10.0  # s: a request without an answer fails (outcome unknown)
+    max_in_flight: int = 1024      # requests on the wire at once; more wait their turn
+    create_schema: bool = True     # create the keyspace and tables at start when missing;
+                                   # false: `switchboard admin store migrate` does it
 
 
 @dataclass(slots=True)
@@ -391,6 +415,11 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: value {value!r} out of range")
     choices = {"tls.min_version": (config.tls.min_version, TLS_VERSIONS),
                "store.kind": (config.store.kind, STORE_KINDS),
+               "store.replication_strategy": (config.store.replication_strategy,
+                                              REPLICATION_STRATEGIES),
+               "store.consistency": (config.store.consistency.upper(), CONSISTENCY_LEVELS),
+               "store.serial_consistency": (config.store.serial_consistency.upper(),
+                                            SERIAL_CONSISTENCY_LEVELS),
                "log.level": (config.log.level.upper(), LOG_LEVELS),
                "log.format": (config.log.format, LOG_FORMATS)}
     for key, (value, allowed) in choices.items():
@@ -401,6 +430,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("tls.cert and tls.key: set both (TLS on) or neither (plaintext)")
     if config.cluster.enabled:
         _validate_cluster(config)
+    if config.store.kind == "scylla":
+        _validate_scylla(config)
     if config.auth.jwks_url and config.auth.jwks_file:
         raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
     for algorithm in config.auth.algorithms.split(","):
@@ -485,6 +516,42 @@ def _validate_cluster(config: Config) -> None:
 
 def _loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def parse_datacenters(value: str) -> dict[str, int]:
+    """"dc1:3,dc2:3" -> {"dc1": 3, "dc2": 3}; ConfigError naming store.replication_dcs."""
+    result = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, factor = item.rpartition(":")
+        if not sep or not name.replace("-", "").replace("_", "").isalnum() \
+                or not factor.isdigit() or int(factor) < 1:
+            raise ConfigError(f"store.replication_dcs: {item!r} is not datacenter:factor")
+        result[name] = int(factor)
+    return result
+
+
+def _validate_scylla(config: Config) -> None:
+    store = config.store
+    if not [host for host in store.hosts.split(",") if host.strip()]:
+        raise ConfigError("store.hosts: at least one contact point")
+    if not store.keyspace.replace("_", "").isalnum() or len(store.keyspace) > 48:
+        raise ConfigError(f"store.keyspace: {store.keyspace!r} must be letters, digits and _ "
+                          "(at most 48)")
+    checks = {"store.port": 0 < store.port < 65536,
+              "store.replication_factor": store.replication_factor >= 1,
+              "store.request_timeout": store.request_timeout > 0,
+              "store.max_in_flight": store.max_in_flight >= 1}
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key}: value {getattr(store, key.partition('.')[2])!r} out of range")
+    parse_datacenters(store.replication_dcs)
+    if bool(store.tls_cert) != bool(store.tls_key):
+        raise ConfigError("store.tls_cert and store.tls_key: set both (client certificate) or "
+                          "neither")
+    if bool(store.username) != bool(store.password):
+        raise ConfigError("store.username and store.password: set both or neither")
+    store.consistency = store.consistency.upper()
+    store.serial_consistency = store.serial_consistency.upper()
 
 
 def read_secret_file(path: str, key: str, minimum: int = 1) -> bytes:

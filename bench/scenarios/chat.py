@@ -210,12 +210,13 @@ async def totals(worker: Worker) -> dict:
 async def run(ctx, size: int) -> dict:
     args = ctx.args
     profiler = Profiler(ctx.run_dir / f"profile-chat-{size}") if args.profile else None
-    targets = [ctx.switchboard(cprofile=profiler.cprofile_path if profiler else None)]
+    targets = ctx.switchboards(cprofile=profiler.cprofile_path if profiler else None)
+    profiled_target = targets[0]
     if args.peers:
         targets += ctx.peers()
     results = []
     for target in targets:
-        profiled = profiler if target.name == "switchboard" else None
+        profiled = profiler if target is profiled_target else None
         async with target:
             result = await _sweep(ctx, target, size, profiled)
         if profiled is not None:  # after stop: cProfile writes its file when the server exits
@@ -242,6 +243,7 @@ async def _sweep(ctx, target, pairs: int, profiler: Profiler | None) -> dict:
     drain = max(10.0, 3 * args.duration)
     if profiler is not None:
         await profiler.start(target.main_pid)
+    requests_before = await _store_requests(target)
     with Progress(1 + len(args.loads), f"{target.name}: sweep", "step") as bar:
         saturation = await _measure(ctx, target, "bench.scenarios.chat:probe",
                                     dict(window=window, duration=args.duration, drain=drain))
@@ -260,14 +262,25 @@ async def _sweep(ctx, target, pairs: int, profiler: Profiler | None) -> dict:
     if profiler is not None:
         await profiler.stop()
     counts = _sum(await pool.run("bench.scenarios.chat:totals"))
+    requests = {kind: n - requests_before.get(kind, 0)
+                for kind, n in (await _store_requests(target)).items()}
     server = {role: s.as_dict() for role, s in target.sample().items()}
     await pool.run("bench.gen:close_all")
-    needs_ack = target.name == "switchboard"
+    needs_ack = target.endpoint.kind == "switchboard"
     exactly_once = (counts["delivered"] == counts["sent"] and counts["anomalies"] == 0 and
                     (counts["acked"] == counts["sent"] if needs_ack else True))
+    per_message = ({kind: n / counts["sent"] for kind, n in requests.items()}
+                   if requests and counts["sent"] else None)
     return {"target": target.name, "note": target.note, "devices": opened,
             "saturation": saturation, "steps": steps, "counts": counts,
-            "exactly_once": exactly_once, "processes": server}
+            "exactly_once": exactly_once, "processes": server,
+            "store_requests_per_message": per_message}
+
+
+async def _store_requests(target) -> dict[str, float]:
+    """Database requests by kind so far (a store that counts them), else {}."""
+    read = getattr(target, "store_requests", None)
+    return await read() if read is not None else {}
 
 
 async def _measure(ctx, target, fn: str, kwargs) -> dict:
@@ -313,7 +326,7 @@ def _half_load(result: dict) -> dict | None:
 
 def _ratios(results: list[dict]) -> dict:
     """Switchboard against each peer: saturation throughput and p99 at half load."""
-    ours = next((r for r in results if r["target"] == "switchboard"), None)
+    ours = next((r for r in results if r["target"].startswith("switchboard")), None)
     out = {}
     if ours is None:
         return out
@@ -363,10 +376,17 @@ def summary(doc: dict) -> list[str]:
             p99 = report.ratio(r["p99_at_half_load"])
             lines.append(f"{run_['pairs']} pairs: Switchboard / {peer}: throughput "
                          f"{report.ratio(r['throughput'])}, p99 at half load {p99}")
-    if lines:
+    if any(peer.startswith(("picows", "ws-")) for run_ in doc["runs"] for peer in run_["ratios"]):
         lines.append("Switchboard does strictly more work per message than either peer: it "
-                     "authenticates, stores every message durably (SQLite) before the SendAck, "
+                     "authenticates, stores every message durably before the SendAck, "
                      "orders it per chat and tracks the receiver's ack; the peers only forward.")
+    for run_ in doc["runs"]:
+        for res in run_["targets"]:
+            per = res.get("store_requests_per_message")
+            if per:
+                lines.append(f"{run_['pairs']} pairs: {res['target']}: database requests per "
+                             "message: " + ", ".join(f"{kind} {n:.2f}" for kind, n in per.items())
+                             + f" (all {sum(per.values()):.2f})")
     for run_ in doc["runs"]:
         for res in run_["targets"]:
             if "profile" in res:

@@ -16,6 +16,12 @@ Rules:
   evidence, so a gap that a sync cannot fill does not cause a stream of syncs.
 * Messages sent by this very device (user and device match) advance `have` but are not returned:
   the app already has them from its send.
+* A membership event that adds this user starts its visible range of the chat again: `have`
+  jumps to its seq (whatever was held below is pruned), as after a removal and a re-add the
+  messages between were never visible to it and never come.
+* A floor from the server (Deliver.floors) says nothing at or below it will come on this
+  connection: `have` is raised to it when below (a gap no Sync can fill: the user was not a
+  member there, or the device acked it before losing it).
 * SendAck(chat, seq) counts our own seq as received once it is contiguous with `have`: at once
   when have == seq - 1, otherwise as a marker in the reorder buffer that the drain steps over.
   A chat's `have` never starts from a SendAck alone (except at seq 1): older messages of the
@@ -44,9 +50,12 @@ class DeliveredMessage(Protocol):
     sender_user_id: str
     sender_device_id: str
 
+    def HasField(self, name: str) -> bool: ...  # noqa: N802 - protobuf's name
+
 
 _OWN = None          # reorder-buffer marker: "this seq is our own send (SendAck seen)"
 _ABSENT = object()
+ADDED = 1            # MembershipEvent.Action.ADDED (docs/protocol.md 4.3)
 
 
 class ChatOrder:
@@ -103,12 +112,13 @@ class ChatOrder:
         seq = message.seq
         self._live.add(chat)
         have = self.have.get(chat)
-        if have is None or seq == have + 1:
+        restart = have is not None and seq > have + 1 and self._adds_me(message)
+        if have is None or seq == have + 1 or restart:  # an add of this user: a new range
             self.have[chat] = seq
             self._dirty.add(chat)
             out = [] if self._is_own(message) else [message]
             if chat in self._buffer:
-                self._drain(chat, out, prune=have is None)
+                self._drain(chat, out, prune=have is None or restart)
             return out
         if seq <= have:
             self.duplicates += 1
@@ -135,6 +145,24 @@ class ChatOrder:
         if chat_id in self._buffer:
             self._drain(chat_id, out, prune=False)
         return out
+
+    def floor(self, chat_id: str, seq: int) -> list:
+        """The server sends nothing of chat_id at or below seq on this connection: raise `have`
+        to it (when below or unknown). Returns the buffered messages this unblocks."""
+        self._live.add(chat_id)
+        have = self.have.get(chat_id)
+        if have is not None and have >= seq:
+            return []
+        out: list = []
+        self.have[chat_id] = seq
+        self._dirty.add(chat_id)
+        if chat_id in self._buffer:
+            self._drain(chat_id, out, prune=True)
+        return out
+
+    def _adds_me(self, message: DeliveredMessage) -> bool:
+        return (message.HasField("membership") and message.membership.action == ADDED
+                and self.user_id in message.membership.user_ids)
 
     def ack(self, chat_id: str, seq: int) -> None:
         """The app processed everything of `chat_id` up to `seq`. With auto_ack=False acks never
@@ -190,7 +218,7 @@ class ChatOrder:
     def _drain(self, chat: str, out: list, *, prune: bool) -> None:
         pending = self._buffer[chat]
         have = self.have[chat]
-        if prune:  # `have` just started above held entries (first message of the chat)
+        if prune:  # `have` just started or jumped above held entries
             for seq in [seq for seq in pending if seq <= have]:
                 if pending.pop(seq) is not _OWN:
                     self._buffered -= 1

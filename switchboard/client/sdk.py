@@ -11,6 +11,8 @@ Delivery semantics seen by the app:
   the same client_msg_id across reconnects and after UNAVAILABLE/RATE_LIMITED, so a retry never
   creates a second message; if it times out the outcome is unknown (zero or one copies exist).
 * `messages()` yields each message once, per chat in seq order, never this device's own sends.
+  Membership events ("X was added", "X left") are entries of the chat's log and come through
+  it too (`message.HasField("membership")`).
   With auto_ack (the default) a message is acked once it is queued for the app, so the server
   will not send it again; apps that must not lose messages on a crash between receipt and
   processing use auto_ack=False and call `ack()` after processing.
@@ -387,9 +389,10 @@ class Client:
 
     # ------------------------------------------------------------------ messages
     def messages(self) -> AsyncIterator[pb.Message]:
-        """Delivered messages, deduplicated, per chat in seq order, each once, without this
-        device's own sends. Ends after close(); raises ConnectionLost when the client stopped
-        for good (4001, 4010, 4011, 4012, reconnect=False)."""
+        """Delivered messages (membership events included), deduplicated, per chat in seq
+        order, each once, without this device's own sends. Ends after close(); raises
+        ConnectionLost when the client stopped for good (4001, 4010, 4011, 4012,
+        reconnect=False)."""
         return _Iterator(self._inbox)
 
     def events(self) -> AsyncIterator[pb.ReceiptUpdate | pb.Presence | pb.TypingUpdate |
@@ -515,6 +518,18 @@ class Client:
 
     async def settings(self) -> pb.Settings:
         return await self.update_settings()
+
+    async def block(self, user_id: str) -> None:
+        """Block a user: they can no longer create a direct chat with you or send in it
+        (ServerError BLOCKED), nor see your presence, last seen or reads."""
+        await self.request("ok", block=pb.Block(user_id=user_id))
+
+    async def unblock(self, user_id: str) -> None:
+        await self.request("ok", unblock=pb.Unblock(user_id=user_id))
+
+    async def list_blocked(self) -> list[str]:
+        """The users you blocked, sorted."""
+        return list((await self.request("blocked_list", list_blocked=pb.ListBlocked())).user_ids)
 
     async def list_devices(self) -> pb.DeviceList:
         return await self.request("device_list", list_devices=pb.ListDevices())
@@ -729,7 +744,7 @@ class Client:
             return
         kind = frame.WhichOneof("body")
         if kind == "deliver":
-            self._on_deliver(frame.deliver.messages)
+            self._on_deliver(frame.deliver)
         elif kind == "send_ack":
             self._on_send_ack(frame.request_id, frame.send_ack)
         elif kind == "error":
@@ -786,10 +801,13 @@ class Client:
             self._transmit(frames.encode(self._next_rid(), subscribe_presence=pb.SubscribePresence(
                 user_ids=list(self._presence))))
 
-    def _on_deliver(self, messages) -> None:
-        feed = self._order.feed
+    def _on_deliver(self, deliver: pb.Deliver) -> None:
         put = self._inbox.put_nowait
-        for message in messages:
+        for floor in deliver.floors:  # before the frame's messages (protocol 8.3)
+            for ready in self._order.floor(floor.chat_id, floor.seq):
+                put(ready)
+        feed = self._order.feed
+        for message in deliver.messages:
             for ready in feed(message):
                 put(ready)
         self._schedule_acks()

@@ -1,26 +1,52 @@
 """A device's sync snapshot, built from narrow reads a partitioned store answers one partition
-each: the user's chats with joined_seq (one read by user), the device's cursors (one read by
+each: the user's membership periods (one read by user), the device's cursors (one read by
 device) and the heads of those chats (one read per chat, concurrently).
 """
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from .model import Backlog
+from .model import Backlog, Period
 from .store import Store
 
 
 async def read_backlog(store: Store, user_id: str, device_id: str) -> list[Backlog]:
-    """Chats of the user whose head is above the device's cursor, by chat id. A device with no
-    cursor for a chat starts at the member's joined_seq, and so does a re-joined member whose
-    cursor is from before it left: nothing below joining is replayed."""
-    joined, cursors = await asyncio.gather(store.user_chats(user_id),
-                                           store.cursors(user_id, device_id))
-    heads = await store.heads(joined)
+    """Chats of the user, by chat id, with something visible above the device's cursor."""
+    periods, cursors = await asyncio.gather(store.user_periods(user_id),
+                                            store.cursors(user_id, device_id))
+    heads = await store.heads(periods)
     rows = []
-    for chat_id in sorted(joined):
-        cursor = max(cursors.get(chat_id, 0), joined[chat_id])
-        head = heads.get(chat_id, 0)
-        if head > cursor:
-            rows.append(Backlog(chat_id, cursor, head))
+    for chat_id in sorted(periods):
+        row = backlog_row(chat_id, periods[chat_id], cursors.get(chat_id, 0),
+                          heads.get(chat_id, 0))
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def backlog_row(chat_id: str, periods: Sequence[Period], cursor: int, head: int) -> Backlog | None:
+    """What a device with `cursor` still has to get of a chat: every seq above the cursor that
+    one of the user's periods covers, up to the head. A period ended at or below the cursor is
+    done; delivery starts at the cursor, or where the next period starts when that is higher
+    (`jumped`: a device with no cursor, or one from an earlier membership, is told where its
+    range starts again). A user who left gets the rest of its last period, then nothing."""
+    remaining = [p for p in periods if p.left_seq is None or p.left_seq > cursor]
+    if not remaining:
+        return None
+    start = max(cursor, remaining[0].joined_seq)
+    last = remaining[-1]
+    end = head if last.left_seq is None else min(head, last.left_seq)
+    if end <= start:
+        return None
+    return Backlog(chat_id, start, end, visible_above(remaining, start), start > cursor)
+
+
+def visible_above(periods: Sequence[Period], seq: int) -> tuple[Period, ...] | None:
+    """The periods that reach above `seq`, or None when that is one open period begun at or
+    below `seq` (everything above `seq` is visible). Never empty: with no period above `seq`
+    it is one that ends there (nothing more is visible)."""
+    remaining = tuple(p for p in periods if p.left_seq is None or p.left_seq > seq)
+    if len(remaining) == 1 and remaining[0].left_seq is None and remaining[0].joined_seq <= seq:
+        return None
+    return remaining or (Period(seq, seq),)

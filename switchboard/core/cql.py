@@ -113,6 +113,7 @@ class CqlSettings:
     max_in_flight: int = 1024    # requests on the wire per session
     protocol_version: int = 4
     reactor: str = "libev"
+    ssl_context: Any = None      # an ssl.SSLContext: TLS to every node (None: plaintext)
 
 
 class CqlError(StoreError):
@@ -329,7 +330,7 @@ async def connect(settings: CqlSettings) -> CqlSession:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=(PlainTextAuthProvider(settings.username, settings.password)
                        if settings.username else None),
-        connect_timeout=settings.connect_timeout,
+        connect_timeout=settings.connect_timeout, ssl_context=settings.ssl_context,
         control_connection_timeout=settings.connect_timeout,
         # a cluster that was down entirely is found again within seconds, not minutes
         reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0))

@@ -1,12 +1,13 @@
-"""A per-chat FIFO gate for sends that must wait for something before they may go on: the
-chat's member map being loaded (MessageService), the chat's previous owner finishing its sends
-(router/send_order.py). While a chat is held its sends queue in arrival order, later ones
-behind earlier ones; `release` hands them on in that order, so a device's pipelined sends reach
-the writer in the order it sent them. An idle chat costs nothing: only held chats have an
-entry."""
+"""A per-chat FIFO gate for sends that must wait for something before they may go on: what
+the owner's checks need being loaded, a membership event before them being committed
+(MessageService), the chat's previous owner finishing its sends (router/send_order.py). While a
+chat is held its sends queue in arrival order, later ones behind earlier ones; `release` hands
+them all on in that order, `take` one at a time, so a device's pipelined sends reach the writer
+in the order it sent them. An idle chat costs nothing: only held chats have an entry."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -21,7 +22,7 @@ class ChatGate:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: dict[str, list[tuple[asyncio.Future[CommitResult], SendRequest]]] = {}
+        self._held: dict[str, deque[tuple[asyncio.Future[CommitResult], SendRequest]]] = {}
 
     def __contains__(self, chat_id: str) -> bool:
         return chat_id in self._held
@@ -36,7 +37,7 @@ class ChatGate:
         future = asyncio.get_running_loop().create_future()
         held = self._held.get(send.chat_id)
         if held is None:
-            self._held[send.chat_id] = [(future, send)]
+            self._held[send.chat_id] = deque([(future, send)])
         else:
             held.append((future, send))
         return future
@@ -57,8 +58,13 @@ class ChatGate:
                 continue
             inner.add_done_callback(partial(settle, future))
 
-    def fail(self, chat_id: str, exc: BaseException) -> None:
-        """Fail every send of the chat with `exc`."""
-        for future, _ in self._held.pop(chat_id, ()):
-            if not future.done():
-                future.set_exception(exc)
+    def take(self, chat_id: str) -> tuple[asyncio.Future[CommitResult], SendRequest] | None:
+        """The chat's oldest held send and its future, out of the gate (the chat is no longer
+        held once its last is taken); None when none is held."""
+        held = self._held.get(chat_id)
+        if held is None:
+            return None
+        entry = held.popleft()
+        if not held:
+            del self._held[chat_id]
+        return entry

@@ -1,22 +1,33 @@
-"""The send path on the chat's owner: validate, check membership, hand the row to the
+"""The send path on the chat's owner: validate, check who may send, hand the row to the
 coalescing writer, and fan out what the store committed.
 
 Sequencing and dedup happen inside the store's commit (see store.py): the seq is taken from
 the chat head in the same transaction that stores the row, so it is gap-free and a retry of
 the same (chat, sender, client_msg_id) - even after a restart - returns the original.
+
+Who may send is decided from memory when everything is cached (the member map, the sender's
+settings, and in a direct chat who blocked the sender): then no task is created. Otherwise the
+send waits in its chat's FIFO gate while those load, and every later send of that chat waits
+behind it, so a chat's sends reach the writer in the order they came. Membership events go
+through the same gate and later sends wait until the event is committed: a member removed by
+it cannot slip a message in after it, an added one sends only once it is in.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Callable
 
-from .chats import ChatService
+from .blocks import Blocks
+from .chats import ChatService, is_direct, membership_message
 from .errors import DRAIN_RETRY_AFTER_MS, RETRY_AFTER_MS, Code, DomainError
+from .futures import settle
 from .gate import ChatGate
 from .ids import ServerIds, now_ms, valid_id
-from .model import CommitResult, Membership, NewMessage, SendRequest, StoredMessage
+from .model import CommitResult, Membership, NewMessage, Period, SendRequest, StoredMessage
+from .settings import Settings
 from .store import Store, StoreError
 from .tasks import TaskGroup
 from .writer import Backpressure, CoalescingWriter
@@ -34,24 +45,29 @@ MAX_MEDIA_ID = 128
 
 
 class MessageService:
-    def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, fanout: Fanout,
-                 sent: Sent | None = None, max_body_bytes: int, max_media_ids: int,
-                 writer_options: dict | None = None, on_flush=None) -> None:
+    def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, settings: Settings,
+                 blocks: Blocks, fanout: Fanout, sent: Sent | None = None, max_body_bytes: int,
+                 max_media_ids: int, writer_options: dict | None = None, on_flush=None) -> None:
         self._store = store
         self._chats = chats
         self._ids = ids
+        self._settings = settings
+        self._blocks = blocks
         self._fanout = fanout
         self._sent = sent
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, on_flush=on_flush,
                                        **(writer_options or {}))
-        self._loading = ChatGate()  # chats whose member map is loading, with the sends behind it
-        self._tasks = TaskGroup()   # member map loads
+        self._waiting = ChatGate()  # sends and events of a chat waiting for what they need
+        self._draining: set[str] = set()  # chats whose waiting ones a task hands on
+        # chat -> the latest send handed on from its gate, until its outcome is passed on
+        self._handed_on: dict[str, asyncio.Future] = {}
+        self._tasks = TaskGroup()   # those tasks, and fan-outs waiting for a member map
         self._closing = False
 
     async def close(self) -> None:
-        """Drain: sends waiting for a member map still reach the writer (they were accepted),
+        """Drain: sends waiting in a chat's gate still reach the writer (they were accepted),
         then the writer makes everything durable, and fan-outs waiting for a member map end. A
         send submitted after this is UNAVAILABLE."""
         self._closing = True
@@ -61,45 +77,127 @@ class MessageService:
 
     # ------------------------------------------------------------------ send
     def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        """Validate and queue a send; the future resolves once the row is durable.
+        """Validate and queue a send, or a membership event (`send.event`): the future resolves
+        once the row is durable.
 
-        Raises DomainError at once for what can be told without waiting. With the chat's
-        members cached (the common case) no task is created: the writer's future is returned.
-        The future fails with StoreError when the batch failed (outcome unknown: retry).
+        Raises DomainError at once for what can be told without waiting. With what the check
+        needs cached (the common case) no task is created: the writer's future is returned.
+        The future fails with StoreError when the batch failed (outcome unknown: retry). The
+        chat's sends after an event wait until it is committed (the member map they are checked
+        against changes).
         """
         chat_id = send.chat_id
-        self._validate(send)
+        if send.event is None:
+            self._validate(send)
         if self._closing:
             raise DomainError(Code.UNAVAILABLE, "server draining: reconnect", DRAIN_RETRY_AFTER_MS)
-        loading = chat_id in self._loading
-        members = None if loading else self._chats.cached_members(chat_id)
+        if chat_id not in self._draining:
+            if send.event is None:
+                public = self._cached_check(send.user, chat_id)
+                if public is not None:
+                    return self._after_handed_on(chat_id, self._submit(send, public))
+            # behind what its check needs, and behind the chat's sends already waiting: a later
+            # send must not reach the writer first when what they wait for arrives meanwhile
+            self._draining.add(chat_id)
+            self._tasks.spawn(self._drain(chat_id))
+        return self._waiting.hold(send)
+
+    def _after_handed_on(self, chat_id: str,
+                         inner: asyncio.Future[CommitResult]) -> asyncio.Future[CommitResult]:
+        """`inner`, or while sends of the chat handed on from its gate have not had their
+        outcome passed on yet (one callback more: see _release_send), a future that gets it
+        one callback later too, and is waited for in turn: the outcomes, and so the SendAcks,
+        keep the order of the sends."""
+        if chat_id not in self._handed_on:
+            return inner
+        outer = asyncio.get_running_loop().create_future()
+        inner.add_done_callback(partial(settle, outer))
+        self._hand_on(chat_id, outer)
+        return outer
+
+    def _cached_check(self, user: str, chat_id: str) -> bool | None:
+        """May `user` send to the chat, from memory alone: whether the message makes their read
+        position public (read receipts on), or None when something must be loaded first.
+        Raises DomainError when they may not."""
+        members = self._chats.cached_members(chat_id)
         if members is None:
-            # behind the member map's load, and behind the chat's sends already waiting for it:
-            # a later send must not reach the writer first when the map arrives meanwhile
-            if not loading:
-                self._tasks.spawn(self._submit_after_load(chat_id))
-            return self._loading.hold(send)
-        if send.user not in members:
+            return None
+        if user not in members:
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-        return self._submit(send)
+        settings = self._settings.cached(user)
+        if settings is None:
+            return None
+        if is_direct(chat_id):
+            blockers = self._blocks.cached_blockers(user)
+            if blockers is None:
+                return None
+            _check_blocked(user, members, blockers)
+        return settings.read_receipts
 
-    async def _submit_after_load(self, chat_id: str) -> None:
+    async def _loaded_check(self, user: str, chat_id: str) -> bool:
+        """_cached_check, loading what is not cached."""
+        members = await self._chats.members(chat_id)
+        if user not in members:
+            raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
+        settings = await self._settings.get(user)
+        if is_direct(chat_id):
+            _check_blocked(user, members, await self._blocks.blockers(user))
+        return settings.read_receipts
+
+    async def _drain(self, chat_id: str) -> None:
+        """Hand a chat's waiting sends and events to the writer one at a time, in order; new
+        ones that arrive meanwhile join the gate, so nothing overtakes them."""
         try:
-            members = await self._chats.members(chat_id)
-        except Exception as exc:
-            self._loading.fail(chat_id, exc)
+            while (entry := self._waiting.take(chat_id)) is not None:
+                future, send = entry
+                if future.done():
+                    continue
+                if send.event is None:
+                    await self._release_send(future, send)
+                else:
+                    await self._release_event(future, send)
+        finally:
+            self._draining.discard(chat_id)
+
+    async def _release_send(self, future: asyncio.Future, send: SendRequest) -> None:
+        try:
+            public = await self._loaded_check(send.user, send.chat_id)
+            inner = self._submit(send, public)
+        except Exception as exc:  # DomainError, or StoreError while loading
+            if not future.done():
+                future.set_exception(_unavailable(exc))
             return
+        inner.add_done_callback(partial(settle, future))
+        self._hand_on(send.chat_id, future)
 
-        def submit(send: SendRequest) -> asyncio.Future[CommitResult]:
-            if send.user not in members:
-                raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-            return self._submit(send)
+    def _hand_on(self, chat_id: str, future: asyncio.Future) -> None:
+        self._handed_on[chat_id] = future
+        future.add_done_callback(partial(self._passed_on, chat_id))
 
-        self._loading.release(chat_id, submit)
+    def _passed_on(self, chat_id: str, future: asyncio.Future) -> None:
+        if self._handed_on.get(chat_id) is future:
+            del self._handed_on[chat_id]
 
-    def _submit(self, send: SendRequest) -> asyncio.Future[CommitResult]:
+    async def _release_event(self, future: asyncio.Future, send: SendRequest) -> None:
+        """Submit the event and wait for its commit (on_commit updates the member map)."""
+        chat_id, event = send.chat_id, send.event
+        try:
+            await self._chats.members(chat_id)  # cached at commit: the fan-out splits on it
+            public = bool(event.actor) and (await self._settings.get(event.actor)).read_receipts
+            row = membership_message(chat_id, event, self._ids.next(), public_read=public)
+            inner = self.writer.submit(row)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(_unavailable(exc))
+            return
+        inner.add_done_callback(partial(settle, future))
+        await asyncio.wait([inner])
+        if inner.cancelled() or inner.exception() is not None:
+            self._chats.forget(chat_id)  # outcome unknown: reload the members from the store
+
+    def _submit(self, send: SendRequest, public: bool) -> asyncio.Future[CommitResult]:
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
-                         tuple(send.media_ids), self._ids.next(), now_ms())
+                         tuple(send.media_ids), self._ids.next(), now_ms(), public)
         try:
             return self.writer.submit(row)
         except Backpressure as exc:
@@ -120,47 +218,124 @@ class MessageService:
             if not 0 < len(media_id) <= MAX_MEDIA_ID:
                 raise DomainError(Code.INVALID_ARGUMENT, "media ids must be 1..128 chars")
 
+    # ------------------------------------------------------------------ fan-out
     def _on_commit(self, results: list[CommitResult]) -> None:
         """Runs right after a batch is durable, before any SendAck: group new rows per chat
-        (already in seq order) and fan each group out once."""
+        (already in seq order) and fan each group out once, split where a membership event
+        changes who gets what. A duplicate is offered again, on its own: its original may have
+        been stored by a commit whose outcome was unknown and never fanned out (a store timeout,
+        an owner that died); devices that have it drop it. A duplicate membership event may
+        never have reached the member cache either: the chat's map is reloaded for it."""
         by_chat: dict[str, list[StoredMessage]] = {}
+        again: dict[tuple[str, int], StoredMessage] = {}
         for result in results:
-            if not result.duplicate:
-                message = result.message
-                by_chat.setdefault(message.chat_id, []).append(message)
-                if self._sent is not None:
-                    self._sent(message.chat_id, message.sender_user, message.seq)
+            message = result.message
+            if result.duplicate:
+                again[(message.chat_id, message.seq)] = message
+                continue
+            by_chat.setdefault(message.chat_id, []).append(message)
+            if self._sent is not None and message.sender_user:
+                self._sent(message.chat_id, message.sender_user, message.seq)
+        for (chat_id, seq), message in sorted(again.items()):
+            if not any(m.seq == seq for m in by_chat.get(chat_id, ())):
+                if message.event is not None:
+                    self._chats.forget(chat_id)
+                self._fanout_group(chat_id, [message])
         for chat_id, messages in by_chat.items():
-            members = self._chats.cached_members(chat_id)
-            if members is not None:
-                self._fanout(chat_id, members, messages)
-            else:
-                self._tasks.spawn(self._fanout_after_load(chat_id, messages))
+            self._fanout_group(chat_id, messages)
+
+    def _fanout_group(self, chat_id: str, messages: list[StoredMessage]) -> None:
+        members = self._chats.cached_members(chat_id)
+        if members is None:
+            self._tasks.spawn(self._fanout_after_load(chat_id, messages))
+        elif any(message.event is not None for message in messages):
+            self._fanout_events(chat_id, members, messages)
+        else:
+            self._fanout(chat_id, members, messages)
+
+    def _fanout_events(self, chat_id: str, members: dict[str, Membership],
+                       messages: list[StoredMessage]) -> None:
+        """Messages before an event go to the members before it, the event to both the members
+        before and after it (whoever it adds or removes sees it), the rest to those after."""
+        before = dict(members)
+        segment: list[StoredMessage] = []
+        for message in messages:
+            if message.event is None:
+                segment.append(message)
+                continue
+            if segment:
+                self._fanout(chat_id, before, segment)
+                segment = []
+            self._chats.applied(chat_id, message.event, message.seq)
+            after = dict(self._chats.cached_members(chat_id) or {})
+            self._fanout(chat_id, {**before, **after}, [message])
+            before = after
+        if segment:
+            self._fanout(chat_id, before, segment)
 
     async def _fanout_after_load(self, chat_id: str, messages: list[StoredMessage]) -> None:
-        """The member map was evicted between the check and the commit (rare): load it; the
-        receiving connections fill any ordering gap from the store."""
+        """The member map was evicted between the check and the commit (rare): load it (it is
+        the map after the batch) and fan out from the batch's last membership event on, to the
+        users it names too; the receiving connections fill any ordering gap from the store, and
+        members before an event get what precedes it when they next sync."""
         try:
             members = await self._chats.members(chat_id)
         except StoreError:
             log.warning("fan-out of %s skipped: members unavailable; devices get it on sync", chat_id)
             return
+        events = [i for i, message in enumerate(messages) if message.event is not None]
+        if events:
+            messages = messages[events[-1]:]
+            members = {**dict.fromkeys(messages[0].event.users), **members}
         self._fanout(chat_id, members, messages)
 
     # ------------------------------------------------------------------ reads
-    async def history(self, user: str, chat_id: str, before_seq: int, limit: int) -> list[StoredMessage]:
+    async def visible_periods(self, user: str, chat_id: str) -> list[Period]:
+        """The periods of the chat the user may read (NOT_MEMBER unless a member now)."""
         membership = await self._chats.require_member(chat_id, user)
-        return await self._store.read_history(chat_id, before_seq, membership.joined_seq, limit)
+        periods = (await self._store.member_periods(chat_id, user)).get(user)
+        return periods or [Period(membership.joined_seq)]
 
-    async def mark_read(self, user: str, chat_id: str, seq: int) -> int:
+    async def read_history(self, chat_id: str, periods: list[Period], before_seq: int,
+                           limit: int) -> list[StoredMessage]:
+        """Up to `limit` messages below before_seq (0: from the newest), newest first, from
+        the periods only: the ranges between them are skipped."""
+        rows: list[StoredMessage] = []
+        for period in reversed(periods):
+            if len(rows) >= limit:
+                break
+            below = 0 if period.left_seq is None else period.left_seq + 1
+            if before_seq:
+                below = before_seq if below == 0 else min(below, before_seq)
+            if below and below <= period.joined_seq + 1:
+                continue
+            rows += await self._store.read_history(chat_id, below, period.joined_seq,
+                                                   limit - len(rows))
+        return rows
+
+    async def mark_read(self, user: str, chat_id: str, seq: int) -> tuple[int, bool]:
+        """(the user's read watermark after the update, whether this read is public: made with
+        read receipts on)."""
         await self._chats.require_member(chat_id, user)
         seq = min(seq, await self._store.head_seq(chat_id))
         try:
-            await self.writer.mark_read(chat_id, user, seq)
-            return await self._store.read_seq(chat_id, user)
+            public = (await self._settings.get(user)).read_receipts
+            await self.writer.mark_read(chat_id, user, seq, public=public)
+            return await self._store.read_seq(chat_id, user), public
         except StoreError:
-            raise DomainError(Code.UNAVAILABLE, "store unavailable",
-                              RETRY_AFTER_MS) from None
+            raise DomainError(Code.UNAVAILABLE, "store unavailable", RETRY_AFTER_MS) from None
 
     def ack(self, user: str, device: str, chat_id: str, seq: int) -> None:
         self.writer.ack_cursor(user, device, chat_id, seq)
+
+
+def _check_blocked(user: str, members: Mapping[str, Membership], blockers: frozenset[str]) -> None:
+    """In a direct chat: refused when the other user blocked the sender (and no more said)."""
+    if any(other in blockers for other in members if other != user):
+        raise DomainError(Code.BLOCKED, "refused")
+
+
+def _unavailable(exc: Exception) -> Exception:
+    if isinstance(exc, (DomainError, StoreError)):
+        return exc
+    return DomainError(Code.UNAVAILABLE, str(exc), RETRY_AFTER_MS)

@@ -6,6 +6,7 @@ machinery beyond __slots__, and no protobuf (core does not depend on the wire fo
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -34,22 +35,80 @@ class DeviceStatus(enum.Enum):
 
 class SendRequest:
     """One device's send as it travels from its connection to the chat's owner (maybe through
-    a ForwardSend): what the sender asked, before the owner checks it."""
-    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids")
+    a ForwardSend): what the sender asked, before the owner checks it. With `event` it is a
+    membership change instead (`SendRequest.membership`), travelling the same way so that it
+    takes its place among the chat's sends."""
+    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids", "event")
 
     def __init__(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                 media_ids: list[str]) -> None:
+                 media_ids: list[str], event: MembershipEvent | None = None) -> None:
         self.user = user
         self.device = device
         self.chat_id = chat_id
         self.client_msg_id = client_msg_id
         self.body = body
         self.media_ids = media_ids
+        self.event = event
+
+    @classmethod
+    def membership(cls, chat_id: str, event: MembershipEvent) -> SendRequest:
+        """A membership change to commit as the chat's next entry (from its actor, no device)."""
+        return cls(event.actor, "", chat_id, "", b"", [], event)
+
+
+class MemberAction(enum.IntEnum):
+    ADDED = 1
+    REMOVED = 2
+
+
+@dataclass(slots=True, frozen=True)
+class MembershipEvent:
+    """A change of a chat's members, stored as an entry of the chat's log with its own seq.
+
+    Committing it applies it (store.py): ADDED makes each named user who is not a member a
+    MEMBER whose visible range starts at the event; REMOVED ends each named member's range at
+    the event. `actor` made the change ("" for the operator); `users` are those it names.
+    """
+    action: MemberAction
+    actor: str
+    users: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Period:
+    """One stretch of a user's membership in a chat: messages with joined_seq < seq <= left_seq
+    are visible (left_seq None: still a member). A user removed and added again has several."""
+    joined_seq: int
+    left_seq: int | None = None
+
+    def covers(self, seq: int) -> bool:
+        return self.joined_seq < seq and (self.left_seq is None or seq <= self.left_seq)
+
+
+def next_visible(periods: Sequence[Period], after: int) -> int | None:
+    """The lowest seq above `after` that the periods (oldest first) make visible; None when
+    none does (the last one closed at or below `after`)."""
+    for period in periods:
+        if period.left_seq is None or period.left_seq > after:
+            return max(after, period.joined_seq) + 1
+    return None
+
+
+def range_end(periods: Sequence[Period], seq: int) -> int | None:
+    """The last seq of the period covering `seq` (None: open, no end)."""
+    for period in periods:
+        if period.covers(seq):
+            return period.left_seq
+    raise ValueError(f"seq {seq} is in no period")
 
 
 @dataclass(slots=True)
 class NewMessage:
-    """A send accepted by the owner, not yet sequenced: the store assigns `seq`."""
+    """A send accepted by the owner, not yet sequenced: the store assigns `seq`.
+
+    `public_read`: committing it raises the sender's public read watermark too (the sender has
+    read receipts on). `event`: a membership event (then sender_device is "" and body empty).
+    """
     chat_id: str
     sender_user: str
     sender_device: str
@@ -58,6 +117,8 @@ class NewMessage:
     media_ids: tuple[str, ...]
     server_id: int
     created_at_ms: int
+    public_read: bool = False
+    event: MembershipEvent | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +132,7 @@ class StoredMessage:
     body: bytes
     media_ids: tuple[str, ...]
     created_at_ms: int
+    event: MembershipEvent | None = None
 
 
 @dataclass(slots=True)
@@ -88,16 +150,20 @@ class CommitResult:
 class Batch:
     """What one flush of the coalescing writer commits (atomic per chat, see store.py).
 
-    `cursors` maps (user, device, chat) -> acked seq, `delivered` and `reads` map (chat, user) ->
-    delivered / read seq; all only ever move forward (the store keeps the max).
+    `cursors` maps (user, device, chat) -> acked seq; `delivered`, `reads` and `public_reads`
+    map (chat, user) -> delivered / read / public read seq; all only ever move forward (the
+    store keeps the max). A read made while the user's read receipts are on goes to
+    `public_reads` (which raises the read watermark too), one made while they are off to `reads`.
     """
     messages: list[NewMessage] = field(default_factory=list)
     cursors: dict[tuple[str, str, str], int] = field(default_factory=dict)
     reads: dict[tuple[str, str], int] = field(default_factory=dict)
     delivered: dict[tuple[str, str], int] = field(default_factory=dict)
+    public_reads: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.messages) + len(self.cursors) + len(self.reads) + len(self.delivered)
+        return (len(self.messages) + len(self.cursors) + len(self.reads) + len(self.delivered)
+                + len(self.public_reads))
 
 
 @dataclass(slots=True)
@@ -124,7 +190,7 @@ class Chat:
 @dataclass(slots=True)
 class Membership:
     role: Role
-    joined_seq: int  # messages with seq > joined_seq are visible to this member
+    joined_seq: int  # the current period: messages with seq > joined_seq are visible
 
 
 @dataclass(slots=True)
@@ -139,17 +205,28 @@ class ChatSummaryRow:
 
 @dataclass(slots=True)
 class Backlog:
-    """A chat in which a device has not acked everything (sync snapshot row)."""
+    """A chat in which a device has not received everything visible to it (sync snapshot row).
+
+    Delivery starts above `cursor`: the device's acked seq, or higher when nothing between is
+    visible to the user (`jumped`: the device must be told, a floor). `head` is the last seq to
+    deliver. `periods` is None when everything above `cursor` is visible; else the user's
+    membership periods that reach above it (gaps between them are skipped).
+    """
     chat_id: str
-    cursor: int  # highest seq acked by the device (or the member's joined_seq)
+    cursor: int
     head: int
+    periods: tuple[Period, ...] | None = None
+    jumped: bool = False
 
 
 @dataclass(slots=True)
 class Receipt:
-    """A member's watermarks in a chat."""
+    """A member's watermarks in a chat: `read_seq` is the user's real read position (their own
+    devices see it), `public_read_seq` the highest reached while their read receipts were on
+    (what others may see)."""
     delivered_seq: int
     read_seq: int
+    public_read_seq: int = 0
 
 
 @dataclass(slots=True)

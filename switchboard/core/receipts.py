@@ -6,9 +6,15 @@ changes collect in a dirty set and a flush, `flush_interval` after the first cha
 most one ReceiptUpdate per chat to each interested user - the senders whose messages the change
 covers, plus the changing user's own devices (multi-device read sync).
 
-Read receipts are mutual, as in WhatsApp: a user who turned them off has their read watermark
-hidden from others (reported as 0, left out of "read by" and of the read rollup) and sees no
-read information about others.
+Read receipts are mutual, as in WhatsApp: a user who turned them off has their reads hidden
+from others (reported as 0, left out of "read by" and of the read rollup) and sees no read
+information about others. A read made while they are off stays private for good: each user has
+a public read watermark, raised only by reads (and sends) made with read receipts on, and that
+is all others ever see; the user's own devices see the real one. A user who blocked a viewer is
+hidden from that viewer the same way.
+
+The rollups count a member from the point it joined: a member added later counts as holding
+(and having read) everything before it joined, which it can never get.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from .blocks import Blocks
 from .chats import ChatService
 from .lru import LRU
 from .model import Receipt
@@ -28,21 +35,23 @@ log = logging.getLogger(__name__)
 FRESH_LOOKBACK = 1000  # messages whose senders hear of a change to receipts not yet cached
 
 ReceiptPush = Callable[[str, str, dict[str, Receipt], int, int], None]
-"""push(user_id, chat_id, changed members' receipts, delivered_all, read_all): one user's view."""
+"""push(user_id, chat_id, changed members' receipts as that user may see them (delivered_seq,
+read_seq), delivered_all, read_all): one user's view."""
 
-NoteRoute = Callable[[str, str, int, int], None]
-"""route(chat_id, user_id, delivered, read): take a change to the service that coalesces the
-chat's pushes (the chat owner's, in cluster mode; this one by default)."""
+NoteRoute = Callable[[str, str, int, int, int], None]
+"""route(chat_id, user_id, delivered, read, public_read): take a change to the service that
+coalesces the chat's pushes (the chat owner's, in cluster mode; this one by default)."""
 
 
 class ReceiptService:
-    def __init__(self, store: Store, chats: ChatService, settings: Settings,
+    def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks,
                  writer: CoalescingWriter, *, push: ReceiptPush, route: NoteRoute | None = None,
                  flush_interval: float = 0.05, cache_chats: int = 10_000) -> None:
         """route: to the service that coalesces a chat's pushes (None: this one)."""
         self._store = store
         self._chats = chats
         self._settings = settings
+        self._blocks = blocks
         self._writer = writer
         self._flush_interval = flush_interval
         self._cache: LRU[str, dict[str, Receipt]] = LRU(cache_chats)
@@ -78,21 +87,26 @@ class ReceiptService:
     def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
         """A device of the user acked up to seq."""
         self._writer.ack_delivered(chat_id, user_id, seq)
-        self._route(chat_id, user_id, seq, 0)
+        self._route(chat_id, user_id, seq, 0, 0)
 
-    def read(self, chat_id: str, user_id: str, seq: int) -> None:
-        """The user read up to seq (already persisted by the caller)."""
-        self._route(chat_id, user_id, seq, seq)
+    def read(self, chat_id: str, user_id: str, seq: int, public: bool) -> None:
+        """The user read up to seq (already persisted by the caller), with read receipts on
+        (`public`) or off."""
+        self._route(chat_id, user_id, seq, seq, seq if public else 0)
 
     def sent(self, chat_id: str, user_id: str, seq: int) -> None:
-        """The user's own message: the store moved their watermarks; mirror it, no push."""
+        """The user's own message: the store moved their watermarks; mirror it, no push. The
+        public one moved if their read receipts are on (as the send path saw them)."""
         cached = self._cache.get(chat_id)
         if cached is not None:
             mine = cached.setdefault(user_id, Receipt(0, 0))
             mine.delivered_seq = max(mine.delivered_seq, seq)
             mine.read_seq = max(mine.read_seq, seq)
+            settings = self._settings.cached(user_id)
+            if settings is not None and settings.read_receipts:
+                mine.public_read_seq = max(mine.public_read_seq, seq)
 
-    def note(self, chat_id: str, user_id: str, delivered: int, read: int) -> None:
+    def note(self, chat_id: str, user_id: str, delivered: int, read: int, public_read: int) -> None:
         """A persisted change, to be pushed with the next flush."""
         if self._closed:
             self.not_pushed += 1
@@ -100,6 +114,7 @@ class ReceiptService:
         pending = self._dirty.setdefault(chat_id, {}).setdefault(user_id, Receipt(0, 0))
         pending.delivered_seq = max(pending.delivered_seq, delivered, read)
         pending.read_seq = max(pending.read_seq, read)
+        pending.public_read_seq = max(pending.public_read_seq, public_read)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
                 self._flush_interval, self._start_flush)
@@ -120,16 +135,26 @@ class ReceiptService:
         return cached
 
     async def rollup(self, chat_id: str, receipts: dict[str, Receipt]) -> tuple[int, int]:
-        """(delivered to all up to, read by all up to) over the current members. A member with
-        read receipts off counts as having read nothing, so nobody is "read by all" past 0."""
+        """(delivered to all up to, read by all up to) over the current members, each counted
+        from the seq it joined at. A member with read receipts off counts as having read
+        nothing since it joined; reads count only as far as they were made in public."""
         delivered_all = read_all = None
-        for user in await self._chats.members(chat_id):
+        for user, membership in (await self._chats.members(chat_id)).items():
             receipt = receipts.get(user) or Receipt(0, 0)
-            read = receipt.read_seq if (await self._settings.get(user)).read_receipts else 0
-            delivered_all = receipt.delivered_seq if delivered_all is None else min(
-                delivered_all, receipt.delivered_seq)
+            joined = membership.joined_seq
+            read = receipt.public_read_seq if (await self._settings.get(user)).read_receipts else 0
+            delivered = max(receipt.delivered_seq, joined)
+            read = max(read, joined)
+            delivered_all = delivered if delivered_all is None else min(delivered_all, delivered)
             read_all = read if read_all is None else min(read_all, read)
         return delivered_all or 0, read_all or 0
+
+    async def reads_hidden(self, viewer: str, user: str) -> bool:
+        """Whether `viewer` sees nothing of `user`'s reads: either has read receipts off, or
+        `user` blocked `viewer`."""
+        return (not (await self._settings.get(viewer)).read_receipts
+                or not (await self._settings.get(user)).read_receipts
+                or user in await self._blocks.blockers(viewer))
 
     # ------------------------------------------------------------------ flushing
     def _start_flush(self) -> None:
@@ -159,40 +184,54 @@ class ReceiptService:
         receipts = await self._of_chat(chat_id)
         changed: dict[str, Receipt] = {}
         delivered_moved: set[str] = set()
+        public_moved: set[str] = set()
         covered_from = covered_to = None
         for user, new in changes.items():
             old = receipts.setdefault(user, Receipt(0, 0))
-            top = max(new.delivered_seq, new.read_seq)
-            before = max(0, top - FRESH_LOOKBACK) if fresh else min(old.delivered_seq, old.read_seq)
-            moved = fresh
+            top = max(new.delivered_seq, new.public_read_seq)
+            before = (max(0, top - FRESH_LOOKBACK) if fresh
+                      else min(old.delivered_seq, old.public_read_seq))
             if new.delivered_seq > old.delivered_seq or fresh:
-                old.delivered_seq = max(old.delivered_seq, new.delivered_seq)
                 delivered_moved.add(user)
-                moved = True
-            if new.read_seq > old.read_seq:
-                old.read_seq = new.read_seq
-                moved = True
+            if new.public_read_seq > old.public_read_seq:
+                public_moved.add(user)
+            moved = user in delivered_moved or user in public_moved or new.read_seq > old.read_seq
+            old.delivered_seq = max(old.delivered_seq, new.delivered_seq)
+            old.read_seq = max(old.read_seq, new.read_seq)
+            old.public_read_seq = max(old.public_read_seq, new.public_read_seq)
             if moved:
-                changed[user] = Receipt(old.delivered_seq, old.read_seq)
+                changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
+            if user in delivered_moved or user in public_moved:
                 covered_from = before if covered_from is None else min(covered_from, before)
                 covered_to = top if covered_to is None else max(covered_to, top)
         if not changed:
             return
-        senders = await self._store.senders_between(chat_id, covered_from, covered_to)
+        senders = (set() if covered_from is None else
+                   await self._store.senders_between(chat_id, covered_from, covered_to))
         delivered_all, read_all = await self.rollup(chat_id, receipts)
-        hidden = {user for user in changed if not (await self._settings.get(user)).read_receipts}
+        members = await self._chats.members(chat_id)
         for target in senders | set(changed):
-            show_read = (await self._settings.get(target)).read_receipts
             visible = {}
             for user, receipt in changed.items():
                 if user == target:  # your own devices always see your own watermarks
-                    visible[user] = receipt
-                elif target not in senders:
-                    continue  # not a sender: only your own watermarks concern you
-                elif show_read and user not in hidden:
-                    visible[user] = receipt
-                elif user in delivered_moved:  # a hidden read alone would tell when they read
-                    visible[user] = Receipt(receipt.delivered_seq, 0)
+                    visible[user] = Receipt(receipt.delivered_seq, receipt.read_seq)
+                elif target in senders:
+                    # a hidden read alone is not pushed: its timing would tell when they read
+                    hidden = await self.reads_hidden(target, user)
+                    if user in delivered_moved or (user in public_moved and not hidden):
+                        visible[user] = Receipt(receipt.delivered_seq,
+                                                0 if hidden else receipt.public_read_seq)
             if visible:
-                self._push(target, chat_id, visible, delivered_all, read_all if show_read else 0)
+                self._push(target, chat_id, visible, delivered_all,
+                           await self._read_all_for(target, members, read_all))
                 self.updates_pushed += 1
+
+    async def _read_all_for(self, target: str, members, read_all: int) -> int:
+        """The read rollup as `target` may see it: 0 with its read receipts off, or while a
+        member who blocked it is in the chat (the minimum could be that member's)."""
+        if not (await self._settings.get(target)).read_receipts:
+            return 0
+        blockers = await self._blocks.blockers(target)
+        if any(user in members for user in blockers):
+            return 0
+        return read_all

@@ -21,6 +21,10 @@ class Settings:
             self._cache.put(user_id, settings)
         return settings
 
+    def cached(self, user_id: str) -> UserSettings | None:
+        """The user's settings if this process holds them (the send path does not wait)."""
+        return self._cache.use(user_id)
+
     def forget(self, user_id: str) -> None:
         """Another node changed the user's settings: reload on next use."""
         self._cache.pop(user_id, None)

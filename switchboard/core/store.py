@@ -4,10 +4,11 @@ by chat and by user can serve with single-partition reads.
 Ports (each an ABC below; a service asks for the narrowest one it needs):
 
 * `MessageLog`: a chat's messages, its head, who sent what.
-* `ChatDirectory`: chats, their members, a user's chats.
-* `Watermarks`: device cursors and the delivered/read watermarks of (chat, user).
+* `ChatDirectory`: chats, their members and membership periods, a user's chats.
+* `Watermarks`: device cursors and the delivered/read/public read watermarks of (chat, user).
 * `DeviceDirectory`: device admission, revocation, last seen.
 * `SettingsStore`: per-user settings.
+* `BlockList`: who blocked whom.
 
 `Store` bundles them with `open`, `close` and `commit`, the write path of the coalescing writer.
 Implementations, one per file: `store_sqlite.SQLiteStore` (embedded, one file),
@@ -34,11 +35,23 @@ Guarantees every implementation gives (the rest of the system relies on them, an
   never skip one.
 * **Dedup** by (chat_id, sender_user, client_msg_id), across batches, restarts and store
   instances: a duplicate gets the original row back (`CommitResult.duplicate`) and writes nothing.
-* **Watermarks** (device cursors, delivered and read) are idempotent max-upserts: they never move
-  backwards, whatever order concurrent updates land in. They may land separately from the
-  messages of the same batch: `CommitOutcome.unsaved` holds the ones that did not, for the writer
-  to send again. A new message raises its sender's delivered and read watermarks in its chat to
-  its seq (you have read what you wrote); that raise may also come back in `unsaved`.
+* **Membership events** are messages too (`NewMessage.event`), sequenced and deduplicated like
+  any other, and committing one applies it in the same per-chat atomic unit, at its seq E:
+  ADDED makes each named user who is not a current member a MEMBER with joined_seq = E - 1 and
+  a new open period (E - 1, None); REMOVED closes each named current member's open period at
+  E (left_seq = E: the event is the last message it sees) and drops it from the members and
+  from its user_chats. Names it does not concern (already a member, not a member) are left
+  alone. The stored message carries the event (`StoredMessage.event`). Chat creation makes its
+  members' first periods (0, None) and stores no event.
+* **Watermarks** (device cursors, delivered, read and public read) are idempotent max-upserts:
+  they never move backwards, whatever order concurrent updates land in. `reads` raise read and
+  delivered; `public_reads` raise public read, read and delivered (public <= read <= ... is kept
+  by raising together, never by lowering). They may land separately from the messages of the
+  same batch: `CommitOutcome.unsaved` holds the ones that did not, for the writer to send again.
+  A new message raises its sender's delivered and read watermarks in its chat to its seq (you
+  have read what you wrote), and its public read watermark too when `NewMessage.public_read`;
+  a message whose sender_user is "" (an operator's membership event) raises nothing. That raise
+  may also come back in `unsaved`.
 * **Reads** see every chat committed before they started (read-your-writes within one process).
   Multi-chat reads (`heads`, `chats`, ...) are a set of single-chat reads, not one snapshot.
 
@@ -47,10 +60,10 @@ All methods are coroutines and never block the event loop.
 from __future__ import annotations
 
 import abc
-from typing import Collection, Iterable
+from typing import Collection
 
 from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, Membership,
-                    Receipt, Role, StoredMessage, UserSettings, Visibility)
+                    Period, Receipt, Role, StoredMessage, UserSettings, Visibility)
 
 
 class StoreError(Exception):
@@ -88,8 +101,9 @@ class ChatDirectory(abc.ABC):
 
     @abc.abstractmethod
     async def create_chat(self, chat: Chat, members: dict[str, Role]) -> Chat:
-        """Create a chat with its members (joined_seq 0). Idempotent by chat_id: when the chat
-        exists already it is returned unchanged and `members` is ignored."""
+        """Create a chat with its members (joined_seq 0, each with a period (0, None)).
+        Idempotent by chat_id: when the chat exists already it is returned unchanged and
+        `members` is ignored. Later changes of members are membership events (commit)."""
 
     @abc.abstractmethod
     async def get_chat(self, chat_id: str) -> Chat | None: ...
@@ -107,17 +121,20 @@ class ChatDirectory(abc.ABC):
         """How many members each chat has; chats without members are absent."""
 
     @abc.abstractmethod
-    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        """Add users (already-members are left as they are); their joined_seq is the chat's
-        head at the time of joining. Returns the new member map."""
-
-    @abc.abstractmethod
-    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
-        """Remove users; returns the new member map."""
-
-    @abc.abstractmethod
     async def user_chats(self, user_id: str) -> dict[str, int]:
         """The chats the user is a member of, each with the member's joined_seq."""
+
+    @abc.abstractmethod
+    async def member_periods(self, chat_id: str,
+                             user_id: str | None = None) -> dict[str, list[Period]]:
+        """Every user who is or was a member of the chat (only `user_id`, when given), with
+        their membership periods, oldest first; a current member's last period is open. Users
+        never members are absent. (One read of the chat's partition.)"""
+
+    @abc.abstractmethod
+    async def user_periods(self, user_id: str) -> dict[str, list[Period]]:
+        """Every chat the user is or was a member of, with the user's periods there, oldest
+        first. (One read of the user's partition.)"""
 
 
 class Watermarks(abc.ABC):
@@ -133,7 +150,7 @@ class Watermarks(abc.ABC):
 
     @abc.abstractmethod
     async def read_seq(self, chat_id: str, user_id: str) -> int:
-        """The user's read watermark in the chat (0 when never set)."""
+        """The user's (private) read watermark in the chat (0 when never set)."""
 
     @abc.abstractmethod
     async def read_seqs(self, user_id: str, chat_ids: Collection[str]) -> dict[str, int]:
@@ -181,7 +198,27 @@ class SettingsStore(abc.ABC):
         """Change the given settings (None = leave as is); returns the result."""
 
 
-class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore):
+class BlockList(abc.ABC):
+    """Who blocked whom, readable by the blocker (blocked) and by the blocked (blockers)."""
+
+    @abc.abstractmethod
+    async def block(self, user_id: str, blocked_id: str) -> None:
+        """user_id blocks blocked_id (idempotent)."""
+
+    @abc.abstractmethod
+    async def unblock(self, user_id: str, blocked_id: str) -> None:
+        """Lift the block (idempotent: no block, nothing happens)."""
+
+    @abc.abstractmethod
+    async def blocked(self, user_id: str) -> list[str]:
+        """The users user_id blocked, sorted."""
+
+    @abc.abstractmethod
+    async def blockers(self, user_id: str) -> set[str]:
+        """The users who blocked user_id."""
+
+
+class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore, BlockList):
     @abc.abstractmethod
     async def open(self) -> None:
         """Get ready to serve (creating the schema if this store may)."""
@@ -196,4 +233,4 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
 
 
 __all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "ChatKind", "Role", "Visibility", "DeviceStatus"]
+           "SettingsStore", "BlockList", "ChatKind", "Role", "Visibility", "DeviceStatus"]

@@ -9,10 +9,11 @@ transaction or one conditional write is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Collection, Iterable
+from typing import Collection
 
-from .model import (Batch, Chat, CommitOutcome, CommitResult, DeviceRow, DeviceStatus, Membership,
-                    Receipt, Role, StoredMessage, UserSettings, Visibility)
+from .model import (Batch, Chat, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
+                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
+                    StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 
@@ -31,6 +32,9 @@ class MemoryData:
     chats: dict[str, Chat] = field(default_factory=dict)
     members: dict[str, dict[str, Membership]] = field(default_factory=dict)
     user_chats: dict[str, set[str]] = field(default_factory=dict)
+    periods: dict[str, dict[str, list[Period]]] = field(default_factory=dict)  # chat -> user ->
+    user_periods: dict[str, set[str]] = field(default_factory=dict)  # user -> chats ever joined
+    blocks: dict[str, set[str]] = field(default_factory=dict)  # blocker -> blocked
     receipts: dict[str, dict[str, Receipt]] = field(default_factory=dict)  # chat -> user ->
     cursors: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     settings: dict[str, UserSettings] = field(default_factory=dict)
@@ -66,25 +70,45 @@ class MemoryStore(Store):
             log = data.messages.setdefault(m.chat_id, [])
             stored = StoredMessage(m.chat_id, len(log) + 1, m.server_id, m.sender_user,
                                    m.sender_device, m.client_msg_id, m.body, m.media_ids,
-                                   m.created_at_ms)
+                                   m.created_at_ms, m.event)
             log.append(stored)
             data.dedup[key] = stored
-            self._raise_receipt(m.chat_id, m.sender_user, stored.seq, stored.seq)
+            if m.event is not None:
+                self._apply(m.chat_id, m.event, stored.seq)
+            if m.sender_user:
+                self._raise_receipt(m.chat_id, m.sender_user, stored.seq, stored.seq,
+                                    stored.seq if m.public_read else 0)
             results.append(CommitResult(stored, False))
         for (user, device, chat_id), seq in batch.cursors.items():
             cursors = data.cursors.setdefault((user, device), {})
             cursors[chat_id] = max(cursors.get(chat_id, 0), seq)
         for (chat_id, user), seq in batch.delivered.items():
-            self._raise_receipt(chat_id, user, seq, 0)
+            self._raise_receipt(chat_id, user, seq, 0, 0)
         for (chat_id, user), seq in batch.reads.items():
-            self._raise_receipt(chat_id, user, seq, seq)  # what was read was delivered
+            self._raise_receipt(chat_id, user, seq, seq, 0)  # what was read was delivered
+        for (chat_id, user), seq in batch.public_reads.items():
+            self._raise_receipt(chat_id, user, seq, seq, seq)
         return CommitOutcome(results)
 
-    def _raise_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+    def _raise_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                       public: int) -> None:
         receipts = self.data.receipts.setdefault(chat_id, {})
         now = receipts.get(user)
-        receipts[user] = (Receipt(delivered, read) if now is None else
-                          Receipt(max(now.delivered_seq, delivered), max(now.read_seq, read)))
+        receipts[user] = (Receipt(delivered, read, public) if now is None else
+                          Receipt(max(now.delivered_seq, delivered), max(now.read_seq, read),
+                                  max(now.public_read_seq, public)))
+
+    def _apply(self, chat_id: str, event: MembershipEvent, seq: int) -> None:
+        if event.action is MemberAction.ADDED:
+            self._add(chat_id, dict.fromkeys(event.users, Role.MEMBER), seq - 1)
+            return
+        data = self.data
+        members = data.members.get(chat_id, {})
+        for user in event.users:
+            if members.pop(user, None) is not None:
+                data.user_chats[user].discard(chat_id)
+                periods = data.periods[chat_id][user]
+                periods[-1] = Period(periods[-1].joined_seq, seq)
 
     # ------------------------------------------------------------------ messages
     async def read_messages(self, chat_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
@@ -142,29 +166,32 @@ class MemoryStore(Store):
         members = self._check().members
         return {chat_id: len(members[chat_id]) for chat_id in chat_ids if members.get(chat_id)}
 
-    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        self._add(chat_id, users, len(self._check().messages.get(chat_id, ())))
-        return self._member_map(chat_id)
-
     def _add(self, chat_id: str, users: dict[str, Role], joined_seq: int) -> None:
-        members = self.data.members.setdefault(chat_id, {})
+        data = self.data
+        members = data.members.setdefault(chat_id, {})
         for user, role in users.items():
             if user not in members:
                 members[user] = Membership(role, joined_seq)
-                self.data.user_chats.setdefault(user, set()).add(chat_id)
-
-    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
-        data = self._check()
-        members = data.members.get(chat_id, {})
-        for user in users:
-            if members.pop(user, None) is not None:
-                data.user_chats[user].discard(chat_id)
-        return self._member_map(chat_id)
+                data.user_chats.setdefault(user, set()).add(chat_id)
+                data.periods.setdefault(chat_id, {}).setdefault(user, []).append(
+                    Period(joined_seq))
+                data.user_periods.setdefault(user, set()).add(chat_id)
 
     async def user_chats(self, user_id: str) -> dict[str, int]:
         data = self._check()
         return {chat_id: data.members[chat_id][user_id].joined_seq
                 for chat_id in data.user_chats.get(user_id, ())}
+
+    async def member_periods(self, chat_id: str,
+                             user_id: str | None = None) -> dict[str, list[Period]]:
+        periods = self._check().periods.get(chat_id, {})
+        users = periods if user_id is None else [user_id] if user_id in periods else []
+        return {user: list(periods[user]) for user in users}
+
+    async def user_periods(self, user_id: str) -> dict[str, list[Period]]:
+        data = self._check()
+        return {chat_id: list(data.periods[chat_id][user_id])
+                for chat_id in data.user_periods.get(user_id, ())}
 
     # ------------------------------------------------------------------ watermarks
     async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -194,6 +221,19 @@ class MemoryStore(Store):
             now.read_receipts if read_receipts is None else bool(read_receipts),
             now.last_seen if last_seen is None else Visibility(last_seen))
         return replace(settings[user_id])
+
+    # ------------------------------------------------------------------ blocks
+    async def block(self, user_id: str, blocked_id: str) -> None:
+        self._check().blocks.setdefault(user_id, set()).add(blocked_id)
+
+    async def unblock(self, user_id: str, blocked_id: str) -> None:
+        self._check().blocks.get(user_id, set()).discard(blocked_id)
+
+    async def blocked(self, user_id: str) -> list[str]:
+        return sorted(self._check().blocks.get(user_id, ()))
+
+    async def blockers(self, user_id: str) -> set[str]:
+        return {blocker for blocker, blocked in self._check().blocks.items() if user_id in blocked}
 
     # ------------------------------------------------------------------ devices
     async def register_device(self, user_id: str, device_id: str, now_ms: int,

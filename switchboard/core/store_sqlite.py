@@ -4,13 +4,19 @@ Durability: `synchronous=FULL` makes every COMMIT fsync the WAL, so a batch the 
 survives kill -9 and power loss - the durability claim matches what is synced.
 
 Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the only
-write connection (commit, create_chat, add/remove members); reads go to a pool of two threads,
-each with its own connection. WAL lets those readers run while the writer commits, and every
-read is its own autocommit statement, so it sees every batch committed before it started.
+write connection (commit, create_chat, settings, devices, blocks); reads go to a pool of two
+threads, each with its own connection. WAL lets those readers run while the writer commits, and
+every read is its own autocommit statement, so it sees every batch committed before it started.
 
-Receipts: one row per (chat, user) holds both watermarks, each raised with max. A batch's
-`delivered` raises the delivered one; a read raises both (what was read was delivered); a new
-message raises both of its sender's to its seq, with one upsert per (chat, sender) per batch.
+Receipts: one row per (chat, user) holds the three watermarks (delivered, read, public read),
+each raised with max: one upsert per (chat, user) per batch, whatever raised it.
+
+Membership: `members` and `user_chats` hold the current members; `member_periods` every period
+of every user who ever was a member (by chat: the primary key; by user: an index). A membership
+event changes all three inside the commit transaction that stores it.
+
+Migration: a file from an older version is upgraded at open (`_migrate`): new columns by ALTER
+TABLE, new tables by CREATE TABLE IF NOT EXISTS, backfilled where the old data allows.
 
 Devices: admission (register_device) counts and inserts inside one BEGIN IMMEDIATE on the writer
 thread, so two connects of the same user cannot both take the last free slot. A revoked row is
@@ -37,12 +43,13 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterator, TypeVar
 
 import orjson
 
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    Membership, Receipt, Role, StoredMessage, UserSettings, Visibility)
+                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
+                    StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 T = TypeVar("T")
@@ -53,11 +60,15 @@ CACHED_STATEMENTS = 256
 CACHE_KIB = 32 * 1024
 NO_UPPER_BOUND = (1 << 63) - 1
 
-SCHEMA = """
+MEMBER_PERIODS_TABLE = """CREATE TABLE IF NOT EXISTS member_periods (
+    chat_id TEXT NOT NULL, user_id TEXT NOT NULL, joined_seq INTEGER NOT NULL, left_seq INTEGER,
+    PRIMARY KEY (chat_id, user_id, joined_seq)) WITHOUT ROWID"""
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS messages (
     chat_id TEXT NOT NULL, seq INTEGER NOT NULL, server_id INTEGER NOT NULL,
     sender_user TEXT NOT NULL, sender_device TEXT NOT NULL, client_msg_id TEXT NOT NULL,
-    body BLOB NOT NULL, media_ids BLOB, created_at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL, media_ids BLOB, created_at_ms INTEGER NOT NULL, event BLOB,
     PRIMARY KEY (chat_id, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages (chat_id, sender_user, client_msg_id);
 CREATE TABLE IF NOT EXISTS chats (
@@ -68,11 +79,14 @@ CREATE TABLE IF NOT EXISTS members (
     joined_seq INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS user_chats (
     user_id TEXT NOT NULL, chat_id TEXT NOT NULL, PRIMARY KEY (user_id, chat_id)) WITHOUT ROWID;
+{MEMBER_PERIODS_TABLE};
+CREATE INDEX IF NOT EXISTS member_periods_by_user ON member_periods (user_id, chat_id);
 CREATE TABLE IF NOT EXISTS chat_heads (
     chat_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (
     chat_id TEXT NOT NULL, user_id TEXT NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0,
-    read_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
+    read_seq INTEGER NOT NULL DEFAULT 0, public_read_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_cursors (
     user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
     acked_seq INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
@@ -83,15 +97,19 @@ CREATE TABLE IF NOT EXISTS devices (
     user_id TEXT NOT NULL, device_id TEXT NOT NULL, first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    user_id TEXT NOT NULL, blocked_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_by_blocked ON blocks (blocked_id, user_id);
 """
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
-                   "created_at_ms")
+                   "created_at_ms, event")
 SQL_HEAD = "SELECT last_seq FROM chat_heads WHERE chat_id = ?"
 # Only the dedup index may absorb a conflict: a clash on (chat_id, seq) still raises.
 SQL_INSERT_MESSAGE = (
     "INSERT INTO messages (chat_id, seq, server_id, sender_user, sender_device, client_msg_id, "
-    "body, media_ids, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "body, media_ids, created_at_ms, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (chat_id, sender_user, client_msg_id) DO NOTHING")
 SQL_DEDUP = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
              "WHERE chat_id = ? AND sender_user = ? AND client_msg_id = ?")
@@ -100,16 +118,16 @@ SQL_SET_HEAD = ("INSERT INTO chat_heads (chat_id, last_seq) VALUES (?, ?) ON CON
 SQL_CURSOR = ("INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq) "
               "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id, chat_id) "
               "DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)")
-# A message that was read was delivered: the delivered watermark is raised along with it. Also
-# what a new message does to its sender's watermarks (you have read what you wrote).
-SQL_READ = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (chat_id, user_id) DO UPDATE SET "
-            "delivered_seq = max(delivered_seq, excluded.read_seq), "
-            "read_seq = max(read_seq, excluded.read_seq)")
-SQL_DELIVERED = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq) "
-                 "VALUES (?, ?, ?, 0) ON CONFLICT (chat_id, user_id) DO UPDATE SET "
-                 "delivered_seq = max(delivered_seq, excluded.delivered_seq)")
-SQL_RECEIPTS = "SELECT user_id, delivered_seq, read_seq FROM receipts WHERE chat_id = ?"
+# Every watermark change is one max-upsert of the three: a delivery (d, 0, 0), a private read
+# (s, s, 0: what was read was delivered), a public one (s, s, s), a sender's own message
+# (s, s, s or 0: you have read what you wrote).
+SQL_RAISE = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq, public_read_seq) "
+             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chat_id, user_id) DO UPDATE SET "
+             "delivered_seq = max(delivered_seq, excluded.delivered_seq), "
+             "read_seq = max(read_seq, excluded.read_seq), "
+             "public_read_seq = max(public_read_seq, excluded.public_read_seq)")
+SQL_RECEIPTS = ("SELECT user_id, delivered_seq, read_seq, public_read_seq FROM receipts "
+                "WHERE chat_id = ?")
 # A bare DISTINCT makes the planner scan the whole chat in messages_dedup (chat_id is its only
 # usable term there); the ordered subquery pins the (chat_id, seq) primary-key range.
 SQL_SENDERS = ("SELECT DISTINCT sender_user FROM (SELECT sender_user FROM messages "
@@ -150,6 +168,26 @@ SQL_USER_CHATS = ("SELECT uc.chat_id, m.joined_seq FROM user_chats AS uc JOIN me
 SQL_CURSORS = "SELECT chat_id, acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?"
 SQL_READ_SEQ = "SELECT read_seq FROM receipts WHERE chat_id = ? AND user_id = ?"
 SQL_READ_SEQS = f"SELECT chat_id, read_seq FROM receipts WHERE user_id = ? AND chat_id IN {IN_IDS}"
+SQL_INSERT_MEMBER = ("INSERT OR IGNORE INTO members (chat_id, user_id, role, joined_seq) "
+                     "VALUES (?, ?, ?, ?)")
+SQL_INSERT_USER_CHAT = "INSERT OR IGNORE INTO user_chats (user_id, chat_id) VALUES (?, ?)"
+SQL_OPEN_PERIOD = ("INSERT OR IGNORE INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
+                   "VALUES (?, ?, ?, NULL)")
+SQL_IS_MEMBER = "SELECT 1 FROM members WHERE chat_id = ? AND user_id = ?"
+SQL_DELETE_MEMBER = "DELETE FROM members WHERE chat_id = ? AND user_id = ?"
+SQL_DELETE_USER_CHAT = "DELETE FROM user_chats WHERE user_id = ? AND chat_id = ?"
+SQL_CLOSE_PERIOD = ("UPDATE member_periods SET left_seq = ? "
+                    "WHERE chat_id = ? AND user_id = ? AND left_seq IS NULL")
+SQL_CHAT_PERIODS = ("SELECT user_id, joined_seq, left_seq FROM member_periods WHERE chat_id = ? "
+                    "ORDER BY user_id, joined_seq")
+SQL_MEMBER_PERIODS = ("SELECT user_id, joined_seq, left_seq FROM member_periods "
+                      "WHERE chat_id = ? AND user_id = ? ORDER BY joined_seq")
+SQL_USER_PERIODS = ("SELECT chat_id, joined_seq, left_seq FROM member_periods WHERE user_id = ? "
+                    "ORDER BY chat_id, joined_seq")
+SQL_BLOCK = "INSERT OR IGNORE INTO blocks (user_id, blocked_id) VALUES (?, ?)"
+SQL_UNBLOCK = "DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?"
+SQL_BLOCKED = "SELECT blocked_id FROM blocks WHERE user_id = ? ORDER BY blocked_id"
+SQL_BLOCKERS = "SELECT user_id FROM blocks WHERE blocked_id = ?"
 
 
 class _Connection(sqlite3.Connection):
@@ -187,9 +225,54 @@ def _transaction(conn: _Connection) -> Iterator[None]:
 
 
 def _message(chat_id: str, row: tuple) -> StoredMessage:
-    seq, server_id, user, device, client_msg_id, body, media, created = row
+    seq, server_id, user, device, client_msg_id, body, media, created, event = row
     return StoredMessage(chat_id, seq, server_id, user, device, client_msg_id, body,
-                         tuple(orjson.loads(media)) if media else (), created)
+                         tuple(orjson.loads(media)) if media else (), created,
+                         None if event is None else _decode_event(event))
+
+
+def _encode_event(event: MembershipEvent) -> bytes:
+    return orjson.dumps({"action": int(event.action), "actor": event.actor,
+                         "users": list(event.users)})
+
+
+def _decode_event(data: bytes) -> MembershipEvent:
+    fields = orjson.loads(data)
+    return MembershipEvent(MemberAction(fields["action"]), fields["actor"], tuple(fields["users"]))
+
+
+def _periods(rows) -> dict[str, list[Period]]:
+    """(key, joined_seq, left_seq) rows, ordered by key then joined_seq -> key -> periods."""
+    out: dict[str, list[Period]] = {}
+    for key, joined, left in rows:
+        out.setdefault(key, []).append(Period(joined, left))
+    return out
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to SCHEMA, in one write transaction (so
+    processes opening the file at once do it once). What cannot be recovered is made
+    conservative: membership before this version is the current period only; reads recorded
+    before it count as public only for users whose read receipts are on now."""
+    with _transaction(conn):
+        tables = {name for name, in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "messages" in tables and "event" not in _columns(conn, "messages"):
+            conn.execute("ALTER TABLE messages ADD COLUMN event BLOB")
+        if "receipts" in tables and "public_read_seq" not in _columns(conn, "receipts"):
+            conn.execute("ALTER TABLE receipts ADD COLUMN public_read_seq INTEGER NOT NULL "
+                         "DEFAULT 0")
+            hidden = ("WHERE user_id NOT IN (SELECT user_id FROM users WHERE read_receipts = 0)"
+                      if "users" in tables else "")
+            conn.execute(f"UPDATE receipts SET public_read_seq = read_seq {hidden}")
+        if "members" in tables and "member_periods" not in tables:
+            conn.execute(MEMBER_PERIODS_TABLE)
+            conn.execute("INSERT INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
+                         "SELECT chat_id, user_id, joined_seq, NULL FROM members")
 
 
 def _members(conn: sqlite3.Connection, chat_id: str) -> dict[str, Membership]:
@@ -205,6 +288,13 @@ def _chat(conn: sqlite3.Connection, chat_id: str) -> Chat | None:
 def _head(conn: sqlite3.Connection, chat_id: str) -> int:
     row = conn.execute(SQL_HEAD, (chat_id,)).fetchone()
     return 0 if row is None else row[0]
+
+
+def _raise(raises: dict[tuple[str, str], tuple[int, int, int]], key: tuple[str, str],
+           delivered: int, read: int, public: int) -> None:
+    now = raises.get(key)
+    raises[key] = ((delivered, read, public) if now is None else
+                   (max(now[0], delivered), max(now[1], read), max(now[2], public)))
 
 
 def _settings(conn: sqlite3.Connection, user_id: str) -> UserSettings:
@@ -241,6 +331,7 @@ class SQLiteStore(Store):
     def _open_writer(self) -> None:
         conn = _connect(self.path)
         conn.write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        _migrate(conn)
         conn.executescript(SCHEMA)
         self._write_conn = conn
 
@@ -298,7 +389,8 @@ class SQLiteStore(Store):
         append = results.append
         heads: dict[str, int] = {}
         moved: set[str] = set()
-        sent: dict[tuple[str, str], int] = {}  # (chat, sender) -> seq of their last new message
+        # (chat, user) -> (delivered, read, public read) raised to the max
+        raises: dict[tuple[str, str], tuple[int, int, int]] = {}
         with _transaction(conn):
             for m in batch.messages:
                 chat_id = m.chat_id
@@ -307,15 +399,20 @@ class SQLiteStore(Store):
                     head = _head(conn, chat_id)
                 seq = head + 1
                 media = orjson.dumps(m.media_ids) if m.media_ids else None
+                event = None if m.event is None else _encode_event(m.event)
                 if execute(SQL_INSERT_MESSAGE, (chat_id, seq, m.server_id, m.sender_user,
                                                 m.sender_device, m.client_msg_id, m.body, media,
-                                                m.created_at_ms)).rowcount:
+                                                m.created_at_ms, event)).rowcount:
                     heads[chat_id] = seq
                     moved.add(chat_id)
-                    sent[(chat_id, m.sender_user)] = seq
+                    if m.event is not None:
+                        self._apply(conn, chat_id, m.event, seq)
+                    if m.sender_user:
+                        _raise(raises, (chat_id, m.sender_user), seq, seq,
+                               seq if m.public_read else 0)
                     append(CommitResult(StoredMessage(
                         chat_id, seq, m.server_id, m.sender_user, m.sender_device,
-                        m.client_msg_id, m.body, m.media_ids, m.created_at_ms), False))
+                        m.client_msg_id, m.body, m.media_ids, m.created_at_ms, m.event), False))
                 else:
                     heads[chat_id] = head
                     row = execute(SQL_DEDUP, (chat_id, m.sender_user, m.client_msg_id)).fetchone()
@@ -325,16 +422,28 @@ class SQLiteStore(Store):
             if batch.cursors:
                 conn.executemany(SQL_CURSOR, [(user, device, chat_id, seq) for
                                               (user, device, chat_id), seq in batch.cursors.items()])
-            if batch.delivered:
-                conn.executemany(SQL_DELIVERED, [(chat_id, user, seq) for
-                                                 (chat_id, user), seq in batch.delivered.items()])
-            if batch.reads:
-                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
-                                            (chat_id, user), seq in batch.reads.items()])
-            if sent:
-                conn.executemany(SQL_READ, [(chat_id, user, seq, seq) for
-                                            (chat_id, user), seq in sent.items()])
+            for key, seq in batch.delivered.items():
+                _raise(raises, key, seq, 0, 0)
+            for key, seq in batch.reads.items():
+                _raise(raises, key, seq, seq, 0)
+            for key, seq in batch.public_reads.items():
+                _raise(raises, key, seq, seq, seq)
+            if raises:
+                conn.executemany(SQL_RAISE, [(chat_id, user, *seqs) for
+                                             (chat_id, user), seqs in raises.items()])
         return results
+
+    def _apply(self, conn: sqlite3.Connection, chat_id: str, event: MembershipEvent,
+               seq: int) -> None:
+        """A membership event at `seq`, inside the commit's transaction (store.py)."""
+        if event.action is MemberAction.ADDED:
+            self._insert_members(conn, chat_id, dict.fromkeys(event.users, Role.MEMBER), seq - 1)
+            return
+        for user in event.users:
+            if conn.execute(SQL_IS_MEMBER, (chat_id, user)).fetchone() is not None:
+                conn.execute(SQL_DELETE_MEMBER, (chat_id, user))
+                conn.execute(SQL_DELETE_USER_CHAT, (user, chat_id))
+                conn.execute(SQL_CLOSE_PERIOD, (seq, chat_id, user))
 
     # ------------------------------------------------------------------ messages
     async def read_messages(self, chat_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
@@ -414,40 +523,29 @@ class SQLiteStore(Store):
     async def member_counts(self, chat_ids: Collection[str]) -> dict[str, int]:
         return await self._read_by_ids(SQL_MEMBER_COUNTS, chat_ids)
 
-    async def add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        return await self._write(self._add_members, chat_id, users)
-
-    def _add_members(self, chat_id: str, users: dict[str, Role]) -> dict[str, Membership]:
-        conn = self._write_conn
-        with _transaction(conn):
-            self._insert_members(conn, chat_id, users, _head(conn, chat_id))
-            members = _members(conn, chat_id)
-        return members
-
     @staticmethod
     def _insert_members(conn: sqlite3.Connection, chat_id: str, users: dict[str, Role],
                         joined_seq: int) -> None:
-        conn.executemany("INSERT OR IGNORE INTO members (chat_id, user_id, role, joined_seq) "
-                         "VALUES (?, ?, ?, ?)",
-                         [(chat_id, user, int(role), joined_seq) for user, role in users.items()])
-        conn.executemany("INSERT OR IGNORE INTO user_chats (user_id, chat_id) VALUES (?, ?)",
-                         [(user, chat_id) for user in users])
-
-    async def remove_members(self, chat_id: str, users: Iterable[str]) -> dict[str, Membership]:
-        return await self._write(self._remove_members, chat_id, list(users))
-
-    def _remove_members(self, chat_id: str, users: list[str]) -> dict[str, Membership]:
-        conn = self._write_conn
-        with _transaction(conn):
-            conn.executemany("DELETE FROM members WHERE chat_id = ? AND user_id = ?",
-                             [(chat_id, user) for user in users])
-            conn.executemany("DELETE FROM user_chats WHERE user_id = ? AND chat_id = ?",
-                             [(user, chat_id) for user in users])
-            members = _members(conn, chat_id)
-        return members
+        """Users not yet members join with a new open period; members are left alone."""
+        for user, role in users.items():
+            if conn.execute(SQL_INSERT_MEMBER, (chat_id, user, int(role), joined_seq)).rowcount:
+                conn.execute(SQL_INSERT_USER_CHAT, (user, chat_id))
+                conn.execute(SQL_OPEN_PERIOD, (chat_id, user, joined_seq))
 
     async def user_chats(self, user_id: str) -> dict[str, int]:
         return await self._read(self._pairs, SQL_USER_CHATS, (user_id,))
+
+    async def member_periods(self, chat_id: str,
+                             user_id: str | None = None) -> dict[str, list[Period]]:
+        if user_id is None:
+            return await self._read(self._period_rows, SQL_CHAT_PERIODS, (chat_id,))
+        return await self._read(self._period_rows, SQL_MEMBER_PERIODS, (chat_id, user_id))
+
+    async def user_periods(self, user_id: str) -> dict[str, list[Period]]:
+        return await self._read(self._period_rows, SQL_USER_PERIODS, (user_id,))
+
+    def _period_rows(self, sql: str, params: tuple) -> dict[str, list[Period]]:
+        return _periods(self._local.conn.execute(sql, params))
 
     # ------------------------------------------------------------------ watermarks
     async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -468,7 +566,7 @@ class SQLiteStore(Store):
         return await self._read(self._receipts, chat_id)
 
     def _receipts(self, chat_id: str) -> dict[str, Receipt]:
-        return {user: Receipt(delivered, read) for user, delivered, read
+        return {user: Receipt(delivered, read, public) for user, delivered, read, public
                 in self._local.conn.execute(SQL_RECEIPTS, (chat_id,))}
 
     async def senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
@@ -479,6 +577,27 @@ class SQLiteStore(Store):
     def _senders_between(self, chat_id: str, after_seq: int, upto_seq: int) -> set[str]:
         return {user for user, in self._local.conn.execute(SQL_SENDERS,
                                                            (chat_id, after_seq, upto_seq))}
+
+    # ------------------------------------------------------------------ blocks
+    async def block(self, user_id: str, blocked_id: str) -> None:
+        await self._write(self._write_one, SQL_BLOCK, (user_id, blocked_id))
+
+    async def unblock(self, user_id: str, blocked_id: str) -> None:
+        await self._write(self._write_one, SQL_UNBLOCK, (user_id, blocked_id))
+
+    def _write_one(self, sql: str, params: tuple) -> None:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.execute(sql, params)
+
+    async def blocked(self, user_id: str) -> list[str]:
+        return await self._read(self._column, SQL_BLOCKED, (user_id,))
+
+    async def blockers(self, user_id: str) -> set[str]:
+        return set(await self._read(self._column, SQL_BLOCKERS, (user_id,)))
+
+    def _column(self, sql: str, params: tuple) -> list:
+        return [value for value, in self._local.conn.execute(sql, params)]
 
     # ------------------------------------------------------------------ users and devices
     async def get_settings(self, user_id: str) -> UserSettings:

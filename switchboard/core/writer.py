@@ -78,6 +78,7 @@ class CoalescingWriter:
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._delivered: dict[tuple[str, str], int] = {}
         self._reads: dict[tuple[str, str], int] = {}
+        self._public_reads: dict[tuple[str, str], int] = {}
         self._read_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._updates_due = False
         self._task: asyncio.Task[None] | None = None
@@ -135,12 +136,14 @@ class CoalescingWriter:
             self._updates_due = True
             self._kick()
 
-    def mark_read(self, chat: str, user: str, seq: int) -> asyncio.Future[None]:
-        """Raise the user's read watermark; the future resolves once it is durable."""
+    def mark_read(self, chat: str, user: str, seq: int, *,
+                  public: bool = False) -> asyncio.Future[None]:
+        """Raise the user's read watermark (and the public one too when `public`: the user's
+        read receipts are on); the future resolves once it is durable."""
         if self._closed:
             raise RuntimeError("writer is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        _raise_to(self._reads, (chat, user), seq)
+        _raise_to(self._public_reads if public else self._reads, (chat, user), seq)
         self._read_waiters.setdefault((chat, user), []).append(future)
         self._updates_due = True
         self._kick()
@@ -152,7 +155,7 @@ class CoalescingWriter:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        if self._cursors or self._delivered or self._reads:
+        if self._cursors or self._delivered or self._reads or self._public_reads:
             self._updates_due = True
         if self._queue or self._updates_due:
             self._kick()
@@ -227,12 +230,12 @@ class CoalescingWriter:
             else:
                 future.set_exception(outcome.failed.get(message.chat_id)
                                      or StoreError(f"chat {message.chat_id} not committed"))
-        unsaved_reads = outcome.unsaved.reads
+        unsaved = outcome.unsaved
         for key, waiting in read_waiters.items():
             for future in waiting:
                 if future.done():
                     continue
-                if key in unsaved_reads:
+                if key in unsaved.reads or key in unsaved.public_reads:
                     future.set_exception(StoreError(f"read watermark of {key} not saved"))
                 else:
                     future.set_result(None)
@@ -252,14 +255,15 @@ class CoalescingWriter:
             queue.popleft()
             messages.append(msg)
             futures.append(future)
-        batch = Batch(messages, self._cursors, self._reads, self._delivered)
-        self._cursors, self._reads, self._delivered = {}, {}, {}
+        batch = Batch(messages, self._cursors, self._reads, self._delivered, self._public_reads)
+        self._cursors, self._reads, self._delivered, self._public_reads = {}, {}, {}, {}
         self._updates_due = False
         return batch, futures
 
     def _merge_back(self, batch: Batch) -> None:
         for pending, failed in ((self._cursors, batch.cursors), (self._delivered, batch.delivered),
-                                (self._reads, batch.reads)):
+                                (self._reads, batch.reads),
+                                (self._public_reads, batch.public_reads)):
             for key, seq in failed.items():
                 _raise_to(pending, key, seq)
 

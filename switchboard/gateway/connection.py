@@ -11,6 +11,13 @@ anything else (a gap, a full window, a sync backlog) raises `head` and the pump 
 missing range from the store. At most `delivery_window` messages are in flight; no progress for
 `retransmit_after` rewinds `sent` to `acked`. Nothing is buffered per connection beyond the
 transport's write buffer, which is capped (close 4008, resync).
+
+Membership ranges: a user removed from a chat and added again sees the chat in stretches
+(core/model.py Period). A stream whose user's range is not one open stretch carries `ranges`;
+the pump sends only inside them, stops where the last one ends, and crosses a gap only once
+everything before it is acked: then it tells the device the new floor (a Deliver with
+`floors`) and goes on from there. A membership event naming the user, delivered or offered,
+makes the stream read its ranges from the store again before it sends more.
 """
 from __future__ import annotations
 
@@ -25,11 +32,12 @@ from typing import TYPE_CHECKING, Callable
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
-from switchboard.core.backlog import read_backlog
+from switchboard.core.backlog import read_backlog, visible_above
+from switchboard.core.chats import is_direct
 from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import (Backlog, CommitResult, DeviceStatus, Membership, SendRequest,
-                                    StoredMessage)
+from switchboard.core.model import (Backlog, CommitResult, DeviceStatus, Membership, Period,
+                                    SendRequest, StoredMessage, next_visible, range_end)
 from switchboard.core.ratelimit import TokenBucket
 from switchboard.core.store import StoreError
 from switchboard.proto.codes import Close
@@ -60,14 +68,22 @@ class State(enum.IntEnum):
     CLOSED = 4
 
 
-class Stream:
-    """Delivery state of one chat on one connection."""
-    __slots__ = ("acked", "sent", "head")
+# Stream.ranges when a membership event named the user: read the ranges again before sending
+# (compared by identity)
+STALE: tuple[Period, ...] = (Period(0, 0),)
 
-    def __init__(self, acked: int, head: int) -> None:
+
+class Stream:
+    """Delivery state of one chat on one connection. `ranges`: None while everything above
+    `acked` is visible to the user (the common case), else the user's membership periods that
+    reach above it, or STALE."""
+    __slots__ = ("acked", "sent", "head", "ranges")
+
+    def __init__(self, acked: int, head: int, ranges: tuple[Period, ...] | None = None) -> None:
         self.acked = acked
         self.sent = acked
         self.head = head
+        self.ranges = ranges
 
 
 class SyncRun:
@@ -401,6 +417,8 @@ class Connection(WSListener):
                 stream.acked = item.seq
                 self._ack_cursor(item.chat_id, item.seq)
                 progressed = True
+                if _ended(stream):
+                    del self.streams[item.chat_id]
         if progressed:
             self.last_progress = now
             self._maybe_pump()
@@ -425,10 +443,12 @@ class Connection(WSListener):
         self._start_sync(frame.request_id)
 
     def _on_typing(self, frame: pb.ClientFrame, now: float) -> None:
-        members = self.gw.services.chats.cached_members(frame.typing.chat_id)
-        if members is None or self.user not in members:
-            self._on_request(frame, now)  # checks membership against the store, then relays
-        else:
+        chat_id = frame.typing.chat_id
+        members = self.gw.services.chats.cached_members(chat_id)
+        blockers = self.gw.services.blocks.cached_blockers(self.user)
+        if members is None or self.user not in members or blockers is None:
+            self._on_request(frame, now)  # checks against the store, then relays
+        elif not (is_direct(chat_id) and any(user in blockers for user in members)):
             self.relay_typing(frame.typing, members)
 
     def relay_typing(self, typing: pb.Typing, members: Mapping[str, Membership]) -> None:
@@ -547,11 +567,15 @@ class Connection(WSListener):
             return
         if last > stream.head:
             stream.head = last
-        if first > stream.sent + 1 or self.inflight + len(messages) > self.gw.window:
+        if any(m.event is not None and self.user in m.event.users for m in messages):
+            stream.ranges = STALE  # the user's range of the chat changes here: read it again
+        if (first > stream.sent + 1 or self.inflight + len(messages) > self.gw.window
+                or stream.ranges is not None):
             self._maybe_pump()
             return
-        if first <= stream.sent or any(m.sender_device == self.device and m.sender_user == self.user
-                                       for m in messages):
+        if first <= stream.sent or any(
+                m.event is not None or m.sender_device == self.device and m.sender_user == self.user
+                for m in messages):
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
@@ -563,7 +587,15 @@ class Connection(WSListener):
 
     def _deliver(self, stream: Stream, messages: list[StoredMessage]) -> bool:
         """Send `messages` (contiguous after stream.sent), leaving out this device's own.
-        Stops between frames when the transport is backed up; False when it did."""
+        Stops between frames when the transport is backed up; False when it did. Stops after
+        a membership event naming this user that its known ranges do not foresee: what follows
+        may not be visible to it."""
+        for i, m in enumerate(messages):
+            if (m.event is not None and self.user in m.event.users
+                    and not _foreseen(stream.ranges, m.seq)):
+                messages = messages[:i + 1]
+                stream.ranges = STALE
+                break
         others = [m for m in messages
                   if not (m.sender_device == self.device and m.sender_user == self.user)]
         last = messages[-1]
@@ -633,13 +665,11 @@ class Connection(WSListener):
             self.sync.messages += sent - stream.sent
         stream.sent = sent
 
-    def forget_chat(self, chat_id: str) -> None:
-        stream = self.streams.pop(chat_id, None)
+    def recheck_chat(self, chat_id: str) -> None:
+        """The user was removed from the chat: read its range again before sending more."""
+        stream = self.streams.get(chat_id)
         if stream is not None:
-            self.inflight -= stream.sent - stream.acked
-        if self.sync is not None:
-            self.sync.targets.pop(chat_id, None)
-            self._check_sync()
+            stream.ranges = STALE
 
     def _maybe_pump(self) -> None:
         if self.pump_task is None and self.state == State.OPEN and self.inflight < self.gw.window:
@@ -648,7 +678,6 @@ class Connection(WSListener):
 
     async def _pump(self) -> None:
         """Fill the window from the store, chat by chat, until nothing is behind or it is full."""
-        store = self.gw.services.store
         try:
             progressed = True
             while progressed and self.state == State.OPEN:
@@ -659,21 +688,66 @@ class Connection(WSListener):
                         return
                     if stream.sent >= stream.head:
                         continue
-                    rows = await store.read_messages(chat_id, stream.sent, min(room, PAGE))
-                    self.gw.stats.sync_pages += 1
-                    if self.state != State.OPEN or self.streams.get(chat_id) is not stream:
-                        continue
-                    rows = [r for r in rows if r.seq > stream.sent]
-                    if not rows or rows[0].seq != stream.sent + 1:
-                        # the store has nothing past `sent`: `head` came from a stale hint
-                        stream.head = stream.sent
-                        continue
-                    progressed = self._deliver(stream, rows)
+                    progressed = await self._pump_chat(chat_id, stream, room) or progressed
         except StoreError:
             log.warning("pump for %s/%s stopped: store unavailable", self.user, self.device)
         finally:
             self.pump_task = None
             self._check_sync()
+
+    async def _pump_chat(self, chat_id: str, stream: Stream, room: int) -> bool:
+        """One read of a chat's next messages; whether it made progress."""
+        store = self.gw.services.store
+        limit = min(room, PAGE)
+        if stream.ranges is not None:
+            if stream.ranges is STALE:
+                periods = (await store.member_periods(chat_id, self.user)).get(self.user, [])
+                if self.state != State.OPEN or self.streams.get(chat_id) is not stream:
+                    return False
+                stream.ranges = visible_above(periods, stream.acked)
+                return True
+            limit = self._within_ranges(chat_id, stream, limit)
+            if limit <= 0:
+                return False
+        rows = await store.read_messages(chat_id, stream.sent, limit)
+        self.gw.stats.sync_pages += 1
+        if self.state != State.OPEN or self.streams.get(chat_id) is not stream:
+            return False
+        rows = [r for r in rows if r.seq > stream.sent]
+        if not rows or rows[0].seq != stream.sent + 1:
+            # the store has nothing past `sent`: `head` came from a stale hint
+            stream.head = stream.sent
+            return False
+        return self._deliver(stream, rows)
+
+    def _within_ranges(self, chat_id: str, stream: Stream, limit: int) -> int:
+        """How many seqs after `sent` may go out now: up to the end of the range `sent` is in.
+        At the end of a range, cross the gap to the next once everything is acked (and tell the
+        device the new floor); after the last range, the stream is done."""
+        ranges = stream.ranges
+        following = next_visible(ranges, stream.sent)
+        if following is None:  # past the last range: nothing more, ever (unless re-added)
+            stream.head = stream.sent
+            if _ended(stream):
+                del self.streams[chat_id]
+            return 0
+        if following > stream.sent + 1:
+            if stream.acked < stream.sent:
+                return 0  # the acks bring the pump back
+            stream.acked = stream.sent = following - 1
+            self._send_floors([(chat_id, stream.acked)])
+            stream.ranges = visible_above(ranges, stream.acked)  # None: plain again
+            if stream.ranges is None:
+                return limit
+        end = range_end(ranges, following)
+        return limit if end is None else min(limit, end - stream.sent)
+
+    def _send_floors(self, floors: list[tuple[str, int]]) -> None:
+        """Tell the device where delivery of these chats continues (protocol 8.3)."""
+        if floors:
+            self.send_frame(pb.ServerFrame(deliver=pb.Deliver(floors=[
+                pb.ChatSeq(chat_id=chat_id, seq=seq) for chat_id, seq in floors
+            ])).SerializeToString())
 
     def _write_blocked(self) -> bool:
         """More than a frame waits in the outbound buffer: hold back what can wait."""
@@ -684,9 +758,14 @@ class Connection(WSListener):
 
     # ------------------------------------------------------------------ sync
     def _start_sync(self, request_id: int) -> None:
+        """A Sync replays each chat from `acked`. The device asks for one when it sees a gap; if
+        its watermark is below where this connection resumes (the gap is one it may never fill)
+        the floors tell it to move up (protocol 8.3)."""
         for stream in self.streams.values():
             self.inflight -= stream.sent - stream.acked
             stream.sent = stream.acked
+        self._send_floors([(chat_id, stream.acked) for chat_id, stream in self.streams.items()
+                           if stream.acked])
         self.sync = SyncRun(request_id)
         self.gw.tasks.spawn(self._load_backlog(self.sync))
 
@@ -714,14 +793,22 @@ class Connection(WSListener):
         self._check_sync()
 
     def _adopt(self, backlog: list[Backlog]) -> None:
-        """Streams from the store's view: a chat behind its head starts at the device's cursor;
-        a stream that exists already only learns the new head."""
+        """Streams from the store's view: a chat behind its head starts at the device's cursor,
+        or where the user's range starts again (the device is told: a floor); a stream that
+        exists already only learns the new head and the ranges."""
+        floors = []
         for row in backlog:
             stream = self.streams.get(row.chat_id)
             if stream is None:
-                self.streams[row.chat_id] = Stream(row.cursor, row.head)
-            elif row.head > stream.head:
+                self.streams[row.chat_id] = Stream(row.cursor, row.head, row.periods)
+                if row.jumped:
+                    floors.append((row.chat_id, row.cursor))
+                continue
+            if row.head > stream.head:
                 stream.head = row.head
+            if row.periods is not None and stream.ranges is None:
+                stream.ranges = row.periods
+        self._send_floors(floors)
 
     def _check_sync(self) -> None:
         sync = self.sync
@@ -837,6 +924,20 @@ class Connection(WSListener):
         self._arm(self.closing_at)
 
 
+def _foreseen(ranges: tuple[Period, ...] | None, seq: int) -> bool:
+    """Whether the known ranges start or end at `seq` (a membership event of the user there)."""
+    return (ranges is not None and ranges is not STALE
+            and any(p.left_seq == seq or p.joined_seq == seq - 1 for p in ranges))
+
+
+def _ended(stream: Stream) -> bool:
+    """The user's last range of the chat ended and the device acked all of it: the stream has
+    nothing left to do (a re-add offers the chat anew)."""
+    ranges = stream.ranges
+    return (ranges is not None and ranges is not STALE and stream.acked == stream.sent
+            and next_visible(ranges, stream.acked) is None)
+
+
 _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]] = {
     "send": Connection._on_send,
     "ack": Connection._on_ack,
@@ -856,4 +957,7 @@ _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]]
     "list_devices": Connection._on_request,
     "revoke_device": Connection._on_request,
     "get_receipts": Connection._on_request,
+    "block": Connection._on_request,
+    "unblock": Connection._on_request,
+    "list_blocked": Connection._on_request,
 }

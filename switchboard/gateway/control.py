@@ -8,10 +8,11 @@ the connection closes. Operations:
   address, state and messages in flight.
 * {"op": "device_revoked", "user": U, "device": D}: the admin CLI revoked D in the store; this
   worker forgets it was admitted and closes its connection with 4011.
-* {"op": "chat_changed", "chat_id": C, "change": "added"|"removed", "users": [U...]}: the
-  admin CLI changed C's members in the store; this worker reloads the member map (new members
-  may send at once) and stops delivering C to removed users' connections. `change` and
-  `users` are for the log only.
+* {"op": "chat_changed", "chat_id": C, "seq": S, "change": "added"|"removed", "users": [U...]}:
+  the admin CLI changed C's members in the store with the membership event at seq S; this
+  worker reloads the member map (new members may send at once), offers the event to its
+  connected devices of the members before and after it, and has removed users' connections
+  stop C at their range's end. `change` and `users` are for the log only.
 
 Every change is logged at INFO with what it was and who asked (the admin process's pid and
 uid, read from the socket with SO_PEERCRED).
@@ -116,11 +117,17 @@ class ControlServer:
             after = await chats.members(chat_id)
             gone = [user for user in before if user not in after]
             gw.router.invalidate(Invalidation.CHAT_MEMBERS, chat_id, gone)
+            seq = int(request.get("seq") or 0)
+            event = await gw.services.store.read_messages(chat_id, seq - 1, 1) if seq else []
+            if event and event[0].seq == seq and event[0].event is not None:
+                named = dict.fromkeys(event[0].event.users)
+                gw.hub.deliver(chat_id, {**named, **dict.fromkeys(before), **after}, event)
             change = request.get("change") or "changed"
             users = [str(u) for u in request.get("users") or ()]
-            log.info("admin (%s): chat %s members %s %s; %d members now, %d removed here",
-                     who, chat_id, change, ", ".join(users) or "?", len(after), len(gone),
-                     extra={"admin": who, "chat_id": chat_id, "change": change, "users": users})
+            log.info("admin (%s): chat %s members %s %s at seq %d; %d members now, %d removed here",
+                     who, chat_id, change, ", ".join(users) or "?", seq, len(after), len(gone),
+                     extra={"admin": who, "chat_id": chat_id, "change": change, "users": users,
+                            "seq": seq})
             return {"members": len(after), "dropped": len(gone)}
         raise ValueError(f"unknown op {op!r}")
 

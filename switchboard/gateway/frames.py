@@ -31,6 +31,8 @@ def deliver(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chunk]:
     size = 0
     for row in rows:
         cost = len(row.body) + sum(len(m) for m in row.media_ids) + _MESSAGE_OVERHEAD
+        if row.event is not None:
+            cost += sum(len(user) + 2 for user in row.event.users)
         if batch and size + cost > max_frame_bytes:
             chunks.append(_chunk(batch))
             batch, size = [], 0

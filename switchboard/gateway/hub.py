@@ -69,8 +69,9 @@ class Hub:
                     if exclude is None or (conn.user, conn.device) != exclude:
                         conn.send_frame(data)
 
-    def drop_chat(self, chat_id: str, users: list[str]) -> None:
-        """Members left the chat: their connections stop tracking it."""
+    def recheck_chat(self, chat_id: str, users: list[str]) -> None:
+        """Members left the chat: their connections read where their range of it ends before
+        they send any more of it (its tail up to their removal is still theirs)."""
         for user in users:
             for conn in self.devices_of(user):
-                conn.forget_chat(chat_id)
+                conn.recheck_chat(chat_id)

@@ -175,6 +175,16 @@ class _GatewayCollector(Collector):
                        "some of their chats (outcome unknown)", writer.failures)
         yield _counter("switchboard_store_failed_chats", "chats whose messages a commit failed "
                        "(their senders retry)", writer.failed_chats)
+        store_stats = getattr(gw.services.store, "stats", None)
+        if store_stats is not None:  # a store that counts its requests (the ScyllaDB one)
+            requests = CounterMetricFamily("switchboard_store_requests", "requests sent to the "
+                                           "database, by kind (conditional: a Paxos round)",
+                                           labels=["kind"])
+            for kind in ("reads", "writes", "conditional"):
+                requests.add_metric([kind], getattr(store_stats, kind))
+            yield requests
+            yield _counter("switchboard_store_conditional_lost", "conditional batches lost to "
+                           "another writer of the chat (retried)", store_stats.conditional_lost)
         yield m.batch_rows.family("switchboard_writer_batch_rows",
                                   "rows (messages, cursors, receipts) per committed batch")
         yield m.flush_seconds.family("switchboard_writer_flush_seconds",

@@ -7,6 +7,7 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import now_ms
@@ -27,7 +28,7 @@ CATCH_UP_SLICE = 256  # connections whose cursors are read at once
 
 class GatewayNode:
     def __init__(self, hub: Hub, presence: PresenceFanout, chats: ChatService,
-                 settings: Settings, devices: Devices, receipts: ReceiptService,
+                 settings: Settings, devices: Devices, receipts: ReceiptService, blocks: Blocks,
                  tasks: TaskGroup) -> None:
         self._hub = hub
         self._presence = presence
@@ -35,6 +36,7 @@ class GatewayNode:
         self._settings = settings
         self._devices = devices
         self._receipts = receipts
+        self._blocks = blocks
         self._tasks = tasks
 
     def deliver(self, chat_id: str, members: Mapping[str, Any], messages: list[StoredMessage]) -> None:
@@ -43,16 +45,21 @@ class GatewayNode:
     def push(self, users: Collection[str], data: bytes, exclude: tuple[str, str] | None) -> None:
         self._hub.push_to_users(users, data, exclude)
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
-        self._receipts.note(chat_id, user, delivered, read)
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        self._receipts.note(chat_id, user, delivered, read, public_read)
 
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
         if kind is Invalidation.CHAT_MEMBERS:
             self._chats.forget(key)
-            self._hub.drop_chat(key, removed)
+            self._hub.recheck_chat(key, removed)
         elif kind is Invalidation.USER_SETTINGS:
             self._settings.forget(key)
             self._tasks.spawn(self._presence.refresh_privacy(key))
+        elif kind is Invalidation.USER_BLOCKS:
+            self._blocks.forget(key)
+            for conn in self._hub.devices_of(key):
+                self._tasks.spawn(self._presence.recheck(conn))
 
     def kick(self, user: str, device: str, code: int, reason: str, before_ms: int) -> None:
         if code == Close.DEVICE_REVOKED:
@@ -98,5 +105,5 @@ class GatewayNode:
         return len(chosen)
 
     def cluster_changed(self) -> None:
-        for service in (self._chats, self._settings, self._devices, self._receipts):
+        for service in (self._chats, self._settings, self._devices, self._receipts, self._blocks):
             service.forget_all()

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService, direct_chat_id
 from switchboard.core.ids import valid_id
 from switchboard.core.model import Visibility
@@ -26,7 +27,7 @@ HIDDEN = (False, 0)
 
 
 class PresenceFanout:
-    def __init__(self, store: Store, chats: ChatService, settings: Settings, *,
+    def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks, *,
                  interval: float, max_subscriptions: int, on_local_change: LocalChange,
                  shared_last_seen: Callable[[str], Awaitable[int | None]]) -> None:
         """on_local_change: whether a user is online through this node flipped (tell the other
@@ -35,6 +36,7 @@ class PresenceFanout:
         self._store = store
         self._chats = chats
         self._settings = settings
+        self._blocks = blocks
         self.interval = interval
         self.max_subscriptions = max_subscriptions
         self.registry = PresenceRegistry(self.changed, on_local_change)
@@ -90,15 +92,23 @@ class PresenceFanout:
     async def refresh_privacy(self, subject: str) -> None:
         """The subject changed who may see them: re-decide for every current subscriber."""
         for conn in list(self._subscribers.get(subject, ())):
-            if conn.presence is None or subject not in conn.presence:
-                continue
-            allowed = await self._allowed(conn.user, subject)
-            state = await self._state(subject) if allowed else HIDDEN
-            if conn.presence is None or subject not in conn.presence:
-                continue  # closed or unsubscribed while we looked
-            if conn.presence.get(subject) != (state if allowed else None):
-                conn.presence[subject] = state if allowed else None
-                conn.send_frame(_frame(subject, state))
+            await self._redecide(conn, subject)
+
+    async def recheck(self, conn: Connection) -> None:
+        """Who blocked the connection's user changed: re-decide each of its subscriptions."""
+        for subject in list(conn.presence or ()):
+            await self._redecide(conn, subject)
+
+    async def _redecide(self, conn: Connection, subject: str) -> None:
+        if conn.presence is None or subject not in conn.presence:
+            return
+        allowed = await self._allowed(conn.user, subject)
+        state = await self._state(subject) if allowed else HIDDEN
+        if conn.presence is None or subject not in conn.presence:
+            return  # closed or unsubscribed while we looked
+        if conn.presence.get(subject) != (state if allowed else None):
+            conn.presence[subject] = state if allowed else None
+            conn.send_frame(_frame(subject, state))
 
     # ------------------------------------------------------------------ changes
     def changed(self, subject: str) -> None:
@@ -144,6 +154,8 @@ class PresenceFanout:
     async def _allowed(self, viewer: str, subject: str) -> bool:
         if viewer == subject:
             return True
+        if subject in await self._blocks.blockers(viewer):
+            return False
         visibility = (await self._settings.get(subject)).last_seen
         if visibility is Visibility.EVERYONE:
             return True

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from switchboard.core.chats import is_direct
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import StoredMessage, Visibility
+from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage, Visibility
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
@@ -46,14 +47,16 @@ class Requests:
 
     # ------------------------------------------------------------------ messages
     async def _history(self, conn: Connection, rid: int, req: pb.History) -> bytes:
+        """Every range the user was a member for, newest first, the gaps between them left out."""
         self._spend("history", conn.user)
         limit = req.limit or DEFAULT_HISTORY
+        periods = await self._messages.visible_periods(conn.user, req.chat_id)
         page: list[StoredMessage] = []
         size = 0
         before = req.before_seq
         while True:
-            rows = await self._messages.history(conn.user, req.chat_id, before,
-                                                min(HISTORY_READ, limit + 1 - len(page)))
+            rows = await self._messages.read_history(req.chat_id, periods, before,
+                                                     min(HISTORY_READ, limit + 1 - len(page)))
             for row in rows:
                 if len(page) == limit or page and size + len(row.body) > HISTORY_PAGE_BYTES:
                     return frames.history_page(rid, req.chat_id, page, True)
@@ -64,39 +67,46 @@ class Requests:
             before = rows[-1].seq
 
     async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
-        read_seq = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
-        self._gw.services.receipts.read(req.chat_id, conn.user, read_seq)
+        read_seq, public = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
+        self._gw.services.receipts.read(req.chat_id, conn.user, read_seq, public)
         return pb.ServerFrame(request_id=rid, read_ack=pb.ReadAck(
             chat_id=req.chat_id, read_seq=read_seq)).SerializeToString()
 
     async def _get_receipts(self, conn: Connection, rid: int, req: pb.GetReceipts) -> bytes:
+        """n counts the current members who were members when the message was sent (a member
+        added later can never hold it); k those of them whose reads the asker may see."""
         await self._chats.require_member(req.chat_id, conn.user)
         rows = await self._store.read_messages(req.chat_id, req.seq - 1, 1) if req.seq else []
         if not rows or rows[0].seq != req.seq:
             raise DomainError(Code.NOT_FOUND, f"no message {req.seq} in {req.chat_id}")
         sender = rows[0].sender_user
-        settings = self._gw.services.settings
+        receipts_service = self._gw.services.receipts
         receipts = await self._store.receipts(req.chat_id)  # reads are durable before ReadAck
-        show_read = (await settings.get(conn.user)).read_receipts
-        others = [user for user in await self._chats.members(req.chat_id) if user != sender]
-        delivered = read_by = 0
+        periods = await self._store.member_periods(req.chat_id)
+        others = [user for user in await self._chats.members(req.chat_id) if user != sender
+                  and any(period.covers(req.seq) for period in periods.get(user, ()))]
+        delivered = 0
         readers = []
         for user in others:
             receipt = receipts.get(user)
             if receipt is None:
                 continue
             delivered += receipt.delivered_seq >= req.seq
-            if show_read and receipt.read_seq >= req.seq and (await settings.get(user)).read_receipts:
-                read_by += 1
+            if (receipt.public_read_seq >= req.seq
+                    and not await receipts_service.reads_hidden(conn.user, user)):
                 readers.append(user)
         return pb.ServerFrame(request_id=rid, receipt_status=pb.ReceiptStatus(
             chat_id=req.chat_id, seq=req.seq, member_count=len(others), delivered_count=delivered,
-            read_count=read_by, read_by=sorted(readers))).SerializeToString()
+            read_count=len(readers), read_by=sorted(readers))).SerializeToString()
 
     async def _typing(self, conn: Connection, rid: int, req: pb.Typing) -> None:
-        """Slow path of a typing frame: the chat's members were not cached."""
+        """Slow path of a typing frame: the chat's members or the user's blockers were not
+        cached. In a direct chat whose other user blocked this one it is dropped unanswered."""
         await self._chats.require_member(req.chat_id, conn.user)
-        conn.relay_typing(req, await self._chats.members(req.chat_id))
+        members = await self._chats.members(req.chat_id)
+        blockers = await self._gw.services.blocks.blockers(conn.user)
+        if not (is_direct(req.chat_id) and any(user in blockers for user in members)):
+            conn.relay_typing(req, members)
 
     # ------------------------------------------------------------------ chats
     async def _create_chat(self, conn: Connection, rid: int, req: pb.CreateChat) -> bytes:
@@ -116,19 +126,28 @@ class Requests:
 
     async def _add_members(self, conn: Connection, rid: int, req: pb.AddMembers) -> bytes:
         self._spend("member_add", conn.user, max(1, len(req.user_ids)))
-        await self._chats.add_members(conn.user, req.chat_id, list(req.user_ids))
-        self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id)
+        for event in await self._chats.plan_add(conn.user, req.chat_id, list(req.user_ids)):
+            await self._commit_event(req.chat_id, event)
         return await self._chat_info(rid, req.chat_id)
 
     async def _remove_members(self, conn: Connection, rid: int, req: pb.RemoveMembers) -> bytes:
-        before = set(await self._chats.members(req.chat_id))
-        after = await self._chats.remove_members(conn.user, req.chat_id, list(req.user_ids))
-        self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, req.chat_id,
-                                   [u for u in before if u not in after])
-        if conn.user not in after:
+        events = await self._chats.plan_remove(conn.user, req.chat_id, list(req.user_ids))
+        for event in events:
+            await self._commit_event(req.chat_id, event)
+        if any(conn.user in event.users for event in events):  # left: no longer sees the chat
             chat = await self._chats.get_chat(req.chat_id)
-            return frames.chat_info(rid, chat, after, await self._store.head_seq(req.chat_id))
+            return frames.chat_info(rid, chat, await self._chats.members(req.chat_id),
+                                    await self._store.head_seq(req.chat_id))
         return await self._chat_info(rid, req.chat_id)
+
+    async def _commit_event(self, chat_id: str, event: MembershipEvent) -> None:
+        """Through the chat's owner, as the chat's next entry; then every node reloads the
+        member map (the owner changed its own at the commit)."""
+        try:
+            await self._gw.router.submit_event(chat_id, event)
+        finally:  # an unknown outcome too: the map is read again
+            removed = list(event.users) if event.action is MemberAction.REMOVED else []
+            self._gw.router.invalidate(Invalidation.CHAT_MEMBERS, chat_id, removed)
 
     async def _list_chats(self, conn: Connection, rid: int, req: pb.ListChats) -> bytes:
         return frames.chat_list(rid, await self._chats.list_chats(conn.user))
@@ -170,6 +189,23 @@ class Requests:
         return pb.ServerFrame(request_id=rid, settings=pb.Settings(
             read_receipts=settings.read_receipts, last_seen=int(settings.last_seen),
             invisible=conn.invisible)).SerializeToString()
+
+    # ------------------------------------------------------------------ blocking
+    async def _block(self, conn: Connection, rid: int, req: pb.Block) -> bytes:
+        self._spend("chat", conn.user)
+        await self._gw.services.blocks.block(conn.user, req.user_id)
+        self._gw.router.invalidate(Invalidation.USER_BLOCKS, req.user_id)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _unblock(self, conn: Connection, rid: int, req: pb.Unblock) -> bytes:
+        self._spend("chat", conn.user)
+        await self._gw.services.blocks.unblock(conn.user, req.user_id)
+        self._gw.router.invalidate(Invalidation.USER_BLOCKS, req.user_id)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _list_blocked(self, conn: Connection, rid: int, req: pb.ListBlocked) -> bytes:
+        return pb.ServerFrame(request_id=rid, blocked_list=pb.BlockedList(
+            user_ids=await self._gw.services.blocks.blocked(conn.user))).SerializeToString()
 
     # ------------------------------------------------------------------ devices
     async def _list_devices(self, conn: Connection, rid: int, req: pb.ListDevices) -> bytes:

@@ -21,6 +21,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from switchboard.config import Config, ConfigError
 from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
+from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import now_ms
@@ -83,6 +84,7 @@ class Services:
     settings: Settings
     receipts: ReceiptService
     devices: Devices
+    blocks: Blocks
 
 
 class Gateway:

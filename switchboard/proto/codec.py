@@ -3,7 +3,7 @@ mesh (between nodes) share, and the one mapping of an exception to a wire error.
 from __future__ import annotations
 
 from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
-from switchboard.core.model import StoredMessage
+from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage
 from switchboard.core.store import StoreError
 from switchboard.proto.v1 import client_pb2 as pb
 
@@ -12,13 +12,24 @@ def message_to_pb(row: StoredMessage) -> pb.Message:
     return pb.Message(chat_id=row.chat_id, seq=row.seq, server_id=row.server_id,
                       sender_user_id=row.sender_user, sender_device_id=row.sender_device,
                       client_msg_id=row.client_msg_id, body=row.body, media_ids=row.media_ids,
-                      created_at_ms=row.created_at_ms)
+                      created_at_ms=row.created_at_ms,
+                      membership=None if row.event is None else event_to_pb(row.event))
 
 
 def message_from_pb(msg: pb.Message) -> StoredMessage:
     return StoredMessage(msg.chat_id, msg.seq, msg.server_id, msg.sender_user_id,
                          msg.sender_device_id, msg.client_msg_id, msg.body, tuple(msg.media_ids),
-                         msg.created_at_ms)
+                         msg.created_at_ms,
+                         event_from_pb(msg.membership) if msg.HasField("membership") else None)
+
+
+def event_to_pb(event: MembershipEvent) -> pb.MembershipEvent:
+    return pb.MembershipEvent(action=int(event.action), actor_user_id=event.actor,
+                              user_ids=event.users)
+
+
+def event_from_pb(event: pb.MembershipEvent) -> MembershipEvent:
+    return MembershipEvent(MemberAction(event.action), event.actor_user_id, tuple(event.user_ids))
 
 
 ERROR_CODES = {code: pb.ErrorCode.Value(code.value) for code in Code}

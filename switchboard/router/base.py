@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from switchboard.core.metrics import Metric
-from switchboard.core.model import CommitResult, SendRequest, StoredMessage
+from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
 
 
 class Invalidation(enum.IntEnum):
     """Cached state every node must reload (values are mesh.proto's Invalidate.Kind)."""
     CHAT_MEMBERS = 0
     USER_SETTINGS = 1
+    USER_BLOCKS = 2  # key: a user someone blocked or unblocked (who blocked them changed)
 
 
 class LocalNode(Protocol):
@@ -38,11 +39,13 @@ class LocalNode(Protocol):
     def push(self, users: Collection[str], data: bytes, exclude: tuple[str, str] | None) -> None:
         """An encoded ServerFrame to every connected device of `users` but `exclude` (user, device)."""
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
         """A watermark change of a chat this node owns: coalesce and push it."""
 
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
-        """Reload cached state; CHAT_MEMBERS with `removed`: those users' devices stop the chat."""
+        """Reload cached state; CHAT_MEMBERS with `removed`: those users' devices recheck where
+        their range of the chat ends."""
 
     def kick(self, user: str, device: str, code: int, reason: str, before_ms: int) -> None:
         """Close the device's connections opened before `before_ms` with `code`."""
@@ -102,7 +105,13 @@ class Router(Protocol):
         future resolves when the message is durable, or fails with DomainError or StoreError
         (UNAVAILABLE: outcome unknown, retry with the same client_msg_id)."""
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
+    def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
+        """Hand a membership change to the chat's owner, which commits it as the chat's next
+        entry in order with its sends; resolves like submit_send (UNAVAILABLE: outcome unknown,
+        check the members before repeating it)."""
+
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
         """A watermark moved (already persisted): the chat's owner coalesces the pushes."""
 
     def push(self, users: Collection[str], data: bytes,

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Collection, Mapping, Sequence
 
 from switchboard.core.messaging import MessageService
 from switchboard.core.metrics import Metric, counter
-from switchboard.core.model import CommitResult, SendRequest, StoredMessage
+from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
@@ -173,12 +173,18 @@ class MeshRouter:
     def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         return self.send_order.submit(send)
 
+    def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
+        """In order with the chat's sends (whose membership check it changes)."""
+        return self.send_order.submit(SendRequest.membership(chat_id, event))
+
     def committed(self, chat_id: str, members: Mapping, messages: list[StoredMessage]) -> None:
         """The fan-out of this node's MessageService."""
         self.fanout.committed(chat_id, members, messages)
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
-        self.forwarding.note_receipt(self.owner(chat_id), chat_id, user, delivered, read)
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        self.forwarding.note_receipt(self.owner(chat_id), chat_id, user, delivered, read,
+                                     public_read)
 
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What goes to a chat's owner: sends (ForwardSend, answered by SendResult) and receipt notes.
+"""What goes to a chat's owner: sends and membership changes (ForwardSend, answered by
+SendResult) and receipt notes.
 
 A node that does not own the chat forwards the send and answers the device when the owner's
 SendResult arrives. A link that drops or an answer that does not come within forward_timeout
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
 from switchboard.core.metrics import Metric, counter, gauge
 from switchboard.core.model import CommitResult, SendRequest
-from switchboard.proto.codec import domain_error, message_from_pb, message_to_pb, wire_error
+from switchboard.proto.codec import (domain_error, event_from_pb, event_to_pb, message_from_pb,
+                                     message_to_pb, wire_error)
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import LocalNode
@@ -49,10 +51,7 @@ class Forwarding:
         request_id = next(self._request_ids)
         timer = loop.call_later(self._forward_timeout, self._timed_out, request_id)
         self._pending[request_id] = (owner, future, timer)
-        link.send(mesh.MeshFrame(forward_send=mesh.ForwardSend(
-            request_id=request_id, user_id=send.user, device_id=send.device,
-            chat_id=send.chat_id, client_msg_id=send.client_msg_id, body=send.body,
-            media_ids=send.media_ids)))
+        link.send(mesh.MeshFrame(forward_send=_forward_send(request_id, send)))
         self.forwarded_sends += 1
         return future
 
@@ -97,8 +96,7 @@ class Forwarding:
                 link.send(mesh.MeshFrame(send_result=result))
 
         try:
-            future = self._commit(SendRequest(req.user_id, req.device_id, req.chat_id,
-                                              req.client_msg_id, req.body, list(req.media_ids)))
+            future = self._commit(_send_request(req))
         except DomainError as exc:
             reply(_error_result(exc))
             return
@@ -110,17 +108,19 @@ class Forwarding:
         future.add_done_callback(lambda f: reply(_send_result(f)))
 
     # ------------------------------------------------------------------ receipt notes
-    def note_receipt(self, owner: str, chat_id: str, user: str, delivered: int,
-                     read: int) -> None:
+    def note_receipt(self, owner: str, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
         link = None if owner == self._mesh.node_id else self._mesh.link(owner)
         if link is None:
-            self._node.note_receipt(chat_id, user, delivered, read)
+            self._node.note_receipt(chat_id, user, delivered, read, public_read)
         else:
             link.send(mesh.MeshFrame(receipt_note=mesh.ReceiptNote(
-                chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read)))
+                chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read,
+                public_read_seq=public_read)))
 
     def on_receipt_note(self, link: Link, note: mesh.ReceiptNote) -> None:
-        self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq)
+        self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq,
+                                note.public_read_seq)
 
     def metrics(self) -> list[Metric]:
         return [
@@ -134,6 +134,22 @@ class Forwarding:
             gauge("cluster_forwards_pending", "forwarded sends awaiting their owner's answer",
                   len(self._pending)),
         ]
+
+
+def _forward_send(request_id: int, send: SendRequest) -> mesh.ForwardSend:
+    if send.event is not None:
+        return mesh.ForwardSend(request_id=request_id, chat_id=send.chat_id,
+                                membership=event_to_pb(send.event))
+    return mesh.ForwardSend(request_id=request_id, user_id=send.user, device_id=send.device,
+                            chat_id=send.chat_id, client_msg_id=send.client_msg_id,
+                            body=send.body, media_ids=send.media_ids)
+
+
+def _send_request(req: mesh.ForwardSend) -> SendRequest:
+    if req.HasField("membership"):
+        return SendRequest.membership(req.chat_id, event_from_pb(req.membership))
+    return SendRequest(req.user_id, req.device_id, req.chat_id, req.client_msg_id, req.body,
+                       list(req.media_ids))
 
 
 def _error_result(exc: BaseException) -> mesh.SendResult:

@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.metrics import Metric
-from switchboard.core.model import CommitResult, SendRequest
+from switchboard.core.model import CommitResult, MembershipEvent, SendRequest
 
 from .base import Invalidation, LocalNode
 
@@ -36,8 +36,12 @@ class LocalRouter:
     def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         return self._messages.submit_send(send)
 
-    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int) -> None:
-        self._node.note_receipt(chat_id, user, delivered, read)
+    def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
+        return self._messages.submit_send(SendRequest.membership(chat_id, event))
+
+    def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
+                     public_read: int) -> None:
+        self._node.note_receipt(chat_id, user, delivered, read, public_read)
 
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:

@@ -13,6 +13,7 @@ stop receiving immediately. `sessions` asks those same sockets who is connected.
     switchboard admin chats remove --chat C --user U [--user ...]
     switchboard admin devices list --user U        devices revoke --user U --device D
     switchboard admin sessions [--user U] [--limit N]
+    switchboard admin store migrate                create the store's schema where missing
     switchboard admin token --user U --device D [--ttl SECONDS]
     switchboard admin drain (--pid PID | --unit switchboard@0) [--timeout SECONDS]
 
@@ -39,8 +40,9 @@ from switchboard.config import Config, ConfigError
 from switchboard.core.auth import TokenAuthority
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import DomainError
-from switchboard.core.ids import valid_id
-from switchboard.core.store import Store
+from switchboard.core.ids import ServerIds, valid_id
+from switchboard.core.model import MembershipEvent
+from switchboard.core.store import Store, StoreError
 from switchboard.core.stores import make_store
 
 CONTROL_TIMEOUT = 5.0
@@ -124,6 +126,11 @@ def _add_commands(groups) -> list[argparse.ArgumentParser]:
     sessions.add_argument("--limit", type=positive_integer, default=1000,
                           help="per worker (default 1000)")
 
+    store = groups.add_parser("store", help="the store [store] names")
+    migrate = store.add_subparsers(dest="action", required=True).add_parser(
+        "migrate", help="create the keyspace/file and every table where missing (idempotent; "
+                        "drops nothing)")
+
     token = groups.add_parser("token", help="mint a device token (JWT)")
     add_token_arguments(token)
 
@@ -134,7 +141,7 @@ def _add_commands(groups) -> list[argparse.ArgumentParser]:
     target.add_argument("--unit", help="a systemd unit, e.g. switchboard@0 (systemctl stop)")
     drain.add_argument("--timeout", type=positive_number, default=DEFAULT_DRAIN_TIMEOUT,
                        help=f"seconds to wait for the exit (default {DEFAULT_DRAIN_TIMEOUT:g})")
-    return leaves + [sessions, token, drain]
+    return leaves + [sessions, migrate, token, drain]
 
 
 # ---------------------------------------------------------------------- dispatch
@@ -146,7 +153,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             return drain(args.pid, args.unit, args.timeout)
         handler = _HANDLERS[(args.group, getattr(args, "action", None))]
         rows = asyncio.run(handler(config, args))
-    except Failed as exc:
+    except (Failed, StoreError) as exc:
         print(f"switchboard admin: {exc}", file=sys.stderr)
         return 1
     _emit(rows, args.json)
@@ -232,19 +239,30 @@ async def _chats_create_group(config: Config, args: argparse.Namespace) -> list[
 async def _chats_add(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.add_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat, "change": "added",
-                                 "users": args.user})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_add(None, args.chat, args.user))
 
 
 async def _chats_remove(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     _check_ids(*args.user)
     async with _chats(config) as chats:
-        members = await chats.remove_members(None, args.chat, args.user)
-    await _tell_workers(config, {"op": "chat_changed", "chat_id": args.chat,
-                                 "change": "removed", "users": args.user})
-    return _member_rows(members)
+        return await _change(config, chats, args.chat,
+                             await chats.plan_remove(None, args.chat, args.user))
+
+
+async def _change(config: Config, chats: ChatService, chat_id: str,
+                  events: list[MembershipEvent]) -> list[dict[str, Any]]:
+    """Commit the membership events (entries of the chat's log), tell the workers after each
+    (they offer it to the members' devices connected there) and return the members after."""
+    ids = ServerIds(config.server.node_id)
+    for event in events:
+        seq = (await chats.commit_directly(chat_id, event, ids.next())).seq
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id, "seq": seq,
+                                     "change": event.action.name.lower(),
+                                     "users": list(event.users)})
+    if not events:
+        await _tell_workers(config, {"op": "chat_changed", "chat_id": chat_id})
+    return _member_rows(await chats.members(chat_id))
 
 
 def _member_rows(members) -> list[dict[str, Any]]:
@@ -352,6 +370,23 @@ def _terminate_and_wait(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+# ---------------------------------------------------------------------- store
+async def _store_migrate(config: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Opening a store with schema creation allowed is the migration: every statement is
+    CREATE ... IF NOT EXISTS, so running it again, or next to running workers, is harmless."""
+    if config.store.kind == "memory":
+        raise Failed("store.kind is memory: there is no schema to create")
+    store = make_store(config)
+    if config.store.kind == "scylla":
+        store.create_schema = True
+        where = f"keyspace {config.store.keyspace} on {config.store.hosts}"
+    else:
+        where = str(config.database)
+    await store.open()
+    await store.close()
+    return [{"store": config.store.kind, "schema": "up to date", "where": where}]
+
+
 _HANDLERS = {
     ("chats", "list"): _chats_list,
     ("chats", "members"): _chats_members,
@@ -361,4 +396,5 @@ _HANDLERS = {
     ("devices", "list"): _devices_list,
     ("devices", "revoke"): _devices_revoke,
     ("sessions", None): _sessions,
+    ("store", "migrate"): _store_migrate,
 }

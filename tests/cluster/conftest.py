@@ -35,8 +35,8 @@ async def _close_clients() -> None:
             await closing
 
 
-async def _running(tmp_path, redis):
-    cluster = GatewayCluster(tmp_path, redis.addresses)
+async def _running(tmp_path, redis, store=None):
+    cluster = GatewayCluster(tmp_path, redis.addresses, store=store)
     cluster.redis_cluster = redis
     try:
         await cluster.start()
@@ -47,8 +47,16 @@ async def _running(tmp_path, redis):
 
 
 @pytest.fixture
-async def gateways(tmp_path, redis_cluster):
-    async for cluster in _running(tmp_path, redis_cluster):
+async def gateways(request, tmp_path, redis_cluster):
+    """On the shared SQLite file; a test parametrized indirectly with "scylla" gets the
+    ScyllaDB store instead, on an emptied keyspace on the session's Cassandra node."""
+    store = None
+    if getattr(request, "param", "sqlite") == "scylla":
+        target = request.getfixturevalue("cql_emptied_keyspace")
+        store = {"store.kind": "scylla", "store.hosts": ",".join(target.hosts),
+                 "store.port": target.port, "store.keyspace": target.keyspace,
+                 "store.replication_strategy": "SimpleStrategy", "store.replication_factor": 1}
+    async for cluster in _running(tmp_path, redis_cluster, store):
         yield cluster
 
 

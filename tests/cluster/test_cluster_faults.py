@@ -1,7 +1,8 @@
 """Faults under load on a real cluster (docs/guarantees.md F1, F2, F4), checked Jepsen-style: every
 send attempt and every device's stream is recorded while gateways or Redis masters are killed;
 after healing and a final sync, tests/support/history.py checks I1-I4 against the devices' logs
-and the store (the SQLite file all gateways share), which is the authority on what exists.
+and the store all gateways share (the SQLite file; for the paused owner also the ScyllaDB
+store), read through its interface, which is the authority on what exists.
 
 Clients are SDK Clients with every gateway's URL (the first one is their home node), so a
 device whose gateway dies reconnects to the next one; sends are retried by the SDK (outbox,
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 import time
 
+import pytest
+
+from switchboard.core.store import Store
 from tests.support.cluster import GatewayCluster, device_client, owner
 from tests.support.history import Recorder
 from tests.support.waiting import wait_for
@@ -102,54 +105,47 @@ async def loaded(gateways: GatewayCluster, chats_owned_by: str | None = None,
 async def heal_and_check(rec: Recorder, load: Load, gateways: GatewayCluster) -> None:
     await load.stop()
     refused = [s.describe() for s in rec.history.sends if s.outcome == "fail"]
-    await rec.finish(gateways.database, timeout=20)
-    await rec.stop()
-    violations = rec.history.check()
-    assert not violations, "\n".join([rec.history.summary(), *violations[:25],
-                                      *store_rows_about(gateways, violations)])
-    assert store_is_consistent(gateways) == []
+    store = await gateways.open_store()
+    try:
+        await rec.finish(timeout=20, store=store)
+        await rec.stop()
+        violations = rec.history.check()
+        assert not violations, "\n".join([rec.history.summary(), *violations[:25],
+                                          *await store_rows_about(store, violations)])
+        assert await store_is_consistent(store, rec.history.members) == []
+    finally:
+        await store.close()
     # nothing in the load is invalid: a definite refusal is a router bug (e.g. NOT_MEMBER
     # from a node with a stale member cache)
     assert not refused, refused[:10]
 
 
-def store_rows_about(gateways: GatewayCluster, violations: list[str]) -> list[str]:
-    """The store's members, device cursors and head of the chats named in violations."""
+async def store_rows_about(store: Store, violations: list[str]) -> list[str]:
+    """The store's members and head of the chats named in violations."""
     chats = sorted({word for v in violations for word in v.split() if word.startswith("g:")})
-    con = sqlite3.connect(f"file:{gateways.database}?mode=ro", uri=True, timeout=10)
-    try:
-        out = []
-        for chat in chats[:5]:
-            chat = chat.split("#")[0].rstrip("'),")
-            out.append(f"store {chat}: members "
-                       f"{con.execute('SELECT user_id, joined_seq FROM members WHERE chat_id = ?', (chat,)).fetchall()}"
-                       f" cursors {con.execute('SELECT user_id, device_id, acked_seq FROM device_cursors WHERE chat_id = ?', (chat,)).fetchall()}"
-                       f" head {con.execute('SELECT last_seq FROM chat_heads WHERE chat_id = ?', (chat,)).fetchall()}")
-        return out
-    finally:
-        con.close()
+    out = []
+    for chat in chats[:5]:
+        chat = chat.split("#")[0].rstrip("'),")
+        members = {user: m.joined_seq for user, m in (await store.members(chat)).items()}
+        out.append(f"store {chat}: members {members} head {await store.head_seq(chat)}")
+    return out
 
 
-def store_is_consistent(gateways: GatewayCluster) -> list[str]:
-    """The SQLite file itself: per chat, seqs are 1..head with no gap or reuse, the head table
-    agrees, and no (chat, sender, client_msg_id) is stored twice (I4, I2)."""
-    con = sqlite3.connect(f"file:{gateways.database}?mode=ro", uri=True, timeout=10)
-    try:
-        problems = []
-        rows = con.execute("SELECT chat_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
-                           "FROM messages GROUP BY chat_id").fetchall()
-        heads = dict(con.execute("SELECT chat_id, last_seq FROM chat_heads").fetchall())
-        for chat, count, distinct, low, high in rows:
-            if not (count == distinct == high and low == 1):
-                problems.append(f"{chat}: {count} rows, {distinct} seqs, {low}..{high}")
-            if heads.get(chat) != high:
-                problems.append(f"{chat}: head table says {heads.get(chat)}, max seq {high}")
-        dups = con.execute("SELECT chat_id, sender_user, client_msg_id, COUNT(*) FROM messages "
-                           "GROUP BY 1, 2, 3 HAVING COUNT(*) > 1").fetchall()
-        problems += [f"duplicate {d}" for d in dups]
-        return problems
-    finally:
-        con.close()
+async def store_is_consistent(store: Store, chats) -> list[str]:
+    """The store itself, read through its own interface (any kind): per chat, seqs are 1..head
+    with no gap or reuse, the head agrees, and no (chat, sender, client_msg_id) is stored twice
+    (I4, I2)."""
+    problems = []
+    for chat in sorted(chats):
+        rows = await store.read_messages(chat, 0, 1_000_000)
+        seqs = [m.seq for m in rows]
+        if seqs != list(range(1, len(rows) + 1)):
+            problems.append(f"{chat}: {len(rows)} rows, seqs {seqs[:3]}..{seqs[-3:]}")
+        if await store.head_seq(chat) != len(rows):
+            problems.append(f"{chat}: head says {await store.head_seq(chat)}, {len(rows)} rows")
+        keys = [(m.sender_user, m.client_msg_id) for m in rows]
+        problems += [f"duplicate {chat} {key}" for key in {k for k in keys if keys.count(k) > 1}]
+    return problems
 
 
 async def flowing(rec: Recorder, load: Load, what: str) -> float:
@@ -205,6 +201,7 @@ async def test_kill9_of_the_owner_of_busy_chats_reuses_no_seq(gateways):
     await heal_and_check(rec, load, gateways)
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_a_paused_owner_wakes_up_fenced(gateways):
     """F3: the owner of busy chats stops (SIGSTOP) for longer than its links' timeout and its
     lease, the others take its chats, then it wakes up with sends still in its writer. The

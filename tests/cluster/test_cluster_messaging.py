@@ -28,12 +28,17 @@ def user_whose_direct_chat_with(other: str, owned_by: str, prefix: str) -> str:
 async def check(rec: Recorder, gateways) -> None:
     await wait_for(lambda: not rec.missing(), timeout=15,
                    message="every acknowledged message delivered live to every member device")
-    await rec.finish(gateways.database)
+    store = await gateways.open_store()
+    try:
+        await rec.finish(store=store)
+    finally:
+        await store.close()
     await rec.stop()
     violations = rec.history.check()
     assert not violations, "\n".join([rec.history.summary(), *violations[:20]])
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_direct_and_group_chats_across_nodes_in_order_exactly_once(gateways):
     rec = Recorder()
     alice = await device_client(gateways, "alice", "phone", 0)

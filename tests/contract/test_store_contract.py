@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from switchboard.core.backlog import read_backlog
-from switchboard.core.chats import ChatService
+from switchboard.core.chats import ChatService, membership_message
 from switchboard.core.model import (Batch, Chat, ChatKind, ChatSummaryRow, CommitResult,
-                                    DeviceStatus, Membership, NewMessage, Receipt, Role,
-                                    StoredMessage, UserSettings, Visibility)
+                                    DeviceStatus, MemberAction, MembershipEvent, Membership,
+                                    NewMessage, Period, Receipt, Role, StoredMessage, UserSettings,
+                                    Visibility)
 from switchboard.core.store import Store
 from switchboard.core.store_memory import MemoryData, MemoryStore
 from switchboard.core.store_sqlite import SQLiteStore
@@ -27,13 +29,23 @@ from switchboard.core.store_sqlite import SQLiteStore
 StoreMaker = Callable[[], Store]
 
 
-def sqlite_backing(tmp_path) -> StoreMaker:
-    return lambda: SQLiteStore(tmp_path / "store.db")
+def sqlite_backing(request) -> StoreMaker:
+    path = request.getfixturevalue("tmp_path") / "store.db"
+    return lambda: SQLiteStore(path)
 
 
-def memory_backing(tmp_path) -> StoreMaker:
+def memory_backing(request) -> StoreMaker:
     data = MemoryData()
     return lambda: MemoryStore(data)
+
+
+def scylla_backing(request) -> StoreMaker:
+    """An emptied keyspace on the session's Cassandra node (tests/support/cassandra.py)."""
+    from switchboard.core.store_scylla import ScyllaStore, replication_map
+    target = request.getfixturevalue("cql_emptied_keyspace")
+    settings = target.settings(keyspace=None)
+    return lambda: ScyllaStore(settings, keyspace=target.keyspace,
+                               replication=replication_map("SimpleStrategy", 1, {}))
 
 
 class Stores:
@@ -62,9 +74,10 @@ class Stores:
             await self.close(self._open[-1])
 
 
-@pytest.fixture(params=[sqlite_backing, memory_backing], ids=["sqlite", "memory"])
-async def stores(request, tmp_path):
-    opened = Stores(request.param(tmp_path))
+@pytest.fixture(params=[sqlite_backing, memory_backing, scylla_backing],
+                ids=["sqlite", "memory", "scylla"])
+async def stores(request):
+    opened = Stores(request.param(request))
     yield opened
     await opened.close_all()
 
@@ -87,14 +100,14 @@ def msg(chat: str, client_msg_id: str, *, user: str = "alice", device: str = "ph
 
 def stored(m: NewMessage, seq: int) -> StoredMessage:
     return StoredMessage(m.chat_id, seq, m.server_id, m.sender_user, m.sender_device,
-                         m.client_msg_id, m.body, m.media_ids, m.created_at_ms)
+                         m.client_msg_id, m.body, m.media_ids, m.created_at_ms, m.event)
 
 
 async def commit(store: Store, *messages: NewMessage, cursors=None, reads=None,
-                 delivered=None) -> list[CommitResult]:
+                 delivered=None, public_reads=None) -> list[CommitResult]:
     """Commit a batch that must land whole; its results, in batch order."""
     outcome = await store.commit(Batch(list(messages), dict(cursors or {}), dict(reads or {}),
-                                       dict(delivered or {})))
+                                       dict(delivered or {}), dict(public_reads or {})))
     assert outcome.failed == {} and len(outcome.unsaved) == 0
     assert None not in outcome.results and len(outcome.results) == len(messages)
     return outcome.results
@@ -118,6 +131,25 @@ async def fill(store: Store, chat_id: str, n: int, *, prefix: str = "m",
 
 def seqs(messages: list[StoredMessage]) -> list[int]:
     return [m.seq for m in messages]
+
+
+def event(chat_id: str, action: MemberAction, *users: str, actor: str = "alice") -> NewMessage:
+    return membership_message(chat_id, MembershipEvent(action, actor, users), next(_server_ids))
+
+
+async def add(store: Store, chat_id: str, *users: str, actor: str = "alice") -> int:
+    """Commit a membership event adding `users`; its seq."""
+    [result] = await commit(store, event(chat_id, MemberAction.ADDED, *users, actor=actor))
+    return result.message.seq
+
+
+async def remove(store: Store, chat_id: str, *users: str, actor: str = "alice") -> int:
+    [result] = await commit(store, event(chat_id, MemberAction.REMOVED, *users, actor=actor))
+    return result.message.seq
+
+
+def backlog_rows(rows) -> list[tuple]:
+    return [(b.chat_id, b.cursor, b.head) for b in rows]
 
 
 # ---------------------------------------------------------------------------- sequencing
@@ -180,7 +212,7 @@ async def test_empty_batch_and_updates_only_batch(store):
                         delivered={("g", "bob"): 2}) == []
     assert await store.head_seq("g") == 3
     assert await store.read_seq("g", "bob") == 1
-    assert (await store.receipts("g"))["bob"] == Receipt(2, 1)
+    assert (await store.receipts("g"))["bob"] == Receipt(2, 1, 0)
     assert [(b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [(2, 3)]
 
 
@@ -263,7 +295,7 @@ async def test_everything_survives_reopen(stores):
     assert await store.read_messages("g", 0, 10) == [stored(m, i + 1) for i, m in enumerate(messages)]
     assert await store.head_seq("g") == 4
     assert await store.read_seq("g", "bob") == 2
-    assert await store.receipts("g") == {"alice": Receipt(4, 4), "bob": Receipt(3, 2)}
+    assert await store.receipts("g") == {"alice": Receipt(4, 4, 0), "bob": Receipt(3, 2, 0)}
     assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [("g", 3, 4)]
 
 
@@ -348,10 +380,10 @@ async def test_user_chats_carry_the_joined_seq(store):
     await group(store, "g", {"alice": Role.ADMIN})
     await group(store, "h", {"alice": Role.ADMIN, "bob": Role.MEMBER})
     await fill(store, "g", 4)
-    await store.add_members("g", {"bob": Role.MEMBER})
+    assert await add(store, "g", "bob") == 5  # the event is the first message bob sees
     assert await store.user_chats("alice") == {"g": 0, "h": 0}
     assert await store.user_chats("bob") == {"g": 4, "h": 0}
-    await store.remove_members("h", ["bob"])
+    await remove(store, "h", "bob")
     assert await store.user_chats("bob") == {"g": 4}
     assert await store.user_chats("nobody") == {}
 
@@ -386,13 +418,18 @@ async def test_backlog_starts_at_joined_seq_and_follows_the_device_cursor(store)
 async def test_backlog_of_a_late_joiner_and_a_removed_member(store):
     await group(store, "g", {"alice": Role.ADMIN})
     await fill(store, "g", 3)
-    await store.add_members("g", {"carol": Role.MEMBER})
-    assert await read_backlog(store, "carol", "phone") == []
+    await add(store, "g", "carol")  # seq 4
+    [row] = await read_backlog(store, "carol", "phone")
+    assert (row.chat_id, row.cursor, row.head, row.periods, row.jumped) == ("g", 3, 4, None, True)
     await fill(store, "g", 2, prefix="after")
-    assert [(b.chat_id, b.cursor, b.head) for b in await read_backlog(store, "carol", "phone")] == [
-        ("g", 3, 5)]
-    await store.remove_members("g", ["carol"])
+    assert backlog_rows(await read_backlog(store, "carol", "phone")) == [("g", 3, 6)]
+    await commit(store, cursors={("carol", "phone", "g"): 5})
+    assert await remove(store, "g", "carol") == 7
     await fill(store, "g", 1, prefix="gone")
+    # what is left of its range, up to the event that removed it, and nothing after
+    [row] = await read_backlog(store, "carol", "phone")
+    assert (row.cursor, row.head, row.periods, row.jumped) == (5, 7, (Period(3, 7),), False)
+    await commit(store, cursors={("carol", "phone", "g"): 7})
     assert await read_backlog(store, "carol", "phone") == []
     assert await read_backlog(store, "stranger", "phone") == []
 
@@ -440,41 +477,104 @@ async def test_direct_chat_round_trips(store):
     assert (await store.get_chat("d:a:b")).kind is ChatKind.DIRECT
 
 
-async def test_add_members_joins_at_head_and_leaves_existing_alone(store):
+async def test_an_added_event_joins_at_its_seq_and_leaves_members_alone(store):
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
     await fill(store, "g", 4)
-    members = await store.add_members("g", {"bob": Role.ADMIN, "carol": Role.MEMBER,
-                                            "dave": Role.ADMIN})
+    assert await add(store, "g", "bob", "carol", "dave") == 5
     expected = {"alice": Membership(Role.ADMIN, 0), "bob": Membership(Role.MEMBER, 0),
-                "carol": Membership(Role.MEMBER, 4), "dave": Membership(Role.ADMIN, 4)}
-    assert members == expected
+                "carol": Membership(Role.MEMBER, 4), "dave": Membership(Role.MEMBER, 4)}
     assert await store.members("g") == expected
     assert [c.chat_id for c in await list_chats(store, "carol")] == ["g"]
+    assert await store.member_periods("g") == {"alice": [Period(0)], "bob": [Period(0)],
+                                               "carol": [Period(4)], "dave": [Period(4)]}
 
 
-async def test_add_members_to_an_empty_chat_joins_at_zero(store):
+async def test_an_added_event_in_an_empty_chat_is_its_first_message(store):
     await group(store, "g", {"alice": Role.ADMIN})
-    assert (await store.add_members("g", {"bob": Role.MEMBER}))["bob"] == Membership(Role.MEMBER, 0)
+    assert await add(store, "g", "bob") == 1
+    assert (await store.members("g"))["bob"] == Membership(Role.MEMBER, 0)
 
 
-async def test_remove_members(store):
+async def test_a_removed_event_ends_the_range_at_its_seq(store):
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER, "carol": Role.MEMBER})
-    remaining = await store.remove_members("g", iter(["bob", "nobody"]))
-    assert remaining == {"alice": Membership(Role.ADMIN, 0), "carol": Membership(Role.MEMBER, 0)}
+    await fill(store, "g", 2)
+    assert await remove(store, "g", "bob", "nobody") == 3
+    remaining = {"alice": Membership(Role.ADMIN, 0), "carol": Membership(Role.MEMBER, 0)}
     assert await store.members("g") == remaining
     assert await list_chats(store, "bob") == []
-    assert await store.remove_members("g", []) == remaining
+    assert await store.member_counts(["g"]) == {"g": 2}
+    assert await store.member_periods("g", "bob") == {"bob": [Period(0, 3)]}
+    assert await store.member_periods("g", "nobody") == {}
+    assert await store.user_periods("bob") == {"g": [Period(0, 3)]}
 
 
-async def test_rejoin_starts_at_the_new_joined_seq(store):
+async def test_a_membership_event_is_a_message_of_the_log(store):
+    await group(store, "g", {"alice": Role.ADMIN})
+    await fill(store, "g", 1)
+    added = event("g", MemberAction.ADDED, "bob", "carol")
+    [result] = await commit(store, added)
+    assert result.message == stored(added, 2)
+    assert result.message.event == MembershipEvent(MemberAction.ADDED, "alice", ("bob", "carol"))
+    assert result.message.sender_device == "" and result.message.body == b""
+    [row] = await store.read_messages("g", 1, 10)
+    assert row.event == result.message.event
+    assert [m.event for m in await store.read_history("g", 0, 0, 10)] == [row.event, None]
+    assert await store.senders_between("g", 1, 2) == {"alice"}
+    # the actor has read what they did, like a sender
+    assert (await store.receipts("g"))["alice"] == Receipt(2, 2, 0)
+
+
+async def test_a_duplicate_event_changes_nothing_again(store):
+    await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
+    removal = event("g", MemberAction.REMOVED, "bob")
+    await commit(store, removal)
+    await add(store, "g", "bob")
+    [again] = await commit(store, removal)
+    assert again.duplicate and again.message.seq == 1
+    assert "bob" in await store.members("g")
+    assert await store.member_periods("g", "bob") == {"bob": [Period(0, 1), Period(1)]}
+
+
+async def test_an_operators_event_raises_no_watermark(store):
+    await group(store, "g", {"alice": Role.ADMIN})
+    await add(store, "g", "bob", actor="")
+    assert await store.receipts("g") == {}
+    assert (await store.read_messages("g", 0, 1))[0].event.actor == ""
+
+
+async def test_events_and_messages_of_one_batch_apply_in_seq_order(store):
+    await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
+    await commit(store, msg("g", "1"), event("g", MemberAction.REMOVED, "bob"), msg("g", "2"),
+                 event("g", MemberAction.ADDED, "bob", "carol"), msg("g", "3"))
+    assert await store.head_seq("g") == 5
+    periods = await store.member_periods("g")
+    assert periods == {"alice": [Period(0)], "bob": [Period(0, 2), Period(3)],
+                       "carol": [Period(3)]}
+    assert await store.user_periods("bob") == {"g": [Period(0, 2), Period(3)]}
+    assert (await store.members("g"))["bob"] == Membership(Role.MEMBER, 3)
+
+
+async def test_rejoin_periods_and_backlog_skip_the_gap(store):
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
     await fill(store, "g", 2)
     await commit(store, cursors={("bob", "phone", "g"): 1})
-    await store.remove_members("g", ["bob"])
+    assert await remove(store, "g", "bob") == 3
     await fill(store, "g", 3, prefix="while-away")
-    assert (await store.add_members("g", {"bob": Role.MEMBER}))["bob"].joined_seq == 5
+    assert await add(store, "g", "bob") == 7
+    assert (await store.members("g"))["bob"].joined_seq == 6
     await fill(store, "g", 1, prefix="back")
-    assert [(b.cursor, b.head) for b in await read_backlog(store, "bob", "phone")] == [(5, 6)]
+    assert await store.user_periods("bob") == {"g": [Period(0, 3), Period(6)]}
+    # the rest of the first range (2, 3), then from the event that re-added it (7, 8)
+    [row] = await read_backlog(store, "bob", "phone")
+    assert (row.cursor, row.head, row.periods, row.jumped) == (
+        1, 8, (Period(0, 3), Period(6)), False)
+    # a device that got the first range starts where the second begins, and is told so
+    await commit(store, cursors={("bob", "phone", "g"): 3})
+    [row] = await read_backlog(store, "bob", "phone")
+    assert (row.cursor, row.head, row.periods, row.jumped) == (6, 8, None, True)
+    [row] = await read_backlog(store, "bob", "laptop")  # no cursor: from the start
+    assert (row.cursor, row.head, row.periods, row.jumped) == (
+        0, 8, (Period(0, 3), Period(6)), False)
 
 
 async def test_list_chats_reports_head_read_and_member_count(store):
@@ -487,7 +587,7 @@ async def test_list_chats_reports_head_read_and_member_count(store):
     rows = sorted(await list_chats(store, "alice"), key=lambda r: r.chat_id)
     assert [(r.chat_id, r.kind, r.title, r.head_seq, r.read_seq, r.member_count) for r in rows] == [
         ("g1", ChatKind.GROUP, "one", 6, 4, 3), ("g2", ChatKind.GROUP, "two", 0, 0, 1)]
-    await store.remove_members("g1", ["carol"])
+    await remove(store, "g1", "carol")
     assert {r.chat_id: r.member_count for r in await list_chats(store, "bob")} == {"g1": 2, "g3": 1}
 
 
@@ -495,32 +595,52 @@ async def test_list_chats_reports_head_read_and_member_count(store):
 async def test_delivered_watermark_keeps_the_max_through_commit(store):
     for seq, expected in ((3, 3), (1, 3), (3, 3), (7, 7), (0, 7)):
         await commit(store, delivered={("g", "bob"): seq})
-        assert (await store.receipts("g"))["bob"] == Receipt(expected, 0)
+        assert (await store.receipts("g"))["bob"] == Receipt(expected, 0, 0)
     assert await store.read_seq("g", "bob") == 0
 
 
 async def test_delivered_and_read_watermarks_move_independently_and_read_implies_delivered(store):
     await commit(store, delivered={("g", "bob"): 5}, reads={("g", "bob"): 2})
-    assert (await store.receipts("g"))["bob"] == Receipt(5, 2)
+    assert (await store.receipts("g"))["bob"] == Receipt(5, 2, 0)
     await commit(store, reads={("g", "bob"): 8})
-    assert (await store.receipts("g"))["bob"] == Receipt(8, 8)
+    assert (await store.receipts("g"))["bob"] == Receipt(8, 8, 0)
     await commit(store, delivered={("g", "bob"): 6}, reads={("g", "bob"): 4})
-    assert (await store.receipts("g"))["bob"] == Receipt(8, 8)
+    assert (await store.receipts("g"))["bob"] == Receipt(8, 8, 0)
     await commit(store, delivered={("g", "bob"): 9})
-    assert (await store.receipts("g"))["bob"] == Receipt(9, 8)
+    assert (await store.receipts("g"))["bob"] == Receipt(9, 8, 0)
+
+
+async def test_public_reads_raise_all_three_and_private_ones_never_the_public(store):
+    await commit(store, reads={("g", "bob"): 6})  # read with read receipts off
+    assert (await store.receipts("g"))["bob"] == Receipt(6, 6, 0)
+    await commit(store, public_reads={("g", "bob"): 4})  # on again: earlier reads stay private
+    assert (await store.receipts("g"))["bob"] == Receipt(6, 6, 4)
+    await commit(store, public_reads={("g", "bob"): 9}, reads={("g", "bob"): 12},
+                 delivered={("g", "bob"): 10})
+    assert (await store.receipts("g"))["bob"] == Receipt(12, 12, 9)
+    await commit(store, public_reads={("g", "bob"): 7})
+    assert (await store.receipts("g"))["bob"] == Receipt(12, 12, 9)
+    assert await store.read_seq("g", "bob") == 12
 
 
 async def test_a_new_message_moves_its_senders_watermarks_to_its_seq(store):
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER, "carol": Role.MEMBER})
     await commit(store, msg("g", "1"), msg("g", "2", user="bob"), msg("g", "3"), msg("h", "1"))
-    assert await store.receipts("g") == {"alice": Receipt(3, 3), "bob": Receipt(2, 2)}
+    assert await store.receipts("g") == {"alice": Receipt(3, 3, 0), "bob": Receipt(2, 2, 0)}
     assert await store.read_seq("g", "alice") == 3
-    assert await store.receipts("h") == {"alice": Receipt(1, 1)}
+    assert await store.receipts("h") == {"alice": Receipt(1, 1, 0)}
     assert [c.read_seq for c in await list_chats(store, "bob")] == [2]
     # the same batch may also carry the sender's acks: the max wins either way
     await commit(store, msg("g", "4", user="bob"), delivered={("g", "bob"): 3},
                  reads={("g", "bob"): 3})
-    assert (await store.receipts("g"))["bob"] == Receipt(4, 4)
+    assert (await store.receipts("g"))["bob"] == Receipt(4, 4, 0)
+
+
+async def test_a_message_of_a_sender_with_read_receipts_on_moves_the_public_read_too(store):
+    public = msg("g", "1", user="bob")
+    public.public_read = True
+    await commit(store, public, msg("g", "2", user="bob"))
+    assert (await store.receipts("g"))["bob"] == Receipt(2, 2, 1)
 
 
 async def test_a_duplicate_does_not_move_its_senders_watermarks(store):
@@ -529,14 +649,14 @@ async def test_a_duplicate_does_not_move_its_senders_watermarks(store):
     assert results[0].duplicate and results[0].message.seq == 1
     results = await commit(store, msg("g", "4"), msg("g", "1", user="bob"))
     assert [(r.message.seq, r.duplicate) for r in results] == [(4, False), (1, True)]
-    assert await store.receipts("g") == {"alice": Receipt(4, 4), "bob": Receipt(1, 1)}
+    assert await store.receipts("g") == {"alice": Receipt(4, 4, 0), "bob": Receipt(1, 1, 0)}
     assert await store.head_seq("g") == 4
 
 
 async def test_sending_never_lowers_a_watermark(store):
-    await commit(store, delivered={("g", "alice"): 10}, reads={("g", "bob"): 9})
+    await commit(store, delivered={("g", "alice"): 10}, public_reads={("g", "bob"): 9})
     await commit(store, msg("g", "1"), msg("g", "2", user="bob"))
-    assert await store.receipts("g") == {"alice": Receipt(10, 1), "bob": Receipt(9, 9)}
+    assert await store.receipts("g") == {"alice": Receipt(10, 1, 0), "bob": Receipt(9, 9, 9)}
 
 
 async def test_receipts_of_a_chat(store):
@@ -546,9 +666,9 @@ async def test_receipts_of_a_chat(store):
     await commit(store, delivered={("g", "bob"): 4, ("other", "carol"): 2},
                  reads={("g", "bob"): 3, ("other", "dave"): 1})
     receipts = await store.receipts("g")
-    assert receipts == {"alice": Receipt(5, 5), "bob": Receipt(4, 3)}
+    assert receipts == {"alice": Receipt(5, 5, 0), "bob": Receipt(4, 3, 0)}
     assert "carol" not in receipts  # a member without a row is absent
-    assert await store.receipts("other") == {"carol": Receipt(2, 0), "dave": Receipt(1, 1)}
+    assert await store.receipts("other") == {"carol": Receipt(2, 0, 0), "dave": Receipt(1, 1, 0)}
 
 
 async def test_senders_between_bounds(store):
@@ -657,8 +777,8 @@ async def test_revoke_of_an_unknown_device_is_false(store):
 
 async def test_revoke_drops_that_devices_cursors(store):
     await group(store, "g", {"alice": Role.ADMIN, "bob": Role.MEMBER})
-    await fill(store, "g", 3)
-    await store.add_members("g", {"carol": Role.MEMBER})  # joined_seq 3
+    await fill(store, "g", 2)
+    await add(store, "g", "carol")  # seq 3: joined_seq 2
     await fill(store, "g", 3, prefix="later")
     for user, device in (("bob", "phone"), ("bob", "laptop"), ("carol", "phone")):
         assert await store.register_device(user, device, 100, 5) is DeviceStatus.OK
@@ -670,7 +790,7 @@ async def test_revoke_drops_that_devices_cursors(store):
                                 await read_backlog(store, user, device)]
                for user, device in (("bob", "phone"), ("bob", "laptop"), ("carol", "phone"))}
     assert backlog == {("bob", "phone"): [("g", 0, 6)], ("bob", "laptop"): [("g", 4, 6)],
-                       ("carol", "phone"): [("g", 3, 6)]}
+                       ("carol", "phone"): [("g", 2, 6)]}
 
 
 async def test_touch_device_and_last_seen(stores):
@@ -753,3 +873,79 @@ async def test_sqlite_last_seen_counts_revoked_devices(tmp_path):
         assert await store.last_seen("alice") == 3_000
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------------------- blocks
+async def test_block_unblock_and_both_views(stores):
+    store = await stores.open()
+    assert await store.blocked("alice") == [] and await store.blockers("bob") == set()
+    await store.block("alice", "mallory")
+    await store.block("alice", "bob")
+    await store.block("alice", "bob")  # again: nothing new
+    await store.block("carol", "mallory")
+    assert await store.blocked("alice") == ["bob", "mallory"]
+    assert await store.blockers("mallory") == {"alice", "carol"}
+    assert await store.blockers("bob") == {"alice"}
+    await store.unblock("alice", "mallory")
+    await store.unblock("alice", "mallory")  # again, and a block that never was: no-ops
+    await store.unblock("dave", "bob")
+    store = await stores.reopen(store)
+    assert await store.blocked("alice") == ["bob"]
+    assert await store.blockers("mallory") == {"carol"}
+    assert await store.blocked("mallory") == []
+
+
+# ---------------------------------------------------------------------------- SQLite migration
+OLD_SCHEMA = (Path(__file__).parent / "schema_before_periods.sql").read_text()
+
+
+def old_database(path) -> None:
+    """A file as the version before membership periods left it: a group whose member bob was
+    re-added (joined_seq 5), receipts of bob and of carol (read receipts off), a cursor."""
+    with sqlite3.connect(path) as raw:
+        raw.executescript(OLD_SCHEMA)
+        raw.execute("INSERT INTO chats VALUES ('g', 2, 'old', 1)")
+        raw.executemany("INSERT INTO members VALUES ('g', ?, ?, ?)",
+                        [("alice", 2, 0), ("bob", 1, 5), ("carol", 1, 0)])
+        raw.executemany("INSERT INTO user_chats VALUES (?, 'g')", [("alice",), ("bob",), ("carol",)])
+        raw.executemany("INSERT INTO messages VALUES ('g', ?, ?, 'alice', 'phone', ?, ?, NULL, 1)",
+                        [(seq, 1000 + seq, f"m{seq}", f"old {seq}".encode()) for seq in range(1, 7)])
+        raw.execute("INSERT INTO chat_heads VALUES ('g', 6)")
+        raw.executemany("INSERT INTO receipts VALUES ('g', ?, ?, ?)",
+                        [("alice", 6, 6), ("bob", 6, 6), ("carol", 4, 4)])
+        raw.execute("INSERT INTO users VALUES ('carol', 0, 1)")
+        raw.execute("INSERT INTO device_cursors VALUES ('bob', 'phone', 'g', 4)")
+
+
+async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
+    path = tmp_path / "old.db"
+    old_database(path)
+    stores = Stores(lambda: SQLiteStore(path))
+    try:
+        # two processes opening it at once upgrade it once
+        one, two = await asyncio.gather(stores.open(), stores.open())
+        assert await two.head_seq("g") == 6
+        assert [m.event for m in await one.read_messages("g", 0, 10)] == [None] * 6
+        # membership before the upgrade is known as each member's current period only
+        assert await one.member_periods("g") == {"alice": [Period(0)], "bob": [Period(5)],
+                                                 "carol": [Period(0)]}
+        assert await one.user_periods("bob") == {"g": [Period(5)]}
+        # reads are public for users whose read receipts are on now, private otherwise
+        assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
+                                           "carol": Receipt(4, 4, 0)}
+        # the device's cursor is from before bob's current period: it is told where it starts
+        [row] = await read_backlog(one, "bob", "phone")
+        assert (row.cursor, row.head, row.jumped) == (5, 6, True)
+        # and everything new works on it
+        assert await remove(one, "g", "bob") == 7
+        assert await add(two, "g", "bob") == 8
+        assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
+        await commit(one, public_reads={("g", "carol"): 8})
+        assert (await two.receipts("g"))["carol"] == Receipt(8, 8, 8)
+        await two.block("carol", "bob")
+        assert await one.blockers("bob") == {"carol"}
+        await stores.close_all()
+        one = await stores.open()  # a second open finds nothing left to do
+        assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
+    finally:
+        await stores.close_all()

@@ -1,8 +1,8 @@
 """Three gateways in one process forming a mesh, sharing one SQLite file, once over static
-peers (cluster.peers, fan-out to every node) and once with leases and sessions in a real Redis
-Cluster (fan-out to the nodes the registry names): forwarding to the owner, fan-out to other
-nodes, receipts, presence, typing, cache invalidation, replaced and revoked devices, and a node
-leaving.
+peers (cluster.peers) and once with leases and sessions in a real Redis Cluster; either way
+fan-out goes to the nodes the location map names: forwarding to the owner, fan-out to other
+nodes, receipts, presence, typing, cache invalidation, replaced and revoked devices, membership
+events, blocks, and a node leaving.
 
 tests/cluster/ runs the same router as separate processes (kill -9, Redis failover); here every
 node is in reach of the test, so the router's own state can be asserted."""
@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from switchboard.core.chats import direct_chat_id
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.proto.v1 import mesh_pb2
 from switchboard.router.registry_static import StaticRegistry
@@ -138,8 +139,9 @@ async def test_added_member_sends_at_once_through_another_node(nodes):
     reply = await request(dave, send=pb.Send(client_msg_id="early", chat_id=chat, body=b"x"))
     assert reply.error.code == pb.NOT_MEMBER
     await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["dave"]))
-    assert (await send(dave, chat, b"joined")).seq == 1
-    assert [m.body for m in await receive_and_ack(alice, 1)] == [b"joined"]
+    assert (await send(dave, chat, b"joined")).seq == 2  # after the event that added dave
+    added, joined = await receive_and_ack(alice, 2)
+    assert (added.seq, list(added.membership.user_ids), joined.body) == (1, ["dave"], b"joined")
     await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["dave"]))
     reply = await request(dave, send=pb.Send(client_msg_id="late", chat_id=chat, body=b"x"))
     assert reply.error.code == pb.NOT_MEMBER
@@ -429,3 +431,58 @@ async def test_a_node_stops_even_when_a_registry_call_swallows_its_cancel(make_s
     async with asyncio.timeout(10):  # the maintenance loop would run on forever
         await server.stop()
     assert registry.swallowed == 1
+
+
+async def test_a_block_is_honoured_by_the_owner_wherever_the_blocked_user_is(nodes):
+    a, b, c = nodes
+    ring = a.gateway.router.ring
+    blocker, blocked = next((f"alice{i}", f"mallory{i}") for i in range(1000)
+                            if ring.owner(direct_chat_id(f"alice{i}", f"mallory{i}")) == "b")
+    alice, mallory = await authed(a, blocker), await authed(c, blocked)
+    chat = await direct(mallory, blocker)  # owned by b; the users are on a and c
+    await send(mallory, chat, b"before")
+    await receive_and_ack(alice, 1)
+    assert b.gateway.services.blocks.cached_blockers(blocked) == frozenset()  # the owner's view
+    await request(mallory, subscribe_presence=pb.SubscribePresence(user_ids=[blocker]))
+    assert (await mallory.recv("presence")).presence.online
+
+    def every_node_knows(blocking: bool):
+        def check():
+            return all(s.gateway.services.blocks.cached_blockers(blocked) in
+                       (None, frozenset({blocker}) if blocking else frozenset()) for s in nodes)
+        return check
+
+    await request(alice, block=pb.Block(user_id=blocked))
+    await wait_for(every_node_knows(True), message="the block reached every node's cache")
+    reply = await request(mallory, send=pb.Send(client_msg_id="after", chat_id=chat, body=b"x"))
+    assert reply.error.code == pb.BLOCKED
+    hidden = (await mallory.recv("presence")).presence
+    assert (hidden.user_id, hidden.online, hidden.last_seen_ms) == (blocker, False, 0)
+    reply = await request(mallory, create_chat=pb.CreateChat(kind=pb.DIRECT,
+                                                             member_user_ids=[blocker]))
+    assert reply.error.code == pb.BLOCKED
+
+    await request(alice, unblock=pb.Unblock(user_id=blocked))
+    await wait_for(every_node_knows(False), message="the unblock reached every node's cache")
+    assert (await mallory.recv("presence")).presence.online
+    await send(mallory, chat, b"after the unblock")
+    assert [m.body for m in await receive_and_ack(alice, 1)] == [b"after the unblock"]
+
+
+async def test_membership_events_are_committed_by_the_owner(nodes):
+    """A removal and a re-add made through other nodes than the chat's owner: the removed
+    member's device on a third node gets its range, then the new one, with no gap."""
+    a, b, c = nodes
+    alice, bob = await authed(a, "alice"), await authed(c, "bob")
+    chats = [await group(alice, ["bob"]) for _ in range(30)]
+    chat = next(chat for chat in chats if a.gateway.router.owner(chat) == "b")
+    await send(alice, chat, b"1")
+    await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["bob"]))
+    await send(alice, chat, b"3: bob is away")
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["bob"]))
+    await send(alice, chat, b"5")
+    got = await receive_and_ack(bob, 4)
+    assert [m.seq for m in got] == [1, 2, 4, 5]
+    assert [m.membership.action for m in got] == [0, pb.MembershipEvent.REMOVED,
+                                                  pb.MembershipEvent.ADDED, 0]
+    assert b.gateway.router.forwarding.owned_sends == 5  # the two events with the sends, on b

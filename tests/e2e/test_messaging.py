@@ -103,14 +103,15 @@ async def test_group_chat_admin_and_fanout(server):
     info_after = await admin.add_members(group.chat_id, ["user3", "user4"])
     assert len(info_after.members) == 6
     ack = await admin.send(group.chat_id, b"welcome all")
-    for member in members:
-        [got] = await receive(member, 1)
-        assert got.seq == ack.seq
-    # a late joiner sees nothing from before it joined
+    for member in members:  # the change is an entry of the chat's log: members and newcomers
+        added, welcome = await receive(member, 2)
+        assert (added.seq, changed(added)) == (1, ("ADDED", "admin", ["user3", "user4"]))
+        assert welcome.seq == ack.seq
+    # a late joiner sees nothing from before it joined: its history starts at its addition
     late = await connect(server, "late")
     await admin.add_members(group.chat_id, ["late"])
     page = await late.history(group.chat_id)
-    assert list(page.messages) == []
+    assert [changed(m) for m in page.messages] == [("ADDED", "admin", ["late"])]
     await admin.remove_members(group.chat_id, ["user4"])
     with pytest.raises(ServerError) as info:
         await members[4].send(group.chat_id, b"am I still in?")
@@ -120,12 +121,24 @@ async def test_group_chat_admin_and_fanout(server):
         await members[0].remove_members(group.chat_id, ["user1"])
     assert info.value.code == pb.FORBIDDEN
     ack = await admin.send(group.chat_id, b"after removals")
+    removed, left = ("REMOVED", "admin", ["user4"]), ("REMOVED", "user3", ["user3"])
     for member in members[:3]:
-        [got] = await receive(member, 1)
-        assert got.seq == ack.seq
+        got = await receive(member, 4)
+        assert [changed(m) for m in got[:3]] == [("ADDED", "admin", ["late"]), removed, left]
+        assert got[3].seq == ack.seq
+    # each gone member saw the change that took it out, and nothing after it
+    assert [changed(m) for m in await receive(members[3], 3)][1:] == [removed, left]
+    assert [changed(m) for m in await receive(members[4], 2)][1:] == [removed]
     for gone in members[3:]:
         with pytest.raises(asyncio.TimeoutError):
             await receive(gone, 1, timeout=0.3)
+
+
+def changed(message: pb.Message) -> tuple[str, str, list[str]]:
+    """(action, actor, users) of a membership event."""
+    event = message.membership
+    return (pb.MembershipEvent.Action.Name(event.action), event.actor_user_id,
+            list(event.user_ids))
 
 
 async def test_group_size_limit(make_server):

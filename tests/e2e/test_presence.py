@@ -7,17 +7,8 @@ import asyncio
 import pytest
 
 from switchboard.proto.v1 import client_pb2 as pb
-from tests.support.rawflow import authed, direct, group, request
+from tests.support.rawflow import authed, direct, group, presence_of, request
 from tests.support.waiting import wait_for
-
-
-async def presence(client, user: str, timeout: float = 5.0) -> pb.Presence:
-    async def loop():
-        while True:
-            update = (await client.recv("presence", timeout=timeout)).presence
-            if update.user_id == user:
-                return update
-    return await asyncio.wait_for(loop(), timeout)
 
 
 async def test_subscriber_sees_online_then_last_seen(make_server):
@@ -25,17 +16,17 @@ async def test_subscriber_sees_online_then_last_seen(make_server):
     watcher = await authed(server, "watcher")
     bob = await authed(server, "bob")
     await request(watcher, subscribe_presence=pb.SubscribePresence(user_ids=["bob", "nobody-yet"]))
-    assert (await presence(watcher, "bob")).online
-    never = await presence(watcher, "nobody-yet")
+    assert (await presence_of(watcher, "bob")).online
+    never = await presence_of(watcher, "nobody-yet")
     assert (never.online, never.last_seen_ms) == (False, 0)
     bob.close()
-    gone = await presence(watcher, "bob")
+    gone = await presence_of(watcher, "bob")
     assert not gone.online and gone.last_seen_ms > 0
     bystander = await authed(server, "bystander")
     await authed(server, "bob", "tablet")
-    assert (await presence(watcher, "bob")).online
+    assert (await presence_of(watcher, "bob")).online
     with pytest.raises(asyncio.TimeoutError):
-        await presence(bystander, "bob", timeout=0.4)
+        await presence_of(bystander, "bob", timeout=0.4)
 
 
 async def test_flapping_gives_a_bounded_number_of_updates(make_server):
@@ -43,7 +34,7 @@ async def test_flapping_gives_a_bounded_number_of_updates(make_server):
     watcher = await authed(server, "watcher")
     bob = await authed(server, "bob")
     await request(watcher, subscribe_presence=pb.SubscribePresence(user_ids=["bob"]))
-    await presence(watcher, "bob")
+    await presence_of(watcher, "bob")
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(200):  # 200 flaps: invisible on/off, pipelined
@@ -74,16 +65,16 @@ async def test_last_seen_privacy(make_server):
     await request(bob, update_settings=pb.UpdateSettings(last_seen=pb.CONTACTS))
     await request(friend, subscribe_presence=pb.SubscribePresence(user_ids=["bob"]))
     await request(stranger, subscribe_presence=pb.SubscribePresence(user_ids=["bob"]))
-    assert (await presence(friend, "bob")).online
-    hidden = await presence(stranger, "bob")
+    assert (await presence_of(friend, "bob")).online
+    hidden = await presence_of(stranger, "bob")
     assert (hidden.online, hidden.last_seen_ms) == (False, 0)
     bob.close()
-    assert (await presence(friend, "bob")).last_seen_ms > 0
+    assert (await presence_of(friend, "bob")).last_seen_ms > 0
     with pytest.raises(asyncio.TimeoutError):
-        await presence(stranger, "bob", timeout=0.4)
+        await presence_of(stranger, "bob", timeout=0.4)
     bob = await authed(server, "bob")
     await request(bob, update_settings=pb.UpdateSettings(last_seen=pb.NOBODY))
-    assert (await presence(friend, "bob")).last_seen_ms == 0
+    assert (await presence_of(friend, "bob")).last_seen_ms == 0
 
 
 async def test_invisible_device_does_not_make_the_user_online(make_server):
@@ -92,9 +83,9 @@ async def test_invisible_device_does_not_make_the_user_online(make_server):
     bob = await authed(server, "bob")
     await request(bob, update_settings=pb.UpdateSettings(invisible=True))
     await request(watcher, subscribe_presence=pb.SubscribePresence(user_ids=["bob"]))
-    assert not (await presence(watcher, "bob")).online
+    assert not (await presence_of(watcher, "bob")).online
     await request(bob, update_settings=pb.UpdateSettings(invisible=False))
-    assert (await presence(watcher, "bob")).online
+    assert (await presence_of(watcher, "bob")).online
 
 
 async def test_typing_reaches_online_members_only_and_is_throttled(server):

@@ -177,5 +177,85 @@ async def test_a_drain_pushes_pending_receipts_before_closing_the_store(make_ser
         update = await receipt_until(sender, chat, lambda u: u.delivered_all_seq >= 1)
         assert member(update, "bob").delivered_seq == 1
     assert receipts.updates_pushed >= 20 and receipts.not_pushed == 0
-    receipts.note(chats[0], "bob", 1, 1)  # after the drain: counted, never scheduled
+    receipts.note(chats[0], "bob", 1, 1, 1)  # after the drain: counted, never scheduled
     assert receipts.not_pushed == 1 and receipts._flush_handle is None
+
+
+async def test_reads_made_with_read_receipts_off_stay_private_when_turned_on(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    first = await send(alice, chat, b"read in private")
+    await receive_and_ack(bob, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=False))
+    read = await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=first.seq))
+    assert read.read_ack.read_seq == first.seq  # bob's own devices: the real position
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=True))
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=first.seq))).receipt_status
+    assert (status.delivered_count, status.read_count, list(status.read_by)) == (1, 0, [])
+    # a read made with them on again is public, and it covers what comes before it
+    second = await send(alice, chat, b"read in public")
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=second.seq))
+    update = await receipt_until(alice, chat, lambda u: u.read_all_seq >= second.seq)
+    assert member(update, "bob").read_seq == second.seq
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=second.seq))).receipt_status
+    assert list(status.read_by) == ["bob"]
+    chats = (await request(bob, list_chats=pb.ListChats())).chat_list.chats
+    assert (chats[0].read_seq, chats[0].unread_count) == (second.seq, 0)
+
+
+async def test_a_send_with_read_receipts_off_reveals_no_read_position(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    first = await send(alice, chat, b"unread")
+    await receive_and_ack(bob, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=False))
+    await send(bob, chat, b"a reply reads nothing in public")
+    await receive_and_ack(alice, 1)
+    await request(bob, update_settings=pb.UpdateSettings(read_receipts=True))
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=first.seq))).receipt_status
+    assert (status.read_count, list(status.read_by)) == (0, [])
+
+
+async def test_read_by_k_of_n_counts_only_who_was_a_member_then(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await group(alice, ["bob"])
+    old = await send(alice, chat, b"before carol")
+    await receive_and_ack(bob, 1)
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=old.seq))
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["carol"]))  # seq 2
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=old.seq))).receipt_status
+    assert (status.member_count, status.delivered_count, status.read_count) == (1, 1, 1)
+    # carol, who can never hold it, does not hold "delivered/read by all" back either
+    update = await receipt_until(alice, chat, lambda u: u.read_all_seq >= old.seq)
+    assert update.delivered_all_seq >= old.seq
+    new = await send(alice, chat, b"after carol")
+    status = (await request(alice, get_receipts=pb.GetReceipts(
+        chat_id=chat, seq=new.seq))).receipt_status
+    assert (status.member_count, status.delivered_count) == (2, 0)
+
+
+async def test_read_by_of_a_member_removed_and_added_again_follows_its_ranges(server):
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await group(alice, ["bob"])
+    seen = await send(alice, chat, b"in bob's first range")
+    await receive_and_ack(bob, 1)
+    await request(alice, remove_members=pb.RemoveMembers(chat_id=chat, user_ids=["bob"]))
+    gap = await send(alice, chat, b"while bob is away")
+    await request(alice, add_members=pb.AddMembers(chat_id=chat, user_ids=["bob"]))
+    await receive_and_ack(bob, 2)  # the removal, then (after a floor) the re-add
+    await request(bob, mark_read=pb.MarkRead(chat_id=chat, seq=gap.seq + 1))
+    counts = {}
+    for seq in (seen.seq, gap.seq):
+        status = (await request(alice, get_receipts=pb.GetReceipts(
+            chat_id=chat, seq=seq))).receipt_status
+        counts[seq] = (status.member_count, status.delivered_count, status.read_count)
+    assert counts == {seen.seq: (1, 1, 1), gap.seq: (0, 0, 0)}

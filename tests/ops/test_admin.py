@@ -85,10 +85,14 @@ async def test_group_membership_changes_apply_to_the_running_worker(node):
 
     members = await admin(node, "chats", "add", "--chat", chat, "--user", "carol")
     assert [m["user"] for m in members] == ["alice", "bob", "carol"]
-    assert (await send(carol, chat, b"two")).seq == 2  # no NOT_MEMBER from a stale cache
+    # the change is seq 2 of the chat's log, offered at once to the members' devices
+    [added] = await receive_and_ack(carol, 1)
+    assert (added.seq, list(added.membership.user_ids), added.sender_user_id) == (2, ["carol"], "")
+    assert (await send(carol, chat, b"two")).seq == 3  # no NOT_MEMBER from a stale cache
 
     await admin(node, "chats", "remove", "--chat", chat, "--user", "bob")
-    await receive_and_ack(bob, 1)  # "two" was sent while bob was a member
+    # "two" was sent while bob was a member; the removal is the last entry bob gets
+    assert [m.seq for m in await receive_and_ack(bob, 3)] == [2, 3, 4]
     await send(alice, chat, b"three")
     reply = await request(bob, send=pb.Send(client_msg_id="x", chat_id=chat, body=b"no"))
     assert reply.error.code == pb.NOT_MEMBER
@@ -96,21 +100,21 @@ async def test_group_membership_changes_apply_to_the_running_worker(node):
     frames = list(bob.stash)
     while not bob.listener.frames.empty():
         frames.append(bob.listener.frames.get_nowait())
-    # a retransmit of "two" may still come (his ack can lose the race with retransmit_after
-    # on a busy machine): it was his; nothing sent after his removal is
+    # a retransmit of what was his may still come (his ack can lose the race with
+    # retransmit_after on a busy machine); nothing sent after his removal (seq 4) does
     delivered = [m.seq for f in frames if f.WhichOneof("body") == "deliver"
                  for m in f.deliver.messages]
-    assert all(seq <= 2 for seq in delivered), delivered
+    assert all(seq <= 4 for seq in delivered), delivered
 
-    # the worker's log says what changed and who asked
+    # the worker's log says what changed, at which seq of the chat, and who asked
     changes = [line for line in admin_lines(node) if line.get("chat_id") == chat]
-    assert [(c["change"], c["users"]) for c in changes] == [("added", ["carol"]),
-                                                          ("removed", ["bob"])]
+    assert [(c["change"], c["users"], c["seq"]) for c in changes] == [("added", ["carol"], 2),
+                                                                    ("removed", ["bob"], 4)]
     assert all(c["level"] == "INFO" and c["admin"].startswith("pid ") for c in changes)
 
     listed = await admin(node, "chats", "list", "--user", "carol")
     assert [(c["chat_id"], c["kind"], c["head_seq"], c["members"]) for c in listed] == [
-        (chat, "group", 3, 2)]
+        (chat, "group", 5, 2)]
     assert [m["user"] for m in await admin(node, "chats", "members", "--chat", chat)] == [
         "alice", "carol"]
 

@@ -81,6 +81,13 @@ CLUSTER = "[cluster]\nenabled = true\nredis = \"127.0.0.1:7000\"\n"
     (CLUSTER + "mesh_host = \"10.0.0.5\"\n[server]\nproduction = true\n[auth]\nsecret = \""
      + "k" * 32 + "\"\n", {}, "cluster.mesh_secret: required in production when the mesh "
                             "listens on 10.0.0.5"),
+    ('[store]\nkind = "scylla"\nhosts = " , "\n', {}, "store.hosts: at least one"),
+    ('[store]\nkind = "scylla"\nkeyspace = "my-ks"\n', {}, "store.keyspace: 'my-ks'"),
+    ('[store]\nkind = "scylla"\nreplication_dcs = "dc1"\n', {},
+     "store.replication_dcs: 'dc1' is not datacenter:factor"),
+    ('[store]\nconsistency = "MOST"\n', {}, "store.consistency: 'MOST' is not one of"),
+    ('[store]\nkind = "scylla"\ntls_cert = "/c.pem"\n', {}, "store.tls_cert and store.tls_key"),
+    ('[store]\nkind = "scylla"\nport = 0\n', {}, "store.port: value 0 out of range"),
 ])
 def test_errors_name_the_key(tmp_path, text, environ, named):
     with pytest.raises(ConfigError) as error:
@@ -179,6 +186,22 @@ def test_serve_exits_2_naming_the_key(tmp_path, toml, env, named):
     assert done.returncode == 2, done
     assert named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_scylla_settings_come_from_the_store_section(tmp_path):
+    from switchboard.core.stores import cql_settings, replication, tls_context
+    config = load(write(tmp_path, '[store]\nkind = "scylla"\nhosts = "10.0.0.1, 10.0.0.2"\n'
+                                  'port = 9142\nreplication_dcs = "eu:3,us:2"\n'
+                                  'consistency = "quorum"\nlocal_dc = "eu"\n'), environ={})
+    settings = cql_settings(config.store)
+    assert (settings.hosts, settings.port, settings.keyspace) == (("10.0.0.1", "10.0.0.2"), 9142,
+                                                                  None)
+    assert (settings.consistency, settings.local_dc, settings.ssl_context) == ("QUORUM", "eu",
+                                                                               None)
+    assert replication(config.store) == "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}"
+    config.store.tls_ca = str(ROOT / "tests" / "ops" / "missing-ca.pem")
+    with pytest.raises(ConfigError, match="store.tls_ca"):  # at start, not at the first request
+        tls_context(config.store)
 
 
 async def test_store_section_chooses_the_store_the_gateway_opens(make_server, tmp_path):

@@ -8,6 +8,8 @@ module only adapts it to pytest:
   (about 6 s; later tests pay nothing) and stopped at the end.
 * `cql_keyspace`: a fresh keyspace on that node for one test (unique name, RF 1, dropped
   after), as a `CqlTarget`: contact points, port, keyspace, `settings()` for core/cql.py.
+* `cql_emptied_keyspace`: the same for tests that keep the store's schema as it is, cheaper:
+  one keyspace for the session, every table in it emptied before each test.
 * `cassandra_cluster`: three nodes on 127.0.0.1-3, shared by the tests of one module (a start
   is ~15 s of a 2-core machine's time) and brought back to all-up before each test, so a test
   may kill, pause or restart nodes. Tests using it are marked `cassandra_cluster` and `slow`
@@ -101,6 +103,31 @@ def cql_keyspace(cassandra_node, _admin_session) -> Iterator[CqlTarget]:
         yield CqlTarget(tuple(cassandra_node.hosts), cassandra_node.port, keyspace)
     finally:
         _admin_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+@pytest.fixture(scope="session")
+def _shared_keyspace(cassandra_node, _admin_session) -> Iterator[str]:
+    keyspace = f"shared_{uuid.uuid4().hex[:16]}"
+    _admin_session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                           "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    try:
+        yield keyspace
+    finally:
+        _admin_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+@pytest.fixture
+def cql_emptied_keyspace(cassandra_node, _admin_session, _shared_keyspace) -> CqlTarget:
+    """One keyspace for every test that asks for it, each of its tables emptied (TRUNCATE)
+    before the test: the same empty start as `cql_keyspace` for a test that leaves the schema
+    as the store made it, without the seconds of schema changes a new keyspace costs."""
+    tables = _admin_session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+        (_shared_keyspace,))
+    for future in [_admin_session.execute_async(f"TRUNCATE {_shared_keyspace}.{row.table_name}")
+                   for row in tables]:
+        future.result()
+    return CqlTarget(tuple(cassandra_node.hosts), cassandra_node.port, _shared_keyspace)
 
 
 @pytest.fixture(scope="module")

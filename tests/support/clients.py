@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.client import Client
+from switchboard.core.backlog import read_backlog
 from tests.support.raw import OPEN_CLIENTS
 from tests.support.waiting import wait_for
 
@@ -54,5 +55,5 @@ async def acked_and_stored(server, user: str, device: str = "phone") -> None:
     store = server.gateway.services.store
 
     async def nothing_above_the_cursor() -> bool:
-        return not await store.backlog(user, device)
+        return not await read_backlog(store, user, device)
     await wait_for(nothing_above_the_cursor, message=f"{user}/{device}'s cursor stored")

@@ -1,5 +1,6 @@
 """A cluster of real gateway processes for tests: N `python -m switchboard serve` sharing one
-data dir (one SQLite store) and a Redis Cluster (leases and sessions), meshed on free ports.
+data dir (one SQLite store, or the store `store` names) and a Redis Cluster (leases and
+sessions), meshed on free ports.
 
 Each gateway gets server.node_id i and cluster.node_name f"g{i}", its own client port (parsed
 from its "switchboard listening on ws://..." line) and metrics port, fast timers (as
@@ -27,7 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from switchboard.config import load
 from switchboard.core.auth import TokenAuthority
+from switchboard.core.store import Store
+from switchboard.core.stores import make_store
 from tests.support.server import FAST, SECRET
 
 HOST = "127.0.0.1"
@@ -81,12 +85,15 @@ class GatewayProcess:
 
 class GatewayCluster:
     def __init__(self, directory: Path, redis_addresses: list[str], count: int = 3, *,
-                 prefix: str | None = None, config: Mapping[str, object] | None = None) -> None:
+                 prefix: str | None = None, config: Mapping[str, object] | None = None,
+                 store: Mapping[str, object] | None = None) -> None:
+        """`store`: "store.*" keys every gateway gets (default: the SQLite file in the shared
+        data dir)."""
         self.directory = Path(directory)
         self.data_dir = self.directory / "data"
         self.redis = ",".join(redis_addresses)
         self.prefix = prefix or f"t{uuid.uuid4().hex[:10]}"
-        self.config = {**DEFAULTS, **(config or {})}
+        self.config = {**DEFAULTS, **(store or {}), **(config or {})}
         self.tokens = TokenAuthority(SECRET.encode())
         self.gateways = [GatewayProcess(i, f"g{i}", self.directory / f"g{i}.log")
                          for i in range(count)]
@@ -110,6 +117,14 @@ class GatewayCluster:
     @property
     def database(self) -> Path:
         return self.data_dir / "switchboard.db"
+
+    async def open_store(self) -> Store:
+        """A store of the gateways' own (the same [store] settings), opened; close it after."""
+        values = {key: value for key, value in self.config.items() if key.startswith("store.")}
+        store = make_store(load(None, {**values, "server.data_dir": str(self.data_dir)},
+                                environ={}))
+        await store.open()
+        return store
 
     # ------------------------------------------------------------------ life cycle
     async def start(self, timeout: float = 30.0) -> "GatewayCluster":

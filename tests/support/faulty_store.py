@@ -6,9 +6,10 @@ Knobs, all for `commit` (every other method delegates untouched):
 * `fail_next_commits(n, exc)`: the next n commits raise without touching the store.
 * `apply_then_raise(n)`: the next n commits are applied, then raise StoreError - a timeout
   whose write in fact landed (outcome unknown to the caller).
-* `fail_chats(n, *chat_ids)`: the next n commits fail those chats alone, the way a partitioned
-  store does: their messages and the watermarks keyed on them are not written (results None,
-  `failed[chat]` set, watermarks back in `unsaved`); the rest of the batch is committed.
+* `fail_chats(n, *chat_ids)`: the next n commits holding a message of those chats fail those
+  chats alone, the way a partitioned store does: their messages and the watermarks keyed on
+  them are not written (results None, `failed[chat]` set, watermarks back in `unsaved`); the
+  rest of the batch is committed.
 `batches` records every batch passed to commit, in call order, whatever its outcome.
 """
 from __future__ import annotations
@@ -60,7 +61,8 @@ class FaultyStore(Store):
                 self.held -= 1
         if self._failures:
             raise self._failures.pop(0)
-        if self._failing_chats:
+        if self._failing_chats and any(m.chat_id in self._failing_chats[0]
+                                       for m in batch.messages):
             return await self._commit_all_but(batch, self._failing_chats.pop(0))
         outcome = await self.inner.commit(batch)
         if self._apply_then_raise:
@@ -72,7 +74,8 @@ class FaultyStore(Store):
         kept, unsaved = Batch(), Batch()
         kept.messages = [m for m in batch.messages if m.chat_id not in failing]
         for name, chat_of in (("cursors", lambda key: key[2]), ("reads", lambda key: key[0]),
-                              ("delivered", lambda key: key[0])):
+                              ("delivered", lambda key: key[0]),
+                              ("public_reads", lambda key: key[0])):
             for key, seq in getattr(batch, name).items():
                 getattr(unsaved if chat_of(key) in failing else kept, name)[key] = seq
         inner = await self.inner.commit(kept)
@@ -80,7 +83,7 @@ class FaultyStore(Store):
         results = [None if m.chat_id in failing else next(committed) for m in batch.messages]
         failed = {**inner.failed, **{m.chat_id: StoreError(f"injected failure of {m.chat_id}")
                                      for m in batch.messages if m.chat_id in failing}}
-        for name in ("cursors", "reads", "delivered"):
+        for name in ("cursors", "reads", "delivered", "public_reads"):
             getattr(unsaved, name).update(getattr(inner.unsaved, name))
         return CommitOutcome(results, failed, unsaved)
 

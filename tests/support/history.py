@@ -26,7 +26,9 @@ Record while the test runs, check once it healed:
   (its own sends count as held: the SDK never shows a device its own messages);
 * store gap: the store's seqs of a chat are not 1..head;
 * phantom: a message that nobody sent (no send attempt with that sender and client_msg_id), or
-  one whose send was refused definitely.
+  one whose send was refused definitely. Membership events are entries of the log that the
+  server writes (no send attempt): they count for seqs, order and gaps like any message, and
+  are exempt from this one.
 
 `Recorder` is the asyncio side: it drains clients' message iterators into the history and
 wraps `Client.send` so every attempt is recorded with its outcome.
@@ -74,6 +76,7 @@ class Observed:
     client_msg_id: str
     body: bytes
     t: float = field(default=0.0, compare=False)
+    membership: bool = False  # a membership event (written by the server, not sent)
 
     @property
     def content(self) -> Content:
@@ -83,7 +86,8 @@ class Observed:
     def of(cls, message, t: float = 0.0) -> "Observed":
         """From a protobuf Message (or anything with the same attributes)."""
         return cls(message.chat_id, message.seq, message.sender_user_id, message.sender_device_id,
-                   message.client_msg_id, bytes(message.body), t)
+                   message.client_msg_id, bytes(message.body), t,
+                   message.HasField("membership"))
 
 
 class History:
@@ -154,6 +158,9 @@ class History:
 
         # Every observation of a (chat, seq), wherever it came from.
         seen: dict[tuple[str, int], dict[Content, str]] = defaultdict(dict)
+        events = {(o.chat, o.seq, o.content) for stream in (*self.streams.values(),
+                                                           *self.store.values())
+                  for o in stream if o.membership}
         for s in acked:
             seen[(s.chat, s.seq)].setdefault(
                 (s.user, s.device, s.client_msg_id, s.body), f"SendAck to {s.user}/{s.device}")
@@ -183,7 +190,10 @@ class History:
 
         # phantoms: nobody sent it, or its send was refused for good
         for (chat, seq), contents in sorted(seen.items()):
-            for sender, device, cmid, body in contents:
+            for content in contents:
+                if (chat, seq, content) in events:
+                    continue
+                sender, device, cmid, body = content
                 records = sent_by_key.get((chat, sender, cmid))
                 if not records:
                     out.append(f"phantom: {chat}#{seq} from {sender}/{device} {cmid!r} was "
@@ -344,10 +354,11 @@ class Recorder:
                 out[dev] = count
         return out
 
-    async def finish(self, database=None, timeout: float = 20.0) -> None:
+    async def finish(self, store=None, timeout: float = 20.0) -> None:
         """Heal: every watched client (re)connected, a final Sync completed and its backlog
-        drained into the history; then each device's heads (ListChats) and, with `database`,
-        the store's rows of the history's chats (`member()`) are recorded. Call check() afterwards."""
+        drained into the history; then each device's heads (ListChats) and, with `store` (an
+        open Store of any kind, read through its interface), the store's rows of the history's
+        chats (`member()`) are recorded. Call check() afterwards."""
         deadline = asyncio.get_running_loop().time() + timeout
         for (user, device), client in self.clients.items():
             while not client.connected:
@@ -362,9 +373,14 @@ class Recorder:
         while any(client._inbox.qsize() for client in self.clients.values()):
             await asyncio.sleep(0.02)  # the drains take what the final syncs brought
         await asyncio.sleep(0.1)
-        if database is not None:
-            for chat, rows in store_rows(database, self.history.members).items():
-                self.history.stored(chat, rows)
+        if store is not None:
+            for chat in self.history.members:
+                messages = await store.read_messages(chat, 0, 1_000_000)
+                if messages:
+                    self.history.stored(chat, [Observed(chat, m.seq, m.sender_user,
+                                                        m.sender_device, m.client_msg_id, m.body,
+                                                        membership=m.event is not None)
+                                               for m in messages])
 
     async def stop(self) -> None:
         for task in self._drains:
@@ -372,21 +388,3 @@ class Recorder:
                 task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)
         self._drains.clear()
-
-
-def store_rows(database, chats: Iterable[str] | None = None) -> dict[str, list[Observed]]:
-    """Every message row of the SQLite store, per chat: for `History.stored`. Read-only, so it
-    can run while gateways still hold the file."""
-    import sqlite3
-    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = con.execute("SELECT chat_id, seq, sender_user, sender_device, client_msg_id, body "
-                           "FROM messages ORDER BY chat_id, seq").fetchall()
-    finally:
-        con.close()
-    wanted = None if chats is None else set(chats)
-    out: dict[str, list[Observed]] = defaultdict(list)
-    for chat, seq, user, device, cmid, body in rows:
-        if wanted is None or chat in wanted:
-            out[chat].append(Observed(chat, seq, user, device, cmid, bytes(body)))
-    return dict(out)

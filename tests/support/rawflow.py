@@ -1,6 +1,8 @@
 """Helpers for raw-protocol tests: authenticated clients, chats, sends, acked receiving."""
 from __future__ import annotations
 
+import asyncio
+
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.raw import RawClient
 
@@ -32,6 +34,16 @@ async def send(client: RawClient, chat: str, body: bytes = b"x", cmid: str | Non
         client_msg_id=cmid or f"c{client._cmid}", chat_id=chat, body=body))
     assert reply.WhichOneof("body") == "send_ack", reply
     return reply.send_ack
+
+
+async def presence_of(client: RawClient, user: str, timeout: float = 5.0) -> pb.Presence:
+    """The next Presence about `user` (others the client is subscribed to are passed over)."""
+    async def loop():
+        while True:
+            update = (await client.recv("presence", timeout=timeout)).presence
+            if update.user_id == user:
+                return update
+    return await asyncio.wait_for(loop(), timeout)
 
 
 async def receive_and_ack(client: RawClient, count: int, timeout: float = 15.0) -> list[pb.Message]:

@@ -57,6 +57,35 @@ def test_persisted_watermark_drops_what_the_app_already_has():
     assert o.duplicates == 2
 
 
+def membership(seq: int, action: int, *users: str, chat: str = "c1") -> pb.Message:
+    return pb.Message(chat_id=chat, seq=seq, sender_user_id="admin", membership=pb.MembershipEvent(
+        action=action, actor_user_id="admin", user_ids=users))
+
+
+def test_an_event_adding_me_starts_my_range_again():
+    o = order(have={"c1": 6})  # removed at 6 (the last message of the old range)
+    assert feed_all(o, [msg(9)]) == []  # held: a gap like any other
+    assert o.needs_sync
+    assert feed_all(o, [membership(14, pb.MembershipEvent.ADDED, "carol", ME), msg(15)]) == [
+        ("c1", 14), ("c1", 15)]
+    assert o.have == {"c1": 15} and o.buffered == 0 and not o.needs_sync
+    assert o.take_acks() == [("c1", 15)]
+    # an event adding someone else is no reason to jump
+    assert feed_all(o, [membership(17, pb.MembershipEvent.ADDED, "dave")]) == []
+    assert o.have == {"c1": 15}
+
+
+def test_a_floor_raises_the_watermark_and_drains_what_it_unblocks():
+    o = order(have={"c1": 2})
+    assert feed_all(o, [msg(8), msg(9)]) == []  # a gap after 2 that no replay fills
+    assert [(m.chat_id, m.seq) for m in o.floor("c1", 7)] == [("c1", 8), ("c1", 9)]
+    assert o.have == {"c1": 9} and o.buffered == 0
+    assert o.floor("c1", 5) == [] and o.have == {"c1": 9}  # never lowers it
+    assert o.floor("c2", 30) == [] and o.have["c2"] == 30  # an unknown chat starts there
+    assert feed_all(o, [msg(30, "c2"), msg(31, "c2")]) == [("c2", 31)]
+    assert sorted(o.take_acks()) == [("c1", 9), ("c2", 31)]
+
+
 def test_gap_is_buffered_until_filled_then_drained_in_order():
     o = order()
     feed_all(o, [msg(1)])

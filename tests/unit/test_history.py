@@ -155,3 +155,17 @@ def test_a_violation_names_the_fault_before_it():
     h.received("bob", "phone", msg(3))
     [violation] = h.check()
     assert violation.endswith("(after fault: kill -9 g1)")
+
+
+def test_a_membership_event_is_no_phantom_but_still_holds_its_seq():
+    h = clean()
+    event = Observed(CHAT, 4, "alice", "", "membership:1", b"", membership=True)
+    for dev in (("alice", "phone"), ("bob", "phone"), ("bob", "laptop")):
+        h.received(*dev, event)
+        h.final(*dev, {CHAT: 4})
+    h.stored(CHAT, [msg(1), msg(2, "bob"), msg(3), event])
+    assert h.check() == []
+    # the same seq with another content is still a reuse, and a missing event still a gap
+    h.received("bob", "laptop", msg(4, "bob", cmid="x", body=b"x"))
+    h.streams[("alice", "phone")].pop()
+    assert kinds(h.check()) == ["I2 duplicate delivery", "I3 gap", "I4 seq reuse", "phantom"]

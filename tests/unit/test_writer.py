@@ -197,8 +197,10 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     writer.ack_cursor("bob", "phone", "a", 3)
     writer.ack_cursor("bob", "phone", "b", 4)
     writer.ack_delivered("b", "bob", 5)
-    outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6)])
+    outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6),
+                              writer.submit(msg("b", "1"))])
     assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
+    assert isinstance(outcomes[2], StoreError)
     assert await faulty.cursors("bob", "phone") == {"a": 3}
     assert await faulty.read_seq("a", "bob") == 2
     for _ in range(20):
@@ -211,6 +213,25 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
                                                                       {("b", "bob"): 6})
     assert await faulty.cursors("bob", "phone") == {"a": 3, "b": 4}
     assert await faulty.receipts("b") == {"bob": Receipt(6, 6)}
+
+
+async def test_public_read_marks_go_apart_fail_with_their_chat_and_are_merged_back(faulty,
+                                                                                 make_writer):
+    writer = make_writer(faulty)
+    faulty.fail_chats(1, "b")
+    outcomes = await settled([writer.mark_read("a", "bob", 4, public=True),
+                              writer.mark_read("a", "bob", 6),
+                              writer.mark_read("b", "bob", 3, public=True),
+                              writer.submit(msg("b", "1"))])  # the fault needs a message of b
+    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], StoreError)
+    assert isinstance(outcomes[3], StoreError)
+    assert (faulty.batches[0].public_reads, faulty.batches[0].reads) == (
+        {("a", "bob"): 4, ("b", "bob"): 3}, {("a", "bob"): 6})
+    assert await faulty.receipts("a") == {"bob": Receipt(6, 6, 4)}  # public <= private
+    writer.ack_cursor("bob", "phone", "a", 1)
+    await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
+    assert faulty.batches[1].public_reads == {("b", "bob"): 3}
+    assert await faulty.receipts("b") == {"bob": Receipt(3, 3, 3)}
 
 
 # ---------------------------------------------------------------------------- backpressure

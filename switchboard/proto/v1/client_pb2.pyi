@@ -41,6 +41,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INTERNAL: _ClassVar[ErrorCode]
     ALREADY_AUTHENTICATED: _ClassVar[ErrorCode]
     NOT_FOUND: _ClassVar[ErrorCode]
+    BLOCKED: _ClassVar[ErrorCode]
 CHAT_KIND_UNSPECIFIED: ChatKind
 DIRECT: ChatKind
 GROUP: ChatKind
@@ -64,9 +65,10 @@ UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
 ALREADY_AUTHENTICATED: ErrorCode
 NOT_FOUND: ErrorCode
+BLOCKED: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts")
+    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +88,9 @@ class ClientFrame(_message.Message):
     LIST_DEVICES_FIELD_NUMBER: _ClassVar[int]
     REVOKE_DEVICE_FIELD_NUMBER: _ClassVar[int]
     GET_RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    UNBLOCK_FIELD_NUMBER: _ClassVar[int]
+    LIST_BLOCKED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     auth: Auth
     send: Send
@@ -105,10 +110,13 @@ class ClientFrame(_message.Message):
     list_devices: ListDevices
     revoke_device: RevokeDevice
     get_receipts: GetReceipts
-    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ...) -> None: ...
+    block: Block
+    unblock: Unblock
+    list_blocked: ListBlocked
+    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok")
+    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +136,7 @@ class ServerFrame(_message.Message):
     RECEIPT_STATUS_FIELD_NUMBER: _ClassVar[int]
     GOAWAY_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_LIST_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     welcome: Welcome
     send_ack: SendAck
@@ -147,7 +156,8 @@ class ServerFrame(_message.Message):
     receipt_status: ReceiptStatus
     goaway: Goaway
     ok: Ok
-    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ...) -> None: ...
+    blocked_list: BlockedList
+    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ...) -> None: ...
 
 class Ok(_message.Message):
     __slots__ = ()
@@ -202,7 +212,7 @@ class Pong(_message.Message):
     def __init__(self, client_time_ms: _Optional[int] = ..., server_time_ms: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("chat_id", "seq", "server_id", "sender_user_id", "sender_device_id", "client_msg_id", "body", "media_ids", "created_at_ms")
+    __slots__ = ("chat_id", "seq", "server_id", "sender_user_id", "sender_device_id", "client_msg_id", "body", "media_ids", "created_at_ms", "membership")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +222,7 @@ class Message(_message.Message):
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     seq: int
     server_id: int
@@ -221,7 +232,26 @@ class Message(_message.Message):
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
     created_at_ms: int
-    def __init__(self, chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., server_id: _Optional[int] = ..., sender_user_id: _Optional[str] = ..., sender_device_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    membership: MembershipEvent
+    def __init__(self, chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., server_id: _Optional[int] = ..., sender_user_id: _Optional[str] = ..., sender_device_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., membership: _Optional[_Union[MembershipEvent, _Mapping]] = ...) -> None: ...
+
+class MembershipEvent(_message.Message):
+    __slots__ = ("action", "actor_user_id", "user_ids")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[MembershipEvent.Action]
+        ADDED: _ClassVar[MembershipEvent.Action]
+        REMOVED: _ClassVar[MembershipEvent.Action]
+    ACTION_UNSPECIFIED: MembershipEvent.Action
+    ADDED: MembershipEvent.Action
+    REMOVED: MembershipEvent.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    action: MembershipEvent.Action
+    actor_user_id: str
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, action: _Optional[_Union[MembershipEvent.Action, str]] = ..., actor_user_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Send(_message.Message):
     __slots__ = ("client_msg_id", "chat_id", "body", "media_ids")
@@ -252,10 +282,12 @@ class SendAck(_message.Message):
     def __init__(self, client_msg_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., server_id: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class Deliver(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "floors")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    FLOORS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    floors: _containers.RepeatedCompositeFieldContainer[ChatSeq]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., floors: _Optional[_Iterable[_Union[ChatSeq, _Mapping]]] = ...) -> None: ...
 
 class ChatSeq(_message.Message):
     __slots__ = ("chat_id", "seq")
@@ -536,6 +568,28 @@ class RevokeDevice(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+
+class Block(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class Unblock(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ListBlocked(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BlockedList(_message.Message):
+    __slots__ = ("user_ids",)
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "detail", "retry_after_ms", "chat_id", "client_msg_id")

@@ -65,7 +65,7 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardSend(_message.Message):
-    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids")
+    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids", "membership")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class ForwardSend(_message.Message):
     CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     user_id: str
     device_id: str
@@ -80,7 +81,8 @@ class ForwardSend(_message.Message):
     client_msg_id: str
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    membership: _client_pb2.MembershipEvent
+    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., membership: _Optional[_Union[_client_pb2.MembershipEvent, _Mapping]] = ...) -> None: ...
 
 class SendResult(_message.Message):
     __slots__ = ("request_id", "message", "duplicate", "error", "error_message", "retry_after_ms")
@@ -121,16 +123,18 @@ class Push(_message.Message):
     def __init__(self, user_ids: _Optional[_Iterable[str]] = ..., frame: _Optional[bytes] = ..., exclude_user_id: _Optional[str] = ..., exclude_device_id: _Optional[str] = ...) -> None: ...
 
 class ReceiptNote(_message.Message):
-    __slots__ = ("chat_id", "user_id", "delivered_seq", "read_seq")
+    __slots__ = ("chat_id", "user_id", "delivered_seq", "read_seq", "public_read_seq")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_SEQ_FIELD_NUMBER: _ClassVar[int]
     READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_READ_SEQ_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     user_id: str
     delivered_seq: int
     read_seq: int
-    def __init__(self, chat_id: _Optional[str] = ..., user_id: _Optional[str] = ..., delivered_seq: _Optional[int] = ..., read_seq: _Optional[int] = ...) -> None: ...
+    public_read_seq: int
+    def __init__(self, chat_id: _Optional[str] = ..., user_id: _Optional[str] = ..., delivered_seq: _Optional[int] = ..., read_seq: _Optional[int] = ..., public_read_seq: _Optional[int] = ...) -> None: ...
 
 class Invalidate(_message.Message):
     __slots__ = ("kind", "key", "removed_user_ids")
@@ -138,8 +142,10 @@ class Invalidate(_message.Message):
         __slots__ = ()
         CHAT_MEMBERS: _ClassVar[Invalidate.Kind]
         USER_SETTINGS: _ClassVar[Invalidate.Kind]
+        USER_BLOCKS: _ClassVar[Invalidate.Kind]
     CHAT_MEMBERS: Invalidate.Kind
     USER_SETTINGS: Invalidate.Kind
+    USER_BLOCKS: Invalidate.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     REMOVED_USER_IDS_FIELD_NUMBER: _ClassVar[int]
