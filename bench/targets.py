@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from switchboard.tools.devcluster import free_run
+
 from . import procfs
 from .gen import Endpoint
 
@@ -172,8 +174,11 @@ class SpawnedSwitchboard(Target):
         runner = [sys.executable]
         if self.cprofile is not None:
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]
-        # workers share one fixed port (SO_REUSEPORT); their mesh ports follow it (+100)
+        # workers share one fixed port (SO_REUSEPORT); their mesh ports are a free run below
+        # the ephemeral range, where the generator's own sockets never land
         port = _free_port() if self.workers > 1 else 0
+        if self.workers > 1:
+            env["SWITCHBOARD_CLUSTER_MESH_PORT"] = str(free_run(self.workers))
         argv = runner + ["-m", "switchboard.cli", "serve", "--port", str(port),
                          "--data-dir", self._data_dir.name, "--log-level", "WARNING"]
         if self.workers > 1:
@@ -390,3 +395,4 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+

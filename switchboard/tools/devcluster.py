@@ -40,6 +40,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -338,6 +339,19 @@ def free_port(bus: bool = False) -> int:
         if port + _BUS_PORT_OFFSET <= 65535 and _bindable(port + _BUS_PORT_OFFSET):
             return port
     raise DevClusterError("found no free port pair for a Redis Cluster node")
+
+
+def free_run(count: int) -> int:
+    """The first of `count` consecutive loopback ports nobody listens on now, picked at random
+    below the kernel's ephemeral range, so no outgoing connection takes one before it is bound
+    (another process binding it on purpose still may: callers retry)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    for _ in range(200):
+        first = random.randrange(10000, ephemeral_low - count)
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    raise DevClusterError(f"no {count} consecutive free ports below {ephemeral_low}")
 
 
 def _bindable(port: int, host: str = HOST) -> bool:
