@@ -376,9 +376,11 @@ class Connection(WSListener):
     def _on_send_done(self, future: asyncio.Future[CommitResult], rid: int, chat_id: str,
                       client_msg_id: str) -> None:
         self.gw.sends_in_flight -= 1
-        if future.cancelled() or self.state >= State.CLOSING:
+        if future.cancelled():
             return
-        exc = future.exception()
+        exc = future.exception()  # retrieved even when nobody is left to answer
+        if self.state >= State.CLOSING:
+            return
         if exc is None:
             result = future.result()
             self.gw.stats.sends += 1
