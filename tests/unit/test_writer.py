@@ -273,29 +273,32 @@ async def test_ack_cursor_alone_schedules_a_flush(memory, make_writer):
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
 
 
-async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(memory, make_writer):
+async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(faulty, make_writer):
     """With ack_delay, acks do not commit on their own at once: the next message commits at
-    once with them; acks with nothing else to go with commit when the delay is up."""
-    await memory.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
-    writer = make_writer(memory, ack_delay=0.2)
+    once and takes them along; acks with nothing to go with commit when the delay is up."""
+    await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(faulty, ack_delay=60)  # beyond the test: only a message takes them
     await settled([writer.submit(msg("g", str(i))) for i in range(3)])
-    batches = writer.batches
+    commits = len(faulty.batches)
     writer.ack_cursor("bob", "phone", "g", 1)
     writer.ack_delivered("g", "bob", 1)
-    await asyncio.sleep(0.05)
-    assert writer.batches == batches  # waiting for company
     await settled([writer.submit(msg("g", "3"))])
-    assert writer.batches == batches + 1  # the message went at once, the acks with it
-    assert [b.cursor for b in await read_backlog(memory, "bob", "phone")] == [1]
-    assert (await memory.receipts("g"))["bob"].delivered_seq == 1
-    writer.ack_cursor("bob", "phone", "g", 4)
+    assert len(faulty.batches) == commits + 1  # no commit of the acks alone came first
+    along = faulty.batches[-1]
+    assert (len(along.messages), along.cursors, along.delivered) == (
+        1, {("bob", "phone", "g"): 1}, {("g", "bob"): 1})
+    assert [b.cursor for b in await read_backlog(faulty, "bob", "phone")] == [1]
+
+    alone = make_writer(faulty, ack_delay=0.2)
     started = asyncio.get_running_loop().time()
+    alone.ack_cursor("bob", "phone", "g", 4)
 
     async def cursor_is_4() -> bool:
-        return not await read_backlog(memory, "bob", "phone")
+        return not await read_backlog(faulty, "bob", "phone")
     await wait_for(cursor_is_4)
-    assert asyncio.get_running_loop().time() - started >= 0.15  # alone: after the delay
-    assert writer.batches == batches + 2
+    assert asyncio.get_running_loop().time() - started >= 0.19  # alone: after the delay
+    assert (faulty.batches[-1].messages, faulty.batches[-1].cursors) == (
+        [], {("bob", "phone", "g"): 4})
 
 
 async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_writer):
