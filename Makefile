@@ -30,7 +30,9 @@ serve: $(VENV)/.installed-serve
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
+# grpcio-tools 1.85.1 bundles the protoc (35.1) the checked-in *_pb2.py files were made with.
 proto: $(VENV)/.installed-test
+	$(PIP) install 'grpcio-tools==1.85.1'
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. switchboard/proto/v1/client.proto switchboard/proto/v1/mesh.proto
 
 bench-micro: $(VENV)/.installed-test

@@ -4,6 +4,7 @@
     python -m bench chat   --size 100            # with the two peers (--no-peers to skip)
     python -m bench fanout --size 100,1000,10000
     python -m bench storm  --size 2000 --messages 20
+    python -m bench cluster --size 60 --rate 400 --nodes 3
     python -m bench chat   --target 10.0.0.5:8765 --secret "$KEY" --server-pid 1234
     python -m bench chat   --store sqlite,scylla    # the same load on each store in turn
 
@@ -45,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--server-workers", type=int, default=1,
                        help="start the server as `serve --workers N`: N gateway processes on "
                             "one port forming one cluster (default 1: a single process)")
+    where.add_argument("--nodes", type=int, default=3,
+                       help="cluster: gateways of the cluster compared with one (default 3)")
+    where.add_argument("--failover", action=argparse.BooleanOptionalAction, default=True,
+                       help="cluster: also kill a Redis master under load (default on)")
+    where.add_argument("--pause", action=argparse.BooleanOptionalAction, default=True,
+                       help="cluster: also SIGSTOP a gateway with sends pending (default on)")
+    where.add_argument("--rounds", type=int, default=3,
+                       help="cluster: steady phases on each target, alternated (default 3)")
     where.add_argument("--store", default="sqlite",
                        help="comma-separated stores for the server started here, each measured "
                             "in turn: sqlite, scylla (default sqlite)")
@@ -62,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
                       help="chat: seconds per load step; hold: seconds to hold (default 3)")
     size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
                       help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--rate", type=float, default=400.0,
+                      help="cluster: messages/s offered to each target, open loop (default 400)")
     size.add_argument("--window", type=int, default=0,
                       help="chat: messages in flight per direction in the saturation probe "
                            "(default: 1024 in flight in all)")
@@ -117,6 +128,8 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
             raise ValueError("--target needs --secret or --data-dir to mint device tokens")
     elif args.secret or args.data_dir or args.server_pid:
         raise ValueError("--secret, --data-dir and --server-pid only apply with --target")
+    if scenario.NAME == "cluster" and args.target:
+        raise ValueError("cluster starts its own servers: --target does not apply")
     args.stores = [s.strip() for s in args.store.split(",") if s.strip()]
     unknown = sorted(set(args.stores) - {"sqlite", "scylla"})
     if unknown or not args.stores:
@@ -125,7 +138,9 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
         raise ValueError("--store picks the store of a server started here, not of a --target")
     if args.cql and "scylla" not in args.stores:
         raise ValueError("--cql needs --store scylla")
-    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm") else 1)
+    if scenario.NAME == "cluster" and args.stores != ["sqlite"]:
+        raise ValueError("cluster: its gateways share one SQLite file (--store sqlite)")
+    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm", "cluster") else 1)
     args.workers = max(args.workers or 2, math.ceil(connections / PER_WORKER))
 
 

@@ -9,6 +9,7 @@ bench that started it, also when the run fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from switchboard.tools.devcluster import free_run
 
 from . import procfs
 from .gen import Endpoint
@@ -171,8 +174,11 @@ class SpawnedSwitchboard(Target):
         runner = [sys.executable]
         if self.cprofile is not None:
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]
-        # workers share one fixed port (SO_REUSEPORT); their mesh ports follow it (+100)
+        # workers share one fixed port (SO_REUSEPORT); their mesh ports are a free run below
+        # the ephemeral range, where the generator's own sockets never land
         port = _free_port() if self.workers > 1 else 0
+        if self.workers > 1:
+            env["SWITCHBOARD_CLUSTER_MESH_PORT"] = str(free_run(self.workers))
         argv = runner + ["-m", "switchboard.cli", "serve", "--port", str(port),
                          "--data-dir", self._data_dir.name, "--log-level", "WARNING"]
         if self.workers > 1:
@@ -218,6 +224,88 @@ class SpawnedSwitchboard(Target):
         if self._data_dir is not None:
             self._data_dir.cleanup()
             self._data_dir = None
+
+
+class SwitchboardCluster(Target):
+    """`nodes` gateways forming one cluster over a Redis Cluster of 3 masters and a replica
+    each (switchboard/tools/devcluster.py: the same processes as `devcluster up`), one shared
+    SQLite file, each gateway on its own client port so devices choose their node. The rate
+    limits are raised as for a single server. CPU and memory figures count the gateways and
+    the Redis nodes: what the cluster costs."""
+
+    def __init__(self, log_dir: Path, nodes: int = 3, replicas: int = 1) -> None:
+        super().__init__()
+        self.name = f"switchboard x{nodes}"
+        self.note = f"{nodes} gateways, Redis Cluster 3 masters x {1 + replicas}, one SQLite file"
+        self.nodes = nodes
+        self.replicas = replicas
+        self.directory = log_dir / "cluster"
+        self.secret = secrets.token_urlsafe(48)
+        self.endpoints: list[Endpoint] = []
+        self.redis = None
+        self.gateways: list = []
+
+    async def start(self) -> "SwitchboardCluster":
+        from switchboard.tools.devcluster import RedisCluster, start_gateways
+        self.redis = RedisCluster(self.directory, 3, self.replicas)
+        await asyncio.to_thread(self.redis.start)
+        settings = {**SERVER_ENV, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        self.gateways = await asyncio.to_thread(
+            start_gateways, self.directory, self.nodes, self.secret, self.redis.addresses,
+            settings=settings)
+        self.endpoints = [Endpoint("switchboard", f"ws://127.0.0.1:{g.port}/v1/ws", self.secret)
+                          for g in self.gateways]
+        self.endpoint = self.endpoints[0]
+        self.pids = {f"gw{i}": g.pid for i, g in enumerate(self.gateways)}
+        self.pids.update({f"redis{i}": n.pid for i, n in enumerate(self.redis.nodes)})
+        await self.wait_formed()
+        return self
+
+    async def metrics(self) -> list[dict[str, float]]:
+        """Every gateway's /metrics as {name{labels}: value} ({} for one that does not
+        answer)."""
+        return [await _scrape(g.extra["metrics"]) for g in self.gateways]
+
+    async def wait_formed(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            rings = [m.get("switchboard_cluster_ring_nodes") for m in await self.metrics()]
+            if rings == [float(self.nodes)] * self.nodes:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not form: rings {rings}")
+            await asyncio.sleep(0.1)
+
+    def signal(self, index: int, sig: int) -> None:
+        os.kill(self.gateways[index].pid, sig)
+
+    async def stop(self) -> None:
+        for gateway in self.gateways:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(gateway.pid, signal.SIGCONT)  # a paused one could not drain
+            await asyncio.to_thread(gateway.stop, signal.SIGTERM)
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
+        shutil.rmtree(self.directory / "data", ignore_errors=True)
+
+
+async def _scrape(url: str) -> dict[str, float]:
+    host, _, rest = url.removeprefix("http://").partition(":")
+    port = int(rest.split("/")[0])
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        body = (await asyncio.wait_for(reader.read(), 5)).decode(errors="replace")
+        writer.close()
+    except (OSError, asyncio.TimeoutError):
+        return {}
+    out = {}
+    for line in body.split("\r\n\r\n", 1)[-1].splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
 
 
 class ExternalSwitchboard(Target):
@@ -307,3 +395,4 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+

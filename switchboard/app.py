@@ -9,9 +9,11 @@ called, never by setting attributes on objects after they were built.
 """
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 
-from switchboard.config import Config, parse_addresses, parse_peers
+from switchboard.config import (MIN_SECRET_BYTES, Config, ConfigError, parse_addresses,
+                                parse_peers, read_secret_file)
 from switchboard.core.auth import SigningKeys, TokenAuthority
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
@@ -82,7 +84,8 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                         "max_pending": config.writer.max_pending,
-                        "commit_floor": config.writer.commit_floor},
+                        "commit_floor": config.writer.commit_floor,
+                        "ack_delay": config.writer.ack_delay},
         on_flush=metrics.observe_flush)
     receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
                               route=note_receipt, flush_interval=config.timers.receipt_flush)
@@ -108,21 +111,69 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
 
 def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
     """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
-    else the static member list."""
+    else the static member list; the mesh's secret and TLS, Redis's credentials and TLS. Files
+    are read here, before anything listens: a missing one is a ConfigError naming its key."""
     from switchboard.router.cluster import MeshRouter
     cluster = config.cluster
     if cluster.redis:
         from switchboard.router.registry_redis import RedisClusterRegistry
         registry = RedisClusterRegistry(
             [f"{host}:{port}" for host, port in parse_addresses(cluster.redis, "cluster.redis")],
-            prefix=cluster.redis_prefix)
+            prefix=cluster.redis_prefix, auth=_redis_auth(config), tls=_redis_tls(config))
     else:
         from switchboard.router.registry_static import StaticRegistry
         registry = StaticRegistry(parse_peers(cluster.peers))
     return MeshRouter(messages, node, node_id=cluster.node_name, mesh_host=cluster.mesh_host,
                       mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
-                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)
+                      link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout,
+                      rebalance_interval=cluster.rebalance_interval,
+                      rebalance_rate=cluster.rebalance_rate,
+                      rebalance_tolerance=cluster.rebalance_tolerance,
+                      mesh_secret=_mesh_secret(config), mesh_tls=_mesh_tls(config))
+
+
+def _mesh_secret(config: Config) -> bytes:
+    cluster = config.cluster
+    if cluster.mesh_secret_file:
+        return read_secret_file(cluster.mesh_secret_file, "cluster.mesh_secret_file",
+                                MIN_SECRET_BYTES)
+    return cluster.mesh_secret.encode()
+
+
+def _mesh_tls(config: Config):
+    cluster = config.cluster
+    if not cluster.mesh_tls_cert:
+        return None
+    from switchboard.router.mesh_auth import MeshTls
+    try:
+        return MeshTls.from_files(cluster.mesh_tls_cert, cluster.mesh_tls_key,
+                                  cluster.mesh_tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cluster.mesh_tls_cert/_key/_ca: cannot use {cluster.mesh_tls_cert}, "
+                          f"{cluster.mesh_tls_key} with CA {cluster.mesh_tls_ca}: {exc}") from None
+
+
+def _redis_auth(config: Config) -> tuple[str, ...]:
+    cluster = config.cluster
+    password = (read_secret_file(cluster.redis_password_file, "cluster.redis_password_file")
+                .decode() if cluster.redis_password_file else cluster.redis_password)
+    if not password:
+        return ()
+    return (cluster.redis_username, password) if cluster.redis_username else (password,)
+
+
+def _redis_tls(config: Config) -> ssl.SSLContext | None:
+    cluster = config.cluster
+    if not cluster.redis_tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=cluster.redis_tls_ca or None)
+        if cluster.redis_tls_cert:
+            context.load_cert_chain(cluster.redis_tls_cert, cluster.redis_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cluster.redis_tls_ca/_cert/_key: cannot use them: {exc}") from None
+    return context
 
 
 def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:

@@ -25,6 +25,27 @@ log = logging.getLogger("switchboard.serve")
 
 EXIT_CONFIG = 2
 
+SERVE_EPILOG = """\
+Every key of the configuration (switchboard/config.py; deploy/switchboard.toml lists them all)
+can also come from a TOML file (--config) or a SWITCHBOARD_<SECTION>_<KEY> environment
+variable; flags win over both. Secrets have no flags (a command line is visible to every
+user of the host); a cluster node takes them from the file or the environment:
+
+  SWITCHBOARD_AUTH_SECRET_FILE           the token signing key (every node the same)
+  SWITCHBOARD_CLUSTER_MESH_SECRET_FILE   the mesh's shared secret (every node the same)
+  SWITCHBOARD_CLUSTER_MESH_TLS_CERT, _KEY, _CA   mutual TLS between the nodes
+  SWITCHBOARD_CLUSTER_REDIS_USERNAME, SWITCHBOARD_CLUSTER_REDIS_PASSWORD_FILE
+  SWITCHBOARD_CLUSTER_REDIS_TLS=true, SWITCHBOARD_CLUSTER_REDIS_TLS_CA
+  SWITCHBOARD_STORE_KIND                 sqlite (one host only) or scylla (any number)
+
+One node of a three-host cluster (deploy/README.md, "Several hosts"):
+
+  switchboard serve --production --host 0.0.0.0 --port 8765 \\
+      --node-name gw-a --node-id 0 --mesh-host 10.0.0.11 --mesh-port 8865 \\
+      --redis 10.0.0.21:6379,10.0.0.22:6379,10.0.0.23:6379 \\
+      --metrics-host 10.0.0.11 --metrics-port 9765
+"""
+
 
 def parser() -> argparse.ArgumentParser:
     """Every command and option of `switchboard`."""
@@ -32,16 +53,39 @@ def parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run a gateway with the embedded SQLite store")
+    serve = sub.add_parser("serve", help="run a gateway (alone, or one node of a cluster)",
+                           epilog=SERVE_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(serve)
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8765)")
     serve.add_argument("--production", action="store_true", default=None,
-                       help="refuse to start without an explicit auth.secret")
+                       help="refuse to start without an explicit auth.secret (and, in a "
+                            "cluster, with a mesh open beyond loopback)")
     serve.add_argument("--log-level", help="log.level: DEBUG, INFO, WARNING, ERROR")
     serve.add_argument("--workers", type=admin.positive_integer, default=1, metavar="N",
                        help="gateway processes sharing the client port as one cluster, under a "
                             "supervisor (default 1: this process serves; see deploy/README.md)")
+    serve.add_argument("--metrics-host", help="metrics.host: /metrics, /healthz, /readyz "
+                                              "(default 127.0.0.1)")
+    serve.add_argument("--metrics-port", type=int,
+                       help="metrics.port (default 9765; 0: any free port)")
+    cluster = serve.add_argument_group(
+        "cluster (docs/cluster.md; deploy/README.md, \"Several hosts\")",
+        "--redis or --peers makes this process a node of a cluster (cluster.enabled)")
+    cluster.add_argument("--redis", metavar="HOST:PORT,...",
+                         help="cluster.redis: Redis Cluster seed nodes (leases, sessions)")
+    cluster.add_argument("--peers", metavar="NAME=HOST:PORT,...",
+                         help="cluster.peers: a static member list instead of Redis")
+    cluster.add_argument("--node-name", help="cluster.node_name: this node's name, unique in "
+                                             "the cluster (default n<node-id>)")
+    cluster.add_argument("--node-id", type=int,
+                         help="server.node_id: 0-1023, unique among the nodes sharing a store "
+                              "(message server ids, admin socket)")
+    cluster.add_argument("--mesh-host", help="cluster.mesh_host: where the mesh listens and "
+                                             "what peers dial: this host's private address")
+    cluster.add_argument("--mesh-port", type=int,
+                         help="cluster.mesh_port (0: any free port, with --redis)")
 
     token = sub.add_parser("token", help="mint a device token (JWT) for development")
     _common(token)
@@ -56,18 +100,32 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    clustered = getattr(args, "redis", None) or getattr(args, "peers", None)
     flags = {
         "server.data_dir": args.data_dir,
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "server.production": getattr(args, "production", None),
         "log.level": getattr(args, "log_level", None),
+        "metrics.host": getattr(args, "metrics_host", None),
+        "cluster.enabled": True if clustered else None,
+        "cluster.redis": getattr(args, "redis", None),
+        "cluster.peers": getattr(args, "peers", None),
+        "cluster.mesh_host": getattr(args, "mesh_host", None),
+    }
+    # per process: with --workers they are the bases the supervisor counts from (workers.py)
+    own = {
+        "server.node_id": getattr(args, "node_id", None),
+        "cluster.node_name": getattr(args, "node_name", None),
+        "cluster.mesh_port": getattr(args, "mesh_port", None),
+        "metrics.port": getattr(args, "metrics_port", None),
     }
     supervise = getattr(args, "workers", 1) > 1
     try:
         # The supervisor is no cluster member itself; each worker's [cluster] is checked
         # with the settings the supervisor gives it (workers.plan).
-        config = load(args.config, {**flags, "cluster.enabled": False} if supervise else flags)
+        config = load(args.config, {**flags, **own, "cluster.enabled": False} if supervise
+                      else {**flags, **own})
         if args.command == "token":
             return admin.mint(config, args)
         if args.command == "admin":
@@ -94,11 +152,15 @@ def node_name(config) -> str:
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
-    """`serve` with the supervisor's own flags, minus --workers: what each worker runs."""
+    """`serve` with the supervisor's own flags, minus --workers and the per-worker ones
+    (--node-id, --node-name, --mesh-port, --metrics-port: the supervisor gives each worker its
+    own, counted from those, workers.py): what each worker runs."""
     argv = ["serve"]
     for flag, value in (("--config", args.config), ("--data-dir", args.data_dir),
                         ("--host", args.host), ("--port", args.port),
-                        ("--log-level", args.log_level)):
+                        ("--log-level", args.log_level), ("--metrics-host", args.metrics_host),
+                        ("--redis", args.redis), ("--peers", args.peers),
+                        ("--mesh-host", args.mesh_host)):
         if value is not None:
             argv += [flag, str(value)]
     if args.production:

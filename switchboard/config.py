@@ -150,6 +150,7 @@ class WriterConfig:
     commit_floor: float = 0.002  # s between the starts of two commits unless a batch is full
     max_bytes: int = 4 * 1024 * 1024
     max_pending: int = 20000
+    ack_delay: float = 0.05  # s a device's ack may wait to share a commit (messages never wait)
 
 
 @dataclass(slots=True)
@@ -200,6 +201,24 @@ class ClusterConfig:
     heartbeat_interval: float = 1.0  # mesh heartbeats on an idle link
     link_timeout: float = 3.0   # a link silent this long is closed and redialled
     forward_timeout: float = 10.0  # a send forwarded to its owner fails UNAVAILABLE after this
+    rebalance_interval: float = 10.0  # s between load reports and moving rounds; 0: never move
+    rebalance_rate: float = 100.0     # devices per second a node asks to move, at most
+    rebalance_tolerance: float = 0.1  # loads within this fraction of the mean are left alone
+    # Who may join the mesh (docs/cluster.md, "Securing the links"): a shared secret proved by
+    # challenge-response, and/or mutual TLS with certificates of one CA
+    mesh_secret: str = ""       # at least 32 bytes, the same on every node
+    mesh_secret_file: str = ""  # or a file holding it; wins over mesh_secret
+    mesh_tls_cert: str = ""     # this node's certificate (PEM); with key and ca: TLS on links
+    mesh_tls_key: str = ""
+    mesh_tls_ca: str = ""       # the CA that signed every node's certificate
+    # The Redis Cluster's credentials (an ACL user, or requirepass alone) and TLS
+    redis_username: str = ""
+    redis_password: str = ""
+    redis_password_file: str = ""  # or a file holding it; wins over redis_password
+    redis_tls: bool = False     # TLS to every Redis node (their tls-port)
+    redis_tls_ca: str = ""      # the CA of the Redis nodes' certificates ("": the system's)
+    redis_tls_cert: str = ""    # a client certificate, when Redis requires one
+    redis_tls_key: str = ""
 
 
 @dataclass(slots=True)
@@ -227,7 +246,7 @@ class Config:
         creates it (`create`): a token signed with a key the server does not have is refused
         by it, so `token` run in the wrong folder must fail rather than mint one."""
         if self.auth.secret_file:
-            return _read_secret_file(self.auth.secret_file)
+            return read_secret_file(self.auth.secret_file, "auth.secret_file", MIN_SECRET_BYTES)
         if self.auth.secret:
             return self.auth.secret.encode()
         if self.server.production:
@@ -380,12 +399,16 @@ def _validate(config: Config) -> None:
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.commit_floor": 0 <= config.writer.commit_floor <= 1.0,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,
+        "writer.ack_delay": 0 <= config.writer.ack_delay <= 5,
         "metrics.port": 0 <= config.metrics.port < 65536,
         "cluster.mesh_port": 0 <= config.cluster.mesh_port < 65536,
         "cluster.lease_ttl": config.cluster.lease_ttl > 0,
         "cluster.heartbeat_interval": config.cluster.heartbeat_interval > 0,
         "cluster.link_timeout": config.cluster.link_timeout > config.cluster.heartbeat_interval,
         "cluster.forward_timeout": config.cluster.forward_timeout > 0,
+        "cluster.rebalance_interval": config.cluster.rebalance_interval >= 0,
+        "cluster.rebalance_rate": config.cluster.rebalance_rate > 0,
+        "cluster.rebalance_tolerance": 0 < config.cluster.rebalance_tolerance < 1,
     }
     for key, ok in in_range.items():
         if not ok:
@@ -474,6 +497,27 @@ def _validate_cluster(config: Config) -> None:
                           "cluster.peers (a static member list)")
     if not cluster.redis and cluster.mesh_port == 0:
         raise ConfigError("cluster.mesh_port: static peers need a fixed mesh port")
+    mesh_tls = (cluster.mesh_tls_cert, cluster.mesh_tls_key, cluster.mesh_tls_ca)
+    if any(mesh_tls) and not all(mesh_tls):
+        raise ConfigError("cluster.mesh_tls_cert, cluster.mesh_tls_key and cluster.mesh_tls_ca: "
+                          "set all three (TLS between nodes) or none")
+    if cluster.mesh_secret and len(cluster.mesh_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"cluster.mesh_secret: at least {MIN_SECRET_BYTES} bytes")
+    if bool(cluster.redis_tls_cert) != bool(cluster.redis_tls_key):
+        raise ConfigError("cluster.redis_tls_cert and cluster.redis_tls_key: set both or neither")
+    if (cluster.redis_tls_ca or cluster.redis_tls_cert) and not cluster.redis_tls:
+        raise ConfigError("cluster.redis_tls: set it to use cluster.redis_tls_ca/_cert/_key")
+    if cluster.redis_username and not (cluster.redis_password or cluster.redis_password_file):
+        raise ConfigError("cluster.redis_username: needs cluster.redis_password (or _file)")
+    open_mesh = not (cluster.mesh_secret or cluster.mesh_secret_file or all(mesh_tls))
+    if config.server.production and open_mesh and not _loopback(cluster.mesh_host):
+        raise ConfigError(f"cluster.mesh_secret: required in production when the mesh listens "
+                          f"on {cluster.mesh_host}, beyond loopback (or cluster.mesh_tls_cert, "
+                          f"_key and _ca): any host that reaches the port could join")
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def parse_datacenters(value: str) -> dict[str, int]:
@@ -512,11 +556,13 @@ def _validate_scylla(config: Config) -> None:
     store.serial_consistency = store.serial_consistency.upper()
 
 
-def _read_secret_file(path: str) -> bytes:
+def read_secret_file(path: str, key: str, minimum: int = 1) -> bytes:
+    """The stripped contents of a secret file; ConfigError naming `key` when it cannot be read
+    or is shorter than `minimum` bytes."""
     try:
         secret = Path(path).read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(f"auth.secret_file: cannot read {path}: {exc.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"auth.secret_file: {path} holds under {MIN_SECRET_BYTES} bytes")
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if len(secret) < minimum:
+        raise ConfigError(f"{key}: {path} holds under {minimum} bytes")
     return secret

@@ -24,6 +24,11 @@ Delivery semantics seen by the app:
   `on_push` does not accumulate them.
 * State the server keeps per connection is restored after every reconnect: presence
   subscriptions and an invisible setting are sent again right after Welcome.
+* A silent server is noticed fast only when it matters (docs/protocol.md 8.8): while a send or
+  request awaits its answer, a server that sends nothing for half of `liveness_timeout` is asked
+  for a Pong, and one still silent after `liveness_timeout` is taken for dead (a paused or
+  frozen gateway, a dead route): the connection is dropped and the next endpoint tried, where
+  the outbox goes again. With nothing awaited the client sends nothing of its own for 30 s.
 """
 from __future__ import annotations
 
@@ -62,9 +67,13 @@ ABNORMAL_CLOSURE = codes.Close.ABNORMAL
 #: before Welcome arrives: so it is generous.
 MAX_RECEIVE_FRAME = 32 * 1024 * 1024
 #: The client pings (WebSocket level) after this much silence and drops the connection if no pong
-#: comes back in PING_REPLY_TIMEOUT: a half-open TCP connection is otherwise never noticed.
+#: comes back in PING_REPLY_TIMEOUT: a half-open TCP connection is otherwise never noticed. This
+#: is the idle rule; while a send or request waits for its answer, `liveness_timeout` applies.
 PING_IDLE = 30.0
 PING_REPLY_TIMEOUT = 10.0
+#: While an answer is awaited, the server's silence is checked this many times per
+#: liveness_timeout; it is asked for a Pong after half of it.
+LIVENESS_CHECKS = 4
 #: A gap in a chat is usually our own message whose SendAck is still on its way (the server does
 #: not echo a device's own sends), so a Sync is sent only if the gap is still open after this.
 GAP_SYNC_DELAY = 0.5
@@ -112,6 +121,7 @@ class ConnectionLost(Exception):
 class ClientStats:
     duplicates: int           # delivered messages dropped as already held (wire retransmits)
     reconnects: int           # successful automatic reconnections
+    silent_drops: int         # connections dropped: silent past liveness_timeout with answers due
     retransmitted_sends: int  # Send frames sent again (after reconnect or retry_after_ms)
     gap_syncs: int            # Sync requests sent because a chat had a gap
     dropped: int              # out-of-order messages not buffered (buffer full; resent later)
@@ -205,12 +215,15 @@ class Client:
     tries each once, in order, until one answers; afterwards every reconnect attempt that fails
     and every connection that is lost moves on to the next endpoint (round robin), so one dead
     gateway cannot keep the device offline. Backoff is unchanged: it counts attempts, whichever
-    endpoint they go to. `client.url` is the endpoint in use (or tried next); `client.urls` all.
+    endpoint they go to. A connection the server sends away (Goaway: a drain, rebalancing) moves
+    to another endpoint picked at random, so the devices of one gateway spread evenly over the
+    others. `client.url` is the endpoint in use (or tried next); `client.urls` all.
     `token` is a JWT or a callable returning one; a callable is asked again at every (re)connect,
     so an app can refresh expiring tokens. With `token_in_header` the token goes in the upgrade's
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
     `have` is the per-chat watermark an app persisted from a previous run (`Client.have`).
-    `send_timeout` bounds send() and every other request; `on_close(code, reason)` is called
+    `send_timeout` bounds send() and every other request; `liveness_timeout` is how long the
+    server may stay silent while an answer is awaited (see the module docstring); `on_close(code, reason)` is called
     after every disconnect; `on_push(frame)` is called with the whole ServerFrame of every push
     other than Deliver and SyncComplete (what events() yields, and push kinds this SDK does not
     know), as it arrives.
@@ -221,6 +234,7 @@ class Client:
                  reconnect: bool = True, backoff_min: float = 0.1, backoff_max: float = 5.0,
                  send_timeout: float = 30.0, auto_ack: bool = True,
                  have: Mapping[str, int] | None = None, connect_timeout: float = 10.0,
+                 liveness_timeout: float = 4.0,
                  on_close: Callable[[int, str], None] | None = None,
                  on_push: Callable[[pb.ServerFrame], None] | None = None) -> None:
         urls = (url,) if isinstance(url, str) else tuple(url)
@@ -235,6 +249,12 @@ class Client:
         self._backoff_max = backoff_max
         self._send_timeout = send_timeout
         self._connect_timeout = connect_timeout
+        self._liveness_timeout = liveness_timeout
+        self._last_rx = 0.0                              # loop time of the last frame received
+        self._watch: asyncio.TimerHandle | None = None   # armed while an answer is awaited
+        self._watch_from = 0.0                           # when the current wait began
+        self._probed = False                             # a Ping went out in this silence
+        self._silent_drops = 0
         self.on_close = on_close
         self.on_push = on_push
         #: Close code and reason of the last disconnect (1006 when the socket just dropped).
@@ -282,6 +302,13 @@ class Client:
         """Move on to the next endpoint (a no-op with a single one)."""
         self._url_index = (self._url_index + 1) % len(self._urls)
 
+    def _other_url(self) -> None:
+        """Move to another endpoint picked at random: devices a gateway sends away spread over
+        the rest evenly, not all onto the one after it in every device's list."""
+        if len(self._urls) > 1:
+            self._url_index = (self._url_index + random.randrange(1, len(self._urls))) \
+                % len(self._urls)
+
     @property
     def connected(self) -> bool:
         """A connection is open and authenticated (Welcome received)."""
@@ -308,6 +335,7 @@ class Client:
     @property
     def stats(self) -> ClientStats:
         return ClientStats(duplicates=self._order.duplicates, reconnects=self._reconnects,
+                           silent_drops=self._silent_drops,
                            retransmitted_sends=self._resent, gap_syncs=self._gap_syncs,
                            dropped=self._order.dropped)
 
@@ -531,6 +559,7 @@ class Client:
         if self._acks_scheduled:
             self._flush_acks()  # acks produced before this request reach the server before it
         self._transmit(frames.encode(rid, **body))
+        self._expect_answer()
         try:
             frame = await future
         finally:
@@ -646,6 +675,9 @@ class Client:
         if self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._synced.set()  # wakes wait_synced(), which then raises
         end = self._end = _End(error)
         self._inbox.put_nowait(end)
@@ -665,6 +697,9 @@ class Client:
         if listener is not self._listener:
             return
         self._listener = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         code, reason = listener.close_code, listener.close_reason
         self.last_close_code, self.last_close_reason = code, reason
         self._syncing = False
@@ -693,12 +728,17 @@ class Client:
         if not self._reconnect or code in NO_RECONNECT:
             self._stop(ConnectionLost(lost))
             return
-        self._next_url()  # that gateway may be gone: the next attempt tries another one
+        if self._goaway_delay is not None:
+            self._other_url()  # asked to move (drain, rebalancing): spread over the others
+        else:
+            self._next_url()  # that gateway may be gone: the next attempt tries another one
         self._start_connecting(self._reconnect_loop())
 
     def _on_frame(self, listener: _Listener, payload: bytes) -> None:
         if listener is not self._listener:
             return
+        self._last_rx = self._loop.time()
+        self._probed = False
         try:
             frame = frames.decode(payload)
         except DecodeError:
@@ -846,6 +886,7 @@ class Client:
         entry.rid = self._next_rid()
         self._sends[entry.rid] = entry
         self._transmit(frames.encode(entry.rid, send=entry.body))
+        self._expect_answer()
 
     def _forget_send(self, entry: _Send) -> None:
         self._outbox.pop(entry, None)
@@ -858,6 +899,36 @@ class Client:
         if entry.deadline is not None:
             entry.deadline.cancel()
             entry.deadline = None
+
+    # ------------------------------------------------------------------ liveness
+    def _expect_answer(self) -> None:
+        """Something went out that the server must answer: watch its silence until nothing is
+        awaited any more (then the watch stops, and with it the client's own traffic)."""
+        if self._watch is None:
+            self._watch_from = self._loop.time()
+            self._watch = self._loop.call_later(self._liveness_timeout / LIVENESS_CHECKS,
+                                                self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._watch = None
+        listener = self._listener
+        if listener is None or not listener.welcomed or not (self._sends or self._requests):
+            return
+        now = self._loop.time()
+        silent = now - max(self._last_rx, self._watch_from)
+        if silent >= self._liveness_timeout:
+            self._silent_drops += 1
+            log.info("%s silent for %.1fs with answers due: trying another endpoint",
+                     self.url, silent)
+            listener.close_reason = f"server silent for {silent:.1f}s"
+            listener.transport.disconnect(graceful=False)
+            return
+        if silent >= self._liveness_timeout / 2 and not self._probed:
+            self._probed = True  # a live server answers at once, whatever else it is doing
+            self._transmit(frames.encode(self._next_rid(), ping=pb.Ping(
+                client_time_ms=int(time.time() * 1000))))
+        self._watch = self._loop.call_later(self._liveness_timeout / LIVENESS_CHECKS,
+                                            self._check_liveness)
 
     def _schedule_acks(self) -> None:
         """Acks of one loop turn (possibly many Deliver frames) leave as one Ack frame."""

@@ -24,7 +24,10 @@ kept (revoked = 1) so that its device id stays refused forever.
 
 Several processes may share the file: writes take the lock up front (BEGIN IMMEDIATE, waiting
 up to the busy timeout) and read the chat head inside that transaction, so seq stays gap-free
-whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq.
+whoever wrote last. The (chat_id, seq) primary key refuses a second row for a taken seq. Before
+BEGIN IMMEDIATE the writer takes an flock on `<file>-writelock`: processes that would otherwise
+poll SQLite's busy handler (sleeps growing to 100 ms, so a waiting writer could sleep through
+many free moments) queue in the kernel instead and go the moment the lock is released.
 
 No `bucket` column: ScyllaDB needs it to cap partition size, because a partition lives on one
 replica set and is read and compacted as a unit. A SQLite table is one B-tree whose pages are
@@ -34,6 +37,7 @@ clustered WITHOUT ROWID key keeps that range contiguous for replay and history s
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 import threading
@@ -197,26 +201,43 @@ PRAGMAS = ("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_st
            f"PRAGMA cache_size = -{CACHE_KIB};")
 
 
-def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+class _Connection(sqlite3.Connection):
+    write_lock = -1
+    """The writer's descriptor of <file>-writelock (flock), -1 on readers."""
+
+
+def _connect(path: str, *, check_same_thread: bool = True) -> _Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves and
     # each read is its own autocommit snapshot.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                            cached_statements=CACHED_STATEMENTS,
-                           check_same_thread=check_same_thread)
+                           check_same_thread=check_same_thread, factory=_Connection)
     conn.executescript(PRAGMAS)
     return conn
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
+def _write_locked(conn: _Connection) -> Iterator[None]:
+    """The file's writers queue here, in the kernel, before their BEGIN IMMEDIATE (the Python
+    transactions and the native batch commit alike)."""
+    fcntl.flock(conn.write_lock, fcntl.LOCK_EX)
     try:
         yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
+    finally:
+        fcntl.flock(conn.write_lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _transaction(conn: _Connection) -> Iterator[None]:
+    with _write_locked(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
 
 
 def _message(chat_id: str, row: tuple) -> StoredMessage:
@@ -302,7 +323,7 @@ class SQLiteStore(Store):
         self.path = os.fspath(path)
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._write_conn: sqlite3.Connection | None = None
+        self._write_conn: _Connection | None = None
         self._batch: BatchCommitter | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
@@ -326,6 +347,7 @@ class SQLiteStore(Store):
 
     def _open_writer(self) -> None:
         conn = _connect(self.path)
+        conn.write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
         _migrate(conn)
         conn.executescript(SCHEMA)
         self._write_conn = conn
@@ -352,6 +374,7 @@ class SQLiteStore(Store):
             self._batch.close()
             self._batch = None
         if self._write_conn is not None:
+            os.close(self._write_conn.write_lock)
             self._write_conn.close()
             self._write_conn = None
 
@@ -388,8 +411,9 @@ class SQLiteStore(Store):
         if any(m.event is not None for m in messages):
             return self._commit_in_python(batch)
         media = [orjson.dumps(m.media_ids) if m.media_ids else None for m in messages]
-        seqs = self._batch.commit(messages, media, batch.cursors, batch.delivered, batch.reads,
-                                  batch.public_reads)
+        with _write_locked(self._write_conn):
+            seqs = self._batch.commit(messages, media, batch.cursors, batch.delivered,
+                                      batch.reads, batch.public_reads)
         results: list[CommitResult] = []
         append = results.append
         for m, seq in zip(messages, seqs):

@@ -10,6 +10,13 @@ floor's time share one, at the cost of waiting up to the floor. A message after 
 committed at once. One background task does the flushing; it exists only while there is work,
 so an idle writer costs nothing.
 
+Cursor and delivered acks alone wait up to `ack_delay` for company: every device acks what it
+receives, and committing each ack on its own made most commits ack-only (and, with several
+processes on one SQLite file, each one a turn at the file's write lock that the next message
+waited for). A message or a read mark commits at once and takes the waiting acks along. Acks
+are watermarks nobody waits for (receipts are pushed before they are stored), so a delay costs
+at most that a device reconnecting within it is offered its last messages again.
+
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
 error (outcome unknown: the sender retries with the same client_msg_id, which the store
@@ -63,7 +70,7 @@ class CoalescingWriter:
     """
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
-                 max_pending: int = 20000, commit_floor: float = 0.0,
+                 max_pending: int = 20000, commit_floor: float = 0.0, ack_delay: float = 0.0,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
@@ -73,6 +80,8 @@ class CoalescingWriter:
         self.commit_floor = commit_floor
         self._last_start = -math.inf
         self._floor: asyncio.Future[None] | None = None  # the wait for the floor to pass
+        self.ack_delay = ack_delay
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._on_commit = on_commit
         self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
         self._in_flight = 0
@@ -125,8 +134,19 @@ class CoalescingWriter:
         if self._closed:
             return
         _raise_to(pending, key, seq)
-        self._updates_due = True
-        self._kick()
+        if not self.ack_delay:
+            self._updates_due = True
+            self._kick()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_delay,
+                                                                    self._acks_due)
+
+    def _acks_due(self) -> None:
+        """ack_delay passed: commit the acks unless a flush took them along meanwhile."""
+        self._ack_timer = None
+        if self._cursors or self._delivered:
+            self._updates_due = True
+            self._kick()
 
     def mark_read(self, chat: str, user: str, seq: int, *,
                   public: bool = False) -> asyncio.Future[None]:
@@ -145,6 +165,9 @@ class CoalescingWriter:
         """Refuse new work, flush everything queued (merged-back updates included), stop."""
         self._closed = True
         self._floor_passed()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._cursors or self._delivered or self._reads or self._public_reads:
             self._updates_due = True
         if self._queue or self._updates_due:

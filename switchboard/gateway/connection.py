@@ -300,7 +300,7 @@ class Connection:
         self.gw.sends_in_flight -= 1
         if future.cancelled():
             return
-        exc = future.exception()
+        exc = future.exception()  # retrieved even when nobody is left to answer
         if exc is None:
             result = future.result()
             self.session.send_acked(rid, result.message, result.duplicate)

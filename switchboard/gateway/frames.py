@@ -12,6 +12,11 @@ from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.proto.codec import message_to_pb as message, wire_error
 
 
+def goaway(reconnect_after_ms: int, reason: str) -> bytes:
+    return pb.ServerFrame(goaway=pb.Goaway(reconnect_after_ms=reconnect_after_ms,
+                                           reason=reason)).SerializeToString()
+
+
 def error(request_id: int, code: int, detail: str, *, retry_after_ms: int = 0, chat_id: str = "",
           client_msg_id: str = "") -> bytes:
     return pb.ServerFrame(request_id=request_id, error=pb.Error(

@@ -3,12 +3,14 @@ connections and caches when the cluster, or this node itself, says so."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
+from switchboard.core.ids import now_ms
 from switchboard.core.model import StoredMessage
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
@@ -16,6 +18,7 @@ from switchboard.core.tasks import TaskGroup
 from switchboard.proto.codes import Close
 from switchboard.router.base import Invalidation
 
+from . import frames
 from .hub import Hub
 from .presence import PresenceFanout
 
@@ -90,6 +93,16 @@ class GatewayNode:
         conns = self._hub.all()
         for start in range(0, len(conns), CATCH_UP_SLICE):
             await asyncio.gather(*(conn.catch_up() for conn in conns[start:start + CATCH_UP_SLICE]))
+
+    def move_devices(self, count: int, reconnect_spread_ms: int, settled_ms: int) -> int:
+        settled = now_ms() - settled_ms
+        candidates = [conn for conn in self._hub.all() if conn.opened_ms <= settled]
+        chosen = random.sample(candidates, min(count, len(candidates)))
+        for conn in chosen:
+            conn.send_frame(frames.goaway(random.randint(0, reconnect_spread_ms),
+                                          "rebalancing: reconnect to another gateway"))
+            conn.close(Close.GOING_AWAY, "rebalancing")
+        return len(chosen)
 
     def cluster_changed(self) -> None:
         for service in (self._chats, self._settings, self._devices, self._receipts, self._blocks):

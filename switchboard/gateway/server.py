@@ -38,6 +38,7 @@ from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Router
 
+from . import frames
 from .connection import Connection, Flusher
 from .control import ControlServer
 from .hub import Hub
@@ -219,9 +220,7 @@ class Gateway:
         await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)
         for conn in self.hub.all():
-            conn.send_frame(pb.ServerFrame(goaway=pb.Goaway(
-                reconnect_after_ms=random.randint(0, spread_ms),
-                reason="server draining")).SerializeToString())
+            conn.send_frame(frames.goaway(random.randint(0, spread_ms), "server draining"))
             conn.close(Close.GOING_AWAY, "server draining")
         await self._closed_handshakes()
         self.presence.close()

@@ -74,6 +74,11 @@ class LocalNode(Protocol):
         """The ring changed: cached state may have missed broadcasts or belong to chats this
         node no longer owns; reload it all on next use."""
 
+    def move_devices(self, count: int, reconnect_spread_ms: int, settled_ms: int) -> int:
+        """Ask up to `count` devices connected here for at least `settled_ms` to reconnect
+        elsewhere (Goaway with a delay uniform in [0, reconnect_spread_ms], close 1001);
+        returns how many were asked."""
+
 
 class Router(Protocol):
     sees_every_commit: bool

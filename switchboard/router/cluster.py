@@ -4,7 +4,9 @@ with one job each, over one mesh of TCP links and one registry:
 * membership.py: this node's lease, the members and the ownership ring;
 * forwarding.py: sends forwarded to the chat's owner and their answers, receipt notes to it;
 * send_order.py: a chat's sends in their order across an owner change;
+* locations.py: which users are connected to which node, told between the nodes;
 * fanout.py: committed messages and pushes to the nodes that hold the users' devices;
+* rebalance.py: devices asked to move when one node holds far more than another;
 * broadcasts.py: invalidations and kicks to every node;
 * sessions.py: where this node's devices are recorded, what the registry knows about users;
 * gossip.py: presence between nodes.
@@ -18,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 
 from switchboard.core.messaging import MessageService
-from switchboard.core.metrics import Metric
+from switchboard.core.metrics import Metric, counter
 from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2 as mesh
@@ -28,8 +30,11 @@ from .broadcasts import Broadcasts
 from .fanout import Fanout
 from .forwarding import Forwarding
 from .gossip import PresenceGossip
+from .locations import Locations
+from .rebalance import Rebalancer
 from .membership import Membership
 from .mesh import Link, Mesh
+from .mesh_auth import MeshTls
 from .registry import Registry
 from .send_order import SendOrder
 from .sessions import Sessions
@@ -42,7 +47,10 @@ class MeshRouter:
 
     def __init__(self, messages: MessageService, node: LocalNode, *, node_id: str,
                  mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
-                 heartbeat_interval: float, link_timeout: float, forward_timeout: float) -> None:
+                 heartbeat_interval: float, link_timeout: float, forward_timeout: float,
+                 rebalance_interval: float = 0.0, rebalance_rate: float = 0.0,
+                 rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
+                 mesh_tls: MeshTls | None = None) -> None:
         """`messages` fans its commits out through `committed` (the caller passes it in)."""
         self.node_id = node_id
         self.registry = registry
@@ -54,7 +62,7 @@ class MeshRouter:
         self._linked_before: set[str] = set()
         self._stopped = False
         self.mesh = Mesh(node_id, 0, self, heartbeat_interval=heartbeat_interval,
-                         link_timeout=link_timeout)
+                         link_timeout=link_timeout, secret=mesh_secret, tls=mesh_tls)
         self.membership = Membership(node_id, self.mesh, registry, lease_ttl=lease_ttl,
                                      link_timeout=link_timeout, ring_changed=node.cluster_changed,
                                      registered_again=self._registered_again)
@@ -62,11 +70,15 @@ class MeshRouter:
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
                                      forward_timeout=forward_timeout)
         self.send_order = SendOrder(self.membership.owner, self.forwarding.submit)
-        self.fanout = Fanout(self.mesh, node, registry, self._tasks)
+        self.locations = Locations(self.mesh)
+        self.fanout = Fanout(self.mesh, node, self.locations)
         self.broadcasts = Broadcasts(self.mesh, node)
-        self.sessions = Sessions(self.mesh, node, registry, self.broadcasts, self._tasks,
-                                 lambda: self.membership.epoch)
+        self.sessions = Sessions(self.mesh, node, registry, self.broadcasts, self.locations,
+                                 self._tasks, lambda: self.membership.epoch)
         self.gossip = PresenceGossip(self.mesh, node)
+        self.rebalancer = Rebalancer(self.mesh, node, lambda: self.locations.connections,
+                                     interval=rebalance_interval, rate=rebalance_rate,
+                                     tolerance=rebalance_tolerance)
         self._handlers = {
             "forward_send": self.forwarding.on_forward_send,
             "send_result": self.forwarding.on_send_result,
@@ -76,6 +88,9 @@ class MeshRouter:
             "invalidate": self.broadcasts.on_invalidate,
             "kick": self.broadcasts.on_kick,
             "presence": self.gossip.on_presence,
+            "located": self.locations.on_located,
+            "located_ack": self.locations.on_located_ack,
+            "load": self.rebalancer.on_load,
         }
 
     @property
@@ -93,6 +108,7 @@ class MeshRouter:
     async def start(self) -> None:
         port = await self.mesh.listen(self._mesh_host, self._mesh_port)
         await self.membership.join(f"{self._mesh_host}:{port}")
+        self.rebalancer.start()
         log.info("mesh node %s (epoch %d) on %s, ring %s", self.node_id, self.epoch,
                  self.membership.address, ", ".join(self.ring.nodes))
 
@@ -103,12 +119,12 @@ class MeshRouter:
         if self._stopped:
             return
         self._stopped = True
+        await self.rebalancer.stop()
         await self.membership.leave()
-        await self.fanout.leave()
         await asyncio.sleep(0)  # the links write what this turn queued
         await self.mesh.close()
         self.forwarding.fail_pending(None, "node leaving the cluster")
-        self.fanout.abandon()
+        self.locations.stop()
         await self._tasks.cancel()
         self.gossip.stop()
 
@@ -126,14 +142,18 @@ class MeshRouter:
 
     # ------------------------------------------------------------------ mesh events
     def link_up(self, link: Link) -> None:
+        self.locations.link_up(link)  # first: the peer sends this node everything until then
         self.membership.links_changed()
         if link.node_id in self._linked_before:
             # Deliver frames sent while the link was down are lost: fill from the store
             self._tasks.spawn(self._node.catch_up())
         self._linked_before.add(link.node_id)
         self.gossip.link_up(link)
+        self.rebalancer.link_up(link)
 
     def link_down(self, link: Link) -> None:
+        self.locations.link_down(link.node_id)
+        self.rebalancer.link_down(link.node_id)
         self.membership.links_changed()
         self.forwarding.fail_pending(link.node_id, f"owner {link.node_id} unreachable")
         self._node.node_gone(link.node_id)
@@ -197,5 +217,10 @@ class MeshRouter:
         return await self.sessions.share_usage(usage)
 
     def metrics(self) -> list[Metric]:
-        return [*self.membership.metrics(), *self.forwarding.metrics(),
-                *self.send_order.metrics(), *self.fanout.metrics()]
+        return [counter("cluster_mesh_refused",
+                        "mesh connections refused at the handshake (secret, TLS, garbage)",
+                        self.mesh.refused),
+                *self.membership.metrics(), *self.forwarding.metrics(),
+                *self.send_order.metrics(), *self.fanout.metrics(),
+                *self.locations.metrics(), *self.rebalancer.metrics(),
+                *self.registry.metrics()]

@@ -94,9 +94,8 @@ class Membership:
     async def _maintain(self) -> None:
         """Refresh the lease and re-read the members every lease_ttl/3; a refresh refused means
         the lease lapsed or Redis may have lost writes: register anew and put every session
-        again (docs/cluster.md, "Leases and epochs"). Ends at leave() even if the cancel it
-        sends is lost inside a registry call (asyncio.wait_for on Python 3.11, used by redis-py,
-        can swallow one): the loop checks `_leaving` itself."""
+        again (docs/cluster.md, "Leases and epochs"). The loop also checks `_leaving` itself,
+        so it ends at leave() whatever a registry call does with the cancel."""
         while not self._leaving:
             await asyncio.sleep(self._lease_ttl / 3)
             if self._leaving:

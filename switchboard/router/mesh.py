@@ -20,8 +20,12 @@ Why this shape:
 * Broken or hostile input (an oversized length, bytes that are no MeshFrame, a bad Hello) and a
   peer that stops reading (our write buffer past max_buffer_bytes) close that one connection
   with a warning; nothing raises into the event loop.
-
-The port is neither authenticated nor encrypted: keep it on a private network.
+* Who may join (mesh_auth.py): with a shared `secret`, the Hellos are a challenge-response and a
+  link is up only once each side checked the other's proof; with `tls`, every connection is
+  TLS with a certificate required of both sides. A peer that fails either is refused, with a
+  warning naming its address and why, and counted (`refused`). TLS on accepted connections is
+  started here (loop.start_tls) rather than by the server, whose handshake failures asyncio
+  would not report.
 """
 from __future__ import annotations
 
@@ -30,14 +34,18 @@ import enum
 import logging
 import random
 import socket
+import ssl
 import struct
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2
+
+from . import mesh_auth
+from .mesh_auth import MeshTls
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +115,9 @@ class FrameReader:
 
 
 class LinkState(enum.Enum):
-    HANDSHAKE = enum.auto()  # connected, waiting for the peer's Hello
-    UP = enum.auto()         # both Hellos exchanged, handed to the handler
+    HANDSHAKE = enum.auto()  # connected (TLS, if on, done or under way), waiting for the Hello
+    PROVING = enum.auto()    # the dialler sent its proof, waiting for the acceptor's
+    UP = enum.auto()         # both sides checked, handed to the handler
     CLOSED = enum.auto()     # closing or closed: nothing more goes in or out
 
 
@@ -134,6 +143,8 @@ class Link(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._last_in = self._last_out = self._loop.time()
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._nonce = b""          # ours, sent in our Hello (with a secret)
+        self._peer_nonce = b""
 
     def __repr__(self) -> str:
         return f"<Link {self.node_id or '?'} {self._peer} {self._state.name}>"
@@ -191,8 +202,30 @@ class Link(asyncio.Protocol):
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._last_in = self._last_out = self._loop.time()
         mesh._opened(self)
-        if self._dialled is None:
-            self._queue(mesh._hello())  # the acceptor speaks first, the dialler checks it
+        if self._dialled is not None:
+            return  # the acceptor speaks first, the dialler checks it
+        if mesh._tls is not None and transport.get_extra_info("sslcontext") is None:
+            mesh._tasks.spawn(self._start_tls(transport))
+        else:
+            self._greet()
+
+    async def _start_tls(self, transport: asyncio.BaseTransport) -> None:
+        mesh = self._mesh
+        try:
+            self._transport = await self._loop.start_tls(
+                transport, self, mesh._tls.server, server_side=True,
+                ssl_handshake_timeout=mesh._link_timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self._shut(f"TLS handshake failed: {exc!r}", abort=True, warn=True, refused=True)
+            return
+        if self._state is LinkState.HANDSHAKE:
+            self._greet()
+
+    def _greet(self) -> None:
+        """The acceptor's Hello: with a secret it carries the challenge."""
+        if self._mesh._secret:
+            self._nonce = mesh_auth.nonce()
+        self._queue(self._mesh._hello(self._nonce))
 
     def data_received(self, data: bytes) -> None:
         if self._state is LinkState.CLOSED:
@@ -205,7 +238,8 @@ class Link(asyncio.Protocol):
             try:
                 frame = reader.next()
             except MeshProtocolError as exc:
-                self._shut(str(exc), abort=True, warn=True)
+                self._shut(str(exc), abort=True, warn=True,
+                           refused=self._state is not LinkState.UP)
                 return
             if frame is None:
                 return
@@ -232,48 +266,88 @@ class Link(asyncio.Protocol):
     # ------------------------------------------------------------------ state machine
     def _receive(self, frame: mesh_pb2.MeshFrame) -> None:
         kind = frame.WhichOneof("body")
-        if self._state is LinkState.UP:
+        state = self._state
+        if state is LinkState.UP:
             if kind == "heartbeat":
                 return
-            if kind != "hello":
+            if kind not in ("hello", "hello_proof"):
                 try:
                     self._mesh._handler.frame(self, frame)
                 except Exception:
                     log.exception("mesh handler failed on %s from %s", kind, self.node_id)
                 return
-            self._shut("second Hello", abort=True, warn=True)
-        elif kind == "hello":
+            self._shut(f"{kind} on a link that is up", abort=True, warn=True)
+        elif state is LinkState.HANDSHAKE and kind == "hello":
             self._handshake(frame.hello)
+        elif state is LinkState.PROVING and kind == "hello_proof":
+            self._proved(frame.hello_proof)
         else:
-            self._shut(f"first frame is {kind}, not a Hello", abort=True, warn=True)
+            self._shut(f"{kind} during the handshake ({state.name})", abort=True, warn=True,
+                       refused=True)
 
     def _handshake(self, hello: mesh_pb2.Hello) -> None:
         mesh = self._mesh
+        secret = mesh._secret
         if hello.protocol != PROTOCOL:
             problem = f"Hello with protocol {hello.protocol}, expected {PROTOCOL}"
         elif not hello.node_id or hello.node_id == mesh.node_id:
             problem = f"Hello names node {hello.node_id!r}"
         elif self._dialled is not None and hello.node_id != self._dialled:
             problem = f"dialled {self._dialled}, Hello names {hello.node_id}"
+        elif secret and len(hello.nonce) != mesh_auth.NONCE_BYTES:
+            problem = "no challenge or proof in the Hello: the peer has no mesh secret"
+        elif not secret and hello.nonce:
+            problem = "the peer asks for a proof: this node has no mesh secret"
+        elif secret and self._dialled is None and not mesh_auth.proof_matches(
+                mesh_auth.dial_proof(secret, self._nonce, hello.nonce, hello.node_id,
+                                     mesh.node_id), hello.proof):
+            problem = "wrong proof: the peer holds another mesh secret"
         else:
             self.node_id = hello.node_id
             self.peer_epoch = hello.epoch
-            if self._dialled is not None:
+            self._peer_nonce = hello.nonce
+            if self._dialled is None:  # the acceptor: the dialler is proven (or no secret)
+                if secret:
+                    self._queue(mesh_pb2.MeshFrame(hello_proof=mesh_pb2.HelloProof(
+                        proof=mesh_auth.accept_proof(secret, self._nonce, hello.nonce,
+                                                     mesh.node_id, hello.node_id)))
+                                .SerializeToString())
+                mesh._up(self)
+            elif secret:  # the dialler answers the challenge, then waits for the acceptor's
+                self._nonce = mesh_auth.nonce()
+                self._queue(mesh._hello(self._nonce, mesh_auth.dial_proof(
+                    secret, hello.nonce, self._nonce, mesh.node_id, hello.node_id)))
+                self._state = LinkState.PROVING
+            else:
                 self._queue(mesh._hello())
-            mesh._up(self)
+                mesh._up(self)
             return
-        self._shut(problem, abort=True, warn=True)
+        self._shut(problem, abort=True, warn=True, refused=True)
 
-    def _shut(self, reason: str, *, abort: bool, warn: bool = False) -> None:
+    def _proved(self, proof: mesh_pb2.HelloProof) -> None:
+        mesh = self._mesh
+        expected = mesh_auth.accept_proof(mesh._secret, self._peer_nonce, self._nonce,
+                                          self.node_id, mesh.node_id)
+        if mesh_auth.proof_matches(expected, proof.proof):
+            mesh._up(self)
+        else:
+            self._shut("wrong proof from the acceptor: it holds another mesh secret",
+                       abort=True, warn=True, refused=True)
+
+    def _shut(self, reason: str, *, abort: bool, warn: bool = False,
+              refused: bool = False) -> None:
         """Leave once: close the transport (abort skips writing what is queued) and tell the
-        mesh, which fires link_down if the link was up."""
+        mesh, which fires link_down if the link was up. `refused`: the peer failed the
+        handshake (counted)."""
         if self._state is LinkState.CLOSED:
             return
         was_up = self._state is LinkState.UP
         self._state = LinkState.CLOSED
+        if refused:
+            self._mesh.refused += 1
         if warn:
-            log.warning("mesh connection %s (%s) closed: %s", self.node_id or "?", self._peer,
-                        reason)
+            log.warning("mesh connection %s (%s) %s: %s", self.node_id or "?", self._peer,
+                        "refused" if refused else "closed", reason)
         if self._transport is not None:
             if abort:
                 self._transport.abort()
@@ -310,15 +384,25 @@ class _Dialer:
                 # arrives as the connection completes or fails, and this loop would dial on
                 # after Mesh.close() or stop() (which then waits for it forever)
                 async with asyncio.timeout(mesh._link_timeout):
-                    await loop.create_connection(lambda: link, host, port)
+                    if mesh._tls is None:
+                        await loop.create_connection(lambda: link, host, port)
+                    else:
+                        await loop.create_connection(lambda: link, host, port,
+                                                     ssl=mesh._tls.client, server_hostname=host,
+                                                     ssl_handshake_timeout=mesh._link_timeout)
             except BaseException as exc:
                 link.abandon()
                 if not isinstance(exc, OSError):  # TimeoutError is one
                     raise
                 failures += 1
-                log.log(logging.INFO if failures == 1 else logging.DEBUG,
-                        "dialling %s at %s failed (%d in a row): %r", node_id, self.address,
-                        failures, exc)
+                if isinstance(exc, ssl.SSLError):  # its certificate is not one the CA signed
+                    mesh.refused += 1
+                    log.warning("mesh connection %s (%s) refused: TLS handshake failed: %r",
+                                node_id, self.address, exc)
+                else:
+                    log.log(logging.INFO if failures == 1 else logging.DEBUG,
+                            "dialling %s at %s failed (%d in a row): %r", node_id,
+                            self.address, failures, exc)
             else:
                 await asyncio.shield(link._lost)
                 if link._went_up:
@@ -335,9 +419,14 @@ class Mesh:
                  heartbeat_interval: float = 1.0, link_timeout: float = 3.0,
                  backoff_min: float = 0.05, backoff_max: float = 2.0,
                  max_frame_bytes: int = 16 * 1024 * 1024,
-                 max_buffer_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_buffer_bytes: int = 64 * 1024 * 1024, secret: bytes = b"",
+                 tls: MeshTls | None = None) -> None:
+        """`secret`: the shared mesh secret (b"": none); `tls`: TLS on every link."""
         self.node_id = node_id
         self.epoch = epoch  # the router updates it when the node registers anew
+        self.refused = 0    # connections refused at the handshake (wrong or no proof, TLS)
+        self._secret = secret
+        self._tls = tls
         self._handler = handler
         self._heartbeat_interval = heartbeat_interval
         self._link_timeout = link_timeout
@@ -399,6 +488,11 @@ class Mesh:
         """node id -> up link (a copy)."""
         return dict(self._links)
 
+    def linked(self) -> KeysView[str]:
+        """The ids of the nodes with an up link (a live view: do not change links while
+        iterating)."""
+        return self._links.keys()
+
     def broadcast(self, frame: mesh_pb2.MeshFrame) -> None:
         """One frame to every peer with an up link, serialised once."""
         if self._links:
@@ -438,9 +532,10 @@ class Mesh:
         self._stopped.set()
 
     # ------------------------------------------------------------------ links
-    def _hello(self) -> bytes:
+    def _hello(self, nonce: bytes = b"", proof: bytes = b"") -> bytes:
         return mesh_pb2.MeshFrame(hello=mesh_pb2.Hello(
-            node_id=self.node_id, epoch=self.epoch, protocol=PROTOCOL)).SerializeToString()
+            node_id=self.node_id, epoch=self.epoch, protocol=PROTOCOL, nonce=nonce,
+            proof=proof)).SerializeToString()
 
     def _up(self, link: Link) -> None:
         old = self._links.get(link.node_id)

@@ -36,8 +36,7 @@ stored message.
 
 Registries that record no sessions. With a static member list (`cluster.peers`) nothing is
 shared between the nodes, so `StaticRegistry` (registry_static.py) records no session: every
-lookup of where a user is (`put_session`'s previous entry, `sessions_many`) answers
-`EVERYWHERE`, an entry naming `ANY_NODE`, and the router sends to every node. `sessions` (the
+lookup of where a user is (`put_session`'s previous entry, `sessions_many`) answers `EVERYWHERE`, an entry naming `ANY_NODE`, and the router sends to every node. `sessions` (the
 devices it knows) is empty, `last_seen` None and `add_usage` shares nothing.
 """
 from __future__ import annotations
@@ -45,6 +44,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
+
+from switchboard.core.metrics import Metric
 
 
 class NodeInfo(NamedTuple):
@@ -121,9 +122,9 @@ class Registry(abc.ABC):
 
     @abc.abstractmethod
     async def sessions_many(self, users: Iterable[str]) -> dict[str, dict[str, SessionEntry]]:
-        """`sessions` for many users at once (fan-out): every user asked for is a key, mapping
-        to {} when it has no visible session. Implementations batch the reads (Redis Cluster:
-        one round trip per cluster node holding any of the users, all in parallel)."""
+        """`sessions` for many users at once: every user asked for is a key, mapping to {} when
+        it has no visible session. Implementations batch the reads (Redis Cluster: every read
+        in flight at once)."""
 
     # ------------------------------------------------------------------ presence facts
     @abc.abstractmethod
@@ -145,6 +146,10 @@ class Registry(abc.ABC):
         per-user rate limits share consumption across nodes this way, never per send)."""
 
     # ------------------------------------------------------------------ lifecycle
+    def metrics(self) -> list[Metric]:
+        """The backend's own numbers for /metrics (Redis: timeouts, retries); none by default."""
+        return []
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. Leases are not released: a stopped node's sessions vanish when
@@ -159,12 +164,11 @@ def visible_sessions(entries: dict[str, SessionEntry],
             if (info := live.get(entry.node_id)) is not None and info.epoch == entry.node_epoch}
 
 
-def nodes_named(entries: Iterable[SessionEntry], every_node: Iterable[str],
-                own: str) -> set[str]:
-    """The nodes other than `own` that the entries name; an entry naming ANY_NODE (a registry
+def nodes_named(nodes: Iterable[str], every_node: Iterable[str], own: str) -> set[str]:
+    """The nodes other than `own` among `nodes` (node ids of entries); ANY_NODE (a registry
     that records no sessions) names `every_node`."""
-    nodes = {entry.node_id for entry in entries}
-    if ANY_NODE in nodes:
+    named = set(nodes)
+    if ANY_NODE in named:
         return set(every_node) - {own}
-    nodes.discard(own)
-    return nodes
+    named.discard(own)
+    return named

@@ -12,6 +12,7 @@ from switchboard.core.tasks import TaskGroup
 
 from .base import LocalNode
 from .broadcasts import Broadcasts
+from .locations import Locations
 from .registry import Registry, RegistryUnavailable, nodes_named
 from .mesh import Mesh
 
@@ -23,19 +24,23 @@ USAGE_TTL = 120.0  # s a user's shared rate-limit totals outlive their last chan
 
 class Sessions:
     def __init__(self, mesh: Mesh, node: LocalNode, registry: Registry, broadcasts: Broadcasts,
-                 tasks: TaskGroup, epoch: Callable[[], int]) -> None:
+                 locations: Locations, tasks: TaskGroup, epoch: Callable[[], int]) -> None:
         """epoch(): this node's current life (it changes when the node registers anew)."""
         self._mesh = mesh
         self._node = node
         self._registry = registry
         self._broadcasts = broadcasts
+        self._locations = locations
         self._tasks = tasks
         self._epoch = epoch
 
     async def opened(self, user: str, device: str, opened_ms: int) -> bool:
-        """False when the registry did not answer: the device would miss pushes."""
+        """Recorded in the registry (False when it did not answer: the device would not be
+        kicked when it connects elsewhere), and known to every peer: the device's first sync
+        may start when this returns True (locations.py says why)."""
         node_id = self._mesh.node_id
         epoch = self._epoch()
+        known = self._locations.arrived(user)
         try:
             previous = await self._registry.put_session(user, device, node_id, epoch)
             while epoch != self._epoch():
@@ -45,19 +50,22 @@ class Sessions:
                 await self._registry.put_session(user, device, node_id, epoch)
         except RegistryUnavailable as exc:
             log.warning("session of %s/%s not recorded: %s", user, device, exc)
+            self._locations.left(user)
             return False
         if previous is not None:
             self._broadcasts.replaced(user, device, opened_ms,
-                                      nodes_named((previous,), self._mesh.links, node_id))
+                                      nodes_named((previous.node_id,), self._mesh.links, node_id))
+        await known
         return True
 
     def closed(self, user: str, device: str) -> None:
+        self._locations.left(user)
         self._tasks.spawn(self._drop(user, device))
 
     async def _drop(self, user: str, device: str) -> None:
         try:
             await self._registry.drop_session(user, device, self._mesh.node_id)
-        except Exception as exc:  # RegistryUnavailable, or the client failing mid-failover
+        except RegistryUnavailable as exc:
             # the entry stays; it names this node, which no longer holds the device: a push
             # for it is offered here and finds nobody, until the device connects again
             log.warning("session of %s/%s not dropped: %s", user, device, exc)

@@ -2,6 +2,7 @@
 form one Switchboard cluster.
 
     python -m switchboard.tools.devcluster up [--redis 3] [--replicas 1] --gateways 3 [--dir D]
+        [--ports 7000-7099] [--bus-ports 17000-17099]
     python -m switchboard.tools.devcluster up --redis 0 --gateways 3 [--dir D]
     python -m switchboard.tools.devcluster down --dir D
 
@@ -19,6 +20,13 @@ mesh listeners take any free port (`mesh_port = 0`: the registry carries the add
 (`cluster.peers`) on fixed free mesh ports. One dev signing secret is shared, so a token works
 on every gateway.
 
+Ports: without `--ports` every process takes a free loopback port (each Redis node one whose
++10000, Redis's default bus port, is free too). With `--ports LOW-HIGH` every port (Redis
+nodes, then each gateway's client, metrics and mesh ports) comes from that range in order,
+skipping ports in use, so a firewall or another cluster on the host can be planned around it;
+`--bus-ports LOW-HIGH` gives the Redis Cluster bus ports (`cluster-port`) from their own range
+instead of client port + 10000.
+
 The Redis nodes run without persistence (`--save '' --appendonly no`) and with a short
 `--cluster-node-timeout` (1000 ms), so a killed master fails over in about two seconds: the
 settings the failover tests want, and fine for a throwaway dev cluster.
@@ -32,6 +40,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -52,6 +61,31 @@ _BUS_PORT_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 1
 
 class DevClusterError(RuntimeError):
     pass
+
+
+class PortRange:
+    """Ports handed out in order from `low` to `high`, skipping those something listens on (or
+    another process holds bound). Taken ports are not given twice."""
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"port range {low}-{high}: expected 1 <= LOW <= HIGH <= 65535")
+        self.low, self.high = low, high
+        self._next = low
+
+    @classmethod
+    def parse(cls, text: str) -> "PortRange":
+        low, sep, high = text.partition("-")
+        if not sep or not low.isdigit() or not high.isdigit():
+            raise ValueError(f"port range {text!r}: expected LOW-HIGH, e.g. 7000-7099")
+        return cls(int(low), int(high))
+
+    def take(self) -> int:
+        while self._next <= self.high:
+            port, self._next = self._next, self._next + 1
+            if _bindable(port):
+                return port
+        raise DevClusterError(f"no free port left in {self.low}-{self.high}")
 
 
 def missing_binaries() -> list[str]:
@@ -118,13 +152,30 @@ class RedisCluster:
     `kill_master(i)` and `wait_ok()` are for failover tests."""
 
     def __init__(self, directory: Path | str, masters: int = 3, replicas: int = 0, *,
-                 node_timeout_ms: int = 1000) -> None:
+                 node_timeout_ms: int = 1000, ports: PortRange | None = None,
+                 bus_ports: PortRange | None = None, extra_args: tuple[str, ...] = (),
+                 cli_args: tuple[str, ...] = (), tls: tuple[str, str, str] | None = None) -> None:
+        """`ports`/`bus_ports`: where client and bus ports come from (default: free ports,
+        the bus on client port + 10000); `extra_args` go to every redis-server (ACL users),
+        `cli_args` to every redis-cli (credentials); `tls` (cert, key, CA files) makes every
+        node speak TLS only, on its port, to clients and to each other."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.directory = Path(directory)
         self.masters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
+        self.ports = ports
+        self.bus_ports = bus_ports
+        self.extra_args = tuple(extra_args)
+        self.cli_args = tuple(cli_args)
+        if tls is not None:
+            cert, key, ca = tls
+            self.cli_args += ("--tls", "--cert", cert, "--key", key, "--cacert", ca)
+            self.extra_args += ("--tls-cluster", "yes", "--tls-replication", "yes",
+                                "--tls-cert-file", cert, "--tls-key-file", key,
+                                "--tls-ca-cert-file", ca)
+        self.tls = tls is not None
         self.nodes: list[Process] = []
 
     @property
@@ -142,7 +193,7 @@ class RedisCluster:
             for _ in range(self.masters * (1 + self.replicas)):
                 self.nodes.append(self._start_node(deadline))
             create = subprocess.run(
-                ["redis-cli", "--cluster", "create", *self.addresses,
+                ["redis-cli", *self.cli_args, "--cluster", "create", *self.addresses,
                  "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
             if create.returncode != 0:
@@ -159,21 +210,23 @@ class RedisCluster:
         someone else between the probe and the bind makes the server exit; then another
         pair is tried."""
         for _ in range(5):
-            port = free_port(bus=True)
+            port = self.ports.take() if self.ports else free_port(bus=self.bus_ports is None)
+            bus = ["--cluster-port", str(self.bus_ports.take())] if self.bus_ports else []
             node_dir = self.directory / f"redis-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
             log = node_dir / "redis.log"
+            listen = ["--port", "0", "--tls-port", str(port)] if self.tls else ["--port", str(port)]
             popen = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", HOST,
+                ["redis-server", *listen, "--bind", HOST, *bus,
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(self.node_timeout_ms),
                  "--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0",
                  "--dir", str(node_dir),
-                 "--logfile", str(log), "--daemonize", "no"],
+                 "--logfile", str(log), "--daemonize", "no", *self.extra_args],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             node = Process("redis", popen.pid, port, f"{HOST}:{port}", str(log), popen)
             try:
-                _wait(lambda: not node.alive() or _redis(port, "PING") == "PONG",
+                _wait(lambda: not node.alive() or self.redis(port, "PING") == "PONG",
                       deadline - time.monotonic(), f"redis-server on port {port}")
             except DevClusterError:
                 node.stop()
@@ -198,11 +251,11 @@ class RedisCluster:
                     or sum(len(shard.replicas) for shard in shards) != len(live) - len(shards):
                 return False
             for node in live:
-                info = _fields(_redis(node.port, "CLUSTER", "INFO"))
+                info = _fields(self.redis(node.port, "CLUSTER", "INFO"))
                 if info.get("cluster_state") != "ok" or \
                         int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
                     return False
-            return all(_replicated(shard) for shard in shards if shard.replicas)
+            return all(self._replicated(shard) for shard in shards if shard.replicas)
 
         _wait(ok, timeout, "the Redis Cluster to be ok on every node")
 
@@ -210,7 +263,7 @@ class RedisCluster:
         """The masters that serve slots now (failed ones excluded), ordered by first slot."""
         for node in self.nodes:
             if node.alive():
-                listing = _redis(node.port, "CLUSTER", "NODES")
+                listing = self.redis(node.port, "CLUSTER", "NODES")
                 break
         else:
             raise DevClusterError("no Redis node is running")
@@ -230,6 +283,31 @@ class RedisCluster:
         shards = [Shard(address, tuple(sorted(ranges)), tuple(sorted(replicas.get(node_id, []))))
                   for node_id, (address, ranges) in masters.items()]
         return sorted(shards, key=lambda shard: shard.slots[0])
+
+    def redis(self, port: int, *command: str) -> str:
+        """One command through redis-cli; '' when the node does not answer."""
+        try:
+            result = subprocess.run(["redis-cli", *self.cli_args, "-h", HOST, "-p", str(port),
+                                     *command], capture_output=True, text=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            return ""
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    def _replicated(self, shard: Shard) -> bool:
+        """Whether every replica of the shard acknowledges a write (a short-lived probe key in
+        the shard's first slot) within 200 ms. WAIT asks the replicas for an ACK, so this also
+        ends the hold-back after a full sync."""
+        key = next(k for k in (f"devcluster-probe-{i}" for i in itertools.count())
+                   if shard.serves(_key_slot(k)))
+        port = shard.address.rsplit(":", 1)[1]
+        try:
+            result = subprocess.run(["redis-cli", *self.cli_args, "-h", HOST, "-p", port],
+                                    input=f"SET {key} 1 PX 10000\nWAIT {len(shard.replicas)} 200\n",
+                                    capture_output=True, text=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            return False
+        replies = result.stdout.split()
+        return bool(replies) and replies[-1].isdigit() and int(replies[-1]) >= len(shard.replicas)
 
     def kill_master(self, index: int) -> str:
         """SIGKILL the master `shards()[index]` and return its address. With a replica, the
@@ -263,6 +341,19 @@ def free_port(bus: bool = False) -> int:
     raise DevClusterError("found no free port pair for a Redis Cluster node")
 
 
+def free_run(count: int) -> int:
+    """The first of `count` consecutive loopback ports nobody listens on now, picked at random
+    below the kernel's ephemeral range, so no outgoing connection takes one before it is bound
+    (another process binding it on purpose still may: callers retry)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    for _ in range(200):
+        first = random.randrange(10000, ephemeral_low - count)
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    raise DevClusterError(f"no {count} consecutive free ports below {ephemeral_low}")
+
+
 def _bindable(port: int, host: str = HOST) -> bool:
     with socket.socket() as sock:
         try:
@@ -270,33 +361,6 @@ def _bindable(port: int, host: str = HOST) -> bool:
         except OSError:
             return False
     return True
-
-
-def _redis(port: int, *command: str) -> str:
-    """One command through redis-cli; '' when the node does not answer."""
-    try:
-        result = subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *command],
-                                capture_output=True, text=True, timeout=5)
-    except subprocess.TimeoutExpired:
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def _replicated(shard: Shard) -> bool:
-    """Whether every replica of the shard acknowledges a write (a short-lived probe key in the
-    shard's first slot) within 200 ms. WAIT asks the replicas for an ACK, so this also ends
-    the hold-back after a full sync."""
-    key = next(k for k in (f"devcluster-probe-{i}" for i in itertools.count())
-               if shard.serves(_key_slot(k)))
-    port = shard.address.rsplit(":", 1)[1]
-    try:
-        result = subprocess.run(["redis-cli", "-h", HOST, "-p", port],
-                                input=f"SET {key} 1 PX 10000\nWAIT {len(shard.replicas)} 200\n",
-                                capture_output=True, text=True, timeout=5)
-    except subprocess.TimeoutExpired:
-        return False
-    replies = result.stdout.split()
-    return bool(replies) and replies[-1].isdigit() and int(replies[-1]) >= len(shard.replicas)
 
 
 def _key_slot(key: str) -> int:
@@ -329,20 +393,25 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 # ---------------------------------------------------------------------------- gateways
 def start_gateways(directory: Path, count: int, secret: str, redis: list[str],
-                   timeout: float = 30.0) -> list[Process]:
+                   timeout: float = 30.0, *, ports: PortRange | None = None,
+                   settings: dict[str, str] | None = None) -> list[Process]:
     """`count` `python -m switchboard serve` processes forming one cluster: one shared data dir
-    (directory/data), node ids 0..count-1 named gw<i>, each on free client and metrics ports.
-    With `redis` (Redis Cluster node addresses) they register there and take any free mesh
-    port; without, they list each other as static peers on fixed free mesh ports. Returns once
-    every gateway accepts connections; stops the ones it started when one does not."""
+    (directory/data), node ids 0..count-1 named gw<i>, each on its own client and metrics
+    ports (from `ports`, else free ones). With `redis` (Redis Cluster node addresses) they
+    register there and take a mesh port from `ports` (else any free port: the lease carries
+    it); without, they list each other as static peers on fixed mesh ports. `settings` are more
+    SWITCHBOARD_* variables for every gateway. Returns once every gateway accepts connections;
+    stops the ones it started when one does not."""
     data_dir = directory / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    mesh_ports = [0 if redis else free_port() for _ in range(count)]
+    take = ports.take if ports else free_port
+    mesh_ports = [take() if (ports or not redis) else 0 for _ in range(count)]
     peers = "" if redis else ",".join(f"gw{i}={HOST}:{port}" for i, port in enumerate(mesh_ports))
     started: list[Process] = []
     try:
         for index in range(count):
-            started.append(_spawn_gateway(directory, data_dir, index, secret, {
+            started.append(_spawn_gateway(directory, data_dir, index, secret, take, {
+                **(settings or {}),
                 "SWITCHBOARD_CLUSTER_ENABLED": "true",
                 "SWITCHBOARD_CLUSTER_NODE_NAME": f"gw{index}",
                 "SWITCHBOARD_CLUSTER_MESH_HOST": HOST,
@@ -364,8 +433,8 @@ def start_gateways(directory: Path, count: int, secret: str, redis: list[str],
 
 
 def _spawn_gateway(directory: Path, data_dir: Path, index: int, secret: str,
-                   cluster_env: dict[str, str]) -> Process:
-    port, metrics_port = free_port(), free_port()
+                   take: Callable[[], int], cluster_env: dict[str, str]) -> Process:
+    port, metrics_port = take(), take()
     log = directory / f"gateway-{index}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(cluster_env, SWITCHBOARD_AUTH_SECRET=secret,
@@ -392,7 +461,8 @@ def _listening(port: int, host: str = HOST) -> bool:
 
 
 # ---------------------------------------------------------------------------- CLI
-def up(directory: Path, redis_masters: int, replicas: int, gateways: int) -> dict[str, Any]:
+def up(directory: Path, redis_masters: int, replicas: int, gateways: int, *,
+       ports: PortRange | None = None, bus_ports: PortRange | None = None) -> dict[str, Any]:
     """Start what `main` describes; `redis_masters` 0 means no Redis (static peers)."""
     if redis_masters == 0 and gateways == 0:
         raise DevClusterError("nothing to start: --redis 0 and --gateways 0")
@@ -400,11 +470,13 @@ def up(directory: Path, redis_masters: int, replicas: int, gateways: int) -> dic
     if state_path.exists():
         raise DevClusterError(f"{state_path} exists: run `down --dir {directory}` first")
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = RedisCluster(directory, redis_masters, replicas).start() if redis_masters else None
+    cluster = RedisCluster(directory, redis_masters, replicas, ports=ports,
+                           bus_ports=bus_ports).start() if redis_masters else None
     secret = secrets.token_urlsafe(32)
     try:
         started = start_gateways(directory, gateways, secret,
-                                 cluster.addresses if cluster else []) if gateways else []
+                                 cluster.addresses if cluster else [],
+                                 ports=ports) if gateways else []
     except BaseException:
         if cluster is not None:
             cluster.stop()
@@ -452,6 +524,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="gateway processes, one cluster (default 0)")
     start.add_argument("--dir", type=Path,
                        help="where logs, data and the pid file go (default: a new temp dir)")
+    start.add_argument("--ports", type=PortRange.parse, metavar="LOW-HIGH",
+                       help="take every port (Redis nodes, then each gateway's client, metrics "
+                            "and mesh ports) from this range, in order, skipping ports in use "
+                            "(default: any free ports)")
+    start.add_argument("--bus-ports", type=PortRange.parse, metavar="LOW-HIGH",
+                       help="the Redis Cluster bus ports (cluster-port) from this range "
+                            "(default: each node's client port + 10000)")
     stop = sub.add_parser("down", help="stop everything `up` started in --dir")
     stop.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -461,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stopped {line}")
             return 0
         directory = args.dir or Path(tempfile.mkdtemp(prefix="switchboard-dev-"))
-        state = up(directory, args.redis, args.replicas, args.gateways)
+        state = up(directory, args.redis, args.replicas, args.gateways, ports=args.ports,
+                   bus_ports=args.bus_ports)
     except (DevClusterError, ValueError) as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1

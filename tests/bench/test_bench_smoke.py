@@ -25,6 +25,7 @@ RUNS = {
     "chat-workers": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--no-peers",
                      "--server-workers", "2"],
     "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
+    "cluster": ["--size", "9", "--rate", "60", "--duration", "2", "--rounds", "1"],
 }
 #: Every run starts at once (six benches, each with a server and two generator processes):
 #: on a busy two-core machine the last one finishes minutes after an idle machine's ~40 s.
@@ -176,3 +177,23 @@ def test_chat_ratios_report_none_for_a_peer_that_measured_nothing():
     assert ratios == {"starved": {"throughput": None, "p99_at_half_load": None},
                       "fine": {"throughput": 3.0, "p99_at_half_load": 2.0},
                       "no-steps": {"throughput": None, "p99_at_half_load": None}}
+
+
+def test_cluster(runs):
+    """One gateway and three, the same load; then a Redis master killed and a gateway paused
+    under it. Counts only: every message once, in order, both ways; no registry call unanswered
+    with Redis healthy; every send pending at the pause acknowledged elsewhere."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    doc, _, output = result(runs, "cluster")
+    [run_] = doc["runs"]
+    for phase in ("single", "cluster", "failover"):
+        figures = run_[phase]
+        assert figures["cross"]["unfinished"] == figures["same"]["unfinished"] == 0, phase
+    assert run_["single"]["exactly_once"] and run_["cluster"]["exactly_once"]
+    assert run_["cluster"]["cross"]["deliver"]["count"] > run_["cluster"]["same"]["deliver"]["count"] > 0
+    assert run_["cluster"]["registry_timeouts"] == 0
+    assert run_["failover"]["probes"] > 0 and run_["failover"]["promoted_after_kill_s"] > 0
+    pause = run_["pause"]
+    assert pause["acked"] == pause["pending_at_pause"] > 0 and pause["silent_drops"] > 0
+    assert "cross-node p50" in output

@@ -11,7 +11,6 @@ import pytest
 from switchboard.client import ServerError
 from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import direct_chat_id
-from switchboard.core.store_sqlite import SQLiteStore
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.cluster import device_client, owner
 from tests.support.clients import event, no_event, receive
@@ -133,6 +132,7 @@ async def test_typing_reaches_every_other_device_on_other_nodes(gateways):
     await no_event(streams["alice"], pb.TypingUpdate)  # never back to the typing connection
 
 
+@pytest.mark.parametrize("gateways", ["sqlite", "scylla"], indirect=True)
 async def test_a_device_that_moves_to_another_node_syncs_everything_once(gateways):
     rec = Recorder()
     alice = await device_client(gateways, "alice", "phone", 0)
@@ -150,8 +150,7 @@ async def test_a_device_that_moves_to_another_node_syncs_everything_once(gateway
     async def laptop_cursor_stored() -> bool:
         """bob's laptop acked the five and its node's writer stored the cursor: the new node
         starts after them (else they come again and the SDK drops them as duplicates)."""
-        store = SQLiteStore(gateways.database)
-        await store.open()
+        store = await gateways.open_store()
         try:
             return not await read_backlog(store, "bob", "laptop")
         finally:

@@ -307,6 +307,7 @@ async def test_redis_unreachable_raises_unavailable_within_the_deadline():
     finally:
         await registry.close()
     assert time.monotonic() - started < 2.0
+    assert registry.timeouts == 1
 
 
 async def test_redis_failover_keeps_answering_and_reregistration_restores(

@@ -9,6 +9,8 @@ that builds them from the narrow reads (core/backlog.py, ChatService.list_chats)
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -25,6 +27,7 @@ from switchboard.core.model import (Batch, Chat, ChatKind, ChatSummaryRow, Commi
 from switchboard.core.store import Store
 from switchboard.core.store_memory import MemoryData, MemoryStore
 from switchboard.core.store_sqlite import SQLiteStore
+from tests.support.waiting import wait_for
 
 StoreMaker = Callable[[], Store]
 
@@ -832,6 +835,36 @@ async def test_sqlite_file_is_in_wal_mode(tmp_path):
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         await store.close()
+
+
+async def test_sqlite_a_writer_queues_on_the_write_lock_another_process_holds(tmp_path):
+    """Writers of several processes on one file take an flock on <file>-writelock before BEGIN
+    IMMEDIATE: while another holds it a commit waits in the kernel's queue (not in SQLite's
+    busy handler, which polls with sleeps up to 100 ms), and commits once it is let go."""
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(path)
+    await store.open()
+    holder = os.open(f"{path}-writelock", os.O_RDWR)  # another process's writer, in effect
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        pending = asyncio.ensure_future(commit(store, msg("a", "1")))
+        await wait_for(lambda: _flock_waiters(f"{path}-writelock") == 1,
+                       message="the commit queued on the lock")
+        assert not pending.done()
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        [result] = await asyncio.wait_for(pending, 15)
+        assert result.message.seq == 1
+    finally:
+        os.close(holder)
+        await store.close()
+
+
+def _flock_waiters(path: str) -> int:
+    """Processes (or descriptions) blocked on an flock of `path`, from /proc/locks."""
+    inode = str(os.stat(path).st_ino)
+    with open("/proc/locks") as locks:
+        return sum(1 for line in locks
+                   if " -> FLOCK " in line and line.split()[-3].rsplit(":", 1)[1] == inode)
 
 
 async def test_sqlite_senders_between_scans_the_seq_range(tmp_path):

@@ -1,8 +1,8 @@
 """Three gateways in one process forming a mesh, sharing one SQLite file, once over static
-peers (cluster.peers, fan-out to every node) and once with leases and sessions in a real Redis
-Cluster (fan-out to the nodes the registry names): forwarding to the owner, fan-out to other
-nodes, receipts, presence, typing, cache invalidation, replaced and revoked devices, and a node
-leaving.
+peers (cluster.peers) and once with leases and sessions in a real Redis Cluster; either way
+fan-out goes to the nodes the location map names: forwarding to the owner, fan-out to other
+nodes, receipts, presence, typing, cache invalidation, replaced and revoked devices, membership
+events, blocks, and a node leaving.
 
 tests/cluster/ runs the same router as separate processes (kill -9, Redis failover); here every
 node is in reach of the test, so the router's own state can be asserted."""
@@ -15,6 +15,7 @@ import pytest
 
 from switchboard.core.chats import direct_chat_id
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.proto.v1 import mesh_pb2
 from switchboard.router.registry_static import StaticRegistry
 from switchboard.router.ring import Ring
 from switchboard.tools.devcluster import free_port
@@ -191,15 +192,17 @@ async def test_a_node_leaving_hands_its_chats_over(nodes):
     assert [m.seq for m in await receive_and_ack(bob, 6)] == [1, 2, 3, 4, 5, 6]
 
 
-async def misdirect(node, user: str, device: str, elsewhere: str) -> None:
-    """Point the device's session entry at another live node: owners' pushes go there and are
-    lost, as when a lookup runs while this node's sessions are invisible (Redis failover)."""
-    router = node.gateway.router
-    other = (await router.registry.nodes())[elsewhere]
-    await router.registry.put_session(user, device, elsewhere, other.epoch)
+def hide(nodes, user: str, on: str, hidden: bool = True) -> None:
+    """Make every other node forget (or learn again) that `user` is connected to node `on`,
+    through the same Located frame `on` sends when the user leaves (or arrives): their pushes
+    for the user then skip `on` and are lost, as in a race with the location map."""
+    located = mesh_pb2.Located(gone=[user]) if hidden else mesh_pb2.Located(here=[user])
+    for node in nodes:
+        router = node.gateway.router
+        if router.node_id != on:
+            router.locations.on_located(router.mesh.link(on), located)
 
 
-@pytest.mark.parametrize("nodes", ["redis"], indirect=True)  # static peers: pushes go everywhere
 async def test_a_missed_push_is_filled_from_the_store(nodes):
     a, b, c = nodes
     alice, bob = await authed(a, "alice"), await authed(b, "bob")
@@ -207,12 +210,12 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     chat, quiet = [chat for chat in chats if a.gateway.router.owner(chat) != "b"][:2]
     await send(alice, quiet, b"q1")
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q1"]
-    await misdirect(b, "bob", "phone", "c")
+    hide(nodes, "bob", "b")
     await send(alice, chat, b"1")
     await send(alice, chat, b"2")
     await send(alice, quiet, b"q2")
     assert not arrived_messages(bob)  # (a receipt or a retransmit may have come: not a message)
-    await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    hide(nodes, "bob", "b", hidden=False)
     # the next offer of `chat` starts at bob's stored cursor, not at the offered seq, and the
     # same read of the cursors brings the quiet chat's missed message too
     await send(alice, chat, b"3")
@@ -221,12 +224,71 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     assert [m.body for m in got if m.chat_id == quiet] == [b"q2"]
     # a push lost in a chat that then goes quiet: the node's catch-up (after it re-registered,
     # or a link came back) brings it
-    await misdirect(b, "bob", "phone", "c")
+    hide(nodes, "bob", "b")
     await send(alice, quiet, b"q3")
-    await b.gateway.router.registry.put_session("bob", "phone", "b", b.gateway.router.epoch)
+    hide(nodes, "bob", "b", hidden=False)
     assert not arrived_messages(bob)
     await b.gateway.router._node.catch_up()
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
+
+
+async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_server):
+    """Fan-out reads the location map, so a connecting device's first sync waits until every
+    peer with an up link has applied its arrival (locations.py): with a's link to c
+    black-holed, bob's Welcome on a comes only once a gave that link up; with healthy links,
+    b and c know where he is by then, and know when he has gone."""
+    ports = {name: free_port() for name in NODES}
+    proxy = await FaultProxy(ports["c"]).start()
+    try:
+        peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
+                                for n in NODES) for name in NODES}
+        servers = [await make_server(
+            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+            cluster__mesh_port=ports[name], cluster__peers=peers[name],
+            cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5)
+            for index, name in enumerate(NODES)]
+        a, b, c = servers
+        await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
+        alice = await authed(a, "alice")
+        for other in (b, c):
+            assert other.gateway.router.locations.nodes_for(["alice"]) == {"a": ["alice"]}
+        alice.close()
+        for other in (b, c):
+            await wait_for(lambda: other.gateway.router.locations.nodes_for(["alice"]) == {},
+                           message="alice's departure known")
+
+        proxy.partition()
+        assert a.gateway.router.mesh.link("c") is not None
+        bob = await authed(a, "bob")
+        assert a.gateway.router.mesh.link("c") is None  # his sync waited until c was given up
+        assert b.gateway.router.locations.nodes_for(["bob"]) == {"a": ["bob"]}
+        bob.close()
+    finally:
+        await proxy.stop()
+
+
+async def test_a_node_with_another_mesh_secret_never_joins(make_server, tmp_path):
+    """cluster.mesh_secret(_file) through the configuration: a and b share it and form the
+    ring; c holds another one: it refuses their dials (they cannot prove its secret), and
+    counts them."""
+    ports = {name: free_port() for name in NODES}
+    peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
+    secret_file = tmp_path / "mesh-secret"
+    secret_file.write_text("m" * 40 + "\n")
+    secrets = [{"cluster__mesh_secret_file": str(secret_file)}, {"cluster__mesh_secret": "m" * 40},
+               {"cluster__mesh_secret": "x" * 40}]
+    a, b, c = [await make_server(
+        server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+        cluster__mesh_port=ports[name], cluster__peers=peers, cluster__heartbeat_interval=0.1,
+        cluster__link_timeout=0.5, **secrets[index]) for index, name in enumerate(NODES)]
+    await wait_for(lambda: list(a.gateway.router.ring.nodes) == ["a", "b"] ==
+                   list(b.gateway.router.ring.nodes), message="a and b linked")
+    await wait_for(lambda: c.gateway.router.mesh.refused >= 2, message="c refused a and b")
+    assert list(c.gateway.router.ring.nodes) == ["c"]
+    alice, bob = await authed(a, "alice"), await authed(b, "bob")
+    chat = await direct(alice, "bob")
+    await send(alice, chat, b"inside")
+    assert [m.body for m in await receive_and_ack(bob, 1)] == [b"inside"]
 
 
 async def test_pipelined_sends_keep_their_order_when_the_owner_changes(make_server):
@@ -344,8 +406,8 @@ async def test_a_partitioned_node_and_the_rest_both_commit_and_heal(make_server,
 
 
 class SwallowsOneCancel:
-    """The real registry, except that a lease refresh swallows the first cancel it gets, as
-    asyncio.wait_for inside redis-py can on Python 3.11 when the reply lands with the cancel."""
+    """The real registry, except that a lease refresh swallows the first cancel it gets, as a
+    client built on asyncio.wait_for can on Python 3.11 when the reply lands with the cancel."""
 
     def __init__(self, registry) -> None:
         self._registry = registry

@@ -3,6 +3,8 @@ in front of it (tests/support/faulty_store.py): a send stored but reported faile
 of a flush failing while the others land (what a partitioned store does)."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from switchboard.core.store_sqlite import SQLiteStore
@@ -13,6 +15,7 @@ from tests.support.faulty_store import FaultyStore
 from tests.support.raw import RawClient
 from tests.support.rawflow import direct, receive_and_ack, request
 from tests.support.server import fast_config
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -66,3 +69,24 @@ async def test_a_failed_chat_fails_only_its_own_sends(gateway):
     assert (await alice.reply(send(alice, with_carol, "c1"))).send_ack.seq == 1
     history = (await request(alice, history=pb.History(chat_id=with_carol, limit=10))).history_page
     assert [m.client_msg_id for m in history.messages] == ["c1"]
+
+
+async def test_a_send_failing_after_its_sender_left_leaves_no_unretrieved_error(gateway,
+                                                                                  caplog):
+    """The device is gone when the commit fails: nobody gets the answer, and the failure is
+    not left in its future for asyncio to report as 'exception was never retrieved'."""
+    store = gateway.services.store
+    alice = await connect(gateway, "alice")
+    chat = await direct(alice, "bob")
+    store.hold()
+    store.fail_next_commits(1)
+    try:
+        send(alice, chat, "m1")
+        await wait_for(lambda: store.held == 1, message="the commit held")
+        alice.close()
+        await wait_for(lambda: gateway.hub.connections == 0, message="the connection closed")
+    finally:
+        store.release()
+    await wait_for(lambda: gateway.sends_in_flight == 0, message="the send answered")
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

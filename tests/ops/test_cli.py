@@ -204,3 +204,55 @@ def test_admin_options_work_before_and_after_the_subcommand(tmp_path):
     nowhere = switchboard("admin", "--data-dir", str(data), "chats", "list", "--user", "bob",
                           "--data-dir", str(tmp_path / "nowhere"))
     assert nowhere.returncode == 1 and "nowhere" in nowhere.stderr
+
+
+# ---------------------------------------------------------------------- a cluster from flags
+def test_serve_help_shows_how_to_join_a_cluster():
+    text = switchboard("serve", "--help").stdout
+    for option in ("--redis", "--peers", "--node-name", "--node-id", "--mesh-host", "--mesh-port",
+                   "--metrics-host", "--metrics-port", "SWITCHBOARD_CLUSTER_MESH_SECRET_FILE",
+                   "SWITCHBOARD_CLUSTER_REDIS_PASSWORD_FILE", "SWITCHBOARD_STORE_KIND"):
+        assert option in text, option
+
+
+async def test_two_nodes_from_flags_alone_form_one_cluster(tmp_path, redis_cluster):
+    """What deploy/README.md tells an operator to run on each host: flags for the node, the
+    secrets in the environment; the two nodes register in Redis, link and share a ring."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_AUTH_SECRET=SECRET, SWITCHBOARD_CLUSTER_MESH_SECRET="m" * 40,
+               SWITCHBOARD_CLUSTER_REDIS_PREFIX=f"cli{os.getpid()}", SWITCHBOARD_LOG_LEVEL="WARNING")
+    procs = []
+    try:
+        for index, name in enumerate(("east", "west")):
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "switchboard", "serve", "--data-dir", str(tmp_path / "d"),
+                "--port", "0", "--node-name", name, "--node-id", str(index),
+                "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--metrics-port", "0",
+                "--redis", ",".join(redis_cluster.addresses), env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        ports = []
+        for proc in procs:
+            while not (line := (await asyncio.wait_for(proc.stdout.readline(), 30)).decode())\
+                    .startswith("switchboard metrics on"):
+                assert line, "the node exited before it served"
+            ports.append(int(line.rsplit(":", 1)[1].split("/")[0]))
+
+        async def ring_sizes() -> list[float]:
+            sizes = []
+            for port in ports:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+                body = (await reader.read()).decode()
+                writer.close()
+                sizes += [float(line.split()[-1]) for line in body.splitlines()
+                          if line.startswith("switchboard_cluster_ring_nodes ")]
+            return sizes
+        deadline = asyncio.get_running_loop().time() + 20
+        while await ring_sizes() != [2.0, 2.0]:
+            assert asyncio.get_running_loop().time() < deadline, await ring_sizes()
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()

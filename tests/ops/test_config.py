@@ -36,6 +36,9 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     assert (config.metrics.port, config.tls.min_version, config.log.level) == (9300, "1.2", "DEBUG")
 
 
+CLUSTER = "[cluster]\nenabled = true\nredis = \"127.0.0.1:7000\"\n"
+
+
 @pytest.mark.parametrize("text, environ, named", [
     ("[server]\nprot = 1\n", {}, "unknown config key 'server.prot'"),
     ("[sever]\nport = 1\n", {}, "unknown config section 'sever'"),
@@ -70,6 +73,14 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ("[log]\nformat = \"xml\"\n", {}, "log.format: 'xml'"),
     ("[auth]\nsecret = \"short\"\n", {}, "auth.secret: a signing key needs at least 32 bytes"),
     ("server = 1\n", {}, "server: expected a [server] table"),
+    # the links between cluster nodes: all of TLS or none, a real secret, production closes them
+    (CLUSTER + "mesh_tls_cert = \"/n.pem\"\n", {}, "set all three (TLS between nodes) or none"),
+    (CLUSTER + "mesh_secret = \"short\"\n", {}, "cluster.mesh_secret: at least 32 bytes"),
+    (CLUSTER + "redis_tls_ca = \"/ca.pem\"\n", {}, "cluster.redis_tls: set it"),
+    (CLUSTER + "redis_username = \"sb\"\n", {}, "cluster.redis_username: needs"),
+    (CLUSTER + "mesh_host = \"10.0.0.5\"\n[server]\nproduction = true\n[auth]\nsecret = \""
+     + "k" * 32 + "\"\n", {}, "cluster.mesh_secret: required in production when the mesh "
+                            "listens on 10.0.0.5"),
     ('[store]\nkind = "scylla"\nhosts = " , "\n', {}, "store.hosts: at least one"),
     ('[store]\nkind = "scylla"\nkeyspace = "my-ks"\n', {}, "store.keyspace: 'my-ks'"),
     ('[store]\nkind = "scylla"\nreplication_dcs = "dc1"\n', {},

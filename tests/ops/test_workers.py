@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import signal
 import socket
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchboard.config import ConfigError, load
 from switchboard.core.auth import TokenAuthority
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.tools.devcluster import free_run
 from switchboard.workers import plan
 from tests.ops.node import BASE_ENV, INHERITED_SYSTEMD, http_get
 from tests.ops.test_deploy import DEPLOY, UNIT, parse_unit
@@ -42,33 +42,15 @@ _METRICS_LINE = re.compile(r"switchboard metrics on http://[\d.]+:(\d+)/metrics 
                            r"worker=(\d+) pid=(\d+) node=(\S+)")
 
 
-def free_range(count: int) -> int:
-    """The first of `count` consecutive loopback ports nobody listens on now."""
-    for _ in range(200):
-        first = random.randrange(20000, 60000 - count)
-        if all(_bindable(port) for port in range(first, first + count)):
-            return first
-    raise AssertionError("no free port range")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class Supervised:
     """`python -m switchboard serve --workers N` in a child process; its stdout lines are
     collected by a thread (`lines`), its stderr (every process's logs) goes to a file."""
 
     def __init__(self, tmp_path: Path, workers: int = WORKERS, env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
-        self.port = port if port is not None else free_range(1)
-        self.metrics_base = free_range(workers)
-        self.mesh_base = free_range(workers)
+        self.port = port if port is not None else free_run(1)
+        self.metrics_base = free_run(workers)
+        self.mesh_base = free_run(workers)
         self.workers = workers
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("SWITCHBOARD_") and k not in INHERITED_SYSTEMD}

@@ -245,8 +245,10 @@ async def test_public_read_marks_go_apart_fail_with_their_chat_and_are_merged_ba
     faulty.fail_chats(1, "b")
     outcomes = await settled([writer.mark_read("a", "bob", 4, public=True),
                               writer.mark_read("a", "bob", 6),
-                              writer.mark_read("b", "bob", 3, public=True)])
+                              writer.mark_read("b", "bob", 3, public=True),
+                              writer.submit(msg("b", "1"))])  # the fault needs a message of b
     assert outcomes[:2] == [None, None] and isinstance(outcomes[2], StoreError)
+    assert isinstance(outcomes[3], StoreError)
     assert (faulty.batches[0].public_reads, faulty.batches[0].reads) == (
         {("a", "bob"): 4, ("b", "bob"): 3}, {("a", "bob"): 6})
     assert await faulty.receipts("a") == {"bob": Receipt(6, 6, 4)}  # public <= private
@@ -293,6 +295,34 @@ async def test_ack_cursor_alone_schedules_a_flush(memory, make_writer):
         return [b.cursor for b in await read_backlog(memory, "bob", "phone")] == [2]
     await wait_for(cursor_is_2)
     await wait_for(lambda: not other_tasks(), message="the flush task to finish")
+
+
+async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(faulty, make_writer):
+    """With ack_delay, acks do not commit on their own at once: the next message commits at
+    once and takes them along; acks with nothing to go with commit when the delay is up."""
+    await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
+    writer = make_writer(faulty, ack_delay=60)  # beyond the test: only a message takes them
+    await settled([writer.submit(msg("g", str(i))) for i in range(3)])
+    commits = len(faulty.batches)
+    writer.ack_cursor("bob", "phone", "g", 1)
+    writer.ack_delivered("g", "bob", 1)
+    await settled([writer.submit(msg("g", "3"))])
+    assert len(faulty.batches) == commits + 1  # no commit of the acks alone came first
+    along = faulty.batches[-1]
+    assert (len(along.messages), along.cursors, along.delivered) == (
+        1, {("bob", "phone", "g"): 1}, {("g", "bob"): 1})
+    assert [b.cursor for b in await read_backlog(faulty, "bob", "phone")] == [1]
+
+    alone = make_writer(faulty, ack_delay=0.2)
+    started = asyncio.get_running_loop().time()
+    alone.ack_cursor("bob", "phone", "g", 4)
+
+    async def cursor_is_4() -> bool:
+        return not await read_backlog(faulty, "bob", "phone")
+    await wait_for(cursor_is_4)
+    assert asyncio.get_running_loop().time() - started >= 0.19  # alone: after the delay
+    assert (faulty.batches[-1].messages, faulty.batches[-1].cursors) == (
+        [], {("bob", "phone", "g"): 4})
 
 
 async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_writer):

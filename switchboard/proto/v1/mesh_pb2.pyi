@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MeshFrame(_message.Message):
-    __slots__ = ("hello", "heartbeat", "forward_send", "send_result", "deliver", "push", "receipt_note", "invalidate", "presence", "kick")
+    __slots__ = ("hello", "heartbeat", "forward_send", "send_result", "deliver", "push", "receipt_note", "invalidate", "presence", "kick", "located", "located_ack", "load", "hello_proof")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     FORWARD_SEND_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,10 @@ class MeshFrame(_message.Message):
     INVALIDATE_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     KICK_FIELD_NUMBER: _ClassVar[int]
+    LOCATED_FIELD_NUMBER: _ClassVar[int]
+    LOCATED_ACK_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    HELLO_PROOF_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     forward_send: ForwardSend
@@ -30,17 +34,31 @@ class MeshFrame(_message.Message):
     invalidate: Invalidate
     presence: PresenceStates
     kick: Kick
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., forward_send: _Optional[_Union[ForwardSend, _Mapping]] = ..., send_result: _Optional[_Union[SendResult, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., push: _Optional[_Union[Push, _Mapping]] = ..., receipt_note: _Optional[_Union[ReceiptNote, _Mapping]] = ..., invalidate: _Optional[_Union[Invalidate, _Mapping]] = ..., presence: _Optional[_Union[PresenceStates, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ...) -> None: ...
+    located: Located
+    located_ack: LocatedAck
+    load: Load
+    hello_proof: HelloProof
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., forward_send: _Optional[_Union[ForwardSend, _Mapping]] = ..., send_result: _Optional[_Union[SendResult, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., push: _Optional[_Union[Push, _Mapping]] = ..., receipt_note: _Optional[_Union[ReceiptNote, _Mapping]] = ..., invalidate: _Optional[_Union[Invalidate, _Mapping]] = ..., presence: _Optional[_Union[PresenceStates, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., located: _Optional[_Union[Located, _Mapping]] = ..., located_ack: _Optional[_Union[LocatedAck, _Mapping]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., hello_proof: _Optional[_Union[HelloProof, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "epoch", "protocol")
+    __slots__ = ("node_id", "epoch", "protocol", "nonce", "proof")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     epoch: int
     protocol: int
-    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., protocol: _Optional[int] = ...) -> None: ...
+    nonce: bytes
+    proof: bytes
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., protocol: _Optional[int] = ..., nonce: _Optional[bytes] = ..., proof: _Optional[bytes] = ...) -> None: ...
+
+class HelloProof(_message.Message):
+    __slots__ = ("proof",)
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    proof: bytes
+    def __init__(self, proof: _Optional[bytes] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
@@ -167,3 +185,27 @@ class Kick(_message.Message):
     reason: str
     before_ms: int
     def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., close_code: _Optional[int] = ..., reason: _Optional[str] = ..., before_ms: _Optional[int] = ...) -> None: ...
+
+class Located(_message.Message):
+    __slots__ = ("here", "gone", "snapshot", "barrier")
+    HERE_FIELD_NUMBER: _ClassVar[int]
+    GONE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_FIELD_NUMBER: _ClassVar[int]
+    here: _containers.RepeatedScalarFieldContainer[str]
+    gone: _containers.RepeatedScalarFieldContainer[str]
+    snapshot: bool
+    barrier: int
+    def __init__(self, here: _Optional[_Iterable[str]] = ..., gone: _Optional[_Iterable[str]] = ..., snapshot: _Optional[bool] = ..., barrier: _Optional[int] = ...) -> None: ...
+
+class LocatedAck(_message.Message):
+    __slots__ = ("barrier",)
+    BARRIER_FIELD_NUMBER: _ClassVar[int]
+    barrier: int
+    def __init__(self, barrier: _Optional[int] = ...) -> None: ...
+
+class Load(_message.Message):
+    __slots__ = ("connections",)
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    connections: int
+    def __init__(self, connections: _Optional[int] = ...) -> None: ...

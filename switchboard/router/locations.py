@@ -1,0 +1,193 @@
+"""Which users have a connection on which node, told over the mesh: what fan-out and pushes
+use to pick the nodes a frame goes to, with no registry round trip per message
+(docs/cluster.md, "Fan-out").
+
+Each node tells every peer the users connected to it: a snapshot when a link comes up, then
+the changes batched per event-loop turn (`Located`). A node that has not yet had a peer's
+snapshot sends that peer everything (every member of every chat), so the map is never
+trusted before it is complete.
+
+Why a fan-out cannot miss a device that just connected: before a connecting device's first
+sync reads the store, its node sends the user's arrival to every peer it has a link to and
+waits until each has applied it and said so (`LocatedAck`), or its link went down. An owner
+that commits after its ack sees the user in its map and sends the Deliver; one that committed
+before it did so before the sync's read, which returns the message. A peer whose link comes up
+later gets the snapshot, and until it has read it, sends this node everything.
+
+Cost: one small frame to every peer per connect and per last disconnect of a user on a node
+(batched per turn), one acknowledgement round trip before a device's first sync, and, on every
+node, a set entry per user connected anywhere in the cluster: the same order as the presence
+gossip (O(nodes) per change, right for tens of nodes).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable
+
+from switchboard.core.metrics import Metric, gauge
+from switchboard.proto.v1 import mesh_pb2 as mesh
+
+from .mesh import Link, Mesh
+
+
+class Locations:
+    def __init__(self, mesh_: Mesh) -> None:
+        self._mesh = mesh_
+        self._here: dict[str, int] = {}            # user -> connections on this node
+        self.connections = 0                       # all of them
+        self._where: dict[str, set[str]] = {}      # user -> peers it is connected to
+        self._users_of: dict[str, set[str]] = {}   # peer -> its users (the same, by node)
+        self._known: set[str] = set()              # peers whose snapshot arrived
+        self._arrived: set[str] = set()            # to tell at the end of this turn
+        self._left: set[str] = set()
+        self._waiters: list[asyncio.Future] = []   # arrivals in this turn's frame
+        self._flush: asyncio.Handle | None = None
+        self._barriers = itertools.count(1)
+        self._unacked: dict[int, tuple[set[str], asyncio.Future]] = {}
+
+    # ------------------------------------------------------------------ this node's users
+    def arrived(self, user: str) -> asyncio.Future[None]:
+        """A connection of `user` opened here; the future resolves once every peer linked now
+        knows it (acknowledged, or its link went down)."""
+        count = self._here.get(user, 0)
+        self._here[user] = count + 1
+        self.connections += 1
+        self._left.discard(user)
+        self._arrived.add(user)
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._schedule()
+        return future
+
+    def left(self, user: str) -> None:
+        """A connection of `user` here closed (or was refused after `arrived`)."""
+        self.connections -= 1
+        count = self._here.get(user, 0) - 1
+        if count > 0:
+            self._here[user] = count
+            return
+        self._here.pop(user, None)
+        self._arrived.discard(user)
+        self._left.add(user)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._flush = None
+        arrived, self._arrived = self._arrived, set()
+        left, self._left = self._left, set()
+        waiters, self._waiters = self._waiters, []
+        peers = set(self._mesh.links)
+        barrier = next(self._barriers) if waiters and peers else 0
+        if arrived or left:
+            self._mesh.broadcast(mesh.MeshFrame(located=mesh.Located(
+                here=sorted(arrived), gone=sorted(left), barrier=barrier)))
+        if barrier:
+            done = asyncio.get_running_loop().create_future()
+            self._unacked[barrier] = (peers, done)
+            done.add_done_callback(lambda _: _release(waiters))
+        else:
+            _release(waiters)
+
+    # ------------------------------------------------------------------ where others' users are
+    def nodes_for(self, users: Iterable[str]) -> dict[str, list[str]]:
+        """node id -> the users among `users` connected there (as far as its snapshot and
+        changes say), for every peer with an up link; a peer whose snapshot has not arrived
+        gets every user."""
+        users = list(users)
+        by_node: dict[str, list[str]] = {}
+        where = self._where
+        for user in users:
+            for node_id in where.get(user, ()):
+                by_node.setdefault(node_id, []).append(user)
+        for node_id in self._mesh.linked():
+            if node_id not in self._known:
+                by_node[node_id] = users
+        return by_node
+
+    def on_located(self, link: Link, located: mesh.Located) -> None:
+        node_id = link.node_id
+        where = self._where
+        if located.snapshot:
+            self._forget(node_id)
+            self._known.add(node_id)
+        mine = self._users_of.setdefault(node_id, set())
+        for user in located.here:
+            where.setdefault(user, set()).add(node_id)
+            mine.add(user)
+        for user in located.gone:
+            mine.discard(user)
+            nodes = where.get(user)
+            if nodes is not None:
+                nodes.discard(node_id)
+                if not nodes:
+                    del where[user]
+        if located.barrier:
+            link.send(mesh.MeshFrame(located_ack=mesh.LocatedAck(barrier=located.barrier)))
+
+    def on_located_ack(self, link: Link, ack: mesh.LocatedAck) -> None:
+        self._acked(ack.barrier, link.node_id)
+
+    def _acked(self, barrier: int, node_id: str) -> None:
+        pending = self._unacked.get(barrier)
+        if pending is None:
+            return
+        peers, done = pending
+        peers.discard(node_id)
+        if not peers:
+            del self._unacked[barrier]
+            done.set_result(None)
+
+    # ------------------------------------------------------------------ links
+    def link_up(self, link: Link) -> None:
+        """The snapshot goes first: the peer sends this node everything until it has it."""
+        link.send(mesh.MeshFrame(located=mesh.Located(snapshot=True, here=sorted(self._here))))
+
+    def link_down(self, node_id: str) -> None:
+        """What the peer said no longer holds, and its acknowledgements will not come."""
+        self._forget(node_id)
+        self._known.discard(node_id)
+        for barrier in list(self._unacked):
+            self._acked(barrier, node_id)
+
+    def _forget(self, node_id: str) -> None:
+        where = self._where
+        for user in self._users_of.pop(node_id, ()):
+            nodes = where.get(user)
+            if nodes is not None:
+                nodes.discard(node_id)
+                if not nodes:
+                    del where[user]
+
+    def stop(self) -> None:
+        """Leaving: nobody waits for an acknowledgement any more."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        _release(self._waiters)
+        self._waiters = []
+        for _, done in self._unacked.values():
+            if not done.done():
+                done.set_result(None)
+        self._unacked.clear()
+
+    def metrics(self) -> list[Metric]:
+        return [
+            gauge("cluster_located_here", "users with a connection on this node",
+                  len(self._here)),
+            gauge("cluster_located_elsewhere",
+                  "users this node knows to have a connection on a peer", len(self._where)),
+            gauge("cluster_location_barriers",
+                  "connect announcements waiting for peers' acknowledgements",
+                  len(self._unacked)),
+        ]
+
+
+def _release(waiters: list[asyncio.Future]) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
