@@ -163,3 +163,40 @@ class DeviceRow:
     device_id: str
     first_seen_ms: int
     last_seen_ms: int
+
+
+class PushPlatform(enum.Enum):
+    """The push service a token belongs to (the values are the protocol's names)."""
+    APNS = "apns"                  # Apple, production
+    APNS_SANDBOX = "apns-sandbox"  # Apple, development builds
+    FCM = "fcm"                    # Firebase Cloud Messaging
+
+
+@dataclass(slots=True)
+class PushToken:
+    """A device's push registration: where its app is woken while it has no connection."""
+    platform: PushPlatform
+    token: str
+    topic: str          # APNs: the app's bundle id ("" = the server's default); FCM: unused
+    previews: bool      # the user allows a text preview in this device's notifications
+    updated_ms: int
+
+
+MUTE_FOREVER = 2 ** 63 - 1
+"""A mute's `until_ms` that never expires."""
+
+
+@dataclass(slots=True)
+class QueuedPush:
+    """A push owed to one device for one chat: messages first_seq..last_seq (all by others)
+    have not been pushed to it yet. `preview` is what may be shown ("" = content-free), fixed
+    when the entry was made, so an end-to-end encrypted body never gets here."""
+    user_id: str
+    device_id: str
+    chat_id: str
+    first_seq: int
+    last_seq: int
+    count: int          # messages by others it covers (the notification says how many)
+    sender_user: str    # of the newest message
+    preview: str
+    due_ms: int
