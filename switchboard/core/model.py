@@ -34,17 +34,19 @@ class DeviceStatus(enum.Enum):
 
 class SendRequest:
     """One device's send as it travels from its connection to the chat's owner (maybe through
-    a ForwardSend): what the sender asked, before the owner checks it."""
-    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids")
+    a ForwardSend): what the sender asked, before the owner checks it. `e2e`: the body is
+    end-to-end encrypted (push notifications never preview it)."""
+    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids", "e2e")
 
     def __init__(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                 media_ids: list[str]) -> None:
+                 media_ids: list[str], e2e: bool = False) -> None:
         self.user = user
         self.device = device
         self.chat_id = chat_id
         self.client_msg_id = client_msg_id
         self.body = body
         self.media_ids = media_ids
+        self.e2e = e2e
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ class Forwarding:
         link.send(mesh.MeshFrame(forward_send=mesh.ForwardSend(
             request_id=request_id, user_id=send.user, device_id=send.device,
             chat_id=send.chat_id, client_msg_id=send.client_msg_id, body=send.body,
-            media_ids=send.media_ids)))
+            media_ids=send.media_ids, e2e=send.e2e)))
         self.forwarded_sends += 1
         return future
 
@@ -98,7 +98,8 @@ class Forwarding:
 
         try:
             future = self._commit(SendRequest(req.user_id, req.device_id, req.chat_id,
-                                              req.client_msg_id, req.body, list(req.media_ids)))
+                                              req.client_msg_id, req.body, list(req.media_ids),
+                                              req.e2e))
         except DomainError as exc:
             reply(_error_result(exc))
             return

@@ -47,7 +47,7 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardSend(_message.Message):
-    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids")
+    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids", "e2e")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class ForwardSend(_message.Message):
     CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    E2E_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     user_id: str
     device_id: str
@@ -62,7 +63,8 @@ class ForwardSend(_message.Message):
     client_msg_id: str
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    e2e: bool
+    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., e2e: _Optional[bool] = ...) -> None: ...
 
 class SendResult(_message.Message):
     __slots__ = ("request_id", "message", "duplicate", "error", "error_message", "retry_after_ms")
