@@ -31,6 +31,7 @@ class Pending:
     push: QueuedPush
     attempts: int = 0           # failed sends so far
     planned_at: float = 0.0     # monotonic s of its first message's commit (0: restored)
+    sent_before: int | None = None  # the key's previous send time, while this one is in flight
 
     @property
     def key(self) -> Key:
@@ -100,13 +101,17 @@ class Planner:
 
     def take_due(self, now_ms: int, limit: int) -> list[Pending]:
         """Up to `limit` entries due now, out of the planner (in flight: the caller settles each
-        with `sent`, `retry` or `resolved`). New messages meanwhile start a new entry."""
+        with `sent`, `retry` or `not_sent`). New messages meanwhile start a new entry, due an
+        interval after this one: an entry in flight counts as sent now."""
         due = [p for p in self._pending.values() if p.push.due_ms <= now_ms]
         due.sort(key=lambda p: p.push.due_ms)
         taken = due[:limit]
         for pending in taken:
-            del self._pending[pending.key]
-            self._dirty.pop(pending.key, None)
+            key = pending.key
+            del self._pending[key]
+            self._dirty.pop(key, None)
+            pending.sent_before = self._last_sent.get(key)
+            self._last_sent[key] = now_ms
         return taken
 
     def next_due_ms(self) -> int | None:
@@ -118,9 +123,18 @@ class Planner:
         self._last_sent[pending.key] = now_ms
         self._prune(now_ms)
 
+    def not_sent(self, pending: Pending) -> None:
+        """Settled without a push (acked, read, refused): the interval runs from the last one
+        actually sent."""
+        if pending.sent_before is None:
+            self._last_sent.pop(pending.key, None)
+        else:
+            self._last_sent[pending.key] = pending.sent_before
+
     def retry(self, pending: Pending, now_ms: int, retry_after_ms: int) -> QueuedPush:
         """The provider failed for now: due again after a backoff; merged with any entry that
         new messages made meanwhile. Returns the entry to write to the durable queue."""
+        self.not_sent(pending)
         pending.attempts += 1
         backoff = min(self.max_backoff_ms, BASE_BACKOFF_MS * 2 ** min(pending.attempts - 1, 20))
         due = now_ms + max(retry_after_ms, int(random.uniform(backoff / 2, backoff)))

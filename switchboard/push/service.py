@@ -404,6 +404,7 @@ class PushService:
                 owed.append((pending, token))
             else:
                 self._count(self.settled, settled)
+                self.planner.not_sent(pending)
                 done.append(push)
         if not owed:
             return [], done
@@ -426,6 +427,7 @@ class PushService:
             elif result.outcome is Outcome.RETRY:
                 retry.append(self.planner.retry(pending, now_ms(), int(result.retry_after * 1000)))
             else:
+                self.planner.not_sent(pending)
                 done.append(pending.push)
             if result.outcome is Outcome.TOKEN_DEAD:
                 await self._remove_token(user, pending.push.device_id, token, result.reason)
