@@ -264,47 +264,63 @@ class PushService:
 
     # ------------------------------------------------------------------ planning
     async def _plan_incoming(self) -> None:
+        """Every commit queued since the last round, at once: one read of tokens and mutes per
+        user not cached and one presence lookup for all of them, whatever the number of chats."""
         incoming, self._incoming = self._incoming, []
+        if not incoming:
+            return
+        owed: list[tuple[str, dict[str, list[StoredMessage]], frozenset[int], float]] = []
         for chat_id, messages, e2e, planned_at in incoming:
             try:
-                await self._plan(chat_id, messages, e2e, planned_at)
+                owed.append((chat_id, await self._recipients(chat_id, messages), e2e, planned_at))
             except StoreError as exc:
                 self.dropped += len(messages)
                 log.warning("pushes for %d messages of %s not planned: %s", len(messages),
                             chat_id, exc)
+        try:
+            profiles = await self._profiles_of({user for _, users, _, _ in owed for user in users})
+        except StoreError as exc:
+            self.dropped += sum(len(m) for _, m, _, _ in incoming)
+            log.warning("pushes for %d commits not planned: %s", len(incoming), exc)
+            return
+        now = now_ms()
+        wanted = [(chat_id, {user: theirs for user, theirs in users.items()
+                             if profiles[user].tokens and not profiles[user].muted(chat_id, now)},
+                   e2e, planned_at) for chat_id, users, e2e, planned_at in owed]
+        online = await self._online_of({user for _, users, _, _ in wanted for user in users})
+        for chat_id, users, e2e, planned_at in wanted:
+            for user, theirs in users.items():
+                self._plan(chat_id, user, theirs, profiles[user], online, e2e, planned_at, now)
 
-    async def _plan(self, chat_id: str, messages: list[StoredMessage], e2e: frozenset[int],
-                    planned_at: float) -> None:
+    async def _recipients(self, chat_id: str, messages: list[StoredMessage]
+                          ) -> dict[str, list[StoredMessage]]:
+        """Each member's share of the messages: those by others, since the member joined."""
         members = self._chats.cached_members(chat_id)
         if members is None:
             members = await self._chats.members(chat_id)
-        owed: dict[str, list[StoredMessage]] = {}
+        owed = {}
         for user, membership in members.items():
             theirs = [m for m in messages
                       if m.sender_user != user and m.seq > membership.joined_seq]
             if theirs:
                 owed[user] = theirs
-        now = now_ms()
-        profiles = await self._profiles_of(owed)
-        wanted = {user: profile for user, profile in profiles.items()
-                  if profile.tokens and not profile.muted(chat_id, now)}
-        if not wanted:
-            return
-        online = await self._online_of(wanted)
-        for user, profile in wanted.items():
-            theirs = owed[user]
-            newest = theirs[-1]
-            for device, token in profile.tokens.items():
-                if token.platform not in self._providers:
-                    continue
-                preview = (preview_of(newest.body, self._preview_chars)
-                           if token.previews and newest.server_id not in e2e else "")
-                offline = online is not None and device not in online.get(user, ())
-                if not self.planner.add(user, device, chat_id, first_seq=theirs[0].seq,
-                                        last_seq=newest.seq, count=len(theirs),
-                                        sender=newest.sender_user, preview=preview,
-                                        offline=offline, now_ms=now, planned_at=planned_at):
-                    self.dropped += 1
+        return owed
+
+    def _plan(self, chat_id: str, user: str, theirs: list[StoredMessage], profile: _Profile,
+              online: Mapping[str, Collection[str]] | None, e2e: frozenset[int],
+              planned_at: float, now: int) -> None:
+        newest = theirs[-1]
+        for device, token in profile.tokens.items():
+            if token.platform not in self._providers:
+                continue
+            preview = (preview_of(newest.body, self._preview_chars)
+                       if token.previews and newest.server_id not in e2e else "")
+            offline = online is not None and device not in online.get(user, ())
+            if not self.planner.add(user, device, chat_id, first_seq=theirs[0].seq,
+                                    last_seq=newest.seq, count=len(theirs),
+                                    sender=newest.sender_user, preview=preview,
+                                    offline=offline, now_ms=now, planned_at=planned_at):
+                self.dropped += 1
 
     async def _plan_read(self, user: str, device: str, chat_id: str, seq: int) -> None:
         try:
@@ -383,9 +399,8 @@ class PushService:
         try:
             profile = await self._profile(user)
             devices = sorted({p.push.device_id for p in entries})
-            reads, *cursors = await asyncio.gather(
-                self._store.read_seqs(user, {p.push.chat_id for p in entries}),
-                *(self._store.cursors(user, device) for device in devices))
+            (badge, reads), *cursors = await asyncio.gather(
+                self._unread(user), *(self._store.cursors(user, device) for device in devices))
         except StoreError as exc:
             log.warning("pushes to %s put off: %s", user, exc)
             return [self.planner.retry(p, now, 0) for p in entries], []
@@ -408,11 +423,6 @@ class PushService:
                 done.append(push)
         if not owed:
             return [], done
-        try:
-            badge = await self._badge(user)
-        except StoreError as exc:
-            log.warning("pushes to %s put off: %s", user, exc)
-            return [self.planner.retry(p, now, 0) for p, _ in owed], done
         results = await asyncio.gather(*(self._send(token, Notification(
             Kind.MESSAGE, pending.push.chat_id, badge, pending.push.sender_user,
             pending.push.count, pending.push.last_seq, pending.push.preview, token.topic))
@@ -440,7 +450,7 @@ class PushService:
                 token = profile.tokens.get(sync.device_id)
                 if token is None:
                     continue
-                badge = await self._badge(sync.user_id)
+                badge, _ = await self._unread(sync.user_id)
             except StoreError as exc:
                 log.warning("read sync of %s skipped: %s", sync.user_id, exc)
                 continue
@@ -484,13 +494,14 @@ class PushService:
         except StoreError as exc:  # they stay queued: a restart may send them again
             log.warning("%d pushes not dropped from the queue: %s", len(pushes), exc)
 
-    async def _badge(self, user: str) -> int:
-        """The user's unread messages over every chat (since they joined each)."""
+    async def _unread(self, user: str) -> tuple[int, dict[str, int]]:
+        """The badge: the user's unread messages over every chat (since they joined each); and
+        the user's read watermark per chat."""
         chats = await self._store.user_chats(user)
         heads, reads = await asyncio.gather(self._store.heads(chats),
                                             self._store.read_seqs(user, chats))
         return sum(max(0, heads.get(chat, 0) - max(reads.get(chat, 0), joined))
-                   for chat, joined in chats.items())
+                   for chat, joined in chats.items()), reads
 
     async def _resume(self) -> None:
         """Entries of the chats this node owns from the durable queue (after a start or when

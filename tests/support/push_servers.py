@@ -336,7 +336,7 @@ class PushServers:
                 "push.fcm_url": self.fcm_url}
 
     def environment(self, **extra: object) -> dict[str, str]:
-        """The same as SWITCHBOARD_PUSH_* variables (a gateway in a child process)."""
+        """The same settings as environment variables (a gateway in a child process)."""
         values = {**self.settings(), **{f"push.{k}": v for k, v in extra.items()}}
         return {"SWITCHBOARD_" + key.upper().replace(".", "_"):
                 (str(value).lower() if isinstance(value, bool) else str(value))
