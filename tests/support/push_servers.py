@@ -21,6 +21,7 @@ import secrets
 import socket
 import time
 import urllib.parse
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ class FakeApns(_App):
         scripted = self._scripted()
         if scripted is not None:
             return await self._error(send, scripted.status, scripted.reason, scripted.retry_after)
-        apns_id = headers.get("apns-id") or secrets.token_hex(16)
+        apns_id = headers.get("apns-id") or str(uuid.uuid4())
         self.received.append(ApnsPush(device_token, headers, payload, time.monotonic()))
         await _answer(send, 200, headers={"apns-id": apns_id})
 
