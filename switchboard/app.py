@@ -9,7 +9,8 @@ called, never by setting attributes on objects after they were built.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Collection, Mapping
 
 from switchboard.config import Config, parse_addresses, parse_peers
 from switchboard.core.auth import SigningKeys, TokenAuthority
@@ -33,6 +34,8 @@ from switchboard.gateway.node import GatewayNode
 from switchboard.gateway.presence import PresenceFanout
 from switchboard.gateway.server import Gateway, Services
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.push.providers import make_providers
+from switchboard.push.service import PushService
 from switchboard.router.base import Router
 from switchboard.router.local import LocalRouter
 
@@ -65,6 +68,19 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                messages: list[StoredMessage]) -> None:
         router_fanout(chat_id, members, messages)
 
+    def committed(chat_id: str, messages: list[StoredMessage], e2e: Collection[int]) -> None:
+        push.committed(chat_id, messages, e2e)
+
+    async def online(users: Collection[str]) -> dict[str, set[str]] | None:
+        if config.cluster.enabled and not config.cluster.redis:
+            return None  # static peers record no sessions: where a device is, nobody knows
+        users = list(users)
+        found = await asyncio.gather(*(router.online_devices(user) for user in users))
+        return dict(zip(users, found))
+
+    def owns(chat_id: str) -> bool:
+        return router_owns(chat_id)
+
     tasks = TaskGroup()
     metrics = GatewayMetrics()
     blocks = Blocks(store)
@@ -78,7 +94,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
 
     messages = MessageService(
         store, chats, ServerIds(config.server.node_id), settings=settings, blocks=blocks,
-        fanout=fanout, sent=sent,
+        fanout=fanout, sent=sent, committed=committed,
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                         "max_pending": config.writer.max_pending},
@@ -90,16 +106,30 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                               interval=config.timers.presence_interval,
                               max_subscriptions=limits.max_presence_subscriptions,
                               on_local_change=presence_changed, shared_last_seen=shared_last_seen)
-    node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, tasks)
+    push_config = config.push
+    push = PushService(store, chats, make_providers(push_config), online=online, owns=owns,
+                       grace=push_config.grace, interval=push_config.interval,
+                       max_backoff=push_config.max_backoff,
+                       preview_chars=push_config.preview_chars,
+                       max_pending=push_config.max_pending)
+    metrics.sources.append(push.metrics)
+    node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, push, tasks)
     if config.cluster.enabled:
-        router = _mesh_router(config, messages, node)
-        router_fanout = router.committed
+        mesh_router = _mesh_router(config, messages, node)
+        router, router_fanout = mesh_router, mesh_router.committed
+
+        def router_owns(chat_id: str) -> bool:
+            return mesh_router.owner(chat_id) == mesh_router.node_id
     else:
         router = LocalRouter(messages, node)
         router_fanout = node.deliver
+
+        def router_owns(chat_id: str) -> bool:
+            return True
     tokens, jwks = _tokens(config)
     return Gateway(config, tokens=tokens, jwks=jwks,
-                   services=Services(store, chats, messages, settings, receipts, devices, blocks),
+                   services=Services(store, chats, messages, settings, receipts, devices, blocks,
+                                     push),
                    router=router, hub=hub, presence=presence,
                    timers=TimerService(config.timers.tick), limits=_user_limits(config),
                    metrics=metrics, tasks=tasks)

@@ -202,6 +202,35 @@ class ClusterConfig:
 
 
 @dataclass(slots=True)
+class PushConfig:
+    """Push notifications (docs/push.md): off by default. A provider is on when its keys are
+    set; `--production` refuses a provider half set up."""
+    enabled: bool = False
+    grace: float = 2.0          # s an online device has to ack a message before it is pushed
+    interval: float = 10.0      # s: at most one push per device and chat per interval
+    max_backoff: float = 300.0  # s between tries of a push whose provider is down
+    preview_chars: int = 120    # the longest preview (where the user allows previews)
+    max_pending: int = 200_000  # pushes owed, per node; beyond, new ones are dropped (counted)
+    max_concurrent: int = 256   # requests in flight per provider
+    timeout: float = 10.0       # s for one request to a provider
+    attempts: int = 3           # tries inside one send (429, 5xx) before it is put off
+    ca_file: str = ""           # PEM CA bundle to verify the providers ("": the system's)
+    apns_key_file: str = ""     # the .p8 signing key (token-based authentication)
+    apns_key_id: str = ""       # its 10-character key id
+    apns_team_id: str = ""      # the Apple developer team id
+    apns_topic: str = ""        # the app's bundle id, for tokens registered without one
+    apns_url: str = "https://api.push.apple.com"
+    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    fcm_credentials_file: str = ""  # the service account's JSON key
+    fcm_project_id: str = ""    # "" = the service account's project
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = ""     # "" = the service account's token_uri
+
+    def apns_settings(self) -> tuple[str, ...]:
+        return (self.apns_key_file, self.apns_key_id, self.apns_team_id)
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "INFO"
     format: str = "json"     # json: one object per line (journald, log shippers); text: humans
@@ -218,6 +247,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def secret_bytes(self, create: bool = True) -> bytes:
@@ -409,6 +439,8 @@ def _validate(config: Config) -> None:
         _validate_cluster(config)
     if config.store.kind == "scylla":
         _validate_scylla(config)
+    if config.push.enabled:
+        _validate_push(config)
     if config.auth.jwks_url and config.auth.jwks_file:
         raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
     for algorithm in config.auth.algorithms.split(","):
@@ -508,6 +540,33 @@ def _validate_scylla(config: Config) -> None:
         raise ConfigError("store.username and store.password: set both or neither")
     store.consistency = store.consistency.upper()
     store.serial_consistency = store.serial_consistency.upper()
+
+
+def _validate_push(config: Config) -> None:
+    push = config.push
+    checks = {"push.grace": push.grace >= 0, "push.interval": push.interval > 0,
+              "push.max_backoff": push.max_backoff >= 1, "push.preview_chars": push.preview_chars >= 1,
+              "push.max_pending": push.max_pending >= 1, "push.max_concurrent": push.max_concurrent >= 1,
+              "push.timeout": push.timeout > 0, "push.attempts": push.attempts >= 1}
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key}: value {getattr(push, key.partition('.')[2])!r} out of range")
+    for key in ("apns_url", "apns_sandbox_url", "fcm_url", "fcm_token_url"):
+        url = getattr(push, key)
+        if url and not url.startswith("https://"):
+            raise ConfigError(f"push.{key}: {url!r} is not an https:// URL")
+    apns = push.apns_settings()
+    if not config.server.production:
+        return
+    if any(apns) and not all(apns):
+        raise ConfigError("push.apns_key_file, push.apns_key_id and push.apns_team_id: set all "
+                          "three for APNs (or none)")
+    if any(apns) and not push.apns_topic:
+        raise ConfigError("push.apns_topic: the app's bundle id, for APNs")
+    if not all(apns) and not push.fcm_credentials_file:
+        raise ConfigError("push.enabled: set up APNs (push.apns_key_file, push.apns_key_id, "
+                          "push.apns_team_id, push.apns_topic) or FCM "
+                          "(push.fcm_credentials_file), or both")
 
 
 def _read_secret_file(path: str) -> bytes:

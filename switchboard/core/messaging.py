@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 from typing import Callable
 
@@ -40,14 +40,20 @@ Fanout = Callable[[str, Mapping[str, Membership], list[StoredMessage]], None]
 Sent = Callable[[str, str, int], None]
 """sent(chat_id, sender, seq): a new message was committed (the sender's own watermarks moved)."""
 
+Committed = Callable[[str, list[StoredMessage], Collection[int]], None]
+"""committed(chat_id, messages, e2e): new messages of one chat (seq order, no duplicates, no
+membership events: those are never pushed) after their fan-out, with the server_ids of those
+the sender marked end-to-end encrypted."""
+
 MAX_CLIENT_MSG_ID = 64
 MAX_MEDIA_ID = 128
 
 
 class MessageService:
     def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, settings: Settings,
-                 blocks: Blocks, fanout: Fanout, sent: Sent | None = None, max_body_bytes: int,
-                 max_media_ids: int, writer_options: dict | None = None, on_flush=None) -> None:
+                 blocks: Blocks, fanout: Fanout, sent: Sent | None = None,
+                 committed: Committed | None = None, max_body_bytes: int, max_media_ids: int,
+                 writer_options: dict | None = None, on_flush=None) -> None:
         self._store = store
         self._chats = chats
         self._ids = ids
@@ -55,6 +61,8 @@ class MessageService:
         self._blocks = blocks
         self._fanout = fanout
         self._sent = sent
+        self._committed = committed
+        self._e2e: set[int] = set()  # server_ids of e2e sends until their batch is settled
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, on_flush=on_flush,
@@ -199,9 +207,14 @@ class MessageService:
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
                          tuple(send.media_ids), self._ids.next(), now_ms(), public)
         try:
-            return self.writer.submit(row)
+            future = self.writer.submit(row)
         except Backpressure as exc:
             raise DomainError(Code.UNAVAILABLE, "server busy", exc.retry_after_ms) from None
+        if send.e2e and self._committed is not None:
+            # on_commit reads the set before the future's callbacks run
+            self._e2e.add(row.server_id)
+            future.add_done_callback(lambda _: self._e2e.discard(row.server_id))
+        return future
 
     def _validate(self, send: SendRequest) -> None:
         client_msg_id, body, media_ids = send.client_msg_id, send.body, send.media_ids
@@ -243,6 +256,10 @@ class MessageService:
                 self._fanout_group(chat_id, [message])
         for chat_id, messages in by_chat.items():
             self._fanout_group(chat_id, messages)
+            sends = [m for m in messages if m.event is None]  # membership events never push
+            if self._committed is not None and sends:
+                self._committed(chat_id, sends,
+                                [m.server_id for m in sends if m.server_id in self._e2e])
 
     def _fanout_group(self, chat_id: str, messages: list[StoredMessage]) -> None:
         members = self._chats.cached_members(chat_id)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Collection
 
 from .model import (Batch, Chat, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+                    MemberAction, MembershipEvent, Membership, Period, PushToken, QueuedPush,
+                    Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 
@@ -39,6 +39,9 @@ class MemoryData:
     cursors: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     settings: dict[str, UserSettings] = field(default_factory=dict)
     devices: dict[str, dict[str, _Device]] = field(default_factory=dict)  # user -> device ->
+    push_tokens: dict[str, dict[str, PushToken]] = field(default_factory=dict)  # user -> device ->
+    mutes: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> chat -> until_ms
+    push_queue: dict[tuple[str, str, str], QueuedPush] = field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -260,6 +263,7 @@ class MemoryStore(Store):
             return False
         device.revoked = True
         data.cursors.pop((user_id, device_id), None)
+        data.push_tokens.get(user_id, {}).pop(device_id, None)
         return True
 
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
@@ -270,3 +274,48 @@ class MemoryStore(Store):
     async def last_seen(self, user_id: str) -> int:
         devices = self._check().devices.get(user_id, {})
         return max((d.last_seen_ms for d in devices.values()), default=0)
+
+    # ------------------------------------------------------------------ push
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        self._check().push_tokens.setdefault(user_id, {})[device_id] = replace(token)
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        tokens = self._check().push_tokens.get(user_id, {})
+        stored = tokens.get(device_id)
+        if stored is None or token is not None and stored.token != token:
+            return False
+        del tokens[device_id]
+        return True
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {device: replace(token) for device, token
+                in self._check().push_tokens.get(user_id, {}).items()}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        mutes = self._check().mutes.setdefault(user_id, {})
+        if until_ms > now_ms:
+            mutes[chat_id] = until_ms
+        else:
+            mutes.pop(chat_id, None)
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return {chat: until for chat, until in self._check().mutes.get(user_id, {}).items()
+                if until > now_ms}
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        queue = self._check().push_queue
+        for push in pushes:
+            key = (push.user_id, push.device_id, push.chat_id)
+            stored = queue.get(key)
+            if stored is None or stored.last_seq <= push.last_seq:
+                queue[key] = replace(push)
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        queue = self._check().push_queue
+        for user_id, device_id, chat_id, last_seq in done:
+            stored = queue.get((user_id, device_id, chat_id))
+            if stored is not None and stored.last_seq <= last_seq:
+                del queue[(user_id, device_id, chat_id)]
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        return [replace(push) for push in self._check().push_queue.values()]

@@ -46,15 +46,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Collection, Iterable, Sequence
 
 from .cql import CqlRejected, CqlSession, CqlSettings, connect
 from .lru import LRU
-from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, NewMessage, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+from .model import (MUTE_FOREVER, Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow,
+                    DeviceStatus, MemberAction, MembershipEvent, Membership, NewMessage, Period,
+                    PushPlatform, PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                    UserSettings, Visibility)
 from .store import Store, StoreError
 
 BUCKET_SIZE = 1000          # messages per partition of a chat: part of the schema, never change
@@ -67,6 +69,8 @@ CONTENTION_PAUSE = 0.002    # s, times the attempt: the longest random pause aft
 READ_PAGE = 500             # rows per page when a read spans buckets
 CACHED_CHATS = 200_000      # chats whose indexed head this store remembers
 UPGRADE_BATCHES = 16        # unlogged batches in flight while an upgrade fills tables in
+PUSH_QUEUE_SHARDS = 16      # partitions of the push queue: part of the schema, never change
+MAX_TTL = 630_720_000       # s: the longest TTL CQL takes (20 years); longer mutes keep none
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
                    "created_at_ms, event_action, event_actor, event_users")
@@ -107,6 +111,15 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.blockers (
         blocked_id text, user_id text, PRIMARY KEY (blocked_id, user_id))""",
     "CREATE TABLE IF NOT EXISTS {ks}.upgrades (step text PRIMARY KEY, done_at_ms bigint)",
+    """CREATE TABLE IF NOT EXISTS {ks}.push_tokens (
+        user_id text, device_id text, platform text, push_token text, topic text, previews boolean,
+        updated_ms bigint, PRIMARY KEY (user_id, device_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.chat_mutes (
+        user_id text, chat_id text, until_ms bigint, PRIMARY KEY (user_id, chat_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.push_queue (
+        shard int, user_id text, device_id text, chat_id text, first_seq bigint, last_seq bigint,
+        coalesced int, sender_user text, preview text, due_ms bigint,
+        PRIMARY KEY (shard, user_id, device_id, chat_id))""",
 )
 
 # Columns tables gained after they were first created: (table, column, type), added by migrate
@@ -917,7 +930,8 @@ class ScyllaStore(Store):
             if result.applied:
                 # Its cursors go for good: later cursor writes carry timestamps (seqs) far
                 # below this delete's, so none comes back.
-                await self._write(q.drop_cursors, (user_id, device_id))
+                await _all((self._write(q.drop_cursors, (user_id, device_id)),
+                            self._write(q.drop_push_token, (user_id, device_id))))
                 return True
         raise StoreContention(f"devices of {user_id}: too many concurrent changes")
 
@@ -953,6 +967,71 @@ class ScyllaStore(Store):
 
     async def blockers(self, user_id: str) -> set[str]:
         return {row.user_id for row in await self._read_all(self._q.blockers, (user_id,))}
+
+    # ------------------------------------------------------------------ push
+    # The queue's cells are written and deleted `USING TIMESTAMP last_seq`, the watermarks'
+    # rule: a put for newer messages outlives the drop of an older entry whatever order they
+    # land in, with no read and no Paxos. Only the token's removal on a provider's word is
+    # conditional (rare: a dead token).
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        await self._write(self._q.set_push_token, (
+            user_id, device_id, token.platform.value, token.token, token.topic, token.previews,
+            token.updated_ms))
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        q = self._q
+        if token is None:
+            had = await self._read(q.push_token, (user_id, device_id))
+            await self._write(q.drop_push_token, (user_id, device_id))
+            return bool(had)
+        self.stats.conditional += 1
+        result = await self.session.execute(q.drop_push_token_if, (user_id, device_id, token))
+        return result.applied
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {row.device_id: PushToken(PushPlatform(row.platform), row.push_token, row.topic or "",
+                                         bool(row.previews), row.updated_ms or 0)
+                for row in await self._read_all(self._q.push_tokens, (user_id,))}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        """Written with a TTL to its expiry, so expired mutes leave by themselves."""
+        if until_ms <= now_ms:
+            await self._write(self._q.unmute, (user_id, chat_id))
+            return
+        ttl = -(-(until_ms - now_ms) // 1000)
+        forever = until_ms == MUTE_FOREVER or ttl > MAX_TTL
+        await self._write(self._q.set_mute, (user_id, chat_id, until_ms, 0 if forever else ttl))
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return {row.chat_id: row.until_ms
+                for row in await self._read_all(self._q.mutes, (user_id,))
+                if row.until_ms is not None and row.until_ms > now_ms}
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        await self._write_per_shard([(p.chat_id, self._q.put_push, (
+            p.last_seq, p.first_seq, p.last_seq, p.count, p.sender_user, p.preview, p.due_ms,
+            _push_shard(p.chat_id), p.user_id, p.device_id, p.chat_id)) for p in pushes])
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        await self._write_per_shard([(chat_id, self._q.drop_push, (
+            last_seq, _push_shard(chat_id), user_id, device_id, chat_id))
+            for user_id, device_id, chat_id, last_seq in done])
+
+    async def _write_per_shard(self, writes: list[tuple[str, str, Sequence[Any]]]) -> None:
+        """(chat, statement, params): one unlogged batch per queue partition (and per
+        MAX_BATCH_STATEMENTS statements)."""
+        by_shard: dict[int, list[tuple[str, Sequence[Any]]]] = defaultdict(list)
+        for chat_id, cql, params in writes:
+            by_shard[_push_shard(chat_id)].append((cql, params))
+        await _all(self._write_batch(chunk) for group in by_shard.values()
+                   for chunk in _chunks(group, MAX_BATCH_STATEMENTS))
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        shards = await asyncio.gather(*(self._read_all(self._q.queued_pushes, (shard,))
+                                        for shard in range(PUSH_QUEUE_SHARDS)))
+        return [QueuedPush(row.user_id, row.device_id, row.chat_id, row.first_seq, row.last_seq,
+                           row.coalesced, row.sender_user or "", row.preview or "", row.due_ms)
+                for rows in shards for row in rows if row.last_seq is not None]
 
 
 class _Queries:
@@ -1043,6 +1122,27 @@ class _Queries:
         self.drop_blocker = f"DELETE FROM {ks}.blockers WHERE blocked_id = ? AND user_id = ?"
         self.blocked = f"SELECT blocked_id FROM {ks}.blocks WHERE user_id = ?"
         self.blockers = f"SELECT user_id FROM {ks}.blockers WHERE blocked_id = ?"
+        self.set_push_token = (f"INSERT INTO {ks}.push_tokens (user_id, device_id, platform, "
+                               "push_token, topic, previews, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        self.push_token = (f"SELECT push_token FROM {ks}.push_tokens WHERE user_id = ? "
+                           "AND device_id = ?")
+        self.push_tokens = (f"SELECT device_id, platform, push_token, topic, previews, updated_ms "
+                            f"FROM {ks}.push_tokens WHERE user_id = ?")
+        self.drop_push_token = (f"DELETE FROM {ks}.push_tokens WHERE user_id = ? "
+                                "AND device_id = ?")
+        self.drop_push_token_if = self.drop_push_token + " IF push_token = ?"
+        self.set_mute = (f"INSERT INTO {ks}.chat_mutes (user_id, chat_id, until_ms) "
+                         "VALUES (?, ?, ?) USING TTL ?")
+        self.unmute = f"DELETE FROM {ks}.chat_mutes WHERE user_id = ? AND chat_id = ?"
+        self.mutes = f"SELECT chat_id, until_ms FROM {ks}.chat_mutes WHERE user_id = ?"
+        self.put_push = (f"UPDATE {ks}.push_queue USING TIMESTAMP ? SET first_seq = ?, "
+                         "last_seq = ?, coalesced = ?, sender_user = ?, preview = ?, due_ms = ? "
+                         "WHERE shard = ? AND user_id = ? AND device_id = ? AND chat_id = ?")
+        self.drop_push = (f"DELETE FROM {ks}.push_queue USING TIMESTAMP ? WHERE shard = ? "
+                          "AND user_id = ? AND device_id = ? AND chat_id = ?")
+        self.queued_pushes = (f"SELECT user_id, device_id, chat_id, first_seq, last_seq, coalesced, "
+                              f"sender_user, preview, due_ms FROM {ks}.push_queue "
+                              "WHERE shard = ?")
 
 
 def _table_name(statement: str) -> str:
@@ -1074,6 +1174,10 @@ def _periods(rows: Iterable[tuple[str, Any]]) -> dict[str, list[Period]]:
 
 def _last_seen(row: Any) -> int:
     return max(row.first_seen_ms or 0, row.last_seen_ms or 0)
+
+
+def _push_shard(chat_id: str) -> int:
+    return zlib.crc32(chat_id.encode()) % PUSH_QUEUE_SHARDS
 
 
 def _chat(row: Any) -> Chat:

@@ -44,8 +44,8 @@ from typing import Any, Callable, Collection, Iterator, TypeVar
 import orjson
 
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+                    MemberAction, MembershipEvent, Membership, Period, PushPlatform, PushToken,
+                    QueuedPush, Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 T = TypeVar("T")
@@ -97,6 +97,18 @@ CREATE TABLE IF NOT EXISTS blocks (
     user_id TEXT NOT NULL, blocked_id TEXT NOT NULL,
     PRIMARY KEY (user_id, blocked_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_by_blocked ON blocks (blocked_id, user_id);
+CREATE TABLE IF NOT EXISTS push_tokens (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, platform TEXT NOT NULL, token TEXT NOT NULL,
+    topic TEXT NOT NULL, previews INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chat_mutes (
+    user_id TEXT NOT NULL, chat_id TEXT NOT NULL, until_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, chat_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS push_queue (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, count INTEGER NOT NULL,
+    sender_user TEXT NOT NULL, preview TEXT NOT NULL, due_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
 """
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
@@ -184,6 +196,26 @@ SQL_BLOCK = "INSERT OR IGNORE INTO blocks (user_id, blocked_id) VALUES (?, ?)"
 SQL_UNBLOCK = "DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?"
 SQL_BLOCKED = "SELECT blocked_id FROM blocks WHERE user_id = ? ORDER BY blocked_id"
 SQL_BLOCKERS = "SELECT user_id FROM blocks WHERE blocked_id = ?"
+SQL_SET_PUSH_TOKEN = ("INSERT OR REPLACE INTO push_tokens (user_id, device_id, platform, token, "
+                      "topic, previews, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+SQL_DROP_PUSH_TOKEN = "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ?"
+SQL_DROP_PUSH_TOKEN_IF = SQL_DROP_PUSH_TOKEN + " AND token = ?"
+SQL_PUSH_TOKENS = ("SELECT device_id, platform, token, topic, previews, updated_ms "
+                   "FROM push_tokens WHERE user_id = ?")
+SQL_SET_MUTE = "INSERT OR REPLACE INTO chat_mutes (user_id, chat_id, until_ms) VALUES (?, ?, ?)"
+SQL_UNMUTE = "DELETE FROM chat_mutes WHERE user_id = ? AND chat_id = ?"
+SQL_MUTES = "SELECT chat_id, until_ms FROM chat_mutes WHERE user_id = ? AND until_ms > ?"
+PUSH_COLUMNS = ("user_id, device_id, chat_id, first_seq, last_seq, count, sender_user, preview, "
+                "due_ms")
+SQL_PUT_PUSH = (f"INSERT INTO push_queue ({PUSH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (user_id, device_id, chat_id) DO UPDATE SET "
+                "first_seq = excluded.first_seq, last_seq = excluded.last_seq, "
+                "count = excluded.count, sender_user = excluded.sender_user, "
+                "preview = excluded.preview, due_ms = excluded.due_ms "
+                "WHERE excluded.last_seq >= push_queue.last_seq")
+SQL_DROP_PUSH = ("DELETE FROM push_queue WHERE user_id = ? AND device_id = ? AND chat_id = ? "
+                 "AND last_seq <= ?")
+SQL_QUEUED_PUSHES = f"SELECT {PUSH_COLUMNS} FROM push_queue"
 
 
 def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -643,6 +675,7 @@ class SQLiteStore(Store):
             revoked = conn.execute(SQL_REVOKE_DEVICE, (user_id, device_id)).rowcount > 0
             if revoked:
                 conn.execute(SQL_DROP_CURSORS, (user_id, device_id))
+                conn.execute(SQL_DROP_PUSH_TOKEN, (user_id, device_id))
         return revoked
 
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
@@ -662,3 +695,57 @@ class SQLiteStore(Store):
 
     def _last_seen(self, user_id: str) -> int:
         return self._local.conn.execute(SQL_LAST_SEEN, (user_id,)).fetchone()[0]
+
+    # ------------------------------------------------------------------ push
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        await self._write(self._run, SQL_SET_PUSH_TOKEN, (
+            user_id, device_id, token.platform.value, token.token, token.topic,
+            int(token.previews), token.updated_ms))
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        if token is None:
+            return await self._write(self._run, SQL_DROP_PUSH_TOKEN, (user_id, device_id)) > 0
+        return await self._write(self._run, SQL_DROP_PUSH_TOKEN_IF,
+                                 (user_id, device_id, token)) > 0
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return await self._read(self._push_tokens, user_id)
+
+    def _push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {device: PushToken(PushPlatform(platform), token, topic, bool(previews), updated)
+                for device, platform, token, topic, previews, updated
+                in self._local.conn.execute(SQL_PUSH_TOKENS, (user_id,))}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        if until_ms > now_ms:
+            await self._write(self._run, SQL_SET_MUTE, (user_id, chat_id, until_ms))
+        else:
+            await self._write(self._run, SQL_UNMUTE, (user_id, chat_id))
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return await self._read(self._pairs, SQL_MUTES, (user_id, now_ms))
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        await self._write(self._run_many, SQL_PUT_PUSH, [
+            (p.user_id, p.device_id, p.chat_id, p.first_seq, p.last_seq, p.count, p.sender_user,
+             p.preview, p.due_ms) for p in pushes])
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        await self._write(self._run_many, SQL_DROP_PUSH, done)
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        return await self._read(self._queued_pushes)
+
+    def _queued_pushes(self) -> list[QueuedPush]:
+        return [QueuedPush(*row) for row in self._local.conn.execute(SQL_QUEUED_PUSHES)]
+
+    def _run(self, sql: str, params: tuple) -> int:
+        """One write statement in its own transaction; the rows it changed."""
+        conn = self._write_conn
+        with _transaction(conn):
+            return conn.execute(sql, params).rowcount
+
+    def _run_many(self, sql: str, rows: list[tuple]) -> None:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.executemany(sql, rows)

@@ -364,7 +364,7 @@ class Connection(WSListener):
         try:
             future = self.gw.router.submit_send(SendRequest(
                 self.user, self.device, send.chat_id, send.client_msg_id, send.body,
-                list(send.media_ids)))
+                list(send.media_ids), send.e2e))
         except DomainError as exc:
             self.send_frame(frames.failure(rid, exc, chat_id=send.chat_id,
                                            client_msg_id=send.client_msg_id))
@@ -960,4 +960,8 @@ _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]]
     "block": Connection._on_request,
     "unblock": Connection._on_request,
     "list_blocked": Connection._on_request,
+    "register_push": Connection._on_request,
+    "unregister_push": Connection._on_request,
+    "mute_chat": Connection._on_request,
+    "list_mutes": Connection._on_request,
 }

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from switchboard.core.chats import is_direct
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage, Visibility
+from switchboard.core.ids import now_ms
+from switchboard.core.model import (MemberAction, MembershipEvent, PushPlatform, PushToken,
+                                    StoredMessage, Visibility)
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 DEFAULT_HISTORY = 50  # the range of History.limit is in wire.py
 HISTORY_PAGE_BYTES = 1024 * 1024  # bodies per page: fewer messages when they are large
 HISTORY_READ = 16  # rows per store read while a page fills: memory stays near one page
+PUSH_PLATFORMS = {pb.APNS: PushPlatform.APNS, pb.APNS_SANDBOX: PushPlatform.APNS_SANDBOX,
+                  pb.FCM: PushPlatform.FCM}
 
 
 class Requests:
@@ -69,6 +73,7 @@ class Requests:
     async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
         read_seq, public = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
         self._gw.services.receipts.read(req.chat_id, conn.user, read_seq, public)
+        self._gw.services.push.read(conn.user, conn.device, req.chat_id, read_seq)
         return pb.ServerFrame(request_id=rid, read_ack=pb.ReadAck(
             chat_id=req.chat_id, read_seq=read_seq)).SerializeToString()
 
@@ -226,3 +231,32 @@ class Requests:
         conn.send_frame(reply)
         self._gw.router.kick(conn.user, req.device_id, Close.DEVICE_REVOKED, "device revoked")
         return None
+
+    # ------------------------------------------------------------------ push notifications
+    # Tokens and mutes are cached with the user's settings on every node (the push service
+    # of each chat's owner reads them): a change invalidates USER_SETTINGS everywhere.
+    async def _register_push(self, conn: Connection, rid: int, req: pb.RegisterPush) -> bytes:
+        if req.platform not in PUSH_PLATFORMS:
+            raise DomainError(Code.INVALID_ARGUMENT, "RegisterPush.platform: required")
+        await self._gw.services.push.register(conn.user, conn.device, PushToken(
+            PUSH_PLATFORMS[req.platform], req.token, req.topic, req.previews, now_ms()))
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _unregister_push(self, conn: Connection, rid: int, req: pb.UnregisterPush) -> bytes:
+        """Ok whether or not the device had a token (a retry finds it gone)."""
+        await self._gw.services.push.unregister(conn.user, conn.device)
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _mute_chat(self, conn: Connection, rid: int, req: pb.MuteChat) -> bytes:
+        await self._chats.require_member(req.chat_id, conn.user)
+        await self._gw.services.push.mute(conn.user, req.chat_id, req.muted_until_ms)
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return await self._list_mutes(conn, rid, pb.ListMutes())
+
+    async def _list_mutes(self, conn: Connection, rid: int, req: pb.ListMutes) -> bytes:
+        mutes = await self._gw.services.push.mutes(conn.user)
+        return pb.ServerFrame(request_id=rid, mute_list=pb.MuteList(mutes=[
+            pb.ChatMute(chat_id=chat_id, muted_until_ms=until)
+            for chat_id, until in sorted(mutes.items())])).SerializeToString()

@@ -35,6 +35,7 @@ from switchboard.core.tasks import TaskGroup
 from switchboard.core.timers import TimerService
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.push.service import PushService
 from switchboard.router.base import Router
 
 from .connection import Connection
@@ -84,6 +85,7 @@ class Services:
     receipts: ReceiptService
     devices: Devices
     blocks: Blocks
+    push: PushService
 
 
 class Gateway:
@@ -149,6 +151,7 @@ class Gateway:
         cluster = self.config.cluster
         with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
             await self.router.start()
+        await self.services.push.start()
         self.timers.start(loop)
         self._usage_task = asyncio.ensure_future(self._share_usage())
         self.metrics.loop_lag.start(loop)
@@ -211,6 +214,7 @@ class Gateway:
                      self.services.messages.writer.pending)
         await self.services.messages.close()
         await self.services.receipts.close()  # pushes what is pending while the store is open
+        await self.services.push.close()  # queues what is owed while the store is open
         await self.router.stop()
         await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)

@@ -35,6 +35,8 @@ RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("MarkRead", "seq"): (0, MAX_SEQ),
     ("GetReceipts", "seq"): (0, MAX_SEQ),
     ("UpdateSettings", "last_seen"): (pb.EVERYONE, pb.NOBODY),
+    ("RegisterPush", "platform"): (pb.APNS, pb.FCM),
+    ("MuteChat", "muted_until_ms"): (0, MAX_SEQ),  # MAX_SEQ itself: muted for good
 }
 
 _NOT_NUMBERS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES,

@@ -18,9 +18,10 @@ import pytest
 
 from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import ChatService, membership_message
-from switchboard.core.model import (Batch, Chat, ChatKind, ChatSummaryRow, CommitResult,
-                                    DeviceStatus, MemberAction, MembershipEvent, Membership,
-                                    NewMessage, Period, Receipt, Role, StoredMessage, UserSettings,
+from switchboard.core.model import (MUTE_FOREVER, Batch, Chat, ChatKind, ChatSummaryRow,
+                                    CommitResult, DeviceStatus, MemberAction, MembershipEvent,
+                                    Membership, NewMessage, Period, PushPlatform, PushToken,
+                                    QueuedPush, Receipt, Role, StoredMessage, UserSettings,
                                     Visibility)
 from switchboard.core.store import Store
 from switchboard.core.store_memory import MemoryData, MemoryStore
@@ -820,6 +821,91 @@ async def test_concurrent_registrations_never_exceed_the_limit(stores):
         (one if i % 2 else two).register_device("alice", f"d{i}", 100 + i, 3) for i in range(12)))
     assert sorted(s.value for s in statuses) == sorted(["ok"] * 3 + ["too_many"] * 9)
     assert len(await one.list_devices("alice")) == 3
+
+
+# ---------------------------------------------------------------------------- push
+def apns(token: str, previews: bool = False) -> PushToken:
+    return PushToken(PushPlatform.APNS, token, "com.example.chat", previews, 1_000)
+
+
+async def test_push_tokens_one_per_device_replaced_and_dropped(stores):
+    store = await stores.open()
+    assert await store.push_tokens("alice") == {}
+    await store.set_push_token("alice", "phone", apns("a" * 64))
+    await store.set_push_token("alice", "tablet", PushToken(PushPlatform.FCM, "f:1", "", True, 5))
+    await store.set_push_token("alice", "phone", apns("b" * 64, previews=True))  # a new token
+    await store.set_push_token("bob", "phone", apns("c" * 64))
+    store = await stores.reopen(store)
+    assert await store.push_tokens("alice") == {
+        "phone": apns("b" * 64, previews=True),
+        "tablet": PushToken(PushPlatform.FCM, "f:1", "", True, 5)}
+    # a provider's word about the old token does not remove the one registered since
+    assert await store.drop_push_token("alice", "phone", "a" * 64) is False
+    assert await store.drop_push_token("alice", "phone", "b" * 64) is True
+    assert await store.drop_push_token("alice", "tablet") is True
+    assert await store.drop_push_token("alice", "tablet") is False
+    assert await store.push_tokens("alice") == {}
+    assert list(await store.push_tokens("bob")) == ["phone"]
+
+
+async def test_revoking_a_device_drops_its_push_token(store):
+    for device in ("phone", "laptop"):
+        await store.register_device("alice", device, 100, 5)
+        await store.set_push_token("alice", device, apns(device * 8))
+    assert await store.revoke_device("alice", "phone") is True
+    assert list(await store.push_tokens("alice")) == ["laptop"]
+
+
+async def test_mutes_expire_and_unmute(stores):
+    store = await stores.open()
+    now = 1_000_000
+    await store.set_mute("alice", "g1", now + 60_000, now)
+    await store.set_mute("alice", "g2", MUTE_FOREVER, now)
+    await store.set_mute("alice", "g3", now + 5_000, now)
+    await store.set_mute("bob", "g1", now + 60_000, now)
+    store = await stores.reopen(store)
+    assert await store.mutes("alice", now) == {"g1": now + 60_000, "g2": MUTE_FOREVER,
+                                               "g3": now + 5_000}
+    assert await store.mutes("alice", now + 10_000) == {"g1": now + 60_000, "g2": MUTE_FOREVER}
+    await store.set_mute("alice", "g1", 0, now)  # unmute
+    await store.set_mute("alice", "g4", now - 1, now)  # already over: nothing muted
+    assert await store.mutes("alice", now) == {"g2": MUTE_FOREVER, "g3": now + 5_000}
+    assert await store.mutes("carol", now) == {}
+
+
+def queued(device: str, chat: str, first: int, last: int, due: int = 10) -> QueuedPush:
+    return QueuedPush("bob", device, chat, first, last, last - first + 1, "alice", "", due)
+
+
+async def test_push_queue_keeps_the_newest_entry_and_drops_only_what_was_sent(stores):
+    store = await stores.open()
+    assert await store.queued_pushes() == []
+    await store.put_pushes([queued("phone", "c1", 1, 3), queued("phone", "c2", 1, 1),
+                            queued("tablet", "c1", 2, 3)])
+    await store.put_pushes([queued("phone", "c1", 1, 5, due=20)])  # more messages
+    await store.put_pushes([queued("phone", "c1", 1, 4, due=30)])  # an older put, landing late
+    store = await stores.reopen(store)
+    key = lambda p: (p.device_id, p.chat_id)  # noqa: E731
+    assert sorted(await store.queued_pushes(), key=key) == [
+        queued("phone", "c1", 1, 5, due=20), queued("phone", "c2", 1, 1),
+        queued("tablet", "c1", 2, 3)]
+    # sent up to 3 while message 5 was queued meanwhile: the entry stays
+    await store.drop_pushes([("bob", "phone", "c1", 3), ("bob", "tablet", "c1", 3),
+                             ("bob", "phone", "c2", 1)])
+    assert await store.queued_pushes() == [queued("phone", "c1", 1, 5, due=20)]
+    await store.drop_pushes([("bob", "phone", "c1", 5)])
+    assert await store.queued_pushes() == []
+    # a push queued again after its drop (a new message) is kept
+    await store.put_pushes([queued("phone", "c1", 6, 6)])
+    assert await store.queued_pushes() == [queued("phone", "c1", 6, 6)]
+
+
+async def test_push_queue_spans_many_chats(store):
+    pushes = [queued("phone", f"chat{i}", 1, i + 1) for i in range(300)]
+    await store.put_pushes(pushes)
+    assert sorted(p.last_seq for p in await store.queued_pushes()) == list(range(1, 301))
+    await store.drop_pushes([("bob", "phone", p.chat_id, p.last_seq) for p in pushes])
+    assert await store.queued_pushes() == []
 
 
 # ---------------------------------------------------------------------------- SQLite only

@@ -26,6 +26,13 @@ class Visibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTACTS: _ClassVar[Visibility]
     NOBODY: _ClassVar[Visibility]
 
+class PushPlatform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUSH_PLATFORM_UNSPECIFIED: _ClassVar[PushPlatform]
+    APNS: _ClassVar[PushPlatform]
+    APNS_SANDBOX: _ClassVar[PushPlatform]
+    FCM: _ClassVar[PushPlatform]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -52,6 +59,10 @@ VISIBILITY_UNSPECIFIED: Visibility
 EVERYONE: Visibility
 CONTACTS: Visibility
 NOBODY: Visibility
+PUSH_PLATFORM_UNSPECIFIED: PushPlatform
+APNS: PushPlatform
+APNS_SANDBOX: PushPlatform
+FCM: PushPlatform
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_FRAME: ErrorCode
 INVALID_ARGUMENT: ErrorCode
@@ -68,7 +79,7 @@ NOT_FOUND: ErrorCode
 BLOCKED: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked")
+    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked", "register_push", "unregister_push", "mute_chat", "list_mutes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +102,10 @@ class ClientFrame(_message.Message):
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     UNBLOCK_FIELD_NUMBER: _ClassVar[int]
     LIST_BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_PUSH_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTER_PUSH_FIELD_NUMBER: _ClassVar[int]
+    MUTE_CHAT_FIELD_NUMBER: _ClassVar[int]
+    LIST_MUTES_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     auth: Auth
     send: Send
@@ -113,10 +128,14 @@ class ClientFrame(_message.Message):
     block: Block
     unblock: Unblock
     list_blocked: ListBlocked
-    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ...) -> None: ...
+    register_push: RegisterPush
+    unregister_push: UnregisterPush
+    mute_chat: MuteChat
+    list_mutes: ListMutes
+    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ..., register_push: _Optional[_Union[RegisterPush, _Mapping]] = ..., unregister_push: _Optional[_Union[UnregisterPush, _Mapping]] = ..., mute_chat: _Optional[_Union[MuteChat, _Mapping]] = ..., list_mutes: _Optional[_Union[ListMutes, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list")
+    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list", "mute_list")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +156,7 @@ class ServerFrame(_message.Message):
     GOAWAY_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_LIST_FIELD_NUMBER: _ClassVar[int]
+    MUTE_LIST_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     welcome: Welcome
     send_ack: SendAck
@@ -157,7 +177,8 @@ class ServerFrame(_message.Message):
     goaway: Goaway
     ok: Ok
     blocked_list: BlockedList
-    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ...) -> None: ...
+    mute_list: MuteList
+    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ..., mute_list: _Optional[_Union[MuteList, _Mapping]] = ...) -> None: ...
 
 class Ok(_message.Message):
     __slots__ = ()
@@ -254,16 +275,18 @@ class MembershipEvent(_message.Message):
     def __init__(self, action: _Optional[_Union[MembershipEvent.Action, str]] = ..., actor_user_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Send(_message.Message):
-    __slots__ = ("client_msg_id", "chat_id", "body", "media_ids")
+    __slots__ = ("client_msg_id", "chat_id", "body", "media_ids", "e2e")
     CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    E2E_FIELD_NUMBER: _ClassVar[int]
     client_msg_id: str
     chat_id: str
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client_msg_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    e2e: bool
+    def __init__(self, client_msg_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., e2e: _Optional[bool] = ...) -> None: ...
 
 class SendAck(_message.Message):
     __slots__ = ("client_msg_id", "chat_id", "seq", "server_id", "created_at_ms", "duplicate")
@@ -590,6 +613,48 @@ class BlockedList(_message.Message):
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterPush(_message.Message):
+    __slots__ = ("platform", "token", "topic", "previews")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    platform: PushPlatform
+    token: str
+    topic: str
+    previews: bool
+    def __init__(self, platform: _Optional[_Union[PushPlatform, str]] = ..., token: _Optional[str] = ..., topic: _Optional[str] = ..., previews: _Optional[bool] = ...) -> None: ...
+
+class UnregisterPush(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MuteChat(_message.Message):
+    __slots__ = ("chat_id", "muted_until_ms")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    muted_until_ms: int
+    def __init__(self, chat_id: _Optional[str] = ..., muted_until_ms: _Optional[int] = ...) -> None: ...
+
+class ListMutes(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChatMute(_message.Message):
+    __slots__ = ("chat_id", "muted_until_ms")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    muted_until_ms: int
+    def __init__(self, chat_id: _Optional[str] = ..., muted_until_ms: _Optional[int] = ...) -> None: ...
+
+class MuteList(_message.Message):
+    __slots__ = ("mutes",)
+    MUTES_FIELD_NUMBER: _ClassVar[int]
+    mutes: _containers.RepeatedCompositeFieldContainer[ChatMute]
+    def __init__(self, mutes: _Optional[_Iterable[_Union[ChatMute, _Mapping]]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "detail", "retry_after_ms", "chat_id", "client_msg_id")
