@@ -61,8 +61,7 @@ class FaultyStore(Store):
                 self.held -= 1
         if self._failures:
             raise self._failures.pop(0)
-        if self._failing_chats and any(m.chat_id in self._failing_chats[0]
-                                       for m in batch.messages):
+        if self._failing_chats and _chats_of(batch) & self._failing_chats[0]:
             return await self._commit_all_but(batch, self._failing_chats.pop(0))
         outcome = await self.inner.commit(batch)
         if self._apply_then_raise:
@@ -86,6 +85,13 @@ class FaultyStore(Store):
         for name in ("cursors", "reads", "delivered", "public_reads"):
             getattr(unsaved, name).update(getattr(inner.unsaved, name))
         return CommitOutcome(results, failed, unsaved)
+
+
+def _chats_of(batch: Batch) -> set[str]:
+    """Every chat a batch writes to: its messages' and its watermarks'."""
+    return ({m.chat_id for m in batch.messages} | {key[2] for key in batch.cursors}
+            | {key[0] for name in ("reads", "delivered", "public_reads")
+               for key in getattr(batch, name)})
 
 
 def _delegate(name: str):
