@@ -8,6 +8,8 @@ Ports (each an ABC below; a service asks for the narrowest one it needs):
 * `Watermarks`: device cursors and the delivered/read watermarks of (chat, user).
 * `DeviceDirectory`: device admission, revocation, last seen.
 * `SettingsStore`: per-user settings.
+* `MediaDirectory`: uploaded media (owner, size, type, hash, state, references); the bytes
+  are in object storage (core/objects.py), never in the store.
 
 `Store` bundles them with `open`, `close` and `commit`, the write path of the coalescing writer.
 Implementations, one per file: `store_sqlite.SQLiteStore` (embedded, one file),
@@ -49,8 +51,8 @@ from __future__ import annotations
 import abc
 from typing import Collection, Iterable
 
-from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, Membership,
-                    Receipt, Role, StoredMessage, UserSettings, Visibility)
+from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, MediaRecord,
+                    Membership, Receipt, Role, StoredMessage, UserSettings, Visibility)
 
 
 class StoreError(Exception):
@@ -181,7 +183,48 @@ class SettingsStore(abc.ABC):
         """Change the given settings (None = leave as is); returns the result."""
 
 
-class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore):
+class MediaDirectory(abc.ABC):
+    """Uploaded media by id, deduplicated per owner by content (MediaRecord.content_key).
+
+    A media becomes referenced (its `refs` gain a chat) before a message naming it goes to the
+    writer, so a media that a committed message may name is never deleted: `claim_media` and
+    `delete_media` exclude each other per media. A claim whose message then fails leaves a
+    reference to a chat without such a message; it only keeps the bytes (a download is checked
+    against the message itself, core/media.py)."""
+
+    @abc.abstractmethod
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        """Insert a PENDING record, unless the owner already has one with the same content key:
+        then that one is returned as it is (dedup) and `record` is dropped. Two creates racing
+        on one key may both insert; each gets a usable record."""
+
+    @abc.abstractmethod
+    async def get_media(self, media_id: str) -> MediaRecord | None: ...
+
+    @abc.abstractmethod
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        """PENDING -> COMPLETE (idempotent). A completed thumbnail becomes its media's
+        `thumbnail_id` and takes its references. None when the record is gone."""
+
+    @abc.abstractmethod
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        """For each id that is `owner`'s, COMPLETE and not a thumbnail: add `chat_id` to its
+        refs and its thumbnail's, atomically per media with `delete_media`. Returns every known
+        record as it is afterwards (unknown ids are absent); the caller tells refusals apart."""
+
+    @abc.abstractmethod
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        """Up to `limit` media without refs created before the cutoff (pending or complete,
+        thumbnails too), oldest first: what an orphan sweep looks at."""
+
+    @abc.abstractmethod
+    async def delete_media(self, media_id: str) -> bool:
+        """Delete the record unless it has refs (False then, and when it is gone); its dedup
+        entry goes with it."""
+
+
+class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore, MediaDirectory):
     @abc.abstractmethod
     async def open(self) -> None:
         """Get ready to serve (creating the schema if this store may)."""
@@ -196,4 +239,4 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
 
 
 __all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "ChatKind", "Role", "Visibility", "DeviceStatus"]
+           "SettingsStore", "MediaDirectory", "ChatKind", "Role", "Visibility", "DeviceStatus"]

@@ -35,6 +35,8 @@ RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("MarkRead", "seq"): (0, MAX_SEQ),
     ("GetReceipts", "seq"): (0, MAX_SEQ),
     ("UpdateSettings", "last_seen"): (pb.EVERYONE, pb.NOBODY),
+    ("CreateUpload", "size"): (0, MAX_SEQ),  # the media limit is checked by core/media.py
+    ("GetMedia", "seq"): (0, MAX_SEQ),
 }
 
 _NOT_NUMBERS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES,
