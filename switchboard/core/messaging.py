@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .chats import ChatService
 from .errors import DRAIN_RETRY_AFTER_MS, RETRY_AFTER_MS, Code, DomainError
 from .gate import ChatGate
 from .ids import ServerIds, now_ms, valid_id
+from .media import MediaGate
 from .model import CommitResult, Membership, NewMessage, SendRequest, StoredMessage
 from .store import Store, StoreError
 from .tasks import TaskGroup
@@ -36,7 +37,10 @@ MAX_MEDIA_ID = 128
 class MessageService:
     def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, fanout: Fanout,
                  sent: Sent | None = None, max_body_bytes: int, max_media_ids: int,
-                 writer_options: dict | None = None, on_flush=None) -> None:
+                 writer_options: dict | None = None, on_flush=None,
+                 claim_media: Callable[[SendRequest], Awaitable[None]] | None = None) -> None:
+        """`claim_media` checks and records a send's media before it goes to the writer
+        (core/media.py); without it media ids are taken as they are."""
         self._store = store
         self._chats = chats
         self._ids = ids
@@ -47,7 +51,8 @@ class MessageService:
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, on_flush=on_flush,
                                        **(writer_options or {}))
         self._loading = ChatGate()  # chats whose member map is loading, with the sends behind it
-        self._tasks = TaskGroup()   # member map loads
+        self._tasks = TaskGroup()   # member map loads, media claims
+        self._media = None if claim_media is None else MediaGate(claim_media, self._tasks)
         self._closing = False
 
     async def close(self) -> None:
@@ -81,7 +86,7 @@ class MessageService:
             return self._loading.hold(send)
         if send.user not in members:
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-        return self._submit(send)
+        return self._admit(send)
 
     async def _submit_after_load(self, chat_id: str) -> None:
         try:
@@ -93,9 +98,16 @@ class MessageService:
         def submit(send: SendRequest) -> asyncio.Future[CommitResult]:
             if send.user not in members:
                 raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
-            return self._submit(send)
+            return self._admit(send)
 
         self._loading.release(chat_id, submit)
+
+    def _admit(self, send: SendRequest) -> asyncio.Future[CommitResult]:
+        """A member's send: to the writer, or first through the media gate when it names
+        media or its chat has a send there."""
+        if self._media is not None and self._media.needs(send):
+            return self._media.hold(send, self._submit)
+        return self._submit(send)
 
     def _submit(self, send: SendRequest) -> asyncio.Future[CommitResult]:
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,

@@ -11,11 +11,14 @@ class Metric(NamedTuple):
     kind: str       # "counter" or "gauge"
     help: str
     value: float
+    labels: tuple[tuple[str, str], ...] = ()  # (name, value) pairs; one family per metric name
 
 
-def counter(name: str, help: str, value: float) -> Metric:
-    return Metric(name, "counter", help, value)
+def counter(name: str, help: str, value: float,
+            labels: tuple[tuple[str, str], ...] = ()) -> Metric:
+    return Metric(name, "counter", help, value, labels)
 
 
-def gauge(name: str, help: str, value: float) -> Metric:
-    return Metric(name, "gauge", help, value)
+def gauge(name: str, help: str, value: float,
+          labels: tuple[tuple[str, str], ...] = ()) -> Metric:
+    return Metric(name, "gauge", help, value, labels)

@@ -856,4 +856,7 @@ _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]]
     "list_devices": Connection._on_request,
     "revoke_device": Connection._on_request,
     "get_receipts": Connection._on_request,
+    "create_upload": Connection._on_request,
+    "complete_upload": Connection._on_request,
+    "get_media": Connection._on_request,
 }

@@ -198,9 +198,17 @@ class _GatewayCollector(Collector):
         if gw.tls is not None:
             yield _counter("switchboard_tls_reloads", "certificate reloads that took effect",
                            gw.tls.reloads)
-        for metric in gw.router.metrics():  # each component names and documents its own
-            family = GaugeMetricFamily if metric.kind == "gauge" else CounterMetricFamily
-            yield family(f"switchboard_{metric.name}", metric.help, value=metric.value)
+        # each component names and documents its own; metrics of one name are one family
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for metric in (*gw.router.metrics(), *gw.services.media.metrics()):
+            name = f"switchboard_{metric.name}"
+            family = families.get(name)
+            if family is None:
+                kind = GaugeMetricFamily if metric.kind == "gauge" else CounterMetricFamily
+                family = families[name] = kind(name, metric.help,
+                                               labels=[label for label, _ in metric.labels])
+            family.add_metric([value for _, value in metric.labels], metric.value)
+        yield from families.values()
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

@@ -1,4 +1,5 @@
-"""Request/response frames that need the store: chats, history, receipts, settings, devices.
+"""Request/response frames that need the store: chats, history, receipts, settings, devices,
+media (the URLs: the bytes never come through here).
 
 Kept apart from the connection state machine: these are request -> reply functions with no
 delivery state, so the connection only runs them in a task and sends what they return (None:
@@ -10,7 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import StoredMessage, Visibility
+from switchboard.core.model import MediaRecord, MediaState, StoredMessage, Visibility
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
@@ -190,3 +191,39 @@ class Requests:
         conn.send_frame(reply)
         self._gw.router.kick(conn.user, req.device_id, Close.DEVICE_REVOKED, "device revoked")
         return None
+
+    # ------------------------------------------------------------------ media
+    async def _create_upload(self, conn: Connection, rid: int, req: pb.CreateUpload) -> bytes:
+        self._spend("upload", conn.user)
+        plan = await self._gw.services.media.create_upload(
+            conn.user, req.size, req.content_type, req.sha256, req.thumbnail_of)
+        record = plan.record
+        return pb.ServerFrame(request_id=rid, upload_slot=pb.UploadSlot(
+            media_id=record.media_id, complete=record.state is MediaState.COMPLETE,
+            part_size=record.part_size, part_count=record.part_count,
+            expires_at_ms=plan.expires_at_ms,
+            parts=[pb.UploadPart(number=number, offset=offset, size=size, url=request.url,
+                                 headers=request.headers)
+                   for number, offset, size, request in plan.parts])).SerializeToString()
+
+    async def _complete_upload(self, conn: Connection, rid: int, req: pb.CompleteUpload) -> bytes:
+        record = await self._gw.services.media.complete_upload(conn.user, req.media_id)
+        return pb.ServerFrame(request_id=rid,
+                              media_info=_media_info(record)).SerializeToString()
+
+    async def _get_media(self, conn: Connection, rid: int, req: pb.GetMedia) -> bytes:
+        found = await self._gw.services.media.download(conn.user, req.media_id, req.chat_id,
+                                                       req.seq)
+        urls = pb.MediaUrls(media=_media_info(found.record), url=found.url,
+                            expires_at_ms=found.expires_at_ms)
+        if found.thumbnail is not None:
+            urls.thumbnail.CopyFrom(_media_info(found.thumbnail))
+            urls.thumbnail_url = found.thumbnail_url
+        return pb.ServerFrame(request_id=rid, media_urls=urls).SerializeToString()
+
+
+def _media_info(record: MediaRecord) -> pb.MediaInfo:
+    return pb.MediaInfo(media_id=record.media_id, size=record.size,
+                        content_type=record.content_type, sha256=record.sha256,
+                        thumbnail_id=record.thumbnail_id, thumbnail_of=record.thumbnail_of,
+                        owner_user_id=record.owner)
