@@ -12,6 +12,7 @@ from pathlib import Path
 from switchboard.config import ConfigError
 from switchboard.core.metrics import Metric, counter
 from switchboard.core.objects import ObjectStore, SignedRequest
+from switchboard.core.store import StoreError
 
 from .files import MediaFiles
 from .http import DOWNLOAD_PREFIX, UPLOAD_PREFIX, MediaHttpServer
@@ -77,17 +78,17 @@ class LocalObjects(ObjectStore):
                              {"Content-Type": "application/octet-stream"})
 
     async def uploaded_parts(self, key: str, upload_id: str) -> dict[int, int]:
-        return await asyncio.to_thread(self.files.parts, key)
+        return await _disk(self.files.parts, key)
 
     async def complete_upload(self, key: str, upload_id: str, size: int, part_size: int,
                               sha256: bytes) -> None:
-        await asyncio.to_thread(self.files.assemble, key, size, part_size, sha256)
+        await _disk(self.files.assemble, key, size, part_size, sha256)
 
     def download_url(self, key: str, content_type: str, ttl: int) -> str:
         return self._url("GET", f"{DOWNLOAD_PREFIX}{key}", {"type": content_type}, ttl)
 
     async def delete(self, key: str, upload_id: str) -> None:
-        await asyncio.to_thread(self.files.delete, key)
+        await _disk(self.files.delete, key)
 
     def metrics(self) -> list[Metric]:
         stats = self.server.stats if self.server is not None else None
@@ -101,3 +102,12 @@ class LocalObjects(ObjectStore):
                         stats.bytes_in, (("direction", "in"),)),
                 counter("media_http_bytes", "bytes through the local media port",
                         stats.bytes_out, (("direction", "out"),))]
+
+
+async def _disk(fn, *args):
+    """A blocking directory call on a worker thread; a disk failure is StoreError (the device
+    is told UNAVAILABLE and retries)."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        raise StoreError(f"media directory: {exc.strerror or exc}") from exc
