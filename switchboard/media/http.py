@@ -105,9 +105,10 @@ class MediaHttpServer:
             loop.run_forever()
         finally:
             server.close()
-            for task in asyncio.all_tasks(loop):
+            transfers = asyncio.all_tasks(loop)
+            for task in transfers:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            loop.run_until_complete(asyncio.gather(*transfers, return_exceptions=True))
             loop.close()
 
     def stop(self) -> None:
