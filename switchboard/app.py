@@ -18,8 +18,10 @@ from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import ServerIds
+from switchboard.core.media import MediaLimits, MediaService
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import Membership, Receipt, StoredMessage
+from switchboard.core.objects import ObjectStore
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
@@ -88,6 +90,9 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
     chats = ChatService(store, blocks=blocks, max_group_members=limits.max_group_members)
     devices = Devices(store, max_devices=limits.max_devices)
     receipts: ReceiptService
+    media = MediaService(store, chats, _objects(config), _media_limits(config),
+                         sweep_interval=config.media.sweep_interval)
+    metrics.sources.append(media.metrics)
 
     def sent(chat_id: str, sender: str, seq: int) -> None:
         receipts.sent(chat_id, sender, seq)
@@ -98,7 +103,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                         "max_pending": config.writer.max_pending},
-        on_flush=metrics.observe_flush)
+        on_flush=metrics.observe_flush, claim_media=media.claim)
     receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
                               route=note_receipt, flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
@@ -129,7 +134,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
     tokens, jwks = _tokens(config)
     return Gateway(config, tokens=tokens, jwks=jwks,
                    services=Services(store, chats, messages, settings, receipts, devices, blocks,
-                                     push),
+                                     push, media),
                    router=router, hub=hub, presence=presence,
                    timers=TimerService(config.timers.tick), limits=_user_limits(config),
                    metrics=metrics, tasks=tasks)
@@ -152,6 +157,26 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
                       mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
                       link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout)
+
+
+def _objects(config: Config) -> ObjectStore:
+    """Where media bytes go: `[media] backend`."""
+    media = config.media
+    if media.backend == "s3":
+        from switchboard.media.s3 import S3Objects, S3Settings
+        return S3Objects(S3Settings.from_config(media))
+    from switchboard.media.local import LocalObjects
+    return LocalObjects(config.media_dir, host=media.host, port=media.port,
+                        public_url=media.public_url, reuse_port=config.server.reuse_port)
+
+
+def _media_limits(config: Config) -> MediaLimits:
+    media = config.media
+    return MediaLimits(
+        max_bytes=media.max_bytes, max_thumbnail_bytes=media.max_thumbnail_bytes,
+        types=tuple(t.strip() for t in media.types.split(",") if t.strip()),
+        single_put_bytes=media.single_put_bytes, part_bytes=media.part_bytes,
+        url_ttl=media.url_ttl, orphan_ttl=media.orphan_ttl)
 
 
 def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
@@ -179,4 +204,5 @@ def _user_limits(config: Config) -> UserLimits:
         "member_add": (limits.member_adds_per_minute / 60, limits.member_add_burst),
         "history": (limits.history_per_second, limits.history_burst),
         "connect": (limits.connects_per_minute / 60, limits.connect_burst),
+        "upload": (config.media.uploads_per_minute / 60, config.media.upload_burst),
     })

@@ -42,7 +42,7 @@ from picows import (WSCloseCode, WSError, WSFrame, WSHandshakeError, WSListener,
 from switchboard.proto import codes
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames
+from . import frames, media
 from .ordering import ChatOrder
 
 __all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost"]
@@ -542,6 +542,21 @@ class Client:
     async def list_mutes(self) -> dict[str, int]:
         answer = await self.request("mute_list", list_mutes=pb.ListMutes())
         return {m.chat_id: m.muted_until_ms for m in answer.mutes}
+
+    # ------------------------------------------------------------------ media (client/media.py)
+    async def upload(self, source, content_type: str, *, thumbnail_of: str = "",
+                     parallel: int = 4) -> pb.MediaInfo:
+        """Upload bytes or a file (path) and complete it: its MediaInfo, whose media_id a
+        send may name. Uploading the same file again resumes it (or finds it done)."""
+        return await media.upload(self, source, content_type, thumbnail_of=thumbnail_of,
+                                  parallel=parallel)
+
+    async def download(self, media_id: str, chat_id: str = "", seq: int = 0, *, to=None,
+                       thumbnail: bool = False, byte_range: tuple[int, int] | None = None):
+        """The bytes of media a message (chat_id, seq) names, or its MediaInfo once written
+        to the file `to`; checked against its SHA-256."""
+        return await media.download(self, media_id, chat_id, seq, to=to, thumbnail=thumbnail,
+                                    byte_range=byte_range)
 
     async def request(self, reply: str, **body) -> object:
         """Send one request and return the `reply` body of its answer, e.g.

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Mapping
 from functools import partial
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .blocks import Blocks
 from .chats import ChatService, is_direct, membership_message
@@ -45,6 +45,9 @@ Committed = Callable[[str, list[StoredMessage], Collection[int]], None]
 membership events: those are never pushed) after their fan-out, with the server_ids of those
 the sender marked end-to-end encrypted."""
 
+ClaimMedia = Callable[[SendRequest], Awaitable[None]]
+"""claim_media(send): record that the send's chat references its media, or raise DomainError."""
+
 MAX_CLIENT_MSG_ID = 64
 MAX_MEDIA_ID = 128
 
@@ -53,7 +56,10 @@ class MessageService:
     def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, settings: Settings,
                  blocks: Blocks, fanout: Fanout, sent: Sent | None = None,
                  committed: Committed | None = None, max_body_bytes: int, max_media_ids: int,
-                 writer_options: dict | None = None, on_flush=None) -> None:
+                 writer_options: dict | None = None, on_flush=None,
+                 claim_media: ClaimMedia | None = None) -> None:
+        """`claim_media` checks and records a send's media before it goes to the writer
+        (core/media.py); without it media ids are taken as they are."""
         self._store = store
         self._chats = chats
         self._ids = ids
@@ -62,6 +68,7 @@ class MessageService:
         self._fanout = fanout
         self._sent = sent
         self._committed = committed
+        self._claim_media = claim_media
         self._e2e: set[int] = set()  # server_ids of e2e sends until their batch is settled
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
@@ -92,7 +99,7 @@ class MessageService:
         needs cached (the common case) no task is created: the writer's future is returned.
         The future fails with StoreError when the batch failed (outcome unknown: retry). The
         chat's sends after an event wait until it is committed (the member map they are checked
-        against changes).
+        against changes), and those after a send naming media wait until its media are claimed.
         """
         chat_id = send.chat_id
         if send.event is None:
@@ -100,7 +107,7 @@ class MessageService:
         if self._closing:
             raise DomainError(Code.UNAVAILABLE, "server draining: reconnect", DRAIN_RETRY_AFTER_MS)
         if chat_id not in self._draining:
-            if send.event is None:
+            if send.event is None and not self._claims(send):
                 public = self._cached_check(send.user, chat_id)
                 if public is not None:
                     return self._after_handed_on(chat_id, self._submit(send, public))
@@ -167,9 +174,16 @@ class MessageService:
         finally:
             self._draining.discard(chat_id)
 
+    def _claims(self, send: SendRequest) -> bool:
+        """The send names media to claim before it may go to the writer."""
+        return bool(send.media_ids) and self._claim_media is not None
+
     async def _release_send(self, future: asyncio.Future, send: SendRequest) -> None:
+        """Check the send (and claim its media) while the chat's later sends wait behind it."""
         try:
             public = await self._loaded_check(send.user, send.chat_id)
+            if self._claims(send):
+                await self._claim_media(send)
             inner = self._submit(send, public)
         except Exception as exc:  # DomainError, or StoreError while loading
             if not future.done():
@@ -307,12 +321,6 @@ class MessageService:
         self._fanout(chat_id, members, messages)
 
     # ------------------------------------------------------------------ reads
-    async def visible_periods(self, user: str, chat_id: str) -> list[Period]:
-        """The periods of the chat the user may read (NOT_MEMBER unless a member now)."""
-        membership = await self._chats.require_member(chat_id, user)
-        periods = (await self._store.member_periods(chat_id, user)).get(user)
-        return periods or [Period(membership.joined_seq)]
-
     async def read_history(self, chat_id: str, periods: list[Period], before_seq: int,
                            limit: int) -> list[StoredMessage]:
         """Up to `limit` messages below before_seq (0: from the newest), newest first, from

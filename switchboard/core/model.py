@@ -281,3 +281,37 @@ class QueuedPush:
     sender_user: str    # of the newest message
     preview: str
     due_ms: int
+
+
+class MediaState(enum.IntEnum):
+    PENDING = 1   # a slot was given; the bytes are not (all) there or not checked yet
+    COMPLETE = 2  # uploaded and checked: messages may reference it
+
+
+@dataclass(slots=True)
+class MediaRecord:
+    """What the server knows of one uploaded file; the bytes are in object storage under the
+    media id. `refs` are the chats in which a send was allowed to reference it (never shrinks):
+    a media with refs is never swept as an orphan."""
+    media_id: str
+    owner: str
+    size: int
+    content_type: str
+    sha256: bytes
+    created_at_ms: int
+    part_size: int          # every part of the upload but the last has this size
+    upload_id: str = ""     # the object store's multipart upload ("" for a single PUT)
+    thumbnail_of: str = ""  # set on a thumbnail: the media it belongs to
+    state: MediaState = MediaState.PENDING
+    thumbnail_id: str = ""  # set on a media once its thumbnail completed
+    refs: frozenset[str] = frozenset()
+
+    @property
+    def content_key(self) -> str:
+        """Dedup key within the owner's uploads: the same bytes of the same type (and, for a
+        thumbnail, of the same media) are one upload."""
+        return f"{self.sha256.hex()}:{self.size}:{self.content_type}:{self.thumbnail_of}"
+
+    @property
+    def part_count(self) -> int:
+        return max(1, -(-self.size // self.part_size))

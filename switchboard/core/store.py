@@ -10,6 +10,8 @@ Ports (each an ABC below; a service asks for the narrowest one it needs):
 * `SettingsStore`: per-user settings.
 * `BlockList`: who blocked whom.
 * `PushDirectory`: devices' push tokens, per-user chat mutes, the queue of pushes owed.
+* `MediaDirectory`: uploaded media (owner, size, type, hash, state, references); the bytes
+  are in object storage (core/objects.py), never in the store.
 
 `Store` bundles them with `open`, `close` and `commit`, the write path of the coalescing writer.
 Implementations, one per file: `store_sqlite.SQLiteStore` (embedded, one file),
@@ -63,9 +65,9 @@ from __future__ import annotations
 import abc
 from typing import Collection
 
-from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, Membership,
-                    Period, PushToken, QueuedPush, Receipt, Role, StoredMessage, UserSettings,
-                    Visibility)
+from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, MediaRecord,
+                    Membership, Period, PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                    UserSettings, Visibility)
 
 
 class StoreError(Exception):
@@ -263,8 +265,49 @@ class PushDirectory(abc.ABC):
         """Every queued push (a node starting, or taking chats over, resumes them)."""
 
 
+class MediaDirectory(abc.ABC):
+    """Uploaded media by id, deduplicated per owner by content (MediaRecord.content_key).
+
+    A media becomes referenced (its `refs` gain a chat) before a message naming it goes to the
+    writer, so a media that a committed message may name is never deleted: `claim_media` and
+    `delete_media` exclude each other per media. A claim whose message then fails leaves a
+    reference to a chat without such a message; it only keeps the bytes (a download is checked
+    against the message itself, core/media.py)."""
+
+    @abc.abstractmethod
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        """Insert a PENDING record, unless the owner already has one with the same content key:
+        then that one is returned as it is (dedup) and `record` is dropped. Two creates racing
+        on one key may both insert; each gets a usable record."""
+
+    @abc.abstractmethod
+    async def get_media(self, media_id: str) -> MediaRecord | None: ...
+
+    @abc.abstractmethod
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        """PENDING -> COMPLETE (idempotent). A completed thumbnail becomes its media's
+        `thumbnail_id` and takes its references. None when the record is gone."""
+
+    @abc.abstractmethod
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        """For each id that is `owner`'s, COMPLETE and not a thumbnail: add `chat_id` to its
+        refs and its thumbnail's, atomically per media with `delete_media`. Returns every known
+        record as it is afterwards (unknown ids are absent); the caller tells refusals apart."""
+
+    @abc.abstractmethod
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        """Up to `limit` media without refs created before the cutoff (pending or complete,
+        thumbnails too), oldest first: what an orphan sweep looks at."""
+
+    @abc.abstractmethod
+    async def delete_media(self, media_id: str) -> bool:
+        """Delete the record unless it has refs (False then, and when it is gone); its dedup
+        entry goes with it."""
+
+
 class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore, BlockList,
-            PushDirectory):
+            PushDirectory, MediaDirectory):
     @abc.abstractmethod
     async def open(self) -> None:
         """Get ready to serve (creating the schema if this store may)."""
@@ -279,5 +322,5 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
 
 
 __all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "BlockList", "PushDirectory", "ChatKind", "Role", "Visibility",
-           "DeviceStatus"]
+           "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory", "ChatKind", "Role",
+           "Visibility", "DeviceStatus"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Collection
 
 from .model import (Batch, Chat, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, Period, PushToken, QueuedPush,
-                    Receipt, Role, StoredMessage, UserSettings, Visibility)
+                    MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
+                    PushToken, QueuedPush, Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 
@@ -42,6 +42,8 @@ class MemoryData:
     push_tokens: dict[str, dict[str, PushToken]] = field(default_factory=dict)  # user -> device ->
     mutes: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> chat -> until_ms
     push_queue: dict[tuple[str, str, str], QueuedPush] = field(default_factory=dict)
+    media: dict[str, MediaRecord] = field(default_factory=dict)
+    media_by_content: dict[tuple[str, str], str] = field(default_factory=dict)  # (owner, key) ->
 
 
 class MemoryStore(Store):
@@ -319,3 +321,59 @@ class MemoryStore(Store):
 
     async def queued_pushes(self) -> list[QueuedPush]:
         return [replace(push) for push in self._check().push_queue.values()]
+
+    # ------------------------------------------------------------------ media
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        data = self._check()
+        key = (record.owner, record.content_key)
+        known = data.media.get(data.media_by_content.get(key, ""))
+        if known is not None:
+            return replace(known)
+        data.media[record.media_id] = replace(record, state=MediaState.PENDING, refs=frozenset())
+        data.media_by_content[key] = record.media_id
+        return replace(data.media[record.media_id])
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        record = self._check().media.get(media_id)
+        return None if record is None else replace(record)
+
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        media = self._check().media
+        record = media.get(media_id)
+        if record is None:
+            return None
+        record.state = MediaState.COMPLETE
+        parent = media.get(record.thumbnail_of)
+        if parent is not None:
+            parent.thumbnail_id = media_id
+            record.refs |= parent.refs
+        return replace(record)
+
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        media = self._check().media
+        for media_id in media_ids:
+            record = media.get(media_id)
+            if (record is not None and record.owner == owner and not record.thumbnail_of
+                    and record.state is MediaState.COMPLETE):
+                for claimed in (record, media.get(record.thumbnail_id)):
+                    if claimed is not None:
+                        claimed.refs |= {chat_id}
+        return {media_id: replace(media[media_id]) for media_id in media_ids if media_id in media}
+
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        found = sorted((r for r in self._check().media.values()
+                        if not r.refs and r.created_at_ms < created_before_ms),
+                       key=lambda r: (r.created_at_ms, r.media_id))
+        return [replace(r) for r in found[:max(limit, 0)]]
+
+    async def delete_media(self, media_id: str) -> bool:
+        data = self._check()
+        record = data.media.get(media_id)
+        if record is None or record.refs:
+            return False
+        del data.media[media_id]
+        key = (record.owner, record.content_key)
+        if data.media_by_content.get(key) == media_id:
+            del data.media_by_content[key]
+        return True

@@ -35,6 +35,12 @@ Tables, keys and what each query costs are in docs/storage.md; the short version
 * Device admission is a conditional batch on the user's partition, fenced by a static count of
   active devices, so two gateways racing cannot admit one device too many.
 * Blocks are two tables, by blocker and by blocked user, written by one logged batch.
+* Push: tokens and mutes by user (a mute with a TTL to its expiry); the queue of pushes owed in
+  PUSH_QUEUE_SHARDS partitions, its cells written `USING TIMESTAMP` last_seq.
+* Media: `media (media_id)` with every write conditional (so a claim and an orphan's delete
+  exclude each other), `media_by_content ((owner), content_key)` for dedup, and
+  `media_sweep ((day), created_at_ms, media_id)`: what the orphan sweep reads, one partition per
+  day of creation; an entry goes when its media is referenced or deleted.
 
 Everything goes through `cql.CqlSession` (the driver bridged to asyncio, never blocking the loop,
 with a bound on requests in flight); statements are prepared once per session. The schema is
@@ -48,15 +54,15 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Awaitable, Collection, Iterable, Sequence
 
 from .cql import CqlRejected, CqlSession, CqlSettings, connect
 from .lru import LRU
 from .model import (MUTE_FOREVER, Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow,
-                    DeviceStatus, MemberAction, MembershipEvent, Membership, NewMessage, Period,
-                    PushPlatform, PushToken, QueuedPush, Receipt, Role, StoredMessage,
-                    UserSettings, Visibility)
+                    DeviceStatus, MediaRecord, MediaState, MemberAction, MembershipEvent,
+                    Membership, NewMessage, Period, PushPlatform, PushToken, QueuedPush, Receipt,
+                    Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 BUCKET_SIZE = 1000          # messages per partition of a chat: part of the schema, never change
@@ -71,9 +77,13 @@ CACHED_CHATS = 200_000      # chats whose indexed head this store remembers
 UPGRADE_BATCHES = 16        # unlogged batches in flight while an upgrade fills tables in
 PUSH_QUEUE_SHARDS = 16      # partitions of the push queue: part of the schema, never change
 MAX_TTL = 630_720_000       # s: the longest TTL CQL takes (20 years); longer mutes keep none
+DAY_MS = 86_400_000         # media_sweep partitions: one per day of creation
+SWEEP_LOOKBACK_DAYS = 60    # how far back a store's first orphan sweep looks
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
                    "created_at_ms, event_action, event_actor, event_users")
+MEDIA_COLUMNS = ("media_id, owner, size, content_type, sha256, created_at_ms, part_size, upload_id, "
+                 "thumbnail_of, state, thumbnail_id, refs")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.messages (
@@ -120,6 +130,15 @@ SCHEMA = (
         shard int, user_id text, device_id text, chat_id text, first_seq bigint, last_seq bigint,
         coalesced int, sender_user text, preview text, due_ms bigint,
         PRIMARY KEY (shard, user_id, device_id, chat_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media (
+        media_id text PRIMARY KEY, owner text, content_key text, size bigint, content_type text,
+        sha256 blob, created_at_ms bigint, part_size bigint, upload_id text, thumbnail_of text,
+        state int, thumbnail_id text, refs set<text>, referenced boolean)""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media_by_content (
+        owner text, content_key text, media_id text, PRIMARY KEY (owner, content_key))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media_sweep (
+        day bigint, created_at_ms bigint, media_id text,
+        PRIMARY KEY (day, created_at_ms, media_id))""",
 )
 
 # Columns tables gained after they were first created: (table, column, type), added by migrate
@@ -371,6 +390,7 @@ class ScyllaStore(Store):
         self._session: CqlSession | None = None
         self._logs: LRU[str, _Log] = LRU(CACHED_CHATS)
         self._q = _Queries(keyspace)
+        self._sweep_floor: int | None = None  # the oldest media_sweep day that had candidates
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -1033,6 +1053,120 @@ class ScyllaStore(Store):
                            row.coalesced, row.sender_user or "", row.preview or "", row.due_ms)
                 for rows in shards for row in rows if row.last_seq is not None]
 
+    # ------------------------------------------------------------------ media
+    # Every write to a media row is conditional (Paxos), so claim_media and delete_media are
+    # linearizable per media: a claimed media is never deleted, a deleted one never claimed.
+    async def _conditional(self, cql: str, params: Sequence[Any]) -> bool:
+        self.stats.conditional += 1
+        return (await self.session.execute(cql, params)).applied
+
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        """The sweep entry first (harmless without a record), then the record, then the dedup
+        entry IF NOT EXISTS: a loser drops its own record and returns the winner's. A dedup
+        entry whose record was deleted is taken over conditionally."""
+        q, r = self._q, record
+        inserted = False
+        for _ in range(MAX_ATTEMPTS):
+            rows = await self._read(q.media_by_content, (r.owner, r.content_key))
+            known = await self.get_media(rows[0].media_id) if rows else None
+            if known is not None:
+                if inserted:
+                    await self._conditional(q.delete_media_row, (r.media_id,))
+                return known
+            if not inserted:
+                await self._write(q.insert_media_sweep, (_day(r.created_at_ms), r.created_at_ms,
+                                                         r.media_id))
+                await self._conditional(q.insert_media, (
+                    r.media_id, r.owner, r.content_key, r.size, r.content_type, r.sha256,
+                    r.created_at_ms, r.part_size, r.upload_id, r.thumbnail_of,
+                    int(MediaState.PENDING), "", False))
+                inserted = True
+            if rows:
+                won = await self._conditional(q.replace_media_by_content, (
+                    r.media_id, r.owner, r.content_key, rows[0].media_id))
+            else:
+                won = await self._conditional(q.insert_media_by_content, (
+                    r.owner, r.content_key, r.media_id))
+            if won:
+                return replace(r, state=MediaState.PENDING, thumbnail_id="", refs=frozenset())
+        raise StoreContention(f"media of {r.owner}: too many concurrent uploads of one file")
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        if not media_id:
+            return None
+        rows = await self._read(self._q.get_media, (media_id,))
+        return _media_record(rows[0]) if rows and rows[0].owner is not None else None
+
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        q = self._q
+        if not await self._conditional(q.complete_media, (int(MediaState.COMPLETE), media_id)):
+            return None
+        record = await self.get_media(media_id)
+        parent = await self.get_media(record.thumbnail_of) if record else None
+        if parent is not None:
+            await self._conditional(q.link_thumbnail, (media_id, parent.media_id))
+            if parent.refs:
+                await self._conditional(q.add_media_refs, (set(parent.refs), media_id))
+            record = await self.get_media(media_id)
+        return record
+
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        q = self._q
+        ids = list(dict.fromkeys(media_ids))
+
+        async def claim(media_id: str) -> None:
+            if not await self._conditional(q.claim_media, ({chat_id}, media_id, owner,
+                                                           int(MediaState.COMPLETE))):
+                return
+            record = await self.get_media(media_id)
+            claimed = [record]
+            if record.thumbnail_id and await self._conditional(
+                    q.add_media_refs, ({chat_id}, record.thumbnail_id)):
+                claimed.append(await self.get_media(record.thumbnail_id))
+            await _all(self._write(q.delete_media_sweep, (_day(c.created_at_ms), c.created_at_ms,
+                                                          c.media_id))
+                       for c in claimed if c is not None)
+
+        await _all(claim(media_id) for media_id in ids)
+        found = await asyncio.gather(*(self.get_media(media_id) for media_id in ids))
+        return {record.media_id: record for record in found if record is not None}
+
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        """Days of media_sweep from the oldest that had candidates; entries whose record is
+        gone or referenced are dropped on the way."""
+        q = self._q
+        last = _day(created_before_ms)
+        first = self._sweep_floor if self._sweep_floor is not None else last - SWEEP_LOOKBACK_DAYS
+        found: list[MediaRecord] = []
+        floor = None
+        for day in range(first, last + 1):
+            for row in await self._read_all(q.media_sweep, (day, created_before_ms)):
+                record = await self.get_media(row.media_id)
+                if record is None or record.refs:
+                    await self._write(q.delete_media_sweep, (day, row.created_at_ms,
+                                                             row.media_id))
+                    continue
+                floor = day if floor is None else floor
+                found.append(record)
+                if len(found) >= limit:
+                    self._sweep_floor = floor
+                    return found
+        self._sweep_floor = last if floor is None else floor
+        return found
+
+    async def delete_media(self, media_id: str) -> bool:
+        q = self._q
+        record = await self.get_media(media_id)
+        if record is None or record.refs or not await self._conditional(q.delete_media,
+                                                                         (media_id,)):
+            return False
+        await _all([self._conditional(q.delete_media_by_content, (record.owner,
+                                                                  record.content_key, media_id)),
+                     self._write(q.delete_media_sweep, (_day(record.created_at_ms),
+                                                        record.created_at_ms, media_id))])
+        return True
+
 
 class _Queries:
     """Every statement, with the keyspace filled in (prepared by the session on first use)."""
@@ -1143,6 +1277,34 @@ class _Queries:
         self.queued_pushes = (f"SELECT user_id, device_id, chat_id, first_seq, last_seq, coalesced, "
                               f"sender_user, preview, due_ms FROM {ks}.push_queue "
                               "WHERE shard = ?")
+        self.get_media = (f"SELECT {MEDIA_COLUMNS} FROM {ks}.media WHERE media_id = ?")
+        self.insert_media = (f"INSERT INTO {ks}.media (media_id, owner, content_key, size, "
+                             "content_type, sha256, created_at_ms, part_size, upload_id, "
+                             "thumbnail_of, state, thumbnail_id, referenced) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
+        self.delete_media_row = f"DELETE FROM {ks}.media WHERE media_id = ? IF EXISTS"
+        self.complete_media = f"UPDATE {ks}.media SET state = ? WHERE media_id = ? IF EXISTS"
+        self.link_thumbnail = (f"UPDATE {ks}.media SET thumbnail_id = ? WHERE media_id = ? "
+                               "IF EXISTS")
+        self.add_media_refs = (f"UPDATE {ks}.media SET refs = refs + ?, referenced = true "
+                               "WHERE media_id = ? IF EXISTS")
+        self.claim_media = (f"UPDATE {ks}.media SET refs = refs + ?, referenced = true "
+                            "WHERE media_id = ? IF owner = ? AND state = ? AND thumbnail_of = ''")
+        self.delete_media = f"DELETE FROM {ks}.media WHERE media_id = ? IF referenced = false"
+        self.media_by_content = (f"SELECT media_id FROM {ks}.media_by_content "
+                                 "WHERE owner = ? AND content_key = ?")
+        self.insert_media_by_content = (f"INSERT INTO {ks}.media_by_content (owner, content_key, "
+                                        "media_id) VALUES (?, ?, ?) IF NOT EXISTS")
+        self.replace_media_by_content = (f"UPDATE {ks}.media_by_content SET media_id = ? "
+                                         "WHERE owner = ? AND content_key = ? IF media_id = ?")
+        self.delete_media_by_content = (f"DELETE FROM {ks}.media_by_content WHERE owner = ? "
+                                        "AND content_key = ? IF media_id = ?")
+        self.insert_media_sweep = (f"INSERT INTO {ks}.media_sweep (day, created_at_ms, media_id) "
+                                   "VALUES (?, ?, ?)")
+        self.delete_media_sweep = (f"DELETE FROM {ks}.media_sweep WHERE day = ? "
+                                   "AND created_at_ms = ? AND media_id = ?")
+        self.media_sweep = (f"SELECT created_at_ms, media_id FROM {ks}.media_sweep "
+                            "WHERE day = ? AND created_at_ms < ?")
 
 
 def _table_name(statement: str) -> str:
@@ -1170,6 +1332,17 @@ def _periods(rows: Iterable[tuple[str, Any]]) -> dict[str, list[Period]]:
     for key, row in rows:
         out.setdefault(key, []).append(Period(row.joined_seq, row.left_seq))
     return out
+
+
+def _media_record(row: Any) -> MediaRecord:
+    return MediaRecord(row.media_id, row.owner, row.size, row.content_type, row.sha256,
+                       row.created_at_ms, row.part_size, row.upload_id or "",
+                       row.thumbnail_of or "", MediaState(row.state), row.thumbnail_id or "",
+                       frozenset(row.refs or ()))
+
+
+def _day(ms: int) -> int:
+    return ms // DAY_MS
 
 
 def _last_seen(row: Any) -> int:

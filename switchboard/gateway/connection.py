@@ -964,4 +964,7 @@ _HANDLERS: dict[str | None, Callable[[Connection, pb.ClientFrame, float], None]]
     "unregister_push": Connection._on_request,
     "mute_chat": Connection._on_request,
     "list_mutes": Connection._on_request,
+    "create_upload": Connection._on_request,
+    "complete_upload": Connection._on_request,
+    "get_media": Connection._on_request,
 }

@@ -1,4 +1,5 @@
-"""Request/response frames that need the store: chats, history, receipts, settings, devices.
+"""Request/response frames that need the store: chats, history, receipts, settings, devices,
+media (the URLs: the bytes never come through here).
 
 Kept apart from the connection state machine: these are request -> reply functions with no
 delivery state, so the connection only runs them in a task and sends what they return (None:
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING
 from switchboard.core.chats import is_direct
 from switchboard.core.errors import Code, DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import (MemberAction, MembershipEvent, PushPlatform, PushToken,
-                                    StoredMessage, Visibility)
+from switchboard.core.model import (MediaRecord, MediaState, MemberAction, MembershipEvent,
+                                    PushPlatform, PushToken, StoredMessage, Visibility)
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
@@ -54,7 +55,7 @@ class Requests:
         """Every range the user was a member for, newest first, the gaps between them left out."""
         self._spend("history", conn.user)
         limit = req.limit or DEFAULT_HISTORY
-        periods = await self._messages.visible_periods(conn.user, req.chat_id)
+        periods = await self._chats.visible_periods(req.chat_id, conn.user)
         page: list[StoredMessage] = []
         size = 0
         before = req.before_seq
@@ -260,3 +261,39 @@ class Requests:
         return pb.ServerFrame(request_id=rid, mute_list=pb.MuteList(mutes=[
             pb.ChatMute(chat_id=chat_id, muted_until_ms=until)
             for chat_id, until in sorted(mutes.items())])).SerializeToString()
+
+    # ------------------------------------------------------------------ media
+    async def _create_upload(self, conn: Connection, rid: int, req: pb.CreateUpload) -> bytes:
+        self._spend("upload", conn.user)
+        plan = await self._gw.services.media.create_upload(
+            conn.user, req.size, req.content_type, req.sha256, req.thumbnail_of)
+        record = plan.record
+        return pb.ServerFrame(request_id=rid, upload_slot=pb.UploadSlot(
+            media_id=record.media_id, complete=record.state is MediaState.COMPLETE,
+            part_size=record.part_size, part_count=record.part_count,
+            expires_at_ms=plan.expires_at_ms,
+            parts=[pb.UploadPart(number=number, offset=offset, size=size, url=request.url,
+                                 headers=request.headers)
+                   for number, offset, size, request in plan.parts])).SerializeToString()
+
+    async def _complete_upload(self, conn: Connection, rid: int, req: pb.CompleteUpload) -> bytes:
+        record = await self._gw.services.media.complete_upload(conn.user, req.media_id)
+        return pb.ServerFrame(request_id=rid,
+                              media_info=_media_info(record)).SerializeToString()
+
+    async def _get_media(self, conn: Connection, rid: int, req: pb.GetMedia) -> bytes:
+        found = await self._gw.services.media.download(conn.user, req.media_id, req.chat_id,
+                                                       req.seq)
+        urls = pb.MediaUrls(media=_media_info(found.record), url=found.url,
+                            expires_at_ms=found.expires_at_ms)
+        if found.thumbnail is not None:
+            urls.thumbnail.CopyFrom(_media_info(found.thumbnail))
+            urls.thumbnail_url = found.thumbnail_url
+        return pb.ServerFrame(request_id=rid, media_urls=urls).SerializeToString()
+
+
+def _media_info(record: MediaRecord) -> pb.MediaInfo:
+    return pb.MediaInfo(media_id=record.media_id, size=record.size,
+                        content_type=record.content_type, sha256=record.sha256,
+                        thumbnail_id=record.thumbnail_id, thumbnail_of=record.thumbnail_of,
+                        owner_user_id=record.owner)

@@ -25,6 +25,7 @@ from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import now_ms
+from switchboard.core.media import MediaService
 from switchboard.core.messaging import MessageService
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
@@ -86,6 +87,7 @@ class Services:
     devices: Devices
     blocks: Blocks
     push: PushService
+    media: MediaService
 
 
 class Gateway:
@@ -148,6 +150,7 @@ class Gateway:
                                   f"{reason}") from None
             raise RuntimeError(f"cannot open the store: {reason}") from None  # may pass: exit 1
         self.store_open = True
+        await self.services.media.open()  # ConfigError naming media.* when it cannot
         cluster = self.config.cluster
         with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
             await self.router.start()
@@ -230,6 +233,7 @@ class Gateway:
             await asyncio.gather(self._usage_task, return_exceptions=True)
         await self.router.close()
         await self.tasks.cancel()
+        await self.services.media.close()
         self.store_open = False
         await self.services.store.close()
         self.timers.stop()

@@ -37,6 +37,8 @@ RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("UpdateSettings", "last_seen"): (pb.EVERYONE, pb.NOBODY),
     ("RegisterPush", "platform"): (pb.APNS, pb.FCM),
     ("MuteChat", "muted_until_ms"): (0, MAX_SEQ),  # MAX_SEQ itself: muted for good
+    ("CreateUpload", "size"): (0, MAX_SEQ),  # the media limit is checked by core/media.py
+    ("GetMedia", "seq"): (0, MAX_SEQ),
 }
 
 _NOT_NUMBERS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES,
