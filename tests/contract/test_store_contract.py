@@ -19,10 +19,10 @@ import pytest
 from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import ChatService, membership_message
 from switchboard.core.model import (MUTE_FOREVER, Batch, Chat, ChatKind, ChatSummaryRow,
-                                    CommitResult, DeviceStatus, MemberAction, MembershipEvent,
-                                    Membership, NewMessage, Period, PushPlatform, PushToken,
-                                    QueuedPush, Receipt, Role, StoredMessage, UserSettings,
-                                    Visibility)
+                                    CommitResult, DeviceStatus, MediaRecord, MemberAction,
+                                    MembershipEvent, Membership, NewMessage, Period, PushPlatform,
+                                    PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                                    UserSettings, Visibility)
 from switchboard.core.store import Store
 from switchboard.core.store_memory import MemoryData, MemoryStore
 from switchboard.core.store_sqlite import SQLiteStore
@@ -1003,6 +1003,37 @@ def old_database(path) -> None:
         raw.execute("INSERT INTO device_cursors VALUES ('bob', 'phone', 'g', 4)")
 
 
+async def assert_upgraded(one: Store, two: Store) -> None:
+    """Two stores on the data of `old_database` (or the ScyllaDB test's old keyspace), upgraded:
+    what the old version knew reads as it should, and everything new works on it (membership
+    events, public reads, blocks, push tokens, media)."""
+    assert await two.head_seq("g") == 6
+    assert [m.event for m in await one.read_messages("g", 0, 10)] == [None] * 6
+    # membership before the upgrade is known as each member's current period only
+    assert await one.member_periods("g") == {"alice": [Period(0)], "bob": [Period(5)],
+                                             "carol": [Period(0)]}
+    assert await one.user_periods("bob") == {"g": [Period(5)]}
+    # reads are public for users whose read receipts are on now, private otherwise
+    assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
+                                       "carol": Receipt(4, 4, 0)}
+    # the device's cursor is from before bob's current period: it is told where it starts
+    [row] = await read_backlog(one, "bob", "phone")
+    assert (row.cursor, row.head, row.jumped) == (5, 6, True)
+    assert await remove(one, "g", "bob") == 7
+    assert await add(two, "g", "bob") == 8
+    assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
+    await commit(one, public_reads={("g", "carol"): 8})
+    assert (await two.receipts("g"))["carol"] == Receipt(8, 8, 8)
+    await two.block("carol", "bob")
+    assert await one.blockers("bob") == {"carol"}
+    token = PushToken(PushPlatform.FCM, "fcm:bob", "", False, 1)
+    await one.set_push_token("bob", "phone", token)
+    assert await two.push_tokens("bob") == {"phone": token}
+    await one.create_media(MediaRecord("m1", "alice", 5, "image/png", bytes(32), 1, 5))
+    assert await two.complete_media("m1") is not None
+    assert (await one.claim_media("alice", "g", ["m1"]))["m1"].refs == {"g"}
+
+
 async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
     path = tmp_path / "old.db"
     old_database(path)
@@ -1010,26 +1041,7 @@ async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
     try:
         # two processes opening it at once upgrade it once
         one, two = await asyncio.gather(stores.open(), stores.open())
-        assert await two.head_seq("g") == 6
-        assert [m.event for m in await one.read_messages("g", 0, 10)] == [None] * 6
-        # membership before the upgrade is known as each member's current period only
-        assert await one.member_periods("g") == {"alice": [Period(0)], "bob": [Period(5)],
-                                                 "carol": [Period(0)]}
-        assert await one.user_periods("bob") == {"g": [Period(5)]}
-        # reads are public for users whose read receipts are on now, private otherwise
-        assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
-                                           "carol": Receipt(4, 4, 0)}
-        # the device's cursor is from before bob's current period: it is told where it starts
-        [row] = await read_backlog(one, "bob", "phone")
-        assert (row.cursor, row.head, row.jumped) == (5, 6, True)
-        # and everything new works on it
-        assert await remove(one, "g", "bob") == 7
-        assert await add(two, "g", "bob") == 8
-        assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
-        await commit(one, public_reads={("g", "carol"): 8})
-        assert (await two.receipts("g"))["carol"] == Receipt(8, 8, 8)
-        await two.block("carol", "bob")
-        assert await one.blockers("bob") == {"carol"}
+        await assert_upgraded(one, two)
         await stores.close_all()
         one = await stores.open()  # a second open finds nothing left to do
         assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}

@@ -3,42 +3,22 @@ Cluster): the chat's owner alone pushes a message, a device online on another no
 pushed, and a push owed when the owner leaves is sent by the chat's next owner, once."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from switchboard.tools.devcluster import free_port
 from tests.support.clients import connect, receive
+from tests.support.inprocess_cluster import start_nodes
 from tests.support.push_servers import Scripted
 from tests.support.waiting import wait_for
 
-NODES = ("a", "b", "c")
 PHONE = "e5" * 32
 TABLET = "f6" * 32
 
 
 @pytest.fixture(params=["static", "redis"])
 async def nodes(request, push_servers, make_server):
-    if request.param == "static":
-        ports = {name: free_port() for name in NODES}
-        peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
-        membership = [{"cluster__mesh_port": ports[name], "cluster__peers": peers}
-                      for name in NODES]
-    else:
-        redis = request.getfixturevalue("redis_cluster")
-        prefix = f"t{uuid.uuid4().hex[:12]}"
-        membership = [{"cluster__redis": ",".join(redis.addresses), "cluster__redis_prefix": prefix,
-                       "cluster__lease_ttl": 2.0} for _ in NODES]
     push = {key.replace(".", "__"): value for key, value in push_servers.settings().items()}
-    servers = []
-    for index, name in enumerate(NODES):
-        servers.append(await make_server(
-            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
-            cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5, push__grace=2.0,
-            push__interval=1.0, push__max_backoff=2.0, **membership[index], **push))
-    await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers),
-                   message="every ring has three nodes")
-    return servers
+    return await start_nodes(request, make_server, request.param, push__grace=2.0,
+                             push__interval=1.0, push__max_backoff=2.0, **push)
 
 
 def sent(server) -> int:
