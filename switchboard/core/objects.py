@@ -44,6 +44,10 @@ class ObjectStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
+    def where(self) -> str:
+        """Where the bytes go, for the log line the gateway writes once it serves."""
+
+    @abc.abstractmethod
     async def begin_upload(self, key: str, content_type: str, multipart: bool) -> str:
         """Start an upload; the id its parts are signed for ("" when none is needed)."""
 

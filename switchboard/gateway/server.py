@@ -180,6 +180,7 @@ class Gateway:
                 logger_name="switchboard.ws",
                 **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
+        log.info("media on %s", self.services.media.objects.where())
 
     @property
     def port(self) -> int:

@@ -40,6 +40,11 @@ _REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidd
             416: "Range Not Satisfiable", 503: "Service Unavailable"}
 
 
+def _quiet_selector_choice(record: logging.LogRecord) -> bool:
+    """Drops asyncio's DEBUG line naming the selector a new loop took."""
+    return record.msg != "Using selector: %s"
+
+
 @dataclass(slots=True)
 class HttpStats:
     """Bumped by the media thread, read by /metrics: plain integers."""
@@ -88,6 +93,9 @@ class MediaHttpServer:
             sock.close()
             raise
         self._sock = sock
+        # asyncio logs which selector the loop took, at DEBUG: a line of noise in every start
+        # (and before the one line naming the setting, when the start then fails)
+        logging.getLogger("asyncio").addFilter(_quiet_selector_choice)
         self._loop = asyncio.SelectorEventLoop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="media-http",

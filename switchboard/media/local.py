@@ -50,7 +50,9 @@ class LocalObjects(ObjectStore):
             raise ConfigError(f"media.port: cannot listen on {self._host}:{self._port}: "
                               f"{reason}") from None
         self.server = server
-        log.info("media on %s", self.base_url)
+
+    def where(self) -> str:
+        return self.base_url
 
     async def close(self) -> None:
         server, self.server = self.server, None

@@ -69,6 +69,10 @@ class S3Objects(ObjectStore):
         self._threads: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    def where(self) -> str:
+        s = self.settings
+        return f"s3://{s.bucket}/{s.prefix} ({s.endpoint or 'AWS ' + s.region})"
+
     async def open(self) -> None:
         """A client, then the bucket must answer (created when allowed): a wrong bucket,
         endpoint or credentials stop the start with a ConfigError naming the setting."""
