@@ -3,10 +3,10 @@ their cost (pure-Python HTTP/2 and a JWT check per request) is not the bench cli
 
     python -m bench.push_providers DIR
 
-Prints one JSON line: the gateway's SWITCHBOARD_PUSH_* settings for these servers. Then
-answers each line on stdin: `received` -> one JSON line [[monotonic time, chat id], ...] of
-every push accepted so far (CLOCK_MONOTONIC is one clock for every process of the machine);
-`stop` (or end of input) stops the servers and exits.
+Prints one JSON line: the gateway's [push] settings for these servers, as environment
+variables. Then answers each line on stdin: `received` -> one JSON line [[monotonic time, chat
+id], ...] of every push accepted so far (CLOCK_MONOTONIC is one clock for every process of the
+machine); `stop` (or end of input) stops the servers and exits.
 """
 from __future__ import annotations
 
