@@ -84,8 +84,9 @@ async def test_a_burst_of_100_messages_is_a_handful_of_pushes(push_servers, gate
     assert 2 <= len(phone) <= 4 and 2 <= len(android) <= 4
     assert phone[-1].payload["aps"]["badge"] == 100 and phone[-1].payload["sb"]["seq"] == 100
     assert android[-1].message["data"]["badge"] == "100"
-    gaps = [b.at - a.at for a, b in zip(phone, phone[1:])]
-    assert all(gap >= INTERVAL * 0.9 for gap in gaps)  # one per chat per interval
+    # one push per chat per interval is timed from when each is taken to be sent, not from its
+    # arrival (the first one also sets up the connection): tests/push/test_planner.py proves it
+    # on a moved clock; arrival gaps on a loaded machine prove nothing either way
 
 
 async def test_online_devices_are_never_pushed(push_servers, gateway):
