@@ -70,11 +70,11 @@ async def probe(worker, endpoint, prefix: str, duration: float, body_size: int =
 
 async def transfer(worker, endpoint, prefix: str, pairs: int, kind: str, duration: float,
                    body_size: int = 64, concurrency: int = 0) -> dict:
-    """`pairs` sender/recipient loops: upload, send, GetMedia, download, for `duration` s."""
+    """`pairs` sender/recipient loops: upload, send, GetMedia, download, for `duration` s once
+    each pair is connected (a loaded machine's connects do not eat the window)."""
     size, content_type = KINDS[kind]
     base = os.urandom(size)
     moved = {"files": 0, "up": 0, "down": 0, "errors": []}
-    deadline = time.monotonic() + duration
 
     async def pair(i: int) -> None:
         alice = await _client(endpoint, f"{prefix}a{i}")
@@ -83,6 +83,7 @@ async def transfer(worker, endpoint, prefix: str, pairs: int, kind: str, duratio
             chat = (await alice.create_direct(f"{prefix}b{i}")).chat_id
             inbox = bob.messages()
             n = 0
+            deadline = time.monotonic() + duration
             while time.monotonic() < deadline:
                 data = f"{prefix}{i}:{n}:".encode().ljust(32) + base[32:]
                 n += 1
