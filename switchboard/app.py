@@ -9,8 +9,9 @@ called, never by setting attributes on objects after they were built.
 """
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from switchboard.config import (MIN_SECRET_BYTES, Config, ConfigError, parse_addresses,
                                 parse_peers, read_secret_file)
@@ -19,8 +20,10 @@ from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import ServerIds
+from switchboard.core.media import MediaLimits, MediaService
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import Membership, Receipt, StoredMessage
+from switchboard.core.objects import ObjectStore
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
@@ -35,6 +38,8 @@ from switchboard.gateway.node import GatewayNode
 from switchboard.gateway.presence import PresenceFanout
 from switchboard.gateway.server import Gateway, Services
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.push.providers import make_providers
+from switchboard.push.service import PushService
 from switchboard.router.base import Router
 from switchboard.router.local import LocalRouter
 
@@ -67,6 +72,19 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                messages: list[StoredMessage]) -> None:
         router_fanout(chat_id, members, messages)
 
+    def committed(chat_id: str, messages: list[StoredMessage], e2e: Collection[int]) -> None:
+        push.committed(chat_id, messages, e2e)
+
+    async def online(users: Collection[str]) -> dict[str, set[str]] | None:
+        if config.cluster.enabled and not config.cluster.redis:
+            return None  # static peers record no sessions: where a device is, nobody knows
+        users = list(users)
+        found = await asyncio.gather(*(router.online_devices(user) for user in users))
+        return dict(zip(users, found))
+
+    def owns(chat_id: str) -> bool:
+        return router_owns(chat_id)
+
     tasks = TaskGroup()
     metrics = GatewayMetrics()
     blocks = Blocks(store)
@@ -74,19 +92,22 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
     chats = ChatService(store, blocks=blocks, max_group_members=limits.max_group_members)
     devices = Devices(store, max_devices=limits.max_devices)
     receipts: ReceiptService
+    media = MediaService(store, chats, _objects(config), _media_limits(config),
+                         sweep_interval=config.media.sweep_interval)
+    metrics.sources.append(media.metrics)
 
     def sent(chat_id: str, sender: str, seq: int) -> None:
         receipts.sent(chat_id, sender, seq)
 
     messages = MessageService(
         store, chats, ServerIds(config.server.node_id), settings=settings, blocks=blocks,
-        fanout=fanout, sent=sent,
+        fanout=fanout, sent=sent, committed=committed,
         max_body_bytes=limits.max_body_bytes, max_media_ids=limits.max_media_ids,
         writer_options={"max_rows": config.writer.max_rows, "max_bytes": config.writer.max_bytes,
                         "max_pending": config.writer.max_pending,
                         "commit_floor": config.writer.commit_floor,
                         "ack_delay": config.writer.ack_delay},
-        on_flush=metrics.observe_flush)
+        on_flush=metrics.observe_flush, claim_media=media.claim)
     receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
                               route=note_receipt, flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
@@ -94,16 +115,30 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                               interval=config.timers.presence_interval,
                               max_subscriptions=limits.max_presence_subscriptions,
                               on_local_change=presence_changed, shared_last_seen=shared_last_seen)
-    node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, tasks)
+    push_config = config.push
+    push = PushService(store, chats, make_providers(push_config), online=online, owns=owns,
+                       grace=push_config.grace, interval=push_config.interval,
+                       max_backoff=push_config.max_backoff,
+                       preview_chars=push_config.preview_chars,
+                       max_pending=push_config.max_pending)
+    metrics.sources.append(push.metrics)
+    node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, push, tasks)
     if config.cluster.enabled:
-        router = _mesh_router(config, messages, node)
-        router_fanout = router.committed
+        mesh_router = _mesh_router(config, messages, node)
+        router, router_fanout = mesh_router, mesh_router.committed
+
+        def router_owns(chat_id: str) -> bool:
+            return mesh_router.owner(chat_id) == mesh_router.node_id
     else:
         router = LocalRouter(messages, node)
         router_fanout = node.deliver
+
+        def router_owns(chat_id: str) -> bool:
+            return True
     tokens, jwks = _tokens(config)
     return Gateway(config, tokens=tokens, jwks=jwks,
-                   services=Services(store, chats, messages, settings, receipts, devices, blocks),
+                   services=Services(store, chats, messages, settings, receipts, devices, blocks,
+                                     push, media),
                    router=router, hub=hub, presence=presence,
                    timers=TimerService(config.timers.tick), limits=_user_limits(config),
                    metrics=metrics, tasks=tasks)
@@ -176,6 +211,26 @@ def _redis_tls(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def _objects(config: Config) -> ObjectStore:
+    """Where media bytes go: `[media] backend`."""
+    media = config.media
+    if media.backend == "s3":
+        from switchboard.media.s3 import S3Objects, S3Settings
+        return S3Objects(S3Settings.from_config(media))
+    from switchboard.media.local import LocalObjects
+    return LocalObjects(config.media_dir, host=media.host, port=media.port,
+                        public_url=media.public_url, reuse_port=config.server.reuse_port)
+
+
+def _media_limits(config: Config) -> MediaLimits:
+    media = config.media
+    return MediaLimits(
+        max_bytes=media.max_bytes, max_thumbnail_bytes=media.max_thumbnail_bytes,
+        types=tuple(t.strip() for t in media.types.split(",") if t.strip()),
+        single_put_bytes=media.single_put_bytes, part_bytes=media.part_bytes,
+        url_ttl=media.url_ttl, orphan_ttl=media.orphan_ttl)
+
+
 def _tokens(config: Config) -> tuple[TokenAuthority, JwksRefresher | None]:
     """HS256 with the server's secret (development; in production only when one is set) and,
     with auth.jwks_url or auth.jwks_file, the auth service's keys."""
@@ -201,4 +256,5 @@ def _user_limits(config: Config) -> UserLimits:
         "member_add": (limits.member_adds_per_minute / 60, limits.member_add_burst),
         "history": (limits.history_per_second, limits.history_burst),
         "connect": (limits.connects_per_minute / 60, limits.connect_burst),
+        "upload": (config.media.uploads_per_minute / 60, config.media.upload_burst),
     })

@@ -195,17 +195,18 @@ async def _serve(config) -> int:
         print(f"switchboard: cannot start: {exc}", file=sys.stderr)
         await gateway.stop()
         return 1
-    url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
-    print(f"switchboard listening on {url}", flush=True)
-    if config.metrics.enabled:
-        print(f"switchboard metrics on http://{config.metrics.host}:{gateway.status.port}/metrics",
-              flush=True)
-
+    # the handlers before the lines that say the server is up: a reload or stop sent as soon
+    # as they are read must not meet the default action (SIGHUP's kills the process)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, gateway)
+    url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
+    print(f"switchboard listening on {url}", flush=True)
+    if config.metrics.enabled:
+        print(f"switchboard metrics on http://{config.metrics.host}:{gateway.status.port}/metrics",
+              flush=True)
     sdnotify.notify("READY=1", f"STATUS=serving {url}")
     interval = sdnotify.watchdog_interval()
     watchdog = sdnotify.Watchdog(interval) if interval else None

@@ -58,6 +58,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 TLS_VERSIONS = ("1.2", "1.3")
 STORE_KINDS = ("sqlite", "memory", "scylla")
+MEDIA_BACKENDS = ("local", "s3")
+S3_ADDRESSING = ("auto", "path", "virtual")
 REPLICATION_STRATEGIES = ("NetworkTopologyStrategy", "SimpleStrategy")
 CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
                       "LOCAL_ONE")
@@ -222,6 +224,71 @@ class ClusterConfig:
 
 
 @dataclass(slots=True)
+class PushConfig:
+    """Push notifications (docs/push.md): off by default. A provider is on when its keys are
+    set; `--production` refuses a provider half set up."""
+    enabled: bool = False
+    grace: float = 2.0          # s an online device has to ack a message before it is pushed
+    interval: float = 10.0      # s: at most one push per device and chat per interval
+    max_backoff: float = 300.0  # s between tries of a push whose provider is down
+    preview_chars: int = 120    # the longest preview (where the user allows previews)
+    max_pending: int = 200_000  # pushes owed, per node; beyond, new ones are dropped (counted)
+    max_concurrent: int = 256   # requests in flight per provider
+    timeout: float = 10.0       # s for one request to a provider
+    attempts: int = 3           # tries inside one send (429, 5xx) before it is put off
+    ca_file: str = ""           # PEM CA bundle to verify the providers ("": the system's)
+    apns_key_file: str = ""     # the .p8 signing key (token-based authentication)
+    apns_key_id: str = ""       # its 10-character key id
+    apns_team_id: str = ""      # the Apple developer team id
+    apns_topic: str = ""        # the app's bundle id, for tokens registered without one
+    apns_url: str = "https://api.push.apple.com"
+    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    fcm_credentials_file: str = ""  # the service account's JSON key
+    fcm_project_id: str = ""    # "" = the service account's project
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = ""     # "" = the service account's token_uri
+
+    def apns_settings(self) -> tuple[str, ...]:
+        return (self.apns_key_file, self.apns_key_id, self.apns_team_id)
+
+
+@dataclass(slots=True)
+class MediaConfig:
+    """Photos, video and voice notes (docs/protocol.md 8.20): devices move the bytes over HTTP
+    with URLs the server signs; the server keeps only the metadata, in the store."""
+    backend: str = "local"   # local: a directory served by this process's media port;
+                             # s3: S3-compatible object storage (production, many hosts)
+    dir: str = ""            # local: where the bytes are kept; "" means <server.data_dir>/media
+    host: str = "127.0.0.1"  # local: the media port's address (devices must reach it)
+    port: int = 0            # local: 0 = any free port (URLs name it; each worker its own)
+    public_url: str = ""     # the base of signed URLs, e.g. https://media.example.com (a proxy
+                             # in front of the media port); "" = http://host:port of the listener
+    max_bytes: int = 256 * 1024 * 1024
+    max_thumbnail_bytes: int = 256 * 1024
+    types: str = ("image/*,video/mp4,video/quicktime,video/webm,video/3gpp,audio/*,"
+                  "application/pdf")  # accepted content types; "type/*" takes a whole family
+    single_put_bytes: int = 16 * 1024 * 1024  # up to this one PUT; beyond, parts of part_bytes
+    part_bytes: int = 8 * 1024 * 1024         # S3 wants at least 5 MiB per part but the last
+    url_ttl: int = 900       # s: signed URLs work this long
+    orphan_ttl: float = 86400.0  # s: media never referenced by a message this long after the
+                                 # upload began are deleted (bytes and record)
+    sweep_interval: float = 600.0  # s between orphan sweeps; 0: no sweeps on this process
+    uploads_per_minute: float = 120.0  # CreateUpload per user (all devices)
+    upload_burst: float = 60.0
+    # s3 backend
+    s3_bucket: str = ""
+    s3_prefix: str = "media/"  # object keys are <prefix><media id>
+    s3_region: str = "us-east-1"
+    s3_endpoint: str = ""      # "" = AWS; else an S3-compatible service (MinIO, Ceph, R2, ...)
+    s3_addressing: str = "auto"  # auto, path (endpoint/bucket/key) or virtual (bucket.endpoint)
+    s3_access_key: str = ""    # "" = the default credential chain (environment, instance role)
+    s3_secret_key: str = ""
+    s3_secret_key_file: str = ""  # or a file holding the secret key (systemd LoadCredential=)
+    s3_session_token: str = ""
+    s3_create_bucket: bool = False  # create the bucket at start when missing (development)
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "INFO"
     format: str = "json"     # json: one object per line (journald, log shippers); text: humans
@@ -238,6 +305,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def secret_bytes(self, create: bool = True) -> bytes:
@@ -276,6 +345,11 @@ class Config:
         if self.store.path:
             return Path(self.store.path)
         return Path(self.server.data_dir) / "switchboard.db"
+
+    @property
+    def media_dir(self) -> Path:
+        """The local media backend's directory (media.dir, by default in the data dir)."""
+        return Path(self.media.dir) if self.media.dir else Path(self.server.data_dir) / "media"
 
     @property
     def admin_socket(self) -> Path:
@@ -434,6 +508,9 @@ def _validate(config: Config) -> None:
         _validate_cluster(config)
     if config.store.kind == "scylla":
         _validate_scylla(config)
+    if config.push.enabled:
+        _validate_push(config)
+    _validate_media(config)
     if config.auth.jwks_url and config.auth.jwks_file:
         raise ConfigError("auth.jwks_url and auth.jwks_file: set one of them")
     for algorithm in config.auth.algorithms.split(","):
@@ -554,6 +631,68 @@ def _validate_scylla(config: Config) -> None:
         raise ConfigError("store.username and store.password: set both or neither")
     store.consistency = store.consistency.upper()
     store.serial_consistency = store.serial_consistency.upper()
+
+
+def _validate_push(config: Config) -> None:
+    push = config.push
+    checks = {"push.grace": push.grace >= 0, "push.interval": push.interval > 0,
+              "push.max_backoff": push.max_backoff >= 1, "push.preview_chars": push.preview_chars >= 1,
+              "push.max_pending": push.max_pending >= 1, "push.max_concurrent": push.max_concurrent >= 1,
+              "push.timeout": push.timeout > 0, "push.attempts": push.attempts >= 1}
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key}: value {getattr(push, key.partition('.')[2])!r} out of range")
+    for key in ("apns_url", "apns_sandbox_url", "fcm_url", "fcm_token_url"):
+        url = getattr(push, key)
+        if url and not url.startswith("https://"):
+            raise ConfigError(f"push.{key}: {url!r} is not an https:// URL")
+    apns = push.apns_settings()
+    if not config.server.production:
+        return
+    if any(apns) and not all(apns):
+        raise ConfigError("push.apns_key_file, push.apns_key_id and push.apns_team_id: set all "
+                          "three for APNs (or none)")
+    if any(apns) and not push.apns_topic:
+        raise ConfigError("push.apns_topic: the app's bundle id, for APNs")
+    if not all(apns) and not push.fcm_credentials_file:
+        raise ConfigError("push.enabled: set up APNs (push.apns_key_file, push.apns_key_id, "
+                          "push.apns_team_id, push.apns_topic) or FCM "
+                          "(push.fcm_credentials_file), or both")
+
+
+def _validate_media(config: Config) -> None:
+    media = config.media
+    checks = {"media.port": 0 <= media.port < 65536,
+              "media.max_bytes": media.max_bytes >= 1,
+              "media.max_thumbnail_bytes": 1 <= media.max_thumbnail_bytes <= media.max_bytes,
+              "media.part_bytes": media.part_bytes >= 5 * 1024 * 1024 or media.backend == "local"
+              and media.part_bytes >= 1,
+              "media.single_put_bytes": media.single_put_bytes >= 1,
+              "media.url_ttl": 1 <= media.url_ttl <= 7 * 86400,  # S3's longest presigned URL
+              "media.orphan_ttl": media.orphan_ttl > 0,
+              "media.sweep_interval": media.sweep_interval >= 0,
+              "media.uploads_per_minute": media.uploads_per_minute > 0,
+              "media.upload_burst": media.upload_burst >= 1}
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{key}: value {getattr(media, key.partition('.')[2])!r} out of "
+                              "range")
+    for key, value, allowed in (("media.backend", media.backend, MEDIA_BACKENDS),
+                                ("media.s3_addressing", media.s3_addressing, S3_ADDRESSING)):
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    types = [t.strip() for t in media.types.split(",") if t.strip()]
+    if not types or any(t.count("/") != 1 or t != t.lower() for t in types):
+        raise ConfigError(f"media.types: {media.types!r} is not a list of lower-case "
+                          "type/subtype (or type/*)")
+    if media.public_url and not media.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"media.public_url: {media.public_url!r} is not an http(s) URL")
+    if media.backend == "s3":
+        if not media.s3_bucket:
+            raise ConfigError("media.s3_bucket: required with media.backend = \"s3\"")
+        if bool(media.s3_access_key) != bool(media.s3_secret_key or media.s3_secret_key_file):
+            raise ConfigError("media.s3_access_key and media.s3_secret_key (or "
+                              "s3_secret_key_file): set both or neither")
 
 
 def read_secret_file(path: str, key: str, minimum: int = 1) -> bytes:

@@ -7,8 +7,9 @@ from tests.support.server import InProcessServer, fast_config
 from tests.support.waiting import finishes, wait_for
 
 # Real Redis Clusters (redis_cluster, redis_cluster_with_replicas) and real Cassandra nodes
-# (cassandra_node, cql_keyspace, cassandra_cluster) for every test package.
-pytest_plugins = ["tests.support.redis_cluster", "tests.support.cassandra"]
+# (cassandra_node, cql_keyspace, cassandra_cluster) and an S3 API server (s3_endpoint, s3_media)
+# for every test package.
+pytest_plugins = ["tests.support.redis_cluster", "tests.support.cassandra", "tests.support.s3"]
 
 
 @pytest.fixture

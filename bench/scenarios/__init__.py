@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("hold", "chat", "fanout", "storm", "cluster")
+NAMES = ("hold", "chat", "fanout", "storm", "cluster", "media")
 
 
 def load(name: str) -> ModuleType:

@@ -47,7 +47,7 @@ from picows import (WSCloseCode, WSError, WSFrame, WSHandshakeError, WSListener,
 from switchboard.proto import codes
 from switchboard.proto.v1 import client_pb2 as pb
 
-from . import frames
+from . import frames, media
 from .ordering import ChatOrder
 
 __all__ = ["Client", "ClientStats", "ServerError", "AuthError", "ConnectionLost"]
@@ -80,6 +80,8 @@ GAP_SYNC_DELAY = 0.5
 #: Backoff doubles per failed attempt up to backoff_max; the exponent is capped to stay finite.
 MAX_BACKOFF_EXPONENT = 30
 #: Pushes that events() yields (as their body message) and on_push receives.
+PUSH_PLATFORMS = {"apns": pb.APNS, "apns-sandbox": pb.APNS_SANDBOX, "fcm": pb.FCM}
+MUTE_FOREVER = 2 ** 63 - 1  # MuteChat.muted_until_ms that never expires
 EVENT_KINDS = frozenset({"receipt_update", "presence", "typing_update", "goaway"})
 
 
@@ -417,16 +419,18 @@ class Client:
 
     # ------------------------------------------------------------------ requests
     async def send(self, chat_id: str, body: bytes, media_ids: Iterable[str] = (),
-                   client_msg_id: str | None = None) -> pb.SendAck:
+                   client_msg_id: str | None = None, *, e2e: bool = False) -> pb.SendAck:
         """Store a message; returns the SendAck (durable). Retries with the same client_msg_id
         across reconnects and after UNAVAILABLE/RATE_LIMITED (waiting retry_after_ms); raises
         ServerError for any other error and asyncio.TimeoutError after send_timeout overall
-        (the outcome is then unknown: retry with the same client_msg_id to find out)."""
+        (the outcome is then unknown: retry with the same client_msg_id to find out).
+        `e2e`: the body is end-to-end encrypted, so no push notification previews it."""
         if self._closed or self._failure is not None or \
                 (not self.connected and self._connecting is None):
             raise ConnectionLost("not connected")
         entry = _Send(pb.Send(client_msg_id=client_msg_id or str(uuid.uuid4()), chat_id=chat_id,
-                              body=body, media_ids=media_ids), self._loop.create_future())
+                              body=body, media_ids=media_ids, e2e=e2e),
+                       self._loop.create_future())
         entry.deadline = self._loop.call_later(self._send_timeout, _time_out, entry.future)
         self._outbox[entry] = None
         self._transmit_send(entry)
@@ -543,6 +547,48 @@ class Client:
         device, which then stops like any revoked one. ServerError NOT_FOUND for a device the
         user does not have (or revoked before)."""
         await self.request("ok", revoke_device=pb.RevokeDevice(device_id=device_id))
+
+    async def register_push(self, platform: str, token: str, *, topic: str = "",
+                            previews: bool = False) -> None:
+        """Register (or replace) this device's push token: `platform` is "apns",
+        "apns-sandbox" or "fcm"; `topic` the app's bundle id (APNs); `previews` allows message
+        previews on this device. Kept by the server across connections: call it again when the
+        OS hands the app a new token."""
+        await self.request("ok", register_push=pb.RegisterPush(
+            platform=PUSH_PLATFORMS[platform], token=token, topic=topic, previews=previews))
+
+    async def unregister_push(self) -> None:
+        """No more pushes to this device (sign-out, notifications turned off)."""
+        await self.request("ok", unregister_push=pb.UnregisterPush())
+
+    async def mute_chat(self, chat_id: str, until_ms: int = MUTE_FOREVER) -> dict[str, int]:
+        """No pushes for the chat until `until_ms` (ms since epoch; 0 unmutes), on every device
+        of the user; returns every mute in force then (chat -> until_ms)."""
+        answer = await self.request("mute_list", mute_chat=pb.MuteChat(
+            chat_id=chat_id, muted_until_ms=until_ms))
+        return {m.chat_id: m.muted_until_ms for m in answer.mutes}
+
+    async def unmute_chat(self, chat_id: str) -> dict[str, int]:
+        return await self.mute_chat(chat_id, 0)
+
+    async def list_mutes(self) -> dict[str, int]:
+        answer = await self.request("mute_list", list_mutes=pb.ListMutes())
+        return {m.chat_id: m.muted_until_ms for m in answer.mutes}
+
+    # ------------------------------------------------------------------ media (client/media.py)
+    async def upload(self, source, content_type: str, *, thumbnail_of: str = "",
+                     parallel: int = 4) -> pb.MediaInfo:
+        """Upload bytes or a file (path) and complete it: its MediaInfo, whose media_id a
+        send may name. Uploading the same file again resumes it (or finds it done)."""
+        return await media.upload(self, source, content_type, thumbnail_of=thumbnail_of,
+                                  parallel=parallel)
+
+    async def download(self, media_id: str, chat_id: str = "", seq: int = 0, *, to=None,
+                       thumbnail: bool = False, byte_range: tuple[int, int] | None = None):
+        """The bytes of media a message (chat_id, seq) names, or its MediaInfo once written
+        to the file `to`; checked against its SHA-256."""
+        return await media.download(self, media_id, chat_id, seq, to=to, thumbnail=thumbnail,
+                                    byte_range=byte_range)
 
     async def request(self, reply: str, **body) -> object:
         """Send one request and return the `reply` body of its answer, e.g.

@@ -20,7 +20,7 @@ from .errors import Code, DomainError
 from .ids import now_ms, valid_id
 from .lru import LRU
 from .model import (Batch, Chat, ChatKind, ChatSummaryRow, MemberAction, MembershipEvent,
-                    Membership, NewMessage, Role, StoredMessage)
+                    Membership, NewMessage, Period, Role, StoredMessage)
 from .store import Store, StoreError
 
 DIRECT_PREFIX = "d:"  # every direct chat id starts so; groups start with "g:"
@@ -97,6 +97,13 @@ class ChatService:
         if membership is None:
             raise DomainError(Code.NOT_MEMBER, f"not a member of {chat_id}")
         return membership
+
+    async def visible_periods(self, chat_id: str, user_id: str) -> list[Period]:
+        """The periods of the chat the user may read: its messages, and the media they name
+        (NOT_MEMBER unless a member now)."""
+        membership = await self.require_member(chat_id, user_id)
+        periods = (await self._store.member_periods(chat_id, user_id)).get(user_id)
+        return periods or [Period(membership.joined_seq)]
 
     # ------------------------------------------------------------ admin operations
     def applied(self, chat_id: str, event: MembershipEvent, seq: int) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .blocks import Blocks
 from .chats import ChatService, is_direct, membership_message
@@ -40,14 +40,26 @@ Fanout = Callable[[str, Mapping[str, Membership], list[StoredMessage]], None]
 Sent = Callable[[str, str, int], None]
 """sent(chat_id, sender, seq): a new message was committed (the sender's own watermarks moved)."""
 
+Committed = Callable[[str, list[StoredMessage], Collection[int]], None]
+"""committed(chat_id, messages, e2e): new messages of one chat (seq order, no duplicates, no
+membership events: those are never pushed) after their fan-out, with the server_ids of those
+the sender marked end-to-end encrypted."""
+
+ClaimMedia = Callable[[SendRequest], Awaitable[None]]
+"""claim_media(send): record that the send's chat references its media, or raise DomainError."""
+
 MAX_CLIENT_MSG_ID = 64
 MAX_MEDIA_ID = 128
 
 
 class MessageService:
     def __init__(self, store: Store, chats: ChatService, ids: ServerIds, *, settings: Settings,
-                 blocks: Blocks, fanout: Fanout, sent: Sent | None = None, max_body_bytes: int,
-                 max_media_ids: int, writer_options: dict | None = None, on_flush=None) -> None:
+                 blocks: Blocks, fanout: Fanout, sent: Sent | None = None,
+                 committed: Committed | None = None, max_body_bytes: int, max_media_ids: int,
+                 writer_options: dict | None = None, on_flush=None,
+                 claim_media: ClaimMedia | None = None) -> None:
+        """`claim_media` checks and records a send's media before it goes to the writer
+        (core/media.py); without it media ids are taken as they are."""
         self._store = store
         self._chats = chats
         self._ids = ids
@@ -55,6 +67,9 @@ class MessageService:
         self._blocks = blocks
         self._fanout = fanout
         self._sent = sent
+        self._committed = committed
+        self._claim_media = claim_media
+        self._e2e: set[int] = set()  # server_ids of e2e sends until their batch is settled
         self.max_body_bytes = max_body_bytes
         self.max_media_ids = max_media_ids
         self.writer = CoalescingWriter(store, on_commit=self._on_commit, on_flush=on_flush,
@@ -84,7 +99,7 @@ class MessageService:
         needs cached (the common case) no task is created: the writer's future is returned.
         The future fails with StoreError when the batch failed (outcome unknown: retry). The
         chat's sends after an event wait until it is committed (the member map they are checked
-        against changes).
+        against changes), and those after a send naming media wait until its media are claimed.
         """
         chat_id = send.chat_id
         if send.event is None:
@@ -92,7 +107,7 @@ class MessageService:
         if self._closing:
             raise DomainError(Code.UNAVAILABLE, "server draining: reconnect", DRAIN_RETRY_AFTER_MS)
         if chat_id not in self._draining:
-            if send.event is None:
+            if send.event is None and not self._claims(send):
                 public = self._cached_check(send.user, chat_id)
                 if public is not None:
                     return self._after_handed_on(chat_id, self._submit(send, public))
@@ -159,9 +174,16 @@ class MessageService:
         finally:
             self._draining.discard(chat_id)
 
+    def _claims(self, send: SendRequest) -> bool:
+        """The send names media to claim before it may go to the writer."""
+        return bool(send.media_ids) and self._claim_media is not None
+
     async def _release_send(self, future: asyncio.Future, send: SendRequest) -> None:
+        """Check the send (and claim its media) while the chat's later sends wait behind it."""
         try:
             public = await self._loaded_check(send.user, send.chat_id)
+            if self._claims(send):
+                await self._claim_media(send)
             inner = self._submit(send, public)
         except Exception as exc:  # DomainError, or StoreError while loading
             if not future.done():
@@ -199,9 +221,14 @@ class MessageService:
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
                          tuple(send.media_ids), self._ids.next(), now_ms(), public)
         try:
-            return self.writer.submit(row)
+            future = self.writer.submit(row)
         except Backpressure as exc:
             raise DomainError(Code.UNAVAILABLE, "server busy", exc.retry_after_ms) from None
+        if send.e2e and self._committed is not None:
+            # on_commit reads the set before the future's callbacks run
+            self._e2e.add(row.server_id)
+            future.add_done_callback(lambda _: self._e2e.discard(row.server_id))
+        return future
 
     def _validate(self, send: SendRequest) -> None:
         client_msg_id, body, media_ids = send.client_msg_id, send.body, send.media_ids
@@ -243,6 +270,10 @@ class MessageService:
                 self._fanout_group(chat_id, [message])
         for chat_id, messages in by_chat.items():
             self._fanout_group(chat_id, messages)
+            sends = [m for m in messages if m.event is None]  # membership events never push
+            if self._committed is not None and sends:
+                self._committed(chat_id, sends,
+                                [m.server_id for m in sends if m.server_id in self._e2e])
 
     def _fanout_group(self, chat_id: str, messages: list[StoredMessage]) -> None:
         members = self._chats.cached_members(chat_id)
@@ -290,12 +321,6 @@ class MessageService:
         self._fanout(chat_id, members, messages)
 
     # ------------------------------------------------------------------ reads
-    async def visible_periods(self, user: str, chat_id: str) -> list[Period]:
-        """The periods of the chat the user may read (NOT_MEMBER unless a member now)."""
-        membership = await self._chats.require_member(chat_id, user)
-        periods = (await self._store.member_periods(chat_id, user)).get(user)
-        return periods or [Period(membership.joined_seq)]
-
     async def read_history(self, chat_id: str, periods: list[Period], before_seq: int,
                            limit: int) -> list[StoredMessage]:
         """Up to `limit` messages below before_seq (0: from the newest), newest first, from

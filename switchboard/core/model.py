@@ -35,25 +35,29 @@ class DeviceStatus(enum.Enum):
 
 class SendRequest:
     """One device's send as it travels from its connection to the chat's owner (maybe through
-    a ForwardSend): what the sender asked, before the owner checks it. With `event` it is a
+    a ForwardSend): what the sender asked, before the owner checks it. `e2e`: the body is
+    end-to-end encrypted (push notifications never preview it). With `event` it is a
     membership change instead (`SendRequest.membership`), travelling the same way so that it
     takes its place among the chat's sends."""
-    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids", "event")
+    __slots__ = ("user", "device", "chat_id", "client_msg_id", "body", "media_ids", "e2e",
+                 "event")
 
     def __init__(self, user: str, device: str, chat_id: str, client_msg_id: str, body: bytes,
-                 media_ids: list[str], event: MembershipEvent | None = None) -> None:
+                 media_ids: list[str], e2e: bool = False,
+                 event: MembershipEvent | None = None) -> None:
         self.user = user
         self.device = device
         self.chat_id = chat_id
         self.client_msg_id = client_msg_id
         self.body = body
         self.media_ids = media_ids
+        self.e2e = e2e
         self.event = event
 
     @classmethod
     def membership(cls, chat_id: str, event: MembershipEvent) -> SendRequest:
         """A membership change to commit as the chat's next entry (from its actor, no device)."""
-        return cls(event.actor, "", chat_id, "", b"", [], event)
+        return cls(event.actor, "", chat_id, "", b"", [], event=event)
 
 
 class MemberAction(enum.IntEnum):
@@ -240,3 +244,74 @@ class DeviceRow:
     device_id: str
     first_seen_ms: int
     last_seen_ms: int
+
+
+class PushPlatform(enum.Enum):
+    """The push service a token belongs to (the values are the protocol's names)."""
+    APNS = "apns"                  # Apple, production
+    APNS_SANDBOX = "apns-sandbox"  # Apple, development builds
+    FCM = "fcm"                    # Firebase Cloud Messaging
+
+
+@dataclass(slots=True)
+class PushToken:
+    """A device's push registration: where its app is woken while it has no connection."""
+    platform: PushPlatform
+    token: str
+    topic: str          # APNs: the app's bundle id ("" = the server's default); FCM: unused
+    previews: bool      # the user allows a text preview in this device's notifications
+    updated_ms: int
+
+
+MUTE_FOREVER = 2 ** 63 - 1
+"""A mute's `until_ms` that never expires."""
+
+
+@dataclass(slots=True)
+class QueuedPush:
+    """A push owed to one device for one chat: messages first_seq..last_seq (all by others)
+    have not been pushed to it yet. `preview` is what may be shown ("" = content-free), fixed
+    when the entry was made, so an end-to-end encrypted body never gets here."""
+    user_id: str
+    device_id: str
+    chat_id: str
+    first_seq: int
+    last_seq: int
+    count: int          # messages by others it covers (the notification says how many)
+    sender_user: str    # of the newest message
+    preview: str
+    due_ms: int
+
+
+class MediaState(enum.IntEnum):
+    PENDING = 1   # a slot was given; the bytes are not (all) there or not checked yet
+    COMPLETE = 2  # uploaded and checked: messages may reference it
+
+
+@dataclass(slots=True)
+class MediaRecord:
+    """What the server knows of one uploaded file; the bytes are in object storage under the
+    media id. `refs` are the chats in which a send was allowed to reference it (never shrinks):
+    a media with refs is never swept as an orphan."""
+    media_id: str
+    owner: str
+    size: int
+    content_type: str
+    sha256: bytes
+    created_at_ms: int
+    part_size: int          # every part of the upload but the last has this size
+    upload_id: str = ""     # the object store's multipart upload ("" for a single PUT)
+    thumbnail_of: str = ""  # set on a thumbnail: the media it belongs to
+    state: MediaState = MediaState.PENDING
+    thumbnail_id: str = ""  # set on a media once its thumbnail completed
+    refs: frozenset[str] = frozenset()
+
+    @property
+    def content_key(self) -> str:
+        """Dedup key within the owner's uploads: the same bytes of the same type (and, for a
+        thumbnail, of the same media) are one upload."""
+        return f"{self.sha256.hex()}:{self.size}:{self.content_type}:{self.thumbnail_of}"
+
+    @property
+    def part_count(self) -> int:
+        return max(1, -(-self.size // self.part_size))

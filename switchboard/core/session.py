@@ -58,8 +58,8 @@ class SessionPort(Protocol):
     def decode(self, payload: bytes) -> tuple[str | None, int, Any, str | None] | None:
         """A ClientFrame the session did not read itself: (kind, request_id, fields, problem).
         None: not a ClientFrame (close 4000); `problem`: a field no request may carry
-        (INVALID_ARGUMENT naming it). `fields` is (client_msg_id, chat_id, body, media_ids)
-        for a Send, [(chat_id, seq), ...] for an Ack, the token for an Auth, and the decoded
+        (INVALID_ARGUMENT naming it). `fields` is (client_msg_id, chat_id, body, media_ids,
+        e2e) for a Send, [(chat_id, seq), ...] for an Ack, the token for an Auth, and the decoded
         frame for anything else."""
 
     def connected(self) -> None:
@@ -72,7 +72,7 @@ class SessionPort(Protocol):
         """An Auth frame: verify the token, then call `authenticated` or `close`."""
 
     def submit(self, rid: int, chat_id: str, client_msg_id: str, body: bytes,
-               media_ids: list[str], now: float) -> None:
+               media_ids: list[str], e2e: bool, now: float) -> None:
         """A Send: hand it on; then `send_acked` or `send_failed` with `rid`."""
 
     def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:

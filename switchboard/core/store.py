@@ -9,6 +9,9 @@ Ports (each an ABC below; a service asks for the narrowest one it needs):
 * `DeviceDirectory`: device admission, revocation, last seen.
 * `SettingsStore`: per-user settings.
 * `BlockList`: who blocked whom.
+* `PushDirectory`: devices' push tokens, per-user chat mutes, the queue of pushes owed.
+* `MediaDirectory`: uploaded media (owner, size, type, hash, state, references); the bytes
+  are in object storage (core/objects.py), never in the store.
 
 `Store` bundles them with `open`, `close` and `commit`, the write path of the coalescing writer.
 Implementations, one per file: `store_sqlite.SQLiteStore` (embedded, one file),
@@ -62,8 +65,9 @@ from __future__ import annotations
 import abc
 from typing import Collection
 
-from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, Membership,
-                    Period, Receipt, Role, StoredMessage, UserSettings, Visibility)
+from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, MediaRecord,
+                    Membership, Period, PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                    UserSettings, Visibility)
 
 
 class StoreError(Exception):
@@ -174,7 +178,8 @@ class DeviceDirectory(abc.ABC):
 
     @abc.abstractmethod
     async def revoke_device(self, user_id: str, device_id: str) -> bool:
-        """Revoke a device (its cursors are dropped); False if it is unknown or already revoked."""
+        """Revoke a device (its cursors and push token are dropped); False if it is unknown or
+        already revoked."""
 
     @abc.abstractmethod
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
@@ -218,7 +223,91 @@ class BlockList(abc.ABC):
         """The users who blocked user_id."""
 
 
-class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore, BlockList):
+class PushDirectory(abc.ABC):
+    """What waking offline devices needs (switchboard/push/): a push token per device, a user's
+    muted chats, and the durable queue of pushes owed, so a restart loses none. Reads are by
+    user (tokens, mutes); the queue is read whole only when a node starts or takes chats over."""
+
+    @abc.abstractmethod
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        """Register or replace the device's token (one per device)."""
+
+    @abc.abstractmethod
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        """Remove the device's token; with `token`, only while the stored one is still that
+        token (a provider said it is dead: a registration made since stays). True if removed."""
+
+    @abc.abstractmethod
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        """device -> token for every device of the user that has one."""
+
+    @abc.abstractmethod
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        """Mute the chat for the user until `until_ms` (MUTE_FOREVER: for good); an
+        `until_ms` not after `now_ms` unmutes it."""
+
+    @abc.abstractmethod
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        """chat -> until_ms of the user's mutes that have not expired at `now_ms`."""
+
+    @abc.abstractmethod
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        """Queue or update pushes, keyed by (user, device, chat). A put whose last_seq is below
+        the stored entry's changes nothing (puts may land out of order)."""
+
+    @abc.abstractmethod
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        """(user, device, chat, last_seq): remove each entry while its last_seq is at most
+        that (a push queued since for newer messages stays)."""
+
+    @abc.abstractmethod
+    async def queued_pushes(self) -> list[QueuedPush]:
+        """Every queued push (a node starting, or taking chats over, resumes them)."""
+
+
+class MediaDirectory(abc.ABC):
+    """Uploaded media by id, deduplicated per owner by content (MediaRecord.content_key).
+
+    A media becomes referenced (its `refs` gain a chat) before a message naming it goes to the
+    writer, so a media that a committed message may name is never deleted: `claim_media` and
+    `delete_media` exclude each other per media. A claim whose message then fails leaves a
+    reference to a chat without such a message; it only keeps the bytes (a download is checked
+    against the message itself, core/media.py)."""
+
+    @abc.abstractmethod
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        """Insert a PENDING record, unless the owner already has one with the same content key:
+        then that one is returned as it is (dedup) and `record` is dropped. Two creates racing
+        on one key may both insert; each gets a usable record."""
+
+    @abc.abstractmethod
+    async def get_media(self, media_id: str) -> MediaRecord | None: ...
+
+    @abc.abstractmethod
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        """PENDING -> COMPLETE (idempotent). A completed thumbnail becomes its media's
+        `thumbnail_id` and takes its references. None when the record is gone."""
+
+    @abc.abstractmethod
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        """For each id that is `owner`'s, COMPLETE and not a thumbnail: add `chat_id` to its
+        refs and its thumbnail's, atomically per media with `delete_media`. Returns every known
+        record as it is afterwards (unknown ids are absent); the caller tells refusals apart."""
+
+    @abc.abstractmethod
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        """Up to `limit` media without refs created before the cutoff (pending or complete,
+        thumbnails too), oldest first: what an orphan sweep looks at."""
+
+    @abc.abstractmethod
+    async def delete_media(self, media_id: str) -> bool:
+        """Delete the record unless it has refs (False then, and when it is gone); its dedup
+        entry goes with it."""
+
+
+class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStore, BlockList,
+            PushDirectory, MediaDirectory):
     @abc.abstractmethod
     async def open(self) -> None:
         """Get ready to serve (creating the schema if this store may)."""
@@ -233,4 +322,5 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
 
 
 __all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "BlockList", "ChatKind", "Role", "Visibility", "DeviceStatus"]
+           "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory", "ChatKind", "Role",
+           "Visibility", "DeviceStatus"]

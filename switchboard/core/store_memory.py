@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Collection
 
 from .model import (Batch, Chat, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+                    MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
+                    PushToken, QueuedPush, Receipt, Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 
@@ -39,6 +39,11 @@ class MemoryData:
     cursors: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     settings: dict[str, UserSettings] = field(default_factory=dict)
     devices: dict[str, dict[str, _Device]] = field(default_factory=dict)  # user -> device ->
+    push_tokens: dict[str, dict[str, PushToken]] = field(default_factory=dict)  # user -> device ->
+    mutes: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> chat -> until_ms
+    push_queue: dict[tuple[str, str, str], QueuedPush] = field(default_factory=dict)
+    media: dict[str, MediaRecord] = field(default_factory=dict)
+    media_by_content: dict[tuple[str, str], str] = field(default_factory=dict)  # (owner, key) ->
 
 
 class MemoryStore(Store):
@@ -260,6 +265,7 @@ class MemoryStore(Store):
             return False
         device.revoked = True
         data.cursors.pop((user_id, device_id), None)
+        data.push_tokens.get(user_id, {}).pop(device_id, None)
         return True
 
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
@@ -270,3 +276,104 @@ class MemoryStore(Store):
     async def last_seen(self, user_id: str) -> int:
         devices = self._check().devices.get(user_id, {})
         return max((d.last_seen_ms for d in devices.values()), default=0)
+
+    # ------------------------------------------------------------------ push
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        self._check().push_tokens.setdefault(user_id, {})[device_id] = replace(token)
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        tokens = self._check().push_tokens.get(user_id, {})
+        stored = tokens.get(device_id)
+        if stored is None or token is not None and stored.token != token:
+            return False
+        del tokens[device_id]
+        return True
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {device: replace(token) for device, token
+                in self._check().push_tokens.get(user_id, {}).items()}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        mutes = self._check().mutes.setdefault(user_id, {})
+        if until_ms > now_ms:
+            mutes[chat_id] = until_ms
+        else:
+            mutes.pop(chat_id, None)
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return {chat: until for chat, until in self._check().mutes.get(user_id, {}).items()
+                if until > now_ms}
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        queue = self._check().push_queue
+        for push in pushes:
+            key = (push.user_id, push.device_id, push.chat_id)
+            stored = queue.get(key)
+            if stored is None or stored.last_seq <= push.last_seq:
+                queue[key] = replace(push)
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        queue = self._check().push_queue
+        for user_id, device_id, chat_id, last_seq in done:
+            stored = queue.get((user_id, device_id, chat_id))
+            if stored is not None and stored.last_seq <= last_seq:
+                del queue[(user_id, device_id, chat_id)]
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        return [replace(push) for push in self._check().push_queue.values()]
+
+    # ------------------------------------------------------------------ media
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        data = self._check()
+        key = (record.owner, record.content_key)
+        known = data.media.get(data.media_by_content.get(key, ""))
+        if known is not None:
+            return replace(known)
+        data.media[record.media_id] = replace(record, state=MediaState.PENDING, refs=frozenset())
+        data.media_by_content[key] = record.media_id
+        return replace(data.media[record.media_id])
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        record = self._check().media.get(media_id)
+        return None if record is None else replace(record)
+
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        media = self._check().media
+        record = media.get(media_id)
+        if record is None:
+            return None
+        record.state = MediaState.COMPLETE
+        parent = media.get(record.thumbnail_of)
+        if parent is not None:
+            parent.thumbnail_id = media_id
+            record.refs |= parent.refs
+        return replace(record)
+
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        media = self._check().media
+        for media_id in media_ids:
+            record = media.get(media_id)
+            if (record is not None and record.owner == owner and not record.thumbnail_of
+                    and record.state is MediaState.COMPLETE):
+                for claimed in (record, media.get(record.thumbnail_id)):
+                    if claimed is not None:
+                        claimed.refs |= {chat_id}
+        return {media_id: replace(media[media_id]) for media_id in media_ids if media_id in media}
+
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        found = sorted((r for r in self._check().media.values()
+                        if not r.refs and r.created_at_ms < created_before_ms),
+                       key=lambda r: (r.created_at_ms, r.media_id))
+        return [replace(r) for r in found[:max(limit, 0)]]
+
+    async def delete_media(self, media_id: str) -> bool:
+        data = self._check()
+        record = data.media.get(media_id)
+        if record is None or record.refs:
+            return False
+        del data.media[media_id]
+        key = (record.owner, record.content_key)
+        if data.media_by_content.get(key) == media_id:
+            del data.media_by_content[key]
+        return True

@@ -35,6 +35,12 @@ Tables, keys and what each query costs are in docs/storage.md; the short version
 * Device admission is a conditional batch on the user's partition, fenced by a static count of
   active devices, so two gateways racing cannot admit one device too many.
 * Blocks are two tables, by blocker and by blocked user, written by one logged batch.
+* Push: tokens and mutes by user (a mute with a TTL to its expiry); the queue of pushes owed in
+  PUSH_QUEUE_SHARDS partitions, its cells written `USING TIMESTAMP` last_seq.
+* Media: `media (media_id)` with every write conditional (so a claim and an orphan's delete
+  exclude each other), `media_by_content ((owner), content_key)` for dedup, and
+  `media_sweep ((day), created_at_ms, media_id)`: what the orphan sweep reads, one partition per
+  day of creation; an entry goes when its media is referenced or deleted.
 
 Everything goes through `cql.CqlSession` (the driver bridged to asyncio, never blocking the loop,
 with a bound on requests in flight); statements are prepared once per session. The schema is
@@ -46,15 +52,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Awaitable, Collection, Iterable, Sequence
 
 from .cql import CqlRejected, CqlSession, CqlSettings, connect
 from .lru import LRU
-from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, NewMessage, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+from .model import (MUTE_FOREVER, Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow,
+                    DeviceStatus, MediaRecord, MediaState, MemberAction, MembershipEvent,
+                    Membership, NewMessage, Period, PushPlatform, PushToken, QueuedPush, Receipt,
+                    Role, StoredMessage, UserSettings, Visibility)
 from .store import Store, StoreError
 
 BUCKET_SIZE = 1000          # messages per partition of a chat: part of the schema, never change
@@ -67,9 +75,15 @@ CONTENTION_PAUSE = 0.002    # s, times the attempt: the longest random pause aft
 READ_PAGE = 500             # rows per page when a read spans buckets
 CACHED_CHATS = 200_000      # chats whose indexed head this store remembers
 UPGRADE_BATCHES = 16        # unlogged batches in flight while an upgrade fills tables in
+PUSH_QUEUE_SHARDS = 16      # partitions of the push queue: part of the schema, never change
+MAX_TTL = 630_720_000       # s: the longest TTL CQL takes (20 years); longer mutes keep none
+DAY_MS = 86_400_000         # media_sweep partitions: one per day of creation
+SWEEP_LOOKBACK_DAYS = 60    # how far back a store's first orphan sweep looks
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
                    "created_at_ms, event_action, event_actor, event_users")
+MEDIA_COLUMNS = ("media_id, owner, size, content_type, sha256, created_at_ms, part_size, upload_id, "
+                 "thumbnail_of, state, thumbnail_id, refs")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.messages (
@@ -107,6 +121,24 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.blockers (
         blocked_id text, user_id text, PRIMARY KEY (blocked_id, user_id))""",
     "CREATE TABLE IF NOT EXISTS {ks}.upgrades (step text PRIMARY KEY, done_at_ms bigint)",
+    """CREATE TABLE IF NOT EXISTS {ks}.push_tokens (
+        user_id text, device_id text, platform text, push_token text, topic text, previews boolean,
+        updated_ms bigint, PRIMARY KEY (user_id, device_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.chat_mutes (
+        user_id text, chat_id text, until_ms bigint, PRIMARY KEY (user_id, chat_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.push_queue (
+        shard int, user_id text, device_id text, chat_id text, first_seq bigint, last_seq bigint,
+        coalesced int, sender_user text, preview text, due_ms bigint,
+        PRIMARY KEY (shard, user_id, device_id, chat_id))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media (
+        media_id text PRIMARY KEY, owner text, content_key text, size bigint, content_type text,
+        sha256 blob, created_at_ms bigint, part_size bigint, upload_id text, thumbnail_of text,
+        state int, thumbnail_id text, refs set<text>, referenced boolean)""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media_by_content (
+        owner text, content_key text, media_id text, PRIMARY KEY (owner, content_key))""",
+    """CREATE TABLE IF NOT EXISTS {ks}.media_sweep (
+        day bigint, created_at_ms bigint, media_id text,
+        PRIMARY KEY (day, created_at_ms, media_id))""",
 )
 
 # Columns tables gained after they were first created: (table, column, type), added by migrate
@@ -358,6 +390,7 @@ class ScyllaStore(Store):
         self._session: CqlSession | None = None
         self._logs: LRU[str, _Log] = LRU(CACHED_CHATS)
         self._q = _Queries(keyspace)
+        self._sweep_floor: int | None = None  # the oldest media_sweep day that had candidates
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -917,7 +950,8 @@ class ScyllaStore(Store):
             if result.applied:
                 # Its cursors go for good: later cursor writes carry timestamps (seqs) far
                 # below this delete's, so none comes back.
-                await self._write(q.drop_cursors, (user_id, device_id))
+                await _all((self._write(q.drop_cursors, (user_id, device_id)),
+                            self._write(q.drop_push_token, (user_id, device_id))))
                 return True
         raise StoreContention(f"devices of {user_id}: too many concurrent changes")
 
@@ -953,6 +987,185 @@ class ScyllaStore(Store):
 
     async def blockers(self, user_id: str) -> set[str]:
         return {row.user_id for row in await self._read_all(self._q.blockers, (user_id,))}
+
+    # ------------------------------------------------------------------ push
+    # The queue's cells are written and deleted `USING TIMESTAMP last_seq`, the watermarks'
+    # rule: a put for newer messages outlives the drop of an older entry whatever order they
+    # land in, with no read and no Paxos. Only the token's removal on a provider's word is
+    # conditional (rare: a dead token).
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        await self._write(self._q.set_push_token, (
+            user_id, device_id, token.platform.value, token.token, token.topic, token.previews,
+            token.updated_ms))
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        q = self._q
+        if token is None:
+            had = await self._read(q.push_token, (user_id, device_id))
+            await self._write(q.drop_push_token, (user_id, device_id))
+            return bool(had)
+        self.stats.conditional += 1
+        result = await self.session.execute(q.drop_push_token_if, (user_id, device_id, token))
+        return result.applied
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {row.device_id: PushToken(PushPlatform(row.platform), row.push_token, row.topic or "",
+                                         bool(row.previews), row.updated_ms or 0)
+                for row in await self._read_all(self._q.push_tokens, (user_id,))}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        """Written with a TTL to its expiry, so expired mutes leave by themselves."""
+        if until_ms <= now_ms:
+            await self._write(self._q.unmute, (user_id, chat_id))
+            return
+        ttl = -(-(until_ms - now_ms) // 1000)
+        forever = until_ms == MUTE_FOREVER or ttl > MAX_TTL
+        await self._write(self._q.set_mute, (user_id, chat_id, until_ms, 0 if forever else ttl))
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return {row.chat_id: row.until_ms
+                for row in await self._read_all(self._q.mutes, (user_id,))
+                if row.until_ms is not None and row.until_ms > now_ms}
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        await self._write_per_shard([(p.chat_id, self._q.put_push, (
+            p.last_seq, p.first_seq, p.last_seq, p.count, p.sender_user, p.preview, p.due_ms,
+            _push_shard(p.chat_id), p.user_id, p.device_id, p.chat_id)) for p in pushes])
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        await self._write_per_shard([(chat_id, self._q.drop_push, (
+            last_seq, _push_shard(chat_id), user_id, device_id, chat_id))
+            for user_id, device_id, chat_id, last_seq in done])
+
+    async def _write_per_shard(self, writes: list[tuple[str, str, Sequence[Any]]]) -> None:
+        """(chat, statement, params): one unlogged batch per queue partition (and per
+        MAX_BATCH_STATEMENTS statements)."""
+        by_shard: dict[int, list[tuple[str, Sequence[Any]]]] = defaultdict(list)
+        for chat_id, cql, params in writes:
+            by_shard[_push_shard(chat_id)].append((cql, params))
+        await _all(self._write_batch(chunk) for group in by_shard.values()
+                   for chunk in _chunks(group, MAX_BATCH_STATEMENTS))
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        shards = await asyncio.gather(*(self._read_all(self._q.queued_pushes, (shard,))
+                                        for shard in range(PUSH_QUEUE_SHARDS)))
+        return [QueuedPush(row.user_id, row.device_id, row.chat_id, row.first_seq, row.last_seq,
+                           row.coalesced, row.sender_user or "", row.preview or "", row.due_ms)
+                for rows in shards for row in rows if row.last_seq is not None]
+
+    # ------------------------------------------------------------------ media
+    # Every write to a media row is conditional (Paxos), so claim_media and delete_media are
+    # linearizable per media: a claimed media is never deleted, a deleted one never claimed.
+    async def _conditional(self, cql: str, params: Sequence[Any]) -> bool:
+        self.stats.conditional += 1
+        return (await self.session.execute(cql, params)).applied
+
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        """The sweep entry first (harmless without a record), then the record, then the dedup
+        entry IF NOT EXISTS: a loser drops its own record and returns the winner's. A dedup
+        entry whose record was deleted is taken over conditionally."""
+        q, r = self._q, record
+        inserted = False
+        for _ in range(MAX_ATTEMPTS):
+            rows = await self._read(q.media_by_content, (r.owner, r.content_key))
+            known = await self.get_media(rows[0].media_id) if rows else None
+            if known is not None:
+                if inserted:
+                    await self._conditional(q.delete_media_row, (r.media_id,))
+                return known
+            if not inserted:
+                await self._write(q.insert_media_sweep, (_day(r.created_at_ms), r.created_at_ms,
+                                                         r.media_id))
+                await self._conditional(q.insert_media, (
+                    r.media_id, r.owner, r.content_key, r.size, r.content_type, r.sha256,
+                    r.created_at_ms, r.part_size, r.upload_id, r.thumbnail_of,
+                    int(MediaState.PENDING), "", False))
+                inserted = True
+            if rows:
+                won = await self._conditional(q.replace_media_by_content, (
+                    r.media_id, r.owner, r.content_key, rows[0].media_id))
+            else:
+                won = await self._conditional(q.insert_media_by_content, (
+                    r.owner, r.content_key, r.media_id))
+            if won:
+                return replace(r, state=MediaState.PENDING, thumbnail_id="", refs=frozenset())
+        raise StoreContention(f"media of {r.owner}: too many concurrent uploads of one file")
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        if not media_id:
+            return None
+        rows = await self._read(self._q.get_media, (media_id,))
+        return _media_record(rows[0]) if rows and rows[0].owner is not None else None
+
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        q = self._q
+        if not await self._conditional(q.complete_media, (int(MediaState.COMPLETE), media_id)):
+            return None
+        record = await self.get_media(media_id)
+        parent = await self.get_media(record.thumbnail_of) if record else None
+        if parent is not None:
+            await self._conditional(q.link_thumbnail, (media_id, parent.media_id))
+            if parent.refs:
+                await self._conditional(q.add_media_refs, (set(parent.refs), media_id))
+            record = await self.get_media(media_id)
+        return record
+
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        q = self._q
+        ids = list(dict.fromkeys(media_ids))
+
+        async def claim(media_id: str) -> None:
+            if not await self._conditional(q.claim_media, ({chat_id}, media_id, owner,
+                                                           int(MediaState.COMPLETE))):
+                return
+            record = await self.get_media(media_id)
+            claimed = [record]
+            if record.thumbnail_id and await self._conditional(
+                    q.add_media_refs, ({chat_id}, record.thumbnail_id)):
+                claimed.append(await self.get_media(record.thumbnail_id))
+            await _all(self._write(q.delete_media_sweep, (_day(c.created_at_ms), c.created_at_ms,
+                                                          c.media_id))
+                       for c in claimed if c is not None)
+
+        await _all(claim(media_id) for media_id in ids)
+        found = await asyncio.gather(*(self.get_media(media_id) for media_id in ids))
+        return {record.media_id: record for record in found if record is not None}
+
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        """Days of media_sweep from the oldest that had candidates; entries whose record is
+        gone or referenced are dropped on the way."""
+        q = self._q
+        last = _day(created_before_ms)
+        first = self._sweep_floor if self._sweep_floor is not None else last - SWEEP_LOOKBACK_DAYS
+        found: list[MediaRecord] = []
+        floor = None
+        for day in range(first, last + 1):
+            for row in await self._read_all(q.media_sweep, (day, created_before_ms)):
+                record = await self.get_media(row.media_id)
+                if record is None or record.refs:
+                    await self._write(q.delete_media_sweep, (day, row.created_at_ms,
+                                                             row.media_id))
+                    continue
+                floor = day if floor is None else floor
+                found.append(record)
+                if len(found) >= limit:
+                    self._sweep_floor = floor
+                    return found
+        self._sweep_floor = last if floor is None else floor
+        return found
+
+    async def delete_media(self, media_id: str) -> bool:
+        q = self._q
+        record = await self.get_media(media_id)
+        if record is None or record.refs or not await self._conditional(q.delete_media,
+                                                                         (media_id,)):
+            return False
+        await _all([self._conditional(q.delete_media_by_content, (record.owner,
+                                                                  record.content_key, media_id)),
+                     self._write(q.delete_media_sweep, (_day(record.created_at_ms),
+                                                        record.created_at_ms, media_id))])
+        return True
 
 
 class _Queries:
@@ -1043,6 +1256,55 @@ class _Queries:
         self.drop_blocker = f"DELETE FROM {ks}.blockers WHERE blocked_id = ? AND user_id = ?"
         self.blocked = f"SELECT blocked_id FROM {ks}.blocks WHERE user_id = ?"
         self.blockers = f"SELECT user_id FROM {ks}.blockers WHERE blocked_id = ?"
+        self.set_push_token = (f"INSERT INTO {ks}.push_tokens (user_id, device_id, platform, "
+                               "push_token, topic, previews, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        self.push_token = (f"SELECT push_token FROM {ks}.push_tokens WHERE user_id = ? "
+                           "AND device_id = ?")
+        self.push_tokens = (f"SELECT device_id, platform, push_token, topic, previews, updated_ms "
+                            f"FROM {ks}.push_tokens WHERE user_id = ?")
+        self.drop_push_token = (f"DELETE FROM {ks}.push_tokens WHERE user_id = ? "
+                                "AND device_id = ?")
+        self.drop_push_token_if = self.drop_push_token + " IF push_token = ?"
+        self.set_mute = (f"INSERT INTO {ks}.chat_mutes (user_id, chat_id, until_ms) "
+                         "VALUES (?, ?, ?) USING TTL ?")
+        self.unmute = f"DELETE FROM {ks}.chat_mutes WHERE user_id = ? AND chat_id = ?"
+        self.mutes = f"SELECT chat_id, until_ms FROM {ks}.chat_mutes WHERE user_id = ?"
+        self.put_push = (f"UPDATE {ks}.push_queue USING TIMESTAMP ? SET first_seq = ?, "
+                         "last_seq = ?, coalesced = ?, sender_user = ?, preview = ?, due_ms = ? "
+                         "WHERE shard = ? AND user_id = ? AND device_id = ? AND chat_id = ?")
+        self.drop_push = (f"DELETE FROM {ks}.push_queue USING TIMESTAMP ? WHERE shard = ? "
+                          "AND user_id = ? AND device_id = ? AND chat_id = ?")
+        self.queued_pushes = (f"SELECT user_id, device_id, chat_id, first_seq, last_seq, coalesced, "
+                              f"sender_user, preview, due_ms FROM {ks}.push_queue "
+                              "WHERE shard = ?")
+        self.get_media = (f"SELECT {MEDIA_COLUMNS} FROM {ks}.media WHERE media_id = ?")
+        self.insert_media = (f"INSERT INTO {ks}.media (media_id, owner, content_key, size, "
+                             "content_type, sha256, created_at_ms, part_size, upload_id, "
+                             "thumbnail_of, state, thumbnail_id, referenced) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
+        self.delete_media_row = f"DELETE FROM {ks}.media WHERE media_id = ? IF EXISTS"
+        self.complete_media = f"UPDATE {ks}.media SET state = ? WHERE media_id = ? IF EXISTS"
+        self.link_thumbnail = (f"UPDATE {ks}.media SET thumbnail_id = ? WHERE media_id = ? "
+                               "IF EXISTS")
+        self.add_media_refs = (f"UPDATE {ks}.media SET refs = refs + ?, referenced = true "
+                               "WHERE media_id = ? IF EXISTS")
+        self.claim_media = (f"UPDATE {ks}.media SET refs = refs + ?, referenced = true "
+                            "WHERE media_id = ? IF owner = ? AND state = ? AND thumbnail_of = ''")
+        self.delete_media = f"DELETE FROM {ks}.media WHERE media_id = ? IF referenced = false"
+        self.media_by_content = (f"SELECT media_id FROM {ks}.media_by_content "
+                                 "WHERE owner = ? AND content_key = ?")
+        self.insert_media_by_content = (f"INSERT INTO {ks}.media_by_content (owner, content_key, "
+                                        "media_id) VALUES (?, ?, ?) IF NOT EXISTS")
+        self.replace_media_by_content = (f"UPDATE {ks}.media_by_content SET media_id = ? "
+                                         "WHERE owner = ? AND content_key = ? IF media_id = ?")
+        self.delete_media_by_content = (f"DELETE FROM {ks}.media_by_content WHERE owner = ? "
+                                        "AND content_key = ? IF media_id = ?")
+        self.insert_media_sweep = (f"INSERT INTO {ks}.media_sweep (day, created_at_ms, media_id) "
+                                   "VALUES (?, ?, ?)")
+        self.delete_media_sweep = (f"DELETE FROM {ks}.media_sweep WHERE day = ? "
+                                   "AND created_at_ms = ? AND media_id = ?")
+        self.media_sweep = (f"SELECT created_at_ms, media_id FROM {ks}.media_sweep "
+                            "WHERE day = ? AND created_at_ms < ?")
 
 
 def _table_name(statement: str) -> str:
@@ -1072,8 +1334,23 @@ def _periods(rows: Iterable[tuple[str, Any]]) -> dict[str, list[Period]]:
     return out
 
 
+def _media_record(row: Any) -> MediaRecord:
+    return MediaRecord(row.media_id, row.owner, row.size, row.content_type, row.sha256,
+                       row.created_at_ms, row.part_size, row.upload_id or "",
+                       row.thumbnail_of or "", MediaState(row.state), row.thumbnail_id or "",
+                       frozenset(row.refs or ()))
+
+
+def _day(ms: int) -> int:
+    return ms // DAY_MS
+
+
 def _last_seen(row: Any) -> int:
     return max(row.first_seen_ms or 0, row.last_seen_ms or 0)
+
+
+def _push_shard(chat_id: str) -> int:
+    return zlib.crc32(chat_id.encode()) % PUSH_QUEUE_SHARDS
 
 
 def _chat(row: Any) -> Chat:

@@ -49,8 +49,9 @@ import orjson
 
 from ._native import native
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
-                    MemberAction, MembershipEvent, Membership, Period, Receipt, Role,
-                    StoredMessage, UserSettings, Visibility)
+                    MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
+                    PushPlatform, PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                    UserSettings, Visibility)
 from .store import Store, StoreError
 
 BatchCommitter = native("sqlitebatch").BatchCommitter
@@ -104,6 +105,28 @@ CREATE TABLE IF NOT EXISTS blocks (
     user_id TEXT NOT NULL, blocked_id TEXT NOT NULL,
     PRIMARY KEY (user_id, blocked_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_by_blocked ON blocks (blocked_id, user_id);
+CREATE TABLE IF NOT EXISTS push_tokens (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, platform TEXT NOT NULL, token TEXT NOT NULL,
+    topic TEXT NOT NULL, previews INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chat_mutes (
+    user_id TEXT NOT NULL, chat_id TEXT NOT NULL, until_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, chat_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS push_queue (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, count INTEGER NOT NULL,
+    sender_user TEXT NOT NULL, preview TEXT NOT NULL, due_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS media (
+    media_id TEXT PRIMARY KEY, owner TEXT NOT NULL, content_key TEXT NOT NULL,
+    size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL, part_size INTEGER NOT NULL, upload_id TEXT NOT NULL,
+    thumbnail_of TEXT NOT NULL, state INTEGER NOT NULL, thumbnail_id TEXT NOT NULL,
+    referenced INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS media_content ON media (owner, content_key);
+CREATE INDEX IF NOT EXISTS media_unreferenced ON media (created_at_ms) WHERE referenced = 0;
+CREATE TABLE IF NOT EXISTS media_refs (
+    media_id TEXT NOT NULL, chat_id TEXT NOT NULL, PRIMARY KEY (media_id, chat_id)) WITHOUT ROWID;
 """
 
 MESSAGE_COLUMNS = ("seq, server_id, sender_user, sender_device, client_msg_id, body, media_ids, "
@@ -191,6 +214,36 @@ SQL_BLOCK = "INSERT OR IGNORE INTO blocks (user_id, blocked_id) VALUES (?, ?)"
 SQL_UNBLOCK = "DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?"
 SQL_BLOCKED = "SELECT blocked_id FROM blocks WHERE user_id = ? ORDER BY blocked_id"
 SQL_BLOCKERS = "SELECT user_id FROM blocks WHERE blocked_id = ?"
+SQL_SET_PUSH_TOKEN = ("INSERT OR REPLACE INTO push_tokens (user_id, device_id, platform, token, "
+                      "topic, previews, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+SQL_DROP_PUSH_TOKEN = "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ?"
+SQL_DROP_PUSH_TOKEN_IF = SQL_DROP_PUSH_TOKEN + " AND token = ?"
+SQL_PUSH_TOKENS = ("SELECT device_id, platform, token, topic, previews, updated_ms "
+                   "FROM push_tokens WHERE user_id = ?")
+SQL_SET_MUTE = "INSERT OR REPLACE INTO chat_mutes (user_id, chat_id, until_ms) VALUES (?, ?, ?)"
+SQL_UNMUTE = "DELETE FROM chat_mutes WHERE user_id = ? AND chat_id = ?"
+SQL_MUTES = "SELECT chat_id, until_ms FROM chat_mutes WHERE user_id = ? AND until_ms > ?"
+PUSH_COLUMNS = ("user_id, device_id, chat_id, first_seq, last_seq, count, sender_user, preview, "
+                "due_ms")
+SQL_PUT_PUSH = (f"INSERT INTO push_queue ({PUSH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (user_id, device_id, chat_id) DO UPDATE SET "
+                "first_seq = excluded.first_seq, last_seq = excluded.last_seq, "
+                "count = excluded.count, sender_user = excluded.sender_user, "
+                "preview = excluded.preview, due_ms = excluded.due_ms "
+                "WHERE excluded.last_seq >= push_queue.last_seq")
+SQL_DROP_PUSH = ("DELETE FROM push_queue WHERE user_id = ? AND device_id = ? AND chat_id = ? "
+                 "AND last_seq <= ?")
+SQL_QUEUED_PUSHES = f"SELECT {PUSH_COLUMNS} FROM push_queue"
+MEDIA_COLUMNS = ("media_id, owner, size, content_type, sha256, created_at_ms, part_size, upload_id, "
+                 "thumbnail_of, state, thumbnail_id")
+SQL_MEDIA = f"SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = ?"
+SQL_MEDIA_BY_CONTENT = f"SELECT {MEDIA_COLUMNS} FROM media WHERE owner = ? AND content_key = ?"
+SQL_INSERT_MEDIA = (f"INSERT INTO media ({MEDIA_COLUMNS}, content_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+SQL_MEDIA_REFS = "SELECT chat_id FROM media_refs WHERE media_id = ?"
+SQL_ADD_MEDIA_REF = "INSERT OR IGNORE INTO media_refs (media_id, chat_id) VALUES (?, ?)"
+SQL_UNREFERENCED_MEDIA = (f"SELECT {MEDIA_COLUMNS} FROM media WHERE referenced = 0 "
+                          "AND created_at_ms < ? ORDER BY created_at_ms, media_id LIMIT ?")
 
 
 # The native batch commit (core/_native/sqlitebatch.pyx): its statements, in its order, and the
@@ -289,6 +342,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(MEMBER_PERIODS_TABLE)
             conn.execute("INSERT INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
                          "SELECT chat_id, user_id, joined_seq, NULL FROM members")
+
+
+def _media(conn: sqlite3.Connection, row: tuple | None) -> MediaRecord | None:
+    if row is None:
+        return None
+    media_id, owner, size, content_type, sha256, created, part_size, upload_id, thumbnail_of, \
+        state, thumbnail_id = row
+    refs = frozenset(chat_id for chat_id, in conn.execute(SQL_MEDIA_REFS, (media_id,)))
+    return MediaRecord(media_id, owner, size, content_type, sha256, created, part_size, upload_id,
+                       thumbnail_of, MediaState(state), thumbnail_id, refs)
 
 
 def _members(conn: sqlite3.Connection, chat_id: str) -> dict[str, Membership]:
@@ -705,6 +768,7 @@ class SQLiteStore(Store):
             revoked = conn.execute(SQL_REVOKE_DEVICE, (user_id, device_id)).rowcount > 0
             if revoked:
                 conn.execute(SQL_DROP_CURSORS, (user_id, device_id))
+                conn.execute(SQL_DROP_PUSH_TOKEN, (user_id, device_id))
         return revoked
 
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
@@ -724,3 +788,141 @@ class SQLiteStore(Store):
 
     def _last_seen(self, user_id: str) -> int:
         return self._local.conn.execute(SQL_LAST_SEEN, (user_id,)).fetchone()[0]
+
+    # ------------------------------------------------------------------ push
+    async def set_push_token(self, user_id: str, device_id: str, token: PushToken) -> None:
+        await self._write(self._run, SQL_SET_PUSH_TOKEN, (
+            user_id, device_id, token.platform.value, token.token, token.topic,
+            int(token.previews), token.updated_ms))
+
+    async def drop_push_token(self, user_id: str, device_id: str, token: str | None = None) -> bool:
+        if token is None:
+            return await self._write(self._run, SQL_DROP_PUSH_TOKEN, (user_id, device_id)) > 0
+        return await self._write(self._run, SQL_DROP_PUSH_TOKEN_IF,
+                                 (user_id, device_id, token)) > 0
+
+    async def push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return await self._read(self._push_tokens, user_id)
+
+    def _push_tokens(self, user_id: str) -> dict[str, PushToken]:
+        return {device: PushToken(PushPlatform(platform), token, topic, bool(previews), updated)
+                for device, platform, token, topic, previews, updated
+                in self._local.conn.execute(SQL_PUSH_TOKENS, (user_id,))}
+
+    async def set_mute(self, user_id: str, chat_id: str, until_ms: int, now_ms: int) -> None:
+        if until_ms > now_ms:
+            await self._write(self._run, SQL_SET_MUTE, (user_id, chat_id, until_ms))
+        else:
+            await self._write(self._run, SQL_UNMUTE, (user_id, chat_id))
+
+    async def mutes(self, user_id: str, now_ms: int) -> dict[str, int]:
+        return await self._read(self._pairs, SQL_MUTES, (user_id, now_ms))
+
+    async def put_pushes(self, pushes: list[QueuedPush]) -> None:
+        await self._write(self._run_many, SQL_PUT_PUSH, [
+            (p.user_id, p.device_id, p.chat_id, p.first_seq, p.last_seq, p.count, p.sender_user,
+             p.preview, p.due_ms) for p in pushes])
+
+    async def drop_pushes(self, done: list[tuple[str, str, str, int]]) -> None:
+        await self._write(self._run_many, SQL_DROP_PUSH, done)
+
+    async def queued_pushes(self) -> list[QueuedPush]:
+        return await self._read(self._queued_pushes)
+
+    def _queued_pushes(self) -> list[QueuedPush]:
+        return [QueuedPush(*row) for row in self._local.conn.execute(SQL_QUEUED_PUSHES)]
+
+    def _run(self, sql: str, params: tuple) -> int:
+        """One write statement in its own transaction; the rows it changed."""
+        conn = self._write_conn
+        with _transaction(conn):
+            return conn.execute(sql, params).rowcount
+
+    def _run_many(self, sql: str, rows: list[tuple]) -> None:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.executemany(sql, rows)
+
+    # ------------------------------------------------------------------ media
+    async def create_media(self, record: MediaRecord) -> MediaRecord:
+        return await self._write(self._create_media, record)
+
+    def _create_media(self, r: MediaRecord) -> MediaRecord:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.execute(SQL_INSERT_MEDIA, (
+                r.media_id, r.owner, r.size, r.content_type, r.sha256, r.created_at_ms,
+                r.part_size, r.upload_id, r.thumbnail_of, int(MediaState.PENDING), "",
+                r.content_key))
+            stored = _media(conn, conn.execute(SQL_MEDIA_BY_CONTENT,
+                                               (r.owner, r.content_key)).fetchone())
+        return stored
+
+    async def get_media(self, media_id: str) -> MediaRecord | None:
+        return await self._read(self._get_media, media_id)
+
+    def _get_media(self, media_id: str) -> MediaRecord | None:
+        conn = self._local.conn
+        return _media(conn, conn.execute(SQL_MEDIA, (media_id,)).fetchone())
+
+    async def complete_media(self, media_id: str) -> MediaRecord | None:
+        return await self._write(self._complete_media, media_id)
+
+    def _complete_media(self, media_id: str) -> MediaRecord | None:
+        conn = self._write_conn
+        with _transaction(conn):
+            if not conn.execute("UPDATE media SET state = ? WHERE media_id = ?",
+                                (int(MediaState.COMPLETE), media_id)).rowcount:
+                return None
+            record = _media(conn, conn.execute(SQL_MEDIA, (media_id,)).fetchone())
+            parent = _media(conn, conn.execute(SQL_MEDIA, (record.thumbnail_of,)).fetchone())
+            if parent is not None:
+                conn.execute("UPDATE media SET thumbnail_id = ? WHERE media_id = ?",
+                             (media_id, parent.media_id))
+                self._add_refs(conn, media_id, parent.refs)
+                record = _media(conn, conn.execute(SQL_MEDIA, (media_id,)).fetchone())
+        return record
+
+    @staticmethod
+    def _add_refs(conn: sqlite3.Connection, media_id: str, chat_ids: Collection[str]) -> None:
+        if chat_ids:
+            conn.executemany(SQL_ADD_MEDIA_REF, [(media_id, chat_id) for chat_id in chat_ids])
+            conn.execute("UPDATE media SET referenced = 1 WHERE media_id = ?", (media_id,))
+
+    async def claim_media(self, owner: str, chat_id: str,
+                          media_ids: Collection[str]) -> dict[str, MediaRecord]:
+        return await self._write(self._claim_media, owner, chat_id, list(media_ids))
+
+    def _claim_media(self, owner: str, chat_id: str, media_ids: list[str]) -> dict[str, MediaRecord]:
+        conn = self._write_conn
+        with _transaction(conn):
+            for media_id in media_ids:
+                record = _media(conn, conn.execute(SQL_MEDIA, (media_id,)).fetchone())
+                if (record is not None and record.owner == owner and not record.thumbnail_of
+                        and record.state is MediaState.COMPLETE):
+                    self._add_refs(conn, media_id, (chat_id,))
+                    if record.thumbnail_id:
+                        self._add_refs(conn, record.thumbnail_id, (chat_id,))
+            found = {media_id: _media(conn, conn.execute(SQL_MEDIA, (media_id,)).fetchone())
+                     for media_id in media_ids}
+        return {media_id: record for media_id, record in found.items() if record is not None}
+
+    async def unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        if limit <= 0:
+            return []
+        return await self._read(self._unreferenced_media, created_before_ms, limit)
+
+    def _unreferenced_media(self, created_before_ms: int, limit: int) -> list[MediaRecord]:
+        conn = self._local.conn
+        return [_media(conn, row) for row in
+                conn.execute(SQL_UNREFERENCED_MEDIA, (created_before_ms, limit)).fetchall()]
+
+    async def delete_media(self, media_id: str) -> bool:
+        return await self._write(self._delete_media, media_id)
+
+    def _delete_media(self, media_id: str) -> bool:
+        conn = self._write_conn
+        with _transaction(conn):
+            deleted = conn.execute("DELETE FROM media WHERE media_id = ? AND referenced = 0",
+                                   (media_id,)).rowcount > 0
+        return deleted

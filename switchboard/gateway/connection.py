@@ -274,7 +274,7 @@ class Connection:
         self.transport.disconnect(graceful=graceful)
 
     def submit(self, rid: int, chat_id: str, client_msg_id: str, body: bytes,
-               media_ids: list[str], now: float) -> None:
+               media_ids: list[str], e2e: bool, now: float) -> None:
         gw = self.gw
         session = self.session
         if gw.draining:
@@ -288,7 +288,7 @@ class Connection:
             return
         try:
             future = gw.router.submit_send(SendRequest(self.user, self.device, chat_id,
-                                                       client_msg_id, body, media_ids))
+                                                       client_msg_id, body, media_ids, e2e))
         except DomainError as exc:
             self._send_failed(rid, exc, chat_id, client_msg_id)
             return

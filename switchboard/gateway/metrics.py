@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from switchboard.buildinfo import build_info
+from switchboard.core.metrics import Histogram as Buckets
+from switchboard.core.metrics import Metric
 from switchboard.core.model import Batch
 
 if TYPE_CHECKING:
@@ -33,26 +35,15 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-class Histogram:
-    """Cumulative-on-export bucket counts; observe() is a bisect and two additions."""
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
+class Histogram(Buckets):
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        buckets = []
-        running = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts):
-            running += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+        return _histogram_family(self, name, documentation)
+
+
+def _histogram_family(histogram: Buckets, name: str, documentation: str) -> HistogramMetricFamily:
+    buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), count)
+               for bound, count in histogram.cumulative()]
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=histogram.total)
 
 
 class LoopLag:
@@ -96,6 +87,7 @@ class GatewayMetrics:
         self.flush_seconds = Histogram(SECONDS_BUCKETS)
         self.send_durable_seconds = Histogram(SECONDS_BUCKETS)
         self.loop_lag = LoopLag()
+        self.sources: list[Callable[[], list[Metric]]] = []  # components beside the router
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
 
@@ -199,9 +191,26 @@ class _GatewayCollector(Collector):
         if gw.tls is not None:
             yield _counter("switchboard_tls_reloads", "certificate reloads that took effect",
                            gw.tls.reloads)
-        for metric in gw.router.metrics():  # each component names and documents its own
-            family = GaugeMetricFamily if metric.kind == "gauge" else CounterMetricFamily
-            yield family(f"switchboard_{metric.name}", metric.help, value=metric.value)
+        components = [gw.router.metrics(), *(source() for source in m.sources)]
+        yield from _families(metric for metrics in components for metric in metrics)
+
+
+def _families(metrics: Iterable[Metric]) -> Iterator:
+    """Each component names and documents its own numbers; metrics of one name that differ by
+    their labels become one family."""
+    families: dict[str, Any] = {}
+    for metric in metrics:
+        name = f"switchboard_{metric.name}"
+        if metric.kind == "histogram":
+            yield _histogram_family(metric.value, name, metric.help)
+            continue
+        family = families.get(name)
+        if family is None:
+            kind = GaugeMetricFamily if metric.kind == "gauge" else CounterMetricFamily
+            family = families[name] = kind(name, metric.help,
+                                           labels=[key for key, _ in metric.labels])
+        family.add_metric([value for _, value in metric.labels], metric.value)
+    yield from families.values()
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

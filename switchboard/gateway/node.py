@@ -16,6 +16,7 @@ from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.codes import Close
+from switchboard.push.service import PushService
 from switchboard.router.base import Invalidation
 
 from . import frames
@@ -29,7 +30,7 @@ CATCH_UP_SLICE = 256  # connections whose cursors are read at once
 class GatewayNode:
     def __init__(self, hub: Hub, presence: PresenceFanout, chats: ChatService,
                  settings: Settings, devices: Devices, receipts: ReceiptService, blocks: Blocks,
-                 tasks: TaskGroup) -> None:
+                 push: PushService, tasks: TaskGroup) -> None:
         self._hub = hub
         self._presence = presence
         self._chats = chats
@@ -37,6 +38,7 @@ class GatewayNode:
         self._devices = devices
         self._receipts = receipts
         self._blocks = blocks
+        self._push = push
         self._tasks = tasks
 
     def deliver(self, chat_id: str, members: Mapping[str, Any], messages: list[StoredMessage]) -> None:
@@ -55,6 +57,7 @@ class GatewayNode:
             self._hub.recheck_chat(key, removed)
         elif kind is Invalidation.USER_SETTINGS:
             self._settings.forget(key)
+            self._push.forget(key)  # push tokens and mutes are cached with the settings
             self._tasks.spawn(self._presence.refresh_privacy(key))
         elif kind is Invalidation.USER_BLOCKS:
             self._blocks.forget(key)
@@ -107,3 +110,4 @@ class GatewayNode:
     def cluster_changed(self) -> None:
         for service in (self._chats, self._settings, self._devices, self._receipts, self._blocks):
             service.forget_all()
+        self._push.ring_changed()

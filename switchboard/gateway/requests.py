@@ -1,4 +1,5 @@
-"""Request/response frames: chats, history, receipts, settings, devices, blocks, server info.
+"""Request/response frames: chats, history, receipts, settings, devices, blocks, push tokens
+and mutes, media (the URLs: the bytes never come through here), server info.
 
 Kept apart from the connection state machine: these are request -> reply functions with no
 delivery state, so the connection only runs them in a task and sends what they return (None:
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING
 from switchboard.buildinfo import build_info
 from switchboard.core.chats import EVENT_USERS, is_direct
 from switchboard.core.errors import Code, DomainError
-from switchboard.core.model import MemberAction, MembershipEvent, StoredMessage, Visibility
+from switchboard.core.ids import now_ms
+from switchboard.core.model import (MediaRecord, MediaState, MemberAction, MembershipEvent,
+                                    PushPlatform, PushToken, StoredMessage, Visibility)
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.router.base import Invalidation
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 DEFAULT_HISTORY = 50  # the range of History.limit is in wire.py
 HISTORY_PAGE_BYTES = 1024 * 1024  # bodies per page: fewer messages when they are large
 HISTORY_READ = 16  # rows per store read while a page fills: memory stays near one page
+PUSH_PLATFORMS = {pb.APNS: PushPlatform.APNS, pb.APNS_SANDBOX: PushPlatform.APNS_SANDBOX,
+                  pb.FCM: PushPlatform.FCM}
 
 
 class Requests:
@@ -52,7 +57,7 @@ class Requests:
         """Every range the user was a member for, newest first, the gaps between them left out."""
         self._spend("history", conn.user)
         limit = req.limit or DEFAULT_HISTORY
-        periods = await self._messages.visible_periods(conn.user, req.chat_id)
+        periods = await self._chats.visible_periods(req.chat_id, conn.user)
         page: list[StoredMessage] = []
         size = 0
         before = req.before_seq
@@ -71,6 +76,7 @@ class Requests:
     async def _mark_read(self, conn: Connection, rid: int, req: pb.MarkRead) -> bytes:
         read_seq, public = await self._messages.mark_read(conn.user, req.chat_id, req.seq)
         self._gw.services.receipts.read(req.chat_id, conn.user, read_seq, public)
+        self._gw.services.push.read(conn.user, conn.device, req.chat_id, read_seq)
         return pb.ServerFrame(request_id=rid, read_ack=pb.ReadAck(
             chat_id=req.chat_id, read_seq=read_seq)).SerializeToString()
 
@@ -242,6 +248,71 @@ class Requests:
         conn.send_frame(reply)
         self._gw.router.kick(conn.user, req.device_id, Close.DEVICE_REVOKED, "device revoked")
         return None
+
+    # ------------------------------------------------------------------ push notifications
+    # Tokens and mutes are cached with the user's settings on every node (the push service
+    # of each chat's owner reads them): a change invalidates USER_SETTINGS everywhere.
+    async def _register_push(self, conn: Connection, rid: int, req: pb.RegisterPush) -> bytes:
+        if req.platform not in PUSH_PLATFORMS:
+            raise DomainError(Code.INVALID_ARGUMENT, "RegisterPush.platform: required")
+        await self._gw.services.push.register(conn.user, conn.device, PushToken(
+            PUSH_PLATFORMS[req.platform], req.token, req.topic, req.previews, now_ms()))
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _unregister_push(self, conn: Connection, rid: int, req: pb.UnregisterPush) -> bytes:
+        """Ok whether or not the device had a token (a retry finds it gone)."""
+        await self._gw.services.push.unregister(conn.user, conn.device)
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return pb.ServerFrame(request_id=rid, ok=pb.Ok()).SerializeToString()
+
+    async def _mute_chat(self, conn: Connection, rid: int, req: pb.MuteChat) -> bytes:
+        await self._chats.require_member(req.chat_id, conn.user)
+        await self._gw.services.push.mute(conn.user, req.chat_id, req.muted_until_ms)
+        self._gw.router.invalidate(Invalidation.USER_SETTINGS, conn.user)
+        return await self._list_mutes(conn, rid, pb.ListMutes())
+
+    async def _list_mutes(self, conn: Connection, rid: int, req: pb.ListMutes) -> bytes:
+        mutes = await self._gw.services.push.mutes(conn.user)
+        return pb.ServerFrame(request_id=rid, mute_list=pb.MuteList(mutes=[
+            pb.ChatMute(chat_id=chat_id, muted_until_ms=until)
+            for chat_id, until in sorted(mutes.items())])).SerializeToString()
+
+    # ------------------------------------------------------------------ media
+    async def _create_upload(self, conn: Connection, rid: int, req: pb.CreateUpload) -> bytes:
+        self._spend("upload", conn.user)
+        plan = await self._gw.services.media.create_upload(
+            conn.user, req.size, req.content_type, req.sha256, req.thumbnail_of)
+        record = plan.record
+        return pb.ServerFrame(request_id=rid, upload_slot=pb.UploadSlot(
+            media_id=record.media_id, complete=record.state is MediaState.COMPLETE,
+            part_size=record.part_size, part_count=record.part_count,
+            expires_at_ms=plan.expires_at_ms,
+            parts=[pb.UploadPart(number=number, offset=offset, size=size, url=request.url,
+                                 headers=request.headers)
+                   for number, offset, size, request in plan.parts])).SerializeToString()
+
+    async def _complete_upload(self, conn: Connection, rid: int, req: pb.CompleteUpload) -> bytes:
+        record = await self._gw.services.media.complete_upload(conn.user, req.media_id)
+        return pb.ServerFrame(request_id=rid,
+                              media_info=_media_info(record)).SerializeToString()
+
+    async def _get_media(self, conn: Connection, rid: int, req: pb.GetMedia) -> bytes:
+        found = await self._gw.services.media.download(conn.user, req.media_id, req.chat_id,
+                                                       req.seq)
+        urls = pb.MediaUrls(media=_media_info(found.record), url=found.url,
+                            expires_at_ms=found.expires_at_ms)
+        if found.thumbnail is not None:
+            urls.thumbnail.CopyFrom(_media_info(found.thumbnail))
+            urls.thumbnail_url = found.thumbnail_url
+        return pb.ServerFrame(request_id=rid, media_urls=urls).SerializeToString()
+
+
+def _media_info(record: MediaRecord) -> pb.MediaInfo:
+    return pb.MediaInfo(media_id=record.media_id, size=record.size,
+                        content_type=record.content_type, sha256=record.sha256,
+                        thumbnail_id=record.thumbnail_id, thumbnail_of=record.thumbnail_of,
+                        owner_user_id=record.owner)
 
 
 ANSWERED = frozenset(field.name for field in pb.ClientFrame.DESCRIPTOR.oneofs_by_name["body"].fields

@@ -25,6 +25,7 @@ from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
 from switchboard.core.ids import now_ms
+from switchboard.core.media import MediaService
 from switchboard.core.messaging import MessageService
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
@@ -36,6 +37,7 @@ from switchboard.core.tasks import TaskGroup
 from switchboard.core.timers import TimerService
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.push.service import PushService
 from switchboard.router.base import Router
 
 from . import frames
@@ -77,6 +79,8 @@ class Services:
     receipts: ReceiptService
     devices: Devices
     blocks: Blocks
+    push: PushService
+    media: MediaService
 
 
 class Gateway:
@@ -151,9 +155,11 @@ class Gateway:
                                   f"{reason}") from None
             raise RuntimeError(f"cannot open the store: {reason}") from None  # may pass: exit 1
         self.store_open = True
+        await self.services.media.open()  # ConfigError naming media.* when it cannot
         cluster = self.config.cluster
         with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
             await self.router.start()
+        await self.services.push.start()
         self.timers.start(loop)
         self._usage_task = asyncio.ensure_future(self._share_usage())
         self.metrics.loop_lag.start(loop)
@@ -179,6 +185,7 @@ class Gateway:
                 logger_name="switchboard.ws",
                 **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
+        log.info("media on %s", self.services.media.objects.where())
 
     @property
     def port(self) -> int:
@@ -216,6 +223,7 @@ class Gateway:
                      self.services.messages.writer.pending)
         await self.services.messages.close()
         await self.services.receipts.close()  # pushes what is pending while the store is open
+        await self.services.push.close()  # queues what is owed while the store is open
         await self.router.stop()
         await self._until(lambda: self.sends_in_flight == 0, self.config.cluster.forward_timeout)
         spread_ms = int(self.config.server.drain_spread * 1000)
@@ -229,6 +237,7 @@ class Gateway:
             await asyncio.gather(self._usage_task, return_exceptions=True)
         await self.router.close()
         await self.tasks.cancel()
+        await self.services.media.close()
         self.store_open = False
         await self.services.store.close()
         self.timers.stop()

@@ -35,6 +35,10 @@ RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("MarkRead", "seq"): (0, MAX_SEQ),
     ("GetReceipts", "seq"): (0, MAX_SEQ),
     ("UpdateSettings", "last_seen"): (pb.EVERYONE, pb.NOBODY),
+    ("RegisterPush", "platform"): (pb.APNS, pb.FCM),
+    ("MuteChat", "muted_until_ms"): (0, MAX_SEQ),  # MAX_SEQ itself: muted for good
+    ("CreateUpload", "size"): (0, MAX_SEQ),  # the media limit is checked by core/media.py
+    ("GetMedia", "seq"): (0, MAX_SEQ),
 }
 
 _NOT_NUMBERS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES,
@@ -79,7 +83,7 @@ def session_frame(payload: bytes) -> tuple[str | None, int, object, str | None] 
     kind = frame.WhichOneof("body")
     if kind == "send":
         send = frame.send
-        fields = (send.client_msg_id, send.chat_id, send.body, list(send.media_ids))
+        fields = (send.client_msg_id, send.chat_id, send.body, list(send.media_ids), send.e2e)
     elif kind == "ack":
         fields = [(item.chat_id, item.seq) for item in frame.ack.acks]
     elif kind == "auth":

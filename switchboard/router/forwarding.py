@@ -142,14 +142,14 @@ def _forward_send(request_id: int, send: SendRequest) -> mesh.ForwardSend:
                                 membership=event_to_pb(send.event))
     return mesh.ForwardSend(request_id=request_id, user_id=send.user, device_id=send.device,
                             chat_id=send.chat_id, client_msg_id=send.client_msg_id,
-                            body=send.body, media_ids=send.media_ids)
+                            body=send.body, media_ids=send.media_ids, e2e=send.e2e)
 
 
 def _send_request(req: mesh.ForwardSend) -> SendRequest:
     if req.HasField("membership"):
         return SendRequest.membership(req.chat_id, event_from_pb(req.membership))
     return SendRequest(req.user_id, req.device_id, req.chat_id, req.client_msg_id, req.body,
-                       list(req.media_ids))
+                       list(req.media_ids), e2e=req.e2e)
 
 
 def _error_result(exc: BaseException) -> mesh.SendResult:

@@ -26,8 +26,9 @@ RUNS = {
                      "--server-workers", "2"],
     "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
     "cluster": ["--size", "9", "--rate", "60", "--duration", "2", "--rounds", "1"],
+    "media": ["--size", "1", "--duration", "0.5"],
 }
-#: Every run starts at once (six benches, each with a server and two generator processes):
+#: Every run starts at once (eight benches, each with a server and two generator processes):
 #: on a busy two-core machine the last one finishes minutes after an idle machine's ~40 s.
 #: The deadline is one for the whole set, counted from the start.
 DEADLINE = 480
@@ -161,6 +162,17 @@ def test_hold_against_two_workers_sums_every_process(runs):
     # both workers took connections (the kernel spreads them): each holds descriptors for them
     assert all(server["per_process"][w]["fds_after"] > 10 for w in ("worker0", "worker1"))
     assert server["fds_after"] >= 60
+
+
+def test_media(runs):
+    doc, _, output = result(runs, "media")
+    [run_] = doc["runs"]
+    assert run_["baseline"]["count"] > 0
+    for kind in run_["kinds"]:
+        # every file went up and came down whole (the worker checks each SHA-256)
+        assert kind["errors"] == [] and kind["files"] >= 1, kind
+        assert kind["probe"]["count"] > 0
+    assert "photo 100 KB" in output and "video 5000 KB" in output
 
 
 def test_chat_ratios_report_none_for_a_peer_that_measured_nothing():

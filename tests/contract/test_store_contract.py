@@ -20,10 +20,11 @@ import pytest
 
 from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import ChatService, membership_message
-from switchboard.core.model import (Batch, Chat, ChatKind, ChatSummaryRow, CommitResult,
-                                    DeviceStatus, MemberAction, MembershipEvent, Membership,
-                                    NewMessage, Period, Receipt, Role, StoredMessage, UserSettings,
-                                    Visibility)
+from switchboard.core.model import (MUTE_FOREVER, Batch, Chat, ChatKind, ChatSummaryRow,
+                                    CommitResult, DeviceStatus, MediaRecord, MemberAction,
+                                    MembershipEvent, Membership, NewMessage, Period, PushPlatform,
+                                    PushToken, QueuedPush, Receipt, Role, StoredMessage,
+                                    UserSettings, Visibility)
 from switchboard.core.store import Store
 from switchboard.core.store_memory import MemoryData, MemoryStore
 from switchboard.core.store_sqlite import SQLiteStore
@@ -825,6 +826,91 @@ async def test_concurrent_registrations_never_exceed_the_limit(stores):
     assert len(await one.list_devices("alice")) == 3
 
 
+# ---------------------------------------------------------------------------- push
+def apns(token: str, previews: bool = False) -> PushToken:
+    return PushToken(PushPlatform.APNS, token, "com.example.chat", previews, 1_000)
+
+
+async def test_push_tokens_one_per_device_replaced_and_dropped(stores):
+    store = await stores.open()
+    assert await store.push_tokens("alice") == {}
+    await store.set_push_token("alice", "phone", apns("a" * 64))
+    await store.set_push_token("alice", "tablet", PushToken(PushPlatform.FCM, "f:1", "", True, 5))
+    await store.set_push_token("alice", "phone", apns("b" * 64, previews=True))  # a new token
+    await store.set_push_token("bob", "phone", apns("c" * 64))
+    store = await stores.reopen(store)
+    assert await store.push_tokens("alice") == {
+        "phone": apns("b" * 64, previews=True),
+        "tablet": PushToken(PushPlatform.FCM, "f:1", "", True, 5)}
+    # a provider's word about the old token does not remove the one registered since
+    assert await store.drop_push_token("alice", "phone", "a" * 64) is False
+    assert await store.drop_push_token("alice", "phone", "b" * 64) is True
+    assert await store.drop_push_token("alice", "tablet") is True
+    assert await store.drop_push_token("alice", "tablet") is False
+    assert await store.push_tokens("alice") == {}
+    assert list(await store.push_tokens("bob")) == ["phone"]
+
+
+async def test_revoking_a_device_drops_its_push_token(store):
+    for device in ("phone", "laptop"):
+        await store.register_device("alice", device, 100, 5)
+        await store.set_push_token("alice", device, apns(device * 8))
+    assert await store.revoke_device("alice", "phone") is True
+    assert list(await store.push_tokens("alice")) == ["laptop"]
+
+
+async def test_mutes_expire_and_unmute(stores):
+    store = await stores.open()
+    now = 1_000_000
+    await store.set_mute("alice", "g1", now + 60_000, now)
+    await store.set_mute("alice", "g2", MUTE_FOREVER, now)
+    await store.set_mute("alice", "g3", now + 5_000, now)
+    await store.set_mute("bob", "g1", now + 60_000, now)
+    store = await stores.reopen(store)
+    assert await store.mutes("alice", now) == {"g1": now + 60_000, "g2": MUTE_FOREVER,
+                                               "g3": now + 5_000}
+    assert await store.mutes("alice", now + 10_000) == {"g1": now + 60_000, "g2": MUTE_FOREVER}
+    await store.set_mute("alice", "g1", 0, now)  # unmute
+    await store.set_mute("alice", "g4", now - 1, now)  # already over: nothing muted
+    assert await store.mutes("alice", now) == {"g2": MUTE_FOREVER, "g3": now + 5_000}
+    assert await store.mutes("carol", now) == {}
+
+
+def queued(device: str, chat: str, first: int, last: int, due: int = 10) -> QueuedPush:
+    return QueuedPush("bob", device, chat, first, last, last - first + 1, "alice", "", due)
+
+
+async def test_push_queue_keeps_the_newest_entry_and_drops_only_what_was_sent(stores):
+    store = await stores.open()
+    assert await store.queued_pushes() == []
+    await store.put_pushes([queued("phone", "c1", 1, 3), queued("phone", "c2", 1, 1),
+                            queued("tablet", "c1", 2, 3)])
+    await store.put_pushes([queued("phone", "c1", 1, 5, due=20)])  # more messages
+    await store.put_pushes([queued("phone", "c1", 1, 4, due=30)])  # an older put, landing late
+    store = await stores.reopen(store)
+    key = lambda p: (p.device_id, p.chat_id)  # noqa: E731
+    assert sorted(await store.queued_pushes(), key=key) == [
+        queued("phone", "c1", 1, 5, due=20), queued("phone", "c2", 1, 1),
+        queued("tablet", "c1", 2, 3)]
+    # sent up to 3 while message 5 was queued meanwhile: the entry stays
+    await store.drop_pushes([("bob", "phone", "c1", 3), ("bob", "tablet", "c1", 3),
+                             ("bob", "phone", "c2", 1)])
+    assert await store.queued_pushes() == [queued("phone", "c1", 1, 5, due=20)]
+    await store.drop_pushes([("bob", "phone", "c1", 5)])
+    assert await store.queued_pushes() == []
+    # a push queued again after its drop (a new message) is kept
+    await store.put_pushes([queued("phone", "c1", 6, 6)])
+    assert await store.queued_pushes() == [queued("phone", "c1", 6, 6)]
+
+
+async def test_push_queue_spans_many_chats(store):
+    pushes = [queued("phone", f"chat{i}", 1, i + 1) for i in range(300)]
+    await store.put_pushes(pushes)
+    assert sorted(p.last_seq for p in await store.queued_pushes()) == list(range(1, 301))
+    await store.drop_pushes([("bob", "phone", p.chat_id, p.last_seq) for p in pushes])
+    assert await store.queued_pushes() == []
+
+
 # ---------------------------------------------------------------------------- SQLite only
 async def test_sqlite_file_is_in_wal_mode(tmp_path):
     store = SQLiteStore(tmp_path / "wal.db")
@@ -950,6 +1036,37 @@ def old_database(path) -> None:
         raw.execute("INSERT INTO device_cursors VALUES ('bob', 'phone', 'g', 4)")
 
 
+async def assert_upgraded(one: Store, two: Store) -> None:
+    """Two stores on the data of `old_database` (or the ScyllaDB test's old keyspace), upgraded:
+    what the old version knew reads as it should, and everything new works on it (membership
+    events, public reads, blocks, push tokens, media)."""
+    assert await two.head_seq("g") == 6
+    assert [m.event for m in await one.read_messages("g", 0, 10)] == [None] * 6
+    # membership before the upgrade is known as each member's current period only
+    assert await one.member_periods("g") == {"alice": [Period(0)], "bob": [Period(5)],
+                                             "carol": [Period(0)]}
+    assert await one.user_periods("bob") == {"g": [Period(5)]}
+    # reads are public for users whose read receipts are on now, private otherwise
+    assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
+                                       "carol": Receipt(4, 4, 0)}
+    # the device's cursor is from before bob's current period: it is told where it starts
+    [row] = await read_backlog(one, "bob", "phone")
+    assert (row.cursor, row.head, row.jumped) == (5, 6, True)
+    assert await remove(one, "g", "bob") == 7
+    assert await add(two, "g", "bob") == 8
+    assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
+    await commit(one, public_reads={("g", "carol"): 8})
+    assert (await two.receipts("g"))["carol"] == Receipt(8, 8, 8)
+    await two.block("carol", "bob")
+    assert await one.blockers("bob") == {"carol"}
+    token = PushToken(PushPlatform.FCM, "fcm:bob", "", False, 1)
+    await one.set_push_token("bob", "phone", token)
+    assert await two.push_tokens("bob") == {"phone": token}
+    await one.create_media(MediaRecord("m1", "alice", 5, "image/png", bytes(32), 1, 5))
+    assert await two.complete_media("m1") is not None
+    assert (await one.claim_media("alice", "g", ["m1"]))["m1"].refs == {"g"}
+
+
 async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
     path = tmp_path / "old.db"
     old_database(path)
@@ -957,26 +1074,7 @@ async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
     try:
         # two processes opening it at once upgrade it once
         one, two = await asyncio.gather(stores.open(), stores.open())
-        assert await two.head_seq("g") == 6
-        assert [m.event for m in await one.read_messages("g", 0, 10)] == [None] * 6
-        # membership before the upgrade is known as each member's current period only
-        assert await one.member_periods("g") == {"alice": [Period(0)], "bob": [Period(5)],
-                                                 "carol": [Period(0)]}
-        assert await one.user_periods("bob") == {"g": [Period(5)]}
-        # reads are public for users whose read receipts are on now, private otherwise
-        assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
-                                           "carol": Receipt(4, 4, 0)}
-        # the device's cursor is from before bob's current period: it is told where it starts
-        [row] = await read_backlog(one, "bob", "phone")
-        assert (row.cursor, row.head, row.jumped) == (5, 6, True)
-        # and everything new works on it
-        assert await remove(one, "g", "bob") == 7
-        assert await add(two, "g", "bob") == 8
-        assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
-        await commit(one, public_reads={("g", "carol"): 8})
-        assert (await two.receipts("g"))["carol"] == Receipt(8, 8, 8)
-        await two.block("carol", "bob")
-        assert await one.blockers("bob") == {"carol"}
+        await assert_upgraded(one, two)
         await stores.close_all()
         one = await stores.open()  # a second open finds nothing left to do
         assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}

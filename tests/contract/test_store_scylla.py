@@ -6,20 +6,23 @@ max-upserts under concurrent writers, and the schema's migration and upgrade."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from switchboard.core import store_scylla
-from switchboard.core.backlog import read_backlog
 from switchboard.core.cql import connect
 from switchboard.core.model import (Batch, Chat, ChatKind, MemberAction, Membership, NewMessage,
                                     Period, Receipt, Role, StoredMessage)
 from switchboard.core.store import StoreError
 from switchboard.core.store_memory import MemoryStore
 from switchboard.core.store_scylla import ScyllaStore, replication_map
-from tests.contract.test_store_contract import add, commit, event, group, msg, remove, seqs
+from tests.contract.test_store_contract import assert_upgraded, commit, event, group, msg, seqs
 from tests.support.waiting import wait_for
 
 SINGLE = replication_map("SimpleStrategy", 1, {})
@@ -295,3 +298,98 @@ def test_replication_maps():
         "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}")
     assert replication_map("NetworkTopologyStrategy", 3, {"eu": 3, "us": 2}) == (
         "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}")
+
+
+# ---------------------------------------------------------------------------- upgrade
+OLD_SCHEMA = (Path(__file__).parent / "cql_schema_before_periods.cql").read_text()
+
+
+async def old_keyspace(target) -> None:
+    """A keyspace as the version before membership periods (and blocks, push and media) left
+    it: a group whose member bob was re-added (joined_seq 5), receipts of bob and of carol
+    (read receipts off), a cursor; the same data as the SQLite upgrade test's file, the
+    watermarks and the head written `USING TIMESTAMP` their value as that version wrote them."""
+    session = await connect(target.settings())
+    ks = target.keyspace
+    try:
+        for statement in OLD_SCHEMA.split(";"):
+            lines = [line for line in statement.splitlines() if not line.startswith("--")]
+            if "".join(lines).strip():
+                await session.execute("\n".join(lines).format(ks=ks), prepare=False)
+        writes = [(f"INSERT INTO {ks}.chats (chat_id, kind, title, created_at_ms) "
+                   "VALUES ('g', 2, 'old', 1)", ()),
+                  (f"UPDATE {ks}.chat_heads USING TIMESTAMP 6 SET head = 6 WHERE chat_id = 'g'",
+                   ()),
+                  (f"UPDATE {ks}.messages SET head = 6 WHERE chat_id = 'g' AND bucket = 0", ()),
+                  (f"INSERT INTO {ks}.users (user_id, read_receipts, last_seen_visibility) "
+                   "VALUES ('carol', false, 1)", ()),
+                  (f"UPDATE {ks}.device_cursors USING TIMESTAMP 4 SET acked_seq = 4 "
+                   "WHERE user_id = 'bob' AND device_id = 'phone' AND chat_id = 'g'", ())]
+        for user, role, joined in [("alice", 2, 0), ("bob", 1, 5), ("carol", 1, 0)]:
+            writes += [(f"INSERT INTO {ks}.members (chat_id, user_id, role, joined_seq) "
+                        "VALUES ('g', ?, ?, ?)", (user, role, joined)),
+                       (f"INSERT INTO {ks}.user_chats (user_id, chat_id, joined_seq) "
+                        "VALUES (?, 'g', ?)", (user, joined))]
+        for seq in range(1, 7):
+            writes += [(f"INSERT INTO {ks}.messages (chat_id, bucket, seq, server_id, sender_user, "
+                        "sender_device, client_msg_id, body, created_at_ms) "
+                        "VALUES ('g', 0, ?, ?, 'alice', 'phone', ?, ?, 1)",
+                        (seq, 1000 + seq, f"m{seq}", f"old {seq}".encode())),
+                       (f"INSERT INTO {ks}.dedup (chat_id, sender_user, client_msg_id, seq) "
+                        "VALUES ('g', 'alice', ?, ?)", (f"m{seq}", seq))]
+        for user, delivered, read in [("alice", 6, 6), ("bob", 6, 6), ("carol", 4, 4)]:
+            writes.append((f"UPDATE {ks}.receipts USING TIMESTAMP ? SET delivered_seq = ?, "
+                           "read_seq = ? WHERE chat_id = 'g' AND user_id = ?",
+                           (read, delivered, read, user)))
+        for cql, params in writes:
+            await session.execute(cql, params)
+    finally:
+        await session.close()
+
+
+def admin_store_migrate(target, data_dir: Path) -> dict:
+    """`switchboard admin store migrate` against the target's keyspace, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_STORE_KIND="scylla", SWITCHBOARD_STORE_HOSTS=",".join(target.hosts),
+               SWITCHBOARD_STORE_PORT=str(target.port),
+               SWITCHBOARD_STORE_KEYSPACE=target.keyspace,
+               SWITCHBOARD_STORE_REPLICATION_STRATEGY="SimpleStrategy",
+               SWITCHBOARD_STORE_REPLICATION_FACTOR="1")
+    done = subprocess.run([sys.executable, "-m", "switchboard", "admin", "--data-dir",
+                           str(data_dir), "--json", "store", "migrate"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    [line] = done.stdout.splitlines()
+    return orjson.loads(line)
+
+
+async def test_admin_store_migrate_upgrades_a_keyspace_of_the_previous_version(cql_keyspace,
+                                                                              tmp_path):
+    await old_keyspace(cql_keyspace)
+    settings = cql_keyspace.settings(keyspace=None)
+
+    def bare() -> ScyllaStore:
+        return ScyllaStore(settings, keyspace=cql_keyspace.keyspace, replication=SINGLE,
+                           create_schema=False)
+    with pytest.raises(StoreError, match="store migrate"):
+        await bare().open()
+    answer = await asyncio.to_thread(admin_store_migrate, cql_keyspace, tmp_path)
+    assert answer["schema"] == "up to date"
+    one, two = bare(), bare()
+    await one.open()
+    await two.open()
+    try:
+        await assert_upgraded(one, two)
+        receipts = await one.receipts("g")
+    finally:
+        await one.close()
+        await two.close()
+    # a second migrate finds nothing left to do and changes nothing
+    await asyncio.to_thread(admin_store_migrate, cql_keyspace, tmp_path)
+    again = bare()
+    await again.open()
+    try:
+        assert await again.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
+        assert await again.receipts("g") == receipts
+    finally:
+        await again.close()

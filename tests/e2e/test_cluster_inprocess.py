@@ -21,37 +21,16 @@ from switchboard.router.ring import Ring
 from switchboard.tools.devcluster import free_port
 from tests.support.cassandra import scylla_overrides
 from tests.support.faultproxy import FaultProxy
+from tests.support.inprocess_cluster import NODES, start_nodes
 from tests.support.raw import RawClient
 from tests.support.rawflow import (arrived_messages, authed, direct, group, receive_and_ack,
                                    request, send)
 from tests.support.waiting import wait_for
 
-NODES = ("a", "b", "c")
-
 
 @pytest.fixture(params=["static", "redis"])
 async def nodes(request, make_server):
-    if request.param == "static":
-        ports = {name: free_port() for name in NODES}
-        peers = ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
-        membership = [{"cluster__mesh_port": ports[name], "cluster__peers": peers}
-                      for name in NODES]
-    else:
-        redis = request.getfixturevalue("redis_cluster")
-        prefix = f"t{uuid.uuid4().hex[:12]}"
-        membership = [{"cluster__redis": ",".join(redis.addresses), "cluster__redis_prefix": prefix,
-                       "cluster__lease_ttl": 2.0} for _ in NODES]
-    servers = []
-    for index, name in enumerate(NODES):
-        servers.append(await make_server(
-            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
-            cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5,
-            timers__presence_interval=0.05, **membership[index]))
-    await wait_for(lambda: all(len(s.gateway.router.mesh.links) == 2 for s in servers),
-                   message="every pair of nodes linked")
-    await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers),
-                   message="every ring has three nodes")
-    return servers
+    return await start_nodes(request, make_server, request.param, timers__presence_interval=0.05)
 
 
 def chat_owned_by(servers, owner: str, prefix: str) -> str:

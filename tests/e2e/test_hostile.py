@@ -161,8 +161,9 @@ async def test_spoofed_sender_fields_are_ignored(server):
     bob = await authed(server, "bob")
     chat = await direct(alice, "bob")
     send = pb.Send(client_msg_id="s1", chat_id=chat, body=b"hi").SerializeToString()
-    # append Message.sender_user_id (field 4) and sender_device_id (field 5) claiming to be bob
-    forged = send + b"\x22\x03bob" + b"\x2a\x05phone"
+    # append sender fields claiming to be bob, at numbers Send does not define (4 and 5, those of
+    # Message.sender_user_id and sender_device_id, are Send's media_ids and e2e)
+    forged = send + b"\xa2\x06\x03bob" + b"\xaa\x06\x05phone"  # fields 100 and 101
     frame = pb.ClientFrame(request_id=1).SerializeToString() + b"\x1a" + bytes([len(forged)]) + forged
     alice.send_bytes(frame)
     assert (await alice.reply(1)).send_ack.seq == 1

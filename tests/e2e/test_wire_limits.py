@@ -27,6 +27,11 @@ def framed(key: tuple[str, str], value: int, chat: str) -> dict:
         "MarkRead": lambda: {"mark_read": pb.MarkRead(chat_id=chat, seq=value)},
         "GetReceipts": lambda: {"get_receipts": pb.GetReceipts(chat_id=chat, seq=value)},
         "UpdateSettings": lambda: {"update_settings": pb.UpdateSettings(last_seen=value)},
+        "RegisterPush": lambda: {"register_push": pb.RegisterPush(platform=value, token="a1" * 32)},
+        "MuteChat": lambda: {"mute_chat": pb.MuteChat(chat_id=chat, muted_until_ms=value)},
+        "CreateUpload": lambda: {"create_upload": pb.CreateUpload(
+            size=value, content_type="image/jpeg", sha256=bytes(32))},
+        "GetMedia": lambda: {"get_media": pb.GetMedia(media_id="m1", chat_id=chat, seq=value)},
     }[message]()
     return body
 
@@ -35,7 +40,8 @@ def fits(key: tuple[str, str], value: int) -> bool:
     """Whether the field's wire type can carry `value` at all."""
     if key in (("ClientFrame", "request_id"), ("History", "limit")):
         return value <= 2 ** 32 - 1
-    if key in (("CreateChat", "kind"), ("UpdateSettings", "last_seen")):
+    if key in (("CreateChat", "kind"), ("UpdateSettings", "last_seen"),
+               ("RegisterPush", "platform")):
         return value <= 2 ** 31 - 1
     return True
 
@@ -71,9 +77,11 @@ async def test_every_number_at_its_extremes_gets_a_documented_answer(server):
             reply = await (bob.reply(rid) if rid else bob.recv("pong"))
             answer = reply.WhichOneof("body")
             if in_range:
-                unset_kind = kind == "create_chat" and value == 0  # "kind must be DIRECT or GROUP"
+                # a zero is the field unset, which these refuse as required: "kind must be
+                # DIRECT or GROUP", "RegisterPush.platform: required", "size 0"
+                unset = kind in ("create_chat", "register_push", "create_upload") and value == 0
                 assert answer != "error" or reply.error.code not in (
-                    pb.INTERNAL, pb.INVALID_ARGUMENT) or unset_kind, (key, value, reply)
+                    pb.INTERNAL, pb.INVALID_ARGUMENT) or unset, (key, value, reply)
             else:
                 assert answer == "error" and reply.error.code == pb.INVALID_ARGUMENT, (key, value, reply)
                 assert f"{key[0]}.{key[1]}" in reply.error.detail

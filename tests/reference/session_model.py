@@ -238,8 +238,8 @@ class Session:
             else:
                 self.close(Close.UNAUTHENTICATED, "auth required")
         elif kind == "send":
-            client_msg_id, chat_id, body, media_ids = fields
-            self.port.submit(rid, chat_id, client_msg_id, body, media_ids, now)
+            client_msg_id, chat_id, body, media_ids, e2e = fields
+            self.port.submit(rid, chat_id, client_msg_id, body, media_ids, e2e, now)
         elif kind == "ack":
             self._on_ack(rid, fields, now)
         elif kind == "sync":

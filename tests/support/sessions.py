@@ -71,8 +71,8 @@ class Port:
     def authenticate(self, token):
         self.calls.append(("authenticate", token))
 
-    def submit(self, rid, chat_id, client_msg_id, body, media_ids, now):
-        self.calls.append(("submit", rid, chat_id, client_msg_id, body, list(media_ids)))
+    def submit(self, rid, chat_id, client_msg_id, body, media_ids, e2e, now):
+        self.calls.append(("submit", rid, chat_id, client_msg_id, body, list(media_ids), e2e))
 
     def cursor(self, chat_id, seq, delivered):
         self.calls.append(("cursor", chat_id, seq, delivered))
@@ -109,8 +109,10 @@ def client(rid: int = 0, **body) -> bytes:
     return pb.ClientFrame(request_id=rid, **body).SerializeToString()
 
 
-def send(rid: int, chat_id: str, client_msg_id: str, body: bytes = b"hi") -> bytes:
-    return client(rid, send=pb.Send(chat_id=chat_id, client_msg_id=client_msg_id, body=body))
+def send(rid: int, chat_id: str, client_msg_id: str, body: bytes = b"hi",
+         e2e: bool = False) -> bytes:
+    return client(rid, send=pb.Send(chat_id=chat_id, client_msg_id=client_msg_id, body=body,
+                                    e2e=e2e))
 
 
 def ack(*pairs: tuple[str, int], rid: int = 0) -> bytes:

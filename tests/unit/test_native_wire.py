@@ -124,7 +124,7 @@ def agrees(payload: bytes) -> bool:
 
 
 sends = st.builds(pb.Send, client_msg_id=text, chat_id=text, body=st.binary(max_size=200),
-                  media_ids=st.lists(text, max_size=3))
+                  media_ids=st.lists(text, max_size=3), e2e=st.booleans())
 acks = st.builds(pb.Ack, acks=st.lists(st.builds(pb.ChatSeq, chat_id=text, seq=seqs), max_size=5))
 client_frames = st.one_of(
     st.builds(lambda rid, s: pb.ClientFrame(request_id=rid, send=s), u32, sends),

@@ -113,7 +113,7 @@ def test_auth_frame_authenticates_and_frames_before_welcome_wait_for_it():
     assert r.port.take("submit") == []  # held until Welcome
     r.open()
     assert r.bodies()[0] == "welcome"
-    assert r.port.take("submit") == [(7, "c1", "m1", b"hi", [])]
+    assert r.port.take("submit") == [(7, "c1", "m1", b"hi", [], False)]
 
 
 def test_any_frame_but_auth_before_auth_closes_4001():
@@ -187,7 +187,7 @@ def test_fragments_are_reassembled_and_counted_against_the_size(rig):
     rig.feed(whole[:10], fin=False)
     rig.feed(whole[10:50], opcode=CONTINUATION, fin=False)
     rig.feed(whole[50:], opcode=CONTINUATION)
-    assert rig.port.take("submit") == [(2, "c1", "m1", b"x" * 100, [])]
+    assert rig.port.take("submit") == [(2, "c1", "m1", b"x" * 100, [], False)]
     rig.feed(b"a" * 3000, fin=False)
     rig.feed(b"a" * 3000, opcode=CONTINUATION, fin=False)
     assert rig.port.take("closing") == [(1009, "message over max_frame_bytes")]
@@ -246,7 +246,9 @@ def test_silence_is_pinged_then_closed_4009_and_traffic_keeps_it_alive(rig):
 # ---------------------------------------------------------------------------- sends
 def test_send_is_submitted_and_answered_with_its_ack(rig):
     rig.feed(send(3, "c1", "m1", b"body"))
-    assert rig.port.take("submit") == [(3, "c1", "m1", b"body", [])]
+    assert rig.port.take("submit") == [(3, "c1", "m1", b"body", [], False)]
+    rig.feed(send(4, "c1", "m2", b"sealed", e2e=True))  # push must never preview it
+    assert rig.port.take("submit") == [(4, "c1", "m2", b"sealed", [], True)]
     rig.session.send_acked(3, message("c1", 1, "bob", "laptop"), False)
     [frame] = rig.out()
     assert frame.request_id == 3

@@ -208,7 +208,7 @@ cdef object utf8_str(const char* p, Py_ssize_t n):
 
 
 cdef tuple decode_send(const char* data, Py_ssize_t n):
-    """(client_msg_id, chat_id, body, media_ids) of a Send, or None."""
+    """(client_msg_id, chat_id, body, media_ids, e2e) of a Send, or None."""
     cdef const uint8_t* p = <const uint8_t*>data
     cdef Py_ssize_t pos = 0
     cdef uint32_t field
@@ -220,10 +220,16 @@ cdef tuple decode_send(const char* data, Py_ssize_t n):
     cdef object body = None
     cdef object value
     cdef list media_ids = []
+    cdef uint64_t flag
+    cdef bint e2e = False
     while pos < n:
         if get_tag(p, n, &pos, &field, &wire_type) < 0:
             return None
-        if 1 <= field <= 4:
+        if field == 5:  # e2e, a bool: the last value on the wire wins, as in the library
+            if wire_type != 0 or get_varint(p, n, &pos, &flag) < 0:
+                return None
+            e2e = flag != 0
+        elif 1 <= field <= 4:
             if wire_type != 2 or get_span(p, n, &pos, &start, &length) < 0:
                 return None
             if field == 3:
@@ -248,7 +254,7 @@ cdef tuple decode_send(const char* data, Py_ssize_t n):
             return None
     return (client_msg_id if client_msg_id is not None else "",
             chat_id if chat_id is not None else "",
-            body if body is not None else b"", media_ids)
+            body if body is not None else b"", media_ids, e2e)
 
 
 cdef object decode_chat_seq(const char* data, Py_ssize_t n):
@@ -306,7 +312,7 @@ cdef list decode_ack(const char* data, Py_ssize_t n):
 
 def decode(bytes payload not None):
     """What the native session reads from `payload`: ("send", request_id, (client_msg_id,
-    chat_id, body, media_ids)), ("ack", request_id, [(chat_id, seq), ...]), (kind number,
+    chat_id, body, media_ids, e2e)), ("ack", request_id, [(chat_id, seq), ...]), (kind number,
     request_id, None) for another body, or None: the protobuf library decides."""
     cdef Scan scan
     cdef object fields

@@ -26,6 +26,13 @@ class Visibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTACTS: _ClassVar[Visibility]
     NOBODY: _ClassVar[Visibility]
 
+class PushPlatform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUSH_PLATFORM_UNSPECIFIED: _ClassVar[PushPlatform]
+    APNS: _ClassVar[PushPlatform]
+    APNS_SANDBOX: _ClassVar[PushPlatform]
+    FCM: _ClassVar[PushPlatform]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -42,6 +49,11 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALREADY_AUTHENTICATED: _ClassVar[ErrorCode]
     NOT_FOUND: _ClassVar[ErrorCode]
     BLOCKED: _ClassVar[ErrorCode]
+    MEDIA_TOO_LARGE: _ClassVar[ErrorCode]
+    MEDIA_TYPE_REFUSED: _ClassVar[ErrorCode]
+    MEDIA_NOT_OWNED: _ClassVar[ErrorCode]
+    MEDIA_INCOMPLETE: _ClassVar[ErrorCode]
+    MEDIA_MISMATCH: _ClassVar[ErrorCode]
 CHAT_KIND_UNSPECIFIED: ChatKind
 DIRECT: ChatKind
 GROUP: ChatKind
@@ -52,6 +64,10 @@ VISIBILITY_UNSPECIFIED: Visibility
 EVERYONE: Visibility
 CONTACTS: Visibility
 NOBODY: Visibility
+PUSH_PLATFORM_UNSPECIFIED: PushPlatform
+APNS: PushPlatform
+APNS_SANDBOX: PushPlatform
+FCM: PushPlatform
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_FRAME: ErrorCode
 INVALID_ARGUMENT: ErrorCode
@@ -66,9 +82,14 @@ INTERNAL: ErrorCode
 ALREADY_AUTHENTICATED: ErrorCode
 NOT_FOUND: ErrorCode
 BLOCKED: ErrorCode
+MEDIA_TOO_LARGE: ErrorCode
+MEDIA_TYPE_REFUSED: ErrorCode
+MEDIA_NOT_OWNED: ErrorCode
+MEDIA_INCOMPLETE: ErrorCode
+MEDIA_MISMATCH: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked", "get_server_info")
+    __slots__ = ("request_id", "auth", "send", "ack", "sync", "history", "create_chat", "add_members", "remove_members", "list_chats", "mark_read", "ping", "subscribe_presence", "unsubscribe_presence", "typing", "update_settings", "list_devices", "revoke_device", "get_receipts", "block", "unblock", "list_blocked", "get_server_info", "register_push", "unregister_push", "mute_chat", "list_mutes", "create_upload", "complete_upload", "get_media")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +113,13 @@ class ClientFrame(_message.Message):
     UNBLOCK_FIELD_NUMBER: _ClassVar[int]
     LIST_BLOCKED_FIELD_NUMBER: _ClassVar[int]
     GET_SERVER_INFO_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_PUSH_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTER_PUSH_FIELD_NUMBER: _ClassVar[int]
+    MUTE_CHAT_FIELD_NUMBER: _ClassVar[int]
+    LIST_MUTES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    GET_MEDIA_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     auth: Auth
     send: Send
@@ -115,10 +143,17 @@ class ClientFrame(_message.Message):
     unblock: Unblock
     list_blocked: ListBlocked
     get_server_info: GetServerInfo
-    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ..., get_server_info: _Optional[_Union[GetServerInfo, _Mapping]] = ...) -> None: ...
+    register_push: RegisterPush
+    unregister_push: UnregisterPush
+    mute_chat: MuteChat
+    list_mutes: ListMutes
+    create_upload: CreateUpload
+    complete_upload: CompleteUpload
+    get_media: GetMedia
+    def __init__(self, request_id: _Optional[int] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., send: _Optional[_Union[Send, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., create_chat: _Optional[_Union[CreateChat, _Mapping]] = ..., add_members: _Optional[_Union[AddMembers, _Mapping]] = ..., remove_members: _Optional[_Union[RemoveMembers, _Mapping]] = ..., list_chats: _Optional[_Union[ListChats, _Mapping]] = ..., mark_read: _Optional[_Union[MarkRead, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe_presence: _Optional[_Union[SubscribePresence, _Mapping]] = ..., unsubscribe_presence: _Optional[_Union[UnsubscribePresence, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., update_settings: _Optional[_Union[UpdateSettings, _Mapping]] = ..., list_devices: _Optional[_Union[ListDevices, _Mapping]] = ..., revoke_device: _Optional[_Union[RevokeDevice, _Mapping]] = ..., get_receipts: _Optional[_Union[GetReceipts, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., unblock: _Optional[_Union[Unblock, _Mapping]] = ..., list_blocked: _Optional[_Union[ListBlocked, _Mapping]] = ..., get_server_info: _Optional[_Union[GetServerInfo, _Mapping]] = ..., register_push: _Optional[_Union[RegisterPush, _Mapping]] = ..., unregister_push: _Optional[_Union[UnregisterPush, _Mapping]] = ..., mute_chat: _Optional[_Union[MuteChat, _Mapping]] = ..., list_mutes: _Optional[_Union[ListMutes, _Mapping]] = ..., create_upload: _Optional[_Union[CreateUpload, _Mapping]] = ..., complete_upload: _Optional[_Union[CompleteUpload, _Mapping]] = ..., get_media: _Optional[_Union[GetMedia, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list", "server_info")
+    __slots__ = ("request_id", "welcome", "send_ack", "deliver", "sync_complete", "history_page", "chat", "chat_list", "error", "pong", "read_ack", "receipt_update", "presence", "typing_update", "settings", "device_list", "receipt_status", "goaway", "ok", "blocked_list", "server_info", "mute_list", "upload_slot", "media_info", "media_urls")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +175,10 @@ class ServerFrame(_message.Message):
     OK_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_LIST_FIELD_NUMBER: _ClassVar[int]
     SERVER_INFO_FIELD_NUMBER: _ClassVar[int]
+    MUTE_LIST_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SLOT_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_INFO_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_URLS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     welcome: Welcome
     send_ack: SendAck
@@ -161,7 +200,11 @@ class ServerFrame(_message.Message):
     ok: Ok
     blocked_list: BlockedList
     server_info: ServerInfo
-    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ..., server_info: _Optional[_Union[ServerInfo, _Mapping]] = ...) -> None: ...
+    mute_list: MuteList
+    upload_slot: UploadSlot
+    media_info: MediaInfo
+    media_urls: MediaUrls
+    def __init__(self, request_id: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., sync_complete: _Optional[_Union[SyncComplete, _Mapping]] = ..., history_page: _Optional[_Union[HistoryPage, _Mapping]] = ..., chat: _Optional[_Union[ChatInfo, _Mapping]] = ..., chat_list: _Optional[_Union[ChatList, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., read_ack: _Optional[_Union[ReadAck, _Mapping]] = ..., receipt_update: _Optional[_Union[ReceiptUpdate, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., typing_update: _Optional[_Union[TypingUpdate, _Mapping]] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., device_list: _Optional[_Union[DeviceList, _Mapping]] = ..., receipt_status: _Optional[_Union[ReceiptStatus, _Mapping]] = ..., goaway: _Optional[_Union[Goaway, _Mapping]] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., blocked_list: _Optional[_Union[BlockedList, _Mapping]] = ..., server_info: _Optional[_Union[ServerInfo, _Mapping]] = ..., mute_list: _Optional[_Union[MuteList, _Mapping]] = ..., upload_slot: _Optional[_Union[UploadSlot, _Mapping]] = ..., media_info: _Optional[_Union[MediaInfo, _Mapping]] = ..., media_urls: _Optional[_Union[MediaUrls, _Mapping]] = ...) -> None: ...
 
 class Ok(_message.Message):
     __slots__ = ()
@@ -258,16 +301,18 @@ class MembershipEvent(_message.Message):
     def __init__(self, action: _Optional[_Union[MembershipEvent.Action, str]] = ..., actor_user_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Send(_message.Message):
-    __slots__ = ("client_msg_id", "chat_id", "body", "media_ids")
+    __slots__ = ("client_msg_id", "chat_id", "body", "media_ids", "e2e")
     CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    E2E_FIELD_NUMBER: _ClassVar[int]
     client_msg_id: str
     chat_id: str
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client_msg_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    e2e: bool
+    def __init__(self, client_msg_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., e2e: _Optional[bool] = ...) -> None: ...
 
 class SendAck(_message.Message):
     __slots__ = ("client_msg_id", "chat_id", "seq", "server_id", "created_at_ms", "duplicate")
@@ -626,6 +671,145 @@ class ServerInfo(_message.Message):
     chats_per_minute: float
     history_per_second: float
     def __init__(self, version: _Optional[str] = ..., node: _Optional[str] = ..., max_group_members: _Optional[int] = ..., max_devices: _Optional[int] = ..., max_media_ids: _Optional[int] = ..., max_presence_subscriptions: _Optional[int] = ..., max_history_limit: _Optional[int] = ..., max_event_users: _Optional[int] = ..., sends_per_second: _Optional[float] = ..., send_burst: _Optional[float] = ..., chats_per_minute: _Optional[float] = ..., history_per_second: _Optional[float] = ...) -> None: ...
+
+class RegisterPush(_message.Message):
+    __slots__ = ("platform", "token", "topic", "previews")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    platform: PushPlatform
+    token: str
+    topic: str
+    previews: bool
+    def __init__(self, platform: _Optional[_Union[PushPlatform, str]] = ..., token: _Optional[str] = ..., topic: _Optional[str] = ..., previews: _Optional[bool] = ...) -> None: ...
+
+class UnregisterPush(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MuteChat(_message.Message):
+    __slots__ = ("chat_id", "muted_until_ms")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    muted_until_ms: int
+    def __init__(self, chat_id: _Optional[str] = ..., muted_until_ms: _Optional[int] = ...) -> None: ...
+
+class ListMutes(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChatMute(_message.Message):
+    __slots__ = ("chat_id", "muted_until_ms")
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    muted_until_ms: int
+    def __init__(self, chat_id: _Optional[str] = ..., muted_until_ms: _Optional[int] = ...) -> None: ...
+
+class MuteList(_message.Message):
+    __slots__ = ("mutes",)
+    MUTES_FIELD_NUMBER: _ClassVar[int]
+    mutes: _containers.RepeatedCompositeFieldContainer[ChatMute]
+    def __init__(self, mutes: _Optional[_Iterable[_Union[ChatMute, _Mapping]]] = ...) -> None: ...
+
+class CreateUpload(_message.Message):
+    __slots__ = ("size", "content_type", "sha256", "thumbnail_of")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_OF_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    content_type: str
+    sha256: bytes
+    thumbnail_of: str
+    def __init__(self, size: _Optional[int] = ..., content_type: _Optional[str] = ..., sha256: _Optional[bytes] = ..., thumbnail_of: _Optional[str] = ...) -> None: ...
+
+class UploadPart(_message.Message):
+    __slots__ = ("number", "offset", "size", "url", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    offset: int
+    size: int
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, number: _Optional[int] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UploadSlot(_message.Message):
+    __slots__ = ("media_id", "complete", "part_size", "part_count", "parts", "expires_at_ms")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    complete: bool
+    part_size: int
+    part_count: int
+    parts: _containers.RepeatedCompositeFieldContainer[UploadPart]
+    expires_at_ms: int
+    def __init__(self, media_id: _Optional[str] = ..., complete: _Optional[bool] = ..., part_size: _Optional[int] = ..., part_count: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[UploadPart, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class CompleteUpload(_message.Message):
+    __slots__ = ("media_id",)
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    def __init__(self, media_id: _Optional[str] = ...) -> None: ...
+
+class MediaInfo(_message.Message):
+    __slots__ = ("media_id", "size", "content_type", "sha256", "thumbnail_id", "thumbnail_of", "owner_user_id")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_ID_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_OF_FIELD_NUMBER: _ClassVar[int]
+    OWNER_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    size: int
+    content_type: str
+    sha256: bytes
+    thumbnail_id: str
+    thumbnail_of: str
+    owner_user_id: str
+    def __init__(self, media_id: _Optional[str] = ..., size: _Optional[int] = ..., content_type: _Optional[str] = ..., sha256: _Optional[bytes] = ..., thumbnail_id: _Optional[str] = ..., thumbnail_of: _Optional[str] = ..., owner_user_id: _Optional[str] = ...) -> None: ...
+
+class GetMedia(_message.Message):
+    __slots__ = ("media_id", "chat_id", "seq")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    chat_id: str
+    seq: int
+    def __init__(self, media_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class MediaUrls(_message.Message):
+    __slots__ = ("media", "url", "expires_at_ms", "thumbnail", "thumbnail_url")
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_URL_FIELD_NUMBER: _ClassVar[int]
+    media: MediaInfo
+    url: str
+    expires_at_ms: int
+    thumbnail: MediaInfo
+    thumbnail_url: str
+    def __init__(self, media: _Optional[_Union[MediaInfo, _Mapping]] = ..., url: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., thumbnail: _Optional[_Union[MediaInfo, _Mapping]] = ..., thumbnail_url: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "detail", "retry_after_ms", "chat_id", "client_msg_id")

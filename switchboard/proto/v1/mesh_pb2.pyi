@@ -65,7 +65,7 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardSend(_message.Message):
-    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids", "membership")
+    __slots__ = ("request_id", "user_id", "device_id", "chat_id", "client_msg_id", "body", "media_ids", "membership", "e2e")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class ForwardSend(_message.Message):
     BODY_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    E2E_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     user_id: str
     device_id: str
@@ -82,7 +83,8 @@ class ForwardSend(_message.Message):
     body: bytes
     media_ids: _containers.RepeatedScalarFieldContainer[str]
     membership: _client_pb2.MembershipEvent
-    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., membership: _Optional[_Union[_client_pb2.MembershipEvent, _Mapping]] = ...) -> None: ...
+    e2e: bool
+    def __init__(self, request_id: _Optional[int] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., chat_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., body: _Optional[bytes] = ..., media_ids: _Optional[_Iterable[str]] = ..., membership: _Optional[_Union[_client_pb2.MembershipEvent, _Mapping]] = ..., e2e: _Optional[bool] = ...) -> None: ...
 
 class SendResult(_message.Message):
     __slots__ = ("request_id", "message", "duplicate", "error", "error_message", "retry_after_ms")
