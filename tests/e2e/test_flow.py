@@ -103,3 +103,27 @@ async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_serve
         elif frame.WhichOneof("body") == "sync_complete":
             break
     assert seqs == list(range(1, 401))
+
+
+async def test_a_backlog_of_large_messages_is_replayed_whole_without_acks(make_server):
+    """A reconnecting device's backlog is more than a frame's worth (two 60 KB messages per
+    Deliver): the replay goes on each time the output has been written, not only when the
+    socket pushed back, and ends with SyncComplete within the delivery window, unacked."""
+    server = await make_server(limits__sends_per_second=1000.0, limits__send_burst=1000.0)
+    alice = await authed(server, "alice")
+    chat = await direct(alice, "bob")
+    for i in range(40):
+        assert (await request(alice, send=pb.Send(client_msg_id=f"m{i}", chat_id=chat,
+                                                  body=bytes([i]) * 60_000))).HasField("send_ack")
+    bob = await RawClient.connect(server.url, server.token("bob", "phone"))
+    await bob.recv("welcome")
+    seqs = []
+    while True:
+        frame = await bob.recv(timeout=15)
+        kind = frame.WhichOneof("body")
+        if kind == "sync_complete":
+            break
+        if kind == "deliver":
+            seqs += [m.seq for m in frame.deliver.messages]
+    assert seqs == list(range(1, 41))
+    assert frame.sync_complete.messages == 40

@@ -295,6 +295,11 @@ cdef class Session(WSListener):
         buf_free(&self.out)
         self.transport.underlying_transport.write(data)
         self.check_outbound()
+        # A pump that stopped on this buffer (write_blocked) goes on now that the socket took
+        # it: resume_writing comes only when the transport paused, which a write the socket
+        # takes at once never makes it do.
+        if not self.write_blocked():
+            self._maybe_pump()
 
     # ------------------------------------------------------------------ frames in
     def receive(self, int opcode, bint fin, bytes payload not None, double now):
