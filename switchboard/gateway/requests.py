@@ -219,6 +219,7 @@ class Requests:
     async def _get_server_info(self, conn: Connection, rid: int, req: pb.GetServerInfo) -> bytes:
         config = self._gw.config
         limits = config.limits
+        media = self._gw.services.media.limits
         return pb.ServerFrame(request_id=rid, server_info=pb.ServerInfo(
             version=build_info()["version"], node=config.cluster.node_name,
             max_group_members=limits.max_group_members, max_devices=limits.max_devices,
@@ -227,7 +228,10 @@ class Requests:
             max_history_limit=wire.MAX_HISTORY, max_event_users=EVENT_USERS,
             sends_per_second=limits.sends_per_second, send_burst=limits.send_burst,
             chats_per_minute=limits.chats_per_minute,
-            history_per_second=limits.history_per_second)).SerializeToString()
+            history_per_second=limits.history_per_second,
+            media_max_bytes=media.max_bytes, media_max_thumbnail_bytes=media.max_thumbnail_bytes,
+            media_types=media.types,
+            push_enabled=self._gw.services.push.enabled)).SerializeToString()
 
     # ------------------------------------------------------------------ devices
     async def _list_devices(self, conn: Connection, rid: int, req: pb.ListDevices) -> bytes:

@@ -323,16 +323,25 @@ async def test_connect_fails_only_when_every_endpoint_is_dead(server):
 
 async def test_server_info_states_the_limits_the_server_enforces(make_server):
     server = await make_server(limits__max_group_members=3, limits__sends_per_second=2.0,
-                               limits__send_burst=5.0, cluster__node_name="edge-1")
+                               limits__send_burst=5.0, cluster__node_name="edge-1",
+                               media__max_bytes=1_000_000, media__types="image/*,audio/ogg")
     alice = await connect(server, "alice")
     info = await alice.server_info()
     assert (info.version, info.node) == (build_info()["version"], "edge-1")
     assert (info.max_group_members, info.max_devices, info.max_history_limit,
             info.max_event_users) == (3, 10, 200, 256)
     assert (info.sends_per_second, info.send_burst) == (2.0, 5.0)  # test_user_limits holds them
+    assert (info.media_max_bytes, list(info.media_types), info.push_enabled) == (
+        1_000_000, ["image/*", "audio/ogg"], False)
 
     # what it states is what the server holds a client to
     with pytest.raises(ServerError) as too_large:
         await alice.create_group("four", ["bob", "carol", "dave"])
     assert too_large.value.code == pb.GROUP_FULL
     assert len((await alice.create_group("three", ["bob", "carol"])).members) == 3
+    for size, content_type, code in ((1_000_001, "image/png", pb.MEDIA_TOO_LARGE),
+                                     (1_000, "video/mp4", pb.MEDIA_TYPE_REFUSED)):
+        with pytest.raises(ServerError) as refused:
+            await alice.request("upload_slot", create_upload=pb.CreateUpload(
+                size=size, content_type=content_type, sha256=bytes(32)))
+        assert refused.value.code == code

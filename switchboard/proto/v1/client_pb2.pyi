@@ -645,7 +645,7 @@ class GetServerInfo(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "node", "max_group_members", "max_devices", "max_media_ids", "max_presence_subscriptions", "max_history_limit", "max_event_users", "sends_per_second", "send_burst", "chats_per_minute", "history_per_second")
+    __slots__ = ("version", "node", "max_group_members", "max_devices", "max_media_ids", "max_presence_subscriptions", "max_history_limit", "max_event_users", "sends_per_second", "send_burst", "chats_per_minute", "history_per_second", "media_max_bytes", "media_max_thumbnail_bytes", "media_types", "push_enabled")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     MAX_GROUP_MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -658,6 +658,10 @@ class ServerInfo(_message.Message):
     SEND_BURST_FIELD_NUMBER: _ClassVar[int]
     CHATS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_MAX_THUMBNAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ENABLED_FIELD_NUMBER: _ClassVar[int]
     version: str
     node: str
     max_group_members: int
@@ -670,7 +674,11 @@ class ServerInfo(_message.Message):
     send_burst: float
     chats_per_minute: float
     history_per_second: float
-    def __init__(self, version: _Optional[str] = ..., node: _Optional[str] = ..., max_group_members: _Optional[int] = ..., max_devices: _Optional[int] = ..., max_media_ids: _Optional[int] = ..., max_presence_subscriptions: _Optional[int] = ..., max_history_limit: _Optional[int] = ..., max_event_users: _Optional[int] = ..., sends_per_second: _Optional[float] = ..., send_burst: _Optional[float] = ..., chats_per_minute: _Optional[float] = ..., history_per_second: _Optional[float] = ...) -> None: ...
+    media_max_bytes: int
+    media_max_thumbnail_bytes: int
+    media_types: _containers.RepeatedScalarFieldContainer[str]
+    push_enabled: bool
+    def __init__(self, version: _Optional[str] = ..., node: _Optional[str] = ..., max_group_members: _Optional[int] = ..., max_devices: _Optional[int] = ..., max_media_ids: _Optional[int] = ..., max_presence_subscriptions: _Optional[int] = ..., max_history_limit: _Optional[int] = ..., max_event_users: _Optional[int] = ..., sends_per_second: _Optional[float] = ..., send_burst: _Optional[float] = ..., chats_per_minute: _Optional[float] = ..., history_per_second: _Optional[float] = ..., media_max_bytes: _Optional[int] = ..., media_max_thumbnail_bytes: _Optional[int] = ..., media_types: _Optional[_Iterable[str]] = ..., push_enabled: _Optional[bool] = ...) -> None: ...
 
 class RegisterPush(_message.Message):
     __slots__ = ("platform", "token", "topic", "previews")
