@@ -46,29 +46,31 @@ async def test_results_are_set_on_the_loop_thread(cql):
 
 
 async def test_the_loop_keeps_turning_while_a_thousand_statements_run(cql):
-    """A ticker due every 2 ms measures the longest stretch the loop could not run it. A bridge
-    that waited for the driver on the loop thread would hold it for the whole run; this one
-    only for the spells of sending and resolving."""
+    """A ticker due every 2 ms runs while a thousand statements are outstanding. A bridge that
+    waited for the driver on the loop thread would hold the loop from the first statement to
+    the last result: no tick in between. This one holds it only for the spells of sending and
+    resolving. (Counted, not timed: a busy machine may stall the loop for a while anyway, and
+    the run then takes longer too.)"""
     loop = asyncio.get_running_loop()
-    gaps: list[float] = []
+    ticks: list[float] = []
     running = True
 
     async def ticker() -> None:
         while running:
-            before = loop.time()
             await asyncio.sleep(0.002)
-            gaps.append(loop.time() - before)
+            ticks.append(loop.time())
 
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0.01)
     started = loop.time()
     await asyncio.gather(*(cql.execute("INSERT INTO kv (k, v) VALUES (?, ?)", (i, "x"))
                            for i in range(1000)))
-    elapsed = loop.time() - started
+    finished = loop.time()
     running = False
     await tick
     assert len((await cql.execute("SELECT k FROM kv")).rows) == 1000
-    assert max(gaps) < elapsed / 2, (max(gaps), elapsed)
+    during = [t for t in ticks if started < t < finished]
+    assert len(during) >= 3, (len(during), finished - started)
 
 
 async def test_errors_arrive_as_store_errors_of_the_right_kind(cql, cassandra_node):
