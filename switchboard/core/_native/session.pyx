@@ -170,6 +170,7 @@ cdef class Session(WSListener):
     cdef readonly long long inflight, retransmits
     cdef readonly double last_rx, last_progress, timer_due, closing_at, stalled_since
     cdef readonly bint pinged, pumping
+    cdef bint held_back                  # the pump stopped on a backed-up output
     cdef double tokens, stamp            # the frame flood bucket
     cdef readonly SyncRun sync
     cdef list early                      # frames that came while ADMITTING, decoded
@@ -298,7 +299,8 @@ cdef class Session(WSListener):
         # A pump that stopped on this buffer (write_blocked) goes on now that the socket took
         # it: resume_writing comes only when the transport paused, which a write the socket
         # takes at once never makes it do.
-        if not self.write_blocked():
+        if self.held_back and not self.write_blocked():
+            self.held_back = False
             self._maybe_pump()
 
     # ------------------------------------------------------------------ frames in
@@ -602,7 +604,10 @@ cdef class Session(WSListener):
         behind, the window is full or the output is backed up. Chats take turns."""
         cdef Stream stream
         cdef long long room, limit
-        if self.state != OPEN or self.write_blocked():
+        if self.state != OPEN:
+            return None
+        if self.write_blocked():
+            self.held_back = True  # the flush that empties the buffer starts the pump again
             return None
         room = self.config.delivery_window - self.inflight
         if room <= 0:
