@@ -80,7 +80,7 @@ class FaultyStore(Store):
         results = [None if m.chat_id in failing else next(committed) for m in batch.messages]
         failed = {**inner.failed, **{m.chat_id: StoreError(f"injected failure of {m.chat_id}")
                                      for m in batch.messages if m.chat_id in failing}}
-        for name in ("cursors", "reads", "delivered", "public_reads"):
+        for name, _ in _WATERMARKS:
             getattr(unsaved, name).update(getattr(inner.unsaved, name))
         return CommitOutcome(results, failed, unsaved)
 

@@ -22,6 +22,7 @@ import socket
 import time
 import urllib.parse
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ async def _answer(send, status: int, body: bytes = b"", headers: dict[str, str] 
     await send({"type": "http.response.body", "body": body})
 
 
-class _App:
+class _App(ABC):
     """Shared plumbing: lifespan events, the scripted failures, a count of requests in flight."""
 
     def __init__(self) -> None:
@@ -115,8 +116,9 @@ class _App:
         finally:
             self.in_flight -= 1
 
+    @abstractmethod
     async def handle(self, scope, body: bytes, send) -> None:
-        raise NotImplementedError
+        """Answer one request, as the provider's API does."""
 
 
 class FakeApns(_App):
