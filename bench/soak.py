@@ -229,7 +229,6 @@ async def drain(client) -> None:
 async def load(args) -> None:
     from switchboard.core.auth import TokenAuthority
     from switchboard.client import Client
-    rng = random.Random(7)
     tokens = TokenAuthority(SECRET.encode())
     users = [f"user{i}" for i in range(args.users)]
     admin = Client(args.load, tokens.mint(users[0], "setup"))

@@ -29,7 +29,6 @@ Phases:
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import time
 

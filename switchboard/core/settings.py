@@ -15,8 +15,8 @@ class Settings:
         self._cache: LRU[str, UserSettings] = LRU(cache_users)
 
     def cached(self, user_id: str) -> UserSettings | None:
-        """The user's settings if they are cached (no await: a group's receipts read every
-        member's on each push)."""
+        """The user's settings if this process holds them: no await for the send path, nor for
+        a group's receipts, which read every member's on each push."""
         return self._cache.use(user_id)
 
     async def get(self, user_id: str) -> UserSettings:
@@ -25,10 +25,6 @@ class Settings:
             settings = await self._store.get_settings(user_id)
             self._cache.put(user_id, settings)
         return settings
-
-    def cached(self, user_id: str) -> UserSettings | None:
-        """The user's settings if this process holds them (the send path does not wait)."""
-        return self._cache.use(user_id)
 
     def forget(self, user_id: str) -> None:
         """Another node changed the user's settings: reload on next use."""

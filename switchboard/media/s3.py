@@ -22,7 +22,6 @@ import base64
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from switchboard.config import ConfigError, MediaConfig, read_secret_file

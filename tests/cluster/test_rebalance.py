@@ -4,8 +4,6 @@ others) and started again; the others ask part of their excess to reconnect, rou
 round, until no gateway is far below the mean; devices keep working throughout."""
 from __future__ import annotations
 
-import asyncio
-
 from tests.support.cluster import GatewayCluster, device_client
 from tests.support.clients import receive
 from tests.support.raw import OPEN_CLIENTS

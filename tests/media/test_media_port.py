@@ -22,7 +22,7 @@ from switchboard.config import ConfigError
 from tests.support.server import InProcessServer, ServerProcess, fast_config
 from tests.support.waiting import wait_for
 
-from .test_media_flow import chat_of, slot
+from .test_media_flow import slot
 
 
 async def failure(awaitable) -> http.TransferError:
