@@ -3,7 +3,9 @@
 No auth, no storage, no ordering, no acks: a device connects to /<me>/<partner> and every binary
 frame it sends is forwarded as-is to the partner's connection, if that is open. Whatever
 Switchboard does per message on top of moving bytes between two sockets shows up as the gap
-between this relay and Switchboard in the same run.
+between this relay and Switchboard in the same run. A partner named `group:<name>` makes the
+connection a member of that group instead, and its frames go to every other member (the fanout
+scenario's yardstick: the same frame written to G sockets in one loop callback).
 
 Built as picows' best users would: uvloop, the payload forwarded as a memoryview of picows' read
 buffer (no copy in Python), a read buffer sized for chat messages rather than the 16 KiB
@@ -19,6 +21,9 @@ from __future__ import annotations
 import argparse
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
+
+
+GROUP = "group:"
 
 
 class Relay(WSListener):
@@ -50,12 +55,45 @@ class Relay(WSListener):
             del self.registry[self.me]
 
 
+class GroupRelay(WSListener):
+    """A member of a group: its frames go to every other member's connection."""
+    __slots__ = ("members", "transport")
+
+    def __init__(self, members: set[WSTransport]) -> None:
+        super().__init__()
+        self.members = members
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.members.add(transport)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type == WSMsgType.BINARY:
+            payload = frame.get_payload_as_memoryview()
+            for member in self.members:
+                if member is not transport:
+                    member.send(WSMsgType.BINARY, payload)
+        elif msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.members.discard(transport)
+
+
 async def serve(host: str, port: int, use_aiofastnet: bool, read_buffer: int) -> None:
     registry: dict[str, WSTransport] = {}
+    groups: dict[str, set[WSTransport]] = {}
 
-    def route(request: WSUpgradeRequest) -> Relay | None:
+    def route(request: WSUpgradeRequest) -> WSListener | None:
         parts = request.path.decode().split("?", 1)[0].strip("/").split("/")
-        return Relay(parts[0], parts[1], registry) if len(parts) == 2 else None
+        if len(parts) != 2:
+            return None
+        if parts[1].startswith(GROUP):
+            return GroupRelay(groups.setdefault(parts[1], set()))
+        return Relay(parts[0], parts[1], registry)
 
     server = await ws_create_server(route, host, port, use_aiofastnet=use_aiofastnet,
                                     read_buffer_init_size=read_buffer, enable_auto_pong=True)

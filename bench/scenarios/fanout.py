@@ -7,6 +7,11 @@ member records its own delivery latency (send -> delivered, after dedup); the la
 message is that of its last member. The first message is a warm-up (it fills the server's member
 map cache) and is reported apart. The server started here gets max_group_members = G + 1.
 
+The yardstick (with peers, the default) is the bare picows relay in its group mode: the same G
+receiving devices in the same generator processes, each frame written to every member's socket
+in one callback. On a small machine the receivers' own work (reading G frames in Python) is
+part of both figures, so the ratio, not the absolute time, says what the server adds.
+
 Counts that must add up: every member got every message exactly once, in order.
 """
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from switchboard.proto.v1 import client_pb2 as pb
 
 from .. import hist, report
+from ..device import SwitchboardDevice
 from ..gen import Worker
 from ..progress import Progress
 from ..ordercheck import InOrder
@@ -24,7 +30,7 @@ from ..ordercheck import InOrder
 NAME = "fanout"
 SIZE_HELP = "group members"
 DEFAULT_SIZES = (100, 1_000, 10_000)
-PEERS_DEFAULT = None   # the peer relays are 1:1 only
+PEERS_DEFAULT = True   # the bare picows relay's group mode (the Redis relay is 1:1 only)
 #: Members per CreateChat / AddMembers frame (keeps each frame far below max_frame_bytes).
 MEMBER_BATCH = 500
 ARRIVAL_TIMEOUT = 60.0
@@ -58,22 +64,27 @@ class Arrivals:
         return on_deliver
 
 
-async def members(worker: Worker, endpoint, users: list[str], body_size: int,
+async def members(worker: Worker, endpoint, users: list[str], group: str, body_size: int,
                   concurrency: int) -> dict:
     arrivals = worker.scratch["arrivals"] = Arrivals(len(users))
-    devices = [endpoint.device(user, "", body_size) for user in users]
+    devices = [endpoint.device(user, group, body_size) for user in users]
     opened, errors, _ = await worker.connect(devices, endpoint, concurrency)
-    await asyncio.gather(*(d.wait_synced(60) for d in devices if d.connected))
+    if endpoint.kind == "switchboard":
+        await asyncio.gather(*(d.wait_synced(60) for d in devices if d.connected))
     for device in devices:
         device.on_deliver = arrivals.receiver()
         worker.devices[device.user] = device
     return {"opened": opened, "errors": errors}
 
 
-async def sender(worker: Worker, endpoint, user: str, members: list[str], body_size: int,
-                 concurrency: int) -> dict:
-    device = endpoint.device(user, "", body_size)
+async def sender(worker: Worker, endpoint, user: str, members: list[str], group: str,
+                 body_size: int, concurrency: int) -> dict:
+    device = endpoint.device(user, group, body_size)
     await device.open(endpoint, worker.local_addr(endpoint))
+    if endpoint.kind != "switchboard":  # the relay: no chat to create, no SendAck
+        worker.devices[user] = device
+        worker.scratch["sender"] = (device, None)
+        return {"chat_id": group, "members": len(members)}
     await device.wait_synced(60)
     first, rest = members[:MEMBER_BATCH], members[MEMBER_BATCH:]
     chat = await device.request("chat", create_chat=pb.CreateChat(
@@ -97,6 +108,9 @@ async def sender(worker: Worker, endpoint, user: str, members: list[str], body_s
 
 async def send(worker: Worker, k: int) -> dict:
     device, acks = worker.scratch["sender"]
+    if acks is None:
+        device.send(k, time.monotonic_ns())
+        return {"ack_ns": None}
     future = acks[k] = asyncio.get_running_loop().create_future()
     device.send(k, time.monotonic_ns())
     return {"ack_ns": await asyncio.wait_for(future, ARRIVAL_TIMEOUT)}
@@ -117,31 +131,50 @@ async def totals(worker: Worker) -> dict:
     devices = list(worker.devices.values())
     return {"delivered": arrivals.delivered if arrivals else 0,
             "anomalies": arrivals.anomalies if arrivals else 0,
-            "wire_duplicates": sum(d.order.duplicates for d in devices),
+            "wire_duplicates": sum(d.order.duplicates for d in devices
+                                   if isinstance(d, SwitchboardDevice)),
             "drops": sum(d.drops for d in devices),
             "latency_hdr": hist.encode(arrivals.latency) if arrivals else ""}
 
 
 # ====================================================================== main side
 async def run(ctx, size: int) -> dict:
-    async with ctx.switchboard(max_group_members=size + 1) as target:
-        result = await _fanout(ctx, target, size)
-    return {"size": size, "members": size, "targets": [result]}
+    targets = [ctx.switchboard(max_group_members=size + 1)]
+    if ctx.args.peers:
+        targets += [peer for peer in ctx.peers() if peer.name == "picows-relay"]
+    results = []
+    for target in targets:
+        async with target:
+            results.append(await _fanout(ctx, target, size))
+    return {"size": size, "members": size, "targets": results, "ratios": _ratios(results)}
+
+
+def _ratios(results: list[dict]) -> dict:
+    """Switchboard's last-member p50 and p99 over the relay's, in this run."""
+    ours, relay = results[0], next((r for r in results[1:] if r["target"] == "picows-relay"), None)
+    if relay is None:
+        return {}
+    return {f"last_member_{p}": (ours["last_member"][f"{p}_ms"] / relay["last_member"][f"{p}_ms"]
+                                 if relay["last_member"].get(f"{p}_ms") else None)
+            for p in ("p50", "p99")}
 
 
 async def _fanout(ctx, target, g: int) -> dict:
     pool, args = ctx.pool, ctx.args
-    prefix = f"{ctx.prefix}f{g}"
+    prefix = f"{ctx.prefix}f{g}{target.name[0]}"
+    group = f"group:{prefix}"
     users = [f"{prefix}m{i}" for i in range(g)]
     with Progress(g, f"fanout {g}: connecting", "dev") as bar:
         parts = await pool.run("bench.scenarios.fanout:members", [
-            dict(ctx.common(target), users=shard) for shard in ctx.shard(users)], bar)
+            dict(ctx.common(target), users=shard, group=group) for shard in ctx.shard(users)],
+            bar)
     opened = sum(p["opened"] for p in parts)
     if opened < g:
         raise RuntimeError(f"fanout: only {opened} of {g} members connected: "
                            f"{sorted({e for p in parts for e in p['errors']})}")
     [group] = await pool.run_on([0], "bench.scenarios.fanout:sender",
-                                [dict(ctx.common(target), user=f"{prefix}s", members=users)])
+                                [dict(ctx.common(target), user=f"{prefix}s", members=users,
+                                      group=group)])
     last = hist.new()
     acks = hist.new()
     warmup = None
@@ -153,11 +186,14 @@ async def _fanout(ctx, target, g: int) -> dict:
             slowest = max(a["slowest_ns"] for a in got)
             if sum(a["count"] for a in got) < g:
                 incomplete += 1
+            ack_ns = sent["ack_ns"]
             if k == 0:
-                warmup = {"last_member_ms": slowest / 1e6, "ack_ms": sent["ack_ns"] / 1e6}
+                warmup = {"last_member_ms": slowest / 1e6,
+                          "ack_ms": None if ack_ns is None else ack_ns / 1e6}
             else:
                 hist.record_ns(last, slowest)
-                hist.record_ns(acks, sent["ack_ns"])
+                if ack_ns is not None:
+                    hist.record_ns(acks, ack_ns)
             bar.update()
     counts = await pool.run("bench.scenarios.fanout:totals")
     server = {role: s.as_dict() for role, s in target.sample().items()}
@@ -182,13 +218,13 @@ async def _fanout(ctx, target, g: int) -> dict:
 
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
-    headers = ["members", "sends", "last member p50 ms", "p99 ms", "max ms", "per member p50 ms",
+    headers = ["target", "members", "sends", "last member p50 ms", "p99 ms", "max ms", "per member p50 ms",
                "SendAck p50 ms", "warm-up ms", "exactly once"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
             last = res["last_member"]
-            out.append([res["members"], res["messages"], report.ms(last.get("p50_ms")),
+            out.append([res["target"], res["members"], res["messages"], report.ms(last.get("p50_ms")),
                         report.ms(last.get("p99_ms")), report.ms(last.get("max_ms")),
                         report.ms(res["per_member"].get("p50_ms")),
                         report.ms(res["send_ack"].get("p50_ms")),
@@ -197,13 +233,20 @@ def rows(doc: dict) -> tuple[list[str], list[list]]:
 
 
 def summary(doc: dict) -> list[str]:
-    return []
+    lines = []
+    for run_ in doc["runs"]:
+        ratios = run_.get("ratios") or {}
+        if ratios.get("last_member_p50") and ratios.get("last_member_p99"):
+            lines.append(f"{run_['members']:,} members: Switchboard / picows-relay, last member "
+                         f"p50 {ratios['last_member_p50']:.1f}x, p99 "
+                         f"{ratios['last_member_p99']:.1f}x")
+    return lines
 
 
 def plots(doc: dict, run_dir) -> list:
-    last = {f"{r['members']:,} members": r["last_member"]["hdr"]
+    last = {f"{r['target']}, {r['members']:,} members": r["last_member"]["hdr"]
             for run_ in doc["runs"] for r in run_["targets"]}
-    each = {f"{r['members']:,} members": r["per_member"]["hdr"]
+    each = {f"{r['target']}, {r['members']:,} members": r["per_member"]["hdr"]
             for run_ in doc["runs"] for r in run_["targets"]}
     return [report.cdf_plot(run_dir / "fanout-last-member-cdf.png",
                             "fanout: time until the last member has the message", last),

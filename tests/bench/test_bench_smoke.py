@@ -110,14 +110,18 @@ def test_chat_with_both_peers(runs):
 def test_fanout(runs):
     doc, _, _ = result(runs, "fanout")
     [run_] = doc["runs"]
-    [res] = run_["targets"]
-    assert res["group_members"] == 26  # 25 members and the sender
-    counts = res["counts"]
-    assert counts["expected_deliveries"] == 25 * 4  # 3 sends and the warm-up
-    assert counts["delivered"] == counts["expected_deliveries"]
-    assert counts["anomalies"] == 0 and counts["incomplete_messages"] == 0
-    assert res["last_member"]["count"] == 3 and res["per_member"]["count"] == 100
-    assert res["exactly_once"] is True
+    assert [res["target"] for res in run_["targets"]] == ["switchboard", "picows-relay"]
+    for res in run_["targets"]:
+        counts = res["counts"]
+        assert counts["expected_deliveries"] == 25 * 4  # 3 sends and the warm-up
+        assert counts["delivered"] == counts["expected_deliveries"]
+        assert counts["anomalies"] == 0 and counts["incomplete_messages"] == 0
+        assert res["last_member"]["count"] == 3 and res["per_member"]["count"] == 100
+        assert res["exactly_once"] is True
+    ours, relay = run_["targets"]
+    assert ours["group_members"] == 26  # 25 members and the sender
+    assert ours["send_ack"]["count"] == 3 and relay["send_ack"]["count"] == 0
+    assert set(run_["ratios"]) == {"last_member_p50", "last_member_p99"}
 
 
 def test_storm(runs):
