@@ -15,7 +15,10 @@ receives, and committing each ack on its own made most commits ack-only (and, wi
 processes on one SQLite file, each one a turn at the file's write lock that the next message
 waited for). A message or a read mark commits at once and takes the waiting acks along. Acks
 are watermarks nobody waits for (receipts are pushed before they are stored), so a delay costs
-at most that a device reconnecting within it is offered its last messages again.
+at most that a device reconnecting within it is offered its last messages again. A commit takes
+at most `max_acks` cursor acks and as many delivered acks; the rest follow in the next commits:
+a group of 10,000 acks every message, and a message must not wait behind one commit of all
+20,000 upserts (tens of ms) for its own.
 
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
@@ -37,6 +40,7 @@ import logging
 import math
 import time
 from collections import deque
+from itertools import islice
 from typing import Callable
 
 from .model import Batch, CommitOutcome, CommitResult, NewMessage
@@ -71,6 +75,7 @@ class CoalescingWriter:
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
                  max_pending: int = 20000, commit_floor: float = 0.0, ack_delay: float = 0.0,
+                 max_acks: int = 1000,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
@@ -81,6 +86,7 @@ class CoalescingWriter:
         self._last_start = -math.inf
         self._floor: asyncio.Future[None] | None = None  # the wait for the floor to pass
         self.ack_delay = ack_delay
+        self.max_acks = max_acks
         self._ack_timer: asyncio.TimerHandle | None = None
         self._on_commit = on_commit
         self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
@@ -286,9 +292,11 @@ class CoalescingWriter:
             queue.popleft()
             messages.append(msg)
             futures.append(future)
-        batch = Batch(messages, self._cursors, self._reads, self._delivered, self._public_reads)
-        self._cursors, self._reads, self._delivered, self._public_reads = {}, {}, {}, {}
-        self._updates_due = False
+        cursors, self._cursors = _split(self._cursors, self.max_acks)
+        delivered, self._delivered = _split(self._delivered, self.max_acks)
+        batch = Batch(messages, cursors, self._reads, delivered, self._public_reads)
+        self._reads, self._public_reads = {}, {}
+        self._updates_due = bool(self._cursors or self._delivered)  # the rest: next commit
         return batch, futures
 
     def _merge_back(self, batch: Batch) -> None:
@@ -303,6 +311,14 @@ class CoalescingWriter:
         per_flush = self.flush_seconds_total / self.batches if self.batches else ASSUMED_FLUSH_SECONDS
         flushes = self.pending / self.max_rows + 1
         return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, flushes * per_flush * 1000)))
+
+
+def _split(pending: dict, limit: int) -> tuple[dict, dict]:
+    """The first `limit` entries, and the rest."""
+    if len(pending) <= limit:
+        return pending, {}
+    entries = iter(pending.items())
+    return dict(islice(entries, limit)), dict(entries)
 
 
 def _raise_to(pending: dict, key: tuple, seq: int) -> None:
