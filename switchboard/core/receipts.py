@@ -4,7 +4,9 @@ A device ack raises the user's delivered watermark, a read frame the read waterm
 persisted through the coalescing writer (max semantics, never backwards). Pushes are coalesced:
 changes collect in a dirty set and a flush, `flush_interval` after the first change, sends at
 most one ReceiptUpdate per chat to each interested user - the senders whose messages the change
-covers, plus the changing user's own devices (multi-device read sync).
+covers, plus the changing user's own devices when its read watermark moved (multi-device read
+sync; an ack alone is not echoed to its own user: it changes no badge, and in a group of 10,000
+it would double the frames of every message).
 
 Read receipts are mutual, as in WhatsApp: a user who turned them off has their reads hidden
 from others (reported as 0, left out of "read by" and of the read rollup) and sees no read
@@ -187,6 +189,7 @@ class ReceiptService:
         changed: dict[str, Receipt] = {}
         delivered_moved: set[str] = set()
         public_moved: set[str] = set()
+        read_moved: set[str] = set()  # told to their own devices
         covered_from = covered_to = None
         for user, new in changes.items():
             old = receipts.setdefault(user, Receipt(0, 0))
@@ -197,7 +200,9 @@ class ReceiptService:
                 delivered_moved.add(user)
             if new.public_read_seq > old.public_read_seq:
                 public_moved.add(user)
-            moved = user in delivered_moved or user in public_moved or new.read_seq > old.read_seq
+            if new.read_seq > old.read_seq or (fresh and new.read_seq):
+                read_moved.add(user)
+            moved = user in delivered_moved or user in public_moved or user in read_moved
             old.delivered_seq = max(old.delivered_seq, new.delivered_seq)
             old.read_seq = max(old.read_seq, new.read_seq)
             old.public_read_seq = max(old.public_read_seq, new.public_read_seq)
@@ -212,15 +217,17 @@ class ReceiptService:
                    await self._store.senders_between(chat_id, covered_from, covered_to))
         delivered_all, read_all = await self.rollup(chat_id, receipts)
         members = await self._chats.members(chat_id)
-        for target in senders | set(changed):
+        for target in senders | read_moved:
             visible = {}
             for user, receipt in changed.items():
                 if user == target:  # your own devices always see your own watermarks
                     visible[user] = Receipt(receipt.delivered_seq, receipt.read_seq)
-                elif target in senders:
-                    # a hidden read alone is not pushed: its timing would tell when they read
-                    hidden = await self.reads_hidden(target, user)
-                    if user in delivered_moved or (user in public_moved and not hidden):
+                elif target in senders and (user in delivered_moved or user in public_moved):
+                    # a hidden read alone is not pushed: its timing would tell when they read;
+                    # whether it is hidden matters only when there is a read to show
+                    hidden = (receipt.public_read_seq > 0
+                              and await self.reads_hidden(target, user))
+                    if user in delivered_moved or not hidden:
                         visible[user] = Receipt(receipt.delivered_seq,
                                                 0 if hidden else receipt.public_read_seq)
             if visible:

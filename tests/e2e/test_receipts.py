@@ -129,6 +129,27 @@ async def test_reading_on_one_device_clears_the_others(server):
     assert (chats[0].read_seq, chats[0].unread_count) == (3, 0)
 
 
+async def test_an_ack_is_not_echoed_to_its_own_user_a_read_is(server):
+    """Delivered alone changes no badge: the acking user's devices hear nothing of it (a large
+    group would otherwise get two frames per message); a read reaches them."""
+    phone = await authed(server, "bob", "phone")
+    laptop = await authed(server, "bob", "laptop")
+    alice = await authed(server, "alice")
+    chat = await group(alice, ["bob"])
+    ack = await send(alice, chat)
+    await receive_and_ack(phone, 1)
+    update = await receipt_until(alice, chat, lambda u: u.delivered_all_seq >= ack.seq)
+    assert member(update, "bob").delivered_seq == ack.seq
+    receipts = server.gateway.services.receipts
+    pushed = receipts.updates_pushed
+    await request(phone, mark_read=pb.MarkRead(chat_id=chat, seq=ack.seq))
+    # the read's update is the first either of bob's devices gets: the ack's was not echoed
+    for device in (phone, laptop):
+        update = await receipt_until(device, chat, lambda u: True)
+        assert [(m.user_id, m.read_seq) for m in update.members] == [("bob", ack.seq)]
+    assert receipts.updates_pushed > pushed
+
+
 async def test_get_receipts_refuses_non_members_and_unknown_seq(server):
     alice = await authed(server, "alice")
     mallory = await authed(server, "mallory")
