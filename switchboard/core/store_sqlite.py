@@ -41,13 +41,13 @@ import fcntl
 import os
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Collection, Iterator, TypeVar
 
 import orjson
 
 from ._native import native
+from .lane import Lane
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
                     MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
                     PushPlatform, PushToken, QueuedPush, Receipt, Role, StoredMessage,
@@ -384,8 +384,8 @@ def _settings(conn: sqlite3.Connection, user_id: str) -> UserSettings:
 class SQLiteStore(Store):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
-        self._writer: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
+        self._writer: Lane | None = None
+        self._readers: Lane | None = None
         self._write_conn: _Connection | None = None
         self._batch: BatchCommitter | None = None
         self._read_conns: list[sqlite3.Connection] = []
@@ -396,9 +396,8 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader",
-                                           initializer=self._open_reader)
+        self._writer = Lane("sqlite-writer")
+        self._readers = Lane("sqlite-reader", READ_THREADS, initializer=self._open_reader)
         await self._write(self._open_writer)
 
     async def close(self) -> None:
@@ -406,7 +405,10 @@ class SQLiteStore(Store):
             return
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
-        await asyncio.get_running_loop().run_in_executor(None, self._shut_down, writer, readers)
+        await writer.run(self._close_writer)
+        await writer.stop()
+        await readers.stop()
+        await asyncio.to_thread(self._close_readers)
 
     def _open_writer(self) -> None:
         conn = _connect(self.path)
@@ -417,17 +419,14 @@ class SQLiteStore(Store):
         self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
 
     def _open_reader(self) -> None:
-        # Closed by _shut_down from another thread once this pool has stopped.
+        # Closed by _close_readers from another thread once these threads have stopped.
         conn = _connect(self.path, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
         self._local.conn = conn
         self._read_conns.append(conn)
 
-    def _shut_down(self, writer: ThreadPoolExecutor, readers: ThreadPoolExecutor) -> None:
-        """Let queued calls finish, then close every connection (runs off the event loop)."""
-        writer.submit(self._close_writer).result()
-        writer.shutdown()
-        readers.shutdown()
+    def _close_readers(self) -> None:
+        """After the reader threads stopped (off the event loop: the last close checkpoints)."""
         for conn in self._read_conns:
             conn.close()
         self._read_conns.clear()
@@ -447,7 +446,7 @@ class SQLiteStore(Store):
         if self._writer is None:
             raise StoreError("the store is not open")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+            return await self._writer.run(fn, *args)
         except StoreError:
             raise
         except Exception as exc:
@@ -457,7 +456,7 @@ class SQLiteStore(Store):
         if self._readers is None:
             raise StoreError("the store is not open")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+            return await self._readers.run(fn, *args)
         except sqlite3.Error as exc:
             raise StoreError(f"{fn.__name__}: {exc}") from exc
 
