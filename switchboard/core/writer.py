@@ -16,9 +16,10 @@ processes on one SQLite file, each one a turn at the file's write lock that the 
 waited for). A message or a read mark commits at once and takes the waiting acks along. Acks
 are watermarks nobody waits for (receipts are pushed before they are stored), so a delay costs
 at most that a device reconnecting within it is offered its last messages again. A commit takes
-at most `max_acks` cursor acks and as many delivered acks; the rest follow in the next commits:
-a group of 10,000 acks every message, and a message must not wait behind one commit of all
-20,000 upserts (tens of ms) for its own.
+at most `max_acks` cursor acks and as many delivered acks, a quarter of that when it carries
+messages; the rest follow in the next commits: a group of 10,000 acks every message, and a
+message must not wait behind one commit of all 20,000 upserts (tens of ms), nor make its own
+commit (and its SendAck) that slow by taking them along.
 
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
@@ -292,8 +293,9 @@ class CoalescingWriter:
             queue.popleft()
             messages.append(msg)
             futures.append(future)
-        cursors, self._cursors = _split(self._cursors, self.max_acks)
-        delivered, self._delivered = _split(self._delivered, self.max_acks)
+        limit = self.max_acks // 4 if messages else self.max_acks
+        cursors, self._cursors = _split(self._cursors, limit)
+        delivered, self._delivered = _split(self._delivered, limit)
         batch = Batch(messages, cursors, self._reads, delivered, self._public_reads)
         self._reads, self._public_reads = {}, {}
         self._updates_due = bool(self._cursors or self._delivered)  # the rest: next commit
