@@ -86,9 +86,10 @@ class ReceiptService:
                      "(stored: devices get them when they reconnect)", self.not_pushed)
 
     # ------------------------------------------------------------------ changes in
-    def delivered(self, chat_id: str, user_id: str, seq: int) -> None:
-        """A device of the user acked up to seq."""
-        self._writer.ack_delivered(chat_id, user_id, seq)
+    def acked(self, chat_id: str, user_id: str, device_id: str, seq: int) -> None:
+        """A device acked up to seq: its cursor and the user's delivered watermark (one writer
+        call for both: every member of a large group acks every message)."""
+        self._writer.ack_delivery(user_id, device_id, chat_id, seq)
         self._route(chat_id, user_id, seq, 0, 0)
 
     def read(self, chat_id: str, user_id: str, seq: int, public: bool) -> None:
@@ -113,10 +114,19 @@ class ReceiptService:
         if self._closed:
             self.not_pushed += 1
             return
-        pending = self._dirty.setdefault(chat_id, {}).setdefault(user_id, Receipt(0, 0))
-        pending.delivered_seq = max(pending.delivered_seq, delivered, read)
-        pending.read_seq = max(pending.read_seq, read)
-        pending.public_read_seq = max(pending.public_read_seq, public_read)
+        chat = self._dirty.get(chat_id)
+        if chat is None:
+            chat = self._dirty[chat_id] = {}
+        pending = chat.get(user_id)
+        if pending is None:
+            chat[user_id] = Receipt(max(delivered, read), read, public_read)
+        else:
+            if delivered > pending.delivered_seq or read > pending.delivered_seq:
+                pending.delivered_seq = max(delivered, read)
+            if read > pending.read_seq:
+                pending.read_seq = read
+            if public_read > pending.public_read_seq:
+                pending.public_read_seq = public_read
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
                 self._flush_interval, self._start_flush)

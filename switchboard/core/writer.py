@@ -130,17 +130,26 @@ class CoalescingWriter:
     def ack_cursor(self, user: str, device: str, chat: str, seq: int) -> None:
         """Record a device's delivery cursor; written with the next batch. Dropped after close:
         cursors are soft, the device acks again after it reconnects."""
-        self._ack(self._cursors, (user, device, chat), seq)
-
-    def ack_delivered(self, chat: str, user: str, seq: int) -> None:
-        """Raise the user's delivered watermark; written with the next batch. Dropped after
-        close, like ack_cursor (the device acks again after it reconnects)."""
-        self._ack(self._delivered, (chat, user), seq)
-
-    def _ack(self, pending: dict, key: tuple, seq: int) -> None:
         if self._closed:
             return
-        _raise_to(pending, key, seq)
+        _raise_to(self._cursors, (user, device, chat), seq)
+        self._acks_pending()
+
+    def ack_delivery(self, user: str, device: str, chat: str, seq: int) -> None:
+        """A device acked a delivery: its cursor, and the user's delivered watermark, raised in
+        one call (in a large group every member's ack of every message comes here). Dropped
+        after close, like ack_cursor."""
+        if self._closed:
+            return
+        cursors, key = self._cursors, (user, device, chat)
+        if seq > cursors.get(key, -1):
+            cursors[key] = seq
+        delivered, key = self._delivered, (chat, user)
+        if seq > delivered.get(key, -1):
+            delivered[key] = seq
+        self._acks_pending()
+
+    def _acks_pending(self) -> None:
         if not self.ack_delay:
             self._updates_due = True
             self._kick()

@@ -315,9 +315,10 @@ class Connection:
 
     def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:
         services = self.gw.services
-        services.messages.ack(self.user, self.device, chat_id, seq)
         if delivered:
-            services.receipts.delivered(chat_id, self.user, seq)
+            services.receipts.acked(chat_id, self.user, self.device, seq)
+        else:
+            services.messages.ack(self.user, self.device, chat_id, seq)
 
     def request(self, kind: str, frame: pb.ClientFrame) -> None:
         handler = _HANDLERS.get(kind)

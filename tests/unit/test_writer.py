@@ -219,8 +219,7 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     writer = make_writer(faulty)
     faulty.fail_chats(1, "b")
     writer.ack_cursor("bob", "phone", "a", 3)
-    writer.ack_cursor("bob", "phone", "b", 4)
-    writer.ack_delivered("b", "bob", 5)
+    writer.ack_delivery("bob", "phone", "b", 5)
     outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6),
                               writer.submit(msg("b", "1"))])
     assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
@@ -232,10 +231,10 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     assert len(faulty.batches) == 1, "a failure alone must not trigger another commit"
     writer.ack_cursor("bob", "phone", "a", 1)  # the next flush takes the merged-back ones along
     await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
-    assert faulty.batches[1].cursors == {("bob", "phone", "a"): 1, ("bob", "phone", "b"): 4}
+    assert faulty.batches[1].cursors == {("bob", "phone", "a"): 1, ("bob", "phone", "b"): 5}
     assert (faulty.batches[1].delivered, faulty.batches[1].reads) == ({("b", "bob"): 5},
                                                                       {("b", "bob"): 6})
-    assert await faulty.cursors("bob", "phone") == {"a": 3, "b": 4}
+    assert await faulty.cursors("bob", "phone") == {"a": 3, "b": 5}
     assert await faulty.receipts("b") == {"bob": Receipt(6, 6)}
 
 
@@ -304,8 +303,7 @@ async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(faulty
     writer = make_writer(faulty, ack_delay=60)  # beyond the test: only a message takes them
     await settled([writer.submit(msg("g", str(i))) for i in range(3)])
     commits = len(faulty.batches)
-    writer.ack_cursor("bob", "phone", "g", 1)
-    writer.ack_delivered("g", "bob", 1)
+    writer.ack_delivery("bob", "phone", "g", 1)
     await settled([writer.submit(msg("g", "3"))])
     assert len(faulty.batches) == commits + 1  # no commit of the acks alone came first
     along = faulty.batches[-1]
@@ -334,8 +332,7 @@ async def test_a_commit_takes_at_most_max_acks_and_the_rest_follow(faulty, make_
     await settled([writer.submit(msg("g", "0"))])
     commits = len(faulty.batches)
     for user in users:
-        writer.ack_cursor(user, "phone", "g", 1)
-        writer.ack_delivered("g", user, 1)
+        writer.ack_delivery(user, "phone", "g", 1)
     await settled([writer.submit(msg("g", "1"))])
     along = faulty.batches[commits]
     assert (len(along.messages), len(along.cursors), len(along.delivered)) == (1, 2, 2)
@@ -352,22 +349,23 @@ async def test_a_commit_takes_at_most_max_acks_and_the_rest_follow(faulty, make_
         ("g", user) for user in users}
 
 
-async def test_ack_delivered_coalesces_to_the_max_and_is_durable(faulty, make_writer):
+async def test_ack_delivery_coalesces_to_the_max_and_is_durable(faulty, make_writer):
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
     for seq in (3, 8, 5):
-        writer.ack_delivered("g", "bob", seq)
-    writer.ack_delivered("g", "carol", 2)
+        writer.ack_delivery("bob", "phone", "g", seq)
+    writer.ack_delivery("carol", "tablet", "g", 2)
     faulty.release()
     await settled([first])
     await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
     assert faulty.batches[1].delivered == {("g", "bob"): 8, ("g", "carol"): 2}
+    assert faulty.batches[1].cursors == {("bob", "phone", "g"): 8, ("carol", "tablet", "g"): 2}
     assert await faulty.receipts("g") == {"bob": Receipt(8, 0), "carol": Receipt(2, 0)}
 
 
-async def test_ack_delivered_alone_schedules_a_flush(memory, make_writer):
+async def test_ack_delivery_alone_schedules_a_flush(memory, make_writer):
     writer = make_writer(memory)
-    writer.ack_delivered("g", "bob", 2)
+    writer.ack_delivery("bob", "phone", "g", 2)
 
     async def delivered_is_2() -> bool:
         return (await memory.receipts("g")).get("bob") == Receipt(2, 0)
@@ -392,21 +390,19 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
     writer = make_writer(faulty)
     await settled([writer.submit(msg("g", str(i))) for i in range(9)])
     faulty.fail_next_commits(1)
-    writer.ack_cursor("bob", "phone", "g", 4)
-    writer.ack_delivered("g", "bob", 5)
+    writer.ack_delivery("bob", "phone", "g", 5)
     outcome = await settled([writer.mark_read("g", "bob", 6)])
     assert isinstance(outcome[0], StoreError)
     for _ in range(20):
         await asyncio.sleep(0)
     assert len(faulty.batches) == 2, "a failure alone must not trigger another commit"
-    writer.ack_cursor("bob", "phone", "g", 2)
-    writer.ack_delivered("g", "bob", 3)
+    writer.ack_delivery("bob", "phone", "g", 3)
     await wait_for(lambda: len(faulty.batches) == 3 and not other_tasks())
-    assert faulty.batches[2].cursors == {("bob", "phone", "g"): 4}
+    assert faulty.batches[2].cursors == {("bob", "phone", "g"): 5}
     assert faulty.batches[2].delivered == {("g", "bob"): 5}
     assert faulty.batches[2].reads == {("g", "bob"): 6}
     assert await faulty.read_seq("g", "bob") == 6
-    assert [b.cursor for b in await read_backlog(faulty, "bob", "phone")] == [4]
+    assert [b.cursor for b in await read_backlog(faulty, "bob", "phone")] == [5]
 
 
 # ---------------------------------------------------------------------------- on_commit
@@ -446,8 +442,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     writer = make_writer(faulty, max_rows=8)
     first = await hold_first_flush(faulty, writer)
     sent = [writer.submit(msg("g", str(i))) for i in range(20)]
-    writer.ack_cursor("bob", "phone", "g", 20)
-    writer.ack_delivered("g", "bob", 20)
+    writer.ack_delivery("bob", "phone", "g", 20)
     read = writer.mark_read("g", "bob", 19)
     closing = asyncio.ensure_future(writer.close())
     await asyncio.sleep(0)
@@ -464,14 +459,14 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     with pytest.raises(RuntimeError):
         writer.mark_read("g", "bob", 20)
     writer.ack_cursor("bob", "phone", "g", 21)
-    writer.ack_delivered("g", "bob", 21)
+    writer.ack_delivery("bob", "phone", "g", 21)
     assert not other_tasks()
 
 
 async def test_close_flushes_updates_merged_back_from_a_failed_batch(faulty, make_writer):
     writer = make_writer(faulty)
     faulty.fail_next_commits(1)
-    writer.ack_delivered("g", "bob", 4)
+    writer.ack_delivery("bob", "phone", "g", 4)
     await wait_for(lambda: writer.failures == 1 and not other_tasks())
     await asyncio.wait_for(writer.close(), 5)
     assert len(faulty.batches) == 2 and faulty.batches[1].delivered == {("g", "bob"): 4}
