@@ -202,7 +202,9 @@ class ReceiptService:
         read_moved: set[str] = set()  # told to their own devices
         covered_from = covered_to = None
         for user, new in changes.items():
-            old = receipts.setdefault(user, Receipt(0, 0))
+            old = receipts.get(user)
+            if old is None:
+                old = receipts[user] = Receipt(0, 0)
             top = max(new.delivered_seq, new.public_read_seq)
             before = (max(0, top - FRESH_LOOKBACK) if fresh
                       else min(old.delivered_seq, old.public_read_seq))
@@ -228,22 +230,31 @@ class ReceiptService:
         delivered_all, read_all = await self.rollup(chat_id, receipts)
         members = await self._chats.members(chat_id)
         for target in senders | read_moved:
-            visible = {}
-            for user, receipt in changed.items():
-                if user == target:  # your own devices always see your own watermarks
-                    visible[user] = Receipt(receipt.delivered_seq, receipt.read_seq)
-                elif target in senders and (user in delivered_moved or user in public_moved):
-                    # a hidden read alone is not pushed: its timing would tell when they read;
-                    # whether it is hidden matters only when there is a read to show
-                    hidden = (receipt.public_read_seq > 0
-                              and await self.reads_hidden(target, user))
-                    if user in delivered_moved or not hidden:
-                        visible[user] = Receipt(receipt.delivered_seq,
-                                                0 if hidden else receipt.public_read_seq)
+            if target not in senders:  # only its own read moved: only its own entry
+                mine = changed[target]
+                visible = {target: Receipt(mine.delivered_seq, mine.read_seq)}
+            else:
+                visible = await self._visible_to(target, changed, delivered_moved, public_moved)
             if visible:
                 self._push(target, chat_id, visible, delivered_all,
                            await self._read_all_for(target, members, read_all))
                 self.updates_pushed += 1
+
+    async def _visible_to(self, target: str, changed: dict[str, Receipt],
+                          delivered_moved: set[str], public_moved: set[str]) -> dict[str, Receipt]:
+        """The changes a sender is told of, as it may see them."""
+        visible = {}
+        for user, receipt in changed.items():
+            if user == target:  # your own devices always see your own watermarks
+                visible[user] = Receipt(receipt.delivered_seq, receipt.read_seq)
+            elif user in delivered_moved or user in public_moved:
+                # a hidden read alone is not pushed: its timing would tell when they read;
+                # whether it is hidden matters only when there is a read to show
+                hidden = receipt.public_read_seq > 0 and await self.reads_hidden(target, user)
+                if user in delivered_moved or not hidden:
+                    visible[user] = Receipt(receipt.delivered_seq,
+                                            0 if hidden else receipt.public_read_seq)
+        return visible
 
     async def _read_all_for(self, target: str, members, read_all: int) -> int:
         """The read rollup as `target` may see it: 0 with its read receipts off, or while a
