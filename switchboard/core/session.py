@@ -34,6 +34,9 @@ Session = _session.Session
 SessionConfig = _session.SessionConfig
 SessionStats = _session.SessionStats
 Stream = _session.Stream
+offer_each = _session.offer_each
+"""offer_each(by_user, users, start, end, chat_id, messages, chunks): the fan-out's loop, one
+commit offered to every connected device of users[start:end] (user -> {device: connection})."""
 _wire = native("wire")
 Chunk = _wire.Chunk
 deliver_frames = _wire.deliver_frames
@@ -41,7 +44,7 @@ deliver_frames = _wire.deliver_frames
 one chat, encoded once and offered to every recipient's session as they are."""
 
 __all__ = ["Chunk", "Session", "SessionConfig", "SessionStats", "SessionPort", "State", "Stream",
-           "deliver_frames"]
+           "deliver_frames", "offer_each"]
 
 
 class State(enum.IntEnum):

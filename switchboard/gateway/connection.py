@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from picows import WSCloseCode, WSTransport
@@ -27,8 +27,8 @@ from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import is_direct
 from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
-from switchboard.core.model import CommitResult, DeviceStatus, Membership, SendRequest, StoredMessage
-from switchboard.core.session import Chunk, Session, State
+from switchboard.core.model import CommitResult, DeviceStatus, Membership, SendRequest
+from switchboard.core.session import Session, State
 from switchboard.core.store import StoreError
 from switchboard.proto.codec import wire_error
 from switchboard.proto.codes import Close
@@ -113,10 +113,6 @@ class Connection:
     @property
     def inflight(self) -> int:
         return self.session.inflight
-
-    def offer(self, chat_id: str, messages: Sequence[StoredMessage],
-              chunks: list[Chunk]) -> None:
-        self.session.offer(chat_id, messages, chunks)
 
     def send_frame(self, data: bytes) -> None:
         self.session.send_frame(data)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from switchboard.core.model import StoredMessage
-from switchboard.core.session import deliver_frames
+from switchboard.core.session import deliver_frames, offer_each
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -78,20 +78,9 @@ class Hub:
                 asyncio.get_running_loop().call_soon(self._next_slice)
             return
         by_user = self._by_user
-        if len(members) <= len(by_user):
-            targets = (by_user.get(user) for user in members)
-        else:
-            targets = (devices for user, devices in by_user.items() if user in members)
-        for devices in targets:
-            if devices:
-                self._offer(devices, chat_id, messages, chunks)
-
-    @staticmethod
-    def _offer(devices: dict[str, Connection], chat_id: str, messages: list[StoredMessage],
-               chunks: list) -> None:
-        # a copy: an offer may close a slow connection, which unregisters it
-        for conn in tuple(devices.values()):
-            conn.offer(chat_id, messages, chunks)
+        users = (list(members) if len(members) <= len(by_user)
+                 else [user for user in by_user if user in members])
+        offer_each(by_user, users, 0, len(users), chat_id, messages, chunks)
 
     def _next_slice(self) -> None:
         """Offer the next FANOUT_SLICE recipients of the queued fan-outs, then yield the loop."""
@@ -101,10 +90,7 @@ class Hub:
         while fanouts and budget:
             job = fanouts[0]
             end = min(len(job.users), job.done + budget)
-            for user in job.users[job.done:end]:
-                devices = by_user.get(user)
-                if devices:
-                    self._offer(devices, job.chat_id, job.messages, job.chunks)
+            offer_each(by_user, job.users, job.done, end, job.chat_id, job.messages, job.chunks)
             budget -= end - job.done
             job.done = end
             if end == len(job.users):

@@ -689,3 +689,14 @@ def _ended(stream: Stream) -> bool:
     ranges = stream.ranges
     return (ranges is not None and ranges is not STALE and stream.acked == stream.sent
             and next_visible(ranges, stream.acked) is None)
+
+
+def offer_each(by_user: dict, users: list[str], start: int, end: int, chat_id: str,
+               messages: list[StoredMessage], chunks: list) -> None:
+    """The fan-out's loop: one commit offered to the session of every connected device of
+    users[start:end] (by_user: user -> {device: its connection, whose `session` it is})."""
+    for user in users[max(start, 0):end]:
+        devices = by_user.get(user)
+        if devices:
+            for conn in tuple(devices.values()):
+                conn.session.offer(chat_id, messages, chunks)

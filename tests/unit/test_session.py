@@ -13,9 +13,11 @@ from switchboard.core._native import wire
 from switchboard.core.model import (Backlog, MemberAction, MembershipEvent, Period,
                                     StoredMessage)
 from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats, State
+from switchboard.core.session import offer_each as session_offer_each
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
 from tests.reference.session_model import Session as ModelSession
+from tests.reference.session_model import offer_each as model_offer_each
 from tests.support.sessions import (BINARY, CLOSE, CONTINUATION, PING, TEXT, Clock, Port, ack,
                                     backlog, client, message, send, server_frames, split_frames)
 
@@ -504,3 +506,33 @@ def test_first_offer_in_a_cluster_waits_for_the_stored_cursor():
     r.pump({"c1": [message("c1", s) for s in (6, 7)]})
     assert delivered(r.out()) == [("c1", 6), ("c1", 7)]
     assert r.session.streams["c2"].sent == 3  # the device had it already
+
+
+# ---------------------------------------------------------------------------- fan-out loop
+def test_offer_each_offers_to_every_device_of_the_named_users_in_range(impl):
+    """The hub's loop over a slice of a group: each connected device of users[start:end] gets
+    the commit once; users before or after the slice, or with no connection, get nothing."""
+    native = impl == "native"
+    each = session_offer_each if native else model_offer_each
+
+    class Conn:
+        def __init__(self, rig: Rig) -> None:
+            self.session = rig.session
+
+    rigs = {}
+    for user, device in [("u0", "a"), ("u1", "a"), ("u1", "b"), ("u2", "a"), ("u4", "a")]:
+        rig = Rig(user, device)
+        rig.open()
+        rig.out()
+        rigs[user, device] = rig
+    by_user: dict[str, dict[str, Conn]] = {}
+    for (user, device), rig in rigs.items():
+        by_user.setdefault(user, {})[device] = Conn(rig)
+    rows = [message("g", 1, "sender", "phone")]
+    users = ["u0", "u1", "u3", "u2", "u4"]
+    each(by_user, users, 1, 4, "g", rows, Rig.impl[1](rows, MAX_FRAME_BYTES))
+    got = {key: delivered(rig.out()) for key, rig in rigs.items()}
+    assert got == {("u0", "a"): [], ("u1", "a"): [("g", 1)], ("u1", "b"): [("g", 1)],
+                   ("u2", "a"): [("g", 1)], ("u4", "a"): []}
+    each(by_user, users, 4, 99, "g", rows, Rig.impl[1](rows, MAX_FRAME_BYTES))  # end clamped
+    assert delivered(rigs["u4", "a"].out()) == [("g", 1)]
