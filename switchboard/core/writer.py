@@ -76,7 +76,7 @@ class CoalescingWriter:
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
                  max_pending: int = 20000, commit_floor: float = 0.0, ack_delay: float = 0.0,
-                 max_acks: int = 1000,
+                 max_acks: int = 500,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
