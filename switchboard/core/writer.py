@@ -325,11 +325,14 @@ class CoalescingWriter:
 
 
 def _split(pending: dict, limit: int) -> tuple[dict, dict]:
-    """The first `limit` entries, and the rest."""
+    """The first `limit` entries, and the rest (`pending` itself, less those: a group's 10,000
+    acks go out in 20 commits, and copying the rest for each would be quadratic)."""
     if len(pending) <= limit:
         return pending, {}
-    entries = iter(pending.items())
-    return dict(islice(entries, limit)), dict(entries)
+    taken = dict(islice(pending.items(), limit))
+    for key in taken:
+        del pending[key]
+    return taken, pending
 
 
 def _raise_to(pending: dict, key: tuple, seq: int) -> None:
