@@ -205,13 +205,21 @@ class ReceiptService:
             old = receipts.get(user)
             if old is None:
                 old = receipts[user] = Receipt(0, 0)
-            top = max(new.delivered_seq, new.public_read_seq)
-            before = (max(0, top - FRESH_LOOKBACK) if fresh
-                      else min(old.delivered_seq, old.public_read_seq))
+            spans = []  # (old, new] of each watermark others see that moved
             if new.delivered_seq > old.delivered_seq or fresh:
                 delivered_moved.add(user)
+                spans.append((old.delivered_seq, new.delivered_seq))
             if new.public_read_seq > old.public_read_seq:
                 public_moved.add(user)
+                spans.append((old.public_read_seq, new.public_read_seq))
+            if spans:
+                # the senders told are those of what the moved watermarks now cover (a member
+                # that never read must not make every flush read the chat from its start)
+                top = max(upto for _, upto in spans)
+                before = (max(0, top - FRESH_LOOKBACK) if fresh
+                          else min(after for after, _ in spans))
+                covered_from = before if covered_from is None else min(covered_from, before)
+                covered_to = top if covered_to is None else max(covered_to, top)
             if new.read_seq > old.read_seq or (fresh and new.read_seq):
                 read_moved.add(user)
             moved = user in delivered_moved or user in public_moved or user in read_moved
@@ -220,9 +228,6 @@ class ReceiptService:
             old.public_read_seq = max(old.public_read_seq, new.public_read_seq)
             if moved:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
-            if user in delivered_moved or user in public_moved:
-                covered_from = before if covered_from is None else min(covered_from, before)
-                covered_to = top if covered_to is None else max(covered_to, top)
         if not changed:
             return
         senders = (set() if covered_from is None else

@@ -89,6 +89,25 @@ async def test_receipts_go_to_senders_not_to_bystanders(server):
         await receipt_until(c, chat, lambda u: any(m.user_id == "b" for m in u.members), timeout=0.5)
 
 
+async def test_a_sender_is_told_only_of_watermarks_that_moved_over_its_messages(server):
+    """b's delivered watermark moving from c's message to a's later one concerns a alone: c's
+    message lies below where it moved from (b never read, which must not widen the span)."""
+    a, b, c = [await authed(server, u) for u in ("a", "b", "c")]
+    chat = await group(a, ["b", "c"])
+    await send(a, chat)
+    from_c = await send(c, chat)
+    await receive_and_ack(b, 2)
+    await receipt_until(c, chat, lambda u: any(
+        m.user_id == "b" and m.delivered_seq >= from_c.seq for m in u.members))
+    later = await send(a, chat)
+    await receive_and_ack(b, 1)
+    await receipt_until(a, chat, lambda u: any(
+        m.user_id == "b" and m.delivered_seq >= later.seq for m in u.members))
+    with pytest.raises(asyncio.TimeoutError):
+        await receipt_until(c, chat, lambda u: any(
+            m.user_id == "b" and m.delivered_seq >= later.seq for m in u.members), timeout=0.5)
+
+
 async def test_read_receipts_off_is_mutual(server):
     alice = await authed(server, "alice")
     bob = await authed(server, "bob")
