@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from .blocks import Blocks
 from .chats import ChatService
@@ -35,6 +37,7 @@ from .writer import CoalescingWriter
 log = logging.getLogger(__name__)
 
 FRESH_LOOKBACK = 1000  # messages whose senders hear of a change to receipts not yet cached
+RECENT_SENDERS = 64  # per chat: senders of its latest commits, known without a store read
 
 ReceiptPush = Callable[[str, str, dict[str, Receipt], int, int], None]
 """push(user_id, chat_id, changed members' receipts as that user may see them (delivered_seq,
@@ -43,6 +46,31 @@ read_seq), delivered_all, read_all): one user's view."""
 NoteRoute = Callable[[str, str, int, int, int], None]
 """route(chat_id, user_id, delivered, read, public_read): take a change to the service that
 coalesces the chat's pushes (the chat owner's, in cluster mode; this one by default)."""
+
+
+class _Senders:
+    """Who sent a chat's latest consecutive seqs, as committed on this node: a flush asks who
+    sent what the moved watermarks cover, which under live traffic is the last few messages."""
+    __slots__ = ("first", "users")
+
+    def __init__(self, seq: int) -> None:
+        self.first = seq  # the seq of users[0]
+        self.users: deque[str] = deque(maxlen=RECENT_SENDERS)
+
+    def add(self, seq: int, user: str) -> None:
+        users = self.users
+        if seq != self.first + len(users):  # not the next seq (committed elsewhere, a gap)
+            self.first = seq
+            users.clear()
+        elif len(users) == RECENT_SENDERS:
+            self.first += 1
+        users.append(user)
+
+    def between(self, after: int, upto: int) -> set[str] | None:
+        """The senders of (after, upto], or None when this does not hold all of them."""
+        if after + 1 < self.first or upto >= self.first + len(self.users):
+            return None
+        return set(islice(self.users, after + 1 - self.first, upto + 1 - self.first))
 
 
 class ReceiptService:
@@ -57,6 +85,7 @@ class ReceiptService:
         self._writer = writer
         self._flush_interval = flush_interval
         self._cache: LRU[str, dict[str, Receipt]] = LRU(cache_chats)
+        self._senders: LRU[str, _Senders] = LRU(cache_chats)
         self._dirty: dict[str, dict[str, Receipt]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
@@ -98,8 +127,13 @@ class ReceiptService:
         self._route(chat_id, user_id, seq, seq, seq if public else 0)
 
     def sent(self, chat_id: str, user_id: str, seq: int) -> None:
-        """The user's own message: the store moved their watermarks; mirror it, no push. The
-        public one moved if their read receipts are on (as the send path saw them)."""
+        """The user's own message, committed here: the store moved their watermarks; mirror
+        it, no push (the public one moved if their read receipts are on, as the send path saw
+        them). Who sent it is kept for the flushes that will tell them of its receipts."""
+        senders = self._senders.get(chat_id)
+        if senders is None:
+            self._senders.put(chat_id, senders := _Senders(seq))
+        senders.add(seq, user_id)
         cached = self._cache.get(chat_id)
         if cached is not None:
             mine = cached.setdefault(user_id, Receipt(0, 0))
@@ -134,6 +168,7 @@ class ReceiptService:
     def forget_all(self) -> None:
         """Chats may have changed owner: the watermarks cached here are reloaded on next use."""
         self._cache.clear()
+        self._senders.clear()
 
     # ------------------------------------------------------------------ queries
     async def _of_chat(self, chat_id: str) -> dict[str, Receipt]:
@@ -230,8 +265,8 @@ class ReceiptService:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
         if not changed:
             return
-        senders = (set() if covered_from is None else
-                   await self._store.senders_between(chat_id, covered_from, covered_to))
+        senders = set() if covered_from is None else await self._senders_between(
+            chat_id, covered_from, covered_to)
         delivered_all, read_all = await self.rollup(chat_id, receipts)
         members = await self._chats.members(chat_id)
         for target in senders | read_moved:
@@ -244,6 +279,13 @@ class ReceiptService:
                 self._push(target, chat_id, visible, delivered_all,
                            await self._read_all_for(target, members, read_all))
                 self.updates_pushed += 1
+
+    async def _senders_between(self, chat_id: str, after: int, upto: int) -> set[str]:
+        recent = self._senders.get(chat_id)
+        known = recent.between(after, upto) if recent is not None else None
+        if known is not None:
+            return known
+        return await self._store.senders_between(chat_id, after, upto)
 
     async def _visible_to(self, target: str, changed: dict[str, Receipt],
                           delivered_moved: set[str], public_moved: set[str]) -> dict[str, Receipt]:
