@@ -15,11 +15,12 @@ receives, and committing each ack on its own made most commits ack-only (and, wi
 processes on one SQLite file, each one a turn at the file's write lock that the next message
 waited for). A message or a read mark commits at once and takes the waiting acks along. Acks
 are watermarks nobody waits for (receipts are pushed before they are stored), so a delay costs
-at most that a device reconnecting within it is offered its last messages again. A commit takes
-at most `max_acks` cursor acks and as many delivered acks, a quarter of that when it carries
-messages; the rest follow in the next commits: a group of 10,000 acks every message, and a
-message must not wait behind one commit of all 20,000 upserts (tens of ms), nor make its own
-commit (and its SendAck) that slow by taking them along.
+at most that a device reconnecting within it is offered its last messages again. A commit that
+carries messages takes at most `max_acks` cursor acks and as many delivered acks, and the rest
+go in the next commit: a group of 10,000 acks every message, and taking 20,000 upserts along
+(tens of ms) would make the next message's commit, and its SendAck, wait for them. A commit of
+acks alone takes them all: split into several, 10,000 acks cost twice the CPU and I/O (each
+commit rewrites most pages of the cursor and receipt tables).
 
 A message's future resolves only once it is durable. A commit is atomic per chat, not across
 chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
@@ -76,7 +77,7 @@ class CoalescingWriter:
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
                  max_pending: int = 20000, commit_floor: float = 0.0, ack_delay: float = 0.0,
-                 max_acks: int = 500,
+                 max_acks: int = 250,
                  on_commit: Callable[[list[CommitResult]], None] | None = None,
                  on_flush: Callable[[Batch, float], None] | None = None) -> None:
         self._store = store
@@ -302,9 +303,12 @@ class CoalescingWriter:
             queue.popleft()
             messages.append(msg)
             futures.append(future)
-        limit = self.max_acks // 4 if messages else self.max_acks
-        cursors, self._cursors = _split(self._cursors, limit)
-        delivered, self._delivered = _split(self._delivered, limit)
+        if messages:
+            cursors, self._cursors = _split(self._cursors, self.max_acks)
+            delivered, self._delivered = _split(self._delivered, self.max_acks)
+        else:
+            cursors, delivered, self._cursors, self._delivered = (self._cursors, self._delivered,
+                                                                  {}, {})
         batch = Batch(messages, cursors, self._reads, delivered, self._public_reads)
         self._reads, self._public_reads = {}, {}
         self._updates_due = bool(self._cursors or self._delivered)  # the rest: next commit
@@ -325,8 +329,8 @@ class CoalescingWriter:
 
 
 def _split(pending: dict, limit: int) -> tuple[dict, dict]:
-    """The first `limit` entries, and the rest (`pending` itself, less those: a group's 10,000
-    acks go out in 20 commits, and copying the rest for each would be quadratic)."""
+    """The first `limit` entries, and the rest (`pending` itself, less those: no copy of a
+    large group's acks per message)."""
     if len(pending) <= limit:
         return pending, {}
     taken = dict(islice(pending.items(), limit))
