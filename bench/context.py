@@ -33,7 +33,8 @@ class Context:
             return targets.ExternalSwitchboard(args.target, args.secret, args.server_pid)
         return targets.SpawnedSwitchboard(self.run_dir, max_group_members, cprofile,
                                           workers=args.server_workers,
-                                          store=store or args.stores[0], cql=self.cql)
+                                          store=store or args.stores[0], cql=self.cql,
+                                          env=dict(item.split("=", 1) for item in args.server_env))
 
     def switchboards(self, cprofile: Path | None = None) -> list[targets.Target]:
         """One Switchboard per --store (the profile, if any, is the first one's)."""
