@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                       help="chat: seconds per load step; hold: seconds to hold (default 3)")
     size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
                       help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=True,
+                      help="hold: after holding, close every device and open it again (the "
+                           "known-device handshake; default on)")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
     size.add_argument("--window", type=int, default=0,

@@ -101,11 +101,14 @@ async def _hold(ctx, target, n: int) -> dict:
     await asyncio.sleep(args.duration)
     idle_cpu = (target.cpu() - cpu0) / args.duration if cpu0 is not None else None
     held = await pool.run("bench.scenarios.hold:check")
-    await pool.run("bench.scenarios.hold:close")
-    await asyncio.sleep(SETTLE)
-    with Progress(n + warm, f"{target.name}: reconnecting (known devices)", "conn") as bar:
-        again = await pool.run("bench.scenarios.hold:reopen", [
-            dict(endpoint=target.endpoint, concurrency=args.connect_concurrency)] * pool.size, bar)
+    known = None
+    if args.reconnect:
+        await pool.run("bench.scenarios.hold:close")
+        await asyncio.sleep(SETTLE)
+        with Progress(n + warm, f"{target.name}: reconnecting (known devices)", "conn") as bar:
+            known = _phase(await pool.run("bench.scenarios.hold:reopen", [
+                dict(endpoint=target.endpoint, concurrency=args.connect_concurrency)] * pool.size,
+                bar))
     await pool.run("bench.gen:close_all")
 
     server = None
@@ -133,7 +136,7 @@ async def _hold(ctx, target, n: int) -> dict:
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
         "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts)),
-        "known": _phase(again),
+        "known": known,
         "server": server, "kernel": kernel,
         "processes": {role: s.as_dict() for role, s in after.items()},
     }
@@ -157,14 +160,14 @@ def rows(doc: dict) -> tuple[list[str], list[list]]:
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
-            server, kernel = res["server"] or {}, res["kernel"]
+            server, kernel, known = res["server"] or {}, res["kernel"], res["known"] or {}
             out.append([res["target"], res["requested"], res["still_connected"],
                         report.rate(res["connect_rate"]),
                         report.ms(res["handshake"].get("p50_ms")),
                         report.ms(res["handshake"].get("p99_ms")),
-                        report.rate(res["known"]["rate"]),
-                        report.ms(res["known"]["handshake"].get("p50_ms")),
-                        report.ms(res["known"]["handshake"].get("p99_ms")),
+                        report.rate(known.get("rate")),
+                        report.ms(known.get("handshake", {}).get("p50_ms")),
+                        report.ms(known.get("handshake", {}).get("p99_ms")),
                         report.kib(server.get("bytes_per_connection")),
                         report.kib(kernel["buffer_bytes_per_socket"] + kernel["slab_bytes_per_socket"]),
                         server.get("fds_after"), server.get("idle_cpu_percent")])
@@ -180,7 +183,7 @@ def summary(doc: dict) -> list[str]:
                              "overflows while connecting (clients retried the SYN)")
             if res["errors"]:
                 lines.append(f"{res['target']}: connect errors: {res['errors']}")
-            if res["known"]["errors"]:
+            if (res["known"] or {}).get("errors"):
                 lines.append(f"{res['target']}: reconnect errors: {res['known']['errors']}")
     return lines
 
