@@ -72,10 +72,11 @@ class Context:
                 self.notes.append(note)
         return found
 
-    def shard(self, items) -> list[list]:
-        """Split items into one contiguous slice per worker (sizes differ by at most one)."""
+    def shard(self, items, parts: int | None = None) -> list[list]:
+        """Split items into one contiguous slice per worker, or into `parts` slices (sizes
+        differ by at most one)."""
         items = list(items)
-        n = self.pool.size
+        n = parts or self.pool.size
         base, extra = divmod(len(items), n)
         out, start = [], 0
         for i in range(n):

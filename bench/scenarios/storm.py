@@ -207,16 +207,6 @@ async def run(ctx, size: int) -> dict:
     return {"size": size, "devices": size, "targets": [result]}
 
 
-def _split(items: list, parts: int) -> list[list]:
-    base, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + base + (1 if i < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out
-
-
 async def _storm(ctx, target, n: int) -> dict:
     pool, args = ctx.pool, ctx.args
     k = args.messages
@@ -231,10 +221,10 @@ async def _storm(ctx, target, n: int) -> dict:
     common = ctx.common(target)
     with Progress(n, f"storm {n}: receivers connect (known devices)", "dev") as bar:
         parts = await pool.run_on(rx_workers, "bench.scenarios.storm:connect_receivers", [
-            dict(common, users=u) for u in _split(receivers, len(rx_workers))], bar)
+            dict(common, users=u) for u in ctx.shard(receivers, len(rx_workers))], bar)
     with Progress(messaged, f"storm {n}: senders connect, one chat each", "chat") as bar:
         parts += await pool.run_on(tx_workers, "bench.scenarios.storm:connect_senders", [
-            dict(common, pairs=p) for p in _split(
+            dict(common, pairs=p) for p in ctx.shard(
                 [(f"{prefix}s{i}", receivers[i]) for i in range(messaged)], len(tx_workers))],
             bar)
     opened = sum(p["opened"] for p in parts)
@@ -264,7 +254,7 @@ async def _storm(ctx, target, n: int) -> dict:
         parts = await pool.run_on(rx_workers, "bench.scenarios.storm:storm", [
             dict(endpoint=target.endpoint, receivers=shard, t0_ns=t0, body_size=args.body,
                  concurrency=args.connect_concurrency)
-            for shard in _split(wanted, len(rx_workers))], bar)
+            for shard in ctx.shard(wanted, len(rx_workers))], bar)
     if sampler is not None:
         sampler.cancel()
     after = target.sample()
