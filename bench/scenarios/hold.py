@@ -9,7 +9,7 @@ process summed, since each worker holds its share of the N, and each process's o
 item), both divided by 2N because on loopback both ends of every connection live in this
 kernel; descriptors; the server's idle CPU while holding (the server pings each connection
 after `timers.heartbeat_interval` of silence, so a `--duration` longer than that includes the
-heartbeats); and how many connections dropped. Then every device is closed and opened again
+heartbeats); the server's CPU per handshake while connecting; and how many connections dropped. Then every device is closed and opened again
 with the token it had: the handshake of a known device (`known`), apart from a new one's.
 
 A warm-up batch is connected and kept before the baseline is read, so one-time costs (imports,
@@ -87,6 +87,7 @@ async def _hold(ctx, target, n: int) -> dict:
     await asyncio.sleep(SETTLE)
     before = target.sample()
     kernel_before = procfs.kernel_sockets()
+    connect_cpu = target.cpu() if target.pids else None
     with Progress(n, f"{target.name}: connecting", "conn") as bar:
         parts = await pool.run("bench.scenarios.hold:connect", [
             dict(ctx.common(target), users=u) for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
@@ -94,6 +95,8 @@ async def _hold(ctx, target, n: int) -> dict:
     opened = sum(p["opened"] for p in parts)
     elapsed = (max(p["start_ns"] + p["elapsed_ns"] for p in parts) -
                min(p["start_ns"] for p in parts)) / 1e9
+    if connect_cpu is not None:
+        connect_cpu = target.cpu() - connect_cpu
     await asyncio.sleep(SETTLE)
     after = target.sample()
     kernel_after = procfs.kernel_sockets()
@@ -105,10 +108,14 @@ async def _hold(ctx, target, n: int) -> dict:
     if args.reconnect:
         await pool.run("bench.scenarios.hold:close")
         await asyncio.sleep(SETTLE)
+        reconnect_cpu = target.cpu() if target.pids else None
         with Progress(n + warm, f"{target.name}: reconnecting (known devices)", "conn") as bar:
             known = _phase(await pool.run("bench.scenarios.hold:reopen", [
                 dict(endpoint=target.endpoint, concurrency=args.connect_concurrency)] * pool.size,
                 bar))
+        if reconnect_cpu is not None:
+            known["server_cpu_us_per_handshake"] = ((target.cpu() - reconnect_cpu) * 1e6 /
+                                                    max(known["opened"], 1))
     await pool.run("bench.gen:close_all")
 
     server = None
@@ -118,6 +125,8 @@ async def _hold(ctx, target, n: int) -> dict:
                   "bytes_per_connection": (a.rss - b.rss) / max(opened, 1),
                   "fds_before": b.fds, "fds_after": a.fds,
                   "idle_cpu_percent": round(idle_cpu * 100, 2) if idle_cpu is not None else None,
+                  "connect_cpu_us_per_handshake": (connect_cpu * 1e6 / max(opened, 1)
+                                                   if connect_cpu is not None else None),
                   "per_process": {role: {"rss_before": before[role].rss if role in before else None,
                                          "rss_after": s.rss, "fds_after": s.fds}
                                   for role, s in after.items()}}
