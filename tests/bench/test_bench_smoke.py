@@ -79,6 +79,9 @@ def test_hold(runs):
     assert res["still_connected"] == 60 and res["drops"] == 0
     assert res["handshake"]["count"] == 60
     assert res["server"]["rss_after"] > 0 and res["server"]["fds_after"] >= 60
+    known = res["known"]  # every device, the warm-up's too, closed and opened again
+    assert known["opened"] == known["handshake"]["count"] == 60 + res["warmup"]
+    assert known["errors"] == [] and known["server_cpu_us_per_handshake"] >= 0
 
 
 def test_chat_with_both_peers(runs):
