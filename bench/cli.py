@@ -3,7 +3,7 @@
     python -m bench hold   --size 10000
     python -m bench chat   --size 100            # with the two peers (--no-peers to skip)
     python -m bench fanout --size 100,1000,10000
-    python -m bench storm  --size 2000 --messages 20
+    python -m bench storm  --size 2000            # half of them get --messages (default 1) while away
     python -m bench cluster --size 60 --rate 400 --nodes 3
     python -m bench chat   --target 10.0.0.5:8765 --secret "$KEY" --server-pid 1234
     python -m bench chat   --store sqlite,scylla    # the same load on each store in turn
@@ -24,11 +24,7 @@ from pathlib import Path
 
 from . import machine, report, scenarios
 from .context import Context
-from .gen import Pool
-
-#: Connections one worker holds at most: below the 20,000 descriptors a process may have here,
-#: with room for the pipe, the loop and the files a worker opens.
-PER_WORKER = 15_000
+from .gen import PER_WORKER, Pool
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--server-workers", type=int, default=1,
                        help="start the server as `serve --workers N`: N gateway processes on "
                             "one port forming one cluster (default 1: a single process)")
+    where.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                       help="a setting for the server started here, as its environment "
+                            "variable (e.g. SWITCHBOARD_CLUSTER_LINK_TIMEOUT=15); repeatable")
     where.add_argument("--nodes", type=int, default=3,
                        help="cluster: gateways of the cluster compared with one (default 3)")
     where.add_argument("--failover", action=argparse.BooleanOptionalAction, default=True,
@@ -65,12 +64,16 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--size", help="comma-separated sizes, each run in turn (hold: "
                                      "connections, chat: pairs, fanout: group members, storm: "
                                      "devices); default per scenario")
-    size.add_argument("--messages", type=int, help="storm: messages waiting per device "
-                                                   "(default 20); fanout: sends (default 50)")
+    size.add_argument("--messages", type=int, help="storm: messages waiting for each of the "
+                                                   "messaged half (default 1); fanout: sends "
+                                                   "(default 50)")
     size.add_argument("--duration", type=float, default=3.0,
                       help="chat: seconds per load step; hold: seconds to hold (default 3)")
     size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
                       help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=True,
+                      help="hold: after holding, close every device and open it again (the "
+                           "known-device handshake; default on)")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
     size.add_argument("--window", type=int, default=0,
@@ -82,8 +85,10 @@ def parser() -> argparse.ArgumentParser:
     gen = p.add_argument_group("generator")
     gen.add_argument("--workers", type=int, default=0,
                      help="generator processes (default: 2, more when the size needs them)")
-    gen.add_argument("--source-addrs", type=int, default=8,
-                     help="client sockets bind to 127.0.0.1..N round-robin (loopback targets)")
+    gen.add_argument("--source-addrs", type=int, default=0,
+                     help="client sockets bind to 127.0.0.1..N round-robin (loopback targets; "
+                          "default: 8, or one per worker when there are more workers, so each "
+                          "worker has ~28,000 ephemeral ports of its own)")
     gen.add_argument("--connect-concurrency", type=int, default=32,
                      help="handshakes in flight per worker (default 32: the servers listen "
                           "with asyncio's default backlog of 100)")
@@ -120,7 +125,7 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
     elif args.peers and scenario.PEERS_DEFAULT is None:
         raise ValueError(f"the peer relays are 1:1 only: --peers does not apply to {scenario.NAME}")
     if args.messages is None:
-        args.messages = {"storm": 20, "fanout": 50}.get(scenario.NAME, 0)
+        args.messages = {"storm": 1, "fanout": 50}.get(scenario.NAME, 0)
     if args.target:
         if args.data_dir:
             args.secret = (args.data_dir / "secret.key").read_text().strip()
@@ -140,8 +145,15 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
         raise ValueError("--cql needs --store scylla")
     if scenario.NAME == "cluster" and args.stores != ["sqlite"]:
         raise ValueError("cluster: its gateways share one SQLite file (--store sqlite)")
-    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "storm", "cluster") else 1)
-    args.workers = max(args.workers or 2, math.ceil(connections / PER_WORKER))
+    connections = max(args.sizes) * (2 if scenario.NAME in ("chat", "cluster") else 1)
+    needed = getattr(scenario, "min_workers", lambda size: math.ceil(size / PER_WORKER))
+    args.workers = max(args.workers or 2, math.ceil(connections / PER_WORKER),
+                       needed(max(args.sizes)))
+    args.source_addrs = args.source_addrs or max(8, args.workers)
+    if any("=" not in item or not item.startswith("SWITCHBOARD_") for item in args.server_env):
+        raise ValueError("--server-env takes SWITCHBOARD_<SECTION>_<KEY>=VALUE")
+    if args.server_env and args.target:
+        raise ValueError("--server-env sets up a server started here, not a --target")
 
 
 async def _main(args: argparse.Namespace, scenario) -> int:

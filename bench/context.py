@@ -33,7 +33,8 @@ class Context:
             return targets.ExternalSwitchboard(args.target, args.secret, args.server_pid)
         return targets.SpawnedSwitchboard(self.run_dir, max_group_members, cprofile,
                                           workers=args.server_workers,
-                                          store=store or args.stores[0], cql=self.cql)
+                                          store=store or args.stores[0], cql=self.cql,
+                                          env=dict(item.split("=", 1) for item in args.server_env))
 
     def switchboards(self, cprofile: Path | None = None) -> list[targets.Target]:
         """One Switchboard per --store (the profile, if any, is the first one's)."""
@@ -71,10 +72,11 @@ class Context:
                 self.notes.append(note)
         return found
 
-    def shard(self, items) -> list[list]:
-        """Split items into one contiguous slice per worker (sizes differ by at most one)."""
+    def shard(self, items, parts: int | None = None) -> list[list]:
+        """Split items into one contiguous slice per worker, or into `parts` slices (sizes
+        differ by at most one)."""
         items = list(items)
-        n = self.pool.size
+        n = parts or self.pool.size
         base, extra = divmod(len(items), n)
         out, start = [], 0
         for i in range(n):

@@ -142,12 +142,17 @@ class SwitchboardDevice(Device):
         self._welcome: asyncio.Future | None = None
         self._synced: asyncio.Event | None = None
         self._acks_scheduled = False
+        self._token: str | None = None
 
     def headers(self, endpoint: Endpoint) -> dict:
-        tokens = self._tokens.get(endpoint.secret)
-        if tokens is None:
-            tokens = self._tokens[endpoint.secret] = TokenAuthority(endpoint.secret.encode())
-        return {"Authorization": f"Bearer {tokens.mint(self.user, self.device_id, 86400)}"}
+        """The device's token, minted once and sent again on every reconnect (as an app keeps
+        its token until it expires)."""
+        if self._token is None:
+            tokens = self._tokens.get(endpoint.secret)
+            if tokens is None:
+                tokens = self._tokens[endpoint.secret] = TokenAuthority(endpoint.secret.encode())
+            self._token = tokens.mint(self.user, self.device_id, 86400)
+        return {"Authorization": f"Bearer {self._token}"}
 
     async def open(self, endpoint: Endpoint, local_addr: tuple[str, int] | None) -> None:
         loop = asyncio.get_running_loop()

@@ -33,6 +33,9 @@ from .device import Device, SwitchboardDevice
 from .peers.devices import JsonRelayDevice, RelayDevice
 from .progress import Progress
 
+#: Connections one worker holds at most: below the 20,000 descriptors a process may have here,
+#: with room for the pipe, the loop and the files a worker opens.
+PER_WORKER = 15_000
 #: Seconds between progress reports from a worker: often enough for a smooth bar, rarely
 #: enough that reporting costs nothing.
 PROGRESS_EVERY = 0.1
@@ -198,20 +201,40 @@ class Pool:
         self._progress: Progress | None = None
 
     async def start(self) -> "Pool":
+        self._procs = [None] * self.size
+        self._conns = [None] * self.size
+        self._waiting = [None] * self.size
+        await asyncio.gather(*(self._spawn(index) for index in range(self.size)))
+        return self
+
+    async def _spawn(self, index: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
-        for index in range(self.size):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, self._addrs[index]),
-                               name=f"bench-worker-{index}", daemon=True)
-            proc.start()
-            child.close()
-            self._procs.append(proc)
-            self._conns.append(parent)
-            self._waiting.append(loop.create_future())
-            _add_reader(loop, parent, self._readable, index)
-        await asyncio.gather(*self._waiting)
-        return self
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, self._addrs[index]),
+                           name=f"bench-worker-{index}", daemon=True)
+        proc.start()
+        child.close()
+        self._procs[index] = proc
+        self._conns[index] = parent
+        ready = self._waiting[index] = loop.create_future()
+        _add_reader(loop, parent, self._readable, index)
+        await ready
+
+    async def kill(self, indexes) -> None:
+        """SIGKILL these workers, as a phone that loses power or network: no CLOSE, no FIN
+        sent on purpose; the kernel closes (or resets) their sockets when the process dies,
+        and the server must notice by itself. Each is replaced by a fresh, empty worker."""
+        loop = asyncio.get_running_loop()
+        indexes = list(indexes)
+        for index in indexes:
+            loop.remove_reader(self._conns[index].fileno())
+            self._procs[index].kill()
+        for index in indexes:
+            await asyncio.to_thread(self._procs[index].join, 15)
+            self._conns[index].close()
+            self._waiting[index] = None
+        await asyncio.gather(*(self._spawn(index) for index in indexes))
 
     async def run(self, target: str, kwargs: dict | list[dict] | None = None,
                   progress: Progress | None = None) -> list:
@@ -235,17 +258,17 @@ class Pool:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        for conn in self._conns:
+        for conn in filter(None, self._conns):
             loop.remove_reader(conn.fileno())
             try:
                 conn.send(("stop",))
             except OSError:
                 pass
-        for proc in self._procs:  # a worker finishes its current command first
+        for proc in filter(None, self._procs):  # a worker finishes its current command first
             await asyncio.to_thread(proc.join, 15)
             if proc.is_alive():
                 proc.kill()
-        for conn in self._conns:
+        for conn in filter(None, self._conns):
             conn.close()
 
     async def __aenter__(self) -> "Pool":

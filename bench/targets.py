@@ -149,8 +149,9 @@ class SpawnedSwitchboard(Target):
 
     def __init__(self, log_dir: Path, max_group_members: int = 1000,
                  cprofile: Path | None = None, workers: int = 1, store: str = "sqlite",
-                 cql=None) -> None:
+                 cql=None, env: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.env = env or {}  # --server-env: over the bench's own settings
         if workers > 1 and cprofile is not None:
             raise ValueError("--profile profiles one process: not with --server-workers")
         self.workers = workers
@@ -173,6 +174,7 @@ class SpawnedSwitchboard(Target):
         env = dict(os.environ, SWITCHBOARD_AUTH_SECRET=self.secret, **SERVER_ENV,
                    SWITCHBOARD_LIMITS_MAX_GROUP_MEMBERS=str(max(1000, self.max_group_members)),
                    **await self._store_env())
+        env.update(self.env)
         runner = [sys.executable]
         if self.cprofile is not None:
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]

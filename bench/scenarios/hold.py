@@ -7,7 +7,10 @@ process summed, since each worker holds its share of the N, and each process's o
 `per_process`); the kernel's memory per socket from
 /proc/net/sockstat (socket buffers) and /proc/meminfo Slab (struct sock, file, inode, epoll
 item), both divided by 2N because on loopback both ends of every connection live in this
-kernel; descriptors; the server's idle CPU while holding; and how many connections dropped.
+kernel; descriptors; the server's idle CPU while holding (the server pings each connection
+after `timers.heartbeat_interval` of silence, so a `--duration` longer than that includes the
+heartbeats); the server's CPU per handshake while connecting; and how many connections dropped. Then every device is closed and opened again
+with the token it had: the handshake of a known device (`known`), apart from a new one's.
 
 A warm-up batch is connected and kept before the baseline is read, so one-time costs (imports,
 caches, the SQLite page cache of the first device rows) are not charged to the connections.
@@ -43,6 +46,22 @@ async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
             "latency_hdr": hist.encode(latency)}
 
 
+async def close(worker: Worker) -> int:
+    """Close every device but keep it, to be opened again by `reopen`."""
+    devices = list(worker.devices.values())
+    await asyncio.gather(*(d.close() for d in devices), return_exceptions=True)
+    return len(devices)
+
+
+async def reopen(worker: Worker, endpoint, concurrency: int) -> dict:
+    """Open the closed devices again, with the tokens they had: known devices reconnecting."""
+    devices = list(worker.devices.values())
+    start = time.monotonic_ns()
+    opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
+    return {"opened": opened, "errors": errors, "start_ns": start,
+            "elapsed_ns": time.monotonic_ns() - start, "latency_hdr": hist.encode(latency)}
+
+
 async def check(worker: Worker) -> dict:
     devices = worker.devices.values()
     return {"connected": sum(d.connected for d in devices), "drops": sum(d.drops for d in devices)}
@@ -68,6 +87,7 @@ async def _hold(ctx, target, n: int) -> dict:
     await asyncio.sleep(SETTLE)
     before = target.sample()
     kernel_before = procfs.kernel_sockets()
+    connect_cpu = target.cpu() if target.pids else None
     with Progress(n, f"{target.name}: connecting", "conn") as bar:
         parts = await pool.run("bench.scenarios.hold:connect", [
             dict(ctx.common(target), users=u) for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
@@ -75,6 +95,8 @@ async def _hold(ctx, target, n: int) -> dict:
     opened = sum(p["opened"] for p in parts)
     elapsed = (max(p["start_ns"] + p["elapsed_ns"] for p in parts) -
                min(p["start_ns"] for p in parts)) / 1e9
+    if connect_cpu is not None:
+        connect_cpu = target.cpu() - connect_cpu
     await asyncio.sleep(SETTLE)
     after = target.sample()
     kernel_after = procfs.kernel_sockets()
@@ -82,6 +104,18 @@ async def _hold(ctx, target, n: int) -> dict:
     await asyncio.sleep(args.duration)
     idle_cpu = (target.cpu() - cpu0) / args.duration if cpu0 is not None else None
     held = await pool.run("bench.scenarios.hold:check")
+    known = None
+    if args.reconnect:
+        await pool.run("bench.scenarios.hold:close")
+        await asyncio.sleep(SETTLE)
+        reconnect_cpu = target.cpu() if target.pids else None
+        with Progress(n + warm, f"{target.name}: reconnecting (known devices)", "conn") as bar:
+            known = _phase(await pool.run("bench.scenarios.hold:reopen", [
+                dict(endpoint=target.endpoint, concurrency=args.connect_concurrency)] * pool.size,
+                bar))
+        if reconnect_cpu is not None:
+            known["server_cpu_us_per_handshake"] = ((target.cpu() - reconnect_cpu) * 1e6 /
+                                                    max(known["opened"], 1))
     await pool.run("bench.gen:close_all")
 
     server = None
@@ -91,6 +125,8 @@ async def _hold(ctx, target, n: int) -> dict:
                   "bytes_per_connection": (a.rss - b.rss) / max(opened, 1),
                   "fds_before": b.fds, "fds_after": a.fds,
                   "idle_cpu_percent": round(idle_cpu * 100, 2) if idle_cpu is not None else None,
+                  "connect_cpu_us_per_handshake": (connect_cpu * 1e6 / max(opened, 1)
+                                                   if connect_cpu is not None else None),
                   "per_process": {role: {"rss_before": before[role].rss if role in before else None,
                                          "rss_after": s.rss, "fds_after": s.fds}
                                   for role, s in after.items()}}
@@ -109,23 +145,38 @@ async def _hold(ctx, target, n: int) -> dict:
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
         "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts)),
+        "known": known,
         "server": server, "kernel": kernel,
         "processes": {role: s.as_dict() for role, s in after.items()},
     }
 
 
+def _phase(parts: list[dict]) -> dict:
+    """Opened, errors, rate and handshake latency of one connect phase over all workers."""
+    opened = sum(p["opened"] for p in parts)
+    elapsed = (max(p["start_ns"] + p["elapsed_ns"] for p in parts) -
+               min(p["start_ns"] for p in parts)) / 1e9
+    return {"opened": opened, "errors": sorted({e for p in parts for e in p["errors"]}),
+            "seconds": elapsed, "rate": opened / elapsed if elapsed else None,
+            "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts))}
+
+
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
-    headers = ["target", "conns", "held", "conn/s", "handshake p50 ms", "p99 ms",
+    headers = ["target", "conns", "held", "new conn/s", "handshake p50 ms", "p99 ms",
+               "known conn/s", "p50 ms", "p99 ms",
                "server KiB/conn", "kernel KiB/socket", "server fds", "idle cpu %"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
-            server, kernel = res["server"] or {}, res["kernel"]
+            server, kernel, known = res["server"] or {}, res["kernel"], res["known"] or {}
             out.append([res["target"], res["requested"], res["still_connected"],
                         report.rate(res["connect_rate"]),
                         report.ms(res["handshake"].get("p50_ms")),
                         report.ms(res["handshake"].get("p99_ms")),
+                        report.rate(known.get("rate")),
+                        report.ms(known.get("handshake", {}).get("p50_ms")),
+                        report.ms(known.get("handshake", {}).get("p99_ms")),
                         report.kib(server.get("bytes_per_connection")),
                         report.kib(kernel["buffer_bytes_per_socket"] + kernel["slab_bytes_per_socket"]),
                         server.get("fds_after"), server.get("idle_cpu_percent")])
@@ -141,6 +192,8 @@ def summary(doc: dict) -> list[str]:
                              "overflows while connecting (clients retried the SYN)")
             if res["errors"]:
                 lines.append(f"{res['target']}: connect errors: {res['errors']}")
+            if (res["known"] or {}).get("errors"):
+                lines.append(f"{res['target']}: reconnect errors: {res['known']['errors']}")
     return lines
 
 

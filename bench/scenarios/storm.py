@@ -1,51 +1,81 @@
-"""storm: N devices go offline, K messages arrive for each while they are away, then all of
-them reconnect at once and sync; time until every one is fully synced, and the server's peak
-memory meanwhile.
+"""storm: N known devices drop at once (their generator processes SIGKILLed), messages arrive
+for half of them while they are away, then all reconnect as the SDK would; time until every one
+is synced, handshakes per second, and the server's peak memory meanwhile.
 
-Set-up: N pairs (sender, receiver) in 1:1 chats; the receivers connect once (so they are known
-devices), then close; each sender sends K messages into its chat (closed loop, about 1,024 in
-flight in all) and closes. The storm: every receiver reconnects (--connect-concurrency
-handshakes in flight per worker, the rest queued right behind), gets the automatic sync, and is
-fully synced when it holds all K messages and has its SyncComplete. Time counts from the start
-of the storm. The server's peak RSS is VmHWM reset just before the storm (and, where the kernel
-does not allow the reset, the highest of RSS samples taken every 10 ms); with `--server-workers`
-every figure is the sum over all the server's processes (the sampled peak is that of the sum).
+Set-up: N receivers connect once (so they are known devices: admitted, in the store) and stay
+connected; N/2 senders, each in a direct chat with one receiver, connect in other generator
+processes. The drop: the receivers' processes are SIGKILLed, no CLOSE sent: the kernel closes
+their sockets and the server has to notice by itself (on loopback it sees the FIN or RST at
+once; across a network its heartbeats and idle timeout would). While they are away each sender
+sends `--messages` K (default 1) into its chat. The storm: fresh processes reconnect every
+receiver with the SDK's reconnect timing (switchboard/client/sdk.py `_reconnect_loop`: a first
+delay uniform in [0, backoff_min], doubling caps up to backoff_max after a failed attempt) and
+at most `--connect-concurrency` handshakes in flight per process (the generator's own limit, a
+phone has no such gate). A receiver is synced when it has its SyncComplete and, for the
+messaged half, its K messages. Time counts from the first reconnect. The server's peak RSS is
+VmHWM reset just before the drop (or the highest of samples every 10 ms where the kernel does
+not allow the reset), summed over the server's processes.
 
-Counts that must add up: every receiver got its K messages exactly once, in order.
+Counts that must add up: every messaged receiver got its K messages exactly once, in order.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
+import math
+import random
 import time
 
+from switchboard.client import Client
 from switchboard.proto.v1 import client_pb2 as pb
 
 from .. import hist, procfs, report
-from ..gen import Worker
+from ..gen import PER_WORKER, Worker
 from ..progress import Progress
 from ..ordercheck import InOrder
 
 NAME = "storm"
-SIZE_HELP = "offline devices"
+SIZE_HELP = "known devices that drop and reconnect"
 DEFAULT_SIZES = (2_000,)
 PEERS_DEFAULT = None   # the peers store nothing, so they have nothing to sync
 FILL_IN_FLIGHT = 1024
-SYNC_TIMEOUT = 120.0
+SYNC_TIMEOUT = 300.0
 RSS_SAMPLE_EVERY = 0.01
+#: The SDK's reconnect backoff, read from its Client so the storm follows it when it changes.
+_SDK = inspect.signature(Client).parameters
+BACKOFF_MIN = _SDK["backoff_min"].default
+BACKOFF_MAX = _SDK["backoff_max"].default
+MAX_BACKOFF_EXPONENT = 30
+
+
+def min_workers(size: int) -> int:
+    """Receivers and senders live in separate processes (the receivers' are killed)."""
+    return _sender_workers(size) + math.ceil(size / PER_WORKER)
+
+
+def _sender_workers(size: int) -> int:
+    return max(1, math.ceil(size // 2 / PER_WORKER))
 
 
 # ====================================================================== worker side
 class Receiver(InOrder):
-    """One offline device: what it got back, and when it was complete."""
-    __slots__ = ("device", "complete")
+    """One returning device: what it got back, and when it was complete."""
+    __slots__ = ("device", "wanted", "complete", "attempts")
 
-    def __init__(self, device) -> None:
+    def __init__(self, device, wanted: int) -> None:
         super().__init__()
         self.device = device
+        self.wanted = wanted
         self.complete = asyncio.Event()
+        self.attempts = 0
+        device.on_deliver = self.on_deliver
+        if not wanted:
+            self.complete.set()
 
     def on_deliver(self, k: int, t_ns: int) -> None:
         self.see(k)
+        if self.delivered >= self.wanted:
+            self.complete.set()
 
 
 class Sender:
@@ -72,25 +102,35 @@ class Sender:
         self.refill()
 
 
-async def setup(worker: Worker, endpoint, pairs: list[int], prefix: str, body_size: int,
-                concurrency: int) -> dict:
-    senders, receivers = [], []
-    for i in pairs:
-        s, r = f"{prefix}s{i}", f"{prefix}r{i}"
-        senders.append(endpoint.device(s, r, body_size))
-        receivers.append(endpoint.device(r, s, body_size))
-    opened, errors, _ = await worker.connect(senders + receivers, endpoint, concurrency)
-    if opened < 2 * len(pairs):
+async def connect_receivers(worker: Worker, endpoint, users: list[str], body_size: int,
+                            concurrency: int) -> dict:
+    devices = [endpoint.device(user, "", body_size) for user in users]
+    opened, errors, _ = await worker.connect(devices, endpoint, concurrency)
+    await asyncio.gather(*(d.wait_synced(SYNC_TIMEOUT) for d in devices if d.connected))
+    for device in devices:
+        worker.devices[device.user] = device
+    return {"opened": opened, "errors": errors}
+
+
+async def connect_senders(worker: Worker, endpoint, pairs: list[tuple[str, str]],
+                          body_size: int, concurrency: int) -> dict:
+    senders = [endpoint.device(s, r, body_size) for s, r in pairs]
+    opened, errors, _ = await worker.connect(senders, endpoint, concurrency)
+    if opened < len(senders):
         return {"opened": opened, "errors": errors}
-    await asyncio.gather(*(d.wait_synced(60) for d in senders + receivers))
-    for s, r in zip(senders, receivers):
-        chat = await s.request("chat", create_chat=pb.CreateChat(kind=pb.DIRECT,
-                                                                 member_user_ids=[r.user]))
-        s.chat_id = r.chat_id = chat.chat_id
-    await asyncio.gather(*(r.close() for r in receivers))
+    await asyncio.gather(*(d.wait_synced(SYNC_TIMEOUT) for d in senders))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def create(sender) -> None:
+        async with gate:
+            chat = await sender.request("chat", create_chat=pb.CreateChat(
+                kind=pb.DIRECT, member_user_ids=[sender.partner]))
+        sender.chat_id = chat.chat_id
+        worker.progress()
+
+    await asyncio.gather(*(create(s) for s in senders))
     worker.scratch["senders"] = senders
-    worker.scratch["receivers"] = [Receiver(r) for r in receivers]
-    for device in senders + receivers:
+    for device in senders:
         worker.devices[device.user] = device
     return {"opened": opened, "errors": errors}
 
@@ -103,29 +143,39 @@ async def fill(worker: Worker, messages: int, window: int) -> dict:
     for sender in senders:
         await asyncio.wait_for(sender.done.wait(), SYNC_TIMEOUT)
         worker.progress(sender.total)
-    await asyncio.gather(*(s.device.close() for s in senders))
     return {"acked": sum(s.acked for s in senders),
             "send_errors": sum(s.device.errors for s in senders)}
 
 
-async def storm(worker: Worker, endpoint, t0_ns: int, messages: int, concurrency: int) -> dict:
-    receivers: list[Receiver] = worker.scratch["receivers"]
+async def storm(worker: Worker, endpoint, receivers: list[tuple[str, int]], t0_ns: int,
+                body_size: int, concurrency: int) -> dict:
+    """Reconnect every (user, messages wanted) with the SDK's backoff and full jitter."""
     synced = hist.new()
     gate = asyncio.Semaphore(concurrency)
     failures: list[str] = []
+    opens: list[int] = []
+    rxs = [Receiver(endpoint.device(user, "", body_size), wanted) for user, wanted in receivers]
+    deadline = time.monotonic() + SYNC_TIMEOUT
 
-    def attach(rx: Receiver) -> None:
-        def on_deliver(k: int, t_ns: int) -> None:
-            rx.on_deliver(k, t_ns)
-            if rx.delivered >= messages:
-                rx.complete.set()
-        rx.device.on_deliver = on_deliver
+    async def reconnect(rx: Receiver) -> None:
+        while True:
+            cap = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(rx.attempts, MAX_BACKOFF_EXPONENT))
+            rx.attempts += 1
+            await asyncio.sleep(random.uniform(0, cap))
+            try:
+                async with gate:
+                    await rx.device.open(endpoint, worker.local_addr(endpoint))
+                opens.append(time.monotonic_ns())
+                return
+            except Exception as exc:  # as the SDK: back off and try again, until the deadline
+                if time.monotonic() > deadline:
+                    raise
+                failures.append(f"{type(exc).__name__}: {exc}")
+                await rx.device.close()
 
     async def one(rx: Receiver) -> int:
-        attach(rx)
         try:
-            async with gate:
-                await rx.device.open(endpoint, worker.local_addr(endpoint))
+            await reconnect(rx)
             await rx.device.wait_synced(SYNC_TIMEOUT)
             await asyncio.wait_for(rx.complete.wait(), SYNC_TIMEOUT)
         except Exception as exc:  # counted: the run reports how many never synced
@@ -136,13 +186,18 @@ async def storm(worker: Worker, endpoint, t0_ns: int, messages: int, concurrency
         worker.progress()
         return done
 
-    finished = await asyncio.gather(*(one(rx) for rx in receivers))
+    finished = await asyncio.gather(*(one(rx) for rx in rxs))
+    for rx in rxs:
+        worker.devices[rx.device.user] = rx.device
     return {"synced": sum(1 for f in finished if f), "last_ns": max(finished, default=0),
-            "errors": sorted(set(failures))[:5], "synced_hdr": hist.encode(synced),
-            "delivered": sum(rx.delivered for rx in receivers),
-            "anomalies": sum(rx.anomalies for rx in receivers),
-            "wire_duplicates": sum(rx.device.order.duplicates for rx in receivers),
-            "drops": sum(rx.device.drops for rx in receivers)}
+            "opened": len(opens), "last_open_ns": max(opens, default=0),
+            "attempts": sum(rx.attempts for rx in rxs),
+            "errors": sorted(set(failures))[:5], "failed_attempts": len(failures),
+            "synced_hdr": hist.encode(synced),
+            "delivered": sum(rx.delivered for rx in rxs),
+            "anomalies": sum(rx.anomalies for rx in rxs),
+            "wire_duplicates": sum(rx.device.order.duplicates for rx in rxs),
+            "drops": sum(rx.device.drops for rx in rxs)}
 
 
 # ====================================================================== main side
@@ -155,32 +210,51 @@ async def run(ctx, size: int) -> dict:
 async def _storm(ctx, target, n: int) -> dict:
     pool, args = ctx.pool, ctx.args
     k = args.messages
-    shards = ctx.shard(range(n))
-    with Progress(2 * n, f"storm {n}: connecting", "dev") as bar:
-        parts = await pool.run("bench.scenarios.storm:setup", [
-            dict(ctx.common(target), pairs=shard, prefix=f"{ctx.prefix}s{n}") for shard in shards],
+    messaged = n // 2
+    senders_n = _sender_workers(n)
+    if pool.size <= senders_n:
+        raise RuntimeError(f"storm {n}: needs at least {senders_n + 1} generator workers")
+    rx_workers = list(range(pool.size - senders_n))
+    tx_workers = list(range(pool.size - senders_n, pool.size))
+    prefix = f"{ctx.prefix}s{n}"
+    receivers = [f"{prefix}r{i}" for i in range(n)]
+    common = ctx.common(target)
+    with Progress(n, f"storm {n}: receivers connect (known devices)", "dev") as bar:
+        parts = await pool.run_on(rx_workers, "bench.scenarios.storm:connect_receivers", [
+            dict(common, users=u) for u in ctx.shard(receivers, len(rx_workers))], bar)
+    with Progress(messaged, f"storm {n}: senders connect, one chat each", "chat") as bar:
+        parts += await pool.run_on(tx_workers, "bench.scenarios.storm:connect_senders", [
+            dict(common, pairs=p) for p in ctx.shard(
+                [(f"{prefix}s{i}", receivers[i]) for i in range(messaged)], len(tx_workers))],
             bar)
     opened = sum(p["opened"] for p in parts)
-    if opened < 2 * n:
-        raise RuntimeError(f"storm: only {opened} of {2 * n} devices connected: "
+    if opened < n + messaged:
+        raise RuntimeError(f"storm: only {opened} of {n + messaged} devices connected: "
                            f"{sorted({e for p in parts for e in p['errors']})}")
-    window = max(1, FILL_IN_FLIGHT // n)
-    fill_start = time.monotonic()
-    with Progress(n * k, f"storm {n}: {k} messages each while offline", "msg") as bar:
-        filled = await pool.run("bench.scenarios.storm:fill", dict(messages=k, window=window), bar)
-    fill_seconds = time.monotonic() - fill_start
-    await asyncio.sleep(1.0)  # let the server settle (writer idle, sockets closed)
+    await asyncio.sleep(1.0)  # let the server settle (acks of the chat events written)
 
     pids = list(target.pids.values())
     before = target.sample()
     peak_reset = bool(pids) and all([procfs.reset_peak(pid) for pid in pids])
     samples: list[tuple[float, int]] = []
     sampler = asyncio.create_task(_sample_rss(target, samples)) if pids else None
+    killed_ns = time.monotonic_ns()
+    await pool.kill(rx_workers)
+    respawned_s = (time.monotonic_ns() - killed_ns) / 1e9
+    fill_start = time.monotonic()
+    window = max(1, FILL_IN_FLIGHT // max(messaged, 1))
+    with Progress(messaged * k, f"storm {n}: {k} message(s) each for {messaged} while away",
+                  "msg") as bar:
+        filled = await pool.run_on(tx_workers, "bench.scenarios.storm:fill",
+                                   [dict(messages=k, window=window)] * len(tx_workers), bar)
+    fill_seconds = time.monotonic() - fill_start
+    wanted = [(user, k if i < messaged else 0) for i, user in enumerate(receivers)]
     t0 = time.monotonic_ns()
     with Progress(n, f"storm {n}: reconnect + sync", "dev") as bar:
-        parts = await pool.run("bench.scenarios.storm:storm", [
-            dict(endpoint=target.endpoint, t0_ns=t0, messages=k,
-                 concurrency=args.connect_concurrency)] * pool.size, bar)
+        parts = await pool.run_on(rx_workers, "bench.scenarios.storm:storm", [
+            dict(endpoint=target.endpoint, receivers=shard, t0_ns=t0, body_size=args.body,
+                 concurrency=args.connect_concurrency)
+            for shard in ctx.shard(wanted, len(rx_workers))], bar)
     if sampler is not None:
         sampler.cancel()
     after = target.sample()
@@ -189,7 +263,9 @@ async def _storm(ctx, target, n: int) -> dict:
     synced = sum(p["synced"] for p in parts)
     delivered = sum(p["delivered"] for p in parts)
     anomalies = sum(p["anomalies"] for p in parts)
+    reopened = sum(p["opened"] for p in parts)
     total_s = (max(p["last_ns"] for p in parts) - t0) / 1e9 if synced else None
+    open_s = (max(p["last_open_ns"] for p in parts) - t0) / 1e9 if reopened else None
     server = None
     if pids and before:
         b, a = procfs.total(before), procfs.total(after)
@@ -200,18 +276,24 @@ async def _storm(ctx, target, n: int) -> dict:
                   "sampled_peak_rss": sampled_peak,
                   "rss_samples": [(round(t, 3), rss) for t, rss in samples[::max(1, len(samples) // 400)]]}
     return {
-        "target": target.name, "note": target.note, "devices": n, "messages_each": k,
+        "target": target.name, "note": target.note, "devices": n, "messaged": messaged,
+        "messages_each": k, "killed_and_respawned_seconds": respawned_s,
         "fill": {"seconds": fill_seconds, "acked": sum(f["acked"] for f in filled),
                  "send_errors": sum(f["send_errors"] for f in filled)},
         "synced": synced, "seconds_to_all_synced": total_s,
+        "seconds_since_drop": (max(p["last_ns"] for p in parts) - killed_ns) / 1e9 if synced else None,
+        "reconnected": reopened, "seconds_to_all_reconnected": open_s,
+        "handshakes_per_second": reopened / open_s if open_s else None,
+        "attempts": sum(p["attempts"] for p in parts),
+        "failed_attempts": sum(p["failed_attempts"] for p in parts),
         "messages_per_second": delivered / total_s if total_s else None,
         "time_to_synced": hist.summary(hist.merge(p["synced_hdr"] for p in parts)),
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "server": server,
-        "counts": {"expected": n * k, "delivered": delivered, "anomalies": anomalies,
+        "counts": {"expected": messaged * k, "delivered": delivered, "anomalies": anomalies,
                    "wire_duplicates": sum(p["wire_duplicates"] for p in parts),
                    "drops": sum(p["drops"] for p in parts)},
-        "exactly_once": synced == n and delivered == n * k and anomalies == 0,
+        "exactly_once": synced == n and delivered == messaged * k and anomalies == 0,
     }
 
 
@@ -224,14 +306,15 @@ async def _sample_rss(target, samples: list[tuple[float, int]]) -> None:
 
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
-    headers = ["devices", "msgs each", "synced", "all synced s", "msgs/s", "p50 s", "p99 s",
+    headers = ["devices", "messaged", "synced", "all synced s", "handshakes/s", "p50 s", "p99 s",
                "server RSS before MiB", "peak MiB", "exactly once"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
             t, server = res["time_to_synced"], res["server"] or {}
-            out.append([res["devices"], res["messages_each"], res["synced"],
-                        report.ms(res["seconds_to_all_synced"]), report.rate(res["messages_per_second"]),
+            out.append([res["devices"], f'{res["messaged"]} x {res["messages_each"]}', res["synced"],
+                        report.ms(res["seconds_to_all_synced"]),
+                        report.rate(res["handshakes_per_second"]),
                         report.ms(t["p50_ms"] / 1000 if "p50_ms" in t else None),
                         report.ms(t["p99_ms"] / 1000 if "p99_ms" in t else None),
                         _mib(server.get("rss_before")), _mib(server.get("peak_rss")),
@@ -251,7 +334,7 @@ def summary(doc: dict) -> list[str]:
 def plots(doc: dict, run_dir) -> list:
     files = [report.cdf_plot(run_dir / "storm-time-to-synced-cdf.png",
                              "storm: time from the storm's start until a device is fully synced",
-                             {f"{r['devices']:,} devices x {r['messages_each']} msgs":
+                             {f"{r['devices']:,} devices, {r['messaged']:,} x {r['messages_each']} msgs":
                               r["time_to_synced"]["hdr"]
                               for run_ in doc["runs"] for r in run_["targets"]},
                              xlabel="time to synced (ms)")]

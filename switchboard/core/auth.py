@@ -9,18 +9,29 @@ ES256 or EdDSA) and the gateway holds only the public keys, by `kid`, from a JWK
 Verification is done once per connection at the upgrade (or on the Auth frame), so PyJWT's
 cost is off the message path. It never waits for the network: a token whose `kid` is not
 known yet asks for a refresh and fails with KeyPending (the device retries shortly).
+
+A device reconnects with the same token many times (every network change, every storm), so
+verified tokens are remembered (`VerifiedTokens`): a reconnect with a token seen before skips
+the signature check but not its expiry, which is checked on every use. Replacing the key set
+forgets them all (a key withdrawn from the JWKS must not live on in the cache). Revoking a
+device is not a token matter: admission (core/devices.py) refuses it, cached token or not.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Callable
 
 import jwt
 
 from .ids import valid_id
+from .lru import LRU
 
 ALGORITHM = "HS256"
 ASYMMETRIC = ("RS256", "ES256", "EdDSA")
+#: Verified tokens remembered per process: each entry is ~200 bytes, so the default costs at
+#: most ~13 MiB and covers the reconnects of a worker's devices within a storm.
+VERIFIED_CACHE = 65_536
 
 
 class TokenError(Exception):
@@ -47,9 +58,11 @@ class SigningKeys:
     def __init__(self) -> None:
         self._keys: dict[str, jwt.PyJWK] = {}
         self.on_unknown: Callable[[], bool] = lambda: False
+        self.generation = 0  # bumped by every replace: what was verified before is stale
 
     def replace(self, key_set: jwt.PyJWKSet) -> None:
         self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+        self.generation += 1
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -63,18 +76,52 @@ class SigningKeys:
         raise TokenError("invalid token")
 
 
+class VerifiedTokens:
+    """Tokens whose signature and claims were checked, by a 128-bit digest of the token (a
+    digest, not the token: a third of the memory, and nothing reusable is kept), with the
+    principal, the expiry and the key-set generation they were checked under. Bounded LRU."""
+    __slots__ = ("_entries", "hits", "misses")
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: LRU[bytes, tuple[Principal, float, int]] = LRU(capacity)
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+    def get(self, key: bytes, generation: int) -> tuple[Principal, float] | None:
+        entry = self._entries.use(key)
+        if entry is None or entry[2] != generation:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[0], entry[1]
+
+    def put(self, key: bytes, principal: Principal, expires: float, generation: int) -> None:
+        self._entries.put(key, (principal, expires, generation))
+
+    def drop(self, key: bytes) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenAuthority:
     def __init__(self, secret: bytes | None, *, leeway: float = 5.0,
                  keys: SigningKeys | None = None, algorithms: tuple[str, ...] = ASYMMETRIC,
-                 audience: str = "", issuer: str = "") -> None:
+                 audience: str = "", issuer: str = "", cache: int = VERIFIED_CACHE) -> None:
         if secret is not None and len(secret) < 32:
             raise ValueError("the signing key must be at least 32 bytes")
         self._secret = secret
-        self._leeway = leeway
+        self.leeway = leeway
         self._keys = keys
         self._algorithms = algorithms
         self._audience = audience or None
         self._issuer = issuer or None
+        self.verified = VerifiedTokens(cache)
 
     def mint(self, user_id: str, device_id: str, ttl: float = 30 * 86400) -> str:
         """An HS256 token (development, tests)."""
@@ -87,6 +134,22 @@ class TokenAuthority:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; a token verified before is only checked for expiry."""
+        key = VerifiedTokens.key(token)
+        generation = self._keys.generation if self._keys is not None else 0
+        cached = self.verified.get(key, generation)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() <= expires + self.leeway:
+                return principal
+            self.verified.drop(key)
+            raise TokenError("token expired")
+        principal, expires = self._check(token)
+        self.verified.put(key, principal, expires, generation)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float]:
+        """Signature and claims, the expensive part: the principal and its `exp`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -104,7 +167,7 @@ class TokenAuthority:
         else:
             raise TokenError("invalid token")
         try:
-            claims = jwt.decode(token, key, algorithms=[algorithm], leeway=self._leeway,
+            claims = jwt.decode(token, key, algorithms=[algorithm], leeway=self.leeway,
                                 audience=audience, issuer=issuer,
                                 options={"require": ["exp", "sub", "dev"]})
         except jwt.ExpiredSignatureError:
@@ -115,4 +178,4 @@ class TokenAuthority:
         if not (isinstance(user, str) and isinstance(device, str) and valid_id(user)
                 and valid_id(device)):
             raise TokenError("invalid token")
-        return Principal(user, device)
+        return Principal(user, device), float(claims["exp"])

@@ -42,7 +42,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Collection, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 
 import orjson
 
@@ -779,6 +779,11 @@ class SQLiteStore(Store):
         conn = self._write_conn
         with _transaction(conn):
             conn.execute(SQL_TOUCH_DEVICE, (now_ms, user_id, device_id))
+
+    async def touch_devices(self, seen: Sequence[tuple[str, str, int]]) -> None:
+        """One transaction for the whole batch."""
+        await self._write(self._run_many, SQL_TOUCH_DEVICE,
+                          [(now_ms, user_id, device_id) for user_id, device_id, now_ms in seen])
 
     async def last_seen(self, user_id: str) -> int:
         """Revoked devices count too: when the user was last seen does not change by revoking

@@ -245,7 +245,7 @@ class Connection:
         gw.presence.registry.disconnected(self.user, self.device)
         gw.presence.drop(self)
         gw.router.session_closed(self.user, self.device)
-        gw.tasks.spawn(gw.services.devices.seen(self.user, self.device))
+        gw.services.devices.seen(self.user, self.device)
 
     def closing(self, prev: State, code: int, reason: str) -> None:
         log.debug("closing %s/%s: %d %s", self.user or "-", self.device or "-", code, reason)

@@ -24,7 +24,10 @@ class PresenceRegistry:
                  ) -> None:
         """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
         self._devices: dict[str, dict[str, bool]] = {}
-        self._remote: dict[str, set[str]] = {}   # user -> nodes it is online through
+        # user -> the node it is online through, or a set when several: one node is the common
+        # case, and every node keeps an entry for each user online anywhere else, so a set per
+        # entry (~216 bytes) would cost ~200 bytes per connection per peer
+        self._remote: dict[str, str | set[str]] = {}
         # bounded: one entry per user ever seen going offline would grow for good
         self._last_seen: LRU[str, int] = LRU(last_seen_kept)
         self._on_change = on_change
@@ -73,11 +76,18 @@ class PresenceRegistry:
         was_online = self.is_online(user)
         nodes = self._remote.get(user)
         if online:
-            self._remote.setdefault(user, set()).add(node_id)
-        elif nodes is not None:
+            if nodes is None:
+                self._remote[user] = node_id
+            elif isinstance(nodes, set):
+                nodes.add(node_id)
+            elif nodes != node_id:
+                self._remote[user] = {nodes, node_id}
+        elif isinstance(nodes, set):
             nodes.discard(node_id)
-            if not nodes:
-                del self._remote[user]
+            if len(nodes) == 1:
+                self._remote[user] = nodes.pop()
+        elif nodes == node_id:
+            del self._remote[user]
         if last_seen_ms > self._last_seen.get(user, 0):
             self._last_seen.put(user, last_seen_ms)
         if self.is_online(user) != was_online:
@@ -85,7 +95,8 @@ class PresenceRegistry:
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone (or sent a fresh snapshot): nobody is online through it any more."""
-        for user in [user for user, nodes in self._remote.items() if node_id in nodes]:
+        for user in [user for user, nodes in self._remote.items()
+                     if nodes == node_id or (isinstance(nodes, set) and node_id in nodes)]:
             self.remote(node_id, user, False, 0)
 
     def local_states(self) -> list[tuple[str, bool, int]]:

@@ -155,6 +155,7 @@ class Gateway:
                                   f"{reason}") from None
             raise RuntimeError(f"cannot open the store: {reason}") from None  # may pass: exit 1
         self.store_open = True
+        self.services.devices.start()
         await self.services.media.open()  # ConfigError naming media.* when it cannot
         cluster = self.config.cluster
         with _names_the_port("cluster.mesh_port", cluster.mesh_host, cluster.mesh_port):
@@ -238,6 +239,7 @@ class Gateway:
         await self.router.close()
         await self.tasks.cancel()
         await self.services.media.close()
+        await self.services.devices.close()  # the last batch of last-seen times
         self.store_open = False
         await self.services.store.close()
         self.timers.stop()

@@ -63,3 +63,24 @@ def test_last_seen_is_kept_for_a_bounded_number_of_users():
         registry.disconnected(f"u{i}", "phone")
     assert registry.last_seen("u999") is not None and registry.last_seen("u0") is None
     assert len(registry._last_seen) == 100
+
+
+def test_a_user_online_through_several_nodes_stays_until_the_last_goes():
+    """One node per user is kept as the node's name, several as a set: names that contain one
+    another ("n1", "n12") are told apart either way."""
+    registry, changes, _ = make()
+    registry.remote("n12", "alice", True, 0)
+    registry.remote("n12", "alice", True, 0)  # said twice: still one node
+    registry.remote("n1", "bob", True, 0)
+    registry.forget_node("n1")
+    assert registry.is_online("alice") and not registry.is_online("bob")
+    registry.remote("n1", "alice", True, 0)
+    registry.remote("n2", "alice", True, 0)
+    registry.remote("n12", "alice", False, 0)
+    registry.forget_node("n1")
+    assert registry.is_online("alice")
+    changes.clear()
+    registry.remote("n2", "alice", False, 7)
+    assert not registry.is_online("alice") and changes == ["alice"]
+    registry.remote("n2", "alice", False, 8)  # offline twice: nothing to flip
+    assert changes == ["alice"] and registry.last_seen("alice") == 8

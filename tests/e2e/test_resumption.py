@@ -1,0 +1,97 @@
+"""A known device's reconnect is cheap: its token is remembered after the first check (expiry
+still checked every time), its admission is a read (no store write on the connect path), and
+when it was last seen is written in batches, not at each disconnect."""
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from picows import WSError
+
+from switchboard.proto.v1 import client_pb2 as pb
+from tests.support.raw import RawClient
+from tests.support.rawflow import authed, request
+from tests.support.waiting import wait_for
+
+
+async def _writes_during(server, action) -> list[str]:
+    """The statements the store's write connection ran while `action` was awaited."""
+    store = server.gateway.services.store
+    statements: list[str] = []
+    await store._write(store._write_conn.set_trace_callback, statements.append)
+    try:
+        await action()
+    finally:
+        await store._write(store._write_conn.set_trace_callback, None)
+    return statements
+
+
+async def test_known_device_reconnect_writes_nothing_to_the_store(make_server):
+    first = await make_server()
+    (await authed(first, "alice", "phone")).close()
+    await wait_for(lambda: first.gateway.hub.connections == 0)
+    await first.stop()  # the next server knows alice/phone only from the store
+    server = await make_server()
+    token = server.token("alice", "phone")
+    clients = []
+
+    async def reconnect() -> None:
+        client = await RawClient.connect(server.url, token)
+        await client.recv("welcome")
+        await client.recv("sync_complete")
+        clients.append(client)
+
+    assert await _writes_during(server, reconnect) == []
+    assert server.gateway.services.devices.admitted_by_read == 1
+    clients[0].close()
+    await wait_for(lambda: server.gateway.hub.connections == 0)
+    gone = await _writes_during(server, lambda: wait_for(lambda: True))
+    assert gone == []  # the disconnect's last-seen time waits for the batch
+
+    new = await _writes_during(server, lambda: authed(server, "alice", "laptop"))
+    assert any("INSERT INTO devices" in s for s in new)  # a new device is admitted by a write
+
+
+async def test_last_seen_times_are_written_in_one_batch(server):
+    for device in ("phone", "laptop", "tablet"):
+        (await authed(server, "alice", device)).close()
+    await wait_for(lambda: server.gateway.hub.connections == 0)
+    batch = await _writes_during(server, server.gateway.services.devices.flush_seen)
+    assert sum("UPDATE devices SET last_seen_ms" in s for s in batch) == 3
+    assert sum(s.startswith("BEGIN") for s in batch) == 1
+    rows = await server.gateway.services.store.list_devices("alice")
+    assert len(rows) == 3 and all(row.last_seen_ms > row.first_seen_ms for row in rows)
+
+
+async def _connect(server, token: str) -> RawClient:
+    client = await RawClient.connect(server.url, token)
+    await client.recv("welcome")
+    return client
+
+
+async def test_cached_token_is_refused_once_expired(server):
+    token = server.token("alice", "phone", ttl=1)
+    (await _connect(server, token)).close()
+    tokens = server.gateway.tokens
+    assert len(tokens.verified) == 1
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    await wait_for(lambda: time.time() > expires + tokens.leeway, timeout=15)
+    with pytest.raises(WSError) as info:
+        await RawClient.connect(server.url, token)
+    assert info.value.response.status == 401
+    assert b"token expired" in info.value.raw_body
+    assert len(tokens.verified) == 0
+
+
+async def test_cached_token_of_a_revoked_device_is_refused(server):
+    phone = await authed(server, "alice", "phone")
+    token = server.token("alice", "stolen")
+    stolen = await _connect(server, token)
+    hits = server.gateway.tokens.verified.hits
+    assert (await request(phone, revoke_device=pb.RevokeDevice(device_id="stolen"))
+            ).WhichOneof("body") == "ok"
+    assert (await stolen.closed())[0] == 4011
+    again = await RawClient.connect(server.url, token)  # the same token: a cache hit
+    assert (await again.closed())[0] == 4011
+    assert server.gateway.tokens.verified.hits == hits + 1
