@@ -162,6 +162,8 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
                       mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
                       link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout,
+                      phi_threshold=cluster.phi_threshold,
+                      acceptable_pause=cluster.acceptable_pause, link_grace=cluster.link_grace,
                       rebalance_interval=cluster.rebalance_interval,
                       rebalance_rate=cluster.rebalance_rate,
                       rebalance_tolerance=cluster.rebalance_tolerance,
