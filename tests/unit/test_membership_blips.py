@@ -1,0 +1,214 @@
+"""The ownership ring over real mesh links on 127.0.0.1 (router/membership.py with mesh.py): a
+link that is reset while both processes live and comes back within cluster.link_grace moves no
+chat (the ring and ring_changes untouched on both sides), while a node whose process is gone
+(its listener refuses the redial and the probe) leaves the ring at once, well within the grace.
+
+The links between a and b run through a TCP relay the test can reset (RST to both ends), the way
+a middlebox or a NIC reset drops a connection while both processes keep running."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+import uvloop
+
+from switchboard.router.membership import Membership
+from switchboard.router.mesh import Link, LinkLoss, Mesh
+from switchboard.router.registry_static import StaticRegistry
+from tests.support.waiting import wait_for
+
+GRACE = 5.0  # long, so "within the grace" never depends on the machine's speed
+TIMERS = dict(heartbeat_interval=0.05, link_timeout=2.0, backoff_min=0.01, backoff_max=0.1)
+
+
+class Relay:
+    """Forwards every connection to `target`; reset() aborts all of them at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.pairs: list[tuple[asyncio.Transport, asyncio.Transport]] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: _Inbound(self), "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    def reset(self) -> int:
+        pairs, self.pairs = self.pairs, []
+        for inbound, outbound in pairs:
+            inbound.abort()
+            outbound.abort()
+        return len(pairs)
+
+    async def close(self) -> None:
+        self.reset()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+class _Pipe(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.peer: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self.early.append(data)
+        else:
+            self.peer.write(data)
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None:
+            self.peer.abort()
+
+
+class _Inbound(_Pipe):
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self.relay = relay
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outbound, pipe = await loop.create_connection(_Pipe, "127.0.0.1",
+                                                          self.relay.target_port)
+        except OSError:
+            self.transport.abort()
+            return
+        pipe.peer, self.peer = self.transport, outbound
+        for data in self.early:
+            outbound.write(data)
+        self.relay.pairs.append((self.transport, outbound))
+
+
+class Wiring:
+    """What MeshRouter does with the mesh's events, for the membership alone."""
+
+    def __init__(self) -> None:
+        self.membership: Membership | None = None
+
+    def link_up(self, link: Link) -> None:
+        self.membership.links_changed()
+
+    def link_down(self, link: Link) -> None:
+        self.membership.link_down(link)
+
+    def peer_refused(self, node_id: str) -> None:
+        self.membership.peer_refused(node_id)
+
+    def frame(self, link, frame) -> None:
+        pass
+
+
+class Member:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.wiring = Wiring()
+        self.mesh = Mesh(node_id, 1, self.wiring, **TIMERS)
+        self.port = 0
+        self.membership: Membership | None = None
+
+    async def listen(self) -> None:
+        self.port = await self.mesh.listen("127.0.0.1", 0)
+
+    def know(self, members: dict[str, str]) -> None:
+        """Before any member joins: a link may come up as soon as the first one dials."""
+        self.membership = self.wiring.membership = Membership(
+            self.node_id, self.mesh, StaticRegistry(members), lease_ttl=60.0,
+            link_timeout=TIMERS["link_timeout"], link_grace=GRACE, ring_changed=lambda: None,
+            registered_again=_nothing)
+
+    def ring(self) -> set[str]:
+        return set(self.membership.ring.nodes)
+
+    async def close(self) -> None:
+        if self.membership is not None:
+            await self.membership.leave()
+        await self.mesh.close()
+
+
+async def _nothing() -> None:
+    pass
+
+
+@contextlib.asynccontextmanager
+async def three_members():
+    """a, b and c linked, every ring full; a dials b through a relay (a sorts lower)."""
+    members = {name: Member(name) for name in "abc"}
+    relay = None
+    try:
+        for member in members.values():
+            await member.listen()
+        relay = Relay(members["b"].port)
+        relay_port = await relay.start()
+        real = {name: f"127.0.0.1:{m.port}" for name, m in members.items()}
+        for name, member in members.items():
+            view = dict(real)
+            if name == "a":
+                view["b"] = f"127.0.0.1:{relay_port}"
+            member.know(view)
+        for name, member in members.items():
+            await member.membership.join(real[name])
+        await wait_for(lambda: all(m.ring() == set("abc") for m in members.values()),
+                       message="every ring has a, b and c")
+        yield members, relay
+    finally:
+        for member in members.values():
+            await member.close()
+        if relay is not None:
+            await relay.close()
+
+
+async def test_a_link_reset_and_back_within_the_grace_moves_no_chat():
+    async with three_members() as (members, relay):
+        a, b = members["a"], members["b"]
+        changes = {name: m.membership.ring_changes for name, m in members.items()}
+        old_a, old_b = a.mesh.link("b"), b.mesh.link("a")
+        assert relay.reset() == 1
+        # the reset reaches both ends; the link comes back as a new connection through the relay
+        await wait_for(lambda: old_a.loss is not None and old_b.loss is not None,
+                       message="both ends saw the reset")
+        assert old_a.loss is old_b.loss is LinkLoss.CLOSED
+        await wait_for(lambda: a.mesh.link("b") not in (None, old_a)
+                       and b.mesh.link("a") not in (None, old_b), message="the link back")
+        assert a.membership.holds == b.membership.holds == 1
+        assert a.membership.holds_ridden_out == b.membership.holds_ridden_out == 1
+        assert all(m.ring() == set("abc") for m in members.values())
+        assert {name: m.membership.ring_changes for name, m in members.items()} == changes
+
+
+async def test_a_node_whose_process_is_gone_leaves_the_ring_at_once():
+    async with three_members() as (members, relay):
+        a, b, c = members["a"], members["b"], members["c"]
+        changes = a.membership.ring_changes, c.membership.ring_changes
+        started = time.monotonic()
+        # b's listener and links close (a dead process's kernel does the same: FIN or RST,
+        # then refuses connections; the relay stands for b's address): a redials and is
+        # refused, c (which b dialled) probes b's address and is refused
+        await relay.close()
+        await b.close()
+        await wait_for(lambda: a.ring() == c.ring() == {"a", "c"}, timeout=GRACE,
+                       message="b off both rings")
+        assert time.monotonic() - started < GRACE / 2  # refused: no waiting out the grace
+        assert (a.membership.ring_changes, c.membership.ring_changes) == \
+            (changes[0] + 1, changes[1] + 1)
+
+
+@pytest.mark.parametrize("scenario", [test_a_link_reset_and_back_within_the_grace_moves_no_chat,
+                                      test_a_node_whose_process_is_gone_leaves_the_ring_at_once],
+                         ids=lambda f: f.__name__[5:])
+def test_on_uvloop(scenario):
+    """Production runs uvloop: the same scenarios on it."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(scenario(), 60))
