@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from switchboard.core.ids import now_ms
 from switchboard.core.metrics import Metric, counter, gauge
+from switchboard.core.tasks import watch
 
 from .mesh import Link, LinkLoss, Mesh
 from .registry import Registry, RegistryUnavailable
@@ -64,7 +65,7 @@ class Membership:
         self.address = address
         await self._register()
         await self._poll_members()
-        self._maintenance = asyncio.ensure_future(self._maintain())
+        self._maintenance = watch(asyncio.ensure_future(self._maintain()))
         await self._links_settled()
 
     async def leave(self) -> None:
