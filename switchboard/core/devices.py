@@ -1,6 +1,8 @@
 """A user's devices: admission at connect (limit, revocation) with an in-memory fast path."""
 from __future__ import annotations
 
+import asyncio
+
 from .ids import now_ms
 from .lru import LRU
 from .model import DeviceRow, DeviceStatus
@@ -12,6 +14,9 @@ class Devices:
         self._store = store
         self.max_devices = max_devices
         self._admitted: LRU[tuple[str, str], bool] = LRU(cache)
+        self._seen: dict[tuple[str, str], int] = {}  # last-seen times not yet written
+        self._written = asyncio.Event()  # set while no write of them is under way
+        self._written.set()
 
     def known(self, user_id: str, device_id: str) -> bool:
         """Admitted before by this process (and not revoked since): no store round trip."""
@@ -38,4 +43,28 @@ class Devices:
         return await self._store.list_devices(user_id)
 
     async def seen(self, user_id: str, device_id: str) -> None:
-        await self._store.touch_device(user_id, device_id, now_ms())
+        """The device disconnected now. Coalesced: while one write of last-seen times is under
+        way, later ones gather and go together in the next, so a drain's or a storm's
+        thousands of disconnects cost a few store transactions, not one each (with several
+        processes on one SQLite file, one each queued for seconds behind its lock). A failed
+        write raises here (its task is counted, core/tasks.py); its times are lost, the next
+        disconnect of those devices writes theirs again."""
+        self._seen[(user_id, device_id)] = now_ms()
+        if self._written.is_set():
+            await self._write_seen()
+
+    async def flush(self) -> None:
+        """Until every last-seen time recorded so far is written (the drain, before the store
+        closes)."""
+        await self._written.wait()
+        await self._write_seen()
+
+    async def _write_seen(self) -> None:
+        self._written.clear()
+        try:
+            while self._seen:
+                batch, self._seen = self._seen, {}
+                await self._store.touch_devices(
+                    [(user, device, seen) for (user, device), seen in batch.items()])
+        finally:
+            self._written.set()

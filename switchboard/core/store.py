@@ -63,7 +63,7 @@ All methods are coroutines and never block the event loop.
 from __future__ import annotations
 
 import abc
-from typing import Collection
+from typing import Collection, Sequence
 
 from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, MediaRecord,
                     Membership, Period, PushToken, QueuedPush, Receipt, Role, StoredMessage,
@@ -185,6 +185,13 @@ class DeviceDirectory(abc.ABC):
     async def touch_device(self, user_id: str, device_id: str, now_ms: int) -> None:
         """Record that the device was last seen at now_ms (called when it disconnects); keeps
         the max, since clocks of several processes differ. An unknown device is ignored."""
+
+    async def touch_devices(self, touches: Sequence[tuple[str, str, int]]) -> None:
+        """touch_device for each (user_id, device_id, now_ms); a store that can (SQLite) does
+        them in one transaction: a drain or a reconnect storm disconnects thousands of devices
+        at once, and one transaction each would queue behind the store's single writer."""
+        for user_id, device_id, now_ms in touches:
+            await self.touch_device(user_id, device_id, now_ms)
 
     @abc.abstractmethod
     async def last_seen(self, user_id: str) -> int:

@@ -43,7 +43,7 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Collection, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 
 import orjson
 
@@ -780,6 +780,16 @@ class SQLiteStore(Store):
         conn = self._write_conn
         with _transaction(conn):
             conn.execute(SQL_TOUCH_DEVICE, (now_ms, user_id, device_id))
+
+    async def touch_devices(self, touches: Sequence[tuple[str, str, int]]) -> None:
+        """One transaction for all of them."""
+        await self._write(self._touch_devices, touches)
+
+    def _touch_devices(self, touches: Sequence[tuple[str, str, int]]) -> None:
+        conn = self._write_conn
+        with _transaction(conn):
+            conn.executemany(SQL_TOUCH_DEVICE, ((now, user, device)
+                                                for user, device, now in touches))
 
     async def last_seen(self, user_id: str) -> int:
         """Revoked devices count too: when the user was last seen does not change by revoking

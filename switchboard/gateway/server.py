@@ -231,6 +231,7 @@ class Gateway:
             conn.send_frame(frames.goaway(random.randint(0, spread_ms), "server draining"))
             conn.close(Close.GOING_AWAY, "server draining")
         await self._closed_handshakes()
+        await self.services.devices.flush()  # the last-seen times of the devices just closed
         self.presence.close()
         if self._usage_task is not None:
             self._usage_task.cancel()

@@ -3,7 +3,7 @@ link that is reset while both processes live and comes back within cluster.link_
 chat (the ring and ring_changes untouched on both sides), while a node whose process is gone
 (its listener refuses the redial and the probe) leaves the ring at once, well within the grace.
 
-The links between a and b run through a TCP relay the test can reset (RST to both ends), the way
+The link between a and b runs through a TCP proxy the test can reset (RST to both ends), the way
 a middlebox or a NIC reset drops a connection while both processes keep running."""
 from __future__ import annotations
 
@@ -17,79 +17,11 @@ import uvloop
 from switchboard.router.membership import Membership
 from switchboard.router.mesh import Link, LinkLoss, Mesh
 from switchboard.router.registry_static import StaticRegistry
+from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import wait_for
 
 GRACE = 5.0  # long, so "within the grace" never depends on the machine's speed
 TIMERS = dict(heartbeat_interval=0.05, link_timeout=2.0, backoff_min=0.01, backoff_max=0.1)
-
-
-class Relay:
-    """Forwards every connection to `target`; reset() aborts all of them at once."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.pairs: list[tuple[asyncio.Transport, asyncio.Transport]] = []
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.get_running_loop().create_server(
-            lambda: _Inbound(self), "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    def reset(self) -> int:
-        pairs, self.pairs = self.pairs, []
-        for inbound, outbound in pairs:
-            inbound.abort()
-            outbound.abort()
-        return len(pairs)
-
-    async def close(self) -> None:
-        self.reset()
-        self.server.close()
-        await self.server.wait_closed()
-
-
-class _Pipe(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.peer: asyncio.Transport | None = None
-        self.transport: asyncio.Transport | None = None
-        self.early: list[bytes] = []
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if self.peer is None:
-            self.early.append(data)
-        else:
-            self.peer.write(data)
-
-    def connection_lost(self, exc) -> None:
-        if self.peer is not None:
-            self.peer.abort()
-
-
-class _Inbound(_Pipe):
-    def __init__(self, relay: Relay) -> None:
-        super().__init__()
-        self.relay = relay
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        asyncio.ensure_future(self._connect())
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            outbound, pipe = await loop.create_connection(_Pipe, "127.0.0.1",
-                                                          self.relay.target_port)
-        except OSError:
-            self.transport.abort()
-            return
-        pipe.peer, self.peer = self.transport, outbound
-        for data in self.early:
-            outbound.write(data)
-        self.relay.pairs.append((self.transport, outbound))
 
 
 class Wiring:
@@ -144,39 +76,38 @@ async def _nothing() -> None:
 
 @contextlib.asynccontextmanager
 async def three_members():
-    """a, b and c linked, every ring full; a dials b through a relay (a sorts lower)."""
+    """a, b and c linked, every ring full; a dials b through a proxy (a sorts lower)."""
     members = {name: Member(name) for name in "abc"}
-    relay = None
+    proxy = None
     try:
         for member in members.values():
             await member.listen()
-        relay = Relay(members["b"].port)
-        relay_port = await relay.start()
+        proxy = await FaultProxy(members["b"].port).start()
         real = {name: f"127.0.0.1:{m.port}" for name, m in members.items()}
         for name, member in members.items():
             view = dict(real)
             if name == "a":
-                view["b"] = f"127.0.0.1:{relay_port}"
+                view["b"] = proxy.address
             member.know(view)
         for name, member in members.items():
             await member.membership.join(real[name])
         await wait_for(lambda: all(m.ring() == set("abc") for m in members.values()),
                        message="every ring has a, b and c")
-        yield members, relay
+        yield members, proxy
     finally:
         for member in members.values():
             await member.close()
-        if relay is not None:
-            await relay.close()
+        if proxy is not None:
+            await proxy.stop()
 
 
 async def test_a_link_reset_and_back_within_the_grace_moves_no_chat():
-    async with three_members() as (members, relay):
+    async with three_members() as (members, proxy):
         a, b = members["a"], members["b"]
         changes = {name: m.membership.ring_changes for name, m in members.items()}
         old_a, old_b = a.mesh.link("b"), b.mesh.link("a")
-        assert relay.reset() == 1
-        # the reset reaches both ends; the link comes back as a new connection through the relay
+        assert proxy.reset() == 1
+        # the reset reaches both ends; the link comes back as a new connection through the proxy
         await wait_for(lambda: old_a.loss is not None and old_b.loss is not None,
                        message="both ends saw the reset")
         assert old_a.loss is old_b.loss is LinkLoss.CLOSED
@@ -189,14 +120,14 @@ async def test_a_link_reset_and_back_within_the_grace_moves_no_chat():
 
 
 async def test_a_node_whose_process_is_gone_leaves_the_ring_at_once():
-    async with three_members() as (members, relay):
+    async with three_members() as (members, proxy):
         a, b, c = members["a"], members["b"], members["c"]
         changes = a.membership.ring_changes, c.membership.ring_changes
         started = time.monotonic()
         # b's listener and links close (a dead process's kernel does the same: FIN or RST,
-        # then refuses connections; the relay stands for b's address): a redials and is
+        # then refuses connections; the proxy stands for b's address): a redials and is
         # refused, c (which b dialled) probes b's address and is refused
-        await relay.close()
+        await proxy.stop()
         await b.close()
         await wait_for(lambda: a.ring() == c.ring() == {"a", "c"}, timeout=GRACE,
                        message="b off both rings")
