@@ -599,28 +599,33 @@ class Mesh:
             log.exception("mesh handler failed on peer_refused of %s", node_id)
 
     async def _probe(self, node_id: str, address: str) -> None:
-        """Whether anything listens at a peer's address, after it closed a link this node had
-        accepted from it (the dialling side learns the same from its redial). A bare
-        connection, closed once made (TLS: once the handshake is done, so the peer sees an
-        ordinary client leave); only a refusal is reported."""
+        """Whether a live mesh listens at a peer's address, after it closed a link this node
+        had accepted from it (the dialling side learns the same from its redial). A live node
+        speaks first on a new connection (its Hello), so a probe connects, reads one byte and
+        leaves, as an ordinary client the peer drops without a warning. A process being killed
+        may still accept for a moment and then reset: that probe is tried again, until one is
+        refused (reported), one is answered, the link is back, or link_timeout passed."""
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
+        tls = {} if self._tls is None else {"ssl": self._tls.client, "server_hostname": host}
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._link_timeout):
-                if self._tls is None:
-                    transport, _ = await loop.create_connection(asyncio.Protocol, host, int(port))
-                else:
-                    transport, _ = await loop.create_connection(
-                        asyncio.Protocol, host, int(port), ssl=self._tls.client,
-                        server_hostname=host)
-        except ConnectionRefusedError:
-            log.info("probe of %s at %s refused", node_id, address)
-            self._refused(node_id)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            log.debug("probe of %s at %s: %r", node_id, address, exc)
-        else:
-            transport.close()
+        deadline = loop.time() + self._link_timeout
+        while not self._stopping and node_id not in self._links and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    reader, writer = await asyncio.open_connection(host, int(port), **tls)
+                    try:
+                        if await reader.read(1):
+                            return  # it answered: alive (its dialler is on its way back)
+                    finally:
+                        writer.close()
+            except ConnectionRefusedError:
+                log.info("probe of %s at %s refused", node_id, address)
+                self._refused(node_id)
+                return
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.debug("probe of %s at %s: %r", node_id, address, exc)
+            await asyncio.sleep(self._backoff_min)
 
     def _up(self, link: Link) -> None:
         old = self._links.get(link.node_id)
