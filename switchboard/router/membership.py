@@ -102,11 +102,15 @@ class Membership:
             self._release(node_id, "connection refused")
 
     def _release(self, node_id: str, why: str) -> None:
+        """Also a timer callback (the grace ran out): nothing may raise out of it."""
         handle = self._held.pop(node_id, None)
         if handle is not None:
             handle.cancel()
             log.info("%s leaves the ring: %s", node_id, why)
-            self.links_changed()
+            try:
+                self.links_changed()
+            except Exception:
+                log.exception("ring change after %s left failed", node_id)
 
     def links_changed(self) -> None:
         """A link came up or went down: the ring may change."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 
 import pytest
@@ -44,8 +45,9 @@ class Wiring:
 
 
 class Member:
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, grace: float) -> None:
         self.node_id = node_id
+        self.grace = grace
         self.wiring = Wiring()
         self.mesh = Mesh(node_id, 1, self.wiring, **TIMERS)
         self.port = 0
@@ -58,7 +60,7 @@ class Member:
         """Before any member joins: a link may come up as soon as the first one dials."""
         self.membership = self.wiring.membership = Membership(
             self.node_id, self.mesh, StaticRegistry(members), lease_ttl=60.0,
-            link_timeout=TIMERS["link_timeout"], link_grace=GRACE, ring_changed=lambda: None,
+            link_timeout=TIMERS["link_timeout"], link_grace=self.grace, ring_changed=lambda: None,
             registered_again=_nothing)
 
     def ring(self) -> set[str]:
@@ -75,9 +77,9 @@ async def _nothing() -> None:
 
 
 @contextlib.asynccontextmanager
-async def three_members():
+async def three_members(grace: float = GRACE):
     """a, b and c linked, every ring full; a dials b through a proxy (a sorts lower)."""
-    members = {name: Member(name) for name in "abc"}
+    members = {name: Member(name, grace) for name in "abc"}
     proxy = None
     try:
         for member in members.values():
@@ -119,6 +121,24 @@ async def test_a_link_reset_and_back_within_the_grace_moves_no_chat():
         assert {name: m.membership.ring_changes for name, m in members.items()} == changes
 
 
+async def test_a_link_that_stays_down_leaves_the_ring_when_the_grace_runs_out():
+    """Both processes live but the link cannot come back (the proxy now swallows everything):
+    no refusal, no link, so each side drops the other once link_grace has passed, not before."""
+    grace = 1.0
+    async with three_members(grace) as (members, proxy):
+        a, b = members["a"], members["b"]
+        changes = a.membership.ring_changes, b.membership.ring_changes
+        proxy.partition()
+        started = time.monotonic()
+        proxy.reset()
+        await wait_for(lambda: a.ring() == {"a", "c"} and b.ring() == {"b", "c"},
+                       timeout=10 * grace, message="a and b off each other's rings")
+        assert time.monotonic() - started >= grace * 0.9
+        assert (a.membership.ring_changes, b.membership.ring_changes) == \
+            (changes[0] + 1, changes[1] + 1)
+        assert members["c"].ring() == set("abc")
+
+
 async def test_a_node_whose_process_is_gone_leaves_the_ring_at_once():
     async with three_members() as (members, proxy):
         a, b, c = members["a"], members["b"], members["c"]
@@ -136,9 +156,11 @@ async def test_a_node_whose_process_is_gone_leaves_the_ring_at_once():
             (changes[0] + 1, changes[1] + 1)
 
 
-@pytest.mark.parametrize("scenario", [test_a_link_reset_and_back_within_the_grace_moves_no_chat,
-                                      test_a_node_whose_process_is_gone_leaves_the_ring_at_once],
-                         ids=lambda f: f.__name__[5:])
+SCENARIOS = [f for name, f in sorted(globals().items())
+             if name.startswith("test_") and inspect.iscoroutinefunction(f)]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__[5:])
 def test_on_uvloop(scenario):
     """Production runs uvloop: the same scenarios on it."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
