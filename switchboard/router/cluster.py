@@ -49,8 +49,8 @@ class MeshRouter:
                  mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
                  heartbeat_interval: float, link_timeout: float, forward_timeout: float,
                  phi_threshold: float = 8.0, acceptable_pause: float = 2.0,
-                 link_grace: float = 1.0, rebalance_interval: float = 0.0, rebalance_rate: float = 0.0,
-                 rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
+                 link_grace: float = 1.0, rebalance_interval: float = 0.0,
+                 rebalance_rate: float = 0.0, rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
                  mesh_tls: MeshTls | None = None) -> None:
         """`messages` fans its commits out through `committed` (the caller passes it in)."""
         self.node_id = node_id

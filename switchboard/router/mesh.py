@@ -24,8 +24,9 @@ Why this shape:
 * Why a link went down is told (`Link.loss`): silent (the detector's verdict), closed (the peer
   closed or reset it, or broke the framing) or local. After a closed link the dialling side
   redials at once and the accepting side probes the peer's address (a connection that only
-  waits for the Hello a live node sends first); a dial or probe that is refused (nothing listens there: the process is gone) is reported
-  (`MeshHandler.peer_refused`), so the owner can tell a blip from a death (membership.py).
+  waits for the Hello a live node sends first); a dial or probe that is refused (nothing
+  listens there: the process is gone) is reported (`MeshHandler.peer_refused`), so the owner
+  can tell a blip from a death (membership.py).
 * Broken or hostile input (an oversized length, bytes that are no MeshFrame, a bad Hello) and a
   peer that stops reading (our write buffer past max_buffer_bytes) close that one connection
   with a warning; nothing raises into the event loop.
