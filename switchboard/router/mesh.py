@@ -166,7 +166,7 @@ class Link(asyncio.Protocol):
         self._out_bytes = 0
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._last_in = self._last_out = self._last_beat = self._loop.time()
+        self._last_in = self._last_beat = self._loop.time()
         self._detector = mesh._detector(self._last_in)
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._nonce = b""          # ours, sent in our Hello (with a secret)
@@ -217,7 +217,6 @@ class Link(asyncio.Protocol):
         self.writes += 1
         self.frames_out += len(out) // 2
         self.bytes_out += size
-        self._last_out = self._loop.time()
         buffered = transport.get_write_buffer_size()
         if buffered > self._mesh._max_buffer_bytes:
             self._shut(f"peer not reading: {buffered} bytes buffered", abort=True, warn=True)
@@ -234,7 +233,7 @@ class Link(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._last_in = self._last_out = self._loop.time()
+        self._last_in = self._last_beat = self._loop.time()
         mesh._opened(self)
         if self._dialled is not None:
             return  # the acceptor speaks first, the dialler checks it
