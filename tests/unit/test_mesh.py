@@ -200,7 +200,9 @@ async def test_three_nodes_link_each_pair_once_and_carry_frames_in_order():
 
 async def test_a_turn_of_sends_leaves_in_one_write():
     async with nodes() as start:
-        a, b = await start("a"), await start("b")
+        # heartbeats go on a fixed rhythm, busy or not: none may be due during this turn
+        quiet = dict(heartbeat_interval=10.0, link_timeout=30.0)
+        a, b = await start("a", **quiet), await start("b", **quiet)
         connect(a, b)
         await wait_for(lambda: a.mesh.link("b") and b.mesh.link("a"))
         link = a.mesh.link("b")
