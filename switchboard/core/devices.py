@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from .ids import now_ms
 from .lru import LRU
 from .model import DeviceRow, DeviceStatus
-from .store import Store
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 
 class Devices:
@@ -55,9 +58,12 @@ class Devices:
 
     async def flush(self) -> None:
         """Until every last-seen time recorded so far is written (the drain, before the store
-        closes)."""
+        closes). A store that fails then costs those times (logged), not the drain."""
         await self._written.wait()
-        await self._write_seen()
+        try:
+            await self._write_seen()
+        except StoreError as exc:
+            log.warning("last-seen times not written at the drain: %s", exc)
 
     async def _write_seen(self) -> None:
         self._written.clear()

@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.core.devices import Devices
+from switchboard.core.store import StoreError
 from switchboard.core.store_sqlite import SQLiteStore
 
 DEVICES = 2000
 
 
 class CountingStore(SQLiteStore):
-    """The real SQLite store, counting its last-seen transactions."""
+    """The real SQLite store, counting its last-seen transactions; `locked` makes them fail
+    as a file locked by other processes past the busy timeout does."""
 
     def __init__(self, path) -> None:
         super().__init__(path)
         self.touch_transactions = 0
+        self.locked = False
 
     async def touch_devices(self, touches) -> None:
         self.touch_transactions += 1
+        if self.locked:
+            await asyncio.sleep(0)
+            raise StoreError("touch_devices: database is locked")
         await super().touch_devices(touches)
 
 
@@ -53,5 +59,25 @@ async def test_flush_writes_what_is_pending(tmp_path):
         await writing
         assert [await store.last_seen(user) > 0 for user in ("a", "b", "c")] == [True] * 3
         assert store.touch_transactions == 2
+    finally:
+        await store.close()
+
+
+async def test_flush_on_a_failing_store_logs_and_returns(tmp_path, caplog):
+    store = CountingStore(tmp_path / "switchboard.db")
+    await store.open()
+    devices = Devices(store, max_devices=5)
+    try:
+        for user in ("a", "b"):
+            await devices.admit(user, "phone")
+        store.locked = True
+        first = asyncio.ensure_future(devices.seen("a", "phone"))
+        await asyncio.sleep(0)  # a's write is under way (and fails): b waits for the next one
+        await devices.seen("b", "phone")
+        await asyncio.wait([first])
+        assert isinstance(first.exception(), StoreError)  # counted where it was spawned
+        await devices.flush()  # b's write fails too, and the drain goes on
+        assert store.touch_transactions == 2
+        assert "last-seen times not written at the drain" in caplog.text
     finally:
         await store.close()
