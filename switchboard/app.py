@@ -29,7 +29,7 @@ from switchboard.core.receipts import ReceiptService
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.core.stores import make_store
-from switchboard.core.tasks import TaskGroup
+from switchboard.core.tasks import FAILURES as TASK_FAILURES, TaskGroup
 from switchboard.core.timers import TimerService
 from switchboard.gateway.hub import Hub
 from switchboard.gateway.jwks import JwksRefresher
@@ -122,6 +122,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                        preview_chars=push_config.preview_chars,
                        max_pending=push_config.max_pending)
     metrics.sources.append(push.metrics)
+    metrics.sources.append(TASK_FAILURES.metrics)
     node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, push, tasks)
     if config.cluster.enabled:
         mesh_router = _mesh_router(config, messages, node)
@@ -162,6 +163,8 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
                       mesh_port=cluster.mesh_port, registry=registry, lease_ttl=cluster.lease_ttl,
                       heartbeat_interval=cluster.heartbeat_interval,
                       link_timeout=cluster.link_timeout, forward_timeout=cluster.forward_timeout,
+                      phi_threshold=cluster.phi_threshold,
+                      acceptable_pause=cluster.acceptable_pause, link_grace=cluster.link_grace,
                       rebalance_interval=cluster.rebalance_interval,
                       rebalance_rate=cluster.rebalance_rate,
                       rebalance_tolerance=cluster.rebalance_tolerance,

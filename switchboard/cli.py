@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -63,9 +64,11 @@ def parser() -> argparse.ArgumentParser:
                        help="refuse to start without an explicit auth.secret (and, in a "
                             "cluster, with a mesh open beyond loopback)")
     serve.add_argument("--log-level", help="log.level: DEBUG, INFO, WARNING, ERROR")
-    serve.add_argument("--workers", type=admin.positive_integer, default=1, metavar="N",
+    serve.add_argument("--workers", action=WorkersFlag, default=1, metavar="N|auto",
                        help="gateway processes sharing the client port as one cluster, under a "
-                            "supervisor (default 1: this process serves; see deploy/README.md)")
+                            "supervisor; auto: one per core this process may run on "
+                            "(sched_getaffinity) (default 1: this process serves; see "
+                            "deploy/README.md)")
     serve.add_argument("--metrics-host", help="metrics.host: /metrics, /healthz, /readyz "
                                               "(default 127.0.0.1)")
     serve.add_argument("--metrics-port", type=int,
@@ -140,10 +143,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(config.log, "supervisor" if supervise else node_name(config))
+    if getattr(args, "workers_auto", False):
+        log.info("--workers auto: %d worker(s), one per core this process may run on",
+                 args.workers)
     if supervise:
         return workers.serve(config, plan, _worker_argv(args))
     import uvloop
     return uvloop.run(_serve(config))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's
+    limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+class WorkersFlag(argparse.Action):
+    """--workers N|auto: a whole number of 1 or more, or one per usable core (then
+    `workers_auto` is set, so the choice is told)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        auto = values.strip().lower() == "auto"
+        try:
+            namespace.workers = usable_cores() if auto else admin.positive_integer(values)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        namespace.workers_auto = auto
 
 
 def node_name(config) -> str:

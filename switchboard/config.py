@@ -200,8 +200,14 @@ class ClusterConfig:
     redis: str = ""             # Redis Cluster seed nodes "host:port,...": leases and sessions
     redis_prefix: str = "sb"    # key prefix: clusters sharing one Redis Cluster use different ones
     lease_ttl: float = 6.0      # a dead node's devices stay routed to it this long at most
-    heartbeat_interval: float = 1.0  # mesh heartbeats on an idle link
-    link_timeout: float = 3.0   # a link silent this long is closed and redialled
+    heartbeat_interval: float = 1.0  # s between mesh heartbeats on every link
+    # When a silent peer's link is closed (docs/cluster.md, "Telling slow from dead"): once its
+    # phi-accrual failure detector reaches phi_threshold, never within acceptable_pause beyond
+    # its usual heartbeat interval, always after link_timeout (the hard ceiling)
+    phi_threshold: float = 8.0   # -log10 of the chance the peer is only late: 8 = 1 in 10^8
+    acceptable_pause: float = 2.0  # s: a stall this long (GC, a busy loop) costs no link
+    link_timeout: float = 10.0  # s: a link silent this long is closed whatever the detector says
+    link_grace: float = 1.0     # s a node whose link closed keeps its chats, waiting for it
     forward_timeout: float = 10.0  # a send forwarded to its owner fails UNAVAILABLE after this
     rebalance_interval: float = 10.0  # s between load reports and moving rounds; 0: never move
     rebalance_rate: float = 100.0     # devices per second a node asks to move, at most
@@ -479,6 +485,9 @@ def _validate(config: Config) -> None:
         "cluster.lease_ttl": config.cluster.lease_ttl > 0,
         "cluster.heartbeat_interval": config.cluster.heartbeat_interval > 0,
         "cluster.link_timeout": config.cluster.link_timeout > config.cluster.heartbeat_interval,
+        "cluster.phi_threshold": config.cluster.phi_threshold > 0,
+        "cluster.acceptable_pause": config.cluster.acceptable_pause >= 0,
+        "cluster.link_grace": config.cluster.link_grace >= 0,
         "cluster.forward_timeout": config.cluster.forward_timeout > 0,
         "cluster.rebalance_interval": config.cluster.rebalance_interval >= 0,
         "cluster.rebalance_rate": config.cluster.rebalance_rate > 0,

@@ -1,4 +1,5 @@
-"""`switchboard serve --workers N`: one supervisor process, N gateway workers on one host.
+"""`switchboard serve --workers N`: one supervisor process, N gateway workers on one host
+(`--workers auto`: N is the number of cores the process may run on, chosen in cli.py).
 
 The supervisor starts N children, `python -m switchboard serve` with the same flags, and tells
 each what makes it a distinct cluster member through SWITCHBOARD_* environment variables (they

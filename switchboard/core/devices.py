@@ -15,6 +15,7 @@ from .ids import now_ms
 from .lru import LRU
 from .model import DeviceRow, DeviceStatus
 from .store import Store, StoreError
+from .tasks import watch
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Devices:
         self._unseen[(user_id, device_id)] = now_ms()
 
     def start(self) -> None:
-        self._flusher = asyncio.ensure_future(self._flush_every())
+        self._flusher = watch(asyncio.ensure_future(self._flush_every()))
 
     async def close(self) -> None:
         """Stop the batches and write what is left (the store is still open)."""

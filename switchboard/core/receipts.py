@@ -32,6 +32,7 @@ from .lru import LRU
 from .model import Receipt
 from .settings import Settings
 from .store import Store, StoreError
+from .tasks import watch
 from .writer import CoalescingWriter
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class ReceiptService:
     def _start_flush(self) -> None:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, {}
-        self._flush_task = asyncio.ensure_future(self._flush(dirty))
+        self._flush_task = watch(asyncio.ensure_future(self._flush(dirty)))
 
     async def _flush(self, dirty: dict[str, dict[str, Receipt]]) -> None:
         skipped: list[str] = []

@@ -47,6 +47,7 @@ from typing import Callable
 
 from .model import Batch, CommitOutcome, CommitResult, NewMessage
 from .store import Store, StoreError
+from .tasks import watch
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class CoalescingWriter:
     # ------------------------------------------------------------------ flushing
     def _kick(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = watch(asyncio.get_running_loop().create_task(self._run()))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

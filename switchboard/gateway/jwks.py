@@ -14,6 +14,7 @@ from pathlib import Path
 import jwt
 
 from switchboard.core.auth import SigningKeys
+from switchboard.core.tasks import watch
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class JwksRefresher:
         """Load once (raising JwksError: the server must not start without keys), then keep
         refreshing in the background."""
         await self._load()
-        self._periodic = asyncio.ensure_future(self._every_interval())
+        self._periodic = watch(asyncio.ensure_future(self._every_interval()))
 
     async def stop(self) -> None:
         for task in (self._periodic, self._soon):
@@ -57,7 +58,7 @@ class JwksRefresher:
         loop = asyncio.get_running_loop()
         if loop.time() - self._last_attempt < self._min_interval:
             return False
-        self._soon = asyncio.ensure_future(self._refresh())
+        self._soon = watch(asyncio.ensure_future(self._refresh()))
         self._soon.add_done_callback(self._refreshed)
         return True
 

@@ -33,7 +33,7 @@ from switchboard.core.session import SessionConfig, SessionStats
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store, StoreError
 from switchboard.core.store_sqlite import SQLiteStore
-from switchboard.core.tasks import TaskGroup
+from switchboard.core.tasks import TaskGroup, watch
 from switchboard.core.timers import TimerService
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
@@ -162,7 +162,7 @@ class Gateway:
             await self.router.start()
         await self.services.push.start()
         self.timers.start(loop)
-        self._usage_task = asyncio.ensure_future(self._share_usage())
+        self._usage_task = watch(asyncio.ensure_future(self._share_usage()))
         self.metrics.loop_lag.start(loop)
         metrics = self.config.metrics
         if metrics.enabled:

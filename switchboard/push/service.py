@@ -40,7 +40,7 @@ from switchboard.core.lru import LRU
 from switchboard.core.metrics import Histogram, Metric, counter, gauge, histogram
 from switchboard.core.model import PushPlatform, PushToken, QueuedPush, StoredMessage
 from switchboard.core.store import Store, StoreError
-from switchboard.core.tasks import TaskGroup
+from switchboard.core.tasks import TaskGroup, watch
 
 from .delivery import Outcome, Result
 from .notification import Kind, Notification, preview_of
@@ -126,7 +126,7 @@ class PushService:
             return
         self._wake = asyncio.Event()
         await self._resume()
-        self._loop_task = asyncio.ensure_future(self._run())
+        self._loop_task = watch(asyncio.ensure_future(self._run()))
 
     async def close(self) -> None:
         """The drain, after the writer's last commit and before the store closes: plan and

@@ -48,8 +48,9 @@ class MeshRouter:
     def __init__(self, messages: MessageService, node: LocalNode, *, node_id: str,
                  mesh_host: str, mesh_port: int, registry: Registry, lease_ttl: float,
                  heartbeat_interval: float, link_timeout: float, forward_timeout: float,
-                 rebalance_interval: float = 0.0, rebalance_rate: float = 0.0,
-                 rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
+                 phi_threshold: float = 8.0, acceptable_pause: float = 2.0,
+                 link_grace: float = 1.0, rebalance_interval: float = 0.0,
+                 rebalance_rate: float = 0.0, rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
                  mesh_tls: MeshTls | None = None) -> None:
         """`messages` fans its commits out through `committed` (the caller passes it in)."""
         self.node_id = node_id
@@ -62,9 +63,11 @@ class MeshRouter:
         self._linked_before: set[str] = set()
         self._stopped = False
         self.mesh = Mesh(node_id, 0, self, heartbeat_interval=heartbeat_interval,
-                         link_timeout=link_timeout, secret=mesh_secret, tls=mesh_tls)
+                         link_timeout=link_timeout, phi_threshold=phi_threshold,
+                         acceptable_pause=acceptable_pause, secret=mesh_secret, tls=mesh_tls)
         self.membership = Membership(node_id, self.mesh, registry, lease_ttl=lease_ttl,
-                                     link_timeout=link_timeout, ring_changed=node.cluster_changed,
+                                     link_timeout=link_timeout, link_grace=link_grace,
+                                     ring_changed=node.cluster_changed,
                                      registered_again=self._registered_again)
         self.mesh.epoch = self.membership.epoch
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
@@ -154,9 +157,12 @@ class MeshRouter:
     def link_down(self, link: Link) -> None:
         self.locations.link_down(link.node_id)
         self.rebalancer.link_down(link.node_id)
-        self.membership.links_changed()
+        self.membership.link_down(link)
         self.forwarding.fail_pending(link.node_id, f"owner {link.node_id} unreachable")
         self._node.node_gone(link.node_id)
+
+    def peer_refused(self, node_id: str) -> None:
+        self.membership.peer_refused(node_id)
 
     def frame(self, link: Link, frame: mesh.MeshFrame) -> None:
         kind = frame.WhichOneof("body")
@@ -220,6 +226,10 @@ class MeshRouter:
         return [counter("cluster_mesh_refused",
                         "mesh connections refused at the handshake (secret, TLS, garbage)",
                         self.mesh.refused),
+                *(counter("cluster_links_lost", "up mesh links that went down, by why "
+                          "(silent: the failure detector's verdict; closed: by the peer or "
+                          "TCP; local: by this node)", count, cause=loss.value)
+                  for loss, count in self.mesh.lost.items()),
                 *self.membership.metrics(), *self.forwarding.metrics(),
                 *self.send_order.metrics(), *self.fanout.metrics(),
                 *self.locations.metrics(), *self.rebalancer.metrics(),

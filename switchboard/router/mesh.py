@@ -14,9 +14,19 @@ Why this shape:
   address costs nobody a ring change.
 * Writes are batched per event-loop turn: everything sent to a peer during one turn (the
   SendResults of a writer flush, the Deliver frames of a commit) leaves in one write(2).
-* Heartbeats on idle links and a receive deadline on every connection: a peer that hangs
-  (SIGSTOP, a host gone without a RST) is dropped after link_timeout, not TCP's minutes. One
-  timer per Mesh checks every connection; frames only update timestamps.
+* Heartbeats every heartbeat_interval on every up link, judged by a phi-accrual failure
+  detector (failure_detector.py): a peer that hangs (SIGSTOP, a host gone without a RST) is
+  dropped once its silence is improbable given its own heartbeat history, so a peer on a busy
+  host, whose heartbeats have been arriving late, gets more slack than a punctual one; never
+  within acceptable_pause, always after link_timeout (the hard ceiling, which alone judges a
+  connection still in its handshake). One timer per Mesh checks every connection; frames only
+  update timestamps.
+* Why a link went down is told (`Link.loss`): silent (the detector's verdict), closed (the peer
+  closed or reset it, or broke the framing) or local. After a closed link the dialling side
+  redials at once and the accepting side probes the peer's address (a connection that only
+  waits for the Hello a live node sends first); a dial or probe that is refused (nothing
+  listens there: the process is gone) is reported (`MeshHandler.peer_refused`), so the owner
+  can tell a blip from a death (membership.py).
 * Broken or hostile input (an oversized length, bytes that are no MeshFrame, a bad Hello) and a
   peer that stops reading (our write buffer past max_buffer_bytes) close that one connection
   with a warning; nothing raises into the event loop.
@@ -45,11 +55,13 @@ from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2
 
 from . import mesh_auth
+from .failure_detector import PhiAccrualDetector
 from .mesh_auth import MeshTls
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
+CLOSE_WAIT = 1.0  # s Mesh.close gives a closing link to write what it holds
 _LENGTH = struct.Struct(">I")
 _HEARTBEAT = mesh_pb2.MeshFrame(heartbeat=mesh_pb2.Heartbeat()).SerializeToString()
 
@@ -70,6 +82,10 @@ class MeshHandler(Protocol):
     def frame(self, link: Link, frame: mesh_pb2.MeshFrame) -> None:
         """Every frame but Hello and Heartbeat, including ones whose body this version does not
         know (WhichOneof("body") is None): the handler decides what to ignore."""
+
+    def peer_refused(self, node_id: str) -> None:
+        """A dial or probe to a peer whose link went down was refused: nothing listens at its
+        address any more."""
 
 
 class MeshProtocolError(Exception):
@@ -114,6 +130,13 @@ class FrameReader:
         return frame
 
 
+class LinkLoss(enum.Enum):
+    """Why a link went down."""
+    SILENT = "silent"  # the failure detector (or link_timeout) gave up on the peer
+    CLOSED = "closed"  # the peer closed or reset it, broke the framing, or dialled anew
+    LOCAL = "local"    # this node closed it (peer removed, address changed, mesh closing)
+
+
 class LinkState(enum.Enum):
     HANDSHAKE = enum.auto()  # connected (TLS, if on, done or under way), waiting for the Hello
     PROVING = enum.auto()    # the dialler sent its proof, waiting for the acceptor's
@@ -124,7 +147,8 @@ class LinkState(enum.Enum):
 class Link(asyncio.Protocol):
     """One TCP connection to a peer node; the handler only ever sees it up. `node_id` and
     `peer_epoch` come from the peer's Hello. Counters: frames_out, frames_in, bytes_out,
-    bytes_in, and writes (transport writes, one per event-loop turn with output)."""
+    bytes_in, and writes (transport writes, one per event-loop turn with output). `loss`: why
+    it went down (None while it is not)."""
 
     def __init__(self, mesh: Mesh, dialled: str | None) -> None:
         self.node_id = dialled or ""
@@ -134,6 +158,7 @@ class Link(asyncio.Protocol):
         self._dialled = dialled
         self._state = LinkState.HANDSHAKE
         self._went_up = False
+        self.loss: LinkLoss | None = None
         self._reader = FrameReader(mesh._max_frame_bytes)
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
@@ -141,7 +166,8 @@ class Link(asyncio.Protocol):
         self._out_bytes = 0
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._last_in = self._last_out = self._loop.time()
+        self._last_in = self._last_beat = self._loop.time()
+        self._detector = mesh._detector(self._last_in)
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._nonce = b""          # ours, sent in our Hello (with a secret)
         self._peer_nonce = b""
@@ -161,7 +187,7 @@ class Link(asyncio.Protocol):
 
     def close(self) -> None:
         """Close after writing what is queued; link_down fires before this returns."""
-        self._shut("closed locally", abort=False)
+        self._shut("closed locally", abort=False, loss=LinkLoss.LOCAL)
 
     # ------------------------------------------------------------------ output
     def _queue(self, payload: bytes) -> None:
@@ -173,17 +199,24 @@ class Link(asyncio.Protocol):
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Runs as a loop callback: nothing may raise out of it. uvloop's transport refuses
+        writes (RuntimeError) once its handle closed, which can come before is_closing() says
+        so and before connection_lost reaches us; such a link is gone, so it is shut."""
         self._flush_scheduled = False
         out, self._out = self._out, []
         size, self._out_bytes = self._out_bytes, 0
         transport = self._transport
         if not out or transport is None or transport.is_closing():
             return
-        transport.writelines(out)
+        try:
+            transport.writelines(out)
+        except (RuntimeError, OSError) as exc:
+            self._transport = None
+            self._shut(f"write failed: {exc}", abort=False)
+            return
         self.writes += 1
         self.frames_out += len(out) // 2
         self.bytes_out += size
-        self._last_out = self._loop.time()
         buffered = transport.get_write_buffer_size()
         if buffered > self._mesh._max_buffer_bytes:
             self._shut(f"peer not reading: {buffered} bytes buffered", abort=True, warn=True)
@@ -200,7 +233,7 @@ class Link(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._last_in = self._last_out = self._loop.time()
+        self._last_in = self._last_beat = self._loop.time()
         mesh._opened(self)
         if self._dialled is not None:
             return  # the acceptor speaks first, the dialler checks it
@@ -232,6 +265,7 @@ class Link(asyncio.Protocol):
             return
         self.bytes_in += len(data)
         self._last_in = self._loop.time()
+        self._detector.alive(self._last_in)
         reader = self._reader
         reader.feed(data)
         while self._state is not LinkState.CLOSED:
@@ -269,6 +303,7 @@ class Link(asyncio.Protocol):
         state = self._state
         if state is LinkState.UP:
             if kind == "heartbeat":
+                self._detector.heartbeat(self._last_in)
                 return
             if kind not in ("hello", "hello_proof"):
                 try:
@@ -335,7 +370,7 @@ class Link(asyncio.Protocol):
                        abort=True, warn=True, refused=True)
 
     def _shut(self, reason: str, *, abort: bool, warn: bool = False,
-              refused: bool = False) -> None:
+              refused: bool = False, loss: LinkLoss = LinkLoss.CLOSED) -> None:
         """Leave once: close the transport (abort skips writing what is queued) and tell the
         mesh, which fires link_down if the link was up. `refused`: the peer failed the
         handshake (counted)."""
@@ -343,17 +378,19 @@ class Link(asyncio.Protocol):
             return
         was_up = self._state is LinkState.UP
         self._state = LinkState.CLOSED
+        self.loss = loss
         if refused:
             self._mesh.refused += 1
         if warn:
             log.warning("mesh connection %s (%s) %s: %s", self.node_id or "?", self._peer,
                         "refused" if refused else "closed", reason)
-        if self._transport is not None:
+        transport = self._transport
+        if transport is not None:
             if abort:
-                self._transport.abort()
+                transport.abort()
             else:
                 self._flush()
-                self._transport.close()
+                transport.close()
         self._mesh._link_closed(self, was_up, reason)
 
 
@@ -371,7 +408,7 @@ class _Dialer:
         self.stopped = True
         self.task.cancel()
         if self.link is not None:
-            self.link._shut(reason, abort=False)
+            self.link._shut(reason, abort=False, loss=LinkLoss.LOCAL)
 
     async def _run(self, mesh: Mesh, node_id: str, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -395,6 +432,8 @@ class _Dialer:
                 if not isinstance(exc, OSError):  # TimeoutError is one
                     raise
                 failures += 1
+                if isinstance(exc, ConnectionRefusedError):
+                    mesh._refused(node_id)
                 if isinstance(exc, ssl.SSLError):  # its certificate is not one the CA signed
                     mesh.refused += 1
                     log.warning("mesh connection %s (%s) refused: TLS handshake failed: %r",
@@ -416,12 +455,15 @@ class Mesh:
     """This node's links to the other nodes. See the module docstring for the rules."""
 
     def __init__(self, node_id: str, epoch: int, handler: MeshHandler, *,
-                 heartbeat_interval: float = 1.0, link_timeout: float = 3.0,
+                 heartbeat_interval: float = 1.0, link_timeout: float = 10.0,
+                 phi_threshold: float = 8.0, acceptable_pause: float = 2.0,
                  backoff_min: float = 0.05, backoff_max: float = 2.0,
                  max_frame_bytes: int = 16 * 1024 * 1024,
                  max_buffer_bytes: int = 64 * 1024 * 1024, secret: bytes = b"",
                  tls: MeshTls | None = None) -> None:
-        """`secret`: the shared mesh secret (b"": none); `tls`: TLS on every link."""
+        """`secret`: the shared mesh secret (b"": none); `tls`: TLS on every link.
+        `phi_threshold`, `acceptable_pause`: the failure detector's (docs/cluster.md); its
+        minimum standard deviation is a tenth of the heartbeat interval."""
         self.node_id = node_id
         self.epoch = epoch  # the router updates it when the node registers anew
         self.refused = 0    # connections refused at the handshake (wrong or no proof, TLS)
@@ -430,7 +472,10 @@ class Mesh:
         self._handler = handler
         self._heartbeat_interval = heartbeat_interval
         self._link_timeout = link_timeout
-        self._tick_every = min(heartbeat_interval, link_timeout) / 2
+        self._phi_threshold = phi_threshold
+        self._acceptable_pause = acceptable_pause
+        self.lost = dict.fromkeys(LinkLoss, 0)  # up links that went down, by why
+        self._tick_every = min(heartbeat_interval, link_timeout) / 4
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
         self._max_frame_bytes = max_frame_bytes
@@ -439,7 +484,7 @@ class Mesh:
         self._conns: set[Link] = set()       # every open connection, whatever its state
         self._peers: dict[str, str] = {}
         self._dialers: dict[str, _Dialer] = {}
-        self._tasks = TaskGroup()  # the dialers
+        self._tasks = TaskGroup()  # the dialers, TLS handshakes and probes
         self._server: asyncio.AbstractServer | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._tick_due = 0.0
@@ -468,7 +513,7 @@ class Mesh:
                 dialer.stop(reason)
             link = self._links.get(node_id)
             if link is not None:
-                link._shut(reason, abort=False)
+                link._shut(reason, abort=False, loss=LinkLoss.LOCAL)
         for node_id, address in peers.items():
             if node_id < self.node_id:
                 continue
@@ -507,7 +552,9 @@ class Mesh:
 
     async def close(self) -> None:
         """Stop listening and dialling, close every connection after writing what is queued
-        (aborting those that do not finish within link_timeout). No link_down from here on."""
+        (aborting those that do not finish within CLOSE_WAIT: a peer that does not read now is
+        leaving too, or hung, and must not hold up this node's drain). No link_down from here
+        on."""
         if self._stopped is not None:
             await self._stopped.wait()
             return
@@ -519,12 +566,12 @@ class Mesh:
             self._tick.cancel()
             self._tick = None
         for link in list(self._conns):
-            link._shut("mesh closing", abort=False)
+            link._shut("mesh closing", abort=False, loss=LinkLoss.LOCAL)
         await self._tasks.cancel()
         self._dialers.clear()
         if self._conns:
             lost = {link._lost: link for link in self._conns}
-            _, stuck = await asyncio.wait(lost, timeout=self._link_timeout)
+            _, stuck = await asyncio.wait(lost, timeout=min(CLOSE_WAIT, self._link_timeout))
             for future in stuck:
                 lost[future].abandon()
         if self._server is not None:
@@ -536,6 +583,49 @@ class Mesh:
         return mesh_pb2.MeshFrame(hello=mesh_pb2.Hello(
             node_id=self.node_id, epoch=self.epoch, protocol=PROTOCOL, nonce=nonce,
             proof=proof)).SerializeToString()
+
+    def _detector(self, started_at: float) -> PhiAccrualDetector:
+        return PhiAccrualDetector(
+            expected_interval=self._heartbeat_interval, threshold=self._phi_threshold,
+            acceptable_pause=self._acceptable_pause,
+            min_std_deviation=self._heartbeat_interval / 10, started_at=started_at)
+
+    def _refused(self, node_id: str) -> None:
+        if self._stopping:
+            return
+        try:
+            self._handler.peer_refused(node_id)
+        except Exception:
+            log.exception("mesh handler failed on peer_refused of %s", node_id)
+
+    async def _probe(self, node_id: str, address: str) -> None:
+        """Whether a live mesh listens at a peer's address, after it closed a link this node
+        had accepted from it (the dialling side learns the same from its redial). A live node
+        speaks first on a new connection (its Hello), so a probe connects, reads one byte and
+        leaves, as an ordinary client the peer drops without a warning. A process being killed
+        may still accept for a moment and then reset: that probe is tried again, until one is
+        refused (reported), one is answered, the link is back, or link_timeout passed."""
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        tls = {} if self._tls is None else {"ssl": self._tls.client, "server_hostname": host}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._link_timeout
+        while not self._stopping and node_id not in self._links and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    reader, writer = await asyncio.open_connection(host, int(port), **tls)
+                    try:
+                        if await reader.read(1):
+                            return  # it answered: alive (its dialler is on its way back)
+                    finally:
+                        writer.close()
+            except ConnectionRefusedError:
+                log.info("probe of %s at %s refused", node_id, address)
+                self._refused(node_id)
+                return
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.debug("probe of %s at %s: %r", node_id, address, exc)
+            await asyncio.sleep(self._backoff_min)
 
     def _up(self, link: Link) -> None:
         old = self._links.get(link.node_id)
@@ -558,13 +648,19 @@ class Mesh:
             return
         if self._links.get(link.node_id) is link:
             del self._links[link.node_id]
-        log.info("mesh link %s -> %s down: %s", self.node_id, link.node_id, reason)
+        log.info("mesh link %s -> %s down (%s): %s", self.node_id, link.node_id,
+                 link.loss.value, reason)
         if self._stopping:
             return
+        self.lost[link.loss] += 1
         try:
             self._handler.link_down(link)
         except Exception:
             log.exception("mesh handler failed on link_down of %s", link.node_id)
+        address = self._peers.get(link.node_id)
+        if (link.loss is LinkLoss.CLOSED and link._dialled is None and address is not None
+                and not self._stopping):
+            self._tasks.spawn(self._probe(link.node_id, address))
 
     def _opened(self, link: Link) -> None:
         self._conns.add(link)
@@ -579,7 +675,8 @@ class Mesh:
         self._conns.discard(link)
 
     def _check(self) -> None:
-        """Heartbeat idle links, drop silent connections; runs while any connection is open.
+        """Heartbeat up links, drop the ones the detector gives up on and any connection
+        silent past link_timeout; runs while any connection is open.
 
         A tick that runs a whole period late means this process was not running (CPU
         starvation, a long GC pause, SIGSTOP): what the peers sent meanwhile may still be
@@ -589,13 +686,20 @@ class Mesh:
         now = loop.time()
         on_time = now - self._tick_due < self._tick_every
         for link in list(self._conns):
-            if now - link._last_in > self._link_timeout and on_time:
+            up = link._state is LinkState.UP
+            silence = now - link._last_in
+            if on_time and (silence > self._link_timeout
+                            or (up and link._detector.suspects(now))):
                 if link._state is LinkState.CLOSED:  # a graceful close the peer never finished
                     link.abandon()
                 else:
-                    link._shut(f"nothing received for {self._link_timeout}s", abort=True,
-                               warn=True)
-            elif link._state is LinkState.UP and now - link._last_out >= self._heartbeat_interval:
+                    link._shut(f"nothing received for {silence:.1f}s (phi "
+                               f"{link._detector.phi(now):.1f}, threshold "
+                               f"{self._phi_threshold}, ceiling {self._link_timeout}s)",
+                               abort=True, warn=True, loss=LinkLoss.SILENT)
+            elif up and now - link._last_beat >= self._heartbeat_interval:
+                # every interval, busy or idle: the peer's detector learns our rhythm from them
+                link._last_beat = now
                 link._queue(_HEARTBEAT)
         if self._conns:
             self._arm(loop)

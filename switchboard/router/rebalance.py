@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 
 from switchboard.core.metrics import Metric, counter
+from switchboard.core.tasks import watch
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import LocalNode
@@ -70,7 +71,7 @@ class Rebalancer:
 
     def start(self) -> None:
         if self._interval > 0:
-            self._task = asyncio.ensure_future(self._run())
+            self._task = watch(asyncio.ensure_future(self._run()))
 
     async def stop(self) -> None:
         if self._task is not None:

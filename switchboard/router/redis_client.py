@@ -42,6 +42,8 @@ from typing import Any
 
 import hiredis
 
+from switchboard.core.tasks import watch
+
 log = logging.getLogger(__name__)
 
 SLOTS = 16384
@@ -347,7 +349,7 @@ class ClusterClient:
             del self._links[link.address]
 
     def _tasks_spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
+        task = watch(asyncio.ensure_future(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

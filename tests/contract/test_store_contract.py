@@ -818,6 +818,20 @@ async def test_touch_device_and_last_seen(stores):
     assert await store.last_seen("bob") < 2_000
 
 
+async def test_touch_devices_many_at_once_keeps_each_max(stores):
+    store = await stores.open()
+    for i in range(50):
+        await store.register_device(f"u{i}", "phone", 100, 5)
+    await store.touch_device("u0", "phone", 9_000)
+    await store.touch_devices([(f"u{i}", "phone", 1_000 + i) for i in range(50)]
+                              + [("nobody", "phone", 5_000)])
+    assert await store.last_seen("u0") == 9_000  # the max is kept
+    assert [await store.last_seen(f"u{i}") for i in range(1, 50)] == \
+        [1_000 + i for i in range(1, 50)]
+    assert await store.list_devices("nobody") == []
+    await store.touch_devices([])
+
+
 async def test_concurrent_registrations_never_exceed_the_limit(stores):
     one, two = await stores.open(), await stores.open()
     statuses = await asyncio.gather(*(

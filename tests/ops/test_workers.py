@@ -1,8 +1,10 @@
 """`switchboard serve --workers N` with real processes: one listening line once every worker
 serves, each worker's ops port, connections spread by the kernel over the workers (seen in each
-worker's connection gauge), a killed worker restarted while the port keeps serving, SIGTERM
-draining every worker, and configuration errors exiting 2 (or 1 once a worker keeps failing)
-instead of spinning."""
+worker's connection gauge), a killed worker restarted while the port keeps serving and every
+other worker's connections stay up, SIGTERM draining every worker within the deadline (with
+thousands of connections held), `--workers auto`, and configuration errors exiting 2 (or 1 once
+a worker keeps failing) instead of spinning. No worker's stderr may show an exception that
+escaped into the event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -38,6 +40,8 @@ WORKER_ENV = {"SWITCHBOARD_SERVER_STOP_TIMEOUT": str(STOP_TIMEOUT),
               "SWITCHBOARD_SERVER_DRAIN_SPREAD": "0.2",
               "SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL": "0.2",
               "SWITCHBOARD_CLUSTER_LINK_TIMEOUT": "1.0"}
+LOOP_ERRORS = ("Task exception was never retrieved", "Exception in callback",
+               "exception was never retrieved", "Unhandled error in exception handler")
 _METRICS_LINE = re.compile(r"switchboard metrics on http://[\d.]+:(\d+)/metrics "
                            r"worker=(\d+) pid=(\d+) node=(\S+)")
 
@@ -47,11 +51,12 @@ class Supervised:
     collected by a thread (`lines`), its stderr (every process's logs) goes to a file."""
 
     def __init__(self, tmp_path: Path, workers: int = WORKERS, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, workers_flag: str | None = None) -> None:
         self.port = port if port is not None else free_run(1)
         self.metrics_base = free_run(workers)
         self.mesh_base = free_run(workers)
         self.workers = workers
+        self.workers_flag = workers_flag or str(workers)
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("SWITCHBOARD_") and k not in INHERITED_SYSTEMD}
         self.env.update(BASE_ENV)
@@ -71,7 +76,7 @@ class Supervised:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "switchboard", "serve", "--workers", str(self.workers),
+                [sys.executable, "-m", "switchboard", "serve", "--workers", self.workers_flag,
                  "--port", str(self.port), "--data-dir", str(self.data_dir)],
                 stdout=subprocess.PIPE, stderr=log, env=self.env)
         threading.Thread(target=self._collect, daemon=True).start()
@@ -138,6 +143,13 @@ class Supervised:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def assert_no_loop_errors(self) -> None:
+        """Every worker's stderr (one file) shows no exception that escaped into the event
+        loop: a callback that raised, or a task whose exception nobody retrieved."""
+        log = self.log()
+        for sign in LOOP_ERRORS:
+            assert sign not in log, f"{sign!r} in the workers' stderr:\n{log[-5000:]}"
+
     def stop(self) -> None:
         """Teardown: SIGKILL the supervisor; its workers get SIGTERM from the kernel
         (PR_SET_PDEATHSIG) and must be gone soon after."""
@@ -179,6 +191,19 @@ async def connect(node: Supervised, user: str, device: str, attempts: int = 1) -
                 raise
             await asyncio.sleep(0.1)
     raise AssertionError("unreachable")
+
+
+async def connect_many(node: Supervised, count: int, prefix: str) -> list[RawClient]:
+    """`count` devices of distinct users, a hundred handshakes at a time."""
+    clients: list[RawClient] = []
+    for start in range(0, count, 100):
+        clients += await asyncio.gather(*(connect(node, f"{prefix}{i}", "phone", attempts=5)
+                                          for i in range(start, min(count, start + 100))))
+    return clients
+
+
+def open_sockets(clients: list[RawClient]) -> list[RawClient]:
+    return [client for client in clients if not client.listener.closed.is_set()]
 
 
 def close_all(clients: list[RawClient]) -> None:
@@ -263,8 +288,102 @@ async def test_sigterm_drains_every_worker_and_exits_0(tmp_path):
         assert all("node" in line for line in lines)
         assert {line["node"] for line in lines if line["logger"] == "switchboard.workers"} == \
             {"supervisor"}
+        node.assert_no_loop_errors()
     finally:
         close_all(clients)
+        node.stop()
+
+
+HELD_PER_WORKER = 200
+HELD_FOR_DRAIN = 3000
+
+
+async def test_a_killed_worker_is_restarted_and_no_other_workers_connection_drops(tmp_path):
+    """kill -9 of one worker while every worker holds a few hundred devices: exactly the
+    victim's devices lose their socket and reconnect; every other device keeps its socket and
+    is answered on it; the other workers take the victim off their rings at once (their redial
+    or probe is refused) rather than after a grace or a timeout."""
+    node = await Supervised(tmp_path).start()
+    clients: dict[RawClient, str] = {}
+    try:
+        await wait_for(lambda: _all_equal(node, "switchboard_cluster_ring_nodes", WORKERS),
+                       timeout=20, message="every worker's ring has every worker")
+        total = HELD_PER_WORKER * WORKERS
+        users = [f"held{i}" for i in range(total)]
+        for user, client in zip(users, await connect_many(node, total, "held")):
+            clients[client] = user
+        counts = await wait_for(lambda: _total(node, total), timeout=60,
+                                message=f"{total} open connections over the workers")
+        assert all(counts), counts  # the kernel gave every worker some
+        victim = node.pids[1]
+        seen = len(node.lines)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: len(open_sockets(list(clients))) == total - counts[1],
+                       timeout=30, message="the victim's devices disconnected")
+        await node.line(rf"worker=1 pid=(?!{victim}\b)\d+", after=seen, timeout=60)
+        dropped = [client for client in clients if client.listener.closed.is_set()]
+        assert len(dropped) == counts[1]
+        kept = open_sockets(list(clients))
+        for client in dropped:  # the victim's devices come back (wherever the kernel puts them)
+            user = clients.pop(client)
+            close_all([client])
+            clients[await connect(node, user, "phone", attempts=5)] = user
+        await wait_for(lambda: _total(node, total), timeout=60,
+                       message="every device connected again")
+        # the other workers' devices never noticed: same socket, still answered on it
+        rids = {client: client.send(ping=pb.Ping(client_time_ms=1)) for client in kept}
+        for client, rid in rids.items():
+            assert (await client.reply(rid)).WhichOneof("body") == "pong"
+        assert open_sockets(kept) == kept
+        lines = [orjson.loads(line) for line in node.log().splitlines() if line.startswith("{")]
+        left = {line["node"] for line in lines
+                if line["msg"] == "n1 leaves the ring: connection refused"}
+        assert left == {"n0", "n2"}, left
+        await wait_for(lambda: _all_equal(node, "switchboard_cluster_ring_nodes", WORKERS),
+                       timeout=20, message="the restarted worker back on every ring")
+        node.assert_no_loop_errors()
+    finally:
+        close_all(list(clients))
+        node.stop()
+
+
+async def test_sigterm_with_thousands_of_connections_drains_every_worker_in_time(tmp_path):
+    node = await Supervised(tmp_path).start()
+    clients: list[RawClient] = []
+    try:
+        clients = await connect_many(node, HELD_FOR_DRAIN, "drain")
+        await wait_for(lambda: _total(node, HELD_FOR_DRAIN), timeout=60,
+                       message=f"{HELD_FOR_DRAIN} open connections")
+        pids = list(node.pids.values())
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        assert await node.wait(STOP_TIMEOUT + 5) == 0, node.log()[-5000:]
+        elapsed = time.monotonic() - started
+        assert elapsed < STOP_TIMEOUT, f"stop took {elapsed:.1f}s"
+        assert not any(alive(pid) for pid in pids)
+        log = node.log()
+        assert "drain did not finish" not in log and "still running after" not in log
+        lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+        assert {line["node"] for line in lines if line["msg"].startswith("drained")} == \
+            {f"n{i}" for i in range(WORKERS)}
+        for client in clients:
+            assert (await client.closed())[0] == 1001
+        node.assert_no_loop_errors()
+    finally:
+        close_all(clients)
+        node.stop()
+
+
+async def test_workers_auto_starts_one_per_usable_core(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one usable core: auto means a single process, no supervisor")
+    node = await Supervised(tmp_path, workers=cores, workers_flag="auto").start()
+    try:
+        assert len(set(node.pids.values())) == cores
+        assert f"--workers auto: {cores} worker(s)" in node.log()
+        node.assert_no_loop_errors()
+    finally:
         node.stop()
 
 
@@ -415,7 +534,7 @@ def test_plan_refuses_what_the_workers_could_not_run(values, message):
 def test_systemd_drop_in_runs_the_supervisor():
     drop_in = parse_unit(DEPLOY / "systemd" / "switchboard@0.service.d" / "workers.conf")
     assert drop_in["Service"]["ExecStart"][0] == ""  # clears the template's
-    assert re.search(r"serve --config /etc/switchboard/switchboard.toml --workers \d+$",
+    assert re.search(r"serve --config /etc/switchboard/switchboard.toml --workers (\d+|auto)$",
                      drop_in["Service"]["ExecStart"][1])
     unit = parse_unit(UNIT)["Service"]
     assert unit["KillMode"] == ["mixed"] and unit["NotifyAccess"] == ["main"]

@@ -1,6 +1,8 @@
 """An in-repo TCP fault proxy (no netem or nft needed): forwards a port to another until
 told to black-hole, which stops both directions without closing anything, as a network
-partition looks to the two ends; heal() lets connections through again."""
+partition looks to the two ends; heal() lets connections through again. reset() drops every
+connection with a RST to both ends, as a middlebox or a NIC reset does while both processes
+live; new connections pass as before."""
 from __future__ import annotations
 
 import asyncio
@@ -35,6 +37,13 @@ class FaultProxy:
         self.partitioned = False
         for writer in list(self._writers):
             writer.close()
+
+    def reset(self) -> int:
+        """Abort every connection through the proxy; returns how many there were."""
+        writers = list(self._writers)
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -19,7 +19,7 @@ import pytest
 import uvloop
 
 from switchboard.proto.v1 import client_pb2, mesh_pb2
-from switchboard.router.mesh import FrameReader, Link, Mesh, MeshProtocolError
+from switchboard.router.mesh import FrameReader, Link, LinkLoss, Mesh, MeshProtocolError
 from tests.support.waiting import wait_for
 
 FAST = dict(heartbeat_interval=0.05, link_timeout=0.3, backoff_min=0.01, backoff_max=0.1)
@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, int]] = []
         self.frames: dict[str, list[mesh_pb2.MeshFrame]] = defaultdict(list)
+        self.refused: list[str] = []
 
     def link_up(self, link: Link) -> None:
         self.events.append(("up", link.node_id, link.peer_epoch))
@@ -41,6 +42,9 @@ class Recorder:
 
     def frame(self, link: Link, frame: mesh_pb2.MeshFrame) -> None:
         self.frames[link.node_id].append(frame)
+
+    def peer_refused(self, node_id: str) -> None:
+        self.refused.append(node_id)
 
 
 class Node:
@@ -196,7 +200,9 @@ async def test_three_nodes_link_each_pair_once_and_carry_frames_in_order():
 
 async def test_a_turn_of_sends_leaves_in_one_write():
     async with nodes() as start:
-        a, b = await start("a"), await start("b")
+        # heartbeats go on a fixed rhythm, busy or not: none may be due during this turn
+        quiet = dict(heartbeat_interval=10.0, link_timeout=30.0)
+        a, b = await start("a", **quiet), await start("b", **quiet)
         connect(a, b)
         await wait_for(lambda: a.mesh.link("b") and b.mesh.link("a"))
         link = a.mesh.link("b")
@@ -279,6 +285,35 @@ async def test_a_hung_peer_is_dropped_after_link_timeout():
         elapsed = asyncio.get_running_loop().time() - up_at
         assert FAST["link_timeout"] * 0.8 <= elapsed  # not before link_timeout (later: load)
         await wait_for(lambda: a.rec.events[2:3] == [("up", "z", 1)])  # and redialled
+
+
+async def test_the_detector_drops_a_hung_peer_long_before_the_ceiling():
+    """With a short acceptable pause, a peer whose heartbeats never come is dropped once its
+    silence is improbable for the heartbeat interval, not at link_timeout (30 s here)."""
+    async with nodes() as start, silent_peer() as address:
+        a = await start("a", link_timeout=30, acceptable_pause=0.1)
+        with mesh_warnings() as warnings:
+            a.mesh.set_peers({"z": address})
+            await wait_for(lambda: a.mesh.link("z"))
+            link = a.mesh.link("z")
+            await wait_for(lambda: link.loss is not None, timeout=10)
+        assert link.loss is LinkLoss.SILENT
+        assert a.mesh.lost[LinkLoss.SILENT] >= 1
+        assert any("phi" in w and "ceiling 30" in w for w in warnings), warnings
+        a.mesh.set_peers({})
+
+
+async def test_a_peer_whose_process_is_gone_is_reported_refused_on_both_sides():
+    """b closes (as a killed process's kernel would: FIN, then nothing listens): a, which
+    dialled b, learns it from its redial; c, which b dialled, from its probe of b's address."""
+    async with nodes() as start:
+        a, b, c = await start("a"), await start("b"), await start("c")
+        connect(a, b, c)
+        await wait_for(lambda: all(len(n.mesh.links) == 2 for n in (a, b, c)))
+        await b.mesh.close()
+        await wait_for(lambda: "b" in a.rec.refused and "b" in c.rec.refused)
+        assert a.mesh.lost[LinkLoss.CLOSED] == c.mesh.lost[LinkLoss.CLOSED] == 1
+        assert not b.rec.refused and not a.mesh.lost[LinkLoss.SILENT]
 
 
 async def test_a_peer_that_stops_reading_is_dropped_at_the_buffer_limit():
