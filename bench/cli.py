@@ -73,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
                       help="chat: offered loads as fractions of the measured saturation")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
+    size.add_argument("--load", type=float, default=0.0,
+                      help="cluster: offer this fraction of the single gateway's capacity, "
+                           "measured first by a closed-loop probe, instead of --rate")
+    size.add_argument("--soak", type=float, default=0.0,
+                      help="cluster: then the cluster alone under the same load for this many "
+                           "seconds, counting registry timeouts (default 0: none)")
     size.add_argument("--window", type=int, default=0,
                       help="chat: messages in flight per direction in the saturation probe "
                            "(default: 1024 in flight in all)")
