@@ -41,7 +41,7 @@ import math
 import signal
 import time
 
-from .. import hist, report
+from .. import hist, procfs, report
 from ..gen import Worker
 from ..progress import Progress
 from ..targets import SwitchboardCluster
@@ -260,11 +260,12 @@ async def _measure(ctx, target, rate: float, flows: list[int], during=None,
     duration = duration or ctx.args.duration
     kwargs = [dict(rate=rate * n / sum(flows), duration=duration,
                    drain=max(10.0, 3 * duration)) for n in flows]
-    cpu0 = target.cpu()
+    cpu0 = _cpu_by_kind(target)
     load = ctx.pool.run("bench.scenarios.cluster:step", kwargs)
     parts, extra = await asyncio.gather(load, during if during is not None else _nothing())
-    server_cpu = target.cpu() - cpu0
-    out = {"server_cpu_s": server_cpu, "extra": extra}
+    cpu = {kind: seconds - cpu0.get(kind, 0.0) for kind, seconds in _cpu_by_kind(target).items()}
+    server_cpu = sum(cpu.values())
+    out = {"server_cpu_s": server_cpu, "server_cpu_s_by_kind": cpu, "extra": extra}
     for shown, classes in SHOWN.items():
         mine = [p[name] for p in parts for name in classes]
         out[shown] = {
@@ -280,6 +281,17 @@ async def _measure(ctx, target, rate: float, flows: list[int], during=None,
     # cores the target kept busy: the load must stay well below what either target can take
     out["server_cores"] = server_cpu / duration
     out["generator_cores"] = sum(max(p[n]["cpu_s"] for n in CLASSES) for p in parts) / duration
+    return out
+
+
+def _cpu_by_kind(target) -> dict[str, float]:
+    """CPU seconds so far of the target's processes by kind (gw, redis, server): what the
+    gateways cost apart from the Redis Cluster under them."""
+    out: dict[str, float] = {}
+    for role, pid in target.pids.items():
+        if procfs.alive(pid):
+            kind = role.rstrip("0123456789")
+            out[kind] = out.get(kind, 0.0) + procfs.cpu_seconds(pid)
     return out
 
 
@@ -506,6 +518,11 @@ def summary(doc: dict) -> list[str]:
                      f"{_pair(ratios['cross2'])} of one gateway's; the cluster's local messages "
                      f"(CPU sharing, no hop) {_pair(ratios['local'])}; cross-node over the "
                      f"cluster's own local messages (the hops) {_pair(ratios['hops'])}")
+        lines.append("  server CPU per message (median round): "
+                     + "; ".join(f"{run_[t]['target']} " + ", ".join(
+                         f"{kind} {seconds / max(run_[t]['all']['completed'], 1) * 1e6:,.0f} us"
+                         for kind, seconds in run_[t].get("server_cpu_s_by_kind", {}).items())
+                                 for t in ("single", "cluster")))
         soak = run_.get("soak")
         if soak:
             lines.append(f"soak: {soak['all']['completed']:,} messages in "
