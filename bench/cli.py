@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
                                                "ignored by git)")
     out.add_argument("--profile", action="store_true",
                      help="chat: profile the server started here with py-spy (or cProfile)")
+    out.add_argument("--trace-hops", action="store_true",
+                     help="cluster: time every message at each hop in the servers (debug: "
+                          "costs CPU per message) and report where it waited (bench/hoptrace)")
     return p
 
 

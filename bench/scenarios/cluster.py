@@ -41,7 +41,7 @@ import math
 import signal
 import time
 
-from .. import hist, procfs, report
+from .. import hist, hoptrace, procfs, report
 from ..gen import Worker
 from ..progress import Progress
 from ..targets import SwitchboardCluster
@@ -71,7 +71,9 @@ def placement(i: int, nodes: int) -> tuple[int, int, int]:
     return i % nodes, (i // nodes) % nodes, (i // nodes // nodes) % nodes
 
 
-def flow_class(sender: int, receiver: int, owner: int) -> str:
+def flow_class(sender, receiver, owner) -> str:
+    """The class of a message by the gateways (indexes or names) of its sender, receiver and
+    chat owner."""
     if sender != receiver:
         return "cross1" if owner in (sender, receiver) else "cross2"
     return "local" if owner == sender else "same"
@@ -161,6 +163,8 @@ async def run(ctx, size: int) -> dict:
     machine's moods fall on both alike; the figures are the medians over the rounds."""
     args = ctx.args
     results = {"size": size, "pairs": size, "rounds": []}
+    if args.trace_hops:
+        hoptrace.enable(ctx.run_dir / "hops")
     async with ctx.switchboard() as single, SwitchboardCluster(ctx.run_dir, args.nodes) as cluster:
         rate = args.rate
         if args.load:
@@ -181,6 +185,8 @@ async def run(ctx, size: int) -> dict:
             results["failover"] = await _failover(ctx, cluster, size, rate)
         if args.pause:
             results["pause"] = await _pause(cluster)
+    if args.trace_hops:  # the servers wrote their last records as they exited
+        results["hops"] = hoptrace.analyse(ctx.run_dir / "hops")
     results["single"] = _median_phase([r["single"] for r in results["rounds"]])
     results["cluster"] = _median_phase([r["cluster"] for r in results["rounds"]])
     results["ratios"] = _ratios(results)
@@ -530,6 +536,8 @@ def summary(doc: dict) -> list[str]:
                          f"registry timeouts {int(soak['registry_timeouts'])} (metrics), "
                          f"{soak['timeout_log_lines']} log lines '{TIMEOUT_LINE}' (whole run); "
                          f"exactly once {soak['exactly_once']}")
+        if "hops" in run_:
+            lines += hoptrace.lines(run_["hops"])
         failover = run_.get("failover")
         if failover:
             lines.append(f"Redis master failover: promoted {failover['promoted_after_kill_s']:.1f}"
