@@ -26,7 +26,7 @@ RUNS = {
                      "--server-workers", "2"],
     "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
     "cluster": ["--size", "27", "--load", "0.02", "--duration", "2", "--rounds", "1",
-                "--soak", "1"],
+                "--soak", "1", "--trace-hops"],
     "media": ["--size", "1", "--duration", "0.5"],
 }
 #: Every run starts at once (eight benches, each with a server and two generator processes):
@@ -217,3 +217,8 @@ def test_cluster(runs):
     pause = run_["pause"]
     assert pause["acked"] == pause["pending_at_pause"] > 0 and pause["silent_drops"] > 0
     assert "cross-node p50" in output and "soak:" in output
+    # the trace tells classes by the processes a message passed: the bench's placement held
+    hops = run_["hops"]["segments"]
+    assert {"single", "local", "same", "cross1", "cross2"} <= hops.keys()
+    assert "sender->owner_in" not in hops["local"] and "committed->receiver_in" not in hops["local"]
+    assert hops["cross2"]["sender->owner_in"]["n"] == hops["cross2"]["send->offered"]["n"] > 0
