@@ -30,12 +30,18 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
     def _record(hop: str, body: bytes) -> None:
         _hops.setdefault(hop, []).append((bytes(body[:16]).hex(), _now()))
 
+    _dumping = threading.Lock()
+
     def _dump() -> None:
+        """Write what was recorded so far (the dumper thread and atexit take turns)."""
         path = os.path.join(os.environ["HOPTRACE_DIR"], f"{os.getpid()}.json")
-        with open(path + ".tmp", "w") as out:
-            json.dump({"cluster": os.environ.get("SWITCHBOARD_CLUSTER_ENABLED") == "true",
-                       "hops": _hops, "waits": _waits}, out)
-        os.replace(path + ".tmp", path)
+        with _dumping:
+            doc = {"cluster": os.environ.get("SWITCHBOARD_CLUSTER_ENABLED") == "true",
+                   "hops": {hop: list(entries) for hop, entries in list(_hops.items())},
+                   "waits": {name: list(values) for name, values in _waits.items()}}
+            with open(path + ".tmp", "w") as out:
+                json.dump(doc, out)
+            os.replace(path + ".tmp", path)
 
     def _dump_often() -> None:
         while True:
