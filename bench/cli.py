@@ -139,6 +139,11 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
         raise ValueError("--secret, --data-dir and --server-pid only apply with --target")
     if scenario.NAME == "cluster" and args.target:
         raise ValueError("cluster starts its own servers: --target does not apply")
+    if not 0 <= args.load <= 1 or args.soak < 0:
+        raise ValueError("--load is a fraction of the capacity (0 < F <= 1) and --soak seconds "
+                         "(>= 0)")
+    if (args.load or args.soak or args.trace_hops) and scenario.NAME != "cluster":
+        raise ValueError("--load, --soak and --trace-hops apply to the cluster scenario only")
     args.stores = [s.strip() for s in args.store.split(",") if s.strip()]
     unknown = sorted(set(args.stores) - {"sqlite", "scylla"})
     if unknown or not args.stores:
