@@ -12,7 +12,7 @@ Hops, in the order a message passes them: `sender` (the sender's gateway routes 
 `owner_in` (the owner read the ForwardSend off the mesh; forwarded sends only), `service`
 (MessageService took it), `queued` (into the writer), `commit` (taken into a commit),
 `committed` (the commit returned), `receiver_in` (the receiver's gateway read the Deliver;
-other nodes only), `offered` (offered to the receiver's connections). The bench itself measures
+other nodes only), `offered` (offered to the receiver's connection). The bench itself measures
 the last leg, offered -> the device has it.
 """
 from __future__ import annotations
@@ -57,10 +57,12 @@ def analyse(directory: Path) -> dict:
         if not {"sender", "commit", "offered"} <= hops.keys():
             continue  # traced in part (the run started or ended in its middle)
         sender, owner = hops["sender"][0][1], hops["commit"][0][1]
-        receiver = hops["receiver_in"][0][1] if "receiver_in" in hops else owner
+        receiver = hops["offered"][0][1]  # offers to the sender's own devices are not recorded
         times = {hop: min(t for t, _ in entries) for hop, entries in hops.items()}
-        # the owner offers to its own devices too: the receiver's offer is the one that counts
-        times["offered"] = max((t for t, p in hops["offered"] if p == receiver), default=None)
+        # a Deliver goes to the sender's gateway too (the sender's other devices): the one
+        # that counts is the receiver's
+        times["receiver_in"] = min((t for t, p in hops.get("receiver_in", ()) if p == receiver),
+                                   default=None)
         times["send"] = int.from_bytes(bytes.fromhex(key)[8:16], "little")
         kind = "single" if role == "single" else flow_class(sender, receiver, owner)
         for a, b in SEGMENTS:

@@ -58,7 +58,7 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
 
     def _install() -> None:
         from switchboard.core import messaging, store_sqlite, writer
-        from switchboard.gateway import node
+        from switchboard.gateway import connection
         from switchboard.router import cluster, fanout, forwarding, local, mesh
 
         def sent(send) -> None:
@@ -76,9 +76,14 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
                 lambda batch, *rest: [_record("committed", m.body) for m in batch.messages])
         _before(fanout.Fanout, "on_deliver",
                 lambda link, d: [_record("receiver_in", m.body) for m in d.messages])
-        _before(node.GatewayNode, "deliver",
-                lambda chat_id, members, messages: [_record("offered", m.body)
-                                                    for m in messages])
+        offer = connection.Connection.offer
+
+        def offered(self, chat_id, messages, chunks):
+            for m in messages:  # to the receiver, not to the sender's own devices
+                if m.sender_user != self.user:
+                    _record("offered", m.body)
+            offer(self, chat_id, messages, chunks)
+        connection.Connection.offer = offered
         take = writer.CoalescingWriter._take
 
         def taken(self):
