@@ -76,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
                            "known-device handshake; default on)")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
+    size.add_argument("--load", type=float, default=0.0,
+                      help="cluster: offer this fraction of the single gateway's capacity, "
+                           "measured first by a closed-loop probe, instead of --rate")
+    size.add_argument("--soak", type=float, default=0.0,
+                      help="cluster: then the cluster alone under the same load for this many "
+                           "seconds, counting registry timeouts (default 0: none)")
     size.add_argument("--window", type=int, default=0,
                       help="chat: messages in flight per direction in the saturation probe "
                            "(default: 1024 in flight in all)")
@@ -97,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
                                                "ignored by git)")
     out.add_argument("--profile", action="store_true",
                      help="chat: profile the server started here with py-spy (or cProfile)")
+    out.add_argument("--trace-hops", action="store_true",
+                     help="cluster: time every message at each hop in the servers (debug: "
+                          "costs CPU per message) and report where it waited (bench/hoptrace)")
     return p
 
 
@@ -135,6 +144,11 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
         raise ValueError("--secret, --data-dir and --server-pid only apply with --target")
     if scenario.NAME == "cluster" and args.target:
         raise ValueError("cluster starts its own servers: --target does not apply")
+    if not 0 <= args.load <= 1 or args.soak < 0:
+        raise ValueError("--load is a fraction of the capacity (0 < F <= 1) and --soak seconds "
+                         "(>= 0)")
+    if (args.load or args.soak or args.trace_hops) and scenario.NAME != "cluster":
+        raise ValueError("--load, --soak and --trace-hops apply to the cluster scenario only")
     args.stores = [s.strip() for s in args.store.split(",") if s.strip()]
     unknown = sorted(set(args.stores) - {"sqlite", "scylla"})
     if unknown or not args.stores:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import secrets
 import shutil
@@ -230,6 +231,9 @@ class SpawnedSwitchboard(Target):
             self._data_dir = None
 
 
+CLUSTER_PORTS = 50  # ports a SwitchboardCluster takes its client, mesh and metrics ports from
+
+
 class SwitchboardCluster(Target):
     """`nodes` gateways forming one cluster over a Redis Cluster of 3 masters and a replica
     each (switchboard/tools/devcluster.py: the same processes as `devcluster up`), one shared
@@ -250,13 +254,21 @@ class SwitchboardCluster(Target):
         self.gateways: list = []
 
     async def start(self) -> "SwitchboardCluster":
-        from switchboard.tools.devcluster import RedisCluster, start_gateways
-        self.redis = RedisCluster(self.directory, 3, self.replicas)
+        from switchboard.tools.devcluster import PortRange, RedisCluster, start_gateways
+        # Ports below the kernel's ephemeral range (32768-60999 by default): a port picked
+        # free among ephemeral ones can be taken as the source port of an outgoing connection
+        # before the process binds it, which happens readily while a bench holds 100,000s of
+        # loopback connections. A random base keeps two runs on one machine apart.
+        base = random.randrange(10_000, 32_000 - 2 * CLUSTER_PORTS, CLUSTER_PORTS)
+        ports = PortRange(base, base + CLUSTER_PORTS - 1)
+        bus_ports = PortRange(base + CLUSTER_PORTS, base + 2 * CLUSTER_PORTS - 1)
+        self.redis = RedisCluster(self.directory, 3, self.replicas, ports=ports,
+                                  bus_ports=bus_ports)
         await asyncio.to_thread(self.redis.start)
         settings = {**SERVER_ENV, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
         self.gateways = await asyncio.to_thread(
             start_gateways, self.directory, self.nodes, self.secret, self.redis.addresses,
-            settings=settings)
+            ports=ports, settings=settings)
         self.endpoints = [Endpoint("switchboard", f"ws://127.0.0.1:{g.port}/v1/ws", self.secret)
                           for g in self.gateways]
         self.endpoint = self.endpoints[0]

@@ -25,7 +25,8 @@ RUNS = {
     "chat-workers": ["--size", "4", "--duration", "0.3", "--loads", "0.5", "--no-peers",
                      "--server-workers", "2"],
     "hold-workers": ["--size", "60", "--duration", "0.2", "--server-workers", "2"],
-    "cluster": ["--size", "9", "--rate", "60", "--duration", "2", "--rounds", "1"],
+    "cluster": ["--size", "27", "--load", "0.02", "--duration", "2", "--rounds", "1",
+                "--soak", "1", "--trace-hops"],
     "media": ["--size", "1", "--duration", "0.5"],
 }
 #: Every run starts at once (eight benches, each with a server and two generator processes):
@@ -201,20 +202,32 @@ def test_chat_ratios_report_none_for_a_peer_that_measured_nothing():
 
 
 def test_cluster(runs):
-    """One gateway and three, the same load; then a Redis master killed and a gateway paused
-    under it. Counts only: every message once, in order, both ways; no registry call unanswered
-    with Redis healthy; every send pending at the pause acknowledged elsewhere."""
+    """One gateway and three, the same load (a fraction of the one gateway's measured
+    capacity); a short soak; then a Redis master killed and a gateway paused under it. Counts
+    only: every message once, in order, both ways, in every class of placement; no registry
+    call unanswered with Redis healthy; every send pending at the pause acknowledged elsewhere."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     doc, _, output = result(runs, "cluster")
     [run_] = doc["runs"]
-    for phase in ("single", "cluster", "failover"):
+    assert run_["capacity"] > 0 and run_["rate"] == pytest.approx(0.02 * run_["capacity"])
+    for phase in ("single", "cluster", "soak", "failover"):
         figures = run_[phase]
-        assert figures["cross"]["unfinished"] == figures["same"]["unfinished"] == 0, phase
+        assert all(figures[name]["unfinished"] == 0 for name in ("local", "same", "cross")), phase
     assert run_["single"]["exactly_once"] and run_["cluster"]["exactly_once"]
-    assert run_["cluster"]["cross"]["deliver"]["count"] > run_["cluster"]["same"]["deliver"]["count"] > 0
+    assert run_["single"]["all"]["deliver"]["count"] == run_["single"]["local"]["deliver"]["count"]
+    # 27 pairs: each of the 3 x 3 x 3 placements once, so every class has messages
+    assert all(run_["cluster"][name]["deliver"]["count"] > 0
+               for name in ("local", "same", "cross", "cross2"))
     assert run_["cluster"]["registry_timeouts"] == 0
+    soak = run_["soak"]
+    assert soak["exactly_once"] and soak["registry_timeouts"] == soak["timeout_log_lines"] == 0
     assert run_["failover"]["probes"] > 0 and run_["failover"]["promoted_after_kill_s"] > 0
     pause = run_["pause"]
     assert pause["acked"] == pause["pending_at_pause"] > 0 and pause["silent_drops"] > 0
-    assert "cross-node p50" in output
+    assert "cross-node p50" in output and "soak:" in output
+    # the trace tells classes by the processes a message passed: the bench's placement held
+    hops = run_["hops"]["segments"]
+    assert {"single", "local", "same", "cross1", "cross2"} <= hops.keys()
+    assert "sender->owner_in" not in hops["local"] and "committed->receiver_in" not in hops["local"]
+    assert hops["cross2"]["sender->owner_in"]["n"] == hops["cross2"]["send->offered"]["n"] > 0
