@@ -17,6 +17,11 @@ BODY = 60_000
 MESSAGES = 210
 REQUESTS = 60
 MB = 1024 * 1024
+# What the server may hold for a reader that never reads: the bodies it read in the page cache
+# of each of the store's 2 reader connections (2 x 12.6 MB), its 4 MiB outbound cap, the pages of
+# its 4 answer tasks (about 2 MiB each) and the allocator's slack; answering all 60 requests
+# unbounded would take 60 x 12.6 MB.
+PEAK_BOUND = 64 * MB
 
 
 def free_port() -> int:
@@ -84,7 +89,7 @@ async def test_a_client_that_never_reads_is_bounded_and_closed_4008(tmp_path):
         after_close = []
         for _round in range(2):  # a second round must find the memory of the first again
             peak = await one_slow_reader(server, metrics_port, chat, alice)
-            assert peak - baseline < 48 * MB, f"RSS grew {(peak - baseline) / MB:.0f} MB"
+            assert peak - baseline < PEAK_BOUND, f"RSS grew {(peak - baseline) / MB:.0f} MB"
             after_close.append(await asyncio.to_thread(server.rss_bytes))
         assert after_close[1] < after_close[0] + 8 * MB, \
             f"RSS after each close: {[round(r / MB) for r in after_close]} MB"

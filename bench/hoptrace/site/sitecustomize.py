@@ -58,7 +58,7 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
 
     def _install() -> None:
         from switchboard.core import messaging, store_sqlite, writer
-        from switchboard.gateway import connection
+        from switchboard.gateway import hub
         from switchboard.router import cluster, fanout, forwarding, local, mesh
 
         def sent(send) -> None:
@@ -76,14 +76,14 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
                 lambda batch, *rest: [_record("committed", m.body) for m in batch.messages])
         _before(fanout.Fanout, "on_deliver",
                 lambda link, d: [_record("receiver_in", m.body) for m in d.messages])
-        offer = connection.Connection.offer
+        deliver = hub.Hub.deliver
 
-        def offered(self, chat_id, messages, chunks):
-            for m in messages:  # to the receiver, not to the sender's own devices
-                if m.sender_user != self.user:
+        def offered(self, chat_id, members, messages):
+            for m in messages:  # to a receiver connected here, not the sender's own devices
+                if any(user != m.sender_user and user in self._by_user for user in members):
                     _record("offered", m.body)
-            offer(self, chat_id, messages, chunks)
-        connection.Connection.offer = offered
+            deliver(self, chat_id, members, messages)
+        hub.Hub.deliver = offered
         take = writer.CoalescingWriter._take
 
         def taken(self):
