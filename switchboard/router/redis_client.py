@@ -42,7 +42,7 @@ from typing import Any
 
 import hiredis
 
-from switchboard.core.tasks import watch
+from switchboard.core.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class _Link(asyncio.Protocol):
         self._flush_scheduled = False
         self._watch: asyncio.TimerHandle | None = None
         self._watch_due = 0.0
-        self._connecting = client._tasks_spawn(self._connect())
+        self._connecting = client._tasks.spawn(self._connect())
         if client._auth:
             self.send(("AUTH", *client._auth)).add_done_callback(self._authenticated)
 
@@ -260,7 +260,7 @@ class ClusterClient:
         self._refresh: asyncio.Task | None = None
         self._refreshed_at = float("-inf")
         self._refused: CredentialsRefused | None = None  # why the last map load got nothing
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskGroup()  # connects and slot-map reloads
         self._closed = False
         self.retries = 0
         self.map_reloads = 0
@@ -286,10 +286,7 @@ class ClusterClient:
         self._closed = True
         for link in list(self._links.values()):
             link.close("client closed")
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     # ------------------------------------------------------------------ routing and retries
     async def _call(self, slot: int, args: tuple, deadline: float) -> Any:
@@ -348,18 +345,12 @@ class ClusterClient:
         if self._links.get(link.address) is link:
             del self._links[link.address]
 
-    def _tasks_spawn(self, coro) -> asyncio.Task:
-        task = watch(asyncio.ensure_future(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _reload_soon(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
         """Start reloading the slot map unless a reload runs or ran within
         REFRESH_MIN_INTERVAL."""
         if self._refresh is None or self._refresh.done():
             wait = max(0.0, self._refreshed_at + REFRESH_MIN_INTERVAL - loop.time())
-            self._refresh = self._tasks_spawn(self._load_map(wait))
+            self._refresh = self._tasks.spawn(self._load_map(wait))
         return self._refresh
 
     async def _load_map(self, wait: float) -> None:
