@@ -22,7 +22,9 @@ DRAIN_ENV = {"SWITCHBOARD_SERVER_DRAIN_SPREAD": "0.5",
 
 
 class Sender:
-    """Keeps WINDOW sends in flight until the server says Goaway; records what was acked."""
+    """Keeps WINDOW sends in flight until the server says Goaway; records what was acked. A
+    refused send pauses sending for its retry_after_ms, as a client must: re-sending at once
+    would flood the drain's refusals into a 4029 close before the Goaway comes."""
 
     def __init__(self, client: RawClient, chat: str, tag: str) -> None:
         self.client = client
@@ -33,10 +35,12 @@ class Sender:
         self.goaway: pb.Goaway | None = None
         self._outstanding: dict[int, bytes] = {}
         self._next = 0
+        self._resume_at = 0.0
 
     async def run(self) -> None:
         while True:
-            while self.goaway is None and len(self._outstanding) < WINDOW:
+            while (self.goaway is None and len(self._outstanding) < WINDOW
+                   and time.monotonic() >= self._resume_at):
                 body = f"{self.tag}-{self._next}".encode()
                 rid = self.client.send(send=pb.Send(client_msg_id=body.decode(), chat_id=self.chat,
                                                     body=body))
@@ -52,6 +56,7 @@ class Sender:
                 assert frame.error.code == pb.UNAVAILABLE, frame
                 self._outstanding.pop(frame.request_id)
                 self.refused += 1
+                self._resume_at = time.monotonic() + frame.error.retry_after_ms / 1000
             elif kind == "goaway":
                 self.goaway = frame.goaway
 
