@@ -166,8 +166,8 @@ class Link(asyncio.Protocol):
         self._out_bytes = 0
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._last_in = self._last_beat = self._loop.time()
-        self._detector = mesh._detector(self._last_in)
+        self._last_beat = self._loop.time()
+        self._detector = mesh._detector(self._last_beat)  # also the last time anything came in
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._nonce = b""          # ours, sent in our Hello (with a secret)
         self._peer_nonce = b""
@@ -233,7 +233,8 @@ class Link(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._last_in = self._last_beat = self._loop.time()
+        self._last_beat = self._loop.time()
+        self._detector.alive(self._last_beat)
         mesh._opened(self)
         if self._dialled is not None:
             return  # the acceptor speaks first, the dialler checks it
@@ -264,8 +265,7 @@ class Link(asyncio.Protocol):
         if self._state is LinkState.CLOSED:
             return
         self.bytes_in += len(data)
-        self._last_in = self._loop.time()
-        self._detector.alive(self._last_in)
+        self._detector.alive(self._loop.time())
         reader = self._reader
         reader.feed(data)
         while self._state is not LinkState.CLOSED:
@@ -303,7 +303,7 @@ class Link(asyncio.Protocol):
         state = self._state
         if state is LinkState.UP:
             if kind == "heartbeat":
-                self._detector.heartbeat(self._last_in)
+                self._detector.heartbeat(self._loop.time())
                 return
             if kind not in ("hello", "hello_proof"):
                 try:
@@ -687,7 +687,7 @@ class Mesh:
         on_time = now - self._tick_due < self._tick_every
         for link in list(self._conns):
             up = link._state is LinkState.UP
-            silence = now - link._last_in
+            silence = link._detector.silence(now)
             if on_time and (silence > self._link_timeout
                             or (up and link._detector.suspects(now))):
                 if link._state is LinkState.CLOSED:  # a graceful close the peer never finished
