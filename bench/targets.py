@@ -384,10 +384,11 @@ class WsRedisRelay(Target):
 
     async def start(self) -> "WsRedisRelay":
         port = _free_port()
-        self._redis = Child("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        label = self.name.replace(" ", "-")  # each count its own logs when several run
+        self._redis = Child(f"{label}-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no"], self.log_dir)
         await self._redis.start(re.compile(r"Ready to accept connections"))
-        self._relay = Child("ws-redis-relay", [sys.executable, "-m", "bench.peers.ws_redis_relay",
+        self._relay = Child(label, [sys.executable, "-m", "bench.peers.ws_redis_relay",
                                                "--port", "0", "--redis",
                                                f"redis://127.0.0.1:{port}", "--workers",
                                                str(self.workers)], self.log_dir)
