@@ -333,7 +333,7 @@ class MessageService:
 
 def _check_blocked(user: str, members: Mapping[str, Membership], blockers: frozenset[str]) -> None:
     """In a direct chat: refused when the other user blocked the sender (and no more said)."""
-    if any(other in blockers for other in members if other != user):
+    if blockers and any(other in blockers for other in members if other != user):
         raise DomainError(Code.BLOCKED, "refused")
 
 
