@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import machine, report, scenarios
+from . import machine, report, scenarios, targets
 from .context import Context
 from .gen import PER_WORKER, Pool
 
@@ -88,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--body", type=int, default=64, help="message body bytes (default 64)")
     size.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                       help="also run the peer relays (chat; default on for chat)")
+    size.add_argument("--ws-redis-workers", type=_counts, default=[targets.WS_REDIS_WORKERS],
+                      help="processes of the ws-redis-relay peer; comma-separated to run it once "
+                           f"per count (default {targets.WS_REDIS_WORKERS})")
     gen = p.add_argument_group("generator")
     gen.add_argument("--workers", type=int, default=0,
                      help="generator processes (default: 2, more when the size needs them)")
@@ -123,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; the servers it started were stopped", file=sys.stderr)
         return 130
+
+
+def _counts(text: str) -> list[int]:
+    """A comma-separated list of process counts, each 1 or more."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of whole numbers: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"process counts are 1 or more: {text!r}")
+    return counts
 
 
 def _resolve(args: argparse.Namespace, scenario) -> None:

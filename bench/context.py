@@ -66,7 +66,7 @@ class Context:
             self._cassandra_dir.cleanup()
 
     def peers(self) -> list[targets.Target]:
-        found, notes = targets.peers(self.run_dir)
+        found, notes = targets.peers(self.run_dir, self.args.ws_redis_workers)
         for note in notes:
             if note not in self.notes:
                 self.notes.append(note)

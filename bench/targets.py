@@ -48,6 +48,9 @@ SERVER_ENV = {
     # any free port for /metrics: several bench servers (and CI runs) may run side by side
     "SWITCHBOARD_METRICS_PORT": "0",
 }
+#: Processes of the ws-redis-relay peer (--ws-redis-workers): the faster of one and two in the
+#: same run here (bench/README.md, "Third round").
+WS_REDIS_WORKERS = 2
 LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
 METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics)")
 STORE_REQUESTS = re.compile(r'^switchboard_store_requests_total\{kind="(\w+)"\} ([\d.e+]+)$',
@@ -358,14 +361,17 @@ class PicowsRelay(Target):
 
 
 class WsRedisRelay(Target):
-    """The websockets + Redis relay and its own redis-server on a free port (no persistence:
-    pub/sub keeps nothing anyway). Both processes count toward its CPU."""
+    """The websockets + Redis relay (`workers` processes on one port) and its own
+    redis-server on a free port (no persistence: pub/sub keeps nothing anyway). Every process
+    counts toward its CPU."""
     name = "ws-redis-relay"
     note = "websockets + JSON + Redis pub/sub: no auth, no storage, no acks, no ordering"
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, workers: int = WS_REDIS_WORKERS) -> None:
         super().__init__()
         self.log_dir = log_dir
+        self.workers = workers
+        self.name = f"{self.name} x{workers}"
         self._redis: Child | None = None
         self._relay: Child | None = None
 
@@ -378,15 +384,19 @@ class WsRedisRelay(Target):
 
     async def start(self) -> "WsRedisRelay":
         port = _free_port()
-        self._redis = Child("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        label = self.name.replace(" ", "-")  # each count its own logs when several run
+        self._redis = Child(f"{label}-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no"], self.log_dir)
         await self._redis.start(re.compile(r"Ready to accept connections"))
-        self._relay = Child("ws-redis-relay", [sys.executable, "-m", "bench.peers.ws_redis_relay",
+        self._relay = Child(label, [sys.executable, "-m", "bench.peers.ws_redis_relay",
                                                "--port", "0", "--redis",
-                                               f"redis://127.0.0.1:{port}"], self.log_dir)
+                                               f"redis://127.0.0.1:{port}", "--workers",
+                                               str(self.workers)], self.log_dir)
         match = await self._relay.start(LISTENING)
         self.endpoint = Endpoint("ws-redis-relay", match.group(1))
         self.pids = {"relay": self._relay.pid, "redis": self._redis.pid}
+        for i, pid in enumerate(procfs.children(self._relay.pid), 1):
+            self.pids[f"relay{i}"] = pid
         return self
 
     async def stop(self) -> None:
@@ -395,13 +405,14 @@ class WsRedisRelay(Target):
                 await child.stop()
 
 
-def peers(log_dir: Path) -> tuple[list[Target], list[str]]:
-    """The peer targets that can run here, and notes on those that cannot."""
+def peers(log_dir: Path, ws_redis_workers: list[int]) -> tuple[list[Target], list[str]]:
+    """The peer targets that can run here (the ws-redis-relay once per process count), and
+    notes on those that cannot."""
     found: list[Target] = [PicowsRelay(log_dir)]
     notes = []
     why = WsRedisRelay.missing()
     if why is None:
-        found.append(WsRedisRelay(log_dir))
+        found += [WsRedisRelay(log_dir, workers) for workers in ws_redis_workers]
     else:
         notes.append(why)
     return found, notes

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 
-from . import logs
+from . import collector, logs
 from .config import ConfigError, check_data_dir, load
 from .tools import admin, sdnotify
 
@@ -230,6 +230,7 @@ async def _serve(config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, gateway)
+    collector.settle()
     url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
     print(f"switchboard listening on {url}", flush=True)
     if config.metrics.enabled:

@@ -11,12 +11,19 @@ connection per process rather than per socket, and `websockets.broadcast` for th
 slow client never stalls the others. Like the picows relay it has no auth, no storage, no acks
 and no ordering guarantee: it does strictly less than Switchboard.
 
-    python -m bench.peers.ws_redis_relay --port 0 --redis redis://127.0.0.1:6379
+`--workers N` runs N such processes on one port (SO_REUSEPORT: the kernel spreads the
+connections), as its users would run one per core; two devices of a chat then often sit in
+different processes, which is what the Redis hop is for.
+
+    python -m bench.peers.ws_redis_relay --port 0 --redis redis://127.0.0.1:6379 --workers 2
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -67,15 +74,40 @@ class RelayNode:
             websockets.broadcast(self.local.get(user, ()), message["data"], text=True)
 
 
-async def run(host: str, port: int, redis_url: str) -> None:
+async def run(sock: socket.socket, redis_url: str, announce: bool) -> None:
     pool = BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS)
     node = RelayNode(Redis(connection_pool=pool))
     await node.pubsub.subscribe(KEEPALIVE_CHANNEL)
     fan_in = asyncio.create_task(node.fan_in())
-    async with serve(node.handler, host, port) as server:
-        bound = server.sockets[0].getsockname()[1]
-        print(f"ws+redis relay listening on ws://{host}:{bound}/", flush=True)
+    async with serve(node.handler, sock=sock) as server:
+        if announce:
+            host, bound = sock.getsockname()[:2]
+            print(f"ws+redis relay listening on ws://{host}:{bound}/", flush=True)
         await asyncio.gather(server.serve_forever(), fan_in)
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one port (the first picks it when `port` is 0), made
+    before any worker starts, so none is missing from the port's group when the first
+    connection comes."""
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        port = sock.getsockname()[1]
+        sockets.append(sock)
+    return sockets
+
+
+def stop_workers(workers: list[int]) -> None:
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    for pid in workers:
+        os.waitpid(pid, 0)
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -83,10 +115,24 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--workers", type=int, default=1, help="processes on the port")
     args = parser.parse_args()
     import uvloop
+    sockets = listening_sockets(args.host, args.port, max(1, args.workers))
+    index, workers = 0, []
+    for worker in range(1, len(sockets)):  # forked before any event loop exists
+        pid = os.fork()
+        if pid == 0:
+            index = worker
+            break
+        workers.append(pid)
+    for i, sock in enumerate(sockets):
+        if i != index:
+            sock.close()
+    if workers:  # the first process is the one the bench stops: it stops the others
+        signal.signal(signal.SIGTERM, lambda *_: stop_workers(workers))
     try:
-        uvloop.run(run(args.host, args.port, args.redis))
+        uvloop.run(run(sockets[index], args.redis, announce=index == 0))
     except KeyboardInterrupt:
         pass
 

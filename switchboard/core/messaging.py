@@ -76,8 +76,6 @@ class MessageService:
                                        **(writer_options or {}))
         self._waiting = ChatGate()  # sends and events of a chat waiting for what they need
         self._draining: set[str] = set()  # chats whose waiting ones a task hands on
-        # chat -> the latest send handed on from its gate, until its outcome is passed on
-        self._handed_on: dict[str, asyncio.Future] = {}
         self._tasks = TaskGroup()   # those tasks, and fan-outs waiting for a member map
         self._closing = False
 
@@ -110,25 +108,12 @@ class MessageService:
             if send.event is None and not self._claims(send):
                 public = self._cached_check(send.user, chat_id)
                 if public is not None:
-                    return self._after_handed_on(chat_id, self._submit(send, public))
+                    return self._submit(send, public)
             # behind what its check needs, and behind the chat's sends already waiting: a later
             # send must not reach the writer first when what they wait for arrives meanwhile
             self._draining.add(chat_id)
             self._tasks.spawn(self._drain(chat_id))
         return self._waiting.hold(send)
-
-    def _after_handed_on(self, chat_id: str,
-                         inner: asyncio.Future[CommitResult]) -> asyncio.Future[CommitResult]:
-        """`inner`, or while sends of the chat handed on from its gate have not had their
-        outcome passed on yet (one callback more: see _release_send), a future that gets it
-        one callback later too, and is waited for in turn: the outcomes, and so the SendAcks,
-        keep the order of the sends."""
-        if chat_id not in self._handed_on:
-            return inner
-        outer = asyncio.get_running_loop().create_future()
-        inner.add_done_callback(partial(settle, outer))
-        self._hand_on(chat_id, outer)
-        return outer
 
     def _cached_check(self, user: str, chat_id: str) -> bool | None:
         """May `user` send to the chat, from memory alone: whether the message makes their read
@@ -184,21 +169,10 @@ class MessageService:
             public = await self._loaded_check(send.user, send.chat_id)
             if self._claims(send):
                 await self._claim_media(send)
-            inner = self._submit(send, public)
+            self._submit(send, public, future)
         except Exception as exc:  # DomainError, or StoreError while loading
             if not future.done():
                 future.set_exception(_unavailable(exc))
-            return
-        inner.add_done_callback(partial(settle, future))
-        self._hand_on(send.chat_id, future)
-
-    def _hand_on(self, chat_id: str, future: asyncio.Future) -> None:
-        self._handed_on[chat_id] = future
-        future.add_done_callback(partial(self._passed_on, chat_id))
-
-    def _passed_on(self, chat_id: str, future: asyncio.Future) -> None:
-        if self._handed_on.get(chat_id) is future:
-            del self._handed_on[chat_id]
 
     async def _release_event(self, future: asyncio.Future, send: SendRequest) -> None:
         """Submit the event and wait for its commit (on_commit updates the member map)."""
@@ -217,11 +191,14 @@ class MessageService:
         if inner.cancelled() or inner.exception() is not None:
             self._chats.forget(chat_id)  # outcome unknown: reload the members from the store
 
-    def _submit(self, send: SendRequest, public: bool) -> asyncio.Future[CommitResult]:
+    def _submit(self, send: SendRequest, public: bool,
+                future: asyncio.Future[CommitResult] | None = None) -> asyncio.Future[CommitResult]:
+        """The row to the writer; its outcome goes to `future` (a send that waited in the gate
+        keeps the future its sender holds) or a new one."""
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
                          tuple(send.media_ids), self._ids.next(), now_ms(), public)
         try:
-            future = self.writer.submit(row)
+            future = self.writer.submit(row, future)
         except Backpressure as exc:
             raise DomainError(Code.UNAVAILABLE, "server busy", exc.retry_after_ms) from None
         if send.e2e and self._committed is not None:
@@ -356,7 +333,7 @@ class MessageService:
 
 def _check_blocked(user: str, members: Mapping[str, Membership], blockers: frozenset[str]) -> None:
     """In a direct chat: refused when the other user blocked the sender (and no more said)."""
-    if any(other in blockers for other in members if other != user):
+    if blockers and any(other in blockers for other in members if other != user):
         raise DomainError(Code.BLOCKED, "refused")
 
 

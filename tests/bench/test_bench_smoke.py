@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.targets import WS_REDIS_WORKERS
+
 REPO = Path(__file__).resolve().parents[2]
 RUNS = {
     "hold": ["--size", "60", "--duration", "0.2"],
@@ -90,7 +92,7 @@ def test_chat_with_both_peers(runs):
     [run_] = doc["runs"]
     names = [t["target"] for t in run_["targets"]]
     redis = shutil.which("redis-server") is not None
-    assert names == ["switchboard", "picows-relay"] + (["ws-redis-relay"] if redis else [])
+    assert names == ["switchboard", "picows-relay"] + ([f"ws-redis-relay x{WS_REDIS_WORKERS}"] if redis else [])
     if not redis:
         assert any("redis-server" in note for note in doc["notes"])
     for res in run_["targets"]:

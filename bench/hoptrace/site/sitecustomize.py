@@ -71,7 +71,8 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
                 lambda link, req: _record("owner_in", req.body))
         _before(messaging.MessageService, "submit_send",
                 lambda send: send.event is None and _record("service", send.body))
-        _before(writer.CoalescingWriter, "submit", lambda msg: _record("queued", msg.body))
+        _before(writer.CoalescingWriter, "submit",
+                lambda msg, future=None: _record("queued", msg.body))
         _before(writer.CoalescingWriter, "_settle",
                 lambda batch, *rest: [_record("committed", m.body) for m in batch.messages])
         _before(fanout.Fanout, "on_deliver",
