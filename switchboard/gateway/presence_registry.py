@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from switchboard.core import nodesets
 from switchboard.core.ids import now_ms
 from switchboard.core.lru import LRU
 
@@ -24,10 +25,8 @@ class PresenceRegistry:
                  ) -> None:
         """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
         self._devices: dict[str, dict[str, bool]] = {}
-        # user -> the node it is online through, or a set when several: one node is the common
-        # case, and every node keeps an entry for each user online anywhere else, so a set per
-        # entry (~216 bytes) would cost ~200 bytes per connection per peer
-        self._remote: dict[str, str | set[str]] = {}
+        # user -> the nodes it is online through (one entry per user online anywhere else)
+        self._remote: dict[str, nodesets.NodeSet] = {}
         # bounded: one entry per user ever seen going offline would grow for good
         self._last_seen: LRU[str, int] = LRU(last_seen_kept)
         self._on_change = on_change
@@ -74,20 +73,10 @@ class PresenceRegistry:
     def remote(self, node_id: str, user: str, online: bool, last_seen_ms: int) -> None:
         """What `node_id` says about the user's devices there."""
         was_online = self.is_online(user)
-        nodes = self._remote.get(user)
         if online:
-            if nodes is None:
-                self._remote[user] = node_id
-            elif isinstance(nodes, set):
-                nodes.add(node_id)
-            elif nodes != node_id:
-                self._remote[user] = {nodes, node_id}
-        elif isinstance(nodes, set):
-            nodes.discard(node_id)
-            if len(nodes) == 1:
-                self._remote[user] = nodes.pop()
-        elif nodes == node_id:
-            del self._remote[user]
+            nodesets.add(self._remote, user, node_id)
+        else:
+            nodesets.discard(self._remote, user, node_id)
         if last_seen_ms > self._last_seen.get(user, 0):
             self._last_seen.put(user, last_seen_ms)
         if self.is_online(user) != was_online:
@@ -95,9 +84,9 @@ class PresenceRegistry:
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone (or sent a fresh snapshot): nobody is online through it any more."""
-        for user in [user for user, nodes in self._remote.items()
-                     if nodes == node_id or (isinstance(nodes, set) and node_id in nodes)]:
-            self.remote(node_id, user, False, 0)
+        for user in nodesets.forget(self._remote, node_id):
+            if not self.is_online(user):
+                self._on_change(user)
 
     def local_states(self) -> list[tuple[str, bool, int]]:
         """(user, online here, last seen) for every user with a device here."""
