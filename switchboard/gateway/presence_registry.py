@@ -24,7 +24,9 @@ class PresenceRegistry:
                  on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT
                  ) -> None:
         """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
-        self._devices: dict[str, dict[str, bool]] = {}
+        # user -> its devices here and whether each counts as visible; one visible device (the
+        # common case) is kept as its name alone: a dict per user is ~200 bytes per connection
+        self._devices: dict[str, str | dict[str, bool]] = {}
         # user -> the nodes it is online through (one entry per user online anywhere else)
         self._remote: dict[str, nodesets.NodeSet] = {}
         # bounded: one entry per user ever seen going offline would grow for good
@@ -38,23 +40,35 @@ class PresenceRegistry:
 
     def set_visible(self, user: str, device: str, visible: bool) -> None:
         """Going invisible is not leaving: last seen stays where it was."""
-        if device in self._devices.get(user, {}):
+        if device in self._here(user):
             self._set(user, device, visible, record_last_seen=False)
 
     def disconnected(self, user: str, device: str) -> None:
-        devices = self._devices.get(user)
-        if devices is None or device not in devices:
+        devices = self._here(user)
+        if device not in devices:
             return
         was = self._online_here(user), self.is_online(user)
-        del devices[device]
-        if not devices:
-            del self._devices[user]
+        self._keep(user, {name: v for name, v in devices.items() if name != device})
         self._after(user, was)
 
     def _set(self, user: str, device: str, visible: bool, record_last_seen: bool = True) -> None:
         was = self._online_here(user), self.is_online(user)
-        self._devices.setdefault(user, {})[device] = visible
+        self._keep(user, {**self._here(user), device: visible})
         self._after(user, was, record_last_seen)
+
+    def _here(self, user: str) -> dict[str, bool]:
+        devices = self._devices.get(user)
+        if devices is None:
+            return {}
+        return {devices: True} if isinstance(devices, str) else devices
+
+    def _keep(self, user: str, devices: dict[str, bool]) -> None:
+        if not devices:
+            self._devices.pop(user, None)
+        elif len(devices) == 1 and all(devices.values()):
+            self._devices[user] = next(iter(devices))
+        else:
+            self._devices[user] = devices
 
     def _after(self, user: str, was: tuple[bool, bool], record_last_seen: bool = True) -> None:
         was_here, was_online = was
@@ -67,7 +81,8 @@ class PresenceRegistry:
             self._on_change(user)
 
     def _online_here(self, user: str) -> bool:
-        return any(self._devices.get(user, {}).values())
+        devices = self._devices.get(user)
+        return isinstance(devices, str) or (devices is not None and any(devices.values()))
 
     # ------------------------------------------------------------------ other nodes
     def remote(self, node_id: str, user: str, online: bool, last_seen_ms: int) -> None:
@@ -102,4 +117,4 @@ class PresenceRegistry:
         return self._last_seen.get(user)
 
     def online_devices(self, user: str) -> set[str]:
-        return set(self._devices.get(user, ()))
+        return set(self._here(user))
