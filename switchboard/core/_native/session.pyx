@@ -870,9 +870,12 @@ cdef class Session(WSListener):
         once: no flush turn, no Python call per ping; otherwise it goes behind the output."""
         if self.out.size or self.transport is None:
             return self._write_framed(PING_FRAME)
+        socket = self.transport.underlying_transport
+        if socket.is_closing():  # gone; its disconnect is on its way
+            return 0
         self.stats.frames_out += 1
         self.stats.bytes_out += PyBytes_GET_SIZE(PING_FRAME)
-        self.transport.underlying_transport.write(PING_FRAME)
+        socket.write(PING_FRAME)
         return 0
 
     cdef int _retransmit(self, double now) except -1:
