@@ -35,7 +35,7 @@ class TimerService:
     later start() resumes them.
     """
 
-    __slots__ = ("_tick", "_wheel", "_loop", "_handle", "_running")
+    __slots__ = ("_tick", "_wheel", "_loop", "_handle", "_running", "now")
 
     def __init__(self, tick: float, slots: int = 512) -> None:
         self._tick = tick
@@ -44,11 +44,15 @@ class TimerService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._running = False
+        # now(): the loop's clock, which every due passed to schedule() must use. Once started
+        # it is the loop's own `time` (no Python frame: every frame a device sends reads it).
+        self.now = _not_started
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._running:
             raise RuntimeError("TimerService already started")
         self._loop = loop
+        self.now = loop.time
         self._running = True
         self._arm()
 
@@ -57,12 +61,6 @@ class TimerService:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-    def now(self) -> float:
-        """The loop's clock, which every due passed to schedule() must use."""
-        if self._loop is None:
-            raise RuntimeError("TimerService not started")
-        return self._loop.time()
 
     def schedule(self, item: TimerTarget, due: float) -> None:
         """Call `item.on_timer(now)` on the first tick at or after `due` (absolute, loop clock)."""
@@ -83,3 +81,7 @@ class TimerService:
             except Exception:
                 log.exception("on_timer failed for %r", item)
         self._arm()
+
+
+def _not_started() -> float:
+    raise RuntimeError("TimerService not started")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from switchboard.core import nodesets
 from switchboard.core.ids import now_ms
 from switchboard.core.lru import LRU
 
@@ -23,11 +24,11 @@ class PresenceRegistry:
                  on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT
                  ) -> None:
         """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
-        self._devices: dict[str, dict[str, bool]] = {}
-        # user -> the node it is online through, or a set when several: one node is the common
-        # case, and every node keeps an entry for each user online anywhere else, so a set per
-        # entry (~216 bytes) would cost ~200 bytes per connection per peer
-        self._remote: dict[str, str | set[str]] = {}
+        # user -> its devices here and whether each counts as visible; one visible device (the
+        # common case) is kept as its name alone: a dict per user is ~200 bytes per connection
+        self._devices: dict[str, str | dict[str, bool]] = {}
+        # user -> the nodes it is online through (one entry per user online anywhere else)
+        self._remote: dict[str, nodesets.NodeSet] = {}
         # bounded: one entry per user ever seen going offline would grow for good
         self._last_seen: LRU[str, int] = LRU(last_seen_kept)
         self._on_change = on_change
@@ -39,23 +40,35 @@ class PresenceRegistry:
 
     def set_visible(self, user: str, device: str, visible: bool) -> None:
         """Going invisible is not leaving: last seen stays where it was."""
-        if device in self._devices.get(user, {}):
+        if device in self._here(user):
             self._set(user, device, visible, record_last_seen=False)
 
     def disconnected(self, user: str, device: str) -> None:
-        devices = self._devices.get(user)
-        if devices is None or device not in devices:
+        devices = self._here(user)
+        if device not in devices:
             return
         was = self._online_here(user), self.is_online(user)
-        del devices[device]
-        if not devices:
-            del self._devices[user]
+        self._keep(user, {name: v for name, v in devices.items() if name != device})
         self._after(user, was)
 
     def _set(self, user: str, device: str, visible: bool, record_last_seen: bool = True) -> None:
         was = self._online_here(user), self.is_online(user)
-        self._devices.setdefault(user, {})[device] = visible
+        self._keep(user, {**self._here(user), device: visible})
         self._after(user, was, record_last_seen)
+
+    def _here(self, user: str) -> dict[str, bool]:
+        devices = self._devices.get(user)
+        if devices is None:
+            return {}
+        return {devices: True} if isinstance(devices, str) else devices
+
+    def _keep(self, user: str, devices: dict[str, bool]) -> None:
+        if not devices:
+            self._devices.pop(user, None)
+        elif len(devices) == 1 and all(devices.values()):
+            self._devices[user] = next(iter(devices))
+        else:
+            self._devices[user] = devices
 
     def _after(self, user: str, was: tuple[bool, bool], record_last_seen: bool = True) -> None:
         was_here, was_online = was
@@ -68,26 +81,17 @@ class PresenceRegistry:
             self._on_change(user)
 
     def _online_here(self, user: str) -> bool:
-        return any(self._devices.get(user, {}).values())
+        devices = self._devices.get(user)
+        return isinstance(devices, str) or (devices is not None and any(devices.values()))
 
     # ------------------------------------------------------------------ other nodes
     def remote(self, node_id: str, user: str, online: bool, last_seen_ms: int) -> None:
         """What `node_id` says about the user's devices there."""
         was_online = self.is_online(user)
-        nodes = self._remote.get(user)
         if online:
-            if nodes is None:
-                self._remote[user] = node_id
-            elif isinstance(nodes, set):
-                nodes.add(node_id)
-            elif nodes != node_id:
-                self._remote[user] = {nodes, node_id}
-        elif isinstance(nodes, set):
-            nodes.discard(node_id)
-            if len(nodes) == 1:
-                self._remote[user] = nodes.pop()
-        elif nodes == node_id:
-            del self._remote[user]
+            nodesets.add(self._remote, user, node_id)
+        else:
+            nodesets.discard(self._remote, user, node_id)
         if last_seen_ms > self._last_seen.get(user, 0):
             self._last_seen.put(user, last_seen_ms)
         if self.is_online(user) != was_online:
@@ -95,9 +99,9 @@ class PresenceRegistry:
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone (or sent a fresh snapshot): nobody is online through it any more."""
-        for user in [user for user, nodes in self._remote.items()
-                     if nodes == node_id or (isinstance(nodes, set) and node_id in nodes)]:
-            self.remote(node_id, user, False, 0)
+        for user in nodesets.forget(self._remote, node_id):
+            if not self.is_online(user):
+                self._on_change(user)
 
     def local_states(self) -> list[tuple[str, bool, int]]:
         """(user, online here, last seen) for every user with a device here."""
@@ -113,4 +117,4 @@ class PresenceRegistry:
         return self._last_seen.get(user)
 
     def online_devices(self, user: str) -> set[str]:
-        return set(self._devices.get(user, ()))
+        return set(self._here(user))

@@ -16,8 +16,9 @@ later gets the snapshot, and until it has read it, sends this node everything.
 
 Cost: one small frame to every peer per connect and per last disconnect of a user on a node
 (batched per turn), one acknowledgement round trip before a device's first sync, and, on every
-node, a set entry per user connected anywhere in the cluster: the same order as the presence
-gossip (O(nodes) per change, right for tens of nodes).
+node, an entry per user connected anywhere else in the cluster (its node's name, shared:
+core/nodesets.py): the same order as the presence gossip (O(nodes) per change, right for tens of
+nodes).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 
+from switchboard.core import nodesets
 from switchboard.core.metrics import Metric, gauge
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
@@ -36,8 +38,7 @@ class Locations:
         self._mesh = mesh_
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
-        self._where: dict[str, set[str]] = {}      # user -> peers it is connected to
-        self._users_of: dict[str, set[str]] = {}   # peer -> its users (the same, by node)
+        self._where: dict[str, nodesets.NodeSet] = {}  # user -> peers it is connected to
         self._known: set[str] = set()              # peers whose snapshot arrived
         self._arrived: set[str] = set()            # to tell at the end of this turn
         self._left: set[str] = set()
@@ -102,7 +103,7 @@ class Locations:
         by_node: dict[str, list[str]] = {}
         where = self._where
         for user in users:
-            for node_id in where.get(user, ()):
+            for node_id in nodesets.members(where.get(user)):
                 by_node.setdefault(node_id, []).append(user)
         for node_id in self._mesh.linked():
             if node_id not in self._known:
@@ -115,17 +116,10 @@ class Locations:
         if located.snapshot:
             self._forget(node_id)
             self._known.add(node_id)
-        mine = self._users_of.setdefault(node_id, set())
         for user in located.here:
-            where.setdefault(user, set()).add(node_id)
-            mine.add(user)
+            nodesets.add(where, user, node_id)
         for user in located.gone:
-            mine.discard(user)
-            nodes = where.get(user)
-            if nodes is not None:
-                nodes.discard(node_id)
-                if not nodes:
-                    del where[user]
+            nodesets.discard(where, user, node_id)
         if located.barrier:
             link.send(mesh.MeshFrame(located_ack=mesh.LocatedAck(barrier=located.barrier)))
 
@@ -155,13 +149,7 @@ class Locations:
             self._acked(barrier, node_id)
 
     def _forget(self, node_id: str) -> None:
-        where = self._where
-        for user in self._users_of.pop(node_id, ()):
-            nodes = where.get(user)
-            if nodes is not None:
-                nodes.discard(node_id)
-                if not nodes:
-                    del where[user]
+        nodesets.forget(self._where, node_id)
 
     def stop(self) -> None:
         """Leaving: nobody waits for an acknowledgement any more."""

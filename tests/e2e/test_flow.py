@@ -75,6 +75,23 @@ async def test_ws_pong_keeps_a_quiet_connection_alive(server):
     assert (await client.reply(rid)).pong.client_time_ms == 5
 
 
+async def test_after_answering_a_ping_the_next_is_due_within_one_interval(server):
+    """A quiet device that answers is pinged every heartbeat_interval (protocol.md 8.8a: it
+    reconnects after heartbeat_interval plus a few seconds without anything from the server);
+    the server writes an idle connection's ping straight to its socket."""
+    client = await authed(server, "alice")  # answers the server's pings
+    [conn] = server.gateway.hub.devices_of("alice")
+    interval = server.gateway.session_config.heartbeat_interval
+    stats = server.gateway.session_stats
+    frames_out = stats.frames_out
+    await wait_for(lambda: client.listener.pings >= 1, timeout=20, message="first ping")
+    await wait_for(lambda: not conn.session.pinged, timeout=20, message="its answer taken")
+    assert conn.session.timer_due <= conn.session.last_rx + interval
+    assert stats.frames_out > frames_out and conn.session.pending_output == 0
+    await wait_for(lambda: client.listener.pings >= 3, timeout=30, message="two more pings")
+    assert conn.session.state == 2  # OPEN
+
+
 async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_server):
     # no retransmit rewind and no idle deadline while the 400 sends take their time on a busy
     # machine: either would move bob's messages to the pump, which waits for the socket

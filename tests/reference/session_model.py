@@ -629,7 +629,13 @@ class Session:
         if idle >= config.heartbeat_interval and not self.pinged:
             self.pinged = True
             self.write_framed(PING_FRAME)
-        due = self.last_rx + (config.idle_timeout if self.pinged else config.heartbeat_interval)
+            # the next look one interval on: by then the answer is in, and the next ping
+            # goes out an interval after it
+            due = min(now + config.heartbeat_interval, self.last_rx + config.idle_timeout)
+        elif self.pinged:
+            due = self.last_rx + config.idle_timeout
+        else:
+            due = self.last_rx + config.heartbeat_interval
         if self.inflight > 0:
             if now - self.last_progress >= config.retransmit_after:
                 self._retransmit(now)

@@ -16,6 +16,7 @@ OPEN_CLIENTS: list = []
 class _Listener(WSListener):
     def __init__(self) -> None:
         super().__init__()
+        self.answer_pings = True
         self.frames: asyncio.Queue[pb.ServerFrame] = asyncio.Queue()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -32,6 +33,8 @@ class _Listener(WSListener):
             transport.disconnect()
         elif frame.msg_type == WSMsgType.PING:
             self.pings += 1
+            if self.answer_pings:
+                transport.send_pong(frame.get_payload_as_bytes())
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed.set()
@@ -50,9 +53,11 @@ class RawClient:
     async def connect(cls, url: str, token: str | None = None, *, auto_pong: bool = True,
                       **kwargs) -> "RawClient":
         headers = {"Authorization": f"Bearer {token}"} if token else None
+        # pings are answered here, not by picows, so that they are counted either way
         transport, listener = await ws_connect(_Listener, url, extra_headers=headers,
-                                               enable_auto_pong=auto_pong, use_aiofastnet=False,
+                                               enable_auto_pong=False, use_aiofastnet=False,
                                                max_frame_size=16 * 1024 * 1024, **kwargs)
+        listener.answer_pings = auto_pong
         client = cls(transport, listener)
         OPEN_CLIENTS.append(client)
         return client

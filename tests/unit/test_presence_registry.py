@@ -84,3 +84,23 @@ def test_a_user_online_through_several_nodes_stays_until_the_last_goes():
     assert not registry.is_online("alice") and changes == ["alice"]
     registry.remote("n2", "alice", False, 8)  # offline twice: nothing to flip
     assert changes == ["alice"] and registry.last_seen("alice") == 8
+
+
+def test_devices_in_any_mix_of_visible_and_invisible():
+    """One visible device is kept in its compact form; adding, hiding and removing devices in
+    any order gives the same answers as a plain map would."""
+    registry, changes, _ = make()
+    registry.connected("alice", "phone")
+    assert registry.is_online("alice") and registry.online_devices("alice") == {"phone"}
+    registry.connected("alice", "laptop", visible=False)
+    assert registry.online_devices("alice") == {"phone", "laptop"}
+    registry.disconnected("alice", "phone")
+    assert not registry.is_online("alice") and registry.online_devices("alice") == {"laptop"}
+    registry.set_visible("alice", "laptop", True)
+    assert registry.is_online("alice")
+    registry.set_visible("alice", "tablet", True)  # not connected: nothing changes
+    assert registry.online_devices("alice") == {"laptop"}
+    registry.disconnected("alice", "laptop")
+    assert not registry.is_online("alice") and registry.online_devices("alice") == set()
+    assert changes == ["alice", "alice", "alice", "alice"]
+    assert registry.local_states() == []

@@ -245,6 +245,21 @@ def test_silence_is_pinged_then_closed_4009_and_traffic_keeps_it_alive(rig):
     assert rig.port.take("closing") == [(4009, "idle")]
 
 
+def test_a_client_that_answers_is_pinged_every_interval(rig):
+    """docs/protocol.md 8.8a: an idle client reconnects when nothing arrived for
+    heartbeat_interval plus a few seconds, so the pings of a silent connection come one interval
+    after the previous answer, every time (not only the first)."""
+    pings = []
+    for _ in range(200):  # 200 s in the wheel's steps, the client answering at once
+        rig.clock.advance(1.0)
+        if split_frames(rig.session.take_output()) == [(PING, b"")]:
+            pings.append(rig.clock.t)
+            rig.feed(b"", opcode=0xA)
+    assert len(pings) >= 6
+    assert max(b - a for a, b in zip(pings, pings[1:])) <= 31.0
+    assert rig.port.take("closing") == []
+
+
 # ---------------------------------------------------------------------------- sends
 def test_send_is_submitted_and_answered_with_its_ack(rig):
     rig.feed(send(3, "c1", "m1", b"body"))

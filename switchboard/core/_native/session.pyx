@@ -849,8 +849,14 @@ cdef class Session(WSListener):
             return
         if idle >= config.heartbeat_interval and not self.pinged:
             self.pinged = True
-            self._write_framed(PING_FRAME)
-        due = self.last_rx + (config.idle_timeout if self.pinged else config.heartbeat_interval)
+            self._ping()
+            # the next look one interval on: by then the answer is in, and the next ping
+            # goes out an interval after it
+            due = min(now + config.heartbeat_interval, self.last_rx + config.idle_timeout)
+        elif self.pinged:
+            due = self.last_rx + config.idle_timeout
+        else:
+            due = self.last_rx + config.heartbeat_interval
         if self.inflight > 0:
             if now - self.last_progress >= config.retransmit_after:
                 self._retransmit(now)
@@ -858,6 +864,19 @@ cdef class Session(WSListener):
         if self.stalled_since:
             due = min(due, self.stalled_since + config.retransmit_after)
         self._arm(due)
+
+    cdef int _ping(self) except -1:
+        """A heartbeat ping. An idle connection (nothing buffered) writes it to the socket at
+        once: no flush turn, no Python call per ping; otherwise it goes behind the output."""
+        if self.out.size or self.transport is None:
+            return self._write_framed(PING_FRAME)
+        socket = self.transport.underlying_transport
+        if socket.is_closing():  # gone; its disconnect is on its way
+            return 0
+        self.stats.frames_out += 1
+        self.stats.bytes_out += PyBytes_GET_SIZE(PING_FRAME)
+        socket.write(PING_FRAME)
+        return 0
 
     cdef int _retransmit(self, double now) except -1:
         cdef Stream stream
