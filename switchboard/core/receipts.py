@@ -29,7 +29,8 @@ from itertools import islice
 from .blocks import Blocks
 from .chats import ChatService
 from .lru import LRU
-from .model import Receipt
+from .model import Membership, Receipt
+from .rollup import Rollup
 from .settings import Settings
 from .store import Store, StoreError
 from .tasks import watch
@@ -74,6 +75,26 @@ class _Senders:
         return set(islice(self.users, after + 1 - self.first, upto + 1 - self.first))
 
 
+class _KeptRollup:
+    """A chat's rollup and what it was built from: valid while those are the same objects and
+    neither member maps nor settings changed since (their `changes` counters)."""
+    __slots__ = ("rollup", "members", "receipts", "chats_changes", "settings_changes")
+
+    def __init__(self, rollup: Rollup, members: dict[str, Membership],
+                 receipts: dict[str, Receipt], chats_changes: int, settings_changes: int) -> None:
+        self.rollup = rollup
+        self.members = members
+        self.receipts = receipts
+        self.chats_changes = chats_changes
+        self.settings_changes = settings_changes
+
+    def holds(self, members: dict[str, Membership], receipts: dict[str, Receipt],
+              chats_changes: int, settings_changes: int) -> bool:
+        return (members is self.members and receipts is self.receipts
+                and chats_changes == self.chats_changes
+                and settings_changes == self.settings_changes)
+
+
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks,
                  writer: CoalescingWriter, *, push: ReceiptPush, route: NoteRoute | None = None,
@@ -87,6 +108,7 @@ class ReceiptService:
         self._flush_interval = flush_interval
         self._cache: LRU[str, dict[str, Receipt]] = LRU(cache_chats)
         self._senders: LRU[str, _Senders] = LRU(cache_chats)
+        self._rollups: LRU[str, _KeptRollup] = LRU(cache_chats)
         self._dirty: dict[str, dict[str, Receipt]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
@@ -143,6 +165,7 @@ class ReceiptService:
             settings = self._settings.cached(user_id)
             if settings is not None and settings.read_receipts:
                 mine.public_read_seq = max(mine.public_read_seq, seq)
+            self._raised(chat_id, cached, user_id, mine)
 
     def note(self, chat_id: str, user_id: str, delivered: int, read: int, public_read: int) -> None:
         """A persisted change, to be pushed with the next flush."""
@@ -170,6 +193,7 @@ class ReceiptService:
         """Chats may have changed owner: the watermarks cached here are reloaded on next use."""
         self._cache.clear()
         self._senders.clear()
+        self._rollups.clear()
 
     # ------------------------------------------------------------------ queries
     async def _of_chat(self, chat_id: str) -> dict[str, Receipt]:
@@ -183,21 +207,27 @@ class ReceiptService:
         return cached
 
     async def rollup(self, chat_id: str, receipts: dict[str, Receipt]) -> tuple[int, int]:
-        """(delivered to all up to, read by all up to) over the current members, each counted
-        from the seq it joined at. A member with read receipts off counts as having read
-        nothing since it joined; reads count only as far as they were made in public."""
-        delivered_all = read_all = None
-        settings = self._settings
-        for user, membership in (await self._chats.members(chat_id)).items():
-            receipt = receipts.get(user) or Receipt(0, 0)
-            joined = membership.joined_seq
-            shown = (settings.cached(user) or await settings.get(user)).read_receipts
-            read = receipt.public_read_seq if shown else 0
-            delivered = max(receipt.delivered_seq, joined)
-            read = max(read, joined)
-            delivered_all = delivered if delivered_all is None else min(delivered_all, delivered)
-            read_all = read if read_all is None else min(read_all, read)
-        return delivered_all or 0, read_all or 0
+        """(delivered to all up to, read by all up to) over the current members (core/rollup.py
+        says how they count), kept as the watermarks rise and rebuilt when the members, any
+        user's settings or the cached watermarks were replaced."""
+        members = await self._chats.members(chat_id)
+        kept = self._rollups.use(chat_id)
+        if kept is None or not kept.holds(members, receipts, self._chats.changes,
+                                          self._settings.changes):
+            changes = (self._chats.changes, self._settings.changes)
+            settings = self._settings
+            shown = {user: (settings.cached(user) or await settings.get(user)).read_receipts
+                     for user in members}
+            kept = _KeptRollup(Rollup(members, receipts, shown), members, receipts, *changes)
+            self._rollups.put(chat_id, kept)
+        return kept.rollup.totals
+
+    def _raised(self, chat_id: str, receipts: dict[str, Receipt], user: str,
+                receipt: Receipt) -> None:
+        """A cached watermark rose: the chat's kept rollup follows."""
+        kept = self._rollups.get(chat_id)
+        if kept is not None and kept.receipts is receipts:
+            kept.rollup.raised(user, receipt)
 
     async def reads_hidden(self, viewer: str, user: str) -> bool:
         """Whether `viewer` sees nothing of `user`'s reads: either has read receipts off, or
@@ -264,6 +294,7 @@ class ReceiptService:
             old.public_read_seq = max(old.public_read_seq, new.public_read_seq)
             if moved:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
+                self._raised(chat_id, receipts, user, old)
         if not changed:
             return
         senders = set() if covered_from is None else await self._senders_between(
