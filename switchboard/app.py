@@ -62,6 +62,9 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                      public_read: int) -> None:
         router.note_receipt(chat_id, user, delivered, read, public_read)
 
+    def note_delivered(chat_id: str, delivered: dict[str, int]) -> None:
+        router.note_delivered(chat_id, delivered)
+
     def presence_changed(user: str, online: bool, last_seen_ms: int) -> None:
         router.presence_changed(user, online, last_seen_ms)
 
@@ -109,7 +112,8 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                         "ack_delay": config.writer.ack_delay},
         on_flush=metrics.observe_flush, claim_media=media.claim)
     receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
-                              route=note_receipt, flush_interval=config.timers.receipt_flush)
+                              route=note_receipt, route_delivered=note_delivered,
+                              flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
     presence = PresenceFanout(store, chats, settings, blocks,
                               interval=config.timers.presence_interval,

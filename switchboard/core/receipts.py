@@ -28,6 +28,7 @@ from itertools import islice
 
 from .blocks import Blocks
 from .chats import ChatService
+from .acks import raise_all
 from .lru import LRU
 from .model import Membership, Receipt
 from .rollup import Rollup
@@ -48,6 +49,10 @@ read_seq), delivered_all, read_all): one user's view."""
 NoteRoute = Callable[[str, str, int, int, int], None]
 """route(chat_id, user_id, delivered, read, public_read): take a change to the service that
 coalesces the chat's pushes (the chat owner's, in cluster mode; this one by default)."""
+
+DeliveredRoute = Callable[[str, dict[str, int]], None]
+"""route_delivered(chat_id, {user_id: delivered}): a loop turn's delivered watermarks of a chat,
+to the service that coalesces its pushes, as NoteRoute."""
 
 
 class _Senders:
@@ -98,8 +103,10 @@ class _KeptRollup:
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks,
                  writer: CoalescingWriter, *, push: ReceiptPush, route: NoteRoute | None = None,
-                 flush_interval: float = 0.05, cache_chats: int = 10_000) -> None:
-        """route: to the service that coalesces a chat's pushes (None: this one)."""
+                 route_delivered: DeliveredRoute | None = None, flush_interval: float = 0.05,
+                 cache_chats: int = 10_000) -> None:
+        """route, route_delivered: to the service that coalesces a chat's pushes (None: this
+        one)."""
         self._store = store
         self._chats = chats
         self._settings = settings
@@ -110,10 +117,12 @@ class ReceiptService:
         self._senders: LRU[str, _Senders] = LRU(cache_chats)
         self._rollups: LRU[str, _KeptRollup] = LRU(cache_chats)
         self._dirty: dict[str, dict[str, Receipt]] = {}
+        self._dirty_delivered: dict[str, dict[str, int]] = {}  # acks: chat -> user -> seq
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
         self._push = push
         self._route = route or self.note
+        self._route_delivered = route_delivered or self.note_delivered
         self.updates_pushed = 0
         self.not_pushed = 0
         self._closed = False
@@ -128,9 +137,8 @@ class ReceiptService:
             self._flush_handle = None
         if self._flush_task is not None:
             await asyncio.gather(self._flush_task, return_exceptions=True)
-        if self._dirty:
-            dirty, self._dirty = self._dirty, {}
-            await self._flush(dirty)
+        if self._dirty or self._dirty_delivered:
+            await self._flush(*self._take_dirty())
 
     def report_unpushed(self) -> None:
         if self.not_pushed:
@@ -138,11 +146,14 @@ class ReceiptService:
                      "(stored: devices get them when they reconnect)", self.not_pushed)
 
     # ------------------------------------------------------------------ changes in
-    def acked(self, chat_id: str, user_id: str, device_id: str, seq: int) -> None:
-        """A device acked up to seq: its cursor and the user's delivered watermark (one writer
-        call for both: every member of a large group acks every message)."""
-        self._writer.ack_delivery(user_id, device_id, chat_id, seq)
-        self._route(chat_id, user_id, seq, 0, 0)
+    def acked(self, cursors: dict[tuple[str, str, str], int],
+              delivered: dict[tuple[str, str], int], by_chat: dict[str, dict[str, int]]) -> None:
+        """A loop turn's acks (core/acks.py: the dicts are this service's to keep): devices'
+        cursors and users' delivered watermarks to the writer, each chat's changes to the
+        service that pushes them."""
+        self._writer.ack_deliveries(cursors, delivered)
+        for chat_id, users in by_chat.items():
+            self._route_delivered(chat_id, users)
 
     def read(self, chat_id: str, user_id: str, seq: int, public: bool) -> None:
         """The user read up to seq (already persisted by the caller), with read receipts on
@@ -185,6 +196,21 @@ class ReceiptService:
                 pending.read_seq = read
             if public_read > pending.public_read_seq:
                 pending.public_read_seq = public_read
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                self._flush_interval, self._start_flush)
+
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        """Persisted delivered watermarks of a chat (user -> seq; the dict is kept), to be
+        pushed with the next flush."""
+        if self._closed:
+            self.not_pushed += len(delivered)
+            return
+        pending = self._dirty_delivered.get(chat_id)
+        if pending is None:
+            self._dirty_delivered[chat_id] = delivered
+        else:
+            raise_all(pending, delivered)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
                 self._flush_interval, self._start_flush)
@@ -239,15 +265,21 @@ class ReceiptService:
     # ------------------------------------------------------------------ flushing
     def _start_flush(self) -> None:
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, {}
-        self._flush_task = watch(asyncio.ensure_future(self._flush(dirty)))
+        self._flush_task = watch(asyncio.ensure_future(self._flush(*self._take_dirty())))
 
-    async def _flush(self, dirty: dict[str, dict[str, Receipt]]) -> None:
+    def _take_dirty(self) -> tuple[dict[str, dict[str, Receipt]], dict[str, dict[str, int]]]:
+        dirty, self._dirty = self._dirty, {}
+        delivered, self._dirty_delivered = self._dirty_delivered, {}
+        return dirty, delivered
+
+    async def _flush(self, dirty: dict[str, dict[str, Receipt]],
+                     delivered: dict[str, dict[str, int]]) -> None:
         skipped: list[str] = []
         problem = None
-        for chat_id, changes in dirty.items():
+        for chat_id in dirty.keys() | delivered.keys():
             try:
-                await self._flush_chat(chat_id, changes)
+                await self._flush_chat(chat_id, dirty.get(chat_id, {}),
+                                       delivered.get(chat_id, {}))
             except StoreError as exc:
                 skipped.append(chat_id)
                 problem = exc
@@ -257,7 +289,16 @@ class ReceiptService:
             log.warning("receipt pushes for %d chats skipped (first %s): %s", len(skipped),
                         skipped[0], problem)
 
-    async def _flush_chat(self, chat_id: str, changes: dict[str, Receipt]) -> None:
+    async def _flush_chat(self, chat_id: str, changes: dict[str, Receipt],
+                          delivered: dict[str, int]) -> None:
+        """Push a chat's changes: `changes` from note (reads, and delivered acks routed one by
+        one), `delivered` from note_delivered (a large group's acks, plain seqs)."""
+        for user, seq in delivered.items():
+            pending = changes.get(user)
+            if pending is None:
+                changes[user] = Receipt(seq, 0)
+            elif seq > pending.delivered_seq:
+                pending.delivered_seq = seq
         # Loaded now, the stored watermarks may already include these changes (the writer
         # persists them independently): then every change is pushed, over a bounded look-back.
         fresh = chat_id not in self._cache
