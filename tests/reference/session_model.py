@@ -339,9 +339,9 @@ class Session:
                 or stream.ranges is not None):
             self._maybe_pump()
             return
+        # a membership event that does not name this user goes out in the shared frames too
         if first <= stream.sent or any(
-                m.event is not None or m.sender_device == self.device and m.sender_user == self.user
-                for m in messages):
+                m.sender_device == self.device and m.sender_user == self.user for m in messages):
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:

@@ -529,7 +529,9 @@ cdef class Session(WSListener):
             if self._is_own(messages[i]):
                 own = True
                 break
-        if first <= stream.sent or own or events:
+        # a membership event that does not name this user (the set-up of a large group: every
+        # other member) goes out in the shared frames too; one naming it returned above
+        if first <= stream.sent or own:
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
