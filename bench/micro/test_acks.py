@@ -110,3 +110,12 @@ def test_flush_rollup_recomputed(benchmark):
         return rollup_model.rollup(members, receipts, shown)
 
     benchmark(flush)
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_receipt_update_of_500_members(benchmark, impl):
+    """A flush's ReceiptUpdate to the sender: 500 members' receipts (a group of 10,000 has
+    twenty of these per message)."""
+    encode = wire.receipt_update if impl == "native" else wire_model.receipt_update
+    receipts = {f"u{i}": Receipt(7, 0) for i in range(FLUSHED)}
+    assert len(benchmark(encode, "g:abcdefghijkl", receipts, 5, 0)) > FLUSHED * 6
