@@ -34,6 +34,7 @@ NATIVE = {
     "timerwheel": [],
     "ring": [],
     "wire": [],
+    "acks": [],
     "session": [],
     "sqlitebatch": ["-l:libsqlite3.so.0"],
 }

@@ -31,13 +31,13 @@ from switchboard.core.store import Store
 from switchboard.core.stores import make_store
 from switchboard.core.tasks import FAILURES as TASK_FAILURES, TaskGroup
 from switchboard.core.timers import TimerService
+from switchboard.gateway import frames
 from switchboard.gateway.hub import Hub
 from switchboard.gateway.jwks import JwksRefresher
 from switchboard.gateway.metrics import GatewayMetrics
 from switchboard.gateway.node import GatewayNode
 from switchboard.gateway.presence import PresenceFanout
 from switchboard.gateway.server import Gateway, Services
-from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.push.providers import make_providers
 from switchboard.push.service import PushService
 from switchboard.router.base import Router
@@ -52,15 +52,14 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
 
     def push_receipt(user: str, chat_id: str, members: dict[str, Receipt], delivered_all: int,
                      read_all: int) -> None:
-        router.push((user,), pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
-            chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
-            members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq,
-                                      read_seq=r.read_seq)
-                     for u, r in sorted(members.items())])).SerializeToString())
+        router.push((user,), frames.receipt_update(chat_id, members, delivered_all, read_all))
 
     def note_receipt(chat_id: str, user: str, delivered: int, read: int,
                      public_read: int) -> None:
         router.note_receipt(chat_id, user, delivered, read, public_read)
+
+    def note_delivered(chat_id: str, delivered: dict[str, int]) -> None:
+        router.note_delivered(chat_id, delivered)
 
     def presence_changed(user: str, online: bool, last_seen_ms: int) -> None:
         router.presence_changed(user, online, last_seen_ms)
@@ -109,7 +108,8 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                         "ack_delay": config.writer.ack_delay},
         on_flush=metrics.observe_flush, claim_media=media.claim)
     receipts = ReceiptService(store, chats, settings, blocks, messages.writer, push=push_receipt,
-                              route=note_receipt, flush_interval=config.timers.receipt_flush)
+                              route=note_receipt, route_delivered=note_delivered,
+                              flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
     presence = PresenceFanout(store, chats, settings, blocks,
                               interval=config.timers.presence_interval,

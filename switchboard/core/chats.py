@@ -52,6 +52,7 @@ class ChatService:
         self.max_group_members = max_group_members
         self._cache: LRU[str, dict[str, Membership]] = LRU(cache_chats)
         self._loading: dict[str, asyncio.Future] = {}
+        self.changes = 0  # cached member maps changed in place (what is kept from them is stale)
 
     # ------------------------------------------------------------ membership cache
     async def members(self, chat_id: str) -> dict[str, Membership]:
@@ -111,6 +112,7 @@ class ChatService:
         members = self._cache.get(chat_id)
         if members is None:
             return
+        self.changes += 1
         if event.action is MemberAction.ADDED:
             for user in event.users:
                 members.setdefault(user, Membership(Role.MEMBER, seq - 1))

@@ -28,8 +28,10 @@ from itertools import islice
 
 from .blocks import Blocks
 from .chats import ChatService
+from .acks import raise_all
 from .lru import LRU
-from .model import Receipt
+from .model import Membership, Receipt
+from .rollup import Rollup
 from .settings import Settings
 from .store import Store, StoreError
 from .tasks import watch
@@ -47,6 +49,10 @@ read_seq), delivered_all, read_all): one user's view."""
 NoteRoute = Callable[[str, str, int, int, int], None]
 """route(chat_id, user_id, delivered, read, public_read): take a change to the service that
 coalesces the chat's pushes (the chat owner's, in cluster mode; this one by default)."""
+
+DeliveredRoute = Callable[[str, dict[str, int]], None]
+"""route_delivered(chat_id, {user_id: delivered}): a loop turn's delivered watermarks of a chat,
+to the service that coalesces its pushes, as NoteRoute."""
 
 
 class _Senders:
@@ -74,11 +80,33 @@ class _Senders:
         return set(islice(self.users, after + 1 - self.first, upto + 1 - self.first))
 
 
+class _KeptRollup:
+    """A chat's rollup and what it was built from: valid while those are the same objects and
+    neither member maps nor settings changed since (their `changes` counters)."""
+    __slots__ = ("rollup", "members", "receipts", "chats_changes", "settings_changes")
+
+    def __init__(self, rollup: Rollup, members: dict[str, Membership],
+                 receipts: dict[str, Receipt], chats_changes: int, settings_changes: int) -> None:
+        self.rollup = rollup
+        self.members = members
+        self.receipts = receipts
+        self.chats_changes = chats_changes
+        self.settings_changes = settings_changes
+
+    def holds(self, members: dict[str, Membership], receipts: dict[str, Receipt],
+              chats_changes: int, settings_changes: int) -> bool:
+        return (members is self.members and receipts is self.receipts
+                and chats_changes == self.chats_changes
+                and settings_changes == self.settings_changes)
+
+
 class ReceiptService:
     def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks,
                  writer: CoalescingWriter, *, push: ReceiptPush, route: NoteRoute | None = None,
-                 flush_interval: float = 0.05, cache_chats: int = 10_000) -> None:
-        """route: to the service that coalesces a chat's pushes (None: this one)."""
+                 route_delivered: DeliveredRoute | None = None, flush_interval: float = 0.05,
+                 cache_chats: int = 10_000) -> None:
+        """route, route_delivered: to the service that coalesces a chat's pushes (None: this
+        one)."""
         self._store = store
         self._chats = chats
         self._settings = settings
@@ -87,11 +115,14 @@ class ReceiptService:
         self._flush_interval = flush_interval
         self._cache: LRU[str, dict[str, Receipt]] = LRU(cache_chats)
         self._senders: LRU[str, _Senders] = LRU(cache_chats)
+        self._rollups: LRU[str, _KeptRollup] = LRU(cache_chats)
         self._dirty: dict[str, dict[str, Receipt]] = {}
+        self._dirty_delivered: dict[str, dict[str, int]] = {}  # acks: chat -> user -> seq
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task | None = None
         self._push = push
         self._route = route or self.note
+        self._route_delivered = route_delivered or self.note_delivered
         self.updates_pushed = 0
         self.not_pushed = 0
         self._closed = False
@@ -106,9 +137,8 @@ class ReceiptService:
             self._flush_handle = None
         if self._flush_task is not None:
             await asyncio.gather(self._flush_task, return_exceptions=True)
-        if self._dirty:
-            dirty, self._dirty = self._dirty, {}
-            await self._flush(dirty)
+        if self._dirty or self._dirty_delivered:
+            await self._flush(*self._take_dirty())
 
     def report_unpushed(self) -> None:
         if self.not_pushed:
@@ -116,11 +146,14 @@ class ReceiptService:
                      "(stored: devices get them when they reconnect)", self.not_pushed)
 
     # ------------------------------------------------------------------ changes in
-    def acked(self, chat_id: str, user_id: str, device_id: str, seq: int) -> None:
-        """A device acked up to seq: its cursor and the user's delivered watermark (one writer
-        call for both: every member of a large group acks every message)."""
-        self._writer.ack_delivery(user_id, device_id, chat_id, seq)
-        self._route(chat_id, user_id, seq, 0, 0)
+    def acked(self, cursors: dict[tuple[str, str, str], int],
+              delivered: dict[tuple[str, str], int], by_chat: dict[str, dict[str, int]]) -> None:
+        """A loop turn's acks (core/acks.py: the dicts are this service's to keep): devices'
+        cursors and users' delivered watermarks to the writer, each chat's changes to the
+        service that pushes them."""
+        self._writer.ack_deliveries(cursors, delivered)
+        for chat_id, users in by_chat.items():
+            self._route_delivered(chat_id, users)
 
     def read(self, chat_id: str, user_id: str, seq: int, public: bool) -> None:
         """The user read up to seq (already persisted by the caller), with read receipts on
@@ -143,6 +176,7 @@ class ReceiptService:
             settings = self._settings.cached(user_id)
             if settings is not None and settings.read_receipts:
                 mine.public_read_seq = max(mine.public_read_seq, seq)
+            self._raised(chat_id, cached, user_id, mine)
 
     def note(self, chat_id: str, user_id: str, delivered: int, read: int, public_read: int) -> None:
         """A persisted change, to be pushed with the next flush."""
@@ -166,10 +200,26 @@ class ReceiptService:
             self._flush_handle = asyncio.get_running_loop().call_later(
                 self._flush_interval, self._start_flush)
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        """Persisted delivered watermarks of a chat (user -> seq; the dict is kept), to be
+        pushed with the next flush."""
+        if self._closed:
+            self.not_pushed += len(delivered)
+            return
+        pending = self._dirty_delivered.get(chat_id)
+        if pending is None:
+            self._dirty_delivered[chat_id] = delivered
+        else:
+            raise_all(pending, delivered)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                self._flush_interval, self._start_flush)
+
     def forget_all(self) -> None:
         """Chats may have changed owner: the watermarks cached here are reloaded on next use."""
         self._cache.clear()
         self._senders.clear()
+        self._rollups.clear()
 
     # ------------------------------------------------------------------ queries
     async def _of_chat(self, chat_id: str) -> dict[str, Receipt]:
@@ -183,21 +233,27 @@ class ReceiptService:
         return cached
 
     async def rollup(self, chat_id: str, receipts: dict[str, Receipt]) -> tuple[int, int]:
-        """(delivered to all up to, read by all up to) over the current members, each counted
-        from the seq it joined at. A member with read receipts off counts as having read
-        nothing since it joined; reads count only as far as they were made in public."""
-        delivered_all = read_all = None
-        settings = self._settings
-        for user, membership in (await self._chats.members(chat_id)).items():
-            receipt = receipts.get(user) or Receipt(0, 0)
-            joined = membership.joined_seq
-            shown = (settings.cached(user) or await settings.get(user)).read_receipts
-            read = receipt.public_read_seq if shown else 0
-            delivered = max(receipt.delivered_seq, joined)
-            read = max(read, joined)
-            delivered_all = delivered if delivered_all is None else min(delivered_all, delivered)
-            read_all = read if read_all is None else min(read_all, read)
-        return delivered_all or 0, read_all or 0
+        """(delivered to all up to, read by all up to) over the current members (core/rollup.py
+        says how they count), kept as the watermarks rise and rebuilt when the members, any
+        user's settings or the cached watermarks were replaced."""
+        members = await self._chats.members(chat_id)
+        kept = self._rollups.use(chat_id)
+        if kept is None or not kept.holds(members, receipts, self._chats.changes,
+                                          self._settings.changes):
+            changes = (self._chats.changes, self._settings.changes)
+            settings = self._settings
+            shown = {user: (settings.cached(user) or await settings.get(user)).read_receipts
+                     for user in members}
+            kept = _KeptRollup(Rollup(members, receipts, shown), members, receipts, *changes)
+            self._rollups.put(chat_id, kept)
+        return kept.rollup.totals
+
+    def _raised(self, chat_id: str, receipts: dict[str, Receipt], user: str,
+                receipt: Receipt) -> None:
+        """A cached watermark rose: the chat's kept rollup follows."""
+        kept = self._rollups.get(chat_id)
+        if kept is not None and kept.receipts is receipts:
+            kept.rollup.raised(user, receipt)
 
     async def reads_hidden(self, viewer: str, user: str) -> bool:
         """Whether `viewer` sees nothing of `user`'s reads: either has read receipts off, or
@@ -209,15 +265,21 @@ class ReceiptService:
     # ------------------------------------------------------------------ flushing
     def _start_flush(self) -> None:
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, {}
-        self._flush_task = watch(asyncio.ensure_future(self._flush(dirty)))
+        self._flush_task = watch(asyncio.ensure_future(self._flush(*self._take_dirty())))
 
-    async def _flush(self, dirty: dict[str, dict[str, Receipt]]) -> None:
+    def _take_dirty(self) -> tuple[dict[str, dict[str, Receipt]], dict[str, dict[str, int]]]:
+        dirty, self._dirty = self._dirty, {}
+        delivered, self._dirty_delivered = self._dirty_delivered, {}
+        return dirty, delivered
+
+    async def _flush(self, dirty: dict[str, dict[str, Receipt]],
+                     delivered: dict[str, dict[str, int]]) -> None:
         skipped: list[str] = []
         problem = None
-        for chat_id, changes in dirty.items():
+        for chat_id in dirty.keys() | delivered.keys():
             try:
-                await self._flush_chat(chat_id, changes)
+                await self._flush_chat(chat_id, dirty.get(chat_id, {}),
+                                       delivered.get(chat_id, {}))
             except StoreError as exc:
                 skipped.append(chat_id)
                 problem = exc
@@ -227,17 +289,26 @@ class ReceiptService:
             log.warning("receipt pushes for %d chats skipped (first %s): %s", len(skipped),
                         skipped[0], problem)
 
-    async def _flush_chat(self, chat_id: str, changes: dict[str, Receipt]) -> None:
+    async def _flush_chat(self, chat_id: str, changes: dict[str, Receipt],
+                          delivered: dict[str, int]) -> None:
+        """Push a chat's changes: `changes` from note (reads, and delivered acks routed one by
+        one), `delivered` from note_delivered (a large group's acks, plain seqs, walked in a
+        loop of their own: in a group of 10,000 they are nearly all of a flush's changes)."""
         # Loaded now, the stored watermarks may already include these changes (the writer
         # persists them independently): then every change is pushed, over a bounded look-back.
         fresh = chat_id not in self._cache
         receipts = await self._of_chat(chat_id)
+        kept = self._rollups.get(chat_id)
+        rollup = kept.rollup if kept is not None and kept.receipts is receipts else None
         changed: dict[str, Receipt] = {}
         delivered_moved: set[str] = set()
         public_moved: set[str] = set()
         read_moved: set[str] = set()  # told to their own devices
         covered_from = covered_to = None
         for user, new in changes.items():
+            seq = delivered.pop(user, 0)
+            if seq > new.delivered_seq:
+                new.delivered_seq = seq
             old = receipts.get(user)
             if old is None:
                 old = receipts[user] = Receipt(0, 0)
@@ -264,6 +335,31 @@ class ReceiptService:
             old.public_read_seq = max(old.public_read_seq, new.public_read_seq)
             if moved:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
+                if rollup is not None:
+                    rollup.raised(user, old)
+        low = high = None  # the span the acks' moved delivered watermarks cover
+        for user, seq in delivered.items():
+            old = receipts.get(user)
+            if old is None:
+                old = receipts[user] = Receipt(0, 0)
+            before = old.delivered_seq
+            if seq <= before and not fresh:
+                continue
+            if seq > before:
+                old.delivered_seq = seq
+                if rollup is not None:
+                    rollup.raised(user, old)
+            delivered_moved.add(user)
+            changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
+            if fresh:
+                before = max(0, seq - FRESH_LOOKBACK)
+            if low is None or before < low:
+                low = before
+            if high is None or seq > high:
+                high = seq
+        if high is not None:
+            covered_from = low if covered_from is None else min(covered_from, low)
+            covered_to = high if covered_to is None else max(covered_to, high)
         if not changed:
             return
         senders = set() if covered_from is None else await self._senders_between(

@@ -8,8 +8,10 @@ listener), what the adapter found out for it (`authenticated`, `open`, `send_ack
 `send_failed`, `backlog_loaded`, `rows`, `cursors_loaded`), fresh commits of the fan-out
 (`offer`) and timer ticks (`on_timer`). Out: encoded WebSocket frames appended to the session's
 output in order (written once per loop turn by `flush`, or taken by `take_output` without a
-socket), and calls on its port (`SessionPort`): sends to submit, ranges to read, cursors that
-moved, requests it does not answer itself, closes.
+socket), calls on its port (`SessionPort`): sends to submit, ranges to read, cursors that
+moved over the device's own messages, requests it does not answer itself, closes; and the
+device's acks, put into the gateway's `AckBatch` (core/acks.py) without a Python call,
+which hands a loop turn's acks to the writer and the receipts at once.
 
 Delivery (the ack-ack window): per chat the session knows `acked` (the device's cumulative
 ack), `sent` and `head`. Live messages that continue `sent` go out at once as pre-encoded
@@ -78,9 +80,9 @@ class SessionPort(Protocol):
                media_ids: list[str], e2e: bool, now: float) -> None:
         """A Send: hand it on; then `send_acked` or `send_failed` with `rid`."""
 
-    def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:
-        """The device's cursor in the chat moved to seq (`delivered`: by its ack, which also
-        raises the user's delivered watermark; else over its own messages)."""
+    def cursor(self, chat_id: str, seq: int) -> None:
+        """The device's cursor in the chat moved to seq over its own messages (a device's acks
+        go to the gateway's AckBatch instead, with the user's delivered watermark)."""
 
     def request(self, kind: str | None, frame: Any) -> None:
         """Any other frame of an open session, decoded: answer it (or UNKNOWN_FRAME)."""

@@ -13,6 +13,7 @@ class Settings:
     def __init__(self, store: Store, cache_users: int = 100_000) -> None:
         self._store = store
         self._cache: LRU[str, UserSettings] = LRU(cache_users)
+        self.changes = 0  # settings changed or forgotten (what is kept from them is stale)
 
     def cached(self, user_id: str) -> UserSettings | None:
         """The user's settings if this process holds them: no await for the send path, nor for
@@ -29,12 +30,15 @@ class Settings:
     def forget(self, user_id: str) -> None:
         """Another node changed the user's settings: reload on next use."""
         self._cache.pop(user_id, None)
+        self.changes += 1
 
     def forget_all(self) -> None:
         self._cache.clear()
+        self.changes += 1
 
     async def update(self, user_id: str, **changes) -> UserSettings:
         settings = await self._store.update_settings(user_id, changes.get("read_receipts"),
                                                      changes.get("last_seen"))
         self._cache.put(user_id, settings)
+        self.changes += 1
         return settings

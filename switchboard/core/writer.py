@@ -45,6 +45,7 @@ from collections import deque
 from itertools import islice
 from typing import Callable
 
+from .acks import raise_all
 from .model import Batch, CommitOutcome, CommitResult, NewMessage
 from .store import Store, StoreError
 from .tasks import watch
@@ -152,18 +153,21 @@ class CoalescingWriter:
         _raise_to(self._cursors, (user, device, chat), seq)
         self._acks_pending()
 
-    def ack_delivery(self, user: str, device: str, chat: str, seq: int) -> None:
-        """A device acked a delivery: its cursor, and the user's delivered watermark, raised in
-        one call (in a large group every member's ack of every message comes here). Dropped
-        after close, like ack_cursor."""
+    def ack_deliveries(self, cursors: dict[tuple[str, str, str], int],
+                       delivered: dict[tuple[str, str], int]) -> None:
+        """A loop turn's acks (core/acks.py): devices' cursors {(user, device, chat): seq} and
+        users' delivered watermarks {(chat, user): seq}, merged whole (the writer may keep the
+        dicts given). Dropped after close, like ack_cursor."""
         if self._closed:
             return
-        cursors, key = self._cursors, (user, device, chat)
-        if seq > cursors.get(key, -1):
-            cursors[key] = seq
-        delivered, key = self._delivered, (chat, user)
-        if seq > delivered.get(key, -1):
-            delivered[key] = seq
+        if self._cursors:
+            raise_all(self._cursors, cursors)
+        else:
+            self._cursors = cursors
+        if self._delivered:
+            raise_all(self._delivered, delivered)
+        else:
+            self._delivered = delivered
         self._acks_pending()
 
     def _acks_pending(self) -> None:

@@ -77,7 +77,7 @@ class Connection:
         self.gw = gw
         self.address = address  # the peer's IP address
         self.session = Session(self, gw.session_config, gw.session_stats, gw.timers,
-                               user=principal.user_id if principal else "",
+                               acks=gw.acks, user=principal.user_id if principal else "",
                                device=principal.device_id if principal else "")
         self.registered = False  # in the hub and the presence registry
         self.opened_ms = 0  # when authenticated: a kick closes connections opened before it
@@ -309,12 +309,8 @@ class Connection:
         code, detail, retry_after_ms = wire_error(exc)
         self.session.send_failed(rid, code, detail, retry_after_ms, chat_id, client_msg_id)
 
-    def cursor(self, chat_id: str, seq: int, delivered: bool) -> None:
-        services = self.gw.services
-        if delivered:
-            services.receipts.acked(chat_id, self.user, self.device, seq)
-        else:
-            services.messages.ack(self.user, self.device, chat_id, seq)
+    def cursor(self, chat_id: str, seq: int) -> None:
+        self.gw.services.messages.ack(self.user, self.device, chat_id, seq)
 
     def request(self, kind: str, frame: pb.ClientFrame) -> None:
         handler = _HANDLERS.get(kind)

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from switchboard.core._native import native
 from switchboard.core.model import Chat, ChatSummaryRow, Membership, StoredMessage
 from switchboard.proto.v1 import client_pb2 as pb
 from switchboard.proto.codec import message_to_pb as message, wire_error
+
+
+receipt_update = native("wire").receipt_update
+"""receipt_update(chat_id, members {user: Receipt}, delivered_all, read_all) -> ServerFrame
+bytes, members sorted by user: native, since the sender of a message to a group of 10,000 is
+told of every member's delivered watermark."""
 
 
 def goaway(reconnect_after_ms: int, reason: str) -> bytes:

@@ -51,6 +51,9 @@ class GatewayNode:
                      public_read: int) -> None:
         self._receipts.note(chat_id, user, delivered, read, public_read)
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        self._receipts.note_delivered(chat_id, delivered)
+
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
         if kind is Invalidation.CHAT_MEMBERS:
             self._chats.forget(key)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from switchboard.config import Config, ConfigError
+from switchboard.core.acks import AckBatch
 from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
@@ -118,6 +119,7 @@ class Gateway:
             retransmit_after=config.timers.retransmit_after,
             sees_every_commit=router.sees_every_commit)
         self.flusher = Flusher()
+        self.acks = AckBatch(self._acks_ready)  # every session's acks (core/acks.py)
         self.metrics = metrics
         metrics.collect(self)
         self.tls = ServerTls(config.tls) if config.tls.cert else None
@@ -135,6 +137,13 @@ class Gateway:
             max_frame_bytes=config.limits.max_frame_bytes,
             max_body_bytes=config.limits.max_body_bytes,
             delivery_window=config.limits.delivery_window)
+
+    def _acks_ready(self) -> None:
+        asyncio.get_running_loop().call_soon(self._hand_off_acks)
+
+    def _hand_off_acks(self) -> None:
+        """The acks of a loop turn, at its end: to the writer and the receipts at once."""
+        self.services.receipts.acked(*self.acks.take())
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -43,6 +43,10 @@ class LocalNode(Protocol):
                      public_read: int) -> None:
         """A watermark change of a chat this node owns: coalesce and push it."""
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        """Delivered watermarks of a chat this node owns that moved (user -> seq; the dict is
+        the node's to keep): coalesce and push them."""
+
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
         """Reload cached state; CHAT_MEMBERS with `removed`: those users' devices recheck where
         their range of the chat ends."""
@@ -113,6 +117,10 @@ class Router(Protocol):
     def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
                      public_read: int) -> None:
         """A watermark moved (already persisted): the chat's owner coalesces the pushes."""
+
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        """A loop turn's delivered watermarks of one chat (user -> seq, its devices' acks; the
+        dict is the router's to keep): to the chat's owner, like note_receipt."""
 
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:

@@ -192,6 +192,9 @@ class MeshRouter:
         self.forwarding.note_receipt(self.owner(chat_id), chat_id, user, delivered, read,
                                      public_read)
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        self.forwarding.note_delivered(self.owner(chat_id), chat_id, delivered)
+
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:
         self.fanout.push(users, data, exclude)

@@ -118,6 +118,17 @@ class Forwarding:
                 chat_id=chat_id, user_id=user, delivered_seq=delivered, read_seq=read,
                 public_read_seq=public_read)))
 
+    def note_delivered(self, owner: str, chat_id: str, delivered: dict[str, int]) -> None:
+        """A loop turn's delivered watermarks of one chat: to this node's receipts in one call,
+        or one ReceiptNote per user to the owner."""
+        link = None if owner == self._mesh.node_id else self._mesh.link(owner)
+        if link is None:
+            self._node.note_delivered(chat_id, delivered)
+            return
+        for user, seq in delivered.items():
+            link.send(mesh.MeshFrame(receipt_note=mesh.ReceiptNote(
+                chat_id=chat_id, user_id=user, delivered_seq=seq)))
+
     def on_receipt_note(self, link: Link, note: mesh.ReceiptNote) -> None:
         self._node.note_receipt(note.chat_id, note.user_id, note.delivered_seq, note.read_seq,
                                 note.public_read_seq)

@@ -43,6 +43,9 @@ class LocalRouter:
                      public_read: int) -> None:
         self._node.note_receipt(chat_id, user, delivered, read, public_read)
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        self._node.note_delivered(chat_id, delivered)
+
     def push(self, users: Collection[str], data: bytes,
              exclude: tuple[str, str] | None = None) -> None:
         self._node.push(users, data, exclude)

@@ -50,6 +50,9 @@ class RecordingNode:
                      public_read: int) -> None:
         self.calls.append(("note_receipt", (chat_id, user, delivered, read, public_read)))
 
+    def note_delivered(self, chat_id: str, delivered: dict[str, int]) -> None:
+        self.calls.append(("note_delivered", (chat_id, dict(delivered))))
+
     def invalidate(self, kind: Invalidation, key: str, removed: Sequence[str]) -> None:
         self.calls.append(("invalidate", (kind, key, list(removed))))
 
@@ -213,13 +216,16 @@ async def test_pushes_invalidations_kicks_and_receipts_reach_this_node(setup):
     before = now_ms()
     router.kick("bob", "tablet", Close.DEVICE_REVOKED, "device revoked")
     router.note_receipt("c1", "bob", 3, 2, 2)
-    await wait_for(lambda: node.named("push") and node.named("note_receipt"))
+    router.note_delivered("c1", {"carol": 4, "dave": 1})
+    await wait_for(lambda: node.named("push") and node.named("note_receipt")
+                   and node.named("note_delivered"))
     assert node.named("push") == [(["bob"], b"frame", ("alice", "phone"))]
     assert node.named("invalidate") == [(Invalidation.CHAT_MEMBERS, "c1", ["carol"])]
     [(user, device, code, before_ms)] = node.named("kick")
     assert (user, device, code) == ("bob", "tablet", Close.DEVICE_REVOKED)
     assert before_ms > before  # closes connections opened up to now, not later ones
     assert node.named("note_receipt") == [("c1", "bob", 3, 2, 2)]
+    assert node.named("note_delivered") == [("c1", {"carol": 4, "dave": 1})]
 
 
 async def test_sessions_are_recorded_and_devices_found(setup):

@@ -209,7 +209,8 @@ async def test_a_drain_pushes_pending_receipts_before_closing_the_store(make_ser
         await send(sender, chat, b"hi")
     await receive_and_ack(bob, 20)
     receipts = server.gateway.services.receipts
-    await wait_for(lambda: len(receipts._dirty) == 20, message="20 chats with a pending push")
+    await wait_for(lambda: len(receipts._dirty_delivered) == 20,
+                   message="20 chats with a pending push")
     with caplog.at_level("INFO", logger="switchboard"):
         await server.stop()
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]

@@ -70,12 +70,14 @@ PING_FRAME = wire_model.ws_frame(Opcode.PING, b"")
 
 
 class Session:
-    """Session(port, config, stats, timers, user="", device=""), as the native one."""
+    """Session(port, config, stats, timers, acks=, user="", device=""), as the native one."""
 
-    def __init__(self, port, config, stats, timers, *, user: str = "", device: str = "") -> None:
+    def __init__(self, port, config, stats, timers, *, acks, user: str = "",
+                 device: str = "") -> None:
         self.port = port
         self.config = config
         self.stats = stats
+        self.acks = acks
         self.timers = timers
         self.state = State.AWAIT_AUTH
         self.user = user
@@ -284,7 +286,7 @@ class Session:
                     continue
                 # the device counts its own SendAcks as held (protocol 8.3) and acks them
                 if stream is None:
-                    self.port.cursor(chat_id, seq, True)
+                    self.acks.add(self.user, self.device, chat_id, seq)
                     continue
                 stream.head = seq
             if seq > stream.acked:
@@ -294,7 +296,7 @@ class Session:
                 else:
                     self.inflight -= seq - stream.acked
                 stream.acked = seq
-                self.port.cursor(chat_id, seq, True)
+                self.acks.add(self.user, self.device, chat_id, seq)
                 progressed = True
                 if _ended(stream):
                     del self.streams[chat_id]
@@ -337,9 +339,9 @@ class Session:
                 or stream.ranges is not None):
             self._maybe_pump()
             return
+        # a membership event that does not name this user goes out in the shared frames too
         if first <= stream.sent or any(
-                m.event is not None or m.sender_device == self.device and m.sender_user == self.user
-                for m in messages):
+                m.sender_device == self.device and m.sender_user == self.user for m in messages):
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
@@ -366,7 +368,7 @@ class Session:
         if not others and stream.acked == stream.sent:
             # only this device's own sends, nothing else outstanding: its SendAcks were its copy
             stream.sent = stream.acked = last.seq
-            self.port.cursor(last.chat_id, last.seq, False)
+            self.port.cursor(last.chat_id, last.seq)
             return True
         for i, chunk in enumerate(wire_model.deliver_frames(others, self.config.max_frame_bytes)):
             if i and self.write_blocked():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from switchboard.core.model import StoredMessage
+from switchboard.core.model import Receipt, StoredMessage
 from switchboard.proto.codec import message_to_pb
 from switchboard.proto.v1 import client_pb2 as pb
 
@@ -83,3 +83,12 @@ def deliver_frames(rows: list[StoredMessage], max_frame_bytes: int) -> list[Chun
 def _chunk(batch: list[pb.Message]) -> Chunk:
     frame = _framed(pb.ServerFrame(deliver=pb.Deliver(messages=batch)))
     return Chunk(batch[-1].seq, len(batch), frame)
+
+
+def receipt_update(chat_id: str, members: dict[str, Receipt], delivered_all: int,
+                   read_all: int) -> bytes:
+    """ServerFrame{receipt_update}, unframed, members sorted by user."""
+    return pb.ServerFrame(receipt_update=pb.ReceiptUpdate(
+        chat_id=chat_id, delivered_all_seq=delivered_all, read_all_seq=read_all,
+        members=[pb.MemberReceipt(user_id=u, delivered_seq=r.delivered_seq, read_seq=r.read_seq)
+                 for u, r in sorted(members.items())])).SerializeToString()

@@ -74,8 +74,8 @@ class Port:
     def submit(self, rid, chat_id, client_msg_id, body, media_ids, e2e, now):
         self.calls.append(("submit", rid, chat_id, client_msg_id, body, list(media_ids), e2e))
 
-    def cursor(self, chat_id, seq, delivered):
-        self.calls.append(("cursor", chat_id, seq, delivered))
+    def cursor(self, chat_id, seq):
+        self.calls.append(("cursor", chat_id, seq))
 
     def request(self, kind, frame):
         self.calls.append(("request", kind, frame))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import pytest
 
 from switchboard.core._native import wire
+from switchboard.core.acks import AckBatch as NativeAckBatch
 from switchboard.core.model import (Backlog, MemberAction, MembershipEvent, Period,
                                     StoredMessage)
 from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats, State
 from switchboard.core.session import offer_each as session_offer_each
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
+from tests.reference.acks_model import AckBatch as ModelAckBatch
 from tests.reference.session_model import Session as ModelSession
 from tests.reference.session_model import offer_each as model_offer_each
 from tests.support.sessions import (BINARY, CLOSE, CONTINUATION, PING, TEXT, Clock, Port, ack,
@@ -27,8 +29,8 @@ CONFIG = dict(frames_per_second=10.0, frame_burst=20.0, max_frame_bytes=4096,
 MAX_FRAME_BYTES = CONFIG["max_frame_bytes"]
 WELCOME = pb.ServerFrame(welcome=pb.Welcome(user_id="bob")).SerializeToString()
 # each implementation with the Deliver encoder the fan-out hands it
-IMPLS = {"native": (NativeSession, wire.deliver_frames),
-         "model": (ModelSession, wire_model.deliver_frames)}
+IMPLS = {"native": (NativeSession, wire.deliver_frames, NativeAckBatch),
+         "model": (ModelSession, wire_model.deliver_frames, ModelAckBatch)}
 
 
 @pytest.fixture(params=sorted(IMPLS), autouse=True)
@@ -45,14 +47,25 @@ class Rig:
         self.port = Port()
         self.clock = Clock()
         self.stats = SessionStats()
-        session_class, self.deliver = self.impl
+        session_class, self.deliver, ack_batch = self.impl
+        self.acks = ack_batch(lambda: None)
         self.session = session_class(self.port, SessionConfig(**{**CONFIG, **config}),
-                                     self.stats, self.clock, user=user, device=device)
+                                     self.stats, self.clock, acks=self.acks, user=user,
+                                     device=device)
         self.port.session = self.session
         self.session.connected(self.clock.t)
 
     def feed(self, payload: bytes, opcode: int = BINARY, fin: bool = True) -> None:
         self.session.receive(opcode, fin, payload, self.clock.t)
+
+    def acked(self) -> dict[str, dict[str, int]]:
+        """The acks put into the batch since the last look: chat -> user -> seq."""
+        cursors, delivered, by_chat = self.acks.take()
+        assert cursors == {(user, device, chat): seq for chat, users in by_chat.items()
+                           for user, seq in users.items() for device in [self.session.device]}
+        assert delivered == {(chat, user): seq for chat, users in by_chat.items()
+                             for user, seq in users.items()}
+        return by_chat
 
     def out(self) -> list[pb.ServerFrame]:
         return server_frames(self.session.take_output())
@@ -315,7 +328,7 @@ def test_a_full_window_holds_back_until_acks_make_room(rig):
     assert rig.session.next_read() is None
     offer(rig, "c1", 6)
     rig.feed(ack(("c1", 2)))
-    assert rig.port.take("cursor") == [("c1", 2, True)]
+    assert rig.acked() == {"c1": {"bob": 2}}
     assert rig.port.take("pump") == [()]
     rig.pump(store)
     assert delivered(rig.out()) == [("c1", 5), ("c1", 6)]
@@ -340,7 +353,7 @@ def test_acks_are_cumulative_and_may_cover_what_a_rewind_resends(rig):
     rig.out()
     rig.clock.advance(10.1)  # rewound to 0
     rig.feed(ack(("c1", 3)))  # the first copies arrived after all
-    assert rig.port.take("cursor") == [("c1", 3, True)]
+    assert rig.acked() == {"c1": {"bob": 3}}
     assert rig.session.inflight == 0
     rig.port.take("pump")
     assert rig.session.next_read() is None
@@ -356,13 +369,13 @@ def test_ack_past_anything_delivered_is_refused_but_own_sends_may_be_acked(rig):
     rig.out()
     rig.feed(ack(("c2", 4)))
     assert rig.out() == []
-    assert rig.port.take("cursor") == [("c2", 4, True)]
+    assert rig.acked() == {"c2": {"bob": 4}}
 
 
 def test_own_messages_are_not_delivered_back(rig):
     offer(rig, "c1", 1, sender="bob", device="laptop")
     assert rig.out() == []
-    assert rig.port.take("cursor") == [("c1", 1, False)]
+    assert rig.port.take("cursor") == [("c1", 1)]
     offer(rig, "c1", 2)
     offer(rig, "c1", 3, sender="bob", device="laptop")
     offer(rig, "c1", 4)

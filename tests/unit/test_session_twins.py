@@ -1,5 +1,5 @@
 """The native session and its pure-Python twin, fed the same random histories, write the same
-bytes and make the same port calls at every step: frames of every kind (plain, fragmented,
+bytes, make the same port calls and put the same acks at every step: frames of every kind (plain, fragmented,
 malformed, out of range, text, close), offers, membership events that remove and re-add the
 user, SendAcks and send errors, pump reads of messages and periods, syncs, timer ticks with
 retransmits and pings, a backed-up transport, closes."""
@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard.core._native import wire
+from switchboard.core.acks import AckBatch as NativeAckBatch
 from switchboard.core.backlog import backlog_row
 from switchboard.core.model import MemberAction, MembershipEvent, Period, StoredMessage
 from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
+from tests.reference.acks_model import AckBatch as ModelAckBatch
 from tests.reference.session_model import Session as ModelSession
 from tests.support.sessions import Clock, Port, message
 
@@ -27,22 +29,24 @@ WELCOME = pb.ServerFrame(welcome=pb.Welcome(user_id="bob")).SerializeToString()
 class Twin:
     """One implementation's session with its own port and clock."""
 
-    def __init__(self, session_class, deliver, header_auth: bool) -> None:
+    def __init__(self, session_class, deliver, ack_batch, header_auth: bool) -> None:
         self.port = Port()
         self.clock = Clock()
         self.stats = SessionStats()
         self.deliver = deliver
-        self.session = session_class(self.port, CONFIG, self.stats, self.clock,
+        self.acks = ack_batch(lambda: self.port.calls.append(("acks_ready",)))
+        self.session = session_class(self.port, CONFIG, self.stats, self.clock, acks=self.acks,
                                      user="bob" if header_auth else "",
                                      device="laptop" if header_auth else "")
         self.session.connected(self.clock.t)
 
     def observe(self) -> tuple:
-        """What left the session since the last look: bytes and port calls (a sync's token is
-        each implementation's own object: only that there was one is compared)."""
+        """What left the session since the last look: bytes, port calls and acks (a sync's
+        token is each implementation's own object: only that there was one is compared)."""
         calls = [c if c[0] != "load_backlog" else ("load_backlog",) for c in self.port.calls]
         self.port.calls = [c for c in self.port.calls if c[0] == "load_backlog"]
-        return self.session.take_output(), calls, self.session.state, self.session.inflight
+        return (self.session.take_output(), calls, self.acks.take(), self.session.state,
+                self.session.inflight)
 
 
 def client_frame(draw) -> bytes:
@@ -78,8 +82,8 @@ def client_frame(draw) -> bytes:
 @given(data=st.data(), header_auth=st.booleans())
 def test_native_and_model_sessions_behave_alike(data, header_auth):
     draw = data.draw
-    native = Twin(NativeSession, wire.deliver_frames, header_auth)
-    model = Twin(ModelSession, wire_model.deliver_frames, header_auth)
+    native = Twin(NativeSession, wire.deliver_frames, NativeAckBatch, header_auth)
+    model = Twin(ModelSession, wire_model.deliver_frames, ModelAckBatch, header_auth)
     twins = (native, model)
     store: dict[str, list] = {chat: [] for chat in CHATS}
     periods: dict[str, list[Period]] = {chat: [Period(0, None)] for chat in CHATS}  # bob's

@@ -23,6 +23,11 @@ def msg(chat: str, client_msg_id: str, body: bytes = b"hi", user: str = "alice")
     return NewMessage(chat, user, "phone", client_msg_id, body, (), next(_server_ids), 1)
 
 
+def ack_delivery(writer: CoalescingWriter, user: str, device: str, chat: str, seq: int) -> None:
+    """One device's ack, as a loop turn's batch of one (core/acks.py)."""
+    writer.ack_deliveries({(user, device, chat): seq}, {(chat, user): seq})
+
+
 async def settled(futures, timeout: float = 5.0) -> list:
     """Results (or exceptions) of the futures, in order."""
     return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
@@ -219,7 +224,7 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     writer = make_writer(faulty)
     faulty.fail_chats(1, "b")
     writer.ack_cursor("bob", "phone", "a", 3)
-    writer.ack_delivery("bob", "phone", "b", 5)
+    ack_delivery(writer, "bob", "phone", "b", 5)
     outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6),
                               writer.submit(msg("b", "1"))])
     assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
@@ -303,7 +308,7 @@ async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(faulty
     writer = make_writer(faulty, ack_delay=60)  # beyond the test: only a message takes them
     await settled([writer.submit(msg("g", str(i))) for i in range(3)])
     commits = len(faulty.batches)
-    writer.ack_delivery("bob", "phone", "g", 1)
+    ack_delivery(writer, "bob", "phone", "g", 1)
     await settled([writer.submit(msg("g", "3"))])
     assert len(faulty.batches) == commits + 1  # no commit of the acks alone came first
     along = faulty.batches[-1]
@@ -333,7 +338,7 @@ async def test_a_message_takes_at_most_max_acks_along_and_the_rest_follow_at_onc
     await settled([writer.submit(msg("g", "0"))])
     commits = len(faulty.batches)
     for user in users:
-        writer.ack_delivery(user, "phone", "g", 1)
+        ack_delivery(writer, user, "phone", "g", 1)
     await settled([writer.submit(msg("g", "1"))])
     along = faulty.batches[commits]
     assert (len(along.messages), len(along.cursors), len(along.delivered)) == (1, 2, 2)
@@ -349,12 +354,12 @@ async def test_a_message_takes_at_most_max_acks_along_and_the_rest_follow_at_onc
         ("g", user) for user in users}
 
 
-async def test_ack_delivery_coalesces_to_the_max_and_is_durable(faulty, make_writer):
+async def test_ack_deliveries_coalesce_to_the_max_and_is_durable(faulty, make_writer):
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
     for seq in (3, 8, 5):
-        writer.ack_delivery("bob", "phone", "g", seq)
-    writer.ack_delivery("carol", "tablet", "g", 2)
+        ack_delivery(writer, "bob", "phone", "g", seq)
+    ack_delivery(writer, "carol", "tablet", "g", 2)
     faulty.release()
     await settled([first])
     await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
@@ -363,9 +368,9 @@ async def test_ack_delivery_coalesces_to_the_max_and_is_durable(faulty, make_wri
     assert await faulty.receipts("g") == {"bob": Receipt(8, 0), "carol": Receipt(2, 0)}
 
 
-async def test_ack_delivery_alone_schedules_a_flush(memory, make_writer):
+async def test_ack_deliveries_alone_schedule_a_flush(memory, make_writer):
     writer = make_writer(memory)
-    writer.ack_delivery("bob", "phone", "g", 2)
+    ack_delivery(writer, "bob", "phone", "g", 2)
 
     async def delivered_is_2() -> bool:
         return (await memory.receipts("g")).get("bob") == Receipt(2, 0)
@@ -390,13 +395,13 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
     writer = make_writer(faulty)
     await settled([writer.submit(msg("g", str(i))) for i in range(9)])
     faulty.fail_next_commits(1)
-    writer.ack_delivery("bob", "phone", "g", 5)
+    ack_delivery(writer, "bob", "phone", "g", 5)
     outcome = await settled([writer.mark_read("g", "bob", 6)])
     assert isinstance(outcome[0], StoreError)
     for _ in range(20):
         await asyncio.sleep(0)
     assert len(faulty.batches) == 2, "a failure alone must not trigger another commit"
-    writer.ack_delivery("bob", "phone", "g", 3)
+    ack_delivery(writer, "bob", "phone", "g", 3)
     await wait_for(lambda: len(faulty.batches) == 3 and not other_tasks())
     assert faulty.batches[2].cursors == {("bob", "phone", "g"): 5}
     assert faulty.batches[2].delivered == {("g", "bob"): 5}
@@ -442,7 +447,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     writer = make_writer(faulty, max_rows=8)
     first = await hold_first_flush(faulty, writer)
     sent = [writer.submit(msg("g", str(i))) for i in range(20)]
-    writer.ack_delivery("bob", "phone", "g", 20)
+    ack_delivery(writer, "bob", "phone", "g", 20)
     read = writer.mark_read("g", "bob", 19)
     closing = asyncio.ensure_future(writer.close())
     await asyncio.sleep(0)
@@ -459,14 +464,14 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     with pytest.raises(RuntimeError):
         writer.mark_read("g", "bob", 20)
     writer.ack_cursor("bob", "phone", "g", 21)
-    writer.ack_delivery("bob", "phone", "g", 21)
+    ack_delivery(writer, "bob", "phone", "g", 21)
     assert not other_tasks()
 
 
 async def test_close_flushes_updates_merged_back_from_a_failed_batch(faulty, make_writer):
     writer = make_writer(faulty)
     faulty.fail_next_commits(1)
-    writer.ack_delivery("bob", "phone", "g", 4)
+    ack_delivery(writer, "bob", "phone", "g", 4)
     await wait_for(lambda: writer.failures == 1 and not other_tasks())
     await asyncio.wait_for(writer.close(), 5)
     assert len(faulty.batches) == 2 and faulty.batches[1].delivered == {("g", "bob"): 4}

@@ -16,6 +16,8 @@ from libc.math cimport INFINITY
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
+from .acks cimport AckBatch
+
 from .wire cimport (KIND_ACK, KIND_SEND, Buf, Chunk, Scan, buf_append, buf_free, decode_ack,
                     decode_send, deliver_frames, put_error, put_send_ack, put_sync_complete,
                     put_ws_frame, scan_frame)
@@ -158,10 +160,11 @@ cdef class SyncRun:
 
 
 cdef class Session(WSListener):
-    """Session(port, config, stats, timers, user="", device=""): see core/session.py."""
+    """Session(port, config, stats, timers, acks=, user="", device=""): see core/session.py."""
     cdef readonly object port
     cdef readonly SessionConfig config
     cdef readonly SessionStats stats
+    cdef AckBatch acks                   # the gateway's: delivered acks, handed on per loop turn
     cdef object timers
     cdef readonly WSTransport transport
     cdef readonly int state
@@ -183,10 +186,11 @@ cdef class Session(WSListener):
     cdef Buf out
 
     def __init__(self, port, SessionConfig config not None, SessionStats stats not None, timers,
-                 *, str user not None="", str device not None=""):
+                 *, AckBatch acks not None, str user not None="", str device not None=""):
         self.port = port
         self.config = config
         self.stats = stats
+        self.acks = acks
         self.timers = timers
         self.state = AWAIT_AUTH
         self.user = user
@@ -460,7 +464,7 @@ cdef class Session(WSListener):
                     continue
                 # the device counts its own SendAcks as held (protocol 8.3) and acks them
                 if stream is None:
-                    self.port.cursor(chat_id, seq, True)
+                    self.acks.put(self.user, self.device, chat_id, seq)
                     continue
                 stream.head = seq
             if seq > stream.acked:
@@ -470,7 +474,7 @@ cdef class Session(WSListener):
                 else:
                     self.inflight -= seq - stream.acked
                 stream.acked = seq
-                self.port.cursor(chat_id, seq, True)
+                self.acks.put(self.user, self.device, chat_id, seq)
                 progressed = True
                 if stream.ranges is not None and _ended(stream):
                     del self.streams[chat_id]
@@ -525,7 +529,9 @@ cdef class Session(WSListener):
             if self._is_own(messages[i]):
                 own = True
                 break
-        if first <= stream.sent or own or events:
+        # a membership event that does not name this user (the set-up of a large group: every
+        # other member) goes out in the shared frames too; one naming it returned above
+        if first <= stream.sent or own:
             if not self._deliver(stream, [m for m in messages if m.seq > stream.sent]):
                 self._maybe_pump()
         else:
@@ -558,7 +564,7 @@ cdef class Session(WSListener):
         if not others and stream.acked == stream.sent:
             # only this device's own sends, nothing else outstanding: its SendAcks were its copy
             stream.sent = stream.acked = last_seq
-            self.port.cursor(last.chat_id, last_seq, False)
+            self.port.cursor(last.chat_id, last_seq)
             return True
         for i, chunk in enumerate(deliver_frames(others, self.config.max_frame_bytes)):
             if i and self.write_blocked():

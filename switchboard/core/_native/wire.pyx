@@ -673,3 +673,54 @@ cpdef list deliver_frames(list rows, Py_ssize_t max_frame_bytes):
     finally:
         PyMem_Free(parsed)
     return chunks
+
+
+cdef uint8_t TAG_RECEIPT_UPDATE = 0x62  # ServerFrame.receipt_update = 12
+
+
+cdef inline Py_ssize_t _member_size(Py_ssize_t user_n, uint64_t delivered,
+                                    uint64_t read) noexcept nogil:
+    return opt_bytes(user_n) + opt_varint(delivered) + opt_varint(read)
+
+
+def receipt_update(str chat_id not None, dict members not None, uint64_t delivered_all,
+                   uint64_t read_all):
+    """ServerFrame{receipt_update} (not framed: it is pushed through the router): the members'
+    receipts (user -> Receipt, sorted by user), as the protobuf library encodes them. A group
+    of 10,000 has every member's entry encoded once per message for its sender."""
+    cdef list users = sorted(members)
+    cdef Py_ssize_t n = len(users), i, chat_n, user_n, size, body
+    cdef const char* chat = utf8_of(chat_id, &chat_n)
+    cdef uint64_t* seqs = <uint64_t*>PyMem_Malloc((2 * n + 1) * sizeof(uint64_t))
+    if seqs == NULL:
+        raise MemoryError()
+    cdef Buf b = Buf(NULL, 0, 0)
+    cdef char* p
+    cdef const char* user
+    try:
+        body = opt_bytes(chat_n) + opt_varint(delivered_all) + opt_varint(read_all)
+        for i in range(n):
+            receipt = members[users[i]]
+            seqs[2 * i] = receipt.delivered_seq
+            seqs[2 * i + 1] = receipt.read_seq
+            utf8_of(users[i], &user_n)
+            body += len_field(_member_size(user_n, seqs[2 * i], seqs[2 * i + 1]))
+        size = len_field(body)
+        buf_reserve(&b, size)
+        p = b.data
+        p[0] = <char>TAG_RECEIPT_UPDATE
+        p = put_varint(p + 1, <uint64_t>body)
+        p = put_opt_bytes(p, 0x0A, chat, chat_n)
+        for i in range(n):
+            user = utf8_of(users[i], &user_n)
+            p[0] = <char>0x12
+            p = put_varint(p + 1, <uint64_t>_member_size(user_n, seqs[2 * i], seqs[2 * i + 1]))
+            p = put_opt_bytes(p, 0x0A, user, user_n)
+            p = put_opt_varint(p, 0x10, seqs[2 * i])
+            p = put_opt_varint(p, 0x18, seqs[2 * i + 1])
+        p = put_opt_varint(p, 0x18, delivered_all)
+        p = put_opt_varint(p, 0x20, read_all)
+        b.size = p - b.data
+        return _taken(&b)
+    finally:
+        PyMem_Free(seqs)

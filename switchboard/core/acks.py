@@ -1,0 +1,20 @@
+"""Devices' acks gathered per loop turn (native: core/_native/acks.pyx; twin:
+tests/reference/acks_model.py).
+
+Every member of a large group acks every message. A session puts each ack into the gateway's
+`AckBatch` with a C call; once per loop turn the batch is taken whole: the writer merges its
+cursors and delivered watermarks, the receipts its per-chat changes, each with `raise_all`
+(highest seq per key), so no Python runs per ack on the way to either.
+"""
+from __future__ import annotations
+
+from switchboard.core._native import native
+
+_acks = native("acks")
+AckBatch = _acks.AckBatch
+"""AckBatch(on_ready): `take()` -> (cursors {(user, device, chat): seq}, delivered {(chat,
+user): seq}, by_chat {chat: {user: seq}}); `on_ready()` when the first ack after a take came."""
+raise_all = _acks.raise_all
+"""raise_all(into, source): merge watermark dicts into `into`, keeping the higher seq per key."""
+
+__all__ = ["AckBatch", "raise_all"]
