@@ -5,7 +5,6 @@ commits them. On a memory-backed file, so what is measured is the commit's CPU (
 the hand-off), not the disk's fsync."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import tempfile
 from pathlib import Path
