@@ -331,7 +331,7 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
     async def sync_reads(self, devices: Sequence[tuple[str, str]]) -> list[SyncReads]:
         """The reads of each (user, device)'s sync snapshot, in order: its user's periods,
         its cursors, the heads of those chats. A reconnect storm asks for many at once (every
-        handshake of one loop turn, core/backlog.py BacklogReader); this default makes each
+        handshake of one loop turn, core/backlog.py backlog_reader); this default makes each
         device's narrow reads concurrently, a store that can answer the whole batch in one
         call overrides it (SQLite: one call on a reader thread)."""
         return list(await asyncio.gather(*(self._sync_reads(u, d) for u, d in devices)))
@@ -354,6 +354,6 @@ class SyncReads(NamedTuple):
     heads: dict[str, int]              # the head of each chat in `periods`
 
 
-__all__ = ["Store", "StoreError", "SyncReads", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory", "ChatKind", "Role",
-           "Visibility", "DeviceStatus"]
+__all__ = ["Store", "StoreError", "SyncReads", "MessageLog", "ChatDirectory", "Watermarks",
+           "DeviceDirectory", "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory",
+           "ChatKind", "Role", "Visibility", "DeviceStatus"]

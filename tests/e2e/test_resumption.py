@@ -169,3 +169,22 @@ async def test_a_store_failure_during_the_snapshot_read_closes_1011(make_server)
     finally:
         store._readers = readers
     (await authed(server, "alice")).close()
+
+
+async def test_welcome_carries_the_device_and_the_live_limits(server):
+    """The Welcome is encoded from bytes shared by every connection plus the device's own
+    fields: ids of the longest allowed length (a body over 127 bytes: a two-byte length)."""
+    user, device = "u" * 128, "d" * 128
+    before = int(time.time() * 1000)
+    client = await RawClient.connect(server.url, server.token(user, device))
+    welcome = (await client.recv("welcome")).welcome
+    config = server.gateway.config
+    assert (welcome.user_id, welcome.device_id) == (user, device)
+    assert before <= welcome.server_time_ms <= int(time.time() * 1000)
+    assert welcome.heartbeat_interval_ms == int(config.timers.heartbeat_interval * 1000)
+    assert welcome.idle_timeout_ms == int(config.timers.idle_timeout * 1000)
+    assert (welcome.max_frame_bytes, welcome.max_body_bytes, welcome.delivery_window) == (
+        config.limits.max_frame_bytes, config.limits.max_body_bytes,
+        config.limits.delivery_window)
+    await client.recv("sync_complete")
+    client.close()
