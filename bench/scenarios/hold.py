@@ -36,14 +36,14 @@ SETTLE = 1.0
 async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
                   concurrency: int) -> dict:
     devices = [endpoint.device(user, user, body_size) for user in users]
-    start = time.monotonic_ns()
+    start, cpu = time.monotonic_ns(), time.process_time()
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
-    elapsed = time.monotonic_ns() - start
+    elapsed, cpu = time.monotonic_ns() - start, time.process_time() - cpu
     for device in devices:
         if device.connected:
             worker.devices[device.user] = device
     return {"opened": opened, "errors": errors, "start_ns": start, "elapsed_ns": elapsed,
-            "latency_hdr": hist.encode(latency)}
+            "cpu_s": cpu, "latency_hdr": hist.encode(latency)}
 
 
 async def close(worker: Worker) -> int:
@@ -56,10 +56,11 @@ async def close(worker: Worker) -> int:
 async def reopen(worker: Worker, endpoint, concurrency: int) -> dict:
     """Open the closed devices again, with the tokens they had: known devices reconnecting."""
     devices = list(worker.devices.values())
-    start = time.monotonic_ns()
+    start, cpu = time.monotonic_ns(), time.process_time()
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
     return {"opened": opened, "errors": errors, "start_ns": start,
-            "elapsed_ns": time.monotonic_ns() - start, "latency_hdr": hist.encode(latency)}
+            "elapsed_ns": time.monotonic_ns() - start, "cpu_s": time.process_time() - cpu,
+            "latency_hdr": hist.encode(latency)}
 
 
 async def check(worker: Worker) -> dict:
@@ -144,6 +145,7 @@ async def _hold(ctx, target, n: int) -> dict:
         "drops": sum(h["drops"] for h in held),
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
+        "generator_cpu_us_per_handshake": sum(p["cpu_s"] for p in parts) * 1e6 / max(opened, 1),
         "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts)),
         "known": known,
         "server": server, "kernel": kernel,
@@ -158,6 +160,7 @@ def _phase(parts: list[dict]) -> dict:
                min(p["start_ns"] for p in parts)) / 1e9
     return {"opened": opened, "errors": sorted({e for p in parts for e in p["errors"]}),
             "seconds": elapsed, "rate": opened / elapsed if elapsed else None,
+            "generator_cpu_us_per_handshake": sum(p["cpu_s"] for p in parts) * 1e6 / max(opened, 1),
             "handshake": hist.summary(hist.merge(p["latency_hdr"] for p in parts))}
 
 
@@ -187,6 +190,13 @@ def summary(doc: dict) -> list[str]:
     lines = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
+            server, known = res["server"] or {}, res["known"] or {}
+            lines.append(
+                f"{res['target']}: CPU per handshake, server / generator: new "
+                f"{_cpu_ms(server.get('connect_cpu_us_per_handshake'))} / "
+                f"{_cpu_ms(res['generator_cpu_us_per_handshake'])}, known "
+                f"{_cpu_ms(known.get('server_cpu_us_per_handshake'))} / "
+                f"{_cpu_ms(known.get('generator_cpu_us_per_handshake'))}")
             if res["kernel"]["listen_overflows"]:
                 lines.append(f"{res['target']}: {res['kernel']['listen_overflows']} accept-queue "
                              "overflows while connecting (clients retried the SYN)")
@@ -195,6 +205,10 @@ def summary(doc: dict) -> list[str]:
             if (res["known"] or {}).get("errors"):
                 lines.append(f"{res['target']}: reconnect errors: {res['known']['errors']}")
     return lines
+
+
+def _cpu_ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f} ms"
 
 
 def plots(doc: dict, run_dir) -> list:

@@ -151,6 +151,7 @@ async def storm(worker: Worker, endpoint, receivers: list[tuple[str, int]], t0_n
                 body_size: int, concurrency: int) -> dict:
     """Reconnect every (user, messages wanted) with the SDK's backoff and full jitter."""
     synced = hist.new()
+    cpu = time.process_time()
     gate = asyncio.Semaphore(concurrency)
     failures: list[str] = []
     opens: list[int] = []
@@ -191,6 +192,7 @@ async def storm(worker: Worker, endpoint, receivers: list[tuple[str, int]], t0_n
         worker.devices[rx.device.user] = rx.device
     return {"synced": sum(1 for f in finished if f), "last_ns": max(finished, default=0),
             "opened": len(opens), "last_open_ns": max(opens, default=0),
+            "cpu_s": time.process_time() - cpu,
             "attempts": sum(rx.attempts for rx in rxs),
             "errors": sorted(set(failures))[:5], "failed_attempts": len(failures),
             "synced_hdr": hist.encode(synced),
@@ -250,11 +252,14 @@ async def _storm(ctx, target, n: int) -> dict:
     fill_seconds = time.monotonic() - fill_start
     wanted = [(user, k if i < messaged else 0) for i, user in enumerate(receivers)]
     t0 = time.monotonic_ns()
+    storm_cpu = target.cpu() if pids else None
     with Progress(n, f"storm {n}: reconnect + sync", "dev") as bar:
         parts = await pool.run_on(rx_workers, "bench.scenarios.storm:storm", [
             dict(endpoint=target.endpoint, receivers=shard, t0_ns=t0, body_size=args.body,
                  concurrency=args.connect_concurrency)
             for shard in ctx.shard(wanted, len(rx_workers))], bar)
+    if storm_cpu is not None:
+        storm_cpu = target.cpu() - storm_cpu
     if sampler is not None:
         sampler.cancel()
     after = target.sample()
@@ -284,6 +289,10 @@ async def _storm(ctx, target, n: int) -> dict:
         "seconds_since_drop": (max(p["last_ns"] for p in parts) - killed_ns) / 1e9 if synced else None,
         "reconnected": reopened, "seconds_to_all_reconnected": open_s,
         "handshakes_per_second": reopened / open_s if open_s else None,
+        # CPU of the whole reconnect + sync phase (handshakes, sync, deliveries, acks) per
+        # returning device: the server's processes, and the generator's receiving ones
+        "server_cpu_us_per_device": storm_cpu * 1e6 / max(reopened, 1) if storm_cpu else None,
+        "generator_cpu_us_per_device": sum(p["cpu_s"] for p in parts) * 1e6 / max(reopened, 1),
         "attempts": sum(p["attempts"] for p in parts),
         "failed_attempts": sum(p["failed_attempts"] for p in parts),
         "messages_per_second": delivered / total_s if total_s else None,
@@ -327,8 +336,16 @@ def _mib(value: int | None) -> str:
 
 
 def summary(doc: dict) -> list[str]:
-    return [f"storm {r['devices']}: errors: {r['errors']}"
-            for run_ in doc["runs"] for r in run_["targets"] if r["errors"]]
+    lines = []
+    for run_ in doc["runs"]:
+        for r in run_["targets"]:
+            server, gen = r.get("server_cpu_us_per_device"), r["generator_cpu_us_per_device"]
+            lines.append(f"storm {r['devices']}: CPU per returning device (handshake + sync), "
+                         f"server {'-' if server is None else f'{server / 1000:.2f} ms'}, "
+                         f"generator {gen / 1000:.2f} ms")
+            if r["errors"]:
+                lines.append(f"storm {r['devices']}: errors: {r['errors']}")
+    return lines
 
 
 def plots(doc: dict, run_dir) -> list:

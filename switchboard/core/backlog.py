@@ -1,21 +1,41 @@
 """A device's sync snapshot, built from narrow reads a partitioned store answers one partition
 each: the user's membership periods (one read by user), the device's cursors (one read by
 device) and the heads of those chats (one read per chat, concurrently).
+
+Every connect reads one, so in a reconnect storm the snapshots of many devices are wanted in
+the same loop turn: `backlog_reader` gathers them and asks the store once per turn
+(`Store.sync_reads`, core/batched.py).
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
+from .batched import BatchedReads
 from .model import Backlog, Period
-from .store import Store
+from .store import Store, SyncReads
+from .tasks import TaskGroup
+
+#: Devices whose snapshots one store call reads at most (a storm's turn may hold thousands).
+MAX_BATCH = 128
 
 
 async def read_backlog(store: Store, user_id: str, device_id: str) -> list[Backlog]:
     """Chats of the user, by chat id, with something visible above the device's cursor."""
-    periods, cursors = await asyncio.gather(store.user_periods(user_id),
-                                            store.cursors(user_id, device_id))
-    heads = await store.heads(periods)
+    [reads] = await store.sync_reads([(user_id, device_id)])
+    return backlog_of(reads)
+
+
+def backlog_reader(store: Store, tasks: TaskGroup) -> BatchedReads[tuple[str, str], list[Backlog]]:
+    """`read((user, device))` -> that device's backlog; a loop turn's reads are one
+    `Store.sync_reads` call."""
+    async def fetch(devices: list[tuple[str, str]]) -> list[list[Backlog]]:
+        return [backlog_of(reads) for reads in await store.sync_reads(devices)]
+    return BatchedReads(fetch, tasks, MAX_BATCH)
+
+
+def backlog_of(reads: SyncReads) -> list[Backlog]:
+    """The backlog rows of one device's snapshot reads."""
+    periods, cursors, heads = reads
     rows = []
     for chat_id in sorted(periods):
         row = backlog_row(chat_id, periods[chat_id], cursors.get(chat_id, 0),

@@ -2,7 +2,8 @@
 
 A known device's reconnect must not cost a store write: that is what a reconnect storm is made
 of. So admission first reads (a device listed as not revoked is admitted with no write; only a
-new or revoked one goes to the conditional write), and when a device was last seen is not
+new or revoked one goes to the conditional write; the reads of one loop turn's admissions are
+one store call, core/batched.py), and when a device was last seen is not
 written at each disconnect but kept here and written in batches every `seen_flush` seconds
 (one transaction for all of them), and on close.
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .batched import BatchedReads
 from .ids import now_ms
 from .lru import LRU
 from .model import DeviceRow, DeviceStatus
 from .store import Store, StoreError
-from .tasks import watch
+from .tasks import TaskGroup, watch
 
 log = logging.getLogger(__name__)
 
 #: Seconds between batched writes of last-seen times.
 SEEN_FLUSH = 5.0
+#: Users whose device lists one store read returns at most (admissions of one loop turn).
+MAX_LISTED = 128
 
 
 class Devices:
@@ -32,6 +36,8 @@ class Devices:
         self._unseen: dict[tuple[str, str], int] = {}
         self._seen_flush = seen_flush
         self._flusher: asyncio.Task | None = None
+        self._reads = TaskGroup()
+        self._listed = BatchedReads(store.list_devices_of, self._reads, MAX_LISTED)
         self.admitted_by_read = 0   # admissions that found the device and wrote nothing
         self.seen_writes = 0        # batches of last-seen times written
 
@@ -42,7 +48,7 @@ class Devices:
     async def admit(self, user_id: str, device_id: str) -> DeviceStatus:
         """A device the store lists (not revoked) is admitted by that read alone; a new one,
         or one not listed, takes the conditional write (limit, revocation)."""
-        listed = await self._store.list_devices(user_id)
+        listed = await self._listed.read(user_id)
         if any(row.device_id == device_id for row in listed):
             self.admitted_by_read += 1
             status = DeviceStatus.OK
@@ -76,6 +82,7 @@ class Devices:
 
     async def close(self) -> None:
         """Stop the batches and write what is left (the store is still open)."""
+        await self._reads.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)

@@ -63,7 +63,8 @@ All methods are coroutines and never block the event loop.
 from __future__ import annotations
 
 import abc
-from typing import Collection, Sequence
+import asyncio
+from typing import Collection, NamedTuple, Sequence
 
 from .model import (Batch, Chat, ChatKind, CommitOutcome, DeviceRow, DeviceStatus, MediaRecord,
                     Membership, Period, PushToken, QueuedPush, Receipt, Role, StoredMessage,
@@ -327,7 +328,32 @@ class Store(MessageLog, ChatDirectory, Watermarks, DeviceDirectory, SettingsStor
     async def commit(self, batch: Batch) -> CommitOutcome:
         """Write one batch: messages atomic per chat, watermarks as max-upserts (see above)."""
 
+    async def sync_reads(self, devices: Sequence[tuple[str, str]]) -> list[SyncReads]:
+        """The reads of each (user, device)'s sync snapshot, in order: its user's periods,
+        its cursors, the heads of those chats. A reconnect storm asks for many at once (every
+        handshake of one loop turn, core/backlog.py backlog_reader); this default makes each
+        device's narrow reads concurrently, a store that can answer the whole batch in one
+        call overrides it (SQLite: one call on a reader thread)."""
+        return list(await asyncio.gather(*(self._sync_reads(u, d) for u, d in devices)))
 
-__all__ = ["Store", "StoreError", "MessageLog", "ChatDirectory", "Watermarks", "DeviceDirectory",
-           "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory", "ChatKind", "Role",
-           "Visibility", "DeviceStatus"]
+    async def list_devices_of(self, user_ids: Sequence[str]) -> list[list[DeviceRow]]:
+        """`list_devices` of each user, in order: what the admissions of a loop turn's
+        handshakes read (core/devices.py). Overridden like `sync_reads`."""
+        return list(await asyncio.gather(*(self.list_devices(u) for u in user_ids)))
+
+    async def _sync_reads(self, user_id: str, device_id: str) -> SyncReads:
+        periods, cursors = await asyncio.gather(self.user_periods(user_id),
+                                                self.cursors(user_id, device_id))
+        return SyncReads(periods, cursors, await self.heads(periods))
+
+
+class SyncReads(NamedTuple):
+    """What a device's sync snapshot is made of (core/backlog.py combines them)."""
+    periods: dict[str, list[Period]]   # the user's membership periods, by chat
+    cursors: dict[str, int]            # the device's acked seq, by chat
+    heads: dict[str, int]              # the head of each chat in `periods`
+
+
+__all__ = ["Store", "StoreError", "SyncReads", "MessageLog", "ChatDirectory", "Watermarks",
+           "DeviceDirectory", "SettingsStore", "BlockList", "PushDirectory", "MediaDirectory",
+           "ChatKind", "Role", "Visibility", "DeviceStatus"]

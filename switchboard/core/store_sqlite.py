@@ -52,7 +52,7 @@ from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRo
                     MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
                     PushPlatform, PushToken, QueuedPush, Receipt, Role, StoredMessage,
                     UserSettings, Visibility)
-from .store import Store, StoreError
+from .store import Store, StoreError, SyncReads
 
 BatchCommitter = native("sqlitebatch").BatchCommitter
 
@@ -660,6 +660,21 @@ class SQLiteStore(Store):
     async def cursors(self, user_id: str, device_id: str) -> dict[str, int]:
         return await self._read(self._pairs, SQL_CURSORS, (user_id, device_id))
 
+    async def sync_reads(self, devices: Sequence[tuple[str, str]]) -> list[SyncReads]:
+        """Every device's three reads in one call on a reader thread: one hand-off for a
+        whole loop turn of handshakes instead of three per device."""
+        return await self._read(self._sync_reads_of, devices)
+
+    def _sync_reads_of(self, devices: Sequence[tuple[str, str]]) -> list[SyncReads]:
+        execute = self._local.conn.execute
+        out = []
+        for user_id, device_id in devices:
+            periods = _periods(execute(SQL_USER_PERIODS, (user_id,)))
+            cursors = dict(execute(SQL_CURSORS, (user_id, device_id)))
+            heads = dict(execute(SQL_HEADS, (orjson.dumps(list(periods)),))) if periods else {}
+            out.append(SyncReads(periods, cursors, heads))
+        return out
+
     async def read_seq(self, chat_id: str, user_id: str) -> int:
         return await self._read(self._read_seq, chat_id, user_id)
 
@@ -757,6 +772,13 @@ class SQLiteStore(Store):
     def _list_devices(self, user_id: str) -> list[DeviceRow]:
         return [DeviceRow(device_id, first, last) for device_id, first, last
                 in self._local.conn.execute(SQL_LIST_DEVICES, (user_id,))]
+
+    async def list_devices_of(self, user_ids: Sequence[str]) -> list[list[DeviceRow]]:
+        """One reader-thread call for the whole batch (a storm's admissions of one turn)."""
+        return await self._read(self._list_devices_of, user_ids)
+
+    def _list_devices_of(self, user_ids: Sequence[str]) -> list[list[DeviceRow]]:
+        return [self._list_devices(user_id) for user_id in user_ids]
 
     async def revoke_device(self, user_id: str, device_id: str) -> bool:
         return await self._write(self._revoke_device, user_id, device_id)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from picows import WSCloseCode, WSTransport
 
 from switchboard.core.auth import KeyPending, Principal, TokenError
-from switchboard.core.backlog import read_backlog
 from switchboard.core.chats import is_direct
 from switchboard.core.errors import DRAIN_RETRY_AFTER_MS, DomainError
 from switchboard.core.ids import now_ms
@@ -163,6 +162,11 @@ class Connection:
         self._wake_answers()
 
     def wants_flush(self) -> None:
+        sync = self.session.sync
+        if sync is not None and sync.loading and not sync.request_id:
+            # the Welcome waits for the automatic sync's snapshot (load_backlog): a device
+            # with nothing to catch up gets Welcome and SyncComplete in one write
+            return
         self.gw.flusher.add(self.session)
 
     def buffered(self) -> int:
@@ -343,16 +347,20 @@ class Connection:
             session.pump_stopped()
 
     def load_backlog(self, sync: object) -> None:
-        self.gw.tasks.spawn(self._load_backlog(sync))
+        self.gw.backlogs.read((self.user, self.device)).add_done_callback(
+            lambda read: self._backlog_read(read, sync))
 
-    async def _load_backlog(self, sync: object) -> None:
-        try:
-            backlog = await read_backlog(self.gw.services.store, self.user, self.device)
-        except StoreError:
-            if self.state == State.OPEN:
-                self.session.close(Close.INTERNAL_ERROR, "store unavailable, reconnect later")
+    def _backlog_read(self, read: asyncio.Future, sync: object) -> None:
+        session = self.session
+        if read.cancelled():
             return
-        self.session.backlog_loaded(sync, backlog)
+        if read.exception() is not None:
+            if self.state == State.OPEN:
+                session.close(Close.INTERNAL_ERROR, "store unavailable, reconnect later")
+            return
+        session.backlog_loaded(sync, read.result())
+        if session.pending_output:  # held since the Welcome (wants_flush): one write for all
+            self.gw.flusher.add(session)
 
     def load_cursors(self) -> None:
         self.gw.tasks.spawn(self._load_cursors())
@@ -361,7 +369,7 @@ class Connection:
         session = self.session
         try:
             while session.cursor_read_begin():
-                backlog = await read_backlog(self.gw.services.store, self.user, self.device)
+                backlog = await self.gw.backlogs.read((self.user, self.device))
                 if not session.cursors_loaded(backlog):
                     break
         except StoreError:

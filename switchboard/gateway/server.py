@@ -22,6 +22,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from switchboard.config import Config, ConfigError
 from switchboard.core.acks import AckBatch
 from switchboard.core.auth import KeyPending, TokenAuthority, TokenError
+from switchboard.core.backlog import backlog_reader
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.devices import Devices
@@ -103,6 +104,7 @@ class Gateway:
         self.limits = limits
         self.tasks = tasks
         self.requests = Requests(self)
+        self.backlogs = backlog_reader(services.store, tasks)
         self._usage_totals: dict[tuple[str, str], int] = {}
         self._usage_task: asyncio.Task | None = None
         self.stats = Stats()
@@ -136,7 +138,7 @@ class Gateway:
             idle_timeout_ms=int(config.timers.idle_timeout * 1000),
             max_frame_bytes=config.limits.max_frame_bytes,
             max_body_bytes=config.limits.max_body_bytes,
-            delivery_window=config.limits.delivery_window)
+            delivery_window=config.limits.delivery_window).SerializeToString()
 
     def _acks_ready(self) -> None:
         asyncio.get_running_loop().call_soon(self._hand_off_acks)
@@ -330,12 +332,25 @@ class Gateway:
                     self.limits.charge(key, total - seen - usage.get(key, 0), now)
 
     def welcome(self, user: str, device: str) -> bytes:
-        welcome = pb.Welcome()
-        welcome.CopyFrom(self._welcome)
-        welcome.user_id = user
-        welcome.device_id = device
-        welcome.server_time_ms = now_ms()
-        return pb.ServerFrame(welcome=welcome).SerializeToString()
+        """The encoded ServerFrame with this device's Welcome: the fields every Welcome shares
+        are encoded once, the device's own appended (a message's encodings concatenated are
+        the message with the fields of both), then framed as ServerFrame.welcome."""
+        body = self._welcome + pb.Welcome(user_id=user, device_id=device,
+                                          server_time_ms=now_ms()).SerializeToString()
+        return _WELCOME_TAG + _varint(len(body)) + body
+
+
+_WELCOME_TAG = pb.ServerFrame(welcome=pb.Welcome()).SerializeToString()[:-1]
+"""The key of ServerFrame.welcome (an empty Welcome encodes as that key and a zero length)."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _refuse(status: int, body: bytes, retry_after: int | None = None):

@@ -34,11 +34,12 @@ class Broadcasts:
     def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
         """The device connected here at opened_ms: its older connections on `nodes` close
         (4010)."""
-        frame = _kick(user, device, Close.REPLACED, "replaced by a newer connection", opened_ms)
+        payload = _kick(user, device, Close.REPLACED, "replaced by a newer connection",
+                        opened_ms).SerializeToString()  # once: a static cluster names every peer
         for node_id in nodes:
             link = self._mesh.link(node_id)
             if link is not None:
-                link.send(frame)
+                link.send_encoded(payload)
 
     def on_kick(self, link: Link, kick: mesh.Kick) -> None:
         self._node.kick(kick.user_id, kick.device_id, kick.close_code, kick.reason,

@@ -252,9 +252,13 @@ cdef class Session(WSListener):
         if self.state != ADMITTING:
             return
         self.state = OPEN
+        # the automatic sync exists before the Welcome is written, so the port may hold the
+        # Welcome until the snapshot is read (the gateway: one write with what it brings);
+        # a new session has no streams, so there is nothing to rewind or floor
+        self.sync = SyncRun(0)
         self.send_frame(welcome)
         self._arm(self.last_rx + self.config.heartbeat_interval)
-        self._start_sync(0)
+        self.port.load_backlog(self.sync)
         early, self.early = self.early, None
         for kind, rid, fields, problem in early or ():
             if self.state != OPEN:
