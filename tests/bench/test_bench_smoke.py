@@ -8,7 +8,9 @@ workers) and each test waits for its own, so the file takes about as long as the
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,17 +46,23 @@ def runs(tmp_path_factory):
     started = {"deadline": time.monotonic() + DEADLINE}
     for scenario, options in RUNS.items():
         out = tmp_path_factory.mktemp(f"bench-{scenario}")
+        # A session of its own, so that teardown can stop the bench with everything it
+        # started (server, workers, generators, peers) even when its test was deselected or
+        # failed before waiting for it: killing the bench alone orphaned them.
         proc = subprocess.Popen([sys.executable, "-m", "bench", scenario.split("-")[0],
                                  "--workers", "2",
                                  "--out", str(out), *options], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         started[scenario] = (proc, out)
     yield started
     for scenario in RUNS:
         proc, _ = started[scenario]
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the bench and everything it started are gone already
+        proc.wait()
 
 
 def result(runs, scenario: str) -> tuple[dict, Path, str]:
