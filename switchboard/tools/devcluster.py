@@ -328,28 +328,36 @@ class RedisCluster:
 
 
 def free_port(bus: bool = False) -> int:
-    """A loopback port nobody listens on now; with `bus`, port + 10000 is free as well (Redis
-    Cluster's bus port). Another process may still take it before we bind: callers retry."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
-        if not bus:
-            return port
-        if port + _BUS_PORT_OFFSET <= 65535 and _bindable(port + _BUS_PORT_OFFSET):
-            return port
-    raise DevClusterError("found no free port pair for a Redis Cluster node")
+    """A loopback port nobody listens on now, below the kernel's ephemeral range (see
+    free_run); with `bus`, port + 10000 is free and below that range as well (Redis Cluster's
+    bus port). Another process may still take it before we bind: callers retry."""
+    return free_run(1, above=_BUS_PORT_OFFSET if bus else 0)
 
 
-def free_run(count: int) -> int:
+_handed_out: set[int] = set()
+"""Ports free_run gave this process: two calls before either port is bound (three nodes'
+mesh ports, say) must not get the same one."""
+
+
+def free_run(count: int, above: int = 0) -> int:
     """The first of `count` consecutive loopback ports nobody listens on now, picked at random
-    below the kernel's ephemeral range, so no outgoing connection takes one before it is bound
-    (another process binding it on purpose still may: callers retry)."""
+    below the kernel's ephemeral range. An ephemeral port can be taken as the source port of
+    any outgoing connection before its server binds it, even by a dial to that very port (a
+    TCP self-connect), which then holds it. With `above`, each port + `above` is free and
+    below that range too. Another process binding it on purpose still may: callers retry."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         ephemeral_low = int(f.read().split()[0])
-    for _ in range(200):
-        first = random.randrange(10000, ephemeral_low - count)
-        if all(_bindable(port) for port in range(first, first + count)):
+    top = ephemeral_low - count - above
+    if top <= 10000:
+        raise DevClusterError(f"no room for {count} ports below the ephemeral range, which "
+                              f"starts at {ephemeral_low}")
+    for _ in range(500):
+        first = random.randrange(10000, top)
+        run = range(first, first + count)
+        if (not _handed_out.intersection(run)
+                and all(_bindable(port) and (not above or _bindable(port + above))
+                        for port in run)):
+            _handed_out.update(run)
             return first
     raise DevClusterError(f"no {count} consecutive free ports below {ephemeral_low}")
 
