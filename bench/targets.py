@@ -16,14 +16,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from switchboard.tools.devcluster import free_run
+from switchboard.tools.devcluster import free_port, free_run
 
 from . import procfs
 from .gen import Endpoint
@@ -184,7 +183,7 @@ class SpawnedSwitchboard(Target):
             runner += ["-m", "cProfile", "-o", str(self.cprofile)]
         # workers share one fixed port (SO_REUSEPORT); their mesh ports are a free run below
         # the ephemeral range, where the generator's own sockets never land
-        port = _free_port() if self.workers > 1 else 0
+        port = free_port() if self.workers > 1 else 0
         if self.workers > 1:
             env["SWITCHBOARD_CLUSTER_MESH_PORT"] = str(free_run(self.workers))
         argv = runner + ["-m", "switchboard.cli", "serve", "--port", str(port),
@@ -383,7 +382,7 @@ class WsRedisRelay(Target):
         return None
 
     async def start(self) -> "WsRedisRelay":
-        port = _free_port()
+        port = free_port()
         label = self.name.replace(" ", "-")  # each count its own logs when several run
         self._redis = Child(f"{label}-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no"], self.log_dir)
@@ -417,9 +416,4 @@ def peers(log_dir: Path, ws_redis_workers: list[int]) -> tuple[list[Target], lis
         notes.append(why)
     return found, notes
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 

@@ -5,10 +5,10 @@ meanwhile. Against a real server process, measuring its RSS."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 from switchboard.proto.v1 import client_pb2 as pb
+from switchboard.tools.devcluster import free_port
 from tests.support.raw import RawClient
 from tests.support.rawflow import direct, receive_and_ack, request
 from tests.support.server import ServerProcess
@@ -22,12 +22,6 @@ MB = 1024 * 1024
 # its 4 answer tasks (about 2 MiB each) and the allocator's slack; answering all 60 requests
 # unbounded would take 60 x 12.6 MB.
 PEAK_BOUND = 64 * MB
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def slow_consumers(metrics_port: int) -> int:
