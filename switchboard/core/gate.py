@@ -6,23 +6,18 @@ them all on in that order, `take` one at a time, so a device's pipelined sends r
 in the order it sent them. An idle chat costs nothing: only held chats have an entry."""
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Callable
-from functools import partial
 
 from .errors import RETRY_AFTER_MS, Code, DomainError
-from .futures import settle
-from .model import CommitResult, SendRequest
-
-Submit = Callable[[SendRequest], "asyncio.Future[CommitResult]"]
+from .futures import Done, Submit
+from .model import SendRequest
 
 
 class ChatGate:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: dict[str, deque[tuple[asyncio.Future[CommitResult], SendRequest]]] = {}
+        self._held: dict[str, deque[tuple[Done, SendRequest]]] = {}
 
     def __contains__(self, chat_id: str) -> bool:
         return chat_id in self._held
@@ -31,36 +26,29 @@ class ChatGate:
         """Chats held."""
         return len(self._held)
 
-    def hold(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        """Queue `send` behind its chat's held sends (holding the chat from now on); the
-        future gets the outcome of the send once released."""
-        future = asyncio.get_running_loop().create_future()
+    def hold(self, send: SendRequest, done: Done) -> None:
+        """Queue `send` behind its chat's held sends (holding the chat from now on); `done`
+        gets its outcome once it is released and settled."""
         held = self._held.get(send.chat_id)
         if held is None:
-            self._held[send.chat_id] = deque([(future, send)])
+            self._held[send.chat_id] = deque([(done, send)])
         else:
-            held.append((future, send))
-        return future
+            held.append((done, send))
 
     def release(self, chat_id: str, submit: Submit) -> None:
         """Hand the chat's sends to `submit` in arrival order; what it refuses fails that send
         alone (DomainError as raised, anything else as UNAVAILABLE: retry)."""
-        for future, send in self._held.pop(chat_id, ()):
-            if future.done():
-                continue
+        for done, send in self._held.pop(chat_id, ()):
             try:
-                inner = submit(send)
+                submit(send, done)
             except DomainError as exc:
-                future.set_exception(exc)
-                continue
+                done(None, exc)
             except Exception as exc:  # the writer closed meanwhile (drain)
-                future.set_exception(DomainError(Code.UNAVAILABLE, str(exc), RETRY_AFTER_MS))
-                continue
-            inner.add_done_callback(partial(settle, future))
+                done(None, DomainError(Code.UNAVAILABLE, str(exc), RETRY_AFTER_MS))
 
-    def take(self, chat_id: str) -> tuple[asyncio.Future[CommitResult], SendRequest] | None:
-        """The chat's oldest held send and its future, out of the gate (the chat is no longer
-        held once its last is taken); None when none is held."""
+    def take(self, chat_id: str) -> tuple[Done, SendRequest] | None:
+        """The chat's oldest held send and its completion, out of the gate (the chat is no
+        longer held once its last is taken); None when none is held."""
         held = self._held.get(chat_id)
         if held is None:
             return None

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Mapping
-from functools import partial
 from typing import Awaitable, Callable
 
 from .blocks import Blocks
 from .chats import ChatService, is_direct, membership_message
 from .errors import DRAIN_RETRY_AFTER_MS, RETRY_AFTER_MS, Code, DomainError
-from .futures import settle
+from .futures import Done
 from .gate import ChatGate
 from .ids import ServerIds, now_ms, valid_id
 from .model import CommitResult, Membership, NewMessage, Period, SendRequest, StoredMessage
@@ -89,15 +88,15 @@ class MessageService:
         await self._tasks.wait()
 
     # ------------------------------------------------------------------ send
-    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        """Validate and queue a send, or a membership event (`send.event`): the future resolves
-        once the row is durable.
+    def submit_send(self, send: SendRequest, done: Done) -> None:
+        """Validate and queue a send, or a membership event (`send.event`): `done` is called
+        once the row is durable (core/futures.py).
 
         Raises DomainError at once for what can be told without waiting. With what the check
-        needs cached (the common case) no task is created: the writer's future is returned.
-        The future fails with StoreError when the batch failed (outcome unknown: retry). The
-        chat's sends after an event wait until it is committed (the member map they are checked
-        against changes), and those after a send naming media wait until its media are claimed.
+        needs cached (the common case) no task is created: `done` goes to the writer as it is.
+        It gets StoreError when the batch failed (outcome unknown: retry). The chat's sends
+        after an event wait until it is committed (the member map they are checked against
+        changes), and those after a send naming media wait until its media are claimed.
         """
         chat_id = send.chat_id
         if send.event is None:
@@ -108,12 +107,13 @@ class MessageService:
             if send.event is None and not self._claims(send):
                 public = self._cached_check(send.user, chat_id)
                 if public is not None:
-                    return self._submit(send, public)
+                    self._submit(send, public, done)
+                    return
             # behind what its check needs, and behind the chat's sends already waiting: a later
             # send must not reach the writer first when what they wait for arrives meanwhile
             self._draining.add(chat_id)
             self._tasks.spawn(self._drain(chat_id))
-        return self._waiting.hold(send)
+        self._waiting.hold(send, done)
 
     def _cached_check(self, user: str, chat_id: str) -> bool | None:
         """May `user` send to the chat, from memory alone: whether the message makes their read
@@ -149,13 +149,11 @@ class MessageService:
         ones that arrive meanwhile join the gate, so nothing overtakes them."""
         try:
             while (entry := self._waiting.take(chat_id)) is not None:
-                future, send = entry
-                if future.done():
-                    continue
+                done, send = entry
                 if send.event is None:
-                    await self._release_send(future, send)
+                    await self._release_send(done, send)
                 else:
-                    await self._release_event(future, send)
+                    await self._release_event(done, send)
         finally:
             self._draining.discard(chat_id)
 
@@ -163,49 +161,58 @@ class MessageService:
         """The send names media to claim before it may go to the writer."""
         return bool(send.media_ids) and self._claim_media is not None
 
-    async def _release_send(self, future: asyncio.Future, send: SendRequest) -> None:
+    async def _release_send(self, done: Done, send: SendRequest) -> None:
         """Check the send (and claim its media) while the chat's later sends wait behind it."""
         try:
             public = await self._loaded_check(send.user, send.chat_id)
             if self._claims(send):
                 await self._claim_media(send)
-            self._submit(send, public, future)
+            self._submit(send, public, done)
         except Exception as exc:  # DomainError, or StoreError while loading
-            if not future.done():
-                future.set_exception(_unavailable(exc))
+            done(None, _unavailable(exc))
 
-    async def _release_event(self, future: asyncio.Future, send: SendRequest) -> None:
+    async def _release_event(self, done: Done, send: SendRequest) -> None:
         """Submit the event and wait for its commit (on_commit updates the member map)."""
         chat_id, event = send.chat_id, send.event
+        landed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def settled(result: CommitResult | None, error: BaseException | None) -> None:
+            if not landed.done():  # not cancelled with the drain
+                landed.set_result(error is None)
+            done(result, error)
+
         try:
             await self._chats.members(chat_id)  # cached at commit: the fan-out splits on it
             public = bool(event.actor) and (await self._settings.get(event.actor)).read_receipts
             row = membership_message(chat_id, event, self._ids.next(), public_read=public)
-            inner = self.writer.submit(row)
+            self.writer.submit(row, settled)
         except Exception as exc:
-            if not future.done():
-                future.set_exception(_unavailable(exc))
+            done(None, _unavailable(exc))
             return
-        inner.add_done_callback(partial(settle, future))
-        await asyncio.wait([inner])
-        if inner.cancelled() or inner.exception() is not None:
+        if not await landed:
             self._chats.forget(chat_id)  # outcome unknown: reload the members from the store
 
-    def _submit(self, send: SendRequest, public: bool,
-                future: asyncio.Future[CommitResult] | None = None) -> asyncio.Future[CommitResult]:
-        """The row to the writer; its outcome goes to `future` (a send that waited in the gate
-        keeps the future its sender holds) or a new one."""
+    def _submit(self, send: SendRequest, public: bool, done: Done) -> None:
+        """The row to the writer, its outcome to `done`."""
         row = NewMessage(send.chat_id, send.user, send.device, send.client_msg_id, send.body,
                          tuple(send.media_ids), self._ids.next(), now_ms(), public)
+        if send.e2e and self._committed is not None:
+            done = self._e2e_done(row.server_id, done)
         try:
-            future = self.writer.submit(row, future)
+            self.writer.submit(row, done)
         except Backpressure as exc:
             raise DomainError(Code.UNAVAILABLE, "server busy", exc.retry_after_ms) from None
         if send.e2e and self._committed is not None:
-            # on_commit reads the set before the future's callbacks run
-            self._e2e.add(row.server_id)
-            future.add_done_callback(lambda _: self._e2e.discard(row.server_id))
-        return future
+            self._e2e.add(row.server_id)  # on_commit takes it out when the row is committed
+
+    def _e2e_done(self, server_id: int, done: Done) -> Done:
+        """`done`, forgetting the e2e mark of a row that failed or was a duplicate (stored
+        before under another server_id): on_commit never sees it as a new row."""
+        def e2e_done(result: CommitResult | None, error: BaseException | None) -> None:
+            if error is not None or result.duplicate:
+                self._e2e.discard(server_id)
+            done(result, error)
+        return e2e_done
 
     def _validate(self, send: SendRequest) -> None:
         client_msg_id, body, media_ids = send.client_msg_id, send.body, send.media_ids
@@ -249,8 +256,9 @@ class MessageService:
             self._fanout_group(chat_id, messages)
             sends = [m for m in messages if m.event is None]  # membership events never push
             if self._committed is not None and sends:
-                self._committed(chat_id, sends,
-                                [m.server_id for m in sends if m.server_id in self._e2e])
+                e2e = [m.server_id for m in sends if m.server_id in self._e2e]
+                self._e2e.difference_update(e2e)
+                self._committed(chat_id, sends, e2e)
 
     def _fanout_group(self, chat_id: str, messages: list[StoredMessage]) -> None:
         members = self._chats.cached_members(chat_id)

@@ -22,18 +22,21 @@ go in the next commit: a group of 10,000 acks every message, and taking 20,000 u
 acks alone takes them all: split into several, 10,000 acks cost twice the CPU and I/O (each
 commit rewrites most pages of the cursor and receipt tables).
 
-A message's future resolves only once it is durable. A commit is atomic per chat, not across
-chats (store.py), so outcomes are per chat: the messages of a chat that failed fail with its
-error (outcome unknown: the sender retries with the same client_msg_id, which the store
-deduplicates), and every other chat's messages resolve. A commit that raises fails them all.
+A message's completion (core/futures.py) is called only once it is durable. The completions of
+a commit are called directly, in submission order, in the turn the commit returns and before
+its fan-out: one batch settles without a future or a scheduled callback per message. A commit
+is atomic per chat, not across chats (store.py), so outcomes are per chat: the messages of a
+chat that failed fail with its error (outcome unknown: the sender retries with the same
+client_msg_id, which the store deduplicates), and every other chat's messages succeed. A
+commit that raises fails them all.
 Cursor acks, delivered acks and read marks are watermarks, so they are coalesced to the max per
 key; those that did not land (the store's `unsaved`, or all of them when the commit raised) are
 merged back and go out with the next flush (a failure alone does not trigger a retry, so a
 broken store is not hammered in a loop). A read mark's future fails only when its own
 (chat, user) watermark did not land.
 
-A message whose future was cancelled (its sender went away) is still committed and fanned
-out: it was accepted, and a retry from the sender is deduplicated.
+A message whose sender went away is still committed and fanned out: it was accepted, and a
+retry from the sender is deduplicated.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from itertools import islice
 from typing import Callable
 
 from .acks import raise_all
+from .futures import Done
 from .model import Batch, CommitOutcome, CommitResult, NewMessage
 from .store import Store, StoreError
 from .tasks import watch
@@ -71,8 +75,8 @@ class CoalescingWriter:
     Stats: `batches` committed, `rows` (messages in them), `last_batch_rows`, `failures`
     (commits that raised or failed a chat), `failed_chats` (chats failed, summed over commits)
     and `flush_seconds_total` (time spent in commit, failed ones included).
-    `on_commit(results)` sees each committed batch's results right after their futures were
-    resolved (their callbacks run after it returns). `on_flush(batch, seconds)`, when given,
+    `on_commit(results)` sees each committed batch's results right after their completions
+    were called. `on_flush(batch, seconds)`, when given,
     sees every committed batch and its commit time right
     after the commit (metrics histograms); it must not raise.
     """
@@ -94,7 +98,7 @@ class CoalescingWriter:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._on_commit = on_commit
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it is used from
-        self._queue: deque[tuple[NewMessage, asyncio.Future[CommitResult]]] = deque()
+        self._queue: deque[tuple[NewMessage, Done]] = deque()
         self._in_flight = 0
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._delivered: dict[tuple[str, str], int] = {}
@@ -118,32 +122,20 @@ class CoalescingWriter:
         return len(self._queue) + self._in_flight
 
     # ------------------------------------------------------------------ producers
-    def submit(self, msg: NewMessage, future: asyncio.Future[CommitResult] | None = None
-               ) -> asyncio.Future[CommitResult]:
-        """Queue a message; the future (`future` when given) resolves with its CommitResult
-        once durable. The futures of one commit resolve in the order they were submitted, so
-        their callbacks (the SendAcks) run in that order: a caller that kept a future of its own
-        (a send that waited for a check) passes it here rather than chaining one to the other,
-        which would run its callbacks a turn later than those of the sends behind it."""
+    def submit(self, msg: NewMessage, done: Done) -> None:
+        """Queue a message; `done(result, None)` is called once it is durable, or
+        `done(None, error)`. The completions of one commit are called in the order the messages
+        were submitted, so the SendAcks they write keep that order. Raises Backpressure when
+        the queue is full (RuntimeError once closed); `done` is then never called."""
         if self._closed:
             raise RuntimeError("writer is closed")
         if self.pending >= self.max_pending:
             raise Backpressure(self._retry_after_ms())
-        if future is None:
-            future = self._running_loop().create_future()
-        self._queue.append((msg, future))
+        self._queue.append((msg, done))
         if len(self._queue) >= self.max_rows:
             self._floor_passed()
-        self._kick()
-        return future
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        """The loop, asked for once: in CPython 3.11 every asyncio.get_running_loop() makes a
-        getpid() system call (~0.8 us here), which this path would pay per message."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
+        if self._task is None:
+            self._kick()
 
     def ack_cursor(self, user: str, device: str, chat: str, seq: int) -> None:
         """Record a device's delivery cursor; written with the next batch. Dropped after close:
@@ -215,7 +207,15 @@ class CoalescingWriter:
     # ------------------------------------------------------------------ flushing
     def _kick(self) -> None:
         if self._task is None:
-            self._task = watch(asyncio.get_running_loop().create_task(self._run()))
+            self._task = watch(self._running_loop().create_task(self._run()))
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, asked for once: in CPython 3.11 every asyncio.get_running_loop() makes a
+        getpid() system call (~0.8 us here)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,9 +241,9 @@ class CoalescingWriter:
             self._floor.set_result(None)
 
     async def _flush(self) -> None:
-        batch, futures = self._take()
+        batch, completions = self._take()
         read_waiters, self._read_waiters = self._read_waiters, {}
-        self._in_flight = len(futures)
+        self._in_flight = len(completions)
         started = time.perf_counter()
         try:
             outcome = await self._store.commit(batch)
@@ -253,12 +253,14 @@ class CoalescingWriter:
             # A cancelled flush may still land in the store: to its senders it is a failure
             # with unknown outcome, like any other.
             error = exc if isinstance(exc, Exception) else StoreError("writer stopped mid-commit")
-            for future in (*futures, *(f for waiting in read_waiters.values() for f in waiting)):
+            for done in completions:
+                _complete(done, None, error)
+            for future in (f for waiting in read_waiters.values() for f in waiting):
                 if not future.done():
                     future.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
-            log.warning("commit of %d messages failed: %r", len(futures), exc)
+            log.warning("commit of %d messages failed: %r", len(completions), exc)
             return
         finally:
             self._in_flight = 0
@@ -266,9 +268,9 @@ class CoalescingWriter:
             self.flush_seconds_total += elapsed
         if self.on_flush is not None:
             self.on_flush(batch, elapsed)
-        self._settle(batch, futures, read_waiters, outcome)
+        self._settle(batch, completions, read_waiters, outcome)
 
-    def _settle(self, batch: Batch, futures: list[asyncio.Future[CommitResult]],
+    def _settle(self, batch: Batch, completions: list[Done],
                 read_waiters: dict[tuple[str, str], list[asyncio.Future[None]]],
                 outcome: CommitOutcome) -> None:
         """Fan out and resolve what landed; fail what did not, chat by chat and key by key."""
@@ -283,16 +285,17 @@ class CoalescingWriter:
         self.batches += 1
         self.rows += len(committed)
         self.last_batch_rows = len(committed)
-        # futures first: their callbacks (the SendAcks) are queued before whatever the fan-out
+        # completions first: the SendAcks they write are queued before whatever the fan-out
         # queues, so an ack never waits behind a large group's deliveries
-        for message, future, result in zip(batch.messages, futures, outcome.results):
-            if future.done():
-                continue
-            if result is not None:
-                future.set_result(result)
-            else:
-                future.set_exception(outcome.failed.get(message.chat_id)
-                                     or StoreError(f"chat {message.chat_id} not committed"))
+        for message, done, result in zip(batch.messages, completions, outcome.results):
+            try:
+                if result is not None:
+                    done(result, None)
+                else:
+                    done(None, outcome.failed.get(message.chat_id)
+                         or StoreError(f"chat {message.chat_id} not committed"))
+            except Exception:
+                log.exception("completion of a message of %s failed", message.chat_id)
         if self._on_commit is not None and committed:
             try:
                 self._on_commit(committed)
@@ -308,21 +311,21 @@ class CoalescingWriter:
                 else:
                     future.set_result(None)
 
-    def _take(self) -> tuple[Batch, list[asyncio.Future[CommitResult]]]:
+    def _take(self) -> tuple[Batch, list[Done]]:
         """Everything accumulated, capped by max_rows messages and max_bytes of bodies (the
         first message always goes, however large)."""
         queue = self._queue
         messages: list[NewMessage] = []
-        futures: list[asyncio.Future[CommitResult]] = []
+        completions: list[Done] = []
         size = 0
         while queue and len(messages) < self.max_rows:
-            msg, future = queue[0]
+            msg, done = queue[0]
             size += len(msg.body)
             if size > self.max_bytes and messages:
                 break
             queue.popleft()
             messages.append(msg)
-            futures.append(future)
+            completions.append(done)
         if messages:
             cursors, self._cursors = _split(self._cursors, self.max_acks)
             delivered, self._delivered = _split(self._delivered, self.max_acks)
@@ -332,7 +335,7 @@ class CoalescingWriter:
         batch = Batch(messages, cursors, self._reads, delivered, self._public_reads)
         self._reads, self._public_reads = {}, {}
         self._updates_due = bool(self._cursors or self._delivered)  # the rest: next commit
-        return batch, futures
+        return batch, completions
 
     def _merge_back(self, batch: Batch) -> None:
         for pending, failed in ((self._cursors, batch.cursors), (self._delivered, batch.delivered),
@@ -346,6 +349,14 @@ class CoalescingWriter:
         per_flush = self.flush_seconds_total / self.batches if self.batches else ASSUMED_FLUSH_SECONDS
         flushes = self.pending / self.max_rows + 1
         return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, flushes * per_flush * 1000)))
+
+
+def _complete(done: Done, result: CommitResult | None, error: BaseException | None) -> None:
+    """Call a completion; one that raises is logged and the others still run."""
+    try:
+        done(result, error)
+    except Exception:
+        log.exception("completion of a message failed")
 
 
 def _split(pending: dict, limit: int) -> tuple[dict, dict]:

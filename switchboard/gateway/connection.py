@@ -287,27 +287,26 @@ class Connection:
                                 chat_id, client_msg_id)
             return
         try:
-            future = gw.router.submit_send(SendRequest(self.user, self.device, chat_id,
-                                                       client_msg_id, body, media_ids, e2e))
+            gw.router.submit_send(SendRequest(self.user, self.device, chat_id, client_msg_id,
+                                              body, media_ids, e2e),
+                                  lambda result, error: self._send_done(result, error, rid,
+                                                                        chat_id, client_msg_id))
         except DomainError as exc:
             self._send_failed(rid, exc, chat_id, client_msg_id)
             return
         gw.sends_in_flight += 1
-        future.add_done_callback(lambda f: self._send_done(f, rid, chat_id, client_msg_id))
 
-    def _send_done(self, future: asyncio.Future[CommitResult], rid: int, chat_id: str,
-                   client_msg_id: str) -> None:
+    def _send_done(self, result: CommitResult | None, error: BaseException | None, rid: int,
+                   chat_id: str, client_msg_id: str) -> None:
+        """The send's completion (core/futures.py), called by the writer as its commit
+        settles; a connection gone meanwhile is answered into a closed session (dropped)."""
         self.gw.sends_in_flight -= 1
-        if future.cancelled():
-            return
-        exc = future.exception()  # retrieved even when nobody is left to answer
-        if exc is None:
-            result = future.result()
+        if error is None:
             self.session.send_acked(rid, result.message, result.duplicate)
         else:
-            if not isinstance(exc, (DomainError, StoreError)):
-                log.error("send failed", exc_info=exc)
-            self._send_failed(rid, exc, chat_id, client_msg_id)
+            if not isinstance(error, (DomainError, StoreError)):
+                log.error("send failed", exc_info=error)
+            self._send_failed(rid, error, chat_id, client_msg_id)
 
     def _send_failed(self, rid: int, exc: BaseException, chat_id: str, client_msg_id: str) -> None:
         code, detail, retry_after_ms = wire_error(exc)

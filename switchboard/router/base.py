@@ -20,6 +20,7 @@ import enum
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+from switchboard.core.futures import Done
 from switchboard.core.metrics import Metric
 from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
 
@@ -104,15 +105,16 @@ class Router(Protocol):
     def readiness(self) -> dict[str, bool]:
         """The router's own checks for /readyz (name -> passed); empty when it has none."""
 
-    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        """Hand a send to the chat's owner. Raises DomainError for what is refused at once; the
-        future resolves when the message is durable, or fails with DomainError or StoreError
-        (UNAVAILABLE: outcome unknown, retry with the same client_msg_id)."""
+    def submit_send(self, send: SendRequest, done: Done) -> None:
+        """Hand a send to the chat's owner. Raises DomainError for what is refused at once;
+        else `done` (core/futures.py) is called once: with the result when the message is
+        durable, or with DomainError or StoreError (UNAVAILABLE: outcome unknown, retry with the
+        same client_msg_id). On the owner it is called as the commit settles, no future between."""
 
     def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
         """Hand a membership change to the chat's owner, which commits it as the chat's next
-        entry in order with its sends; resolves like submit_send (UNAVAILABLE: outcome unknown,
-        check the members before repeating it)."""
+        entry in order with its sends; the future has the outcome submit_send's `done` would
+        get (UNAVAILABLE: outcome unknown, check the members before repeating it)."""
 
     def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
                      public_read: int) -> None:

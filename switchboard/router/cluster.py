@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 
+from switchboard.core.futures import Done, awaited
 from switchboard.core.messaging import MessageService
 from switchboard.core.metrics import Metric, counter
 from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
@@ -176,12 +177,12 @@ class MeshRouter:
             log.exception("mesh frame %s from %s failed", kind, link.node_id)
 
     # ------------------------------------------------------------------ Router
-    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        return self.send_order.submit(send)
+    def submit_send(self, send: SendRequest, done: Done) -> None:
+        self.send_order.submit(send, done)
 
     def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
         """In order with the chat's sends (whose membership check it changes)."""
-        return self.send_order.submit(SendRequest.membership(chat_id, event))
+        return awaited(self.send_order.submit, SendRequest.membership(chat_id, event))
 
     def committed(self, chat_id: str, members: Mapping, messages: list[StoredMessage]) -> None:
         """The fan-out of this node's MessageService."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 
 from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
+from switchboard.core.futures import Done, Submit
 from switchboard.core.metrics import Metric, counter, gauge
 from switchboard.core.model import CommitResult, SendRequest
 from switchboard.proto.codec import (domain_error, event_from_pb, event_to_pb, message_from_pb,
@@ -21,9 +21,6 @@ from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import LocalNode
 from .mesh import Link, Mesh
-
-Submit = Callable[[SendRequest], "asyncio.Future[CommitResult]"]
-
 
 class Forwarding:
     def __init__(self, mesh: Mesh, node: LocalNode, commit: Submit, *,
@@ -35,56 +32,52 @@ class Forwarding:
         self._commit = commit
         self._forward_timeout = forward_timeout
         self._request_ids = itertools.count(1)
-        self._pending: dict[int, tuple[str, asyncio.Future, asyncio.TimerHandle]] = {}
+        self._pending: dict[int, tuple[str, Done, asyncio.TimerHandle]] = {}
         self.forwarded_sends = self.forward_failures = self.owned_sends = 0
 
     # ------------------------------------------------------------------ this node asks
-    def submit(self, owner: str, send: SendRequest) -> asyncio.Future[CommitResult]:
+    def submit(self, owner: str, send: SendRequest, done: Done) -> None:
         """To `owner`, which may be this node (as may an owner whose link just went: the ring
-        drops it at once). Raises DomainError for what is refused at once."""
+        drops it at once). Raises DomainError for what is refused at once; else `done` gets the
+        outcome (core/futures.py)."""
         link = None if owner == self._mesh.node_id else self._mesh.link(owner)
         if link is None:
+            self._commit(send, done)
             self.owned_sends += 1
-            return self._commit(send)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+            return
         request_id = next(self._request_ids)
-        timer = loop.call_later(self._forward_timeout, self._timed_out, request_id)
-        self._pending[request_id] = (owner, future, timer)
+        timer = asyncio.get_running_loop().call_later(self._forward_timeout, self._timed_out,
+                                                      request_id)
+        self._pending[request_id] = (owner, done, timer)
         link.send(mesh.MeshFrame(forward_send=_forward_send(request_id, send)))
         self.forwarded_sends += 1
-        return future
 
     def on_send_result(self, link: Link, result: mesh.SendResult) -> None:
         pending = self._pending.pop(result.request_id, None)
         if pending is None:
             return  # timed out already
-        _, future, timer = pending
+        _, done, timer = pending
         timer.cancel()
-        if future.done():
-            return
         if result.error:
-            future.set_exception(domain_error(result.error, result.error_message,
-                                              result.retry_after_ms))
+            done(None, domain_error(result.error, result.error_message, result.retry_after_ms))
         else:
-            future.set_result(CommitResult(message_from_pb(result.message), result.duplicate))
+            done(CommitResult(message_from_pb(result.message), result.duplicate), None)
 
     def _timed_out(self, request_id: int) -> None:
         pending = self._pending.pop(request_id, None)
-        if pending is not None and not pending[1].done():
+        if pending is not None:
             self.forward_failures += 1
-            pending[1].set_exception(DomainError(
-                Code.UNAVAILABLE, f"owner {pending[0]} did not answer", RETRY_AFTER_MS))
+            pending[1](None, DomainError(Code.UNAVAILABLE, f"owner {pending[0]} did not answer",
+                                         RETRY_AFTER_MS))
 
     def fail_pending(self, node_id: str | None, why: str) -> None:
         """Fail what waits for `node_id` (None: for every node) with UNAVAILABLE."""
-        for request_id, (owner, future, timer) in list(self._pending.items()):
+        for request_id, (owner, done, timer) in list(self._pending.items()):
             if node_id is None or owner == node_id:
                 del self._pending[request_id]
                 timer.cancel()
-                if not future.done():
-                    self.forward_failures += 1
-                    future.set_exception(DomainError(Code.UNAVAILABLE, why, RETRY_AFTER_MS))
+                self.forward_failures += 1
+                done(None, DomainError(Code.UNAVAILABLE, why, RETRY_AFTER_MS))
 
     # ------------------------------------------------------------------ this node owns
     def on_forward_send(self, link: Link, req: mesh.ForwardSend) -> None:
@@ -96,7 +89,8 @@ class Forwarding:
                 link.send(mesh.MeshFrame(send_result=result))
 
         try:
-            future = self._commit(_send_request(req))
+            self._commit(_send_request(req),
+                         lambda result, error: reply(_send_result(result, error)))
         except DomainError as exc:
             reply(_error_result(exc))
             return
@@ -105,7 +99,6 @@ class Forwarding:
                                             RETRY_AFTER_MS)))
             return
         self.owned_sends += 1
-        future.add_done_callback(lambda f: reply(_send_result(f)))
 
     # ------------------------------------------------------------------ receipt notes
     def note_receipt(self, owner: str, chat_id: str, user: str, delivered: int, read: int,
@@ -168,11 +161,7 @@ def _error_result(exc: BaseException) -> mesh.SendResult:
     return mesh.SendResult(error=code, error_message=detail, retry_after_ms=retry_after_ms)
 
 
-def _send_result(future: asyncio.Future[CommitResult]) -> mesh.SendResult:
-    if future.cancelled():
-        return _error_result(DomainError(Code.UNAVAILABLE, "cancelled", RETRY_AFTER_MS))
-    exc = future.exception()
-    if exc is not None:
-        return _error_result(exc)
-    result = future.result()
+def _send_result(result: CommitResult | None, error: BaseException | None) -> mesh.SendResult:
+    if error is not None:
+        return _error_result(error)
     return mesh.SendResult(message=message_to_pb(result.message), duplicate=result.duplicate)

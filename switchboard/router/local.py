@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Mapping, Sequence
 
+from switchboard.core.futures import Done, awaited
 from switchboard.core.ids import now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.metrics import Metric
@@ -33,11 +34,11 @@ class LocalRouter:
     def readiness(self) -> dict[str, bool]:
         return {}
 
-    def submit_send(self, send: SendRequest) -> asyncio.Future[CommitResult]:
-        return self._messages.submit_send(send)
+    def submit_send(self, send: SendRequest, done: Done) -> None:
+        self._messages.submit_send(send, done)
 
     def submit_event(self, chat_id: str, event: MembershipEvent) -> asyncio.Future[CommitResult]:
-        return self._messages.submit_send(SendRequest.membership(chat_id, event))
+        return awaited(self._messages.submit_send, SendRequest.membership(chat_id, event))
 
     def note_receipt(self, chat_id: str, user: str, delivered: int, read: int,
                      public_read: int) -> None:

@@ -15,6 +15,7 @@ import pytest
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import Code, DomainError
+from switchboard.core.futures import awaited, into
 from switchboard.core.ids import ServerIds, now_ms
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import MemberAction, MembershipEvent, SendRequest, StoredMessage
@@ -129,8 +130,9 @@ async def setup(request):
 
 
 async def send(router: Router, user: str, chat_id: str, client_msg_id: str, body: bytes = b"x"):
-    """A send's outcome, whether the router refuses it at once or through the future."""
-    return await router.submit_send(SendRequest(user, "phone", chat_id, client_msg_id, body, []))
+    """A send's outcome, whether the router refuses it at once or through its completion."""
+    return await awaited(router.submit_send,
+                         SendRequest(user, "phone", chat_id, client_msg_id, body, []))
 
 
 async def test_ready_once_started(setup):
@@ -159,9 +161,17 @@ async def test_a_chats_pipelined_sends_are_answered_in_their_order(setup):
     chat = (await setup.chats.create_group("alice", ["bob"], "g")).chat_id
     answered: list[int] = []
     futures = []
+
+    def answer(i: int, future: asyncio.Future):
+        def done(result, error) -> None:
+            answered.append(i)
+            into(future)(result, error)
+        return done
+
     for i in range(60):
-        future = setup.router.submit_send(SendRequest("alice", "phone", chat, f"m{i}", b"x", []))
-        future.add_done_callback(lambda _, i=i: answered.append(i))
+        future = asyncio.get_running_loop().create_future()
+        setup.router.submit_send(SendRequest("alice", "phone", chat, f"m{i}", b"x", []),
+                                 answer(i, future))
         futures.append(future)
         for _ in range(i % 5):  # let the writer and the callbacks run in between, now and then
             await asyncio.sleep(0)
@@ -188,11 +198,11 @@ async def test_a_membership_event_takes_its_place_among_the_chats_sends(setup):
     checked against the members it leaves (a removed member's is refused, an added one's is
     taken), and its fan-out reaches the members before and after it."""
     router, chat = setup.router, (await setup.chats.create_group("alice", ["bob"], "g")).chat_id
-    first = router.submit_send(SendRequest("alice", "phone", chat, "m1", b"x", []))
+    first = awaited(router.submit_send, SendRequest("alice", "phone", chat, "m1", b"x", []))
     removal = router.submit_event(chat, MembershipEvent(MemberAction.REMOVED, "alice", ("bob",)))
-    too_late = router.submit_send(SendRequest("bob", "phone", chat, "b1", b"x", []))
+    too_late = awaited(router.submit_send, SendRequest("bob", "phone", chat, "b1", b"x", []))
     addition = router.submit_event(chat, MembershipEvent(MemberAction.ADDED, "alice", ("carol",)))
-    welcome = router.submit_send(SendRequest("carol", "phone", chat, "c1", b"x", []))
+    welcome = awaited(router.submit_send, SendRequest("carol", "phone", chat, "c1", b"x", []))
     results = await asyncio.gather(first, removal, too_late, addition, welcome,
                                    return_exceptions=True)
     assert isinstance(results[2], DomainError) and results[2].code is Code.NOT_MEMBER

@@ -13,6 +13,7 @@ import pytest
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
 from switchboard.core.errors import Code, DomainError
+from switchboard.core.futures import awaited
 from switchboard.core.ids import ServerIds
 from switchboard.core.media import MediaLimits, MediaService
 from switchboard.core.messaging import MessageService
@@ -51,7 +52,8 @@ async def uploaded(store: MemoryStore, owner: str, media_id: str) -> None:
 
 def send(messages: MessageService, client_msg_id: str, media: list[str] = (),
          user: str = "alice") -> asyncio.Future:
-    return messages.submit_send(SendRequest(user, "phone", "c1", client_msg_id, b"x", list(media)))
+    return awaited(messages.submit_send,
+                   SendRequest(user, "phone", "c1", client_msg_id, b"x", list(media)))
 
 
 async def outcome(future: asyncio.Future):
@@ -80,7 +82,7 @@ async def test_a_membership_event_stays_behind_a_send_whose_media_are_being_clai
     await uploaded(store, "bob", "his")
     removed = SendRequest.membership("c1", MembershipEvent(MemberAction.REMOVED, "alice",
                                                            ("bob",)))
-    futures = [send(messages, "1", ["his"], user="bob"), messages.submit_send(removed),
+    futures = [send(messages, "1", ["his"], user="bob"), awaited(messages.submit_send, removed),
                send(messages, "2", user="bob")]
     assert [await outcome(f) for f in futures] == [1, 2, Code.NOT_MEMBER]
     assert (await store.get_media("his")).refs == {"c1"}

@@ -8,6 +8,7 @@ import asyncio
 
 from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService
+from switchboard.core.futures import into
 from switchboard.core.ids import ServerIds
 from switchboard.core.messaging import MessageService
 from switchboard.core.model import SendRequest
@@ -28,8 +29,12 @@ async def test_answers_keep_the_order_of_the_sends_across_gated_and_direct_ones(
     answered: list[int] = []
 
     def submit(n: int) -> asyncio.Future:
-        future = messages.submit_send(SendRequest("alice", "phone", chat, f"m{n}", b"x", []))
-        future.add_done_callback(lambda _: answered.append(n))
+        future = asyncio.get_running_loop().create_future()
+
+        def done(result, error) -> None:
+            answered.append(n)
+            into(future)(result, error)
+        messages.submit_send(SendRequest("alice", "phone", chat, f"m{n}", b"x", []), done)
         return future
 
     store.hold()

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from switchboard.core.backlog import read_backlog
+from switchboard.core.futures import into
 from switchboard.core.model import Chat, ChatKind, CommitResult, NewMessage, Receipt, Role
 from switchboard.core.store import StoreError
 from switchboard.core.store_memory import MemoryStore
@@ -26,6 +27,13 @@ def msg(chat: str, client_msg_id: str, body: bytes = b"hi", user: str = "alice")
 def ack_delivery(writer: CoalescingWriter, user: str, device: str, chat: str, seq: int) -> None:
     """One device's ack, as a loop turn's batch of one (core/acks.py)."""
     writer.ack_deliveries({(user, device, chat): seq}, {(chat, user): seq})
+
+
+def submit(writer: CoalescingWriter, message: NewMessage) -> asyncio.Future[CommitResult]:
+    """writer.submit with the message's outcome as a future."""
+    future = asyncio.get_running_loop().create_future()
+    writer.submit(message, into(future))
+    return future
 
 
 async def settled(futures, timeout: float = 5.0) -> list:
@@ -70,7 +78,7 @@ async def make_writer():
 async def hold_first_flush(faulty: FaultyStore, writer: CoalescingWriter) -> asyncio.Future:
     """Put one message in a commit that stays in flight until faulty.release()."""
     faulty.hold()
-    first = writer.submit(msg("warmup", "first"))
+    first = submit(writer, msg("warmup", "first"))
     await wait_for(lambda: faulty.held == 1, message="the first flush to reach the store")
     return first
 
@@ -79,7 +87,7 @@ async def hold_first_flush(faulty: FaultyStore, writer: CoalescingWriter) -> asy
 async def test_a_lone_message_is_committed_at_once_and_the_writer_goes_idle(memory, make_writer):
     writer = make_writer(memory)
     assert not other_tasks()
-    result = await asyncio.wait_for(writer.submit(msg("a", "1")), 5)
+    result = await asyncio.wait_for(submit(writer, msg("a", "1")), 5)
     assert (result.message.seq, result.duplicate) == (1, False)
     assert (writer.batches, writer.rows, writer.last_batch_rows) == (1, 1, 1)
     assert writer.flush_seconds_total > 0
@@ -89,7 +97,7 @@ async def test_a_lone_message_is_committed_at_once_and_the_writer_goes_idle(memo
 async def test_rows_queued_during_a_flush_go_in_one_next_batch(faulty, make_writer):
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
-    futures = [writer.submit(msg("a", str(i))) for i in range(50)]
+    futures = [submit(writer, msg("a", str(i))) for i in range(50)]
     faulty.release()
     results = await settled([first, *futures])
     assert [r.message.seq for r in results[1:]] == list(range(1, 51))
@@ -101,11 +109,11 @@ async def test_messages_within_the_commit_floor_share_the_next_commit(faulty, ma
     """At light load a message that comes right after a commit waits for the floor, and those
     that come meanwhile go with it (the floor here is long: nothing but the close ends it)."""
     writer = make_writer(faulty, commit_floor=60.0)
-    await asyncio.wait_for(writer.submit(msg("a", "0")), 5)  # the first goes at once
-    later = writer.submit(msg("a", "1"))
+    await asyncio.wait_for(submit(writer, msg("a", "0")), 5)  # the first goes at once
+    later = submit(writer, msg("a", "1"))
     await asyncio.sleep(0)
     assert not later.done() and len(faulty.batches) == 1
-    also = writer.submit(msg("b", "2"))
+    also = submit(writer, msg("b", "2"))
     await writer.close()  # a drain does not wait for the floor
     results = await settled([later, also])
     assert [r.message.seq for r in results] == [2, 1]
@@ -114,8 +122,8 @@ async def test_messages_within_the_commit_floor_share_the_next_commit(faulty, ma
 
 async def test_a_full_batch_does_not_wait_for_the_commit_floor(faulty, make_writer):
     writer = make_writer(faulty, commit_floor=60.0, max_rows=3)
-    await asyncio.wait_for(writer.submit(msg("a", "0")), 5)
-    futures = [writer.submit(msg("a", str(i))) for i in range(1, 4)]
+    await asyncio.wait_for(submit(writer, msg("a", "0")), 5)
+    futures = [submit(writer, msg("a", str(i))) for i in range(1, 4)]
     results = await settled(futures)
     assert [r.message.seq for r in results] == [2, 3, 4]
     assert [len(b.messages) for b in faulty.batches] == [1, 3]
@@ -124,7 +132,7 @@ async def test_a_full_batch_does_not_wait_for_the_commit_floor(faulty, make_writ
 async def test_max_rows_splits_the_backlog(faulty, make_writer):
     writer = make_writer(faulty, max_rows=10)
     first = await hold_first_flush(faulty, writer)
-    futures = [writer.submit(msg("a", str(i))) for i in range(25)]
+    futures = [submit(writer, msg("a", str(i))) for i in range(25)]
     faulty.release()
     results = await settled([first, *futures])
     assert [len(b.messages) for b in faulty.batches] == [1, 10, 10, 5]
@@ -135,7 +143,7 @@ async def test_max_bytes_splits_the_backlog_and_an_oversized_body_goes_alone(fau
     writer = make_writer(faulty, max_bytes=100)
     first = await hold_first_flush(faulty, writer)
     bodies = [b"x" * 40] * 3 + [b"y" * 500] + [b"z" * 60] * 2
-    futures = [writer.submit(msg("a", str(i), body)) for i, body in enumerate(bodies)]
+    futures = [submit(writer, msg("a", str(i), body)) for i, body in enumerate(bodies)]
     faulty.release()
     await settled([first, *futures])
     assert [[len(m.body) for m in b.messages] for b in faulty.batches[1:]] == [
@@ -145,7 +153,7 @@ async def test_max_bytes_splits_the_backlog_and_an_oversized_body_goes_alone(fau
 async def test_heavy_load_batches_and_keeps_per_chat_order(memory, make_writer):
     writer = make_writer(memory, max_rows=256)
     sent = [msg(f"c{i % 7}", str(i)) for i in range(3000)]
-    futures = [writer.submit(m) for m in sent]
+    futures = [submit(writer, m) for m in sent]
     results = await settled(futures, timeout=30)
     assert writer.batches < 100 and writer.rows == 3000
     per_chat: dict[str, list[int]] = {}
@@ -160,11 +168,11 @@ async def test_a_failed_batch_fails_all_its_futures_and_a_retry_succeeds(faulty,
     writer = make_writer(faulty)
     faulty.fail_next_commits(1)
     sent = [msg("a", str(i)) for i in range(5)]
-    outcomes = await settled([writer.submit(m) for m in sent])
+    outcomes = await settled([submit(writer, m) for m in sent])
     assert all(isinstance(o, StoreError) for o in outcomes)
     assert (writer.failures, writer.batches) == (1, 0)
     assert await faulty.head_seq("a") == 0
-    retried = await settled([writer.submit(msg("a", m.client_msg_id)) for m in sent])
+    retried = await settled([submit(writer, msg("a", m.client_msg_id)) for m in sent])
     assert [(r.message.seq, r.duplicate) for r in retried] == [(i, False) for i in range(1, 6)]
 
 
@@ -172,10 +180,10 @@ async def test_retry_after_applied_but_raised_creates_no_duplicate(faulty, make_
     writer = make_writer(faulty)
     faulty.apply_then_raise(1)
     sent = [msg("a", str(i)) for i in range(3)]
-    outcomes = await settled([writer.submit(m) for m in sent])
+    outcomes = await settled([submit(writer, m) for m in sent])
     assert all(isinstance(o, StoreError) for o in outcomes)
     assert await faulty.head_seq("a") == 3
-    retried = await settled([writer.submit(msg("a", m.client_msg_id, b"retry")) for m in sent])
+    retried = await settled([submit(writer, msg("a", m.client_msg_id, b"retry")) for m in sent])
     assert [(r.message.seq, r.duplicate) for r in retried] == [(1, True), (2, True), (3, True)]
     assert [r.message.server_id for r in retried] == [m.server_id for m in sent]
     assert [r.message.body for r in retried] == [b"hi"] * 3
@@ -186,7 +194,7 @@ async def test_rows_queued_behind_a_failed_batch_still_go_out(faulty, make_write
     writer = make_writer(faulty)
     faulty.fail_next_commits(1)
     first = await hold_first_flush(faulty, writer)
-    later = [writer.submit(msg("a", str(i))) for i in range(4)]
+    later = [submit(writer, msg("a", str(i))) for i in range(4)]
     faulty.release()
     outcomes = await settled([first, *later])
     assert isinstance(outcomes[0], StoreError)
@@ -196,9 +204,9 @@ async def test_rows_queued_behind_a_failed_batch_still_go_out(faulty, make_write
 async def test_a_cancelled_commit_fails_its_futures_and_the_writer_recovers(faulty, make_writer):
     writer = make_writer(faulty)
     faulty.fail_next_commits(1, asyncio.CancelledError())
-    outcomes = await settled([writer.submit(msg("a", "1")), writer.mark_read("a", "bob", 1)])
+    outcomes = await settled([submit(writer, msg("a", "1")), writer.mark_read("a", "bob", 1)])
     assert all(isinstance(o, StoreError) for o in outcomes)
-    assert (await asyncio.wait_for(writer.submit(msg("a", "2")), 5)).message.seq == 1
+    assert (await asyncio.wait_for(submit(writer, msg("a", "2")), 5)).message.seq == 1
 
 
 async def test_a_failed_chat_fails_only_its_own_messages(faulty, make_writer):
@@ -206,7 +214,7 @@ async def test_a_failed_chat_fails_only_its_own_messages(faulty, make_writer):
     writer = make_writer(faulty, on_commit=fanned_out.extend)
     faulty.fail_chats(1, "b")
     sent = [msg("a", "1"), msg("b", "1"), msg("a", "2"), msg("b", "2"), msg("c", "1")]
-    outcomes = await settled([writer.submit(m) for m in sent])
+    outcomes = await settled([submit(writer, m) for m in sent])
     assert len(faulty.batches) == 1
     assert [type(o) for o in outcomes] == [CommitResult, StoreError, CommitResult, StoreError,
                                            CommitResult]
@@ -215,7 +223,7 @@ async def test_a_failed_chat_fails_only_its_own_messages(faulty, make_writer):
     assert [(r.message.chat_id, r.message.seq) for r in fanned_out] == landed
     assert (writer.failures, writer.failed_chats, writer.batches, writer.rows) == (1, 1, 1, 3)
     assert await faulty.head_seq("b") == 0
-    retried = await settled([writer.submit(msg("b", "1")), writer.submit(msg("b", "2"))])
+    retried = await settled([submit(writer, msg("b", "1")), submit(writer, msg("b", "2"))])
     assert [(r.message.seq, r.duplicate) for r in retried] == [(1, False), (2, False)]
 
 
@@ -226,7 +234,7 @@ async def test_watermarks_of_a_failed_chat_are_merged_back_and_its_read_marks_fa
     writer.ack_cursor("bob", "phone", "a", 3)
     ack_delivery(writer, "bob", "phone", "b", 5)
     outcomes = await settled([writer.mark_read("a", "bob", 2), writer.mark_read("b", "bob", 6),
-                              writer.submit(msg("b", "1"))])
+                              submit(writer, msg("b", "1"))])
     assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
     assert isinstance(outcomes[2], StoreError)
     assert await faulty.cursors("bob", "phone") == {"a": 3}
@@ -250,7 +258,7 @@ async def test_public_read_marks_go_apart_fail_with_their_chat_and_are_merged_ba
     outcomes = await settled([writer.mark_read("a", "bob", 4, public=True),
                               writer.mark_read("a", "bob", 6),
                               writer.mark_read("b", "bob", 3, public=True),
-                              writer.submit(msg("b", "1"))])  # the fault needs a message of b
+                              submit(writer, msg("b", "1"))])  # the fault needs a message of b
     assert outcomes[:2] == [None, None] and isinstance(outcomes[2], StoreError)
     assert isinstance(outcomes[3], StoreError)
     assert (faulty.batches[0].public_reads, faulty.batches[0].reads) == (
@@ -266,13 +274,13 @@ async def test_public_read_marks_go_apart_fail_with_their_chat_and_are_merged_ba
 async def test_backpressure_counts_queued_and_in_flight_rows(faulty, make_writer):
     writer = make_writer(faulty, max_pending=5, max_rows=5)
     first = await hold_first_flush(faulty, writer)
-    queued = [writer.submit(msg("a", str(i))) for i in range(4)]
+    queued = [submit(writer, msg("a", str(i))) for i in range(4)]
     with pytest.raises(Backpressure) as refused:
-        writer.submit(msg("a", "over"))
+        submit(writer, msg("a", "over"))
     assert refused.value.retry_after_ms > 0
     faulty.release()
     await settled([first, *queued])
-    assert (await asyncio.wait_for(writer.submit(msg("a", "over")), 5)).message.seq == 5
+    assert (await asyncio.wait_for(submit(writer, msg("a", "over")), 5)).message.seq == 5
 
 
 # ---------------------------------------------------------------------------- cursors, reads
@@ -280,7 +288,7 @@ async def test_ack_cursor_coalesces_to_the_max_and_is_durable(faulty, make_write
     await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
     writer = make_writer(faulty)
     first = await hold_first_flush(faulty, writer)
-    sent = [writer.submit(msg("g", str(i))) for i in range(9)]
+    sent = [submit(writer, msg("g", str(i))) for i in range(9)]
     for seq in (3, 8, 5):
         writer.ack_cursor("bob", "phone", "g", seq)
     faulty.release()
@@ -292,7 +300,7 @@ async def test_ack_cursor_coalesces_to_the_max_and_is_durable(faulty, make_write
 async def test_ack_cursor_alone_schedules_a_flush(memory, make_writer):
     await memory.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
     writer = make_writer(memory)
-    await settled([writer.submit(msg("g", str(i))) for i in range(3)])
+    await settled([submit(writer, msg("g", str(i))) for i in range(3)])
     writer.ack_cursor("bob", "phone", "g", 2)
 
     async def cursor_is_2() -> bool:
@@ -306,10 +314,10 @@ async def test_acks_alone_wait_for_company_and_a_message_takes_them_along(faulty
     once and takes them along; acks with nothing to go with commit when the delay is up."""
     await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
     writer = make_writer(faulty, ack_delay=60)  # beyond the test: only a message takes them
-    await settled([writer.submit(msg("g", str(i))) for i in range(3)])
+    await settled([submit(writer, msg("g", str(i))) for i in range(3)])
     commits = len(faulty.batches)
     ack_delivery(writer, "bob", "phone", "g", 1)
-    await settled([writer.submit(msg("g", "3"))])
+    await settled([submit(writer, msg("g", "3"))])
     assert len(faulty.batches) == commits + 1  # no commit of the acks alone came first
     along = faulty.batches[-1]
     assert (len(along.messages), along.cursors, along.delivered) == (
@@ -335,11 +343,11 @@ async def test_a_message_takes_at_most_max_acks_along_and_the_rest_follow_at_onc
     users = [f"u{i}" for i in range(11)]
     await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), dict.fromkeys(users, Role.MEMBER))
     writer = make_writer(faulty, ack_delay=60, max_acks=2)
-    await settled([writer.submit(msg("g", "0"))])
+    await settled([submit(writer, msg("g", "0"))])
     commits = len(faulty.batches)
     for user in users:
         ack_delivery(writer, user, "phone", "g", 1)
-    await settled([writer.submit(msg("g", "1"))])
+    await settled([submit(writer, msg("g", "1"))])
     along = faulty.batches[commits]
     assert (len(along.messages), len(along.cursors), len(along.delivered)) == (1, 2, 2)
 
@@ -393,7 +401,7 @@ async def test_mark_read_coalesces_and_resolves_when_durable(faulty, make_writer
 async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(faulty, make_writer):
     await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
     writer = make_writer(faulty)
-    await settled([writer.submit(msg("g", str(i))) for i in range(9)])
+    await settled([submit(writer, msg("g", str(i))) for i in range(9)])
     faulty.fail_next_commits(1)
     ack_delivery(writer, "bob", "phone", "g", 5)
     outcome = await settled([writer.mark_read("g", "bob", 6)])
@@ -411,21 +419,41 @@ async def test_updates_of_a_failed_batch_are_merged_back_without_a_retry_loop(fa
 
 
 # ---------------------------------------------------------------------------- on_commit
-async def test_on_commit_gets_results_in_batch_order_after_futures_resolve(memory, make_writer):
-    """The futures are resolved first, so the SendAcks their callbacks write are queued before
-    anything the fan-out queues."""
-    seen: list[tuple[list[tuple[str, int, bool]], bool]] = []
-    futures: list[asyncio.Future[CommitResult]] = []
+async def test_completions_are_called_in_submission_order_then_on_commit(memory, make_writer):
+    """The completions are called first, in the order of submission, so the SendAcks they
+    write are queued before anything the fan-out queues."""
+    calls: list[tuple] = []
 
     def on_commit(results: list[CommitResult]) -> None:
-        seen.append(([(r.message.chat_id, r.message.seq, r.duplicate) for r in results],
-                     all(f.done() for f in futures)))
+        calls.append(("on_commit", [(r.message.chat_id, r.message.seq, r.duplicate)
+                                    for r in results]))
+
+    def done(name: str):
+        return lambda result, error: calls.append((name, result.message.seq, error))
 
     writer = make_writer(memory, on_commit=on_commit)
-    futures += [writer.submit(m) for m in (msg("a", "1"), msg("b", "1"), msg("a", "2"),
-                                           msg("a", "1"))]
-    await settled(futures)
-    assert seen == [([("a", 1, False), ("b", 1, False), ("a", 2, False), ("a", 1, True)], True)]
+    for name, m in (("a1", msg("a", "1")), ("b1", msg("b", "1")), ("a2", msg("a", "2")),
+                    ("a1 again", msg("a", "1"))):
+        writer.submit(m, done(name))
+    await wait_for(lambda: len(calls) == 5, message="the batch settled")
+    assert calls == [("a1", 1, None), ("b1", 1, None), ("a2", 2, None), ("a1 again", 1, None),
+                     ("on_commit", [("a", 1, False), ("b", 1, False), ("a", 2, False),
+                                    ("a", 1, True)])]
+
+
+async def test_a_failing_completion_is_logged_and_the_others_still_run(memory, make_writer,
+                                                                       caplog):
+    def broken(result, error) -> None:
+        raise RuntimeError("answer blew up")
+
+    committed: list[CommitResult] = []
+    writer = make_writer(memory, on_commit=committed.extend)
+    with caplog.at_level(logging.ERROR, logger="switchboard.core.writer"):
+        writer.submit(msg("a", "1"), broken)
+        result = await asyncio.wait_for(submit(writer, msg("a", "2")), 5)
+    assert result.message.seq == 2
+    assert [r.message.seq for r in committed] == [1, 2]
+    assert "completion of a message of a failed" in caplog.text
 
 
 async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(memory, make_writer,
@@ -435,10 +463,10 @@ async def test_a_failing_on_commit_is_logged_and_does_not_touch_the_futures(memo
 
     writer = make_writer(memory, on_commit=on_commit)
     with caplog.at_level(logging.ERROR, logger="switchboard.core.writer"):
-        results = await settled([writer.submit(msg("a", "1")), writer.submit(msg("a", "2"))])
+        results = await settled([submit(writer, msg("a", "1")), submit(writer, msg("a", "2"))])
     assert [r.message.seq for r in results] == [1, 2]
     assert "on_commit failed" in caplog.text
-    assert (await asyncio.wait_for(writer.submit(msg("a", "3")), 5)).message.seq == 3
+    assert (await asyncio.wait_for(submit(writer, msg("a", "3")), 5)).message.seq == 3
 
 
 # ---------------------------------------------------------------------------- close, cancel
@@ -446,7 +474,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     await faulty.create_chat(Chat("g", ChatKind.GROUP, "", 1), {"bob": Role.MEMBER})
     writer = make_writer(faulty, max_rows=8)
     first = await hold_first_flush(faulty, writer)
-    sent = [writer.submit(msg("g", str(i))) for i in range(20)]
+    sent = [submit(writer, msg("g", str(i))) for i in range(20)]
     ack_delivery(writer, "bob", "phone", "g", 20)
     read = writer.mark_read("g", "bob", 19)
     closing = asyncio.ensure_future(writer.close())
@@ -460,7 +488,7 @@ async def test_close_flushes_everything_then_refuses_work(faulty, make_writer):
     assert (await faulty.receipts("g"))["bob"] == Receipt(20, 19)
     assert await read_backlog(faulty, "bob", "phone") == []
     with pytest.raises(RuntimeError):
-        writer.submit(msg("g", "late"))
+        submit(writer, msg("g", "late"))
     with pytest.raises(RuntimeError):
         writer.mark_read("g", "bob", 20)
     writer.ack_cursor("bob", "phone", "g", 21)
@@ -484,11 +512,11 @@ async def test_close_of_an_idle_writer_returns_at_once(memory, make_writer):
     assert writer.batches == 0 and not other_tasks()
 
 
-async def test_cancelled_futures_are_harmless(faulty, make_writer):
+async def test_senders_gone_are_harmless_and_their_messages_still_commit(faulty, make_writer):
     results: list[CommitResult] = []
     writer = make_writer(faulty, on_commit=results.extend)
     first = await hold_first_flush(faulty, writer)
-    futures = [writer.submit(msg("a", str(i))) for i in range(3)]
+    futures = [submit(writer, msg("a", str(i))) for i in range(3)]
     first.cancel()
     futures[1].cancel()
     faulty.release()
@@ -496,4 +524,4 @@ async def test_cancelled_futures_are_harmless(faulty, make_writer):
     assert [o.message.seq for o in outcomes] == [1, 3]
     assert [r.message.client_msg_id for r in results] == ["first", "0", "1", "2"]
     assert await faulty.head_seq("a") == 3
-    assert (await asyncio.wait_for(writer.submit(msg("a", "3")), 5)).message.seq == 4
+    assert (await asyncio.wait_for(submit(writer, msg("a", "3")), 5)).message.seq == 4

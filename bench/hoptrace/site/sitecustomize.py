@@ -61,7 +61,7 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
         from switchboard.gateway import hub
         from switchboard.router import cluster, fanout, forwarding, local, mesh
 
-        def sent(send) -> None:
+        def sent(send, done) -> None:
             if send.event is None:
                 _record("sender", send.body)
 
@@ -70,9 +70,9 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
         _before(forwarding.Forwarding, "on_forward_send",
                 lambda link, req: _record("owner_in", req.body))
         _before(messaging.MessageService, "submit_send",
-                lambda send: send.event is None and _record("service", send.body))
+                lambda send, done: send.event is None and _record("service", send.body))
         _before(writer.CoalescingWriter, "submit",
-                lambda msg, future=None: _record("queued", msg.body))
+                lambda msg, done: _record("queued", msg.body))
         _before(writer.CoalescingWriter, "_settle",
                 lambda batch, *rest: [_record("committed", m.body) for m in batch.messages])
         _before(fanout.Fanout, "on_deliver",
@@ -88,10 +88,10 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
         take = writer.CoalescingWriter._take
 
         def taken(self):
-            batch, futures = take(self)
+            batch, completions = take(self)
             for m in batch.messages:
                 _record("commit", m.body)
-            return batch, futures
+            return batch, completions
         writer.CoalescingWriter._take = taken
 
         queue, flush = mesh.Link._queue, mesh.Link._flush
