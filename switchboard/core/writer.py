@@ -76,9 +76,8 @@ class CoalescingWriter:
     (commits that raised or failed a chat), `failed_chats` (chats failed, summed over commits)
     and `flush_seconds_total` (time spent in commit, failed ones included).
     `on_commit(results)` sees each committed batch's results right after their completions
-    were called. `on_flush(batch, seconds)`, when given,
-    sees every committed batch and its commit time right
-    after the commit (metrics histograms); it must not raise.
+    were called. `on_flush(batch, seconds)`, when given, sees every committed batch and its
+    commit time right after the commit (metrics histograms); it must not raise.
     """
 
     def __init__(self, store: Store, *, max_rows: int = 1024, max_bytes: int = 1 << 20,
