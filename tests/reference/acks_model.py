@@ -14,9 +14,9 @@ class AckBatch:
         self.by_chat: dict[str, dict[str, int]] = {}
 
     def add(self, user: str, device: str, chat: str, seq: int) -> None:
-        raise_all(self.cursors, {(user, device, chat): seq})
-        raise_all(self.delivered, {(chat, user): seq})
-        raise_all(self.by_chat.setdefault(chat, {}), {user: seq})
+        _raise(self.cursors, (user, device, chat), seq)
+        _raise(self.delivered, (chat, user), seq)
+        _raise(self.by_chat.setdefault(chat, {}), user, seq)
         if not self.ready:
             self.ready = True
             self.on_ready()
@@ -28,7 +28,11 @@ class AckBatch:
         return batch
 
 
+def _raise(into: dict, key, seq: int) -> None:
+    if seq > into.get(key, -1):
+        into[key] = seq
+
+
 def raise_all(into: dict, source: dict) -> None:
     for key, seq in source.items():
-        if seq > into.get(key, -1):
-            into[key] = seq
+        _raise(into, key, seq)

@@ -11,9 +11,10 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.object cimport PyObject
 
 
-cdef inline int _raise(dict into, object key, long long seq) except -1:
+cdef inline int _raise(dict into, object key, object seq) except -1:
+    """Keep the higher seq of `into[key]` and `seq`."""
     cdef PyObject* held = PyDict_GetItem(into, key)
-    if held == NULL or <long long>(<object>held) < seq:
+    if held == NULL or <long long>(<object>held) < <long long>seq:
         PyDict_SetItem(into, key, seq)
     return 0
 
@@ -30,17 +31,18 @@ cdef class AckBatch:
         self.by_chat = {}
 
     cdef int put(self, str user, str device, str chat, long long seq) except -1:
+        cdef object boxed = seq  # one int object for every dict
         cdef dict users
         cdef PyObject* found
-        _raise(self.cursors, (user, device, chat), seq)
-        _raise(self.delivered, (chat, user), seq)
+        _raise(self.cursors, (user, device, chat), boxed)
+        _raise(self.delivered, (chat, user), boxed)
         found = PyDict_GetItem(self.by_chat, chat)
         if found == NULL:
             users = {}
             PyDict_SetItem(self.by_chat, chat, users)
         else:
             users = <dict>found
-        _raise(users, user, seq)
+        _raise(users, user, boxed)
         if not self.ready:
             self.ready = True
             self.on_ready()
@@ -61,8 +63,5 @@ cdef class AckBatch:
 
 def raise_all(dict into not None, dict source not None):
     """Merge watermarks: each key of `source` into `into`, keeping the higher seq."""
-    cdef PyObject* held
     for key, seq in source.items():
-        held = PyDict_GetItem(into, key)
-        if held == NULL or <object>held < seq:
-            PyDict_SetItem(into, key, seq)
+        _raise(into, key, seq)
