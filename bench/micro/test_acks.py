@@ -82,8 +82,8 @@ class Group:
         now = self.clock.t
         for session in self.sessions:
             session.receive(0x2, True, payload, now)
-        cursors, delivered, by_chat = self.acks.take()
-        self.writer.ack_deliveries(cursors, delivered)
+        cursors, by_chat = self.acks.take()
+        self.writer.ack_deliveries(cursors, by_chat)
         assert len(by_chat["g"]) == MEMBERS
 
 
