@@ -48,7 +48,7 @@ from collections import deque
 from itertools import islice
 from typing import Callable
 
-from .acks import raise_all
+from .acks import raise_all, raise_by_chat
 from .futures import Done
 from .model import Batch, CommitOutcome, CommitResult, NewMessage
 from .store import Store, StoreError
@@ -145,20 +145,18 @@ class CoalescingWriter:
         self._acks_pending()
 
     def ack_deliveries(self, cursors: dict[tuple[str, str, str], int],
-                       delivered: dict[tuple[str, str], int]) -> None:
-        """A loop turn's acks (core/acks.py): devices' cursors {(user, device, chat): seq} and
-        users' delivered watermarks {(chat, user): seq}, merged whole (the writer may keep the
-        dicts given). Dropped after close, like ack_cursor."""
+                       by_chat: dict[str, dict[str, int]]) -> None:
+        """A loop turn's acks (core/acks.py): devices' cursors {(user, device, chat): seq}
+        (the writer may keep the dict) and users' delivered watermarks per chat {chat: {user:
+        seq}} (copied: the receipts keep those dicts), merged whole. Dropped after close, like
+        ack_cursor."""
         if self._closed:
             return
         if self._cursors:
             raise_all(self._cursors, cursors)
         else:
             self._cursors = cursors
-        if self._delivered:
-            raise_all(self._delivered, delivered)
-        else:
-            self._delivered = delivered
+        raise_by_chat(self._delivered, by_chat)
         self._acks_pending()
 
     def _acks_pending(self) -> None:

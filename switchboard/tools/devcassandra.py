@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -66,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .devcluster import DevClusterError, Process, _bindable, _listening
+from .devcluster import DevClusterError, Process, _listening, free_port
 from .devcluster import _wait as wait_until
 
 VERSION = "5.0.6"
@@ -298,8 +297,8 @@ class CassandraCluster:
             self.port = self.port or previous["native_transport_port"]
             self.storage_port = previous["storage_port"]
         else:
-            self.port = self.port or _free_port(self.hosts)
-            self.storage_port = _free_port(self.hosts, exclude=self.port)
+            self.port = self.port or free_port(hosts=self.hosts)
+            self.storage_port = free_port(hosts=self.hosts, exclude=[self.port])
         try:
             for node in self.nodes:
                 self._write_config(node)
@@ -556,20 +555,6 @@ def _statement(cql: str, consistency: str) -> Any:
 def _signal(node: CassandraNode, sig: int) -> None:
     if node.alive():
         os.kill(node.process.pid, sig)
-
-
-def _free_port(hosts: list[str], exclude: int = 0) -> int:
-    """A port bindable on every one of `hosts`, below the kernel's ephemeral range (where no
-    outgoing connection takes it while the JVM starts) and above the well-known services."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(20000, max(20001, low))
-        if port != exclude and all(_bindable(port, host) for host in hosts):
-            return port
-    raise DevCassandraError(f"found no port free on all of {', '.join(hosts)}")
 
 
 # ---------------------------------------------------------------------------- CLI

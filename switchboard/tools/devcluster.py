@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,11 +327,13 @@ class RedisCluster:
                 "nodes": [node.to_json() for node in self.nodes]}
 
 
-def free_port(bus: bool = False) -> int:
-    """A loopback port nobody listens on now, below the kernel's ephemeral range (see
-    free_run); with `bus`, port + 10000 is free and below that range as well (Redis Cluster's
-    bus port). Another process may still take it before we bind: callers retry."""
-    return free_run(1, above=_BUS_PORT_OFFSET if bus else 0)
+def free_port(bus: bool = False, *, hosts: Iterable[str] = (HOST,),
+              exclude: Iterable[int] = ()) -> int:
+    """A port nobody listens on now on any of `hosts`, below the kernel's ephemeral range and
+    not in `exclude` (see free_run); with `bus`, port + 10000 is free and below that range as
+    well (Redis Cluster's bus port). Another process may still take it before we bind: callers
+    retry."""
+    return free_run(1, above=_BUS_PORT_OFFSET if bus else 0, hosts=hosts, exclude=exclude)
 
 
 _handed_out: set[int] = set()
@@ -339,12 +341,16 @@ _handed_out: set[int] = set()
 mesh ports, say) must not get the same one."""
 
 
-def free_run(count: int, above: int = 0) -> int:
-    """The first of `count` consecutive loopback ports nobody listens on now, picked at random
-    below the kernel's ephemeral range. An ephemeral port can be taken as the source port of
+def free_run(count: int, above: int = 0, *, hosts: Iterable[str] = (HOST,),
+             exclude: Iterable[int] = ()) -> int:
+    """The first of `count` consecutive ports nobody listens on now on any of `hosts`, picked at
+    random below the kernel's ephemeral range, none of them in `exclude` (ports fixed by the
+    caller) or given by an earlier call. An ephemeral port can be taken as the source port of
     any outgoing connection before its server binds it, even by a dial to that very port (a
     TCP self-connect), which then holds it. With `above`, each port + `above` is free and
     below that range too. Another process binding it on purpose still may: callers retry."""
+    hosts = list(hosts)
+    taken = _handed_out.union(exclude)
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         ephemeral_low = int(f.read().split()[0])
     top = ephemeral_low - count - above
@@ -354,12 +360,13 @@ def free_run(count: int, above: int = 0) -> int:
     for _ in range(500):
         first = random.randrange(10000, top)
         run = range(first, first + count)
-        if (not _handed_out.intersection(run)
-                and all(_bindable(port) and (not above or _bindable(port + above))
-                        for port in run)):
+        if (not taken.intersection(run)
+                and all(_bindable(port, host) and (not above or _bindable(port + above, host))
+                        for port in run for host in hosts)):
             _handed_out.update(run)
             return first
-    raise DevClusterError(f"no {count} consecutive free ports below {ephemeral_low}")
+    raise DevClusterError(f"no {count} consecutive ports below {ephemeral_low} free on "
+                          f"{', '.join(hosts)}")
 
 
 def _bindable(port: int, host: str = HOST) -> bool:

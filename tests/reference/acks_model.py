@@ -10,25 +10,33 @@ class AckBatch:
         self.on_ready = on_ready
         self.ready = False
         self.cursors: dict[tuple[str, str, str], int] = {}
-        self.delivered: dict[tuple[str, str], int] = {}
         self.by_chat: dict[str, dict[str, int]] = {}
 
     def add(self, user: str, device: str, chat: str, seq: int) -> None:
-        raise_all(self.cursors, {(user, device, chat): seq})
-        raise_all(self.delivered, {(chat, user): seq})
-        raise_all(self.by_chat.setdefault(chat, {}), {user: seq})
+        _raise(self.cursors, (user, device, chat), seq)
+        _raise(self.by_chat.setdefault(chat, {}), user, seq)
         if not self.ready:
             self.ready = True
             self.on_ready()
 
-    def take(self) -> tuple[dict, dict, dict]:
-        batch = (self.cursors, self.delivered, self.by_chat)
-        self.cursors, self.delivered, self.by_chat = {}, {}, {}
+    def take(self) -> tuple[dict, dict]:
+        batch = (self.cursors, self.by_chat)
+        self.cursors, self.by_chat = {}, {}
         self.ready = False
         return batch
 
 
+def _raise(into: dict, key, seq: int) -> None:
+    if seq > into.get(key, -1):
+        into[key] = seq
+
+
 def raise_all(into: dict, source: dict) -> None:
     for key, seq in source.items():
-        if seq > into.get(key, -1):
-            into[key] = seq
+        _raise(into, key, seq)
+
+
+def raise_by_chat(into: dict, by_chat: dict[str, dict[str, int]]) -> None:
+    for chat, users in by_chat.items():
+        for user, seq in users.items():
+            _raise(into, (chat, user), seq)

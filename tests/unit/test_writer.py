@@ -26,7 +26,7 @@ def msg(chat: str, client_msg_id: str, body: bytes = b"hi", user: str = "alice")
 
 def ack_delivery(writer: CoalescingWriter, user: str, device: str, chat: str, seq: int) -> None:
     """One device's ack, as a loop turn's batch of one (core/acks.py)."""
-    writer.ack_deliveries({(user, device, chat): seq}, {(chat, user): seq})
+    writer.ack_deliveries({(user, device, chat): seq}, {chat: {user: seq}})
 
 
 def submit(writer: CoalescingWriter, message: NewMessage) -> asyncio.Future[CommitResult]:
@@ -374,6 +374,23 @@ async def test_ack_deliveries_coalesce_to_the_max_and_is_durable(faulty, make_wr
     assert faulty.batches[1].delivered == {("g", "bob"): 8, ("g", "carol"): 2}
     assert faulty.batches[1].cursors == {("bob", "phone", "g"): 8, ("carol", "tablet", "g"): 2}
     assert await faulty.receipts("g") == {"bob": Receipt(8, 0), "carol": Receipt(2, 0)}
+
+
+async def test_a_turns_delivered_acks_per_chat_merge_into_the_pending_and_are_copied(
+        faulty, make_writer):
+    """A loop turn hands the delivered watermarks per chat, the dicts the receipts keep and
+    later raise: the writer merges them into its own (the higher seq per (chat, user)), so a
+    later change to the receipts' dicts does not reach the store."""
+    writer = make_writer(faulty)
+    first = await hold_first_flush(faulty, writer)
+    ack_delivery(writer, "bob", "phone", "g", 6)
+    turn = {"g": {"bob": 4, "carol": 3}, "h": {"bob": 1}}
+    writer.ack_deliveries({}, turn)
+    turn["g"]["carol"] = 9  # the receipts merge a later turn into the dict they keep
+    faulty.release()
+    await settled([first])
+    await wait_for(lambda: len(faulty.batches) == 2 and not other_tasks())
+    assert faulty.batches[1].delivered == {("g", "bob"): 6, ("g", "carol"): 3, ("h", "bob"): 1}
 
 
 async def test_ack_deliveries_alone_schedule_a_flush(memory, make_writer):

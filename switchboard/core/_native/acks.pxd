@@ -3,7 +3,6 @@
 
 cdef class AckBatch:
     cdef dict cursors
-    cdef dict delivered
     cdef dict by_chat
     cdef object on_ready
     cdef bint ready
