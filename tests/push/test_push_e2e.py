@@ -2,6 +2,8 @@
 (tests/support/push_servers.py), devices through the real SDK."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from switchboard.client import ServerError
@@ -71,6 +73,7 @@ async def test_a_burst_of_100_messages_is_a_handful_of_pushes(push_servers, gate
     await offline(gateway, "bob", "phone", "apns", PHONE)
     await offline(gateway, "bob", "android", "fcm", ANDROID)
     alice, chat = await direct(gateway)
+    started = time.monotonic()
     for i in range(100):
         await alice.send(chat, b"m%d" % i)
 
@@ -80,8 +83,11 @@ async def test_a_burst_of_100_messages_is_a_handful_of_pushes(push_servers, gate
                                    lambda p: p.payload["sb"]["count"]) == 100)
     await wait_for(lambda: counted(push_servers.fcm.to(ANDROID),
                                    lambda p: p.message["data"]["count"]) == 100)
+    # the first push at once, then at most one per interval while the burst lasted (slow on
+    # a loaded machine), and one for what came after the last
+    most = 2 + int((time.monotonic() - started) / INTERVAL)
     phone, android = pushes(push_servers, PHONE), push_servers.fcm.to(ANDROID)
-    assert 2 <= len(phone) <= 4 and 2 <= len(android) <= 4
+    assert 2 <= len(phone) <= most and 2 <= len(android) <= most
     assert phone[-1].payload["aps"]["badge"] == 100 and phone[-1].payload["sb"]["seq"] == 100
     assert android[-1].message["data"]["badge"] == "100"
     # one push per chat per interval is timed from when each is taken to be sent, not from its

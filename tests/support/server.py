@@ -91,9 +91,13 @@ class ServerProcess:
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 30)
-        match = re.search(rb"ws://[\d.]+:(\d+)/", line)
-        assert match, f"server did not start: {line!r}"
+        try:  # a slow start on a loaded machine is waited for; a failed one leaves no process
+            line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 90)
+            match = re.search(rb"ws://[\d.]+:(\d+)/", line)
+            assert match, f"server did not start: {line!r}"
+        except BaseException:
+            self.stop()
+            raise
         self.port = int(match.group(1))
         return self
 
