@@ -64,7 +64,8 @@ async def test_last_seen_times_are_written_in_one_batch(server):
     assert sum("UPDATE devices SET last_seen_ms" in s for s in batch) == 3
     assert sum(s.startswith("BEGIN") for s in batch) == 1
     rows = await server.gateway.services.store.list_devices("alice")
-    assert len(rows) == 3 and all(row.last_seen_ms > row.first_seen_ms for row in rows)
+    # a device may come and go within one millisecond: its last seen is then its first seen
+    assert len(rows) == 3 and all(row.last_seen_ms >= row.first_seen_ms for row in rows)
 
 
 async def _connect(server, token: str) -> RawClient:
