@@ -190,6 +190,24 @@ async def test_a_peer_of_an_older_release_gets_a_kick_frame(nodes):
     assert replaced_kicks(nodes)["b"] == 1
 
 
+async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
+    """A burst of connects on one node is told to its peers in one presence frame per
+    interval, not one per connect, and every peer ends up with every user online."""
+    a, b, c = nodes
+    gossip = a.gateway.router.gossip
+    gossip.interval = 1.0
+    frames = gossip.frames
+    started = asyncio.get_running_loop().time()
+    users = [f"burst{i}" for i in range(8)]
+    for user in users:
+        await authed(a, user)
+    elapsed = asyncio.get_running_loop().time() - started
+    await wait_for(lambda: all(n.gateway.presence.registry.is_online(u)
+                               for n in (b, c) for u in users), message="all online on b, c")
+    assert gossip.frames - frames <= 2 + int(elapsed / gossip.interval)
+    assert gossip.frames - frames < len(users) or elapsed >= 6 * gossip.interval
+
+
 async def test_a_node_leaving_hands_its_chats_over(nodes):
     a, b, c = nodes
     alice, bob = await authed(a, "alice"), await authed(b, "bob")
