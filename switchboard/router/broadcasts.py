@@ -1,12 +1,12 @@
 """What every node must hear: cache invalidations and kicks (docs/cluster.md, "Caches and
 invalidation", "Replaced and revoked devices"). Each acts on this node first, then goes to
-every peer in one frame."""
+every peer in one frame. A replaced device's kick is not here: it goes with the location
+frames, to the peers that can hold the device (locations.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from switchboard.core.ids import now_ms
-from switchboard.proto.codes import Close
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import Invalidation, LocalNode
@@ -30,16 +30,6 @@ class Broadcasts:
         before = now_ms() + 1
         self._node.kick(user, device, code, reason, before)
         self._mesh.broadcast(_kick(user, device, code, reason, before))
-
-    def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
-        """The device connected here at opened_ms: its older connections on `nodes` close
-        (4010)."""
-        payload = _kick(user, device, Close.REPLACED, "replaced by a newer connection",
-                        opened_ms).SerializeToString()  # once: a static cluster names every peer
-        for node_id in nodes:
-            link = self._mesh.link(node_id)
-            if link is not None:
-                link.send_encoded(payload)
 
     def on_kick(self, link: Link, kick: mesh.Kick) -> None:
         self._node.kick(kick.user_id, kick.device_id, kick.close_code, kick.reason,

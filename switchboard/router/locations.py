@@ -14,38 +14,55 @@ that commits after its ack sees the user in its map and sends the Deliver; one t
 before it did so before the sync's read, which returns the message. A peer whose link comes up
 later gets the snapshot, and until it has read it, sends this node everything.
 
-Cost: one small frame to every peer per connect and per last disconnect of a user on a node
-(batched per turn), one acknowledgement round trip before a device's first sync, and, on every
-node, an entry per user connected anywhere else in the cluster (its node's name, shared:
-core/nodesets.py): the same order as the presence gossip (O(nodes) per change, right for tens of
-nodes).
+The same frame carries the kicks of replaced devices (a device that connected here closes its
+older connections elsewhere, 4010), to the peers whose map entry names the user when the frame
+is written; a peer whose snapshot has not arrived is named for every user. No other peer can
+hold a connection the kick would close: a peer adds a connection to its hub only after every
+linked peer acknowledged its arrival, and says `gone` only after the user's last connection
+there left; one it is adding meanwhile joins its hub after this node's acknowledgement, which
+leaves after this frame, too late for a kick in it. A peer of an older release (no
+FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
+
+Cost: one small frame to every peer per turn with connects or last disconnects of users on a
+node, one acknowledgement round trip before a device's first sync, and, on every node, an entry
+per user connected anywhere else in the cluster (its node's name, shared: core/nodesets.py): the
+same order as the presence gossip (O(nodes) per change, right for tens of nodes).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from switchboard.core import nodesets
-from switchboard.core.metrics import Metric, gauge
+from switchboard.core.metrics import Metric, counter, gauge
+from switchboard.proto.codes import Close
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .mesh import Link, Mesh
 
+REPLACED_REASON = "replaced by a newer connection"
+
+Kick = Callable[[str, str, int, str, int], None]
+"""kick(user, device, code, reason, before_ms): LocalNode.kick, what a replaced device does here."""
+
 
 class Locations:
-    def __init__(self, mesh_: Mesh) -> None:
+    def __init__(self, mesh_: Mesh, kick: Kick) -> None:
         self._mesh = mesh_
+        self._kick = kick
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
         self._where: dict[str, nodesets.NodeSet] = {}  # user -> peers it is connected to
         self._known: set[str] = set()              # peers whose snapshot arrived
         self._arrived: set[str] = set()            # to tell at the end of this turn
         self._left: set[str] = set()
+        self._replaced: list[tuple[mesh.Replaced, Iterable[str]]] = []  # kick, nodes named
         self._waiters: list[asyncio.Future] = []   # arrivals in this turn's frame
         self._flush: asyncio.Handle | None = None
         self._barriers = itertools.count(1)
         self._unacked: dict[int, tuple[set[str], asyncio.Future]] = {}
+        self.replaced_sent = 0  # kicks of replaced devices sent, one per (device, peer)
 
     # ------------------------------------------------------------------ this node's users
     def arrived(self, user: str) -> asyncio.Future[None]:
@@ -77,22 +94,64 @@ class Locations:
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_soon(self._send)
 
+    def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
+        """The device connected here at opened_ms: its older connections on `nodes` close
+        (4010); told in this turn's frame to those the map names for the user then."""
+        self._replaced.append(
+            (mesh.Replaced(user_id=user, device_id=device, before_ms=opened_ms), nodes))
+        self._schedule()
+
     def _send(self) -> None:
         self._flush = None
         arrived, self._arrived = self._arrived, set()
         left, self._left = self._left, set()
+        replaced = self._kicks(self._replaced)
+        self._replaced = []
         waiters, self._waiters = self._waiters, []
-        peers = set(self._mesh.links)
-        barrier = next(self._barriers) if waiters and peers else 0
-        if arrived or left:
-            self._mesh.broadcast(mesh.MeshFrame(located=mesh.Located(
-                here=sorted(arrived), gone=sorted(left), barrier=barrier)))
+        links = self._mesh.links
+        barrier = next(self._barriers) if waiters and links else 0
+        if arrived or left or replaced:
+            common = mesh.MeshFrame(located=mesh.Located(
+                here=sorted(arrived), gone=sorted(left), barrier=barrier))
+            payload = common.SerializeToString() if arrived or left else None  # once for all
+            for node_id, link in links.items():
+                kicks = replaced.get(node_id)
+                if kicks is None:
+                    if payload is not None:
+                        link.send_encoded(payload)
+                    continue
+                self.replaced_sent += len(kicks)
+                if link.features & mesh.FEATURE_LOCATED_REPLACED:
+                    frame = mesh.MeshFrame()
+                    frame.CopyFrom(common)
+                    frame.located.replaced.extend(kicks)
+                    link.send(frame)
+                else:  # an older release: the kicks as Kick frames of their own
+                    if payload is not None:
+                        link.send_encoded(payload)
+                    for kick in kicks:
+                        link.send(mesh.MeshFrame(kick=mesh.Kick(
+                            user_id=kick.user_id, device_id=kick.device_id,
+                            close_code=Close.REPLACED, reason=REPLACED_REASON,
+                            before_ms=kick.before_ms)))
         if barrier:
             done = asyncio.get_running_loop().create_future()
-            self._unacked[barrier] = (peers, done)
+            self._unacked[barrier] = (set(links), done)
             done.add_done_callback(lambda _: _release(waiters))
         else:
             _release(waiters)
+
+    def _kicks(self, replaced: list[tuple[mesh.Replaced, Iterable[str]]]
+               ) -> dict[str, list[mesh.Replaced]]:
+        """peer -> the kicks for it: those of `replaced` naming it, where the map names their
+        user on it (or it has not sent its snapshot yet)."""
+        kicks: dict[str, list[mesh.Replaced]] = {}
+        for kick, nodes in replaced:
+            there = nodesets.members(self._where.get(kick.user_id))
+            for node_id in nodes:
+                if node_id in there or node_id not in self._known:
+                    kicks.setdefault(node_id, []).append(kick)
+        return kicks
 
     # ------------------------------------------------------------------ where others' users are
     def nodes_for(self, users: Iterable[str]) -> dict[str, list[str]]:
@@ -120,6 +179,9 @@ class Locations:
             nodesets.add(where, user, node_id)
         for user in located.gone:
             nodesets.discard(where, user, node_id)
+        for kick in located.replaced:
+            self._kick(kick.user_id, kick.device_id, Close.REPLACED, REPLACED_REASON,
+                       kick.before_ms)
         if located.barrier:
             link.send(mesh.MeshFrame(located_ack=mesh.LocatedAck(barrier=located.barrier)))
 
@@ -169,6 +231,9 @@ class Locations:
                   len(self._here)),
             gauge("cluster_located_elsewhere",
                   "users this node knows to have a connection on a peer", len(self._where)),
+            counter("cluster_replaced_kicks", "kicks sent to peers for a device that connected "
+                    "here, one per peer whose location map entry could hold the device",
+                    self.replaced_sent),
             gauge("cluster_location_barriers",
                   "connect announcements waiting for peers' acknowledgements",
                   len(self._unacked)),

@@ -61,6 +61,7 @@ from .mesh_auth import MeshTls
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
+FEATURES = mesh_pb2.FEATURE_LOCATED_REPLACED  # what this release reads beyond PROTOCOL
 CLOSE_WAIT = 1.0  # s Mesh.close gives a closing link to write what it holds
 _LENGTH = struct.Struct(">I")
 _HEARTBEAT = mesh_pb2.MeshFrame(heartbeat=mesh_pb2.Heartbeat()).SerializeToString()
@@ -146,13 +147,15 @@ class LinkState(enum.Enum):
 
 class Link(asyncio.Protocol):
     """One TCP connection to a peer node; the handler only ever sees it up. `node_id` and
-    `peer_epoch` come from the peer's Hello. Counters: frames_out, frames_in, bytes_out,
+    `peer_epoch` and `features` (what the peer reads beyond the protocol: mesh.proto's
+    Feature bits) come from the peer's Hello. Counters: frames_out, frames_in, bytes_out,
     bytes_in, and writes (transport writes, one per event-loop turn with output). `loss`: why
     it went down (None while it is not)."""
 
     def __init__(self, mesh: Mesh, dialled: str | None) -> None:
         self.node_id = dialled or ""
         self.peer_epoch = 0
+        self.features = 0
         self.frames_out = self.frames_in = self.bytes_out = self.bytes_in = self.writes = 0
         self._mesh = mesh
         self._dialled = dialled
@@ -340,6 +343,7 @@ class Link(asyncio.Protocol):
         else:
             self.node_id = hello.node_id
             self.peer_epoch = hello.epoch
+            self.features = hello.features
             self._peer_nonce = hello.nonce
             if self._dialled is None:  # the acceptor: the dialler is proven (or no secret)
                 if secret:
@@ -582,7 +586,7 @@ class Mesh:
     def _hello(self, nonce: bytes = b"", proof: bytes = b"") -> bytes:
         return mesh_pb2.MeshFrame(hello=mesh_pb2.Hello(
             node_id=self.node_id, epoch=self.epoch, protocol=PROTOCOL, nonce=nonce,
-            proof=proof)).SerializeToString()
+            proof=proof, features=FEATURES)).SerializeToString()
 
     def _detector(self, started_at: float) -> PhiAccrualDetector:
         return PhiAccrualDetector(

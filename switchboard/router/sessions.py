@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from switchboard.core.tasks import TaskGroup
 
 from .base import LocalNode
-from .broadcasts import Broadcasts
 from .locations import Locations
 from .registry import Registry, RegistryUnavailable, nodes_named
 from .mesh import Mesh
@@ -23,13 +22,12 @@ USAGE_TTL = 120.0  # s a user's shared rate-limit totals outlive their last chan
 
 
 class Sessions:
-    def __init__(self, mesh: Mesh, node: LocalNode, registry: Registry, broadcasts: Broadcasts,
-                 locations: Locations, tasks: TaskGroup, epoch: Callable[[], int]) -> None:
+    def __init__(self, mesh: Mesh, node: LocalNode, registry: Registry, locations: Locations,
+                 tasks: TaskGroup, epoch: Callable[[], int]) -> None:
         """epoch(): this node's current life (it changes when the node registers anew)."""
         self._mesh = mesh
         self._node = node
         self._registry = registry
-        self._broadcasts = broadcasts
         self._locations = locations
         self._tasks = tasks
         self._epoch = epoch
@@ -53,8 +51,8 @@ class Sessions:
             self._locations.left(user)
             return False
         if previous is not None:
-            self._broadcasts.replaced(user, device, opened_ms,
-                                      nodes_named((previous.node_id,), self._mesh.links, node_id))
+            self._locations.replaced(user, device, opened_ms,
+                                     nodes_named((previous.node_id,), self._mesh.linked(), node_id))
         await known
         return True
 

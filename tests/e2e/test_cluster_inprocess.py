@@ -155,6 +155,59 @@ async def test_replaced_and_revoked_devices_across_nodes(nodes):
     assert (await retry.closed())[0] == 4011
 
 
+def replaced_kicks(nodes) -> dict[str, int]:
+    return {node.gateway.router.node_id: node.gateway.router.locations.replaced_sent
+            for node in nodes}
+
+
+async def test_a_replaced_device_is_kicked_only_where_it_is(nodes):
+    """The kick of a device that connected goes in the location frame, to the peer the map
+    names for the user, and to no peer once the older connection is gone."""
+    a, b, c = nodes
+    first = await authed(a, "alice", "phone")
+    await wait_for(lambda: all(n.gateway.router.locations.nodes_for(["alice"]).get("a")
+                               for n in (b, c)), message="alice located on a")
+    second = await authed(b, "alice", "phone")
+    assert (await first.closed())[0] == 4010
+    assert replaced_kicks(nodes) == {"a": 0, "b": 1, "c": 0}  # to a alone
+    second.close()
+    await wait_for(lambda: not b.gateway.hub.devices_of("alice"), message="closed on b")
+    await wait_for(lambda: all(not n.gateway.router.locations.nodes_for(["alice"])
+                               for n in (a, c)), message="alice gone from every map")
+    await authed(c, "alice", "phone")
+    assert replaced_kicks(nodes) == {"a": 0, "b": 1, "c": 0}  # nobody held it
+
+
+async def test_a_peer_of_an_older_release_gets_a_kick_frame(nodes):
+    """A peer whose Hello does not say it reads Located.replaced gets the Kick frame."""
+    a, b, _ = nodes
+    first = await authed(a, "alice", "phone")
+    await wait_for(lambda: b.gateway.router.locations.nodes_for(["alice"]).get("a"),
+                   message="alice located on a")
+    b.gateway.router.mesh.link("a").features = 0  # b's view of a: an older release
+    await authed(b, "alice", "phone")
+    assert (await first.closed())[0] == 4010
+    assert replaced_kicks(nodes)["b"] == 1
+
+
+async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
+    """A burst of connects on one node is told to its peers in one presence frame per
+    interval, not one per connect, and every peer ends up with every user online."""
+    a, b, c = nodes
+    gossip = a.gateway.router.gossip
+    gossip.interval = 1.0
+    frames = gossip.frames
+    started = asyncio.get_running_loop().time()
+    users = [f"burst{i}" for i in range(8)]
+    for user in users:
+        await authed(a, user)
+    elapsed = asyncio.get_running_loop().time() - started
+    await wait_for(lambda: all(n.gateway.presence.registry.is_online(u)
+                               for n in (b, c) for u in users), message="all online on b, c")
+    assert gossip.frames - frames <= 2 + int(elapsed / gossip.interval)
+    assert gossip.frames - frames < len(users) or elapsed >= 6 * gossip.interval
+
+
 async def test_a_node_leaving_hands_its_chats_over(nodes):
     a, b, c = nodes
     alice, bob = await authed(a, "alice"), await authed(b, "bob")

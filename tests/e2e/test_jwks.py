@@ -129,6 +129,31 @@ async def test_audience_issuer_and_expiry_are_checked(make_server, jwks, claims,
     assert await upgrade_status(server, jwks.signers[0].token("alice", **claims)) == (401, reason)
 
 
+async def test_bad_tokens_under_a_header_seen_before_get_the_same_answers(make_server, jwks):
+    """Once a token of a key was accepted, the next ones under its header skip PyJWT
+    (core/fast_tokens.py) when good; bad ones still get PyJWT's refusal."""
+    server = await jwks_server(make_server, jwks)
+    signer = jwks.signers[0]
+    assert await welcome(server, signer.token("alice")) == "alice"
+    assert await welcome(server, server.token("dev-user")) == "dev-user"
+    for claims, reason in [({"aud": "someone-else"}, b"invalid token"),
+                           ({"iss": "https://evil.example.test"}, b"invalid token"),
+                           ({"exp": 1}, b"token expired"),
+                           ({"nbf": int(time.time()) + 600}, b"invalid token")]:
+        assert await upgrade_status(server, signer.token("bob", **claims)) == (401, reason)
+    impostor = Signer("rsa-1", "RS256")  # the published kid, another private key
+    assert await upgrade_status(server, impostor.token("bob")) == (401, b"invalid token")
+    head, _, signature = signer.token("bob").split(".")
+    forged = signer.token("mallory").split(".")[1]
+    assert await upgrade_status(server, f"{head}.{forged}.{signature}") == (401, b"invalid token")
+    expired_dev = server.token("dev-user", ttl=-60)
+    assert await upgrade_status(server, expired_dev) == (401, b"token expired")
+    fast = server.gateway.tokens.fast
+    assert fast.tried == 7 and fast.accepted == 0
+    assert await welcome(server, signer.token("carol")) == "carol"
+    assert fast.accepted == 1
+
+
 async def test_a_token_signed_by_a_key_not_in_the_set_is_refused(make_server, jwks):
     server = await jwks_server(make_server, jwks, auth__jwks_min_refetch=3600.0)
     impostor = Signer("rsa-1", "RS256")  # the published kid, another private key

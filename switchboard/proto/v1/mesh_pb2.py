@@ -25,45 +25,49 @@ _sym_db = _symbol_database.Default()
 from switchboard.proto.v1 import client_pb2 as switchboard_dot_proto_dot_v1_dot_client__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fswitchboard/proto/v1/mesh.proto\x12\x13switchboard.mesh.v1\x1a!switchboard/proto/v1/client.proto\"\xe4\x05\n\tMeshFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.switchboard.mesh.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.switchboard.mesh.v1.HeartbeatH\x00\x12\x38\n\x0c\x66orward_send\x18\x03 \x01(\x0b\x32 .switchboard.mesh.v1.ForwardSendH\x00\x12\x36\n\x0bsend_result\x18\x04 \x01(\x0b\x32\x1f.switchboard.mesh.v1.SendResultH\x00\x12/\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x1c.switchboard.mesh.v1.DeliverH\x00\x12)\n\x04push\x18\x06 \x01(\x0b\x32\x19.switchboard.mesh.v1.PushH\x00\x12\x38\n\x0creceipt_note\x18\x07 \x01(\x0b\x32 .switchboard.mesh.v1.ReceiptNoteH\x00\x12\x35\n\ninvalidate\x18\x08 \x01(\x0b\x32\x1f.switchboard.mesh.v1.InvalidateH\x00\x12\x37\n\x08presence\x18\t \x01(\x0b\x32#.switchboard.mesh.v1.PresenceStatesH\x00\x12)\n\x04kick\x18\n \x01(\x0b\x32\x19.switchboard.mesh.v1.KickH\x00\x12/\n\x07located\x18\x0b \x01(\x0b\x32\x1c.switchboard.mesh.v1.LocatedH\x00\x12\x36\n\x0blocated_ack\x18\x0c \x01(\x0b\x32\x1f.switchboard.mesh.v1.LocatedAckH\x00\x12)\n\x04load\x18\r \x01(\x0b\x32\x19.switchboard.mesh.v1.LoadH\x00\x12\x36\n\x0bhello_proof\x18\x0e \x01(\x0b\x32\x1f.switchboard.mesh.v1.HelloProofH\x00\x42\x06\n\x04\x62ody\"W\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\r\n\x05proof\x18\x05 \x01(\x0c\"\x1b\n\nHelloProof\x12\r\n\x05proof\x18\x01 \x01(\x0c\"\x0b\n\tHeartbeat\"\xd0\x01\n\x0b\x46orwardSend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x04 \x01(\t\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\tmedia_ids\x18\x07 \x03(\t\x12\x33\n\nmembership\x18\x08 \x01(\x0b\x32\x1f.switchboard.v1.MembershipEvent\x12\x0b\n\x03\x65\x32\x65\x18\t \x01(\x08\"\xb6\x01\n\nSendResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x17.switchboard.v1.Message\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12(\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x19.switchboard.v1.ErrorCode\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x06 \x01(\r\"W\n\x07\x44\x65liver\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.switchboard.v1.Message\"[\n\x04Push\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65xclude_user_id\x18\x03 \x01(\t\x12\x19\n\x11\x65xclude_device_id\x18\x04 \x01(\t\"q\n\x0bReceiptNote\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rdelivered_seq\x18\x03 \x01(\x04\x12\x10\n\x08read_seq\x18\x04 \x01(\x04\x12\x17\n\x0fpublic_read_seq\x18\x05 \x01(\x04\"\xa5\x01\n\nInvalidate\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.switchboard.mesh.v1.Invalidate.Kind\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x18\n\x10removed_user_ids\x18\x03 \x03(\t\"<\n\x04Kind\x12\x10\n\x0c\x43HAT_MEMBERS\x10\x00\x12\x11\n\rUSER_SETTINGS\x10\x01\x12\x0f\n\x0bUSER_BLOCKS\x10\x02\"T\n\x0ePresenceStates\x12\x30\n\x05users\x18\x01 \x03(\x0b\x32!.switchboard.mesh.v1.UserPresence\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"E\n\x0cUserPresence\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x14\n\x0clast_seen_ms\x18\x03 \x01(\x04\"a\n\x04Kick\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nclose_code\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tbefore_ms\x18\x05 \x01(\x04\"H\n\x07Located\x12\x0c\n\x04here\x18\x01 \x03(\t\x12\x0c\n\x04gone\x18\x02 \x03(\t\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61rrier\x18\x04 \x01(\x04\"\x1d\n\nLocatedAck\x12\x0f\n\x07\x62\x61rrier\x18\x01 \x01(\x04\"\x1b\n\x04Load\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fswitchboard/proto/v1/mesh.proto\x12\x13switchboard.mesh.v1\x1a!switchboard/proto/v1/client.proto\"\xe4\x05\n\tMeshFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.switchboard.mesh.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.switchboard.mesh.v1.HeartbeatH\x00\x12\x38\n\x0c\x66orward_send\x18\x03 \x01(\x0b\x32 .switchboard.mesh.v1.ForwardSendH\x00\x12\x36\n\x0bsend_result\x18\x04 \x01(\x0b\x32\x1f.switchboard.mesh.v1.SendResultH\x00\x12/\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x1c.switchboard.mesh.v1.DeliverH\x00\x12)\n\x04push\x18\x06 \x01(\x0b\x32\x19.switchboard.mesh.v1.PushH\x00\x12\x38\n\x0creceipt_note\x18\x07 \x01(\x0b\x32 .switchboard.mesh.v1.ReceiptNoteH\x00\x12\x35\n\ninvalidate\x18\x08 \x01(\x0b\x32\x1f.switchboard.mesh.v1.InvalidateH\x00\x12\x37\n\x08presence\x18\t \x01(\x0b\x32#.switchboard.mesh.v1.PresenceStatesH\x00\x12)\n\x04kick\x18\n \x01(\x0b\x32\x19.switchboard.mesh.v1.KickH\x00\x12/\n\x07located\x18\x0b \x01(\x0b\x32\x1c.switchboard.mesh.v1.LocatedH\x00\x12\x36\n\x0blocated_ack\x18\x0c \x01(\x0b\x32\x1f.switchboard.mesh.v1.LocatedAckH\x00\x12)\n\x04load\x18\r \x01(\x0b\x32\x19.switchboard.mesh.v1.LoadH\x00\x12\x36\n\x0bhello_proof\x18\x0e \x01(\x0b\x32\x1f.switchboard.mesh.v1.HelloProofH\x00\x42\x06\n\x04\x62ody\"i\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\r\n\x05proof\x18\x05 \x01(\x0c\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x01(\r\"\x1b\n\nHelloProof\x12\r\n\x05proof\x18\x01 \x01(\x0c\"\x0b\n\tHeartbeat\"\xd0\x01\n\x0b\x46orwardSend\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x04 \x01(\t\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\tmedia_ids\x18\x07 \x03(\t\x12\x33\n\nmembership\x18\x08 \x01(\x0b\x32\x1f.switchboard.v1.MembershipEvent\x12\x0b\n\x03\x65\x32\x65\x18\t \x01(\x08\"\xb6\x01\n\nSendResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x17.switchboard.v1.Message\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12(\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x19.switchboard.v1.ErrorCode\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x06 \x01(\r\"W\n\x07\x44\x65liver\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.switchboard.v1.Message\"[\n\x04Push\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65xclude_user_id\x18\x03 \x01(\t\x12\x19\n\x11\x65xclude_device_id\x18\x04 \x01(\t\"q\n\x0bReceiptNote\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rdelivered_seq\x18\x03 \x01(\x04\x12\x10\n\x08read_seq\x18\x04 \x01(\x04\x12\x17\n\x0fpublic_read_seq\x18\x05 \x01(\x04\"\xa5\x01\n\nInvalidate\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.switchboard.mesh.v1.Invalidate.Kind\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x18\n\x10removed_user_ids\x18\x03 \x03(\t\"<\n\x04Kind\x12\x10\n\x0c\x43HAT_MEMBERS\x10\x00\x12\x11\n\rUSER_SETTINGS\x10\x01\x12\x0f\n\x0bUSER_BLOCKS\x10\x02\"T\n\x0ePresenceStates\x12\x30\n\x05users\x18\x01 \x03(\x0b\x32!.switchboard.mesh.v1.UserPresence\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"E\n\x0cUserPresence\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x14\n\x0clast_seen_ms\x18\x03 \x01(\x04\"a\n\x04Kick\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nclose_code\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tbefore_ms\x18\x05 \x01(\x04\"y\n\x07Located\x12\x0c\n\x04here\x18\x01 \x03(\t\x12\x0c\n\x04gone\x18\x02 \x03(\t\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61rrier\x18\x04 \x01(\x04\x12/\n\x08replaced\x18\x05 \x03(\x0b\x32\x1d.switchboard.mesh.v1.Replaced\"A\n\x08Replaced\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x11\n\tbefore_ms\x18\x03 \x01(\x04\"\x1d\n\nLocatedAck\x12\x0f\n\x07\x62\x61rrier\x18\x01 \x01(\x04\"\x1b\n\x04Load\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\r*9\n\x07\x46\x65\x61ture\x12\x10\n\x0c\x46\x45\x41TURE_NONE\x10\x00\x12\x1c\n\x18\x46\x45\x41TURE_LOCATED_REPLACED\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.proto.v1.mesh_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FEATURE']._serialized_start=2350
+  _globals['_FEATURE']._serialized_end=2407
   _globals['_MESHFRAME']._serialized_start=92
   _globals['_MESHFRAME']._serialized_end=832
   _globals['_HELLO']._serialized_start=834
-  _globals['_HELLO']._serialized_end=921
-  _globals['_HELLOPROOF']._serialized_start=923
-  _globals['_HELLOPROOF']._serialized_end=950
-  _globals['_HEARTBEAT']._serialized_start=952
-  _globals['_HEARTBEAT']._serialized_end=963
-  _globals['_FORWARDSEND']._serialized_start=966
-  _globals['_FORWARDSEND']._serialized_end=1174
-  _globals['_SENDRESULT']._serialized_start=1177
-  _globals['_SENDRESULT']._serialized_end=1359
-  _globals['_DELIVER']._serialized_start=1361
-  _globals['_DELIVER']._serialized_end=1448
-  _globals['_PUSH']._serialized_start=1450
-  _globals['_PUSH']._serialized_end=1541
-  _globals['_RECEIPTNOTE']._serialized_start=1543
-  _globals['_RECEIPTNOTE']._serialized_end=1656
-  _globals['_INVALIDATE']._serialized_start=1659
-  _globals['_INVALIDATE']._serialized_end=1824
-  _globals['_INVALIDATE_KIND']._serialized_start=1764
-  _globals['_INVALIDATE_KIND']._serialized_end=1824
-  _globals['_PRESENCESTATES']._serialized_start=1826
-  _globals['_PRESENCESTATES']._serialized_end=1910
-  _globals['_USERPRESENCE']._serialized_start=1912
-  _globals['_USERPRESENCE']._serialized_end=1981
-  _globals['_KICK']._serialized_start=1983
-  _globals['_KICK']._serialized_end=2080
-  _globals['_LOCATED']._serialized_start=2082
-  _globals['_LOCATED']._serialized_end=2154
-  _globals['_LOCATEDACK']._serialized_start=2156
-  _globals['_LOCATEDACK']._serialized_end=2185
-  _globals['_LOAD']._serialized_start=2187
-  _globals['_LOAD']._serialized_end=2214
+  _globals['_HELLO']._serialized_end=939
+  _globals['_HELLOPROOF']._serialized_start=941
+  _globals['_HELLOPROOF']._serialized_end=968
+  _globals['_HEARTBEAT']._serialized_start=970
+  _globals['_HEARTBEAT']._serialized_end=981
+  _globals['_FORWARDSEND']._serialized_start=984
+  _globals['_FORWARDSEND']._serialized_end=1192
+  _globals['_SENDRESULT']._serialized_start=1195
+  _globals['_SENDRESULT']._serialized_end=1377
+  _globals['_DELIVER']._serialized_start=1379
+  _globals['_DELIVER']._serialized_end=1466
+  _globals['_PUSH']._serialized_start=1468
+  _globals['_PUSH']._serialized_end=1559
+  _globals['_RECEIPTNOTE']._serialized_start=1561
+  _globals['_RECEIPTNOTE']._serialized_end=1674
+  _globals['_INVALIDATE']._serialized_start=1677
+  _globals['_INVALIDATE']._serialized_end=1842
+  _globals['_INVALIDATE_KIND']._serialized_start=1782
+  _globals['_INVALIDATE_KIND']._serialized_end=1842
+  _globals['_PRESENCESTATES']._serialized_start=1844
+  _globals['_PRESENCESTATES']._serialized_end=1928
+  _globals['_USERPRESENCE']._serialized_start=1930
+  _globals['_USERPRESENCE']._serialized_end=1999
+  _globals['_KICK']._serialized_start=2001
+  _globals['_KICK']._serialized_end=2098
+  _globals['_LOCATED']._serialized_start=2100
+  _globals['_LOCATED']._serialized_end=2221
+  _globals['_REPLACED']._serialized_start=2223
+  _globals['_REPLACED']._serialized_end=2288
+  _globals['_LOCATEDACK']._serialized_start=2290
+  _globals['_LOCATEDACK']._serialized_end=2319
+  _globals['_LOAD']._serialized_start=2321
+  _globals['_LOAD']._serialized_end=2348
 # @@protoc_insertion_point(module_scope)

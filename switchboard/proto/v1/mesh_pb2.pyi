@@ -8,6 +8,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Feature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURE_NONE: _ClassVar[Feature]
+    FEATURE_LOCATED_REPLACED: _ClassVar[Feature]
+FEATURE_NONE: Feature
+FEATURE_LOCATED_REPLACED: Feature
+
 class MeshFrame(_message.Message):
     __slots__ = ("hello", "heartbeat", "forward_send", "send_result", "deliver", "push", "receipt_note", "invalidate", "presence", "kick", "located", "located_ack", "load", "hello_proof")
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -41,18 +48,20 @@ class MeshFrame(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., forward_send: _Optional[_Union[ForwardSend, _Mapping]] = ..., send_result: _Optional[_Union[SendResult, _Mapping]] = ..., deliver: _Optional[_Union[Deliver, _Mapping]] = ..., push: _Optional[_Union[Push, _Mapping]] = ..., receipt_note: _Optional[_Union[ReceiptNote, _Mapping]] = ..., invalidate: _Optional[_Union[Invalidate, _Mapping]] = ..., presence: _Optional[_Union[PresenceStates, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., located: _Optional[_Union[Located, _Mapping]] = ..., located_ack: _Optional[_Union[LocatedAck, _Mapping]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., hello_proof: _Optional[_Union[HelloProof, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "epoch", "protocol", "nonce", "proof")
+    __slots__ = ("node_id", "epoch", "protocol", "nonce", "proof", "features")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     epoch: int
     protocol: int
     nonce: bytes
     proof: bytes
-    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., protocol: _Optional[int] = ..., nonce: _Optional[bytes] = ..., proof: _Optional[bytes] = ...) -> None: ...
+    features: int
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., protocol: _Optional[int] = ..., nonce: _Optional[bytes] = ..., proof: _Optional[bytes] = ..., features: _Optional[int] = ...) -> None: ...
 
 class HelloProof(_message.Message):
     __slots__ = ("proof",)
@@ -189,16 +198,28 @@ class Kick(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., close_code: _Optional[int] = ..., reason: _Optional[str] = ..., before_ms: _Optional[int] = ...) -> None: ...
 
 class Located(_message.Message):
-    __slots__ = ("here", "gone", "snapshot", "barrier")
+    __slots__ = ("here", "gone", "snapshot", "barrier", "replaced")
     HERE_FIELD_NUMBER: _ClassVar[int]
     GONE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     BARRIER_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     here: _containers.RepeatedScalarFieldContainer[str]
     gone: _containers.RepeatedScalarFieldContainer[str]
     snapshot: bool
     barrier: int
-    def __init__(self, here: _Optional[_Iterable[str]] = ..., gone: _Optional[_Iterable[str]] = ..., snapshot: _Optional[bool] = ..., barrier: _Optional[int] = ...) -> None: ...
+    replaced: _containers.RepeatedCompositeFieldContainer[Replaced]
+    def __init__(self, here: _Optional[_Iterable[str]] = ..., gone: _Optional[_Iterable[str]] = ..., snapshot: _Optional[bool] = ..., barrier: _Optional[int] = ..., replaced: _Optional[_Iterable[_Union[Replaced, _Mapping]]] = ...) -> None: ...
+
+class Replaced(_message.Message):
+    __slots__ = ("user_id", "device_id", "before_ms")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    device_id: str
+    before_ms: int
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., before_ms: _Optional[int] = ...) -> None: ...
 
 class LocatedAck(_message.Message):
     __slots__ = ("barrier",)
