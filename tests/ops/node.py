@@ -59,16 +59,20 @@ class Node:
                 [sys.executable, "-m", "switchboard", "serve", "--data-dir", str(self.data_dir),
                  "--port", str(self.port)],
                 stdout=subprocess.PIPE, stderr=log, env=self.env)
-        listening = await self._line()
-        match = re.search(rb"(wss?)://[\d.]+:(\d+)/", listening)
-        assert match, f"server did not start: {listening!r}\n{self.log()}"
-        self.scheme, self.port = match.group(1).decode(), int(match.group(2))
-        metrics = await self._line()
-        self.metrics_port = int(re.search(rb"http://[\d.]+:(\d+)/", metrics).group(1))
+        try:  # a start that fails leaves no process behind
+            listening = await self._line()
+            match = re.search(rb"(wss?)://[\d.]+:(\d+)/", listening)
+            assert match, f"server did not start: {listening!r}\n{self.log()}"
+            self.scheme, self.port = match.group(1).decode(), int(match.group(2))
+            metrics = await self._line()
+            self.metrics_port = int(re.search(rb"http://[\d.]+:(\d+)/", metrics).group(1))
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def _line(self) -> bytes:
-        return await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 30)
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 90)
 
     @property
     def url(self) -> str:

@@ -84,11 +84,15 @@ class Supervised:
 
     async def start(self) -> "Supervised":
         self.spawn()
-        first = await self.line(r"switchboard listening on ", timeout=60)
-        assert first == self.lines[0], self.lines
-        assert first == f"switchboard listening on ws://127.0.0.1:{self.port}/v1/ws"
-        await wait_for(lambda: len(self.pids) == self.workers, timeout=5,
-                       message="one metrics line per worker")
+        try:  # a start that fails leaves no supervisor (and so no worker) behind
+            first = await self.line(r"switchboard listening on ", timeout=60)
+            assert first == self.lines[0], self.lines
+            assert first == f"switchboard listening on ws://127.0.0.1:{self.port}/v1/ws"
+            await wait_for(lambda: len(self.pids) == self.workers, timeout=5,
+                           message="one metrics line per worker")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _collect(self) -> None:
