@@ -32,15 +32,11 @@ from switchboard.tools.devcluster import free_run
 
 from .device import SwitchboardDevice
 from .gen import Endpoint
+from .procfs import cpu_seconds
 from .profile import find_tool
 from .targets import SERVER_ENV
 
 IDLE_SECONDS = 5.0
-
-
-def _cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _generator(index: int, count: int, url: str, secret: str, concurrency: int,
@@ -113,17 +109,17 @@ def _rounds(args, url: str, secret: str, pids: list[int]) -> None:
     for gen in gens:
         gen.start()
     n = each * args.gens
-    before = sum(_cpu(p) for p in pids)
+    before = sum(cpu_seconds(p) for p in pids)
     time.sleep(IDLE_SECONDS)
-    idle = (sum(_cpu(p) for p in pids) - before) / IDLE_SECONDS
+    idle = (sum(cpu_seconds(p) for p in pids) - before) / IDLE_SECONDS
     print(f"server idle: {idle * 100:.1f} % of a core")
 
     def phase(command: str, label: str) -> None:
-        cpu, start = sum(_cpu(p) for p in pids), time.monotonic()
+        cpu, start = sum(cpu_seconds(p) for p in pids), time.monotonic()
         for commands, _ in queues:
             commands.put(command)
         outcomes = [results.get() for _, results in queues]
-        wall, cpu = time.monotonic() - start, sum(_cpu(p) for p in pids) - cpu
+        wall, cpu = time.monotonic() - start, sum(cpu_seconds(p) for p in pids) - cpu
         failed = sum(o[2] for o in outcomes)
         print(f"{label}: {n} in {wall:.2f} s = {n / wall:,.0f}/s; CPU per handshake: server "
               f"{cpu / n * 1e3:.3f} ms (net of idle {(cpu - idle * wall) / n * 1e3:.3f}), "
