@@ -666,12 +666,11 @@ class SQLiteStore(Store):
         return await self._read(self._sync_reads_of, devices)
 
     def _sync_reads_of(self, devices: Sequence[tuple[str, str]]) -> list[SyncReads]:
-        execute = self._local.conn.execute
         out = []
         for user_id, device_id in devices:
-            periods = _periods(execute(SQL_USER_PERIODS, (user_id,)))
-            cursors = dict(execute(SQL_CURSORS, (user_id, device_id)))
-            heads = dict(execute(SQL_HEADS, (orjson.dumps(list(periods)),))) if periods else {}
+            periods = self._period_rows(SQL_USER_PERIODS, (user_id,))
+            cursors = self._pairs(SQL_CURSORS, (user_id, device_id))
+            heads = self._pairs(SQL_HEADS, (orjson.dumps(list(periods)),)) if periods else {}
             out.append(SyncReads(periods, cursors, heads))
         return out
 
