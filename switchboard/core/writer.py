@@ -250,8 +250,8 @@ class CoalescingWriter:
             # A cancelled flush may still land in the store: to its senders it is a failure
             # with unknown outcome, like any other.
             error = exc if isinstance(exc, Exception) else StoreError("writer stopped mid-commit")
-            for done in completions:
-                _complete(done, None, error)
+            for message, done in zip(batch.messages, completions):
+                _complete(done, message.chat_id, None, error)
             for future in (f for waiting in read_waiters.values() for f in waiting):
                 if not future.done():
                     future.set_exception(error)
@@ -285,14 +285,11 @@ class CoalescingWriter:
         # completions first: the SendAcks they write are queued before whatever the fan-out
         # queues, so an ack never waits behind a large group's deliveries
         for message, done, result in zip(batch.messages, completions, outcome.results):
-            try:
-                if result is not None:
-                    done(result, None)
-                else:
-                    done(None, outcome.failed.get(message.chat_id)
-                         or StoreError(f"chat {message.chat_id} not committed"))
-            except Exception:
-                log.exception("completion of a message of %s failed", message.chat_id)
+            if result is not None:
+                _complete(done, message.chat_id, result, None)
+            else:
+                _complete(done, message.chat_id, None, outcome.failed.get(message.chat_id)
+                          or StoreError(f"chat {message.chat_id} not committed"))
         if self._on_commit is not None and committed:
             try:
                 self._on_commit(committed)
@@ -348,12 +345,13 @@ class CoalescingWriter:
         return int(min(MAX_RETRY_AFTER_MS, max(MIN_RETRY_AFTER_MS, flushes * per_flush * 1000)))
 
 
-def _complete(done: Done, result: CommitResult | None, error: BaseException | None) -> None:
-    """Call a completion; one that raises is logged and the others still run."""
+def _complete(done: Done, chat_id: str, result: CommitResult | None,
+              error: BaseException | None) -> None:
+    """Call a message's completion; one that raises is logged and the others still run."""
     try:
         done(result, error)
     except Exception:
-        log.exception("completion of a message failed")
+        log.exception("completion of a message of %s failed", chat_id)
 
 
 def _split(pending: dict, limit: int) -> tuple[dict, dict]:
