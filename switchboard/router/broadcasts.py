@@ -29,13 +29,14 @@ class Broadcasts:
     def kick(self, user: str, device: str, code: int, reason: str) -> None:
         before = now_ms() + 1
         self._node.kick(user, device, code, reason, before)
-        self._mesh.broadcast(_kick(user, device, code, reason, before))
+        self._mesh.broadcast(kick_frame(user, device, code, reason, before))
 
     def on_kick(self, link: Link, kick: mesh.Kick) -> None:
         self._node.kick(kick.user_id, kick.device_id, kick.close_code, kick.reason,
                         kick.before_ms)
 
 
-def _kick(user: str, device: str, code: int, reason: str, before_ms: int) -> mesh.MeshFrame:
+def kick_frame(user: str, device: str, code: int, reason: str, before_ms: int) -> mesh.MeshFrame:
+    """The Kick frame of one device's connections opened before `before_ms`."""
     return mesh.MeshFrame(kick=mesh.Kick(user_id=user, device_id=device, close_code=code,
                                          reason=reason, before_ms=before_ms))

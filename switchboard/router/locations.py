@@ -39,6 +39,7 @@ from switchboard.core.metrics import Metric, counter, gauge
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
+from .broadcasts import kick_frame
 from .mesh import Link, Mesh
 
 REPLACED_REASON = "replaced by a newer connection"
@@ -130,10 +131,8 @@ class Locations:
                     if payload is not None:
                         link.send_encoded(payload)
                     for kick in kicks:
-                        link.send(mesh.MeshFrame(kick=mesh.Kick(
-                            user_id=kick.user_id, device_id=kick.device_id,
-                            close_code=Close.REPLACED, reason=REPLACED_REASON,
-                            before_ms=kick.before_ms)))
+                        link.send(kick_frame(kick.user_id, kick.device_id, Close.REPLACED,
+                                             REPLACED_REASON, kick.before_ms))
         if barrier:
             done = asyncio.get_running_loop().create_future()
             self._unacked[barrier] = (set(links), done)
