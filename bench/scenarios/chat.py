@@ -26,7 +26,7 @@ import time
 
 from switchboard.proto.v1 import client_pb2 as pb
 
-from .. import hist, report
+from .. import hist, hoptrace, report
 from ..gen import Worker
 from ..profile import Profiler
 from ..progress import Progress
@@ -218,6 +218,8 @@ def _retried(flow: Flow) -> set[int]:
 async def run(ctx, size: int) -> dict:
     args = ctx.args
     profiler = Profiler(ctx.run_dir / f"profile-chat-{size}") if args.profile else None
+    if args.trace_hops:  # the Switchboard servers started from here on (the peers come after)
+        hoptrace.enable(ctx.run_dir / f"hops-{size}")
     targets = ctx.switchboards(cprofile=profiler.cprofile_path if profiler else None)
     profiled_target = targets[0]
     if args.peers:
@@ -232,6 +234,9 @@ async def run(ctx, size: int) -> dict:
             result["profile"] = profiled.summary(sum(p["server_cpu_s"] or 0 for p in phases),
                                                  result["counts"]["sent"])
         results.append(result)
+        if args.trace_hops and target is profiled_target:  # written as the server exited
+            hoptrace.disable()
+            result["hops"] = hoptrace.analyse(ctx.run_dir / f"hops-{size}")
     return {"size": size, "pairs": size, "targets": results, "ratios": _ratios(results)}
 
 
@@ -399,6 +404,8 @@ def summary(doc: dict) -> list[str]:
         for res in run_["targets"]:
             if "profile" in res:
                 lines.append(f"profile: {res['profile']['path']}")
+            if "hops" in res:
+                lines += hoptrace.lines(res["hops"])
     return lines
 
 
