@@ -114,7 +114,8 @@ def test_every_switchboard_variable_the_repository_uses_is_a_key_or_declared_not
             for key in dataclasses.fields(getattr(defaults, section.name))}
     used = set()
     for path in tracked_files():
-        if path.suffix in (".png", ".so"):
+        # bench/results keeps past runs as they were made, with the settings of their code
+        if path.suffix in (".png", ".so") or path.is_relative_to(ROOT / "bench" / "results"):
             continue
         used |= set(re.findall(r"SWITCHBOARD_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace")))
     examples = {"SWITCHBOARD_METRCS_PORT", "SWITCHBOARD_SERVER_PROT", "SWITCHBOARD_PORT"}  # typos
