@@ -148,7 +148,7 @@ class ReceiptService:
     # ------------------------------------------------------------------ changes in
     def acked(self, cursors: dict[tuple[str, str, str], int],
               by_chat: dict[str, dict[str, int]]) -> None:
-        """A loop turn's acks (core/acks.py: the dicts are this service's to keep): devices'
+        """A hand-off of acks (core/acks.py: the dicts are this service's to keep): devices'
         cursors and users' delivered watermarks to the writer, each chat's changes to the
         service that pushes them."""
         self._writer.ack_deliveries(cursors, by_chat)
