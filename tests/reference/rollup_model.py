@@ -4,7 +4,9 @@ from scratch (as the receipt flush did before it was kept), which both kept ones
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from switchboard.core.model import Membership, Receipt
 
@@ -27,48 +29,34 @@ class RisingMin:
     """The minimum of a multiset of integers whose members only ever rise (0 when empty)."""
 
     def __init__(self, values: Iterable[int]) -> None:
-        counts: dict[int, int] = {}
-        for value in values:
-            counts[value] = counts.get(value, 0) + 1
-        self._counts = counts
-        self._heap = list(counts)
-        heapq.heapify(self._heap)
+        self._counts = Counter(values)
+        self._heap = sorted(self._counts)  # a sorted list is a heap
         self.low = self._heap[0] if self._heap else 0
 
     def rise(self, old: int, new: int) -> None:
         if new <= old:
             return
-        counts = self._counts
-        left = counts[old] - 1
-        if left:
-            counts[old] = left
-        else:
-            del counts[old]
-        if new in counts:
-            counts[new] += 1
-        else:
-            counts[new] = 1
+        self._counts[old] -= 1
+        if not self._counts[old]:
+            del self._counts[old]
+        if not self._counts[new]:  # a value nobody held: onto the heap
             heapq.heappush(self._heap, new)
-        if not left and old == self.low:
-            while self._heap[0] not in counts:
-                heapq.heappop(self._heap)
-            self.low = self._heap[0]
+        self._counts[new] += 1
+        while self._heap[0] not in self._counts:
+            heapq.heappop(self._heap)
+        self.low = self._heap[0]
 
 
 class Rollup:
     def __init__(self, members: Mapping[str, Membership], receipts: Mapping[str, Receipt],
                  shown: Mapping[str, bool]) -> None:
+        none = Receipt(0, 0)
         self._shown = dict(shown)
-        self._delivered: dict[str, int] = {}
-        self._read: dict[str, int] = {}
-        for user, membership in members.items():
-            joined = membership.joined_seq
-            receipt = receipts.get(user)
-            if receipt is None:
-                self._delivered[user] = self._read[user] = joined
-            else:
-                self._delivered[user] = max(receipt.delivered_seq, joined)
-                self._read[user] = max(receipt.public_read_seq if shown[user] else 0, joined)
+        self._delivered = {user: max((receipts.get(user) or none).delivered_seq, m.joined_seq)
+                           for user, m in members.items()}
+        self._read = {user: max((receipts.get(user) or none).public_read_seq if shown[user] else 0,
+                                m.joined_seq)
+                      for user, m in members.items()}
         self._delivered_min = RisingMin(self._delivered.values())
         self._read_min = RisingMin(self._read.values())
 
@@ -93,27 +81,22 @@ class Rollup:
 def raise_delivered(receipts: dict[str, Receipt], delivered: dict[str, int],
                     kept: Rollup | None, fresh: bool, lookback: int,
                     changed: dict[str, Receipt], moved: set[str]) -> tuple[int, int] | None:
-    low = high = None
+    spans = []
     for user, seq in delivered.items():
-        old = receipts.get(user)
-        if old is None:
-            old = receipts[user] = Receipt(0, 0)
-        before = old.delivered_seq
-        if seq <= before and not fresh:
+        old = receipts.setdefault(user, Receipt(0, 0))
+        raised = seq > old.delivered_seq
+        if not (raised or fresh):
             continue
-        if seq > before:
+        spans.append((max(0, seq - lookback) if fresh else old.delivered_seq, seq))
+        if raised:
             old.delivered_seq = seq
             if kept is not None:
                 kept.raised(user, old)
         moved.add(user)
-        changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
-        if fresh:
-            before = max(0, seq - lookback)
-        if low is None or before < low:
-            low = before
-        if high is None or seq > high:
-            high = seq
-    return None if high is None else (low, high)
+        changed[user] = replace(old)
+    if not spans:
+        return None
+    return min(low for low, _ in spans), max(high for _, high in spans)
 
 
 def readers(target: str, changed: dict[str, Receipt], delivered_moved: set[str],
