@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
                      help="chat, fanout: profile the server started here with py-spy (chat: or "
                           "cProfile; fanout: over the sends only)")
     out.add_argument("--trace-hops", action="store_true",
-                     help="cluster: time every message at each hop in the servers (debug: "
+                     help="cluster, chat: time every message at each hop in the servers (debug: "
                           "costs CPU per message) and report where it waited (bench/hoptrace)")
     return p
 
@@ -162,8 +162,10 @@ def _resolve(args: argparse.Namespace, scenario) -> None:
     if not 0 <= args.load <= 1 or args.soak < 0:
         raise ValueError("--load is a fraction of the capacity (0 < F <= 1) and --soak seconds "
                          "(>= 0)")
-    if (args.load or args.soak or args.trace_hops) and scenario.NAME != "cluster":
-        raise ValueError("--load, --soak and --trace-hops apply to the cluster scenario only")
+    if (args.load or args.soak) and scenario.NAME != "cluster":
+        raise ValueError("--load and --soak apply to the cluster scenario only")
+    if args.trace_hops and scenario.NAME not in ("cluster", "chat"):
+        raise ValueError("--trace-hops applies to the cluster and chat scenarios only")
     args.stores = [s.strip() for s in args.store.split(",") if s.strip()]
     unknown = sorted(set(args.stores) - {"sqlite", "scylla"})
     if unknown or not args.stores:

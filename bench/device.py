@@ -135,6 +135,7 @@ class SwitchboardDevice(Device):
         self.chat_id = ""                 # where send() goes; set by the scenario
         self.order = ChatOrder(user_id=user, device_id=device_id)
         self.retries = 0                  # sends repeated after RATE_LIMITED / UNAVAILABLE
+        self.retried: set[int] = set()    # their ks: they may land after later ones (8.2)
         self.sync_completes = 0
         self._rid = 0
         self._sends: dict[int, tuple[int, int, pb.Send]] = {}
@@ -247,6 +248,7 @@ class SwitchboardDevice(Device):
             return
         if error.code in RETRYABLE:
             self.retries += 1
+            self.retried.add(entry[0])
             self._loop.call_later(max(error.retry_after_ms, 1) / 1000, self._transmit_send, *entry)
         else:
             self.errors += 1

@@ -94,8 +94,7 @@ def _listening(log_path: str) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         match = re.search(r"listening on (ws://\S+?/v1/ws)", open(log_path).read())
-        if match:
-            time.sleep(1.0)  # every worker up, not just the first
+        if match:  # with --workers the supervisor prints it once every worker serves
             return match.group(1)
         time.sleep(0.1)
     raise RuntimeError(f"the server did not start:\n{open(log_path).read()[-2000:]}")

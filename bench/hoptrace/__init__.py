@@ -1,4 +1,5 @@
-"""Where a message waits on its way, per hop: `bench cluster --trace-hops` (debug only).
+"""Where a message waits on its way, per hop: `bench cluster --trace-hops` and `bench chat
+--trace-hops` (debug only).
 
 `enable(directory)` makes every server the bench starts afterwards load site/sitecustomize.py,
 which records per message the time it passed each hop; `analyse(directory)` joins the
@@ -35,6 +36,16 @@ def enable(directory: Path) -> None:
     os.environ["HOPTRACE_DIR"] = str(directory)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p)
+
+
+def disable() -> None:
+    """Servers started from now on are not traced (enable's PYTHONPATH entry removed)."""
+    os.environ.pop("HOPTRACE_DIR", None)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SITE)]
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        os.environ.pop("PYTHONPATH", None)
 
 
 def analyse(directory: Path) -> dict:
