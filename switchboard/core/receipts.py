@@ -241,9 +241,8 @@ class ReceiptService:
         if kept is None or not kept.holds(members, receipts, self._chats.changes,
                                           self._settings.changes):
             changes = (self._chats.changes, self._settings.changes)
-            settings = self._settings
-            shown = {user: (settings.cached(user) or await settings.get(user)).read_receipts
-                     for user in members}
+            shown = {user: settings.read_receipts
+                     for user, settings in (await self._settings.get_many(members)).items()}
             kept = _KeptRollup(Rollup(members, receipts, shown), members, receipts, *changes)
             self._rollups.put(chat_id, kept)
         return kept.rollup.totals
