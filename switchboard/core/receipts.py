@@ -241,9 +241,13 @@ class ReceiptService:
         if kept is None or not kept.holds(members, receipts, self._chats.changes,
                                           self._settings.changes):
             changes = (self._chats.changes, self._settings.changes)
+            # built from the members as they are now: the cached map changes in place (a
+            # member added while the settings are read), and then the counters taken here
+            # no longer hold, so the next flush builds it again
+            snapshot = dict(members)
             shown = {user: settings.read_receipts
-                     for user, settings in (await self._settings.get_many(members)).items()}
-            kept = _KeptRollup(Rollup(members, receipts, shown), members, receipts, *changes)
+                     for user, settings in (await self._settings.get_many(snapshot)).items()}
+            kept = _KeptRollup(Rollup(snapshot, receipts, shown), members, receipts, *changes)
             self._rollups.put(chat_id, kept)
         return kept.rollup.totals
 
