@@ -2,7 +2,6 @@
 and presence read them on every push."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
 from .lru import LRU
@@ -38,22 +37,7 @@ class Settings:
         read MANY_AT_ONCE at a time, so the store's readers take them back to back. One await
         per user made the first rollup of a group of 10,000 wait for 10,000 store round trips
         in a row, seconds during which the group's next messages were being fanned out."""
-        found: dict[str, UserSettings] = {}
-        missing = []
-        for user in user_ids:
-            settings = self._cache.use(user)
-            if settings is None:
-                missing.append(user)
-            else:
-                found[user] = settings
-        for start in range(0, len(missing), MANY_AT_ONCE):
-            chunk = missing[start:start + MANY_AT_ONCE]
-            results = await asyncio.gather(*map(self.get, chunk), return_exceptions=True)
-            for user, result in zip(chunk, results):
-                if isinstance(result, BaseException):
-                    raise result
-                found[user] = result
-        return found
+        return await self._cache.use_many(user_ids, self.get, MANY_AT_ONCE)
 
     def forget(self, user_id: str) -> None:
         """Another node changed the user's settings: reload on next use."""
