@@ -35,6 +35,7 @@ NATIVE = {
     "ring": [],
     "wire": [],
     "acks": [],
+    "rollup": [],
     "session": [],
     "sqlitebatch": ["-l:libsqlite3.so.0"],
 }

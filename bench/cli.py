@@ -105,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, help="results root (default bench/results/runs, "
                                                "ignored by git)")
     out.add_argument("--profile", action="store_true",
-                     help="chat: profile the server started here with py-spy (or cProfile)")
+                     help="chat, fanout: profile the server started here with py-spy (chat: or "
+                          "cProfile; fanout: over the sends only)")
     out.add_argument("--trace-hops", action="store_true",
                      help="cluster, chat: time every message at each hop in the servers (debug: "
                           "costs CPU per message) and report where it waited (bench/hoptrace)")

@@ -5,7 +5,8 @@ The native sessions put a message's 10,000 acks into the AckBatch and the batch 
 handed to the writer (one loop turn's hand-off), against the pure-Python twins doing the same;
 the writer either holds no acks yet (the turn after a commit took them) or still holds the last
 message's (they wait for ack_delay or a commit in flight). A flush's rollup kept as 500 members'
-watermarks rise, against the rollup recomputed over all 10,000."""
+watermarks rise, against the rollup recomputed over all 10,000; the flush's walk over 500 acks
+natively and in the twin."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +15,7 @@ import pytest
 
 from switchboard.core.acks import AckBatch
 from switchboard.core.model import Membership, Receipt, Role
+from switchboard.core import rollup as native_rollup
 from switchboard.core.rollup import Rollup
 from switchboard.core.session import Session, SessionConfig, SessionStats
 from switchboard.core.store_memory import MemoryStore
@@ -134,6 +136,29 @@ def test_flush_rollup_recomputed(benchmark):
         return rollup_model.rollup(members, receipts, shown)
 
     benchmark(flush)
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_flush_walk_of_500_acks(benchmark, impl):
+    """A flush's walk over 500 members' acks (core/rollup.py): the cached watermarks and the
+    kept rollup raised, the snapshots, and the sender's view of them."""
+    walk = native_rollup if impl == "native" else rollup_model
+    members, receipts, shown = _chat()
+    kept = walk.Rollup(members, receipts, shown)
+    users = list(members)
+    start = [0]
+
+    def flush():
+        delivered = {user: receipts[user].delivered_seq + 1
+                     for user in users[start[0]:start[0] + FLUSHED]}
+        start[0] = (start[0] + FLUSHED) % MEMBERS
+        changed: dict[str, Receipt] = {}
+        moved: set[str] = set()
+        walk.raise_delivered(receipts, delivered, kept, False, 1000, changed, moved)
+        hidden = set(walk.readers("sender", changed, moved, set()))
+        return walk.visible_to("sender", changed, moved, set(), hidden)
+
+    assert len(benchmark(flush)) == FLUSHED
 
 
 @pytest.mark.parametrize("impl", ["native", "python"])

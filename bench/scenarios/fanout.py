@@ -24,8 +24,9 @@ from switchboard.proto.v1 import client_pb2 as pb
 from .. import hist, report
 from ..device import SwitchboardDevice
 from ..gen import Worker
-from ..progress import Progress
 from ..ordercheck import InOrder
+from ..profile import Profiler
+from ..progress import Progress
 
 NAME = "fanout"
 SIZE_HELP = "group members"
@@ -140,12 +141,14 @@ async def totals(worker: Worker) -> dict:
 # ====================================================================== main side
 async def run(ctx, size: int) -> dict:
     targets = [ctx.switchboard(max_group_members=size + 1)]
+    profiler = Profiler(ctx.run_dir / f"profile-fanout-{size}") if ctx.args.profile else None
     if ctx.args.peers:
         targets += [peer for peer in ctx.peers() if peer.name == "picows-relay"]
     results = []
     for target in targets:
         async with target:
-            results.append(await _fanout(ctx, target, size))
+            results.append(await _fanout(ctx, target, size,
+                                         profiler if target is targets[0] else None))
     return {"size": size, "members": size, "targets": results, "ratios": _ratios(results)}
 
 
@@ -159,7 +162,9 @@ def _ratios(results: list[dict]) -> dict:
             for p in ("p50", "p99")}
 
 
-async def _fanout(ctx, target, g: int) -> dict:
+async def _fanout(ctx, target, g: int, profiler: Profiler | None = None) -> dict:
+    """With a profiler: py-spy samples the server over the sends alone (not the connecting and
+    the group's set-up), and the summary puts its shares in microseconds per message."""
     pool, args = ctx.pool, ctx.args
     prefix = f"{ctx.prefix}f{g}{target.name[0]}"
     group = f"group:{prefix}"
@@ -179,6 +184,9 @@ async def _fanout(ctx, target, g: int) -> dict:
     acks = hist.new()
     warmup = None
     incomplete = 0
+    if profiler is not None:
+        await profiler.start(target.main_pid)
+    cpu_before = target.cpu()
     with Progress(args.messages + 1, f"fanout {g}: sending", "msg") as bar:
         for k in range(args.messages + 1):
             [sent] = await pool.run_on([0], "bench.scenarios.fanout:send", [dict(k=k)])
@@ -195,6 +203,11 @@ async def _fanout(ctx, target, g: int) -> dict:
                 if ack_ns is not None:
                     hist.record_ns(acks, ack_ns)
             bar.update()
+    server_cpu_s = target.cpu() - cpu_before
+    profile = None
+    if profiler is not None:
+        await profiler.stop()
+        profile = profiler.summary(server_cpu_s, args.messages + 1)
     counts = await pool.run("bench.scenarios.fanout:totals")
     server = {role: s.as_dict() for role, s in target.sample().items()}
     await pool.run("bench.gen:close_all")
@@ -212,14 +225,16 @@ async def _fanout(ctx, target, g: int) -> dict:
                    "wire_duplicates": sum(c["wire_duplicates"] for c in counts),
                    "drops": sum(c["drops"] for c in counts)},
         "exactly_once": delivered == expected and anomalies == 0,
+        "server_cpu_ms_per_message": server_cpu_s / (args.messages + 1) * 1e3,
         "processes": server,
+        **({"profile": profile} if profile is not None else {}),
     }
 
 
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
     headers = ["target", "members", "sends", "last member p50 ms", "p99 ms", "max ms", "per member p50 ms",
-               "SendAck p50 ms", "warm-up ms", "exactly once"]
+               "SendAck p50 ms", "warm-up ms", "CPU ms/msg", "exactly once"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
@@ -228,7 +243,8 @@ def rows(doc: dict) -> tuple[list[str], list[list]]:
                         report.ms(last.get("p99_ms")), report.ms(last.get("max_ms")),
                         report.ms(res["per_member"].get("p50_ms")),
                         report.ms(res["send_ack"].get("p50_ms")),
-                        report.ms(res["warmup"]["last_member_ms"]), res["exactly_once"]])
+                        report.ms(res["warmup"]["last_member_ms"]),
+                        report.ms(res.get("server_cpu_ms_per_message")), res["exactly_once"]])
     return headers, out
 
 

@@ -1,10 +1,11 @@
-"""Devices' acks gathered per loop turn (native: core/_native/acks.pyx; twin:
+"""Devices' acks gathered and handed on together (native: core/_native/acks.pyx; twin:
 tests/reference/acks_model.py).
 
 Every member of a large group acks every message. A session puts each ack into the gateway's
-`AckBatch` with a C call; once per loop turn the batch is taken whole: the writer merges its
-cursors (`raise_all`) and its per-chat delivered watermarks (`raise_by_chat`), the receipts take
-each chat's changes, so no Python runs per ack on the way to either.
+`AckBatch` with a C call; the gateway takes the batch whole ACK_HAND_OFF (5 ms) after the first
+ack in it: the writer merges its cursors (`raise_all`) and its per-chat delivered watermarks
+(`raise_by_chat`), the receipts take each chat's changes, so no Python runs per ack on the way
+to either.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from .chats import ChatService
 from .acks import raise_all
 from .lru import LRU
 from .model import Membership, Receipt
-from .rollup import Rollup
+from .rollup import Rollup, raise_delivered, readers, visible_to
 from .settings import Settings
 from .store import Store, StoreError
 from .tasks import watch
@@ -148,7 +148,7 @@ class ReceiptService:
     # ------------------------------------------------------------------ changes in
     def acked(self, cursors: dict[tuple[str, str, str], int],
               by_chat: dict[str, dict[str, int]]) -> None:
-        """A loop turn's acks (core/acks.py: the dicts are this service's to keep): devices'
+        """A hand-off of acks (core/acks.py: the dicts are this service's to keep): devices'
         cursors and users' delivered watermarks to the writer, each chat's changes to the
         service that pushes them."""
         self._writer.ack_deliveries(cursors, by_chat)
@@ -241,10 +241,13 @@ class ReceiptService:
         if kept is None or not kept.holds(members, receipts, self._chats.changes,
                                           self._settings.changes):
             changes = (self._chats.changes, self._settings.changes)
-            settings = self._settings
-            shown = {user: (settings.cached(user) or await settings.get(user)).read_receipts
-                     for user in members}
-            kept = _KeptRollup(Rollup(members, receipts, shown), members, receipts, *changes)
+            # built from the members as they are now: the cached map changes in place (a
+            # member added while the settings are read), and then the counters taken here
+            # no longer hold, so the next flush builds it again
+            snapshot = dict(members)
+            shown = {user: settings.read_receipts
+                     for user, settings in (await self._settings.get_many(snapshot)).items()}
+            kept = _KeptRollup(Rollup(snapshot, receipts, shown), members, receipts, *changes)
             self._rollups.put(chat_id, kept)
         return kept.rollup.totals
 
@@ -337,27 +340,10 @@ class ReceiptService:
                 changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
                 if rollup is not None:
                     rollup.raised(user, old)
-        low = high = None  # the span the acks' moved delivered watermarks cover
-        for user, seq in delivered.items():
-            old = receipts.get(user)
-            if old is None:
-                old = receipts[user] = Receipt(0, 0)
-            before = old.delivered_seq
-            if seq <= before and not fresh:
-                continue
-            if seq > before:
-                old.delivered_seq = seq
-                if rollup is not None:
-                    rollup.raised(user, old)
-            delivered_moved.add(user)
-            changed[user] = Receipt(old.delivered_seq, old.read_seq, old.public_read_seq)
-            if fresh:
-                before = max(0, seq - FRESH_LOOKBACK)
-            if low is None or before < low:
-                low = before
-            if high is None or seq > high:
-                high = seq
-        if high is not None:
+        span = raise_delivered(receipts, delivered, rollup, fresh, FRESH_LOOKBACK, changed,
+                               delivered_moved)  # the acks' plain seqs, natively
+        if span is not None:
+            low, high = span
             covered_from = low if covered_from is None else min(covered_from, low)
             covered_to = high if covered_to is None else max(covered_to, high)
         if not changed:
@@ -386,19 +372,12 @@ class ReceiptService:
 
     async def _visible_to(self, target: str, changed: dict[str, Receipt],
                           delivered_moved: set[str], public_moved: set[str]) -> dict[str, Receipt]:
-        """The changes a sender is told of, as it may see them."""
-        visible = {}
-        for user, receipt in changed.items():
-            if user == target:  # your own devices always see your own watermarks
-                visible[user] = Receipt(receipt.delivered_seq, receipt.read_seq)
-            elif user in delivered_moved or user in public_moved:
-                # a hidden read alone is not pushed: its timing would tell when they read;
-                # whether it is hidden matters only when there is a read to show
-                hidden = receipt.public_read_seq > 0 and await self.reads_hidden(target, user)
-                if user in delivered_moved or not hidden:
-                    visible[user] = Receipt(receipt.delivered_seq,
-                                            0 if hidden else receipt.public_read_seq)
-        return visible
+        """The changes a sender is told of, as it may see them (natively: a large group's
+        acks are 10,000 of them per message). Whether a read is hidden from the target is asked
+        only where there is a read to show."""
+        hidden = {user for user in readers(target, changed, delivered_moved, public_moved)
+                  if await self.reads_hidden(target, user)}
+        return visible_to(target, changed, delivered_moved, public_moved, hidden)
 
     async def _read_all_for(self, target: str, members, read_all: int) -> int:
         """The read rollup as `target` may see it: 0 with its read receipts off, or while a

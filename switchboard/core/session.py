@@ -11,7 +11,7 @@ output in order (written once per loop turn by `flush`, or taken by `take_output
 socket), calls on its port (`SessionPort`): sends to submit, ranges to read, cursors that
 moved over the device's own messages, requests it does not answer itself, closes; and the
 device's acks, put into the gateway's `AckBatch` (core/acks.py) without a Python call,
-which hands a loop turn's acks to the writer and the receipts at once.
+which hands them to the writer and the receipts together, every few ms.
 
 Delivery (the ack-ack window): per chat the session knows `acked` (the device's cumulative
 ack), `sent` and `head`. Live messages that continue `sent` go out at once as pre-encoded

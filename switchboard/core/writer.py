@@ -146,7 +146,7 @@ class CoalescingWriter:
 
     def ack_deliveries(self, cursors: dict[tuple[str, str, str], int],
                        by_chat: dict[str, dict[str, int]]) -> None:
-        """A loop turn's acks (core/acks.py): devices' cursors {(user, device, chat): seq}
+        """A hand-off of acks (core/acks.py): devices' cursors {(user, device, chat): seq}
         (the writer may keep the dict) and users' delivered watermarks per chat {chat: {user:
         seq}} (copied: the receipts keep those dicts), merged whole. Dropped after close, like
         ack_cursor."""

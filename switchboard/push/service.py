@@ -341,19 +341,7 @@ class PushService:
             self._wake.set()
 
     async def _profiles_of(self, users: Collection[str]) -> dict[str, _Profile]:
-        found = {}
-        missing = []
-        for user in users:
-            profile = self._profiles.use(user)
-            if profile is None:
-                missing.append(user)
-            else:
-                found[user] = profile
-        for start in range(0, len(missing), LOAD_SLICE):
-            part = missing[start:start + LOAD_SLICE]
-            loaded = await asyncio.gather(*(self._load(user) for user in part))
-            found.update(zip(part, loaded))
-        return found
+        return await self._profiles.use_many(users, self._load, LOAD_SLICE)
 
     async def _profile(self, user: str) -> _Profile:
         return (await self._profiles_of((user,)))[user]

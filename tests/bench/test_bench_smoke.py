@@ -132,6 +132,7 @@ def test_fanout(runs):
         assert counts["anomalies"] == 0 and counts["incomplete_messages"] == 0
         assert res["last_member"]["count"] == 3 and res["per_member"]["count"] == 100
         assert res["exactly_once"] is True
+        assert res["server_cpu_ms_per_message"] >= 0  # the target's CPU over the sends
     ours, relay = run_["targets"]
     assert ours["group_members"] == 26  # 25 members and the sender
     assert ours["send_ack"]["count"] == 3 and relay["send_ack"]["count"] == 0

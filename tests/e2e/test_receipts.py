@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from switchboard.gateway import server as gateway_server
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.rawflow import authed, direct, group, receive_and_ack, request, send
 from tests.support.waiting import wait_for
@@ -220,6 +221,30 @@ async def test_a_drain_pushes_pending_receipts_before_closing_the_store(make_ser
     assert receipts.updates_pushed >= 20 and receipts.not_pushed == 0
     receipts.note(chats[0], "bob", 1, 1, 1)  # after the drain: counted, never scheduled
     assert receipts.not_pushed == 1 and receipts._flush_handle is None
+
+
+async def test_acks_go_on_together_and_a_drain_stores_those_gathered(make_server, monkeypatch):
+    """Devices' acks wait for their hand-off to the writer and the receipts (ACK_HAND_OFF after
+    the first); a drain hands off what is gathered before the writer closes, so the device's
+    delivered watermark is stored and seen after a restart."""
+    monkeypatch.setattr(gateway_server, "ACK_HAND_OFF", 3600.0)  # only the drain hands off
+    server = await make_server()
+    alice = await authed(server, "alice")
+    bob = await authed(server, "bob")
+    chat = await direct(alice, "bob")
+    ack = await send(alice, chat, b"hi")
+    await receive_and_ack(bob, 1)
+    gateway = server.gateway
+    await wait_for(lambda: gateway.session_stats.acks >= 1, message="bob's ack read")
+    writer = gateway.services.messages.writer
+    # gathered, not yet handed off
+    assert ("bob", "phone", chat) not in writer._cursors and (chat, "bob") not in writer._delivered
+    await server.stop()
+    again = await make_server()
+    alice = await authed(again, "alice")
+    status = (await request(alice, get_receipts=pb.GetReceipts(chat_id=chat, seq=ack.seq))
+              ).receipt_status
+    assert status.delivered_count == 1
 
 
 async def test_reads_made_with_read_receipts_off_stay_private_when_turned_on(server):

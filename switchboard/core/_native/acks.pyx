@@ -1,10 +1,10 @@
-"""Delivered acks of every session of a gateway, gathered in C and handed on once per loop turn.
+"""Delivered acks of every session of a gateway, gathered in C and handed on together.
 
 In a group of 10,000 every member acks every message: one Python call per ack (the cursor, the
 delivered watermark, the receipt note) was ~5 us each on the event loop, 50 ms per message.
 Sessions `put` their acks here instead (a C call, two dict updates keeping the highest seq per
-key); the first ack after a `take` calls `on_ready` (the gateway schedules the hand-off for the
-end of the loop turn), and `take` hands the writer and the receipts all of a turn's acks as
+key); the first ack after a `take` calls `on_ready` (the gateway schedules the hand-off a few
+ms later), and `take` hands the writer and the receipts all of those acks as
 dicts they adopt or merge whole (`raise_all`, `raise_by_chat`). Twin:
 tests/reference/acks_model.py.
 
