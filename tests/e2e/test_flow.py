@@ -144,3 +144,16 @@ async def test_a_backlog_of_large_messages_is_replayed_whole_without_acks(make_s
             seqs += [m.seq for m in frame.deliver.messages]
     assert seqs == list(range(1, 41))
     assert frame.sync_complete.messages == 40
+
+
+async def test_an_open_connection_keeps_nothing_of_its_handshake_and_still_closes(server):
+    """What picows keeps of the upgrade (the request with its headers, the 101 response with
+    its header map, the listener proxy its own pings use) is dropped once the session is up:
+    ~0.7 KiB per idle connection. Frames and the close handshake do not need it."""
+    bob = await authed(server, "bob")
+    [conn] = server.gateway.hub.devices_of("bob")
+    transport = conn.transport
+    assert (transport.request, transport.response) == (None, None)
+    await direct(bob, "alice")  # a request answered: frames go both ways as before
+    conn.close(4009, "idle")
+    assert await bob.closed() == (4009, "idle")

@@ -205,10 +205,14 @@ cdef class Session(WSListener):
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
         # What an idle connection keeps of picows: not the upgrade request (its headers, the
-        # token among them; the port has read what it needs), and not a 1 KiB frame buffer
-        # for sends: frames are written from this session's own output, picows only frames
-        # the rare CLOSE itself (its buffer grows when it does).
+        # token among them; the port has read what it needs) nor the 101 response (its header
+        # map, ~0.6 KiB: written already), not the listener proxy (picows's own pings use it,
+        # and they are off: the timer wheel pings), and not a 1 KiB frame buffer for sends:
+        # frames are written from this session's own output, picows only frames the rare
+        # CLOSE itself (its buffer grows when it does).
         transport.request = None
+        transport.response = None
+        transport.listener_proxy = None
         transport._write_buffer = MemoryBuffer(0)
         self.connected(self.timers.now())
         self.port.connected()
