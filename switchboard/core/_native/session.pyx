@@ -947,15 +947,21 @@ cdef class Session(WSListener):
 def offer_each(dict by_user not None, list users not None, Py_ssize_t start, Py_ssize_t end,
                str chat_id not None, list messages not None, list chunks not None):
     """The fan-out's loop: one commit offered to the session of every connected device of
-    users[start:end] (by_user: user -> {device: its connection, whose `session` it is}), with
-    no Python frame per recipient: a group of 10,000 runs it 10,000 times per message."""
+    users[start:end] (by_user: user -> its connection, whose `session` it is, or {device: its
+    connection} for a user with several devices here), with no Python frame per recipient: a
+    group of 10,000 runs it 10,000 times per message."""
     cdef Py_ssize_t i
     cdef Session session
     cdef object devices
     for i in range(max(start, 0), min(end, len(users))):
         devices = by_user.get(users[i])
-        if devices:
+        if devices is None:
+            continue
+        if type(devices) is dict:
             # a copy: an offer may close a slow connection, which unregisters it
             for conn in tuple((<dict>devices).values()):
                 session = conn.session
                 session.offer(chat_id, messages, chunks)
+        else:
+            session = devices.session
+            session.offer(chat_id, messages, chunks)
