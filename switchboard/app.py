@@ -26,6 +26,7 @@ from switchboard.core.model import Membership, Receipt, StoredMessage
 from switchboard.core.objects import ObjectStore
 from switchboard.core.ratelimit import UserLimits
 from switchboard.core.receipts import ReceiptService
+from switchboard.core.remote_users import RemoteUsers
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.core.stores import make_store
@@ -111,10 +112,12 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                               route=note_receipt, route_delivered=note_delivered,
                               flush_interval=config.timers.receipt_flush)
     hub = Hub(limits.max_frame_bytes)
+    remote = RemoteUsers()  # other nodes' users: one entry each for routing and presence
     presence = PresenceFanout(store, chats, settings, blocks,
                               interval=config.timers.presence_interval,
                               max_subscriptions=limits.max_presence_subscriptions,
-                              on_local_change=presence_changed, shared_last_seen=shared_last_seen)
+                              on_local_change=presence_changed, shared_last_seen=shared_last_seen,
+                              remote=remote)
     push_config = config.push
     push = PushService(store, chats, make_providers(push_config), online=online, owns=owns,
                        grace=push_config.grace, interval=push_config.interval,
@@ -125,7 +128,7 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
     metrics.sources.append(TASK_FAILURES.metrics)
     node = GatewayNode(hub, presence, chats, settings, devices, receipts, blocks, push, tasks)
     if config.cluster.enabled:
-        mesh_router = _mesh_router(config, messages, node)
+        mesh_router = _mesh_router(config, messages, node, remote)
         router, router_fanout = mesh_router, mesh_router.committed
 
         def router_owns(chat_id: str) -> bool:
@@ -145,7 +148,8 @@ def build_gateway(config: Config, store: Store | None = None) -> Gateway:
                    metrics=metrics, tasks=tasks)
 
 
-def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
+def _mesh_router(config: Config, messages: MessageService, node: GatewayNode,
+                 remote: RemoteUsers):
     """The cluster router for `[cluster]`: a Redis Cluster registry when cluster.redis is set,
     else the static member list; the mesh's secret and TLS, Redis's credentials and TLS. Files
     are read here, before anything listens: a missing one is a ConfigError naming its key."""
@@ -168,7 +172,8 @@ def _mesh_router(config: Config, messages: MessageService, node: GatewayNode):
                       rebalance_interval=cluster.rebalance_interval,
                       rebalance_rate=cluster.rebalance_rate,
                       rebalance_tolerance=cluster.rebalance_tolerance,
-                      mesh_secret=_mesh_secret(config), mesh_tls=_mesh_tls(config))
+                      mesh_secret=_mesh_secret(config), mesh_tls=_mesh_tls(config),
+                      remote=remote)
 
 
 def _mesh_secret(config: Config) -> bytes:

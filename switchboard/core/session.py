@@ -38,7 +38,8 @@ SessionStats = _session.SessionStats
 Stream = _session.Stream
 offer_each = _session.offer_each
 """offer_each(by_user, users, start, end, chat_id, messages, chunks): the fan-out's loop, one
-commit offered to every connected device of users[start:end] (user -> {device: connection})."""
+commit offered to every connected device of users[start:end] (user -> its connection, or
+{device: connection} for a user with several devices)."""
 _wire = native("wire")
 Chunk = _wire.Chunk
 deliver_frames = _wire.deliver_frames

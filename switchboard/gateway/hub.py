@@ -1,5 +1,9 @@
 """This node's connected devices: user -> device -> Connection, and local fan-out.
 
+A user with one device here (the common case) is kept as that Connection alone, a user with
+several as a dict by device: a dict per user is ~185 bytes per connection, on a host where
+memory per idle connection is what limits it.
+
 Fan-out of a large group is sliced: the offers of one commit go out FANOUT_SLICE recipients per
 loop turn, so the event loop stays responsive (SendAcks, other chats, acks) while a group of
 10,000 gets its message, and the frames of each slice leave in that turn's writes. Fan-outs
@@ -37,34 +41,59 @@ class _FanOut:
 
 class Hub:
     def __init__(self, max_frame_bytes: int) -> None:
-        self._by_user: dict[str, dict[str, Connection]] = {}
+        # user -> its one connection here, or its connections by device
+        self._by_user: dict[str, Connection | dict[str, Connection]] = {}
         self._max_frame_bytes = max_frame_bytes
         self._fanouts: deque[_FanOut] = deque()
         self.connections = 0
 
     def add(self, conn: Connection) -> Connection | None:
         """Register an authenticated connection; returns the one it replaces (same device)."""
-        devices = self._by_user.setdefault(conn.user, {})
-        old = devices.get(conn.device)
-        devices[conn.device] = conn
+        by_user = self._by_user
+        devices = by_user.get(conn.user)
+        if devices is None:
+            by_user[conn.user] = conn
+            old = None
+        elif isinstance(devices, dict):
+            old = devices.get(conn.device)
+            devices[conn.device] = conn
+        elif devices.device == conn.device:
+            by_user[conn.user] = conn
+            old = devices
+        else:
+            by_user[conn.user] = {devices.device: devices, conn.device: conn}
+            old = None
         if old is None:
             self.connections += 1
         return old
 
     def remove(self, conn: Connection) -> None:
-        devices = self._by_user.get(conn.user)
-        if devices is None or devices.get(conn.device) is not conn:
+        by_user = self._by_user
+        devices = by_user.get(conn.user)
+        if devices is conn:
+            del by_user[conn.user]
+        elif isinstance(devices, dict) and devices.get(conn.device) is conn:
+            del devices[conn.device]
+            if len(devices) == 1:
+                by_user[conn.user] = next(iter(devices.values()))
+        else:
             return
-        del devices[conn.device]
         self.connections -= 1
-        if not devices:
-            del self._by_user[conn.user]
 
     def devices_of(self, user: str) -> list[Connection]:
-        return list(self._by_user.get(user, {}).values())
+        devices = self._by_user.get(user)
+        if devices is None:
+            return []
+        return list(devices.values()) if isinstance(devices, dict) else [devices]
 
     def all(self) -> list[Connection]:
-        return [conn for devices in self._by_user.values() for conn in devices.values()]
+        conns: list[Connection] = []
+        for devices in self._by_user.values():
+            if isinstance(devices, dict):
+                conns.extend(devices.values())
+            else:
+                conns.append(devices)
+        return conns
 
     def deliver(self, chat_id: str, members: Mapping[str, object],
                 messages: list[StoredMessage]) -> None:
@@ -101,13 +130,10 @@ class Hub:
     def push_to_users(self, users: Iterable[str], data: bytes,
                       exclude: tuple[str, str] | None = None) -> None:
         """One frame to every connected device of the users but `exclude` (user, device)."""
-        by_user = self._by_user
         for user in users:
-            devices = by_user.get(user)
-            if devices:
-                for conn in tuple(devices.values()):
-                    if exclude is None or (conn.user, conn.device) != exclude:
-                        conn.send_frame(data)
+            for conn in self.devices_of(user):
+                if exclude is None or (conn.user, conn.device) != exclude:
+                    conn.send_frame(data)
 
     def recheck_chat(self, chat_id: str, users: list[str]) -> None:
         """Members left the chat: their connections read where their range of it ends before

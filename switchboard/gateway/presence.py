@@ -15,6 +15,7 @@ from switchboard.core.blocks import Blocks
 from switchboard.core.chats import ChatService, direct_chat_id
 from switchboard.core.ids import valid_id
 from switchboard.core.model import Visibility
+from switchboard.core.remote_users import RemoteUsers
 from switchboard.core.settings import Settings
 from switchboard.core.store import Store
 from switchboard.proto.v1 import client_pb2 as pb
@@ -29,17 +30,19 @@ HIDDEN = (False, 0)
 class PresenceFanout:
     def __init__(self, store: Store, chats: ChatService, settings: Settings, blocks: Blocks, *,
                  interval: float, max_subscriptions: int, on_local_change: LocalChange,
-                 shared_last_seen: Callable[[str], Awaitable[int | None]]) -> None:
+                 shared_last_seen: Callable[[str], Awaitable[int | None]],
+                 remote: RemoteUsers | None = None) -> None:
         """on_local_change: whether a user is online through this node flipped (tell the other
         nodes); shared_last_seen: last seen as the cluster's registry knows it (another node
-        saw the user go), asked before the store."""
+        saw the user go), asked before the store; remote: the other nodes' users, shared with
+        the router."""
         self._store = store
         self._chats = chats
         self._settings = settings
         self._blocks = blocks
         self.interval = interval
         self.max_subscriptions = max_subscriptions
-        self.registry = PresenceRegistry(self.changed, on_local_change)
+        self.registry = PresenceRegistry(self.changed, on_local_change, remote=remote)
         self._subscribers: dict[str, set[Connection]] = {}
         self._dirty: dict[str, float] = {}  # subject -> when it first changed since its last flush
         self._flush_handle: asyncio.TimerHandle | None = None

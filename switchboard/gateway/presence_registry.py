@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from switchboard.core import nodesets
 from switchboard.core.ids import now_ms
 from switchboard.core.lru import LRU
+from switchboard.core.remote_users import RemoteUsers
 
 LocalChange = Callable[[str, bool, int], None]
 LAST_SEEN_KEPT = 200_000  # users whose last seen is kept here; older ones are asked of the store
@@ -21,14 +21,16 @@ LAST_SEEN_KEPT = 200_000  # users whose last seen is kept here; older ones are a
 
 class PresenceRegistry:
     def __init__(self, on_change: Callable[[str], None],
-                 on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT
-                 ) -> None:
-        """on_local_change: the part this node contributes flipped (None: nobody to tell)."""
+                 on_local_change: LocalChange | None = None, last_seen_kept: int = LAST_SEEN_KEPT,
+                 remote: RemoteUsers | None = None) -> None:
+        """on_local_change: the part this node contributes flipped (None: nobody to tell);
+        remote: the users of other nodes, shared with the router's location map (one entry per
+        user for both)."""
         # user -> its devices here and whether each counts as visible; one visible device (the
         # common case) is kept as its name alone: a dict per user is ~200 bytes per connection
         self._devices: dict[str, str | dict[str, bool]] = {}
-        # user -> the nodes it is online through (one entry per user online anywhere else)
-        self._remote: dict[str, nodesets.NodeSet] = {}
+        # user -> the nodes it is online through (in the entry of each user of another node)
+        self._remote = remote if remote is not None else RemoteUsers()
         # bounded: one entry per user ever seen going offline would grow for good
         self._last_seen: LRU[str, int] = LRU(last_seen_kept)
         self._on_change = on_change
@@ -88,10 +90,7 @@ class PresenceRegistry:
     def remote(self, node_id: str, user: str, online: bool, last_seen_ms: int) -> None:
         """What `node_id` says about the user's devices there."""
         was_online = self.is_online(user)
-        if online:
-            nodesets.add(self._remote, user, node_id)
-        else:
-            nodesets.discard(self._remote, user, node_id)
+        self._remote.set_online(user, node_id, online)
         if last_seen_ms > self._last_seen.get(user, 0):
             self._last_seen.put(user, last_seen_ms)
         if self.is_online(user) != was_online:
@@ -99,7 +98,7 @@ class PresenceRegistry:
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone (or sent a fresh snapshot): nobody is online through it any more."""
-        for user in nodesets.forget(self._remote, node_id):
+        for user in self._remote.forget_online(node_id):
             if not self.is_online(user):
                 self._on_change(user)
 
@@ -110,7 +109,7 @@ class PresenceRegistry:
 
     # ------------------------------------------------------------------ queries
     def is_online(self, user: str) -> bool:
-        return user in self._remote or self._online_here(user)
+        return self._remote.online_elsewhere(user) or self._online_here(user)
 
     def last_seen(self, user: str) -> int | None:
         """Known to this process since it started; None means ask the store."""

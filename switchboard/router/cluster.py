@@ -23,6 +23,7 @@ from switchboard.core.futures import Done, awaited
 from switchboard.core.messaging import MessageService
 from switchboard.core.metrics import Metric, counter
 from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
+from switchboard.core.remote_users import RemoteUsers
 from switchboard.core.tasks import TaskGroup
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
@@ -52,8 +53,9 @@ class MeshRouter:
                  phi_threshold: float = 8.0, acceptable_pause: float = 2.0,
                  link_grace: float = 1.0, rebalance_interval: float = 0.0,
                  rebalance_rate: float = 0.0, rebalance_tolerance: float = 0.1, mesh_secret: bytes = b"",
-                 mesh_tls: MeshTls | None = None) -> None:
-        """`messages` fans its commits out through `committed` (the caller passes it in)."""
+                 mesh_tls: MeshTls | None = None, remote: RemoteUsers | None = None) -> None:
+        """`messages` fans its commits out through `committed` (the caller passes it in);
+        `remote`: the other nodes' users, shared with the node's presence registry."""
         self.node_id = node_id
         self.registry = registry
         self._messages = messages
@@ -74,7 +76,7 @@ class MeshRouter:
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
                                      forward_timeout=forward_timeout)
         self.send_order = SendOrder(self.membership.owner, self.forwarding.submit)
-        self.locations = Locations(self.mesh, node.kick)
+        self.locations = Locations(self.mesh, node.kick, remote)
         self.fanout = Fanout(self.mesh, node, self.locations)
         self.broadcasts = Broadcasts(self.mesh, node)
         self.sessions = Sessions(self.mesh, node, registry, self.locations, self._tasks,

@@ -25,8 +25,9 @@ FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
 
 Cost: one small frame to every peer per turn with connects or last disconnects of users on a
 node, one acknowledgement round trip before a device's first sync, and, on every node, an entry
-per user connected anywhere else in the cluster (its node's name, shared: core/nodesets.py): the
-same order as the presence gossip (O(nodes) per change, right for tens of nodes).
+per user connected anywhere else in the cluster (its node's name, shared, in the entry presence
+keeps for the user too: core/remote_users.py): the same order as the presence gossip (O(nodes)
+per change, right for tens of nodes).
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterable
 
-from switchboard.core import nodesets
 from switchboard.core.metrics import Metric, counter, gauge
+from switchboard.core.remote_users import RemoteUsers
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
@@ -49,12 +50,13 @@ Kick = Callable[[str, str, int, str, int], None]
 
 
 class Locations:
-    def __init__(self, mesh_: Mesh, kick: Kick) -> None:
+    def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None) -> None:
+        """remote: where other nodes' users are, shared with presence (one entry per user)."""
         self._mesh = mesh_
         self._kick = kick
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
-        self._where: dict[str, nodesets.NodeSet] = {}  # user -> peers it is connected to
+        self._remote = remote if remote is not None else RemoteUsers()
         self._known: set[str] = set()              # peers whose snapshot arrived
         self._arrived: set[str] = set()            # to tell at the end of this turn
         self._left: set[str] = set()
@@ -146,7 +148,7 @@ class Locations:
         user on it (or it has not sent its snapshot yet)."""
         kicks: dict[str, list[mesh.Replaced]] = {}
         for kick, nodes in replaced:
-            there = nodesets.members(self._where.get(kick.user_id))
+            there = self._remote.connected_on(kick.user_id)
             for node_id in nodes:
                 if node_id in there or node_id not in self._known:
                     kicks.setdefault(node_id, []).append(kick)
@@ -158,11 +160,7 @@ class Locations:
         changes say), for every peer with an up link; a peer whose snapshot has not arrived
         gets every user."""
         users = list(users)
-        by_node: dict[str, list[str]] = {}
-        where = self._where
-        for user in users:
-            for node_id in nodesets.members(where.get(user)):
-                by_node.setdefault(node_id, []).append(user)
+        by_node = self._remote.by_node(users)
         for node_id in self._mesh.linked():
             if node_id not in self._known:
                 by_node[node_id] = users
@@ -170,14 +168,14 @@ class Locations:
 
     def on_located(self, link: Link, located: mesh.Located) -> None:
         node_id = link.node_id
-        where = self._where
+        remote = self._remote
         if located.snapshot:
-            self._forget(node_id)
+            remote.forget_connections(node_id)
             self._known.add(node_id)
         for user in located.here:
-            nodesets.add(where, user, node_id)
+            remote.connect(user, node_id)
         for user in located.gone:
-            nodesets.discard(where, user, node_id)
+            remote.disconnect(user, node_id)
         for kick in located.replaced:
             self._kick(kick.user_id, kick.device_id, Close.REPLACED, REPLACED_REASON,
                        kick.before_ms)
@@ -204,13 +202,10 @@ class Locations:
 
     def link_down(self, node_id: str) -> None:
         """What the peer said no longer holds, and its acknowledgements will not come."""
-        self._forget(node_id)
+        self._remote.forget_connections(node_id)
         self._known.discard(node_id)
         for barrier in list(self._unacked):
             self._acked(barrier, node_id)
-
-    def _forget(self, node_id: str) -> None:
-        nodesets.forget(self._where, node_id)
 
     def stop(self) -> None:
         """Leaving: nobody waits for an acknowledgement any more."""
@@ -229,7 +224,8 @@ class Locations:
             gauge("cluster_located_here", "users with a connection on this node",
                   len(self._here)),
             gauge("cluster_located_elsewhere",
-                  "users this node knows to have a connection on a peer", len(self._where)),
+                  "users this node knows to have a connection on a peer",
+                  self._remote.connected_users),
             counter("cluster_replaced_kicks", "kicks sent to peers for a device that connected "
                     "here, one per peer whose location map entry could hold the device",
                     self.replaced_sent),

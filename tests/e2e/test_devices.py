@@ -74,3 +74,33 @@ async def test_each_device_has_its_own_cursor(server):
     await phone.recv("welcome")
     done = (await phone.recv("sync_complete")).sync_complete
     assert done.messages == 0
+
+
+async def test_a_second_device_joins_the_first_in_the_hub_and_leaves_it_alone_again(server):
+    """The hub keeps a user's one device as its connection (no dict per user) and a dict once a
+    second connects; messages reach every device in each shape."""
+    hub = server.gateway.hub
+    alice = await authed(server, "alice")
+    phone = await authed(server, "bob", "phone")
+    chat = await direct(alice, "bob")
+    await send(alice, chat, b"one device")
+    [got] = await receive_and_ack(phone, 1)
+    assert got.body == b"one device"
+    [phone_conn] = hub.devices_of("bob")
+    assert hub._by_user["bob"] is phone_conn
+    laptop = await authed(server, "bob", "laptop")
+    await receive_and_ack(laptop, 1)  # its sync
+    assert set(hub._by_user["bob"]) == {"phone", "laptop"}
+    await send(alice, chat, b"two devices")
+    for device in (phone, laptop):
+        [got] = await receive_and_ack(device, 1)
+        assert got.body == b"two devices"
+    phone.close()
+    await wait_for(lambda: len(hub.devices_of("bob")) == 1, message="the phone left the hub")
+    [laptop_conn] = hub.devices_of("bob")
+    assert hub._by_user["bob"] is laptop_conn and laptop_conn.device == "laptop"
+    await send(alice, chat, b"one again")
+    [got] = await receive_and_ack(laptop, 1)
+    assert got.body == b"one again"
+    laptop.close()
+    await wait_for(lambda: "bob" not in hub._by_user, message="bob left the hub")

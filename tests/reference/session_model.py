@@ -706,9 +706,11 @@ def _ended(stream: Stream) -> bool:
 def offer_each(by_user: dict, users: list[str], start: int, end: int, chat_id: str,
                messages: list[StoredMessage], chunks: list) -> None:
     """The fan-out's loop: one commit offered to the session of every connected device of
-    users[start:end] (by_user: user -> {device: its connection, whose `session` it is})."""
+    users[start:end] (by_user: user -> its connection, whose `session` it is, or {device: its
+    connection} for a user with several devices here)."""
     for user in users[max(start, 0):end]:
         devices = by_user.get(user)
-        if devices:
-            for conn in tuple(devices.values()):
-                conn.session.offer(chat_id, messages, chunks)
+        if devices is None:
+            continue
+        for conn in tuple(devices.values()) if isinstance(devices, dict) else (devices,):
+            conn.session.offer(chat_id, messages, chunks)

@@ -551,9 +551,12 @@ def test_offer_each_offers_to_every_device_of_the_named_users_in_range(impl):
         rig.open()
         rig.out()
         rigs[user, device] = rig
-    by_user: dict[str, dict[str, Conn]] = {}
+    by_user: dict[str, Conn | dict[str, Conn]] = {}  # as the hub keeps them
     for (user, device), rig in rigs.items():
-        by_user.setdefault(user, {})[device] = Conn(rig)
+        if user == "u1":  # two devices
+            by_user.setdefault(user, {})[device] = Conn(rig)
+        else:
+            by_user[user] = Conn(rig)
     rows = [message("g", 1, "sender", "phone")]
     users = ["u0", "u1", "u3", "u2", "u4"]
     each(by_user, users, 1, 4, "g", rows, Rig.impl[1](rows, MAX_FRAME_BYTES))
