@@ -323,25 +323,24 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a file made by an older version up to SCHEMA, in one write transaction (so
-    processes opening the file at once do it once). What cannot be recovered is made
-    conservative: membership before this version is the current period only; reads recorded
-    before it count as public only for users whose read receipts are on now."""
-    with _transaction(conn):
-        tables = {name for name, in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "messages" in tables and "event" not in _columns(conn, "messages"):
-            conn.execute("ALTER TABLE messages ADD COLUMN event BLOB")
-        if "receipts" in tables and "public_read_seq" not in _columns(conn, "receipts"):
-            conn.execute("ALTER TABLE receipts ADD COLUMN public_read_seq INTEGER NOT NULL "
-                         "DEFAULT 0")
-            hidden = ("WHERE user_id NOT IN (SELECT user_id FROM users WHERE read_receipts = 0)"
-                      if "users" in tables else "")
-            conn.execute(f"UPDATE receipts SET public_read_seq = read_seq {hidden}")
-        if "members" in tables and "member_periods" not in tables:
-            conn.execute(MEMBER_PERIODS_TABLE)
-            conn.execute("INSERT INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
-                         "SELECT chat_id, user_id, joined_seq, NULL FROM members")
+    """Bring a file made by an older version up to SCHEMA; in the caller's write transaction.
+    What cannot be recovered is made conservative: membership before this version is the
+    current period only; reads recorded before it count as public only for users whose read
+    receipts are on now."""
+    tables = {name for name, in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "messages" in tables and "event" not in _columns(conn, "messages"):
+        conn.execute("ALTER TABLE messages ADD COLUMN event BLOB")
+    if "receipts" in tables and "public_read_seq" not in _columns(conn, "receipts"):
+        conn.execute("ALTER TABLE receipts ADD COLUMN public_read_seq INTEGER NOT NULL "
+                     "DEFAULT 0")
+        hidden = ("WHERE user_id NOT IN (SELECT user_id FROM users WHERE read_receipts = 0)"
+                  if "users" in tables else "")
+        conn.execute(f"UPDATE receipts SET public_read_seq = read_seq {hidden}")
+    if "members" in tables and "member_periods" not in tables:
+        conn.execute(MEMBER_PERIODS_TABLE)
+        conn.execute("INSERT INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
+                     "SELECT chat_id, user_id, joined_seq, NULL FROM members")
 
 
 def _media(conn: sqlite3.Connection, row: tuple | None) -> MediaRecord | None:
@@ -411,10 +410,29 @@ class SQLiteStore(Store):
         await asyncio.to_thread(self._close_readers)
 
     def _open_writer(self) -> None:
-        conn = _connect(self.path)
-        conn.write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
-        _migrate(conn)
-        conn.executescript(SCHEMA)
+        """The processes opening one file at once (`serve --workers`) go one after the other
+        through the switch to WAL, the migration and the schema, under the write lock, in one
+        transaction. Without it, a second process's CREATE statements could meet the first
+        one's commit and fail at once with "database is locked" (a snapshot that went stale
+        waits for no busy timeout)."""
+        write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(write_lock, fcntl.LOCK_EX)
+        try:
+            conn = _connect(self.path)
+            conn.write_lock = write_lock
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _migrate(conn)
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+        finally:
+            fcntl.flock(write_lock, fcntl.LOCK_UN)
         self._write_conn = conn
         self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
 

@@ -1094,3 +1094,38 @@ async def test_sqlite_a_file_of_the_previous_schema_is_upgraded(tmp_path):
         assert await one.member_periods("g", "bob") == {"bob": [Period(5, 7), Period(7)]}
     finally:
         await stores.close_all()
+
+
+def test_sqlite_stores_opening_a_new_file_at_once_all_open(tmp_path):
+    """`serve --workers` opens one new file from every worker at once: each goes through the
+    WAL switch, the migration and the schema in turn, and none fails with "database is
+    locked" (which a stale snapshot meets at once, whatever the busy timeout)."""
+    import threading
+    openers = 4
+    for attempt in range(6):
+        path = tmp_path / f"fresh{attempt}.db"
+        barrier = threading.Barrier(openers)
+        failures: list[BaseException] = []
+
+        async def open_and_close() -> None:
+            store = SQLiteStore(path)
+            barrier.wait()
+            await store.open()
+            await store.close()
+
+        def opener() -> None:
+            try:
+                asyncio.run(open_and_close())
+            except BaseException as exc:  # reported below, with the attempt
+                failures.append(exc)
+
+        threads = [threading.Thread(target=opener) for _ in range(openers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not failures, f"attempt {attempt}: {failures!r}"
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'"
+                               ).fetchone() == (1,)
