@@ -281,16 +281,23 @@ def _write_locked(conn: _Connection) -> Iterator[None]:
 
 
 @contextmanager
+def _immediate(conn: _Connection) -> Iterator[None]:
+    """One write transaction, its lock taken up front; rolled back if the block raises. The
+    caller holds the file's write lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+
+
+@contextmanager
 def _transaction(conn: _Connection) -> Iterator[None]:
-    with _write_locked(conn):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
+    with _write_locked(conn), _immediate(conn):
+        yield
 
 
 def _message(chat_id: str, row: tuple) -> StoredMessage:
@@ -420,17 +427,11 @@ class SQLiteStore(Store):
         try:
             conn = _connect(self.path)
             conn.write_lock = write_lock
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 _migrate(conn)
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
         finally:
             fcntl.flock(write_lock, fcntl.LOCK_UN)
         self._write_conn = conn
