@@ -513,10 +513,13 @@ class Session:
             sync.targets[row.chat_id] = row.head
         for chat_id, (first, last) in sync.pending.items():
             stream = self.streams.get(chat_id)
-            if stream is None:
+            if stream is not None:
+                if last > stream.head:
+                    stream.head = last
+            elif self.config.sees_every_commit:
                 self.streams[chat_id] = Stream(first - 1, last)
-            elif last > stream.head:
-                stream.head = last
+            else:  # the snapshot may predate commits whose pushes were missed: read the cursor
+                self._resolve(chat_id, first, last)
         sync.pending.clear()
         sync.loading = False
         self._maybe_pump()

@@ -245,8 +245,11 @@ class History:
                 held = stream_seqs[chat] | mine
                 missing = sorted(set(range(1, heads[chat] + 1)) - held)
                 if missing:
+                    near = [f"{o.seq}@{o.t:.2f}" for o in self.streams.get((user, device), ())
+                            if o.chat == chat and missing[0] - 4 <= o.seq <= missing[-1] + 4]
                     out.append(f"I3 gap: {user}/{device}'s final log of {chat} (head "
-                               f"{heads[chat]}) lacks seqs {_ranges(missing)}")
+                               f"{heads[chat]}) lacks seqs {_ranges(missing)}; its arrivals "
+                               f"around them (seq@t): {' '.join(near[:40])}")
 
         # the store: the authority on what exists
         for chat, rows in sorted(self.store.items()):

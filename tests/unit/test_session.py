@@ -409,6 +409,28 @@ def test_offers_while_the_backlog_loads_are_kept_for_after_it():
     assert [f.WhichOneof("body") for f in out] == ["welcome", "sync_complete", "deliver"]
 
 
+def test_in_a_cluster_an_offer_while_the_backlog_loads_does_not_skip_what_the_snapshot_missed():
+    """The snapshot said the device had all of c1 (seq 11); seqs 12-13 were committed after it
+    by an owner that died before pushing them here; 14 comes from the new owner while the
+    snapshot loads. The stream must start at the stored cursor read after that offer, not at
+    13 (a device then floored to 13 on its next Sync would never get 12-13)."""
+    r = Rig("bob", "laptop", sees_every_commit=False)
+    r.session.open(WELCOME)
+    [(sync,)] = r.port.take("load_backlog")
+    offer(r, "c1", 14)
+    r.session.backlog_loaded(sync, [])
+    assert "c1" not in r.session.streams and r.port.take("load_cursors") == [()]
+    assert r.session.cursor_read_begin()
+    assert r.session.cursors_loaded([backlog("c1", 11, 14)]) is False
+    r.session.cursor_reads_end()
+    assert r.port.take("pump") == [()]
+    r.pump({"c1": [message("c1", s) for s in (12, 13, 14)]})
+    assert delivered(r.out()) == [("c1", 12), ("c1", 13), ("c1", 14)]
+    r.feed(client(9, sync=pb.Sync()))  # a later Sync floors c1 at the stored cursor, no higher
+    assert [(f.chat_id, f.seq) for frame in r.out() if frame.WhichOneof("body") == "deliver"
+            for f in frame.deliver.floors] == [("c1", 11)]
+
+
 def test_rows_read_before_the_stream_moved_are_not_used(rig):
     offer(rig, "c1", 1, 2, 3, 4)
     rig.out()

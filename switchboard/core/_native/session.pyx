@@ -746,10 +746,17 @@ cdef class Session(WSListener):
             run.targets[row.chat_id] = row.head
         for chat_id, (first, last) in run.pending.items():
             stream = self.streams.get(chat_id)
-            if stream is None:
+            if stream is not None:
+                if last > stream.head:
+                    stream.head = last
+            elif self.config.sees_every_commit:
+                # every commit after the snapshot was offered here: the first continues it
                 self.streams[chat_id] = Stream(first - 1, last)
-            elif last > stream.head:
-                stream.head = last
+            else:
+                # the snapshot may predate commits whose pushes this node missed (their owner
+                # died, or had not seen this connection yet): what precedes `first` comes from
+                # the cursor read after these offers, never from the guess first - 1
+                self._resolve(chat_id, first, last)
         run.pending.clear()
         run.loading = False
         self._maybe_pump()
