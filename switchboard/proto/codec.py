@@ -23,13 +23,22 @@ def message_from_pb(msg: pb.Message) -> StoredMessage:
                          event_from_pb(msg.membership) if msg.HasField("membership") else None)
 
 
+class BadRecord(ValueError):
+    """A peer's record names a value this node has no meaning for (a MemberAction it does not
+    know): the record is refused; the link and everything else it carries stay."""
+
+
 def event_to_pb(event: MembershipEvent) -> pb.MembershipEvent:
     return pb.MembershipEvent(action=int(event.action), actor_user_id=event.actor,
                               user_ids=event.users)
 
 
 def event_from_pb(event: pb.MembershipEvent) -> MembershipEvent:
-    return MembershipEvent(MemberAction(event.action), event.actor_user_id, tuple(event.user_ids))
+    try:
+        action = MemberAction(event.action)
+    except ValueError:
+        raise BadRecord(f"membership event with unknown action {event.action}") from None
+    return MembershipEvent(action, event.actor_user_id, tuple(event.user_ids))
 
 
 ERROR_CODES = {code: pb.ErrorCode.Value(code.value) for code in Code}

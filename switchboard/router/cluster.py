@@ -25,6 +25,7 @@ from switchboard.core.metrics import Metric, counter
 from switchboard.core.model import CommitResult, MembershipEvent, SendRequest, StoredMessage
 from switchboard.core.remote_users import RemoteUsers
 from switchboard.core.tasks import TaskGroup
+from switchboard.proto.codec import BadRecord
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import Invalidation, LocalNode
@@ -175,6 +176,8 @@ class MeshRouter:
             return
         try:
             handler(link, getattr(frame, kind))
+        except BadRecord as exc:  # a peer that knows more than this node: drop the record
+            log.warning("mesh frame %s from %s refused: %s", kind, link.node_id, exc)
         except Exception:
             log.exception("mesh frame %s from %s failed", kind, link.node_id)
 

@@ -15,7 +15,7 @@ from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
 from switchboard.core.futures import Done, Submit
 from switchboard.core.metrics import Metric, counter, gauge
 from switchboard.core.model import CommitResult, SendRequest
-from switchboard.proto.codec import (domain_error, event_from_pb, event_to_pb, message_from_pb,
+from switchboard.proto.codec import (BadRecord, domain_error, event_from_pb, event_to_pb, message_from_pb,
                                      message_to_pb, wire_error)
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
@@ -93,6 +93,9 @@ class Forwarding:
                          lambda result, error: reply(_send_result(result, error)))
         except DomainError as exc:
             reply(_error_result(exc))
+            return
+        except BadRecord as exc:  # retrying cannot help
+            reply(_error_result(DomainError(Code.INVALID_ARGUMENT, str(exc))))
             return
         except Exception as exc:  # the writer is closed (this node drains)
             reply(_error_result(DomainError(Code.UNAVAILABLE, f"owner cannot take sends: {exc}",

@@ -3,7 +3,8 @@ is documented to raise. Anything else it raises is a bug (atheris reports it as 
 
 * client: a device's WebSocket message -> ClientFrame (gateway/wire.py): Malformed, BadField.
 * mesh: a peer node's byte stream -> MeshFrames (router/mesh.py FrameReader) and the records
-  the cluster router takes out of them (router/codec.py): MeshProtocolError.
+  the cluster router takes out of them (proto/codec.py): MeshProtocolError, and BadRecord for
+  a record with a value this node does not know (the router refuses that record only).
 * auth: a token from the Authorization header or an Auth frame (core/auth.py), HS256 and
   JWKS keys: TokenError.
 * config: a TOML config file (config.py): ConfigError.
@@ -23,7 +24,7 @@ from switchboard.config import ConfigError, load
 from switchboard.core.auth import SigningKeys, TokenAuthority, TokenError
 from switchboard.gateway import wire
 from switchboard.proto.v1 import mesh_pb2
-from switchboard.proto.codec import domain_error, message_from_pb
+from switchboard.proto.codec import BadRecord, domain_error, event_from_pb, message_from_pb
 from switchboard.router.mesh import FrameReader, MeshProtocolError
 
 SECRET = b"fuzz-secret-" + b"x" * 40
@@ -46,7 +47,10 @@ def mesh_stream(data: bytes) -> None:
         reader.feed(data[start:start + step])
         try:
             while (frame := reader.next()) is not None:
-                _records(frame)
+                try:
+                    _records(frame)
+                except BadRecord:
+                    pass  # that record is refused; the link goes on
         except MeshProtocolError:
             return
 
@@ -55,6 +59,8 @@ def _records(frame: mesh_pb2.MeshFrame) -> None:
     kind = frame.WhichOneof("body")
     if kind == "deliver":
         [message_from_pb(m) for m in frame.deliver.messages]
+    elif kind == "forward_send" and frame.forward_send.HasField("membership"):
+        event_from_pb(frame.forward_send.membership)
     elif kind == "send_result":
         result = frame.send_result
         if result.HasField("message"):
