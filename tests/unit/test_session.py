@@ -273,7 +273,7 @@ def test_a_client_that_answers_is_pinged_every_interval(rig):
 
 
 def test_a_device_ping_is_answered_with_its_payload_and_counts_as_activity(rig):
-    """A device that pings on its own (the SDK, after heartbeat_interval of silence) is not
+    """A device that pings on its own (its WebSocket library's ping interval) is not
     pinged as well: its ping resets the server's heartbeat, so an idle connection carries one
     exchange per interval, whichever side starts it."""
     rig.clock.advance(29.0)
