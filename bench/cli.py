@@ -74,6 +74,10 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=True,
                       help="hold: after holding, close every device and open it again (the "
                            "known-device handshake; default on)")
+    size.add_argument("--device-ping", type=float, default=0.0, metavar="S",
+                      help="hold: devices ping the server after S seconds without a frame from "
+                           "it, as an app's WebSocket library may (OkHttp's pingInterval, "
+                           "picows's auto-ping); default 0: they only answer its pings")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
     size.add_argument("--load", type=float, default=0.0,

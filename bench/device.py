@@ -55,6 +55,9 @@ class Device(WSListener):
     adds `send(k, t_ns)` (send message number k, stamped t_ns) and `on_payload(frame)` (every
     frame but CLOSE)."""
 
+    #: > 0: ping the server after this many seconds without a frame from it (hold --device-ping)
+    ping_when_idle = 0.0
+
     def __init__(self, user: str, partner: str = "", body_size: int = 64) -> None:
         super().__init__()
         self.user = user
@@ -72,6 +75,9 @@ class Device(WSListener):
         self._loop = asyncio.get_running_loop()
         self._closing = False
         extra = {"local_addr": local_addr} if local_addr else {}
+        if self.ping_when_idle:
+            extra.update(enable_auto_ping=True, auto_ping_idle_timeout=self.ping_when_idle,
+                         auto_ping_reply_timeout=min(10.0, self.ping_when_idle))
         await ws_connect(lambda: self, self.url(endpoint), extra_headers=self.headers(endpoint),
                          use_aiofastnet=False, websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
                          max_frame_size=MAX_RECEIVE_FRAME, read_buffer_init_size=READ_BUFFER,

@@ -139,7 +139,9 @@ class LimitsConfig:
 @dataclass(slots=True)
 class TimersConfig:
     tick: float = 0.25
-    heartbeat_interval: float = 30.0
+    # 45 s: under the 55-60 s idle timeouts of common proxies and load balancers in front of a
+    # gateway; a vanished device is still noticed after idle_timeout (deploy/README.md "Idle")
+    heartbeat_interval: float = 45.0
     idle_timeout: float = 90.0
     retransmit_after: float = 10.0
     presence_interval: float = 1.0   # presence updates per subject per subscriber: at most one per

@@ -34,8 +34,10 @@ SETTLE = 1.0
 
 # ====================================================================== worker side
 async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
-                  concurrency: int) -> dict:
+                  concurrency: int, device_ping: float = 0.0) -> dict:
     devices = [endpoint.device(user, user, body_size) for user in users]
+    for device in devices:
+        device.ping_when_idle = device_ping
     start, cpu = time.monotonic_ns(), time.process_time()
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
     elapsed, cpu = time.monotonic_ns() - start, time.process_time() - cpu
@@ -91,7 +93,8 @@ async def _hold(ctx, target, n: int) -> dict:
     connect_cpu = target.cpu() if target.pids else None
     with Progress(n, f"{target.name}: connecting", "conn") as bar:
         parts = await pool.run("bench.scenarios.hold:connect", [
-            dict(ctx.common(target), users=u) for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
+            dict(ctx.common(target), users=u, device_ping=args.device_ping)
+            for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
             bar)
     opened = sum(p["opened"] for p in parts)
     elapsed = (max(p["start_ns"] + p["elapsed_ns"] for p in parts) -

@@ -28,7 +28,10 @@ Delivery semantics seen by the app:
   request awaits its answer, a server that sends nothing for half of `liveness_timeout` is asked
   for a Pong, and one still silent after `liveness_timeout` is taken for dead (a paused or
   frozen gateway, a dead route): the connection is dropped and the next endpoint tried, where
-  the outbox goes again. With nothing awaited the client sends nothing of its own for 30 s.
+  the outbox goes again. With nothing awaited the client sends nothing of its own while the
+  server's heartbeat comes on time (a WebSocket ping every Welcome.heartbeat_interval_ms of
+  silence): it pings only a server late by IDLE_GRACE, and drops a connection whose ping gets no
+  answer.
 """
 from __future__ import annotations
 
@@ -66,10 +69,13 @@ ABNORMAL_CLOSURE = codes.Close.ABNORMAL
 #: HistoryPage holds up to 200 messages of up to max_body_bytes each), and the limit must be set
 #: before Welcome arrives: so it is generous.
 MAX_RECEIVE_FRAME = 32 * 1024 * 1024
-#: The client pings (WebSocket level) after this much silence and drops the connection if no pong
-#: comes back in PING_REPLY_TIMEOUT: a half-open TCP connection is otherwise never noticed. This
-#: is the idle rule; while a send or request waits for its answer, `liveness_timeout` applies.
-PING_IDLE = 30.0
+#: The idle rule (docs/protocol.md 8.8a): the server pings after Welcome.heartbeat_interval_ms of
+#: silence, so a client that has heard nothing for that plus IDLE_GRACE pings the server itself
+#: (WebSocket level) and drops the connection if nothing comes back in PING_REPLY_TIMEOUT: a
+#: half-open TCP connection is otherwise never noticed. A server on time is never pinged, so an
+#: idle connection carries one exchange per interval, not one of each side's. While a send or
+#: request waits for its answer, `liveness_timeout` applies.
+IDLE_GRACE = 5.0
 PING_REPLY_TIMEOUT = 10.0
 #: While an answer is awaited, the server's silence is checked this many times per
 #: liveness_timeout; it is asked for a Pong after half of it.
@@ -123,7 +129,7 @@ class ConnectionLost(Exception):
 class ClientStats:
     duplicates: int           # delivered messages dropped as already held (wire retransmits)
     reconnects: int           # successful automatic reconnections
-    silent_drops: int         # connections dropped: silent past liveness_timeout with answers due
+    silent_drops: int         # dropped as silent: liveness_timeout, an idle ping unanswered
     retransmitted_sends: int  # Send frames sent again (after reconnect or retry_after_ms)
     gap_syncs: int            # Sync requests sent because a chat had a gap
     dropped: int              # out-of-order messages not buffered (buffer full; resent later)
@@ -194,6 +200,11 @@ class _Listener(WSListener):
         msg_type = frame.msg_type
         if msg_type == WSMsgType.BINARY and frame.fin:
             self.client._on_frame(self, frame.get_payload_as_bytes())
+        elif msg_type == WSMsgType.PING:  # the server's heartbeat: answered here, not by picows,
+            transport.send_pong(frame.get_payload_as_bytes())  # so that the client hears it
+            self.client._heard(self)
+        elif msg_type == WSMsgType.PONG:
+            self.client._heard(self)
         elif msg_type == WSMsgType.CLOSE:
             code = frame.get_close_code()
             self.close_code = int(code)
@@ -256,6 +267,7 @@ class Client:
         self._watch: asyncio.TimerHandle | None = None   # armed while an answer is awaited
         self._watch_from = 0.0                           # when the current wait began
         self._probed = False                             # a Ping went out in this silence
+        self._idle: asyncio.TimerHandle | None = None    # the idle rule's next look
         self._silent_drops = 0
         self.on_close = on_close
         self.on_push = on_push
@@ -639,8 +651,7 @@ class Client:
             transport, _ = await ws_connect(
                 lambda: _Listener(self, auth_token), self.url, extra_headers=headers,
                 use_aiofastnet=False, websocket_handshake_timeout=self._connect_timeout,
-                max_frame_size=MAX_RECEIVE_FRAME, enable_auto_ping=True,
-                auto_ping_idle_timeout=PING_IDLE, auto_ping_reply_timeout=PING_REPLY_TIMEOUT)
+                max_frame_size=MAX_RECEIVE_FRAME, enable_auto_pong=False)
         except WSHandshakeError as exc:
             response = exc.response
             if response is not None and response.status == 401:
@@ -724,6 +735,9 @@ class Client:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self._synced.set()  # wakes wait_synced(), which then raises
         end = self._end = _End(error)
         self._inbox.put_nowait(end)
@@ -746,6 +760,9 @@ class Client:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         code, reason = listener.close_code, listener.close_reason
         self.last_close_code, self.last_close_reason = code, reason
         self._syncing = False
@@ -780,11 +797,17 @@ class Client:
             self._next_url()  # that gateway may be gone: the next attempt tries another one
         self._start_connecting(self._reconnect_loop())
 
-    def _on_frame(self, listener: _Listener, payload: bytes) -> None:
+    def _heard(self, listener: _Listener) -> bool:
+        """Any frame of the current connection, pings and pongs included, is a sign of life."""
         if listener is not self._listener:
-            return
+            return False
         self._last_rx = self._loop.time()
         self._probed = False
+        return True
+
+    def _on_frame(self, listener: _Listener, payload: bytes) -> None:
+        if not self._heard(listener):
+            return
         try:
             frame = frames.decode(payload)
         except DecodeError:
@@ -826,6 +849,8 @@ class Client:
     def _on_welcome(self, listener: _Listener, welcome: pb.Welcome) -> None:
         listener.welcomed = True
         self._welcome = welcome
+        if self._idle is None:
+            self._idle = self._loop.call_later(self._quiet_limit(), self._check_idle)
         order = self._order
         order.user_id = welcome.user_id
         order.device_id = welcome.device_id
@@ -975,6 +1000,29 @@ class Client:
                 client_time_ms=int(time.time() * 1000))))
         self._watch = self._loop.call_later(self._liveness_timeout / LIVENESS_CHECKS,
                                             self._check_liveness)
+
+    def _quiet_limit(self) -> float:
+        """How long the server's heartbeat may keep us waiting before we ping it."""
+        return self._welcome.heartbeat_interval_ms / 1000 + IDLE_GRACE
+
+    def _check_idle(self) -> None:
+        """The idle rule (IDLE_GRACE): looks again at each deadline of the last frame heard."""
+        self._idle = None
+        listener = self._listener
+        if listener is None or not listener.welcomed:
+            return
+        quiet = self._quiet_limit()
+        silent = self._loop.time() - self._last_rx
+        if silent >= quiet + PING_REPLY_TIMEOUT:  # our ping went unanswered too
+            self._silent_drops += 1
+            log.info("%s silent for %.1fs: trying another endpoint", self.url, silent)
+            listener.close_reason = f"server silent for {silent:.1f}s"
+            listener.transport.disconnect(graceful=False)
+            return
+        if silent >= quiet:  # the server's heartbeat is late
+            listener.transport.send_ping()
+            quiet += PING_REPLY_TIMEOUT
+        self._idle = self._loop.call_later(quiet - silent, self._check_idle)
 
     def _schedule_acks(self) -> None:
         """Acks of one loop turn (possibly many Deliver frames) leave as one Ack frame."""

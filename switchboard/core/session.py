@@ -22,7 +22,10 @@ most `delivery_window` messages are in flight; no progress for `retransmit_after
 
 Frames: the session reads Send and Ack itself (natively, falling back to the port's decoder for
 anything but the plain shape) and answers Sync and a second Auth. Every other request goes to
-the port decoded (`SessionPort.request`), so a new request needs no change here.
+the port decoded (`SessionPort.request`), so a new request needs no change here. It answers a
+WebSocket ping itself too (picows's auto-pong is off), so that the ping counts as the device's
+activity and resets the heartbeat; its own heartbeat pings and those pongs go straight to an
+idle socket.
 """
 from __future__ import annotations
 

@@ -3,8 +3,10 @@
 picows hands the listener factory the upgrade request alone, but the pre-auth limits
 (preauth.py) are per source address and must answer at the upgrade (HTTP 429/503). So each
 accepted socket gets a protocol whose listener factory knows that socket's peer. Otherwise this
-builds the protocol exactly as picows.ws_create_server does (no auto-ping: the gateway's timer
-wheel pings; auto-pong on), except for its logger: picows gives each connection a child
+builds the protocol exactly as picows.ws_create_server does, except for pings, both ways (no
+auto-ping: the gateway's timer wheel pings; no auto-pong: the session answers a device's ping,
+which picows would answer without telling it, so that the ping counts as the device's activity),
+and for its logger: picows gives each connection a child
 logging.Logger of its own when handed a Logger (about 1 KiB per connection, kept for the
 connection's life), and none when handed a LoggerAdapter, which logs to the same logger.
 """
@@ -31,7 +33,7 @@ async def listen(listener_for: ListenerFor, host: str, port: int, *, handshake_t
             return listener_for(request, peer[0] if peer else "")
 
         ws = WSProtocol(None, None, False, listener_factory, logger, True, handshake_timeout,
-                        False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE, True, max_frame_size,
+                        False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE, False, max_frame_size,
                         None, 1024)
         return ws
 

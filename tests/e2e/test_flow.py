@@ -93,6 +93,23 @@ async def test_after_answering_a_ping_the_next_is_due_within_one_interval(server
     assert conn.session.state == 2  # OPEN
 
 
+async def test_a_device_ws_ping_is_answered_and_counts_as_activity(make_server):
+    """protocol.md 8.8: any frame from the device, its WebSocket pings included, counts as
+    activity, so a device that pings on its own is not pinged as well; the answer carries the
+    ping's payload. (picows used to answer such pings without telling the session.)"""
+    server = await make_server(timers__heartbeat_interval=1.0, timers__idle_timeout=120.0)
+    client = await authed(server, "alice", auto_pong=False)  # answers none of the server's pings
+    [conn] = server.gateway.hub.devices_of("alice")
+    await wait_for(lambda: conn.session.pinged, timeout=20, message="the server's ping")
+    sent_at = server.gateway.timers.now()
+    client.transport.send_ping(b"rtt-1")
+    assert await asyncio.wait_for(client.listener.pongs.get(), 15) == b"rtt-1"
+    assert conn.session.last_rx >= sent_at
+    client.transport.send_ping(b"")
+    assert await asyncio.wait_for(client.listener.pongs.get(), 15) == b""
+    assert conn.session.state == 2  # OPEN
+
+
 async def test_reader_that_stops_reading_is_cut_off_and_loses_nothing(make_server):
     # no retransmit rewind and no idle deadline while the 400 sends take their time on a busy
     # machine: either would move bob's messages to the pump, which waits for the socket

@@ -175,7 +175,7 @@ class Session:
 
     # ------------------------------------------------------------------ frames in
     def receive(self, opcode: int, fin: bool, payload: bytes, now: float) -> None:
-        """One WebSocket frame from the device (picows answers PINGs by itself)."""
+        """One WebSocket frame from the device (a PING is answered here, not by picows)."""
         if self.state >= State.CLOSING:
             if opcode == Opcode.CLOSE:  # the peer completed our close handshake
                 self.port.disconnect(True)
@@ -189,6 +189,11 @@ class Session:
                 self._on_message(payload, now)
             else:
                 self._on_fragment(opcode, fin, payload, now)
+        elif opcode == Opcode.PING:
+            if self.frame_bucket.take(now):
+                self.close(Close.FLOOD, "too many frames")
+            else:
+                self.write_framed(wire_model.ws_frame(Opcode.PONG, payload))
         elif opcode == Opcode.CLOSE:
             self.port.echo_close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0)
         elif opcode == Opcode.TEXT:

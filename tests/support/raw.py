@@ -22,6 +22,7 @@ class _Listener(WSListener):
         self.close_reason = ""
         self.closed = asyncio.Event()
         self.pings = 0
+        self.pongs: asyncio.Queue[bytes] = asyncio.Queue()  # payloads of the server's pongs
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.BINARY:
@@ -35,6 +36,8 @@ class _Listener(WSListener):
             self.pings += 1
             if self.answer_pings:
                 transport.send_pong(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.PONG:
+            self.pongs.put_nowait(frame.get_payload_as_bytes())
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed.set()

@@ -20,8 +20,9 @@ from tests.reference import wire_model
 from tests.reference.acks_model import AckBatch as ModelAckBatch
 from tests.reference.session_model import Session as ModelSession
 from tests.reference.session_model import offer_each as model_offer_each
-from tests.support.sessions import (BINARY, CLOSE, CONTINUATION, PING, TEXT, Clock, Port, ack,
-                                    backlog, client, message, send, server_frames, split_frames)
+from tests.support.sessions import (BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, Clock, Port,
+                                    ack, backlog, client, message, send, server_frames,
+                                    split_frames)
 
 CONFIG = dict(frames_per_second=10.0, frame_burst=20.0, max_frame_bytes=4096,
               delivery_window=4, outbound_buffer_bytes=64 * 1024, auth_timeout=10.0,
@@ -269,6 +270,36 @@ def test_a_client_that_answers_is_pinged_every_interval(rig):
     assert len(pings) >= 6
     assert max(b - a for a, b in zip(pings, pings[1:])) <= 31.0
     assert rig.port.take("closing") == []
+
+
+def test_a_device_ping_is_answered_with_its_payload_and_counts_as_activity(rig):
+    """A device that pings on its own (its WebSocket library's ping interval) is not
+    pinged as well: its ping resets the server's heartbeat, so an idle connection carries one
+    exchange per interval, whichever side starts it."""
+    rig.clock.advance(29.0)
+    rig.feed(b"rtt-7", opcode=PING)
+    assert split_frames(rig.session.take_output()) == [(PONG, b"rtt-7")]
+    rig.clock.advance(29.0)  # 58 s since the last server-side ping could have gone out
+    rig.feed(b"", opcode=PING)
+    assert split_frames(rig.session.take_output()) == [(PONG, b"")]
+    rig.clock.advance(29.0)
+    assert rig.session.take_output() == b""  # no ping of the server's: the device's came first
+    rig.clock.advance(1.0)
+    assert split_frames(rig.session.take_output()) == [(PING, b"")]
+
+
+def test_a_ping_flood_closes_4029_once_the_burst_is_spent(rig):
+    for _ in range(int(CONFIG["frame_burst"])):
+        rig.feed(b"", opcode=PING)
+    assert rig.port.take("closing") == []
+    rig.feed(b"", opcode=PING)
+    assert rig.port.take("closing") == [(4029, "too many frames")]
+
+
+def test_a_pong_goes_behind_the_output_already_buffered(rig):
+    rig.session.send_frame(b"first")
+    rig.feed(b"p", opcode=PING)
+    assert split_frames(rig.session.take_output()) == [(BINARY, b"first"), (PONG, b"p")]
 
 
 # ---------------------------------------------------------------------------- sends

@@ -1,6 +1,6 @@
 """The native session and its pure-Python twin, fed the same random histories, write the same
 bytes, make the same port calls and put the same acks at every step: frames of every kind (plain, fragmented,
-malformed, out of range, text, close), offers, membership events that remove and re-add the
+malformed, out of range, text, close, ping), offers, membership events that remove and re-add the
 user, SendAcks and send errors, pump reads of messages and periods, syncs, timer ticks with
 retransmits and pings, a backed-up transport, closes."""
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
                 for t in twins:
                     t.session.receive(opcode, fin, part, t.clock.t)
         elif step == "opcode":
-            opcode = draw(st.sampled_from([0x0, 0x1, 0x8, 0xA]))
+            opcode = draw(st.sampled_from([0x0, 0x1, 0x8, 0x9, 0xA]))
             payload = draw(st.binary(max_size=4))
             for t in twins:
                 t.session.receive(opcode, True, payload, t.clock.t)

@@ -41,6 +41,7 @@ cdef enum:
     OP_BINARY = 0x2
     OP_CLOSE = 0x8
     OP_PING = 0x9
+    OP_PONG = 0xA
 
 # Close codes (proto/codes.py Close) and error codes (client.proto ErrorCode) written here
 CLOSE_CODES = {"PROTOCOL_ERROR": 1002, "UNSUPPORTED_DATA": 1003, "MESSAGE_TOO_BIG": 1009,
@@ -68,6 +69,7 @@ cdef Py_ssize_t _PAGE = PAGE
 cdef Py_ssize_t _MAX_EARLY = MAX_EARLY_FRAMES
 cdef double _GRACE = CLOSE_GRACE
 cdef bytes PING_FRAME = b"\x89\x00"
+cdef bytes PONG_FRAME = b"\x8a\x00"
 # One completed future per event loop, in place of each transport's own `disconnected_future`
 # (~0.15 KiB per connection): picows completes it at the disconnect and awaits it only in
 # wait_disconnected(), which a server never calls (the session hears on_ws_disconnected).
@@ -345,6 +347,11 @@ cdef class Session(WSListener):
                 self._on_message(p, n, now)
             else:
                 self._on_fragment(opcode, fin, PyBytes_FromStringAndSize(p, n), now)
+        elif opcode == OP_PING:
+            if self._flooding(now):
+                self.close(FLOOD, "too many frames")
+            else:
+                self._pong(p, n)
         elif opcode == OP_CLOSE:
             self.port.echo_close((<uint8_t>p[0] << 8 | <uint8_t>p[1]) if n >= 2 else 0)
         elif opcode == OP_TEXT:
@@ -881,7 +888,7 @@ cdef class Session(WSListener):
             return
         if idle >= config.heartbeat_interval and not self.pinged:
             self.pinged = True
-            self._ping()
+            self._write_control(PING_FRAME)
             # the next look one interval on: by then the answer is in, and the next ping
             # goes out an interval after it
             due = min(now + config.heartbeat_interval, self.last_rx + config.idle_timeout)
@@ -897,17 +904,35 @@ cdef class Session(WSListener):
             due = min(due, self.stalled_since + config.retransmit_after)
         self._arm(due)
 
-    cdef int _ping(self) except -1:
-        """A heartbeat ping. An idle connection (nothing buffered) writes it to the socket at
-        once: no flush turn, no Python call per ping; otherwise it goes behind the output."""
+    cdef int _pong(self, const char* p, Py_ssize_t n) except -1:
+        """The answer to the device's WebSocket ping, its payload echoed (RFC 6455 5.5.3). The
+        session answers, not picows, so that the ping counts as activity: a device that pings
+        on its own is not pinged as well."""
+        if n == 0:
+            return self._write_control(PONG_FRAME)
+        cdef Buf frame
+        frame.data = NULL
+        frame.size = frame.cap = 0
+        try:
+            put_ws_frame(&frame, OP_PONG, p, n)
+            return self._write_control(PyBytes_FromStringAndSize(frame.data, frame.size))
+        finally:
+            buf_free(&frame)
+
+    cdef int _write_control(self, bytes frame) except -1:
+        """A ping or pong. An idle connection (nothing buffered) writes it to the socket at
+        once: no flush turn, no Python call of the session's; otherwise it goes behind the
+        output."""
         if self.out.size or self.transport is None:
-            return self._write_framed(PING_FRAME)
+            return self._write_framed(frame)
+        if self.state >= CLOSING:
+            return 0
         socket = self.transport.underlying_transport
         if socket.is_closing():  # gone; its disconnect is on its way
             return 0
         self.stats.frames_out += 1
-        self.stats.bytes_out += PyBytes_GET_SIZE(PING_FRAME)
-        socket.write(PING_FRAME)
+        self.stats.bytes_out += PyBytes_GET_SIZE(frame)
+        socket.write(frame)
         return 0
 
     cdef int _retransmit(self, double now) except -1:
