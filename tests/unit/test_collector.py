@@ -1,15 +1,18 @@
 """The collector's setting for a serving process (switchboard/collector.py): what exists at
-start-up is frozen out of the scans, young collections are rarer, the survivors of each full
-collection are frozen too, and reference cycles are still collected: those made since the last
-full collection at once, those among frozen objects once the frozen heap has doubled."""
+start-up is frozen out of the scans, young collections are rarer, the survivors of older
+collections are frozen too, and reference cycles are still collected: those made since the
+last collection at once, those among frozen objects by the complete collection made once the
+frozen heap has doubled."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 
 import pytest
 
 from switchboard import collector
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -50,11 +53,11 @@ def test_a_cycle_made_after_settle_is_still_collected(restored):
     assert gone() is None
 
 
-def test_the_survivors_of_a_full_collection_are_frozen(restored):
+def test_the_survivors_of_a_middle_or_full_collection_are_frozen(restored):
     collector.settle()
     before = gc.get_freeze_count()
     kept = [Node() for _ in range(1000)]
-    gc.collect()
+    gc.collect(1)
     assert gc.get_freeze_count() >= before + len(kept)
     oldest = gc.get_objects(generation=2)  # what the next full collection walks
     assert not any(obj is kept[0] for obj in oldest)
@@ -68,13 +71,30 @@ def test_a_frozen_cycle_is_collected_once_the_frozen_heap_doubled(restored):
     del held
     gc.collect()
     assert gone() is not None  # frozen: a full collection no longer walks it
+    collector.complete_if_due()
+    assert gone() is not None  # not due: the frozen heap has not grown
     # grow the frozen heap to twice what the last complete collection left
-    growth = collector.COMPLETE_AFTER_GROWTH * gc.get_freeze_count()
-    kept = [[] for _ in range(growth)]
-    gc.collect()  # freezes the growth, sees the doubling, unfreezes everything
-    assert gc.get_freeze_count() == 0
-    gc.collect()  # complete: walks everything, frees the cycle, freezes the survivors
+    kept = [[] for _ in range(collector.COMPLETE_AFTER_GROWTH * gc.get_freeze_count())]
+    gc.collect(1)  # freezes the growth and finds the frozen heap doubled
+    assert gone() is not None
+    collector.complete_if_due()  # walks everything, frees the cycle, freezes the survivors
     assert gone() is None
+    assert gc.get_freeze_count() >= len(kept)
+    gc.collect()
+    collector.complete_if_due()  # the survivors are the new base: not due again
+    assert gc.get_freeze_count() >= len(kept)
+
+
+async def test_the_event_loop_makes_the_complete_collection_when_due(restored):
+    collector.settle()
+    held = cycle()
+    gone = weakref.ref(held)
+    gc.collect()
+    del held
+    kept = [[] for _ in range(collector.COMPLETE_AFTER_GROWTH * gc.get_freeze_count())]
+    gc.collect(1)
+    collector.watch(asyncio.get_running_loop())
+    await wait_for(lambda: gone() is None, timeout=10 * collector.COMPLETE_CHECK_INTERVAL)
     assert gc.get_freeze_count() >= len(kept)
 
 
