@@ -231,6 +231,7 @@ async def _serve(config) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, gateway)
     collector.settle()
+    collector.watch(loop)
     url = f"{gateway.scheme}://{config.server.host}:{gateway.port}/v1/ws"
     print(f"switchboard listening on {url}", flush=True)
     if config.metrics.enabled:
