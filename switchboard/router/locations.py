@@ -61,11 +61,15 @@ class Locations:
         self._arrived: set[str] = set()            # to tell at the end of this turn
         self._left: set[str] = set()
         self._replaced: list[tuple[mesh.Replaced, Iterable[str]]] = []  # kick, nodes named
-        self._waiters: list[asyncio.Future] = []   # arrivals in this turn's frame
+        self._waiters: list[asyncio.Future] = []   # arrivals in the next frame
         self._flush: asyncio.Handle | None = None
         self._barriers = itertools.count(1)
         self._unacked: dict[int, tuple[set[str], asyncio.Future]] = {}
+        self._in_flight = False                    # a barrier awaits acknowledgements
+        self._stopped = False
         self.replaced_sent = 0  # kicks of replaced devices sent, one per (device, peer)
+        self.frames_sent = 0    # Located frames written (one per turn with changes, per peer)
+        self.arrivals_sent = 0  # users in their `here` lists, so arrivals per frame shows
 
     # ------------------------------------------------------------------ this node's users
     def arrived(self, user: str) -> asyncio.Future[None]:
@@ -94,7 +98,11 @@ class Locations:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._flush is None:
+        """At the end of this turn, or, while an earlier barrier awaits its acknowledgements,
+        once they are in: one barrier in flight, so the arrivals of a reconnect storm leave
+        in one frame per peer per round trip instead of one per turn (docs/cluster.md,
+        "Fan-out")."""
+        if self._flush is None and not self._in_flight and not self._stopped:
             self._flush = asyncio.get_running_loop().call_soon(self._send)
 
     def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
@@ -117,12 +125,15 @@ class Locations:
             common = mesh.MeshFrame(located=mesh.Located(
                 here=sorted(arrived), gone=sorted(left), barrier=barrier))
             payload = common.SerializeToString() if arrived or left else None  # once for all
+            self.arrivals_sent += len(arrived)
             for node_id, link in links.items():
                 kicks = replaced.get(node_id)
                 if kicks is None:
                     if payload is not None:
                         link.send_encoded(payload)
+                        self.frames_sent += 1
                     continue
+                self.frames_sent += 1
                 self.replaced_sent += len(kicks)
                 if link.features & mesh.FEATURE_LOCATED_REPLACED:
                     frame = mesh.MeshFrame()
@@ -138,9 +149,18 @@ class Locations:
         if barrier:
             done = asyncio.get_running_loop().create_future()
             self._unacked[barrier] = (set(links), done)
-            done.add_done_callback(lambda _: _release(waiters))
+            self._in_flight = True
+            done.add_done_callback(lambda _: self._barrier_done(waiters))
         else:
             _release(waiters)
+
+    def _barrier_done(self, waiters: list[asyncio.Future]) -> None:
+        """Every peer acknowledged (or its link went down): these arrivals may sync, and what
+        gathered meanwhile goes out."""
+        self._in_flight = False
+        _release(waiters)
+        if self._waiters or self._arrived or self._left or self._replaced:
+            self._schedule()
 
     def _kicks(self, replaced: list[tuple[mesh.Replaced, Iterable[str]]]
                ) -> dict[str, list[mesh.Replaced]]:
@@ -209,6 +229,7 @@ class Locations:
 
     def stop(self) -> None:
         """Leaving: nobody waits for an acknowledgement any more."""
+        self._stopped = True
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -232,6 +253,11 @@ class Locations:
             gauge("cluster_location_barriers",
                   "connect announcements waiting for peers' acknowledgements",
                   len(self._unacked)),
+            counter("cluster_located_frames", "Located frames sent to peers (one per peer "
+                    "per batch of connects and last disconnects)", self.frames_sent),
+            counter("cluster_located_arrivals", "users told to peers as arrived, once per "
+                    "batch (arrivals over frames over peers is the coalescing)",
+                    self.arrivals_sent),
         ]
 
 

@@ -299,6 +299,47 @@ async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_ser
         await proxy.stop()
 
 
+async def test_connects_behind_an_unacknowledged_arrival_go_in_one_frame(make_server):
+    """One announcement of arrivals awaits its acknowledgements at a time: the connects that
+    come meanwhile wait for it, then go to every peer in one Located frame, and none of them is
+    welcomed before every linked peer has them. c is black-holed (with a failure detector that
+    would wait 30 s), so alice's arrival waits on c's ack, and the five that follow wait
+    behind it until the link to c closes."""
+    ports = {name: free_port() for name in NODES}
+    proxy = await FaultProxy(ports["c"]).start()
+    try:
+        peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
+                                for n in NODES) for name in NODES}
+        servers = [await make_server(
+            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+            cluster__mesh_port=ports[name], cluster__peers=peers[name],
+            cluster__heartbeat_interval=0.1, cluster__link_timeout=30,
+            cluster__acceptable_pause=30) for index, name in enumerate(NODES)]
+        a, b, _ = servers
+        await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
+        told, heard = a.gateway.router.locations, b.gateway.router.locations
+        proxy.partition()
+        first = asyncio.ensure_future(authed(a, "alice"))
+        await wait_for(lambda: heard.nodes_for(["alice"]) == {"a": ["alice"]},
+                       message="b has alice; c cannot acknowledge")
+        frames, arrivals = told.frames_sent, told.arrivals_sent
+        users = [f"storm{i}" for i in range(5)]
+        later = [asyncio.ensure_future(authed(a, user)) for user in users]
+        await wait_for(lambda: told.connections == 6, message="the five arrived on a")
+        assert not first.done() and not any(task.done() for task in later)
+        assert heard.nodes_for(users) == {}  # held behind alice's announcement
+        assert (told.frames_sent, told.arrivals_sent) == (frames, arrivals)
+        proxy.heal()  # a's link to c closes: nobody waits for c any more
+        clients = [await first] + [await task for task in later]
+        assert heard.nodes_for(users) == {"a": users}
+        assert told.arrivals_sent - arrivals == 5
+        assert told.frames_sent - frames <= 2  # one to b (and one to c if its link is back)
+        for client in clients:
+            client.close()
+    finally:
+        await proxy.stop()
+
+
 async def test_a_node_with_another_mesh_secret_never_joins(make_server, tmp_path):
     """cluster.mesh_secret(_file) through the configuration: a and b share it and form the
     ring; c holds another one: it refuses their dials (they cannot prove its secret), and
