@@ -232,6 +232,10 @@ class MeshRouter:
         return [counter("cluster_mesh_refused",
                         "mesh connections refused at the handshake (secret, TLS, garbage)",
                         self.mesh.refused),
+                counter("cluster_mesh_writes", "writes to mesh links (one per link per "
+                        "event-loop turn with output)", self.mesh.writes),
+                counter("cluster_mesh_reads", "reads from mesh links: each a wake-up for the "
+                        "frames of one or more writes of a peer", self.mesh.reads),
                 *(counter("cluster_links_lost", "up mesh links that went down, by why "
                           "(silent: the failure detector's verdict; closed: by the peer or "
                           "TCP; local: by this node)", count, cause=loss.value)
