@@ -76,12 +76,12 @@ class MeshRouter:
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
                                      forward_timeout=forward_timeout)
         self.send_order = SendOrder(self.membership.owner, self.forwarding.submit)
-        self.locations = Locations(self.mesh, node.kick, remote)
+        self.gossip = PresenceGossip(self.mesh, node)
+        self.locations = Locations(self.mesh, node.kick, remote, self.gossip.ride_along)
         self.fanout = Fanout(self.mesh, node, self.locations)
         self.broadcasts = Broadcasts(self.mesh, node)
         self.sessions = Sessions(self.mesh, node, registry, self.locations, self._tasks,
                                  lambda: self.membership.epoch)
-        self.gossip = PresenceGossip(self.mesh, node)
         self.rebalancer = Rebalancer(self.mesh, node, lambda: self.locations.connections,
                                      interval=rebalance_interval, rate=rebalance_rate,
                                      tolerance=rebalance_tolerance)

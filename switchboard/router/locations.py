@@ -3,7 +3,10 @@ use to pick the nodes a frame goes to, with no registry round trip per message
 (docs/cluster.md, "Fan-out").
 
 Each node tells every peer the users connected to it: a snapshot when a link comes up, then
-the changes batched per event-loop turn (`Located`). A node that has not yet had a peer's
+the changes batched per event-loop turn (`Located`), or, while an earlier frame of arrivals
+awaits its acknowledgements, batched until they are in: one such frame in flight, so a
+reconnect storm costs one frame and one acknowledgement per peer per round trip, not per
+connect. A node that has not yet had a peer's
 snapshot sends that peer everything (every member of every chat), so the map is never
 trusted before it is complete.
 
@@ -24,7 +27,8 @@ leaves after this frame, too late for a kick in it. A peer of an older release (
 FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
 
 Cost: one small frame to every peer per turn with connects or last disconnects of users on a
-node, one acknowledgement round trip before a device's first sync, and, on every node, an entry
+node (at most one per round trip while arrivals keep coming), one acknowledgement round trip
+before a device's first sync (two at most: the one in flight, then its own), and, on every node, an entry
 per user connected anywhere else in the cluster (its node's name, shared, in the entry presence
 keeps for the user too: core/remote_users.py): the same order as the presence gossip (O(nodes)
 per change, right for tens of nodes).
@@ -50,10 +54,14 @@ Kick = Callable[[str, str, int, str, int], None]
 
 
 class Locations:
-    def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None) -> None:
-        """remote: where other nodes' users are, shared with presence (one entry per user)."""
+    def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None,
+                 ride_along: Callable[[], None] = lambda: None) -> None:
+        """remote: where other nodes' users are, shared with presence (one entry per user);
+        ride_along(): called when a frame goes to every peer, so that what else waits to go to
+        all of them (presence) leaves in the same writes."""
         self._mesh = mesh_
         self._kick = kick
+        self._ride_along = ride_along
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
         self._remote = remote if remote is not None else RemoteUsers()
@@ -146,6 +154,8 @@ class Locations:
                     for kick in kicks:
                         link.send(kick_frame(kick.user_id, kick.device_id, Close.REPLACED,
                                              REPLACED_REASON, kick.before_ms))
+            if payload is not None:
+                self._ride_along()
         if barrier:
             done = asyncio.get_running_loop().create_future()
             self._unacked[barrier] = (set(links), done)

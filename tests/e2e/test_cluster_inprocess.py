@@ -191,12 +191,13 @@ async def test_a_peer_of_an_older_release_gets_a_kick_frame(nodes):
 
 
 async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
-    """A burst of connects on one node is told to its peers in one presence frame per
-    interval, not one per connect, and every peer ends up with every user online."""
+    """A burst of connects on one node is told to its peers in one presence frame of its own
+    per interval, not one per connect (the others ride in the writes of the connects' Located
+    frames), and every peer ends up with every user online."""
     a, b, c = nodes
     gossip = a.gateway.router.gossip
     gossip.interval = 1.0
-    frames = gossip.frames
+    frames, rode = gossip.frames, gossip.rode
     started = asyncio.get_running_loop().time()
     users = [f"burst{i}" for i in range(8)]
     for user in users:
@@ -206,6 +207,9 @@ async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
                                for n in (b, c) for u in users), message="all online on b, c")
     assert gossip.frames - frames <= 2 + int(elapsed / gossip.interval)
     assert gossip.frames - frames < len(users) or elapsed >= 6 * gossip.interval
+    # each user went online before the next one's arrival left: that frame took it along,
+    # unless a frame of its own had already
+    assert gossip.rode - rode >= len(users) - 1 - (gossip.frames - frames)
 
 
 async def test_a_node_leaving_hands_its_chats_over(nodes):
