@@ -9,7 +9,9 @@ generator processes (each from its own 127.0.0.x source address) connect every d
 devices: admitted by a read, token remembered by the worker that verified it). Each phase
 prints its rate, the server's CPU per handshake (all its processes, from /proc; also net of
 the idle CPU measured for 5 s before, which matters with many workers) and the generator's
-(process time of its processes). `--py-spy OUT` samples the last server process during the
+(process time of its processes); with workers, also what the mesh between them carried per
+handshake (writes and reads over every link of every worker, from their /metrics) and how many
+arrivals one Located frame carried. `--py-spy OUT` samples the last server process during the
 last round (`--gil`: only the thread holding the GIL, so waits in C are not counted) into a
 raw py-spy file, for `python -m bench.handshakes --top OUT`.
 """
@@ -26,7 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.tools.devcluster import free_run
 
@@ -37,6 +42,9 @@ from .profile import find_tool
 from .targets import SERVER_ENV
 
 IDLE_SECONDS = 5.0
+MESH_COUNTERS = ("switchboard_cluster_mesh_writes_total", "switchboard_cluster_mesh_reads_total",
+                 "switchboard_cluster_located_frames_total",
+                 "switchboard_cluster_located_arrivals_total")
 
 
 def _generator(index: int, count: int, url: str, secret: str, concurrency: int,
@@ -83,7 +91,9 @@ def run(args: argparse.Namespace) -> None:
         url = _listening(log_path)
         pids = [server.pid] + [int(p) for p in subprocess.run(
             ["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()]
-        _rounds(args, url, secret, pids)
+        metrics = (re.findall(r"metrics on (http://\S+/metrics)", open(log_path).read())
+                   if args.server_workers > 1 else [])
+        _rounds(args, url, secret, pids, metrics)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -100,7 +110,19 @@ def _listening(log_path: str) -> str:
     raise RuntimeError(f"the server did not start:\n{open(log_path).read()[-2000:]}")
 
 
-def _rounds(args, url: str, secret: str, pids: list[int]) -> None:
+def _mesh_counters(metrics: list[str]) -> Counter[str]:
+    """MESH_COUNTERS summed over the workers' /metrics (those a server does not export: 0)."""
+    totals: Counter[str] = Counter()
+    for address in metrics:
+        body = urllib.request.urlopen(address, timeout=10).read().decode()
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name in MESH_COUNTERS:
+                    totals[sample.name] += sample.value
+    return totals
+
+
+def _rounds(args, url: str, secret: str, pids: list[int], metrics: list[str]) -> None:
     queues = [(mp.Queue(), mp.Queue()) for _ in range(args.gens)]
     each = args.devices // args.gens
     gens = [mp.Process(target=_generator, args=(i, each, url, secret, args.concurrency, *q))
@@ -114,6 +136,7 @@ def _rounds(args, url: str, secret: str, pids: list[int]) -> None:
     print(f"server idle: {idle * 100:.1f} % of a core")
 
     def phase(command: str, label: str) -> None:
+        mesh = _mesh_counters(metrics)
         cpu, start = sum(cpu_seconds(p) for p in pids), time.monotonic()
         for commands, _ in queues:
             commands.put(command)
@@ -124,6 +147,15 @@ def _rounds(args, url: str, secret: str, pids: list[int]) -> None:
               f"{cpu / n * 1e3:.3f} ms (net of idle {(cpu - idle * wall) / n * 1e3:.3f}), "
               f"generator {sum(o[0] for o in outcomes) / n * 1e3:.3f} ms"
               + (f"; {failed} failed: {outcomes[0][1]}" if failed else ""), flush=True)
+        if metrics and command == "open":
+            mesh = _mesh_counters(metrics) - mesh
+            frames = mesh["switchboard_cluster_located_frames_total"]
+            peers = len(metrics) - 1
+            arrivals = mesh["switchboard_cluster_located_arrivals_total"] * peers
+            print(f"  mesh per handshake: {mesh['switchboard_cluster_mesh_writes_total'] / n:.1f} "
+                  f"writes, {mesh['switchboard_cluster_mesh_reads_total'] / n:.1f} reads"
+                  + (f"; {arrivals / frames:.1f} arrivals per Located frame" if frames else ""),
+                  flush=True)
 
     phase("open", "new")
     spy = None

@@ -77,12 +77,12 @@ class MeshRouter:
         self.forwarding = Forwarding(self.mesh, node, messages.submit_send,
                                      forward_timeout=forward_timeout)
         self.send_order = SendOrder(self.membership.owner, self.forwarding.submit)
-        self.locations = Locations(self.mesh, node.kick, remote)
+        self.gossip = PresenceGossip(self.mesh, node)
+        self.locations = Locations(self.mesh, node.kick, remote, self.gossip.ride_along)
         self.fanout = Fanout(self.mesh, node, self.locations)
         self.broadcasts = Broadcasts(self.mesh, node)
         self.sessions = Sessions(self.mesh, node, registry, self.locations, self._tasks,
                                  lambda: self.membership.epoch)
-        self.gossip = PresenceGossip(self.mesh, node)
         self.rebalancer = Rebalancer(self.mesh, node, lambda: self.locations.connections,
                                      interval=rebalance_interval, rate=rebalance_rate,
                                      tolerance=rebalance_tolerance)
@@ -235,6 +235,10 @@ class MeshRouter:
         return [counter("cluster_mesh_refused",
                         "mesh connections refused at the handshake (secret, TLS, garbage)",
                         self.mesh.refused),
+                counter("cluster_mesh_writes", "writes to mesh links (one per link per "
+                        "event-loop turn with output)", self.mesh.writes),
+                counter("cluster_mesh_reads", "reads from mesh links: each a wake-up for the "
+                        "frames of one or more writes of a peer", self.mesh.reads),
                 *(counter("cluster_links_lost", "up mesh links that went down, by why "
                           "(silent: the failure detector's verdict; closed: by the peer or "
                           "TCP; local: by this node)", count, cause=loss.value)

@@ -9,7 +9,12 @@ handshake, and a wake-up of every peer to read it (with 10 workers on a host, a 
 mesh writes of a known device's reconnect). A change after a quiet `interval` still goes at the
 end of its turn; within one, changes wait for the next frame, so a peer learns of them at most
 `interval` later (well inside `timers.presence_interval`, which paces what subscribers see), and
-a flap in between (online, then invisible) is told as its last state only."""
+a flap in between (online, then invisible) is told as its last state only.
+
+Changes waiting for the interval also leave whenever the location map's frame of arrivals goes
+to every peer (`ride_along`): the mesh writes what one turn queued for a link in one write, so
+in a reconnect storm, where arrivals leave once per acknowledgement round trip, presence costs
+no writes or wake-ups of its own."""
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +34,8 @@ class PresenceGossip:
         self._mesh = mesh
         self._node = node
         self.interval = interval
-        self.frames = 0  # PresenceStates frames sent to the peers (each to all of them)
+        self.frames = 0  # PresenceStates frames sent to the peers on their own (each to all)
+        self.rode = 0    # and along with a frame of arrivals (in its writes)
         self._out: dict[str, tuple[bool, int]] = {}
         self._flush: asyncio.Handle | None = None
         self._last = -math.inf  # loop time of the last frame
@@ -46,12 +52,25 @@ class PresenceGossip:
 
     def _send(self) -> None:
         self._flush = None
-        self._last = asyncio.get_running_loop().time()
         self.frames += 1
+        self._broadcast()
+
+    def _broadcast(self) -> None:
+        self._last = asyncio.get_running_loop().time()
         states, self._out = self._out, {}
         self._mesh.broadcast(mesh.MeshFrame(presence=mesh.PresenceStates(users=[
             mesh.UserPresence(user_id=u, online=on, last_seen_ms=seen)
             for u, (on, seen) in states.items()])))
+
+    def ride_along(self) -> None:
+        """A frame to every peer leaves in this turn (locations.py's arrivals): the changes
+        waiting for the interval go now, in the same write to each link, at no write (and no
+        wake-up of a peer) of their own."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+            self.rode += 1
+            self._broadcast()
 
     def link_up(self, link: Link) -> None:
         link.send(mesh.MeshFrame(presence=mesh.PresenceStates(snapshot=True, users=[

@@ -3,7 +3,10 @@ use to pick the nodes a frame goes to, with no registry round trip per message
 (docs/cluster.md, "Fan-out").
 
 Each node tells every peer the users connected to it: a snapshot when a link comes up, then
-the changes batched per event-loop turn (`Located`). A node that has not yet had a peer's
+the changes batched per event-loop turn (`Located`), or, while an earlier frame of arrivals
+awaits its acknowledgements, batched until they are in: one such frame in flight, so a
+reconnect storm costs one frame and one acknowledgement per peer per round trip, not per
+connect. A node that has not yet had a peer's
 snapshot sends that peer everything (every member of every chat), so the map is never
 trusted before it is complete.
 
@@ -24,7 +27,8 @@ leaves after this frame, too late for a kick in it. A peer of an older release (
 FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
 
 Cost: one small frame to every peer per turn with connects or last disconnects of users on a
-node, one acknowledgement round trip before a device's first sync, and, on every node, an entry
+node (at most one per round trip while arrivals keep coming), one acknowledgement round trip
+before a device's first sync (two at most: the one in flight, then its own), and, on every node, an entry
 per user connected anywhere else in the cluster (its node's name, shared, in the entry presence
 keeps for the user too: core/remote_users.py): the same order as the presence gossip (O(nodes)
 per change, right for tens of nodes).
@@ -50,10 +54,14 @@ Kick = Callable[[str, str, int, str, int], None]
 
 
 class Locations:
-    def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None) -> None:
-        """remote: where other nodes' users are, shared with presence (one entry per user)."""
+    def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None,
+                 ride_along: Callable[[], None] = lambda: None) -> None:
+        """remote: where other nodes' users are, shared with presence (one entry per user);
+        ride_along(): called when a frame goes to every peer, so that what else waits to go to
+        all of them (presence) leaves in the same writes."""
         self._mesh = mesh_
         self._kick = kick
+        self._ride_along = ride_along
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
         self._remote = remote if remote is not None else RemoteUsers()
@@ -61,11 +69,15 @@ class Locations:
         self._arrived: set[str] = set()            # to tell at the end of this turn
         self._left: set[str] = set()
         self._replaced: list[tuple[mesh.Replaced, Iterable[str]]] = []  # kick, nodes named
-        self._waiters: list[asyncio.Future] = []   # arrivals in this turn's frame
+        self._waiters: list[asyncio.Future] = []   # arrivals in the next frame
         self._flush: asyncio.Handle | None = None
         self._barriers = itertools.count(1)
         self._unacked: dict[int, tuple[set[str], asyncio.Future]] = {}
+        self._in_flight = False                    # a barrier awaits acknowledgements
+        self._stopped = False
         self.replaced_sent = 0  # kicks of replaced devices sent, one per (device, peer)
+        self.frames_sent = 0    # Located frames written (one per turn with changes, per peer)
+        self.arrivals_sent = 0  # users in their `here` lists, so arrivals per frame shows
 
     # ------------------------------------------------------------------ this node's users
     def arrived(self, user: str) -> asyncio.Future[None]:
@@ -94,7 +106,11 @@ class Locations:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._flush is None:
+        """At the end of this turn, or, while an earlier barrier awaits its acknowledgements,
+        once they are in: one barrier in flight, so the arrivals of a reconnect storm leave
+        in one frame per peer per round trip instead of one per turn (docs/cluster.md,
+        "Fan-out")."""
+        if self._flush is None and not self._in_flight and not self._stopped:
             self._flush = asyncio.get_running_loop().call_soon(self._send)
 
     def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
@@ -117,12 +133,15 @@ class Locations:
             common = mesh.MeshFrame(located=mesh.Located(
                 here=sorted(arrived), gone=sorted(left), barrier=barrier))
             payload = common.SerializeToString() if arrived or left else None  # once for all
+            self.arrivals_sent += len(arrived)
             for node_id, link in links.items():
                 kicks = replaced.get(node_id)
                 if kicks is None:
                     if payload is not None:
                         link.send_encoded(payload)
+                        self.frames_sent += 1
                     continue
+                self.frames_sent += 1
                 self.replaced_sent += len(kicks)
                 if link.features & mesh.FEATURE_LOCATED_REPLACED:
                     frame = mesh.MeshFrame()
@@ -135,12 +154,23 @@ class Locations:
                     for kick in kicks:
                         link.send(kick_frame(kick.user_id, kick.device_id, Close.REPLACED,
                                              REPLACED_REASON, kick.before_ms))
+            if payload is not None:
+                self._ride_along()
         if barrier:
             done = asyncio.get_running_loop().create_future()
             self._unacked[barrier] = (set(links), done)
-            done.add_done_callback(lambda _: _release(waiters))
+            self._in_flight = True
+            done.add_done_callback(lambda _: self._barrier_done(waiters))
         else:
             _release(waiters)
+
+    def _barrier_done(self, waiters: list[asyncio.Future]) -> None:
+        """Every peer acknowledged (or its link went down): these arrivals may sync, and what
+        gathered meanwhile goes out."""
+        self._in_flight = False
+        _release(waiters)
+        if self._waiters or self._arrived or self._left or self._replaced:
+            self._schedule()
 
     def _kicks(self, replaced: list[tuple[mesh.Replaced, Iterable[str]]]
                ) -> dict[str, list[mesh.Replaced]]:
@@ -209,6 +239,7 @@ class Locations:
 
     def stop(self) -> None:
         """Leaving: nobody waits for an acknowledgement any more."""
+        self._stopped = True
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -232,6 +263,11 @@ class Locations:
             gauge("cluster_location_barriers",
                   "connect announcements waiting for peers' acknowledgements",
                   len(self._unacked)),
+            counter("cluster_located_frames", "Located frames sent to peers (one per peer "
+                    "per batch of connects and last disconnects)", self.frames_sent),
+            counter("cluster_located_arrivals", "users told to peers as arrived, once per "
+                    "batch (arrivals over frames over peers is the coalescing)",
+                    self.arrivals_sent),
         ]
 
 

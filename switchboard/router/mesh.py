@@ -218,6 +218,7 @@ class Link(asyncio.Protocol):
             self._shut(f"write failed: {exc}", abort=False)
             return
         self.writes += 1
+        self._mesh.writes += 1
         self.frames_out += len(out) // 2
         self.bytes_out += size
         buffered = transport.get_write_buffer_size()
@@ -268,6 +269,7 @@ class Link(asyncio.Protocol):
         if self._state is LinkState.CLOSED:
             return
         self.bytes_in += len(data)
+        self._mesh.reads += 1
         self._detector.alive(self._loop.time())
         reader = self._reader
         reader.feed(data)
@@ -471,6 +473,7 @@ class Mesh:
         self.node_id = node_id
         self.epoch = epoch  # the router updates it when the node registers anew
         self.refused = 0    # connections refused at the handshake (wrong or no proof, TLS)
+        self.writes = self.reads = 0  # over every link: writes (one per turn with output), reads
         self._secret = secret
         self._tls = tls
         self._handler = handler

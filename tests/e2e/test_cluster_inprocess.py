@@ -191,12 +191,13 @@ async def test_a_peer_of_an_older_release_gets_a_kick_frame(nodes):
 
 
 async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
-    """A burst of connects on one node is told to its peers in one presence frame per
-    interval, not one per connect, and every peer ends up with every user online."""
+    """A burst of connects on one node is told to its peers in one presence frame of its own
+    per interval, not one per connect (the others ride in the writes of the connects' Located
+    frames), and every peer ends up with every user online."""
     a, b, c = nodes
     gossip = a.gateway.router.gossip
     gossip.interval = 1.0
-    frames = gossip.frames
+    frames, rode = gossip.frames, gossip.rode
     started = asyncio.get_running_loop().time()
     users = [f"burst{i}" for i in range(8)]
     for user in users:
@@ -206,6 +207,9 @@ async def test_presence_goes_to_the_peers_at_most_once_per_interval(nodes):
                                for n in (b, c) for u in users), message="all online on b, c")
     assert gossip.frames - frames <= 2 + int(elapsed / gossip.interval)
     assert gossip.frames - frames < len(users) or elapsed >= 6 * gossip.interval
+    # each user went online before the next one's arrival left: that frame took it along,
+    # unless a frame of its own had already
+    assert gossip.rode - rode >= len(users) - 1 - (gossip.frames - frames)
 
 
 async def test_a_node_leaving_hands_its_chats_over(nodes):
@@ -295,6 +299,47 @@ async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_ser
         assert a.gateway.router.mesh.link("c") is None  # his sync waited until c was given up
         assert b.gateway.router.locations.nodes_for(["bob"]) == {"a": ["bob"]}
         bob.close()
+    finally:
+        await proxy.stop()
+
+
+async def test_connects_behind_an_unacknowledged_arrival_go_in_one_frame(make_server):
+    """One announcement of arrivals awaits its acknowledgements at a time: the connects that
+    come meanwhile wait for it, then go to every peer in one Located frame, and none of them is
+    welcomed before every linked peer has them. c is black-holed (with a failure detector that
+    would wait 30 s), so alice's arrival waits on c's ack, and the five that follow wait
+    behind it until the link to c closes."""
+    ports = {name: free_port() for name in NODES}
+    proxy = await FaultProxy(ports["c"]).start()
+    try:
+        peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
+                                for n in NODES) for name in NODES}
+        servers = [await make_server(
+            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
+            cluster__mesh_port=ports[name], cluster__peers=peers[name],
+            cluster__heartbeat_interval=0.1, cluster__link_timeout=30,
+            cluster__acceptable_pause=30) for index, name in enumerate(NODES)]
+        a, b, _ = servers
+        await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
+        told, heard = a.gateway.router.locations, b.gateway.router.locations
+        proxy.partition()
+        first = asyncio.ensure_future(authed(a, "alice"))
+        await wait_for(lambda: heard.nodes_for(["alice"]) == {"a": ["alice"]},
+                       message="b has alice; c cannot acknowledge")
+        frames, arrivals = told.frames_sent, told.arrivals_sent
+        users = [f"storm{i}" for i in range(5)]
+        later = [asyncio.ensure_future(authed(a, user)) for user in users]
+        await wait_for(lambda: told.connections == 6, message="the five arrived on a")
+        assert not first.done() and not any(task.done() for task in later)
+        assert heard.nodes_for(users) == {}  # held behind alice's announcement
+        assert (told.frames_sent, told.arrivals_sent) == (frames, arrivals)
+        proxy.heal()  # a's link to c closes: nobody waits for c any more
+        clients = [await first] + [await task for task in later]
+        assert heard.nodes_for(users) == {"a": users}
+        assert told.arrivals_sent - arrivals == 5
+        assert told.frames_sent - frames <= 2  # one to b (and one to c if its link is back)
+        for client in clients:
+            client.close()
     finally:
         await proxy.stop()
 
