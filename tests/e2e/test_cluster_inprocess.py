@@ -268,6 +268,17 @@ async def test_a_missed_push_is_filled_from_the_store(nodes):
     assert [m.body for m in await receive_and_ack(bob, 1)] == [b"q3"]
 
 
+async def _nodes_with_a_to_c_through(make_server, ports: dict, proxy, **cluster) -> list:
+    """The three nodes, a's link to c through `proxy` (the fault to inject), 0.1 s heartbeats."""
+    peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
+                            for n in NODES) for name in NODES}
+    return [await make_server(server__node_id=index, cluster__enabled=True,
+                              cluster__node_name=name, cluster__mesh_port=ports[name],
+                              cluster__peers=peers[name], cluster__heartbeat_interval=0.1,
+                              **cluster)
+            for index, name in enumerate(NODES)]
+
+
 async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_server):
     """Fan-out reads the location map, so a connecting device's first sync waits until every
     peer with an up link has applied its arrival (locations.py): with a's link to c
@@ -276,13 +287,8 @@ async def test_every_node_knows_where_a_device_is_before_its_first_sync(make_ser
     ports = {name: free_port() for name in NODES}
     proxy = await FaultProxy(ports["c"]).start()
     try:
-        peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
-                                for n in NODES) for name in NODES}
-        servers = [await make_server(
-            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
-            cluster__mesh_port=ports[name], cluster__peers=peers[name],
-            cluster__heartbeat_interval=0.1, cluster__link_timeout=0.5)
-            for index, name in enumerate(NODES)]
+        servers = await _nodes_with_a_to_c_through(make_server, ports, proxy,
+                                                   cluster__link_timeout=0.5)
         a, b, c = servers
         await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
         alice = await authed(a, "alice")
@@ -312,13 +318,9 @@ async def test_connects_behind_an_unacknowledged_arrival_go_in_one_frame(make_se
     ports = {name: free_port() for name in NODES}
     proxy = await FaultProxy(ports["c"]).start()
     try:
-        peers = {name: ",".join(f"{n}={proxy.address if name == 'a' and n == 'c' else f'127.0.0.1:{ports[n]}'}"
-                                for n in NODES) for name in NODES}
-        servers = [await make_server(
-            server__node_id=index, cluster__enabled=True, cluster__node_name=name,
-            cluster__mesh_port=ports[name], cluster__peers=peers[name],
-            cluster__heartbeat_interval=0.1, cluster__link_timeout=30,
-            cluster__acceptable_pause=30) for index, name in enumerate(NODES)]
+        servers = await _nodes_with_a_to_c_through(make_server, ports, proxy,
+                                                   cluster__link_timeout=30,
+                                                   cluster__acceptable_pause=30)
         a, b, _ = servers
         await wait_for(lambda: all(len(s.gateway.router.ring.nodes) == 3 for s in servers))
         told, heard = a.gateway.router.locations, b.gateway.router.locations
