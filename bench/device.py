@@ -67,6 +67,7 @@ class Device(WSListener):
         self.on_deliver = _ignore
         self.transport: WSTransport | None = None
         self.drops = 0          # disconnects nobody asked for
+        self.close_codes: list[int] = []  # the codes of the server's closes, in order
         self.errors = 0         # sends that could not be made or were refused for good
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +122,7 @@ class Device(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
+            self.close_codes.append(int(frame.get_close_code()))
             transport.send_close(frame.get_close_code())
             transport.disconnect()
         else:

@@ -42,7 +42,7 @@ async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
     elapsed, cpu = time.monotonic_ns() - start, time.process_time() - cpu
     for device in devices:
-        if device.connected:
+        if device.connected or device.drops:  # opened: one that dropped since still counts
             worker.devices[device.user] = device
     return {"opened": opened, "errors": errors, "start_ns": start, "elapsed_ns": elapsed,
             "cpu_s": cpu, "latency_hdr": hist.encode(latency)}
@@ -67,7 +67,12 @@ async def reopen(worker: Worker, endpoint, concurrency: int) -> dict:
 
 async def check(worker: Worker) -> dict:
     devices = worker.devices.values()
-    return {"connected": sum(d.connected for d in devices), "drops": sum(d.drops for d in devices)}
+    closes: dict[int, int] = {}
+    for device in devices:
+        for code in device.close_codes:
+            closes[code] = closes.get(code, 0) + 1
+    return {"connected": sum(d.connected for d in devices), "drops": sum(d.drops for d in devices),
+            "closes": closes}
 
 
 # ====================================================================== main side
@@ -146,6 +151,7 @@ async def _hold(ctx, target, n: int) -> dict:
         "target": target.name, "note": target.note, "requested": n, "opened": opened,
         "warmup": warm, "still_connected": connected - warm,
         "drops": sum(h["drops"] for h in held),
+        "server_closes": _summed(h["closes"] for h in held),
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
         "generator_cpu_us_per_handshake": sum(p["cpu_s"] for p in parts) * 1e6 / max(opened, 1),
@@ -203,6 +209,9 @@ def summary(doc: dict) -> list[str]:
             if res["kernel"]["listen_overflows"]:
                 lines.append(f"{res['target']}: {res['kernel']['listen_overflows']} accept-queue "
                              "overflows while connecting (clients retried the SYN)")
+            if res["drops"]:
+                lines.append(f"{res['target']}: {res['drops']} connections dropped, closes by "
+                             f"the server by code: {res.get('server_closes') or 'none'}")
             if res["errors"]:
                 lines.append(f"{res['target']}: connect errors: {res['errors']}")
             if (res["known"] or {}).get("errors"):
@@ -219,3 +228,13 @@ def plots(doc: dict, run_dir) -> list:
               for run_ in doc["runs"] for r in run_["targets"]}
     return [report.cdf_plot(run_dir / "hold-handshake-cdf.png",
                             "hold: handshake latency (TCP + upgrade + Welcome)", series)]
+
+
+def _summed(counts) -> dict[str, int]:
+    """Close code -> how many devices the server closed with it, over the generator workers
+    (1001 with a Goaway: moved by the rebalancer or a drain; these devices do not reconnect)."""
+    total: dict[str, int] = {}
+    for part in counts:
+        for code, n in part.items():
+            total[str(code)] = total.get(str(code), 0) + n
+    return total
