@@ -17,6 +17,7 @@ stored durably) and `on_deliver(k, t_ns)` when a message reached this device (af
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ MAX_RECEIVE_FRAME = 32 * 1024 * 1024
 READ_BUFFER = 2048
 HANDSHAKE_TIMEOUT = 30.0
 RETRYABLE = frozenset({pb.UNAVAILABLE, pb.RATE_LIMITED})
+GOING_AWAY = 1001   # the close after a Goaway: reconnect elsewhere (protocol.md)
+MOVE_ATTEMPTS = 5
+MOVE_JITTER = 1.0   # s: the longest pause before a moved device's first reconnect
 
 
 def body(k: int, t_ns: int, size: int) -> bytes:
@@ -68,6 +72,11 @@ class Device(WSListener):
         self.transport: WSTransport | None = None
         self.drops = 0          # disconnects nobody asked for
         self.close_codes: list[int] = []  # the codes of the server's closes, in order
+        #: (endpoint, its Worker): reconnect when the server moves this device (close 1001,
+        #: after a Goaway: the rebalancer or a drain), as the SDK does; else such a close is a drop
+        self.follow_moves: tuple[Endpoint, object] | None = None
+        self.moves = 0          # server moves followed by a reconnect
+        self._reopening: asyncio.Task | None = None
         self.errors = 0         # sends that could not be made or were refused for good
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,10 +95,12 @@ class Device(WSListener):
         await self.opened()
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reopening is not None:
+            self._reopening.cancel()
         transport = self.transport
         if transport is None:
             return
-        self._closing = True
         transport.send_close()
         transport.disconnect()
         try:
@@ -117,8 +128,27 @@ class Device(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.transport = None
-        if not self._closing:
+        if self._closing:
+            return
+        if self.follow_moves is not None and self.close_codes[-1:] == [GOING_AWAY]:
+            self.moves += 1
+            self._reopening = asyncio.ensure_future(self._follow_move())
+        else:
             self.drops += 1
+
+    async def _follow_move(self) -> None:
+        """Reconnect as a moved SDK client does: after a jittered pause, a few tries."""
+        endpoint, worker = self.follow_moves
+        for attempt in range(MOVE_ATTEMPTS):
+            await asyncio.sleep(random.uniform(0, MOVE_JITTER * (attempt + 1)))
+            if self._closing:
+                return
+            try:
+                await self.open(endpoint, worker.local_addr(endpoint))
+                return
+            except Exception:  # counted below when every try failed
+                pass
+        self.drops += 1
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:

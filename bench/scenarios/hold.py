@@ -38,6 +38,7 @@ async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
     devices = [endpoint.device(user, user, body_size) for user in users]
     for device in devices:
         device.ping_when_idle = device_ping
+        device.follow_moves = (endpoint, worker)
     start, cpu = time.monotonic_ns(), time.process_time()
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
     elapsed, cpu = time.monotonic_ns() - start, time.process_time() - cpu
@@ -72,7 +73,7 @@ async def check(worker: Worker) -> dict:
         for code in device.close_codes:
             closes[code] = closes.get(code, 0) + 1
     return {"connected": sum(d.connected for d in devices), "drops": sum(d.drops for d in devices),
-            "closes": closes}
+            "moves": sum(d.moves for d in devices), "closes": closes}
 
 
 # ====================================================================== main side
@@ -151,6 +152,7 @@ async def _hold(ctx, target, n: int) -> dict:
         "target": target.name, "note": target.note, "requested": n, "opened": opened,
         "warmup": warm, "still_connected": connected - warm,
         "drops": sum(h["drops"] for h in held),
+        "moved": sum(h["moves"] for h in held),
         "server_closes": _summed(h["closes"] for h in held),
         "errors": sorted({e for p in parts for e in p["errors"]}),
         "connect_seconds": elapsed, "connect_rate": opened / elapsed if elapsed else None,
@@ -209,9 +211,10 @@ def summary(doc: dict) -> list[str]:
             if res["kernel"]["listen_overflows"]:
                 lines.append(f"{res['target']}: {res['kernel']['listen_overflows']} accept-queue "
                              "overflows while connecting (clients retried the SYN)")
-            if res["drops"]:
-                lines.append(f"{res['target']}: {res['drops']} connections dropped, closes by "
-                             f"the server by code: {res.get('server_closes') or 'none'}")
+            if res["drops"] or res.get("moved"):
+                lines.append(f"{res['target']}: {res['drops']} connections dropped, "
+                             f"{res.get('moved', 0)} moved by the server and reconnected; its "
+                             f"closes by code: {res.get('server_closes') or 'none'}")
             if res["errors"]:
                 lines.append(f"{res['target']}: connect errors: {res['errors']}")
             if (res["known"] or {}).get("errors"):
@@ -232,7 +235,7 @@ def plots(doc: dict, run_dir) -> list:
 
 def _summed(counts) -> dict[str, int]:
     """Close code -> how many devices the server closed with it, over the generator workers
-    (1001 with a Goaway: moved by the rebalancer or a drain; these devices do not reconnect)."""
+    (1001 with a Goaway: moved by the rebalancer or a drain; those devices reconnect)."""
     total: dict[str, int] = {}
     for part in counts:
         for code, n in part.items():
