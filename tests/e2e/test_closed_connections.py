@@ -62,8 +62,8 @@ async def talking(server, user: str) -> RawClient:
 
 async def test_a_connection_the_device_drops_is_freed(server, no_cyclic_collector):
     client = await talking(server, "alice")
-    client.send(send=pb.Send(client_msg_id="late", chat_id=(await direct(client, "alice-peer")),
-                             body=b"z"))
+    chat = await direct(client, "alice-peer")
+    client.send(send=pb.Send(client_msg_id="late", chat_id=chat, body=b"z"))
     client.close()  # the socket goes at once, the send's commit settles after it
     await freed("alice")
 
@@ -92,7 +92,7 @@ async def test_a_replaced_connection_is_freed(server, no_cyclic_collector):
 
 
 async def test_an_idle_connection_is_freed(make_server, no_cyclic_collector):
-    server = await make_server(timers__heartbeat_interval=0.5, timers__idle_timeout=1.5)
+    server = await make_server(timers__heartbeat_interval=1.0, timers__idle_timeout=3.0)
     client = await talking(server, "alice")
     client.listener.answer_pings = False
     assert (await client.closed())[0] == 4009
@@ -109,7 +109,8 @@ async def test_a_slow_consumer_is_freed(make_server, no_cyclic_collector):
     # as test_flow's slow reader: nothing but the outbound buffer's cap may cut bob off (no
     # retransmit rewind); bob stops reading but pings, so no idle deadline comes meanwhile and
     # the timer wheel's last entry for his session is a heartbeat's away
-    server = await make_server(limits__delivery_window=2000, limits__outbound_buffer_bytes=512 * 1024,
+    server = await make_server(limits__delivery_window=2000,
+                               limits__outbound_buffer_bytes=512 * 1024,
                                limits__sends_per_second=10000.0, limits__send_burst=10000.0,
                                timers__retransmit_after=120.0)
     alice = await authed(server, "alice")
