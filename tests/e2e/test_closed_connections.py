@@ -19,6 +19,7 @@ from switchboard.core.session import Session
 from switchboard.gateway.connection import Connection
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.e2e.test_flow import send_many
+from tests.support.inprocess_cluster import start_nodes
 from tests.support.raw import RawClient
 from tests.support.rawflow import authed, direct, receive_and_ack, request, send
 from tests.support.waiting import wait_for
@@ -46,10 +47,11 @@ async def freed(user: str, device: str = "phone", remaining: int = 0) -> None:
                    message=f"the closed connection of {user}/{device} freed without the collector")
 
 
-async def talking(server, user: str) -> RawClient:
-    """`user`'s phone, after a message each way with a peer (streams, acks, a commit)."""
+async def talking(server, user: str, peer_server=None) -> RawClient:
+    """`user`'s phone, after a message each way with a peer (streams, acks, a commit), who is
+    on `peer_server` if given."""
     client = await authed(server, user)
-    peer = await authed(server, f"{user}-peer")
+    peer = await authed(peer_server or server, f"{user}-peer")
     chat = await direct(client, f"{user}-peer")
     await send(client, chat)
     await receive_and_ack(peer, 1)
@@ -65,6 +67,14 @@ async def test_a_connection_the_device_drops_is_freed(server, no_cyclic_collecto
     chat = await direct(client, "alice-peer")
     client.send(send=pb.Send(client_msg_id="late", chat_id=chat, body=b"z"))
     client.close()  # the socket goes at once, the send's commit settles after it
+    await freed("alice")
+
+
+async def test_a_connection_to_a_cluster_node_is_freed(request, make_server,
+                                                       no_cyclic_collector):
+    a, b, _ = await start_nodes(request, make_server, "static")
+    client = await talking(a, "alice", peer_server=b)
+    client.close()
     await freed("alice")
 
 
