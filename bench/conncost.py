@@ -2,6 +2,7 @@
 
     python -m bench.conncost --connections 2000     # the connection itself
     python -m bench.conncost --peer-users 100000    # a peer's users in this node's maps
+    python -m bench.conncost --churn 2000           # what closed connections leave behind
 
 `--connections`: a gateway runs in this process (uvloop, tracemalloc on) and a child process
 opens N bench devices against it (header token, Welcome, automatic sync) and keeps them; the
@@ -10,7 +11,11 @@ heap's growth from before the N to after them, divided by N, is printed by alloc
 they are made under). `--peer-users`: a peer's `Located` and `PresenceStates` snapshots of N
 users, encoded and decoded as the mesh does, applied to the location map and the presence
 registry as a clustered gateway wires them (one `RemoteUsers` for both). `hold` measures the
-same costs as RSS over real workers; this says where they come from.
+same costs as RSS over real workers; this says where they come from. `--churn`: N devices
+open against a gateway with the server's collector settings (collector.settle), live long
+enough to be frozen, and drop; once the timer wheel has let go of them, the Connection objects
+still in memory are cyclic garbage a complete collection would have to find (none is the aim:
+docs/architecture.md, "Timers").
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", type=int, default=0)
     p.add_argument("--peer-users", type=int, default=0)
+    p.add_argument("--churn", type=int, default=0)
     return p
 
 
@@ -66,17 +72,22 @@ def _devices(url: str, prefix: str, n: int, ready: Connection, done: Connection)
     asyncio.run(run())
 
 
-async def connections(n: int) -> None:
+async def _gateway(**overrides):
     from switchboard.app import build_gateway
     from switchboard.config import load
     gw = build_gateway(load(None, {
         "server.host": "127.0.0.1", "server.port": 0, "server.data_dir": tempfile.mkdtemp(),
         "auth.secret": SECRET, "metrics.enabled": False, "log.level": "WARNING",
-        "limits.connects_per_minute": 600_000.0, "limits.connect_burst": 100_000.0},
-        environ={}))
+        "limits.connects_per_minute": 600_000.0, "limits.connect_burst": 100_000.0,
+        **overrides}, environ={}))
     await gw.start()
+    return gw
+
+
+def _opener(gw, children: list):
+    """opened(prefix, count): a child process opens `count` devices and keeps them until its
+    pipe in `children` says done; returns how many connected."""
     spawn = multiprocessing.get_context("spawn")
-    children = []
 
     async def opened(prefix: str, count: int) -> int:
         ready, ready_in = spawn.Pipe(False)
@@ -88,6 +99,13 @@ async def connections(n: int) -> None:
         got = await asyncio.get_running_loop().run_in_executor(None, ready.recv)
         await asyncio.sleep(1.0)  # the last syncs settle
         return got
+    return opened
+
+
+async def connections(n: int) -> None:
+    gw = await _gateway()
+    children = []
+    opened = _opener(gw, children)
     try:
         await opened("w", WARMUP)  # one-time costs (imports, caches) before the baseline
         gc.collect()
@@ -98,6 +116,38 @@ async def connections(n: int) -> None:
         after = tracemalloc.take_snapshot()
         print(f"{got} of {n} connected")
         report(before, after, n, "idle connection")
+    finally:
+        for child, done in children:
+            done.send(None)
+            child.join()
+        await gw.stop()
+
+
+async def churn(n: int) -> None:
+    from switchboard import collector
+    from switchboard.gateway.connection import Connection
+    idle = 3.0
+    gw = await _gateway(**{"timers.heartbeat_interval": 1.0, "timers.idle_timeout": idle})
+    children = []
+    opened = _opener(gw, children)
+    try:
+        collector.settle()
+        frozen = gc.get_freeze_count()
+        got = await opened("c", n)
+        gc.collect(1)  # they lived: the freezer freezes what survives a middle collection
+        for child, done in children:
+            done.send(None)
+            child.join()
+        children.clear()
+        while gw.hub.connections:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(idle + 1.0)  # every timer wheel entry of theirs has fired
+        grown = gc.get_freeze_count() - frozen
+        gc.unfreeze()
+        left = sum(1 for obj in gc.get_objects() if type(obj) is Connection)
+        print(f"{got} of {n} connected and dropped; then the frozen heap held {grown:,} more "
+              f"objects than before them, {left} Connection objects were left for the cyclic "
+              f"collector and a complete collection freed {gc.collect():,} objects")
     finally:
         for child, done in children:
             done.send(None)
@@ -140,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.peer_users:
         peer_users(args.peer_users)
-    if args.connections:
+    if args.connections or args.churn:
         import uvloop
-        uvloop.run(connections(args.connections))
+        uvloop.run(connections(args.connections) if args.connections else churn(args.churn))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ object of every one of them (~200 ms at 10,000 connections: one message's whole 
 large group, wherever it falls). So what survives a middle or full collection (what CPython
 would promote to the oldest generation) is frozen as well, and a full collection walks only
 what came since. Frozen objects are still freed by reference counting; only a reference cycle
-among them (a closed connection is one) outlives its last use. So once the frozen objects have
-doubled since the last complete collection, one is made (unfreeze, collect, freeze) from the
-event loop within COMPLETE_CHECK_INTERVAL: in the connect bursts that grow the heap rather
-than at the next full collection, and cyclic garbage stays bounded by the live heap.
+among them outlives its last use (a closed connection leaves none: docs/architecture.md,
+"Timers"). So once the frozen objects have doubled since the last complete collection, one is
+made (unfreeze, collect, freeze) from the event loop within COMPLETE_CHECK_INTERVAL: in the
+connect bursts that grow the heap rather than at the next full collection, and cyclic garbage
+stays bounded by the live heap.
 """
 from __future__ import annotations
 

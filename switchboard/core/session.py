@@ -39,6 +39,8 @@ Session = _session.Session
 SessionConfig = _session.SessionConfig
 SessionStats = _session.SessionStats
 Stream = _session.Stream
+CLOSED_PORT = _session.CLOSED_PORT
+"""The port of a session once its socket is gone: does nothing (native ClosedPort says why)."""
 offer_each = _session.offer_each
 """offer_each(by_user, users, start, end, chat_id, messages, chunks): the fan-out's loop, one
 commit offered to every connected device of users[start:end] (user -> its connection, or
@@ -49,7 +51,7 @@ deliver_frames = _wire.deliver_frames
 """deliver_frames(rows, max_frame_bytes) -> [Chunk]: the Deliver frames of fresh messages of
 one chat, encoded once and offered to every recipient's session as they are."""
 
-__all__ = ["Chunk", "Session", "SessionConfig", "SessionStats", "SessionPort", "State", "Stream",
+__all__ = ["CLOSED_PORT", "Chunk", "Session", "SessionConfig", "SessionStats", "SessionPort", "State", "Stream",
            "deliver_frames", "offer_each"]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from switchboard.core.backlog import visible_above
 from switchboard.core.model import Backlog, Period, StoredMessage, next_visible, range_end
 from switchboard.core.ratelimit import TokenBucket
-from switchboard.core.session import State
+from switchboard.core.session import CLOSED_PORT, State
 from switchboard.proto.codes import Close
 from switchboard.proto.v1 import client_pb2 as pb
 
@@ -156,11 +156,13 @@ class Session:
         self.port.closing(prev, code, reason)
 
     def disconnected(self) -> State:
-        """The socket is gone; returns the state it was in."""
+        """The socket is gone; returns the state it was in. The port becomes CLOSED_PORT (the
+        connection holds its session: no reference cycle)."""
         prev = self.state
         self.state = State.CLOSED
         self.stalled_since = 0.0
         self._out.clear()
+        self.port = CLOSED_PORT
         return prev
 
     def take_output(self) -> bytes:

@@ -13,7 +13,8 @@ from switchboard.core._native import wire
 from switchboard.core.acks import AckBatch as NativeAckBatch
 from switchboard.core.model import (Backlog, MemberAction, MembershipEvent, Period,
                                     StoredMessage)
-from switchboard.core.session import Session as NativeSession, SessionConfig, SessionStats, State
+from switchboard.core.session import (CLOSED_PORT, Session as NativeSession, SessionConfig,
+                                      SessionPort, SessionStats, State)
 from switchboard.core.session import offer_each as session_offer_each
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.reference import wire_model
@@ -618,3 +619,34 @@ def test_offer_each_offers_to_every_device_of_the_named_users_in_range(impl):
                    ("u2", "a"): [("g", 1)], ("u4", "a"): []}
     each(by_user, users, 4, 99, "g", rows, Rig.impl[1](rows, MAX_FRAME_BYTES))  # end clamped
     assert delivered(rigs["u4", "a"].out()) == [("g", 1)]
+
+
+# ---------------------------------------------------------------------------- after the socket
+def test_a_disconnected_session_lets_go_of_its_port_and_what_comes_late_is_a_no_op(rig):
+    """The connection holds its session: a session holding the connection would be a
+    reference cycle (collector.py). What reaches it after its socket is gone does nothing."""
+    offer(rig, "c1", 1, 2)
+    rig.out()
+    rig.feed(client(sync=pb.Sync()))  # a sync is asked for before the socket goes ...
+    [(sync,)] = rig.port.take("load_backlog")
+    assert rig.session.disconnected() == State.OPEN
+    assert rig.session.port is CLOSED_PORT
+    rig.port.calls.clear()
+    # ... and everything in flight settles afterwards
+    rig.session.backlog_loaded(sync, [backlog("c2", 0, 3)])
+    rig.session.send_acked(1, message("c1", 3, "bob", "laptop"), False)
+    rig.session.send_failed(2, pb.UNAVAILABLE, "store unavailable", 1000, "c1", "m2")
+    offer(rig, "c1", 3, 4)
+    assert rig.pump({"c1": [message("c1", s) for s in range(1, 5)]}) == 0
+    rig.session.resumed()
+    rig.session.check_outbound()
+    rig.feed(b"\x03\xe8", opcode=CLOSE)
+    rig.clock.advance(200.0)  # heartbeat, idle and retransmit deadlines
+    assert (rig.session.take_output(), rig.port.calls, rig.session.state) == (b"", [],
+                                                                              State.CLOSED)
+
+
+def test_the_closed_port_answers_everything_a_session_asks_of_its_port():
+    asked = {name for name in vars(SessionPort) if not name.startswith("_")}
+    assert asked <= {name for name in dir(CLOSED_PORT) if not name.startswith("_")}
+    assert CLOSED_PORT.buffered() == 0 and CLOSED_PORT.decode(b"\x08") is None

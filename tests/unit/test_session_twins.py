@@ -2,7 +2,8 @@
 bytes, make the same port calls and put the same acks at every step: frames of every kind (plain, fragmented,
 malformed, out of range, text, close, ping), offers, membership events that remove and re-add the
 user, SendAcks and send errors, pump reads of messages and periods, syncs, timer ticks with
-retransmits and pings, a backed-up transport, closes."""
+retransmits and pings, a backed-up transport, closes, and all of that again after the socket
+is gone (CLOSED: nothing goes out, no port call)."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -91,7 +92,7 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
         step = draw(st.sampled_from(["frame", "frame", "frame", "offer", "offer", "acked",
                                      "failed", "tick", "pump", "backlog", "buffered",
                                      "fragments", "opcode", "admit", "close", "flush", "event",
-                                     "recheck"]))
+                                     "recheck", "disconnect"]))
         if step == "frame":
             payload = client_frame(draw)
             for t in twins:
@@ -187,6 +188,13 @@ def test_native_and_model_sessions_behave_alike(data, header_auth):
             for t in twins:
                 t.port.buffered_bytes = size
                 t.session.resumed()
-        assert native.observe() == model.observe(), step
+        elif step == "disconnect":
+            assert len({int(t.session.disconnected()) for t in twins}) == 1
+        seen = native.observe()
+        assert seen == model.observe(), step
+        if native.session.state == 4:  # CLOSED: whatever comes late is a no-op
+            output, calls, acks = seen[:3]
+            assert (output, calls, any(acks)) == (b"", [c for c in calls if c == ("load_backlog",)],
+                                                  False), step
         assert native.stats.retransmits == model.stats.retransmits
         assert native.stats.deliveries == model.stats.deliveries

@@ -76,6 +76,33 @@ cdef bytes PONG_FRAME = b"\x8a\x00"
 cdef object _resolved = None
 
 
+class ClosedPort:
+    """The port of every session whose socket is gone (`disconnected`). A closed connection
+    must be freed by reference counting, not left for the cyclic collector: the server freezes
+    long-lived objects and collects them only when the frozen heap has doubled (collector.py),
+    so under connection churn cyclic garbage piles up until then. A session that kept its
+    connection as its port would be such a cycle (the connection holds its session), so it
+    lets go; and whatever reaches it late (a commit settling, a store read returning, a
+    timer, a buffer draining) finds a port that does nothing."""
+    __slots__ = ()
+
+    def decode(self, payload):
+        return None
+
+    def buffered(self):
+        return 0
+
+    def _nothing(self, *args):
+        return None
+
+    connected = disconnected = authenticate = submit = cursor = request = pump = _nothing
+    load_backlog = load_cursors = wants_flush = closing = echo_close = disconnect = _nothing
+    resumed = _nothing
+
+
+CLOSED_PORT = ClosedPort()
+
+
 cdef class SessionConfig:
     """The limits and timers every session of a gateway shares (one object, C fields)."""
     cdef readonly double frames_per_second, frame_burst
@@ -231,7 +258,8 @@ cdef class Session(WSListener):
         self.port.connected()
 
     cpdef on_ws_disconnected(self, WSTransport transport):
-        self.port.disconnected(self.disconnected())
+        port = self.port  # disconnected() lets go of it
+        port.disconnected(self.disconnected())
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         self._receive(<int>frame.msg_type, frame.fin, frame.payload_ptr, frame.payload_size,
@@ -296,11 +324,14 @@ cdef class Session(WSListener):
         self.port.closing(prev, code, reason)
 
     def disconnected(self):
-        """The socket is gone; returns the state it was in."""
+        """The socket is gone; returns the state it was in. The port becomes CLOSED_PORT:
+        the connection holds its session, so a session that held its connection would leave
+        both to the cyclic collector (ClosedPort says why that matters)."""
         prev = self.state
         self.state = CLOSED
         self.stalled_since = 0.0
         buf_free(&self.out)
+        self.port = CLOSED_PORT
         return prev
 
     def take_output(self):
