@@ -56,13 +56,31 @@ def runs(tmp_path_factory):
                                 start_new_session=True)
         started[scenario] = (proc, out)
     yield started
+    # A bench still running (its test deselected or failed) is interrupted first, so that its
+    # own clean-up stops what it started in sessions of their own (the cluster scenario's
+    # gateways and Redis); what is left after the grace is killed with the bench's group.
+    running = [proc for proc, _ in (started[s] for s in RUNS) if proc.poll() is None]
+    for proc in running:
+        _signal_group(proc, signal.SIGINT)
+    for proc in running:
+        try:
+            proc.wait(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
     for scenario in RUNS:
         proc, _ = started[scenario]
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the bench and everything it started are gone already
+        _signal_group(proc, signal.SIGKILL)
         proc.wait()
+
+
+INTERRUPT_GRACE = 30  # s a bench gets to stop what it started once interrupted
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass  # the bench and everything it started are gone already
 
 
 def result(runs, scenario: str) -> tuple[dict, Path, str]:
