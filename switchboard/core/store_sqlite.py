@@ -270,14 +270,15 @@ def _connect(path: str, *, check_same_thread: bool = True) -> _Connection:
 
 
 @contextmanager
-def _write_locked(conn: _Connection) -> Iterator[None]:
+def _write_locked(write_lock: int) -> Iterator[None]:
     """The file's writers queue here, in the kernel, before their BEGIN IMMEDIATE (the Python
-    transactions and the native batch commit alike)."""
-    fcntl.flock(conn.write_lock, fcntl.LOCK_EX)
+    transactions and the native batch commit alike); `write_lock` is the descriptor of the
+    file's `-writelock`."""
+    fcntl.flock(write_lock, fcntl.LOCK_EX)
     try:
         yield
     finally:
-        fcntl.flock(conn.write_lock, fcntl.LOCK_UN)
+        fcntl.flock(write_lock, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -296,7 +297,7 @@ def _immediate(conn: _Connection) -> Iterator[None]:
 
 @contextmanager
 def _transaction(conn: _Connection) -> Iterator[None]:
-    with _write_locked(conn), _immediate(conn):
+    with _write_locked(conn.write_lock), _immediate(conn):
         yield
 
 
@@ -423,8 +424,7 @@ class SQLiteStore(Store):
         one's commit and fail at once with "database is locked" (a snapshot that went stale
         waits for no busy timeout)."""
         write_lock = os.open(f"{self.path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(write_lock, fcntl.LOCK_EX)
-        try:
+        with _write_locked(write_lock):
             conn = _connect(self.path)
             conn.write_lock = write_lock
             with _immediate(conn):
@@ -432,8 +432,6 @@ class SQLiteStore(Store):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-        finally:
-            fcntl.flock(write_lock, fcntl.LOCK_UN)
         self._write_conn = conn
         self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
 
@@ -492,7 +490,7 @@ class SQLiteStore(Store):
         if any(m.event is not None for m in messages):
             return self._commit_in_python(batch)
         media = [orjson.dumps(m.media_ids) if m.media_ids else None for m in messages]
-        with _write_locked(self._write_conn):
+        with _write_locked(self._write_conn.write_lock):
             seqs = self._batch.commit(messages, media, batch.cursors, batch.delivered,
                                       batch.reads, batch.public_reads)
         results: list[CommitResult] = []
