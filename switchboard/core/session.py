@@ -51,8 +51,8 @@ deliver_frames = _wire.deliver_frames
 """deliver_frames(rows, max_frame_bytes) -> [Chunk]: the Deliver frames of fresh messages of
 one chat, encoded once and offered to every recipient's session as they are."""
 
-__all__ = ["CLOSED_PORT", "Chunk", "Session", "SessionConfig", "SessionStats", "SessionPort", "State", "Stream",
-           "deliver_frames", "offer_each"]
+__all__ = ["CLOSED_PORT", "Chunk", "Session", "SessionConfig", "SessionStats", "SessionPort",
+           "State", "Stream", "deliver_frames", "offer_each"]
 
 
 class State(enum.IntEnum):

@@ -15,8 +15,8 @@ from switchboard.core.errors import RETRY_AFTER_MS, Code, DomainError
 from switchboard.core.futures import Done, Submit
 from switchboard.core.metrics import Metric, counter, gauge
 from switchboard.core.model import CommitResult, SendRequest
-from switchboard.proto.codec import (BadRecord, domain_error, event_from_pb, event_to_pb, message_from_pb,
-                                     message_to_pb, wire_error)
+from switchboard.proto.codec import (BadRecord, domain_error, event_from_pb, event_to_pb,
+                                     message_from_pb, message_to_pb, wire_error)
 from switchboard.proto.v1 import mesh_pb2 as mesh
 
 from .base import LocalNode
