@@ -108,15 +108,15 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
         mesh.Link._queue, mesh.Link._flush = queued, flushed
 
         @contextmanager
-        def write_locked(conn):
+        def write_locked(write_lock):
             asked = _now()
-            fcntl.flock(conn.write_lock, fcntl.LOCK_EX)
+            fcntl.flock(write_lock, fcntl.LOCK_EX)
             got = _now()
             _waits["lock_wait"].append(got - asked)
             try:
                 yield
             finally:
-                fcntl.flock(conn.write_lock, fcntl.LOCK_UN)
+                fcntl.flock(write_lock, fcntl.LOCK_UN)
                 _waits["lock_hold"].append(_now() - got)
         store_sqlite._write_locked = write_locked
 
