@@ -360,8 +360,14 @@ class CassandraCluster:
         return False
 
     def pause(self, index: int) -> None:
-        """SIGSTOP: the node keeps its sockets but answers nothing (a long GC pause, a frozen VM)."""
-        _signal(self.nodes[index], signal.SIGSTOP)
+        """SIGSTOP: the node keeps its sockets but answers nothing (a long GC pause, a frozen VM).
+        Returns once every thread of the JVM has stopped: kill(2) only queues the stop, and a
+        request sent before the last thread stops could still be answered."""
+        node = self.nodes[index]
+        _signal(node, signal.SIGSTOP)
+        if node.alive():
+            wait_until(lambda: _all_threads_stopped(node.process.pid), 10.0,
+                       f"every thread of cassandra node {index} to stop")
 
     def resume(self, index: int) -> None:
         _signal(self.nodes[index], signal.SIGCONT)
@@ -555,6 +561,17 @@ def _statement(cql: str, consistency: str) -> Any:
 def _signal(node: CassandraNode, sig: int) -> None:
     if node.alive():
         os.kill(node.process.pid, sig)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether /proc shows every live thread of `pid` stopped by a signal (state T)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # the thread exited meanwhile
+            continue
+    return all(state in ("T", "Z", "X") for state in states)  # a thread may be exiting
 
 
 # ---------------------------------------------------------------------------- CLI
