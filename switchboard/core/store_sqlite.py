@@ -47,6 +47,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 import orjson
 
 from ._native import native
+from .checkpointer import Checkpointer
 from .lane import Lane
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
                     MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
@@ -250,8 +251,10 @@ SQL_UNREFERENCED_MEDIA = (f"SELECT {MEDIA_COLUMNS} FROM media WHERE referenced =
 # settings of its connection.
 BATCH_SQL = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", SQL_HEAD, SQL_INSERT_MESSAGE, SQL_SET_HEAD,
              SQL_CURSOR, SQL_RAISE)
+# wal_autocheckpoint = 0: no COMMIT runs a checkpoint; the store's Checkpointer does, on a thread
+# of its own (core/checkpointer.py).
 PRAGMAS = ("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; "
-           f"PRAGMA cache_size = -{CACHE_KIB};")
+           f"PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;")
 
 
 class _Connection(sqlite3.Connection):
@@ -395,6 +398,7 @@ class SQLiteStore(Store):
         self._readers: Lane | None = None
         self._write_conn: _Connection | None = None
         self._batch: BatchCommitter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
 
@@ -434,6 +438,7 @@ class SQLiteStore(Store):
                         conn.execute(statement)
         self._write_conn = conn
         self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
+        self._checkpointer = Checkpointer(self.path, lambda: _write_locked(write_lock), PRAGMAS)
 
     def _open_reader(self) -> None:
         # Closed by _close_readers from another thread once these threads have stopped.
@@ -449,6 +454,9 @@ class SQLiteStore(Store):
         self._read_conns.clear()
 
     def _close_writer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._batch is not None:
             self._batch.close()
             self._batch = None
@@ -468,6 +476,9 @@ class SQLiteStore(Store):
             raise
         except Exception as exc:
             raise StoreError(f"{fn.__name__}: {exc}") from exc
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:
