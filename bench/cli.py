@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                       help="chat: seconds per load step; hold: seconds to hold (default 3)")
     size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
                       help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--probe-duration", type=float, default=0.0,
+                      help="chat: seconds of the saturation probe (default: --duration); short, "
+                           "a --trace-hops or --profile run is mostly the steps'")
     size.add_argument("--rates", type=_rates, default=None,
                       help="chat: offered loads in messages/s instead of --loads (the same load "
                            "for every target and run, to compare two builds)")

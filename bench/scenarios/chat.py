@@ -260,7 +260,8 @@ async def _sweep(ctx, target, pairs: int, profiler: Profiler | None) -> dict:
     requests_before = await _store_requests(target)
     with Progress(1 + len(args.rates or args.loads), f"{target.name}: sweep", "step") as bar:
         saturation = await _measure(ctx, target, "bench.scenarios.chat:probe",
-                                    dict(window=window, duration=args.duration, drain=drain))
+                                    dict(window=window, drain=drain,
+                                         duration=args.probe_duration or args.duration))
         saturation["window"] = window
         bar.update()
         steps = []
