@@ -1,10 +1,13 @@
 """The embedded store: one SQLite file in WAL mode (see store.py for the guarantees).
 
 Durability: `synchronous=FULL` makes every COMMIT fsync the WAL, so a batch the writer acks
-survives kill -9 and power loss - the durability claim matches what is synced.
+survives kill -9 and power loss - the durability claim matches what is synced. No COMMIT runs a
+checkpoint (`wal_autocheckpoint = 0`): the store's Checkpointer copies the WAL into the database
+on a thread and connection of its own, restarts the WAL once it holds 4,096 pages, and empties
+it after 5 s without a commit (core/checkpointer.py).
 
-Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the only
-write connection (commit, create_chat, settings, devices, blocks); reads go to a pool of two
+Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the
+write connections (commit, create_chat, settings, devices, blocks); reads go to a pool of two
 threads, each with its own connection. WAL lets those readers run while the writer commits, and
 every read is its own autocommit statement, so it sees every batch committed before it started.
 
