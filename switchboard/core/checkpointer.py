@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 INTERVAL_S = 0.1
 RESTART_PAGES = 4096
 IDLE_S = 5.0
-BUSY_TIMEOUT_S = 0.2  # a RESTART's wait for other connections' readers, write lock held
+OPEN_TIMEOUT_S = 10.0  # the pragmas at open, while other processes may be writing
+BUSY_TIMEOUT_S = 0.2  # then a RESTART's wait for other connections' readers, write lock held
 
 
 class Checkpointer:
@@ -54,9 +55,10 @@ class Checkpointer:
         self.interval = interval
         self.restart_pages = restart_pages
         self.idle = idle
-        self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+        self._conn = sqlite3.connect(path, timeout=OPEN_TIMEOUT_S, isolation_level=None,
                                      check_same_thread=False)
         self._conn.executescript(pragmas)  # synchronous = FULL: a checkpoint syncs what it copies
+        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._committed = threading.Event()
         self._stopping = threading.Event()
         self.passive = self.restarts = self.truncates = self.failures = 0
