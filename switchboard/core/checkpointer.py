@@ -9,10 +9,10 @@ threshold was crossed every other commit, each time in front of a batch's SendAc
 
 Here the writer connections run with `wal_autocheckpoint = 0` and this thread does the work:
 
-* after commits (`committed()`, called by the writer thread, wakes it at most once per pass) it
-  waits `interval`, then runs a PASSIVE checkpoint on its own connection: it copies what the
-  WAL holds and fsyncs the database while the writer goes on committing (a page rewritten by
-  several commits of the interval is copied once);
+* after commits (`committed()`, which the store calls after each write, wakes it at most once
+  per pass) it waits `interval`, then runs a PASSIVE checkpoint on its own connection: it
+  copies what the WAL holds and fsyncs the database while the writer goes on committing (a
+  page rewritten by several commits of the interval is copied once);
 * once the WAL holds `restart_pages` or more, it takes the file's write lock (the flock every
   writer queues on before BEGIN IMMEDIATE) for a RESTART checkpoint: the PASSIVE just before
   left only the frames of the last moments to copy, and afterwards the next commit writes the
@@ -67,7 +67,8 @@ class Checkpointer:
         self._thread.start()
 
     def committed(self) -> None:
-        """A commit added to the WAL (from the writer thread; cheap when already woken)."""
+        """A commit added to the WAL (from any thread, once the commit returned; cheap when
+        already woken: a commit made before the pass clears the flag is in the WAL it copies)."""
         if not self._committed.is_set():
             self._committed.set()
 
