@@ -71,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
                       help="chat: seconds per load step; hold: seconds to hold (default 3)")
     size.add_argument("--loads", default="0.1,0.25,0.5,0.75,0.9,1.0",
                       help="chat: offered loads as fractions of the measured saturation")
+    size.add_argument("--probe-duration", type=float, default=0.0,
+                      help="chat: seconds of the saturation probe (default: --duration); short, "
+                           "a --trace-hops or --profile run is mostly the steps'")
+    size.add_argument("--rates", type=_rates, default=None,
+                      help="chat: offered loads in messages/s instead of --loads (the same load "
+                           "for every target and run, to compare two builds)")
     size.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=True,
                       help="hold: after holding, close every device and open it again (the "
                            "known-device handshake; default on)")
@@ -131,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; the servers it started were stopped", file=sys.stderr)
         return 130
+
+
+def _rates(text: str) -> list[float]:
+    """A comma-separated list of rates in messages/s, each above 0."""
+    try:
+        rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates are above 0: {text!r}")
+    return rates
 
 
 def _counts(text: str) -> list[int]:

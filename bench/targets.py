@@ -54,6 +54,7 @@ LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
 METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics)")
 STORE_REQUESTS = re.compile(r'^switchboard_store_requests_total\{kind="(\w+)"\} ([\d.e+]+)$',
                             re.MULTILINE)
+WRITER_COMMITS = re.compile(r"^switchboard_writer_batches_total ([\d.e+]+)$", re.MULTILINE)
 START_TIMEOUT = 30.0
 
 
@@ -224,6 +225,16 @@ class SpawnedSwitchboard(Target):
         text = await asyncio.to_thread(
             lambda: urllib.request.urlopen(self.metrics_url, timeout=5).read().decode())
         return {kind: float(value) for kind, value in STORE_REQUESTS.findall(text)}
+
+    async def writer_commits(self) -> float | None:
+        """The coalescing writer's commits so far, from /metrics (None without it)."""
+        if self.metrics_url is None:
+            return None
+        import urllib.request
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(self.metrics_url, timeout=5).read().decode())
+        found = WRITER_COMMITS.search(text)
+        return float(found.group(1)) if found else None
 
     async def stop(self) -> None:
         if self._child is not None:

@@ -53,8 +53,8 @@ def analyse(directory: Path) -> dict:
     from ..scenarios.cluster import flow_class
     messages: dict = defaultdict(lambda: defaultdict(list))
     waits = []
-    for path in sorted(directory.glob("*.json")):
-        doc = json.loads(path.read_text())
+    for path in sorted(directory.glob("*.jsonl")):
+        doc = _read(path)
         role = "cluster" if doc["cluster"] else "single"
         waits.append({"process": path.stem, "role": role,
                       **{name: _percentiles([v / 1e6 for v in doc["waits"][name]])
@@ -82,6 +82,23 @@ def analyse(directory: Path) -> dict:
     return {"segments": {kind: {seg: _percentiles(v) for seg, v in by_segment.items()}
                          for kind, by_segment in segments.items()},
             "waits": waits}
+
+
+def _read(path: Path) -> dict:
+    """One process's trace: its header line, then chunks of hops and waits (appended)."""
+    with path.open() as lines_:
+        doc = {**json.loads(next(lines_)), "hops": defaultdict(list),
+               "waits": {name: [] for name in WAITS}}
+        for line in lines_:
+            try:
+                chunk = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a process killed while writing it
+                continue
+            if "hop" in chunk:
+                doc["hops"][chunk["hop"]] += chunk["entries"]
+            else:
+                doc["waits"][chunk["wait"]] += chunk["entries"]
+    return doc
 
 
 def lines(result: dict) -> list[str]:

@@ -7,8 +7,9 @@ SendAck: there a message is complete when the partner has it.
 
 How the sweep finds saturation: first a closed-loop probe, where each direction keeps `window`
 messages in flight and sends the next one as soon as one completes; its rate is what the target
-sustains with that much in flight. Then open-loop steps at fractions of that rate (--loads),
-messages paced on a fixed schedule whatever the target does. Latency counts from the scheduled
+sustains with that much in flight. Then open-loop steps at fractions of that rate (--loads), or
+at fixed rates (--rates: two builds compared at the same load), messages paced on a fixed
+schedule whatever the target does. Latency counts from the scheduled
 send time, not the actual one, so a generator that falls behind (coordinated omission) shows up
 as latency instead of hiding it.
 
@@ -257,14 +258,16 @@ async def _sweep(ctx, target, pairs: int, profiler: Profiler | None) -> dict:
     if profiler is not None:
         await profiler.start(target.main_pid)
     requests_before = await _store_requests(target)
-    with Progress(1 + len(args.loads), f"{target.name}: sweep", "step") as bar:
+    with Progress(1 + len(args.rates or args.loads), f"{target.name}: sweep", "step") as bar:
         saturation = await _measure(ctx, target, "bench.scenarios.chat:probe",
-                                    dict(window=window, duration=args.duration, drain=drain))
+                                    dict(window=window, drain=drain,
+                                         duration=args.probe_duration or args.duration))
         saturation["window"] = window
         bar.update()
         steps = []
-        for fraction in args.loads:
-            rate = fraction * saturation["achieved"]
+        rates = args.rates or [fraction * saturation["achieved"] for fraction in args.loads]
+        for rate in rates:
+            fraction = rate / saturation["achieved"]
             per_worker = [dict(rate=rate * n / sum(flows_per_worker), duration=args.duration,
                                drain=drain) for n in flows_per_worker]
             result = await _measure(ctx, target, "bench.scenarios.chat:step", per_worker)
@@ -298,9 +301,12 @@ async def _store_requests(target) -> dict[str, float]:
 
 async def _measure(ctx, target, fn: str, kwargs) -> dict:
     """Run one phase on every worker and merge: throughput, latency, CPU of both sides."""
+    commits = getattr(target, "writer_commits", None)
+    commits0 = await commits() if commits is not None else None
     cpu0 = target.cpu() if target.pids else None
     parts = await ctx.pool.run(fn, kwargs)
     server_cpu = target.cpu() - cpu0 if cpu0 is not None else None
+    commits1 = await commits() if commits0 is not None else None
     sent = sum(p["sent"] for p in parts)
     completed = sum(p["completed"] for p in parts)
     start = min(p["start_ns"] for p in parts)
@@ -319,6 +325,9 @@ async def _measure(ctx, target, fn: str, kwargs) -> dict:
         "ack": hist.summary(hist.merge(p["ack_hdr"] for p in parts)),
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_msg": server_cpu / completed * 1e6 if server_cpu and completed else None,
+        # the writer's commits per message (Switchboard): acks-only commits included
+        "commits_per_msg": ((commits1 - commits0) / completed
+                            if commits1 is not None and completed else None),
         "seconds": seconds,
         # cores busy during the phase: on a small machine the generator competes with the target
         "server_cores": server_cpu / seconds if server_cpu is not None else None,
@@ -364,7 +373,8 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
 # ====================================================================== output
 def rows(doc: dict) -> tuple[list[str], list[list]]:
     headers = ["pairs", "target", "load", "offered/s", "achieved/s", "p50 ms", "p99 ms",
-               "p99.9 ms", "ack p99 ms", "srv us/msg", "srv cores", "gen cores", "exactly once"]
+               "p99.9 ms", "ack p99 ms", "srv us/msg", "commits/msg", "srv cores", "gen cores",
+               "exactly once"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
@@ -377,7 +387,8 @@ def rows(doc: dict) -> tuple[list[str], list[list]]:
                             report.ms(s["deliver"].get("p99_ms")),
                             report.ms(s["deliver"].get("p99.9_ms")),
                             report.ms(s["ack"].get("p99_ms")),
-                            report.ms(s["server_cpu_us_per_msg"]), report.ms(s["server_cores"]),
+                            report.ms(s["server_cpu_us_per_msg"]),
+                            report.ms(s.get("commits_per_msg")), report.ms(s["server_cores"]),
                             report.ms(s["generator_cores"]), res["exactly_once"]])
     return headers, out
 

@@ -1,10 +1,13 @@
 """The embedded store: one SQLite file in WAL mode (see store.py for the guarantees).
 
 Durability: `synchronous=FULL` makes every COMMIT fsync the WAL, so a batch the writer acks
-survives kill -9 and power loss - the durability claim matches what is synced.
+survives kill -9 and power loss - the durability claim matches what is synced. No COMMIT runs a
+checkpoint (`wal_autocheckpoint = 0`): the store's Checkpointer copies the WAL into the database
+on a thread and connection of its own, restarts the WAL once it holds 4,096 pages, and empties
+it after 5 s without a commit (core/checkpointer.py).
 
-Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the only
-write connection (commit, create_chat, settings, devices, blocks); reads go to a pool of two
+Threads: SQLite calls block, so none runs on the event loop. One writer thread owns the
+write connections (commit, create_chat, settings, devices, blocks); reads go to a pool of two
 threads, each with its own connection. WAL lets those readers run while the writer commits, and
 every read is its own autocommit statement, so it sees every batch committed before it started.
 
@@ -47,6 +50,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 import orjson
 
 from ._native import native
+from .checkpointer import Checkpointer
 from .lane import Lane
 from .model import (Batch, Chat, ChatKind, CommitOutcome, CommitResult, DeviceRow, DeviceStatus,
                     MediaRecord, MediaState, MemberAction, MembershipEvent, Membership, Period,
@@ -250,8 +254,10 @@ SQL_UNREFERENCED_MEDIA = (f"SELECT {MEDIA_COLUMNS} FROM media WHERE referenced =
 # settings of its connection.
 BATCH_SQL = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", SQL_HEAD, SQL_INSERT_MESSAGE, SQL_SET_HEAD,
              SQL_CURSOR, SQL_RAISE)
+# wal_autocheckpoint = 0: no COMMIT runs a checkpoint; the store's Checkpointer does, on a thread
+# of its own (core/checkpointer.py).
 PRAGMAS = ("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; "
-           f"PRAGMA cache_size = -{CACHE_KIB};")
+           f"PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;")
 
 
 class _Connection(sqlite3.Connection):
@@ -395,6 +401,7 @@ class SQLiteStore(Store):
         self._readers: Lane | None = None
         self._write_conn: _Connection | None = None
         self._batch: BatchCommitter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
 
@@ -434,6 +441,7 @@ class SQLiteStore(Store):
                         conn.execute(statement)
         self._write_conn = conn
         self._batch = BatchCommitter(self.path, BATCH_SQL, PRAGMAS, int(BUSY_TIMEOUT_S * 1000))
+        self._checkpointer = Checkpointer(self.path, lambda: _write_locked(write_lock), PRAGMAS)
 
     def _open_reader(self) -> None:
         # Closed by _close_readers from another thread once these threads have stopped.
@@ -449,6 +457,9 @@ class SQLiteStore(Store):
         self._read_conns.clear()
 
     def _close_writer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._batch is not None:
             self._batch.close()
             self._batch = None
@@ -468,6 +479,9 @@ class SQLiteStore(Store):
             raise
         except Exception as exc:
             raise StoreError(f"{fn.__name__}: {exc}") from exc
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:

@@ -9,7 +9,7 @@ the CLOCK_MONOTONIC time at each: a message is known by its body's 16-byte heade
 message number and scheduled send time, bench/device.py), so the processes need no shared
 state. Also recorded: how long mesh output waits for its flush, the SQLite write lock's wait
 and hold, and how late a 5 ms timer fires (the event loop's lag: waiting for a core). Written to
-HOPTRACE_DIR/<pid>.json every 2 s and at exit.
+HOPTRACE_DIR/<pid>.jsonl every 2 s (what is new since the last time) and at exit.
 """
 import os
 import sys
@@ -31,17 +31,27 @@ if os.environ.get("HOPTRACE_DIR") and "serve" in sys.argv:
         _hops.setdefault(hop, []).append((bytes(body[:16]).hex(), _now()))
 
     _dumping = threading.Lock()
+    _written: dict = {}  # (kind, name) -> entries already appended to the file
+    CHUNK = 2000  # entries per line: one line's encoding holds the GIL ~1 ms, not the loop's turn
 
     def _dump() -> None:
-        """Write what was recorded so far (the dumper thread and atexit take turns)."""
-        path = os.path.join(os.environ["HOPTRACE_DIR"], f"{os.getpid()}.json")
-        with _dumping:
-            doc = {"cluster": os.environ.get("SWITCHBOARD_CLUSTER_ENABLED") == "true",
-                   "hops": {hop: list(entries) for hop, entries in list(_hops.items())},
-                   "waits": {name: list(values) for name, values in _waits.items()}}
-            with open(path + ".tmp", "w") as out:
-                json.dump(doc, out)
-            os.replace(path + ".tmp", path)
+        """Append what was recorded since the last dump (the dumper thread and atexit take
+        turns), a line per chunk: re-encoding everything every 2 s held the GIL for hundreds
+        of ms once a run had recorded a few hundred thousand hops, which stalled the very
+        server being traced."""
+        path = os.path.join(os.environ["HOPTRACE_DIR"], f"{os.getpid()}.jsonl")
+        with _dumping, open(path, "a") as out:
+            if not _written:
+                out.write(json.dumps({"cluster": os.environ.get("SWITCHBOARD_CLUSTER_ENABLED")
+                                      == "true"}) + "\n")
+                _written[("start", "")] = 0
+            for kind, records in (("hop", _hops), ("wait", _waits)):
+                for name, entries in list(records.items()):
+                    done = _written.get((kind, name), 0)
+                    new = entries[done:]
+                    for i in range(0, len(new), CHUNK):
+                        out.write(json.dumps({kind: name, "entries": new[i:i + CHUNK]}) + "\n")
+                    _written[(kind, name)] = done + len(new)
 
     def _dump_often() -> None:
         while True:
