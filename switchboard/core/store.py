@@ -51,8 +51,9 @@ Guarantees every implementation gives (the rest of the system relies on them, an
   raises its user's delivered watermark in the chat too (the device holds what it acked; so a
   store may keep that raise in the cursor alone, and revoking the device does not lower it).
   `reads` raise read and delivered; `public_reads` raise public read, read and delivered
-  (public <= read <= ... is kept by raising together, never by lowering). They may land separately from the messages of the
-  same batch: `CommitOutcome.unsaved` holds the ones that did not, for the writer to send again.
+  (public <= read <= ... is kept by raising together, never by lowering). They may land
+  separately from the messages of the same batch: `CommitOutcome.unsaved` holds the ones that
+  did not, for the writer to send again.
   A new message raises its sender's delivered and read watermarks in its chat to its seq (you
   have read what you wrote), and its public read watermark too when `NewMessage.public_read`;
   a message whose sender_user is "" (an operator's membership event) raises nothing. That raise

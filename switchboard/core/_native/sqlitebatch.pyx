@@ -14,9 +14,9 @@ index may absorb (a duplicate keeps its original and gets seq 0 here, for the ca
 up); then each moved head, the cursors, and one max-upsert of (delivered, read, public read)
 per watermark: delivered (unless a cursor of the batch carries it: a user's delivered watermark
 is read as the max of the stored one and its devices' cursors), private and public reads, and
-each sender's own (you have read what you wrote; in public if the message says so); COMMIT. Any failure rolls the whole batch back and
-raises BatchError. The property tests run random histories through this and the Python commit
-and compare results and tables.
+each sender's own (you have read what you wrote; in public if the message says so); COMMIT.
+Any failure rolls the whole batch back and raises BatchError. The property tests run random
+histories through this and the Python commit and compare results and tables.
 
 Which SQLite: the process's own libsqlite3.so.0, the very library Python's sqlite3 module uses,
 so both connections share one SQLite in the process (two copies would not see each other's
