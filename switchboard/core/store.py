@@ -47,10 +47,13 @@ Guarantees every implementation gives (the rest of the system relies on them, an
   alone. The stored message carries the event (`StoredMessage.event`). Chat creation makes its
   members' first periods (0, None) and stores no event.
 * **Watermarks** (device cursors, delivered, read and public read) are idempotent max-upserts:
-  they never move backwards, whatever order concurrent updates land in. `reads` raise read and
-  delivered; `public_reads` raise public read, read and delivered (public <= read <= ... is kept
-  by raising together, never by lowering). They may land separately from the messages of the
-  same batch: `CommitOutcome.unsaved` holds the ones that did not, for the writer to send again.
+  they never move backwards, whatever order concurrent updates land in. A device's cursor
+  raises its user's delivered watermark in the chat too (the device holds what it acked; so a
+  store may keep that raise in the cursor alone, and revoking the device does not lower it).
+  `reads` raise read and delivered; `public_reads` raise public read, read and delivered
+  (public <= read <= ... is kept by raising together, never by lowering). They may land
+  separately from the messages of the same batch: `CommitOutcome.unsaved` holds the ones that
+  did not, for the writer to send again.
   A new message raises its sender's delivered and read watermarks in its chat to its seq (you
   have read what you wrote), and its public read watermark too when `NewMessage.public_read`;
   a message whose sender_user is "" (an operator's membership event) raises nothing. That raise

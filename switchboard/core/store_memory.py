@@ -87,6 +87,7 @@ class MemoryStore(Store):
         for (user, device, chat_id), seq in batch.cursors.items():
             cursors = data.cursors.setdefault((user, device), {})
             cursors[chat_id] = max(cursors.get(chat_id, 0), seq)
+            self._raise_receipt(chat_id, user, seq, 0, 0)  # the device holds what it acked
         for (chat_id, user), seq in batch.delivered.items():
             self._raise_receipt(chat_id, user, seq, 0, 0)
         for (chat_id, user), seq in batch.reads.items():

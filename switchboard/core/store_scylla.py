@@ -707,11 +707,14 @@ class ScyllaStore(Store):
         q = self._q
         groups: dict[tuple, list[tuple[str, Sequence[Any]]]] = defaultdict(list)
         keys: dict[tuple, list[tuple[str, tuple, int]]] = defaultdict(list)
+        delivered = dict(batch.delivered)
         for (user, device, chat_id), seq in batch.cursors.items():
             part = ("cursors", user, device)
             groups[part].append((q.raise_cursor, (seq, seq, user, device, chat_id)))
             keys[part].append(("cursors", (user, device, chat_id), seq))
-        for (chat_id, user), seq in batch.delivered.items():
+            if seq > delivered.get((chat_id, user), -1):  # the device holds what it acked
+                delivered[chat_id, user] = seq
+        for (chat_id, user), seq in delivered.items():
             part = ("receipts", chat_id)
             groups[part].append((q.raise_delivered, (seq, seq, chat_id, user)))
             keys[part].append(("delivered", (chat_id, user), seq))

@@ -12,14 +12,19 @@ threads, each with its own connection. WAL lets those readers run while the writ
 every read is its own autocommit statement, so it sees every batch committed before it started.
 
 Receipts: one row per (chat, user) holds the three watermarks (delivered, read, public read),
-each raised with max: one upsert per (chat, user) per batch, whatever raised it.
+each raised with max: one upsert per (chat, user) per batch, whatever raised it - except an
+ack's delivered raise that a cursor of the same batch carries. A device's cursor is its user's
+delivered watermark already (store.py), so a read takes the max of the row and the user's
+cursors in the chat, and an ack costs one upsert (its cursor) instead of two. A revoked device's
+cursors are folded into the rows before they are dropped, so no watermark moves back.
 
 Membership: `members` and `user_chats` hold the current members; `member_periods` every period
 of every user who ever was a member (by chat: the primary key; by user: an index). A membership
 event changes all three inside the commit transaction that stores it.
 
 Migration: a file from an older version is upgraded at open (`_migrate`): new columns by ALTER
-TABLE, new tables by CREATE TABLE IF NOT EXISTS, backfilled where the old data allows.
+TABLE, new tables by CREATE TABLE IF NOT EXISTS, backfilled where the old data allows; a table
+whose key changed (device_cursors, once keyed by user) is copied into the new one.
 
 Devices: admission (register_device) counts and inserts inside one BEGIN IMMEDIATE on the writer
 thread, so two connects of the same user cannot both take the last free slot. A revoked row is
@@ -72,6 +77,13 @@ MEMBER_PERIODS_TABLE = """CREATE TABLE IF NOT EXISTS member_periods (
     chat_id TEXT NOT NULL, user_id TEXT NOT NULL, joined_seq INTEGER NOT NULL, left_seq INTEGER,
     PRIMARY KEY (chat_id, user_id, joined_seq)) WITHOUT ROWID"""
 
+# Keyed by chat first: a group's acks of one message are one contiguous key range (the pages a
+# commit dirties), next to each other per user (the delivered watermark is their max). The index
+# by device holds no seq, so raising a cursor never writes it: only a device's first ack in a chat.
+DEVICE_CURSORS_TABLE = """CREATE TABLE IF NOT EXISTS device_cursors (
+    user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id, device_id)) WITHOUT ROWID"""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS messages (
     chat_id TEXT NOT NULL, seq INTEGER NOT NULL, server_id INTEGER NOT NULL,
@@ -95,9 +107,8 @@ CREATE TABLE IF NOT EXISTS receipts (
     chat_id TEXT NOT NULL, user_id TEXT NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0,
     read_seq INTEGER NOT NULL DEFAULT 0, public_read_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS device_cursors (
-    user_id TEXT NOT NULL, device_id TEXT NOT NULL, chat_id TEXT NOT NULL,
-    acked_seq INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, chat_id)) WITHOUT ROWID;
+{DEVICE_CURSORS_TABLE};
+CREATE INDEX IF NOT EXISTS device_cursors_by_device ON device_cursors (user_id, device_id);
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY, read_receipts INTEGER NOT NULL,
     last_seen_visibility INTEGER NOT NULL) WITHOUT ROWID;
@@ -146,7 +157,7 @@ SQL_DEDUP = (f"SELECT {MESSAGE_COLUMNS} FROM messages "
 SQL_SET_HEAD = ("INSERT INTO chat_heads (chat_id, last_seq) VALUES (?, ?) ON CONFLICT (chat_id) "
                 "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)")
 SQL_CURSOR = ("INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq) "
-              "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id, chat_id) "
+              "VALUES (?, ?, ?, ?) ON CONFLICT (chat_id, user_id, device_id) "
               "DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)")
 # Every watermark change is one max-upsert of the three: a delivery (d, 0, 0), a private read
 # (s, s, 0: what was read was delivered), a public one (s, s, s), a sender's own message
@@ -156,8 +167,13 @@ SQL_RAISE = ("INSERT INTO receipts (chat_id, user_id, delivered_seq, read_seq, p
              "delivered_seq = max(delivered_seq, excluded.delivered_seq), "
              "read_seq = max(read_seq, excluded.read_seq), "
              "public_read_seq = max(public_read_seq, excluded.public_read_seq)")
-SQL_RECEIPTS = ("SELECT user_id, delivered_seq, read_seq, public_read_seq FROM receipts "
-                "WHERE chat_id = ?")
+# A user's delivered watermark is the max of the stored one and the user's devices' cursors:
+# an ack's delivered raise is stored in its cursor alone (the commit skips it in receipts).
+SQL_RECEIPTS = ("SELECT user_id, max(delivered), max(read), max(public) FROM ("
+                "SELECT user_id, delivered_seq AS delivered, read_seq AS read, "
+                "public_read_seq AS public FROM receipts WHERE chat_id = ?1 UNION ALL "
+                "SELECT user_id, acked_seq, 0, 0 FROM device_cursors WHERE chat_id = ?1) "
+                "GROUP BY user_id")
 # A bare DISTINCT makes the planner scan the whole chat in messages_dedup (chat_id is its only
 # usable term there); the ordered subquery pins the (chat_id, seq) primary-key range.
 SQL_SENDERS = ("SELECT DISTINCT sender_user FROM (SELECT sender_user FROM messages "
@@ -178,6 +194,11 @@ SQL_LIST_DEVICES = ("SELECT device_id, first_seen_ms, last_seen_ms FROM devices 
 SQL_REVOKE_DEVICE = ("UPDATE devices SET revoked = 1 "
                      "WHERE user_id = ? AND device_id = ? AND revoked = 0")
 SQL_DROP_CURSORS = "DELETE FROM device_cursors WHERE user_id = ? AND device_id = ?"
+# Before a revoked device's cursors go, what they said of delivery moves into receipts.
+SQL_KEEP_DELIVERED = ("INSERT INTO receipts (chat_id, user_id, delivered_seq) "
+                      "SELECT chat_id, user_id, acked_seq FROM device_cursors "
+                      "WHERE user_id = ? AND device_id = ? ON CONFLICT (chat_id, user_id) "
+                      "DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)")
 SQL_TOUCH_DEVICE = ("UPDATE devices SET last_seen_ms = max(last_seen_ms, ?) "
                     "WHERE user_id = ? AND device_id = ?")
 SQL_LAST_SEEN = "SELECT coalesce(max(last_seen_ms), 0) FROM devices WHERE user_id = ?"
@@ -336,6 +357,12 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
+def _key(conn: sqlite3.Connection, table: str) -> list[str]:
+    """The table's primary key columns, in key order."""
+    return [name for _, name in sorted((row[5], row[1]) for row in
+                                       conn.execute(f"PRAGMA table_info({table})") if row[5])]
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a file made by an older version up to SCHEMA; in the caller's write transaction.
     What cannot be recovered is made conservative: membership before this version is the
@@ -351,6 +378,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
         hidden = ("WHERE user_id NOT IN (SELECT user_id FROM users WHERE read_receipts = 0)"
                   if "users" in tables else "")
         conn.execute(f"UPDATE receipts SET public_read_seq = read_seq {hidden}")
+    if "device_cursors" in tables and _key(conn, "device_cursors")[0] != "chat_id":
+        conn.execute("ALTER TABLE device_cursors RENAME TO device_cursors_by_user")
+        conn.execute(DEVICE_CURSORS_TABLE)
+        conn.execute("INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq) "
+                     "SELECT user_id, device_id, chat_id, acked_seq FROM device_cursors_by_user")
+        conn.execute("DROP TABLE device_cursors_by_user")
     if "members" in tables and "member_periods" not in tables:
         conn.execute(MEMBER_PERIODS_TABLE)
         conn.execute("INSERT INTO member_periods (chat_id, user_id, joined_seq, left_seq) "
@@ -559,11 +592,16 @@ class SQLiteStore(Store):
                     append(CommitResult(_message(chat_id, row), True))
             if moved:
                 conn.executemany(SQL_SET_HEAD, [(chat_id, heads[chat_id]) for chat_id in moved])
+            carried: dict[tuple[str, str], int] = {}  # (chat, user) -> its highest cursor here
             if batch.cursors:
                 conn.executemany(SQL_CURSOR, [(user, device, chat_id, seq) for
                                               (user, device, chat_id), seq in batch.cursors.items()])
+                for (user, _, chat_id), seq in batch.cursors.items():
+                    if seq > carried.get((chat_id, user), -1):
+                        carried[chat_id, user] = seq
             for key, seq in batch.delivered.items():
-                _raise(raises, key, seq, 0, 0)
+                if seq > carried.get(key, -1):
+                    _raise(raises, key, seq, 0, 0)
             for key, seq in batch.reads.items():
                 _raise(raises, key, seq, seq, 0)
             for key, seq in batch.public_reads.items():
@@ -818,6 +856,7 @@ class SQLiteStore(Store):
         with _transaction(conn):
             revoked = conn.execute(SQL_REVOKE_DEVICE, (user_id, device_id)).rowcount > 0
             if revoked:
+                conn.execute(SQL_KEEP_DELIVERED, (user_id, device_id))
                 conn.execute(SQL_DROP_CURSORS, (user_id, device_id))
                 conn.execute(SQL_DROP_PUSH_TOKEN, (user_id, device_id))
         return revoked

@@ -614,6 +614,26 @@ async def test_delivered_and_read_watermarks_move_independently_and_read_implies
     assert (await store.receipts("g"))["bob"] == Receipt(9, 8, 0)
 
 
+async def test_a_devices_cursor_raises_its_users_delivered_watermark_and_revoking_keeps_it(store):
+    for device in ("phone", "laptop"):
+        assert await store.register_device("bob", device, 100, 5) is DeviceStatus.OK
+    await commit(store, cursors={("bob", "phone", "g"): 4, ("bob", "laptop", "g"): 6,
+                                 ("bob", "phone", "h"): 2},
+                 delivered={("g", "bob"): 5}, reads={("g", "bob"): 3})
+    assert (await store.receipts("g"))["bob"] == Receipt(6, 3, 0)
+    assert await store.receipts("h") == {"bob": Receipt(2, 0, 0)}
+    await commit(store, cursors={("bob", "phone", "g"): 7}, delivered={("g", "bob"): 7})
+    await commit(store, cursors={("bob", "phone", "g"): 5}, delivered={("g", "bob"): 5})
+    assert (await store.receipts("g"))["bob"] == Receipt(7, 3, 0)
+    await commit(store, delivered={("g", "bob"): 9})  # a raise no cursor carries
+    assert (await store.receipts("g"))["bob"] == Receipt(9, 3, 0)
+    assert await store.revoke_device("bob", "phone") is True
+    assert await store.cursors("bob", "phone") == {}
+    assert await store.cursors("bob", "laptop") == {"g": 6}
+    assert await store.receipts("g") == {"bob": Receipt(9, 3, 0)}
+    assert await store.receipts("h") == {"bob": Receipt(2, 0, 0)}
+
+
 async def test_public_reads_raise_all_three_and_private_ones_never_the_public(store):
     await commit(store, reads={("g", "bob"): 6})  # read with read receipts off
     assert (await store.receipts("g"))["bob"] == Receipt(6, 6, 0)
@@ -1064,6 +1084,7 @@ async def assert_upgraded(one: Store, two: Store) -> None:
     assert await one.receipts("g") == {"alice": Receipt(6, 6, 6), "bob": Receipt(6, 6, 6),
                                        "carol": Receipt(4, 4, 0)}
     # the device's cursor is from before bob's current period: it is told where it starts
+    assert await two.cursors("bob", "phone") == {"g": 4}
     [row] = await read_backlog(one, "bob", "phone")
     assert (row.cursor, row.head, row.jumped) == (5, 6, True)
     assert await remove(one, "g", "bob") == 7

@@ -12,10 +12,11 @@ passed in when the committer is built: BEGIN IMMEDIATE; per message in order, th
 (read once per chat per batch), an INSERT with seq = head + 1 (no event) that only the dedup
 index may absorb (a duplicate keeps its original and gets seq 0 here, for the caller to look
 up); then each moved head, the cursors, and one max-upsert of (delivered, read, public read)
-per watermark: delivered, private and public reads, and each sender's own (you have read what
-you wrote; in public if the message says so); COMMIT. Any failure rolls the whole batch back and
-raises BatchError. The property tests run random histories through this and the Python commit
-and compare results and tables.
+per watermark: delivered (unless a cursor of the batch carries it: a user's delivered watermark
+is read as the max of the stored one and its devices' cursors), private and public reads, and
+each sender's own (you have read what you wrote; in public if the message says so); COMMIT.
+Any failure rolls the whole batch back and raises BatchError. The property tests run random
+histories through this and the Python commit and compare results and tables.
 
 Which SQLite: the process's own libsqlite3.so.0, the very library Python's sqlite3 module uses,
 so both connections share one SQLite in the process (two copies would not see each other's
@@ -216,18 +217,23 @@ cdef class BatchCommitter:
             if marks == NULL or heads == NULL or moved == NULL or sent == NULL:
                 raise MemoryError()
             k = 0
+            carried = {}  # (chat, user) -> its highest cursor in this batch
             for (user, device, chat), seq in cursors.items():
                 _mark(&marks[k], user, device, chat, seq, 0, 0, keep)
                 k += 1
-            for (chat, user), seq in delivered.items():
-                _mark(&marks[k], chat, user, None, seq, 0, 0, keep)
-                k += 1
+                if seq > carried.get((chat, user), -1):
+                    carried[chat, user] = seq
+            for key, seq in delivered.items():
+                if seq > carried.get(key, -1):
+                    _mark(&marks[k], key[0], key[1], None, seq, 0, 0, keep)
+                    k += 1
             for (chat, user), seq in reads.items():
                 _mark(&marks[k], chat, user, None, seq, seq, 0, keep)
                 k += 1
             for (chat, user), seq in public_reads.items():
                 _mark(&marks[k], chat, user, None, seq, seq, seq, keep)
                 k += 1
+            n_raises = k - n_cursors
             for (chat, user) in senders:
                 _mark(&marks[k], chat, user, None, 0, 0, 0, keep)
                 k += 1
