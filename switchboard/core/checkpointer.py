@@ -39,7 +39,8 @@ INTERVAL_S = 0.1
 RESTART_PAGES = 4096
 IDLE_S = 5.0
 OPEN_TIMEOUT_S = 10.0  # the pragmas at open, while other processes may be writing
-BUSY_TIMEOUT_S = 0.2  # then a RESTART's wait for other connections' readers, write lock held
+BUSY_TIMEOUT_S = 0.0  # then no wait with the write lock held: a WAL still being read is
+# restarted at a later pass (a process stopped while it holds the lock stops every writer)
 
 
 class Checkpointer:
@@ -112,7 +113,7 @@ class Checkpointer:
             self.passive += 1
         elif busy:
             self.failures += 1
-            log.info("WAL checkpoint (%s) found the WAL in use; trying again later", mode)
+            log.debug("WAL checkpoint (%s) found the WAL in use; trying again later", mode)
             return None
         elif mode == "RESTART":
             self.restarts += 1
