@@ -500,7 +500,9 @@ def _validate(config: Config) -> None:
         "timers.idle_timeout": config.timers.idle_timeout > config.timers.heartbeat_interval,
         "timers.retransmit_after": config.timers.retransmit_after > 0,
         "timers.tcp_keepalive_idle": 0 <= config.timers.tcp_keepalive_idle <= MAX_SECONDS,
-        "timers.tcp_keepalive_interval": 1 <= config.timers.tcp_keepalive_interval <= MAX_SECONDS,
+        # the kernel probes every max(idle, interval): an interval over idle stretches both
+        "timers.tcp_keepalive_interval": 1 <= config.timers.tcp_keepalive_interval <= (
+            config.timers.tcp_keepalive_idle or MAX_SECONDS),
         "timers.tcp_keepalive_count": 1 <= config.timers.tcp_keepalive_count <= MAX_COUNT,
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.commit_floor": 0 <= config.writer.commit_floor <= 1.0,

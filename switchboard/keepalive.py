@@ -28,7 +28,9 @@ _IDLE_OPTION = getattr(socket, "TCP_KEEPIDLE", None) or (
 
 @dataclass(frozen=True, slots=True)
 class TcpKeepalive:
-    """Whole seconds, as the kernel takes them."""
+    """Whole seconds, as the kernel takes them. A live idle peer is probed every max(idle,
+    interval) seconds (the kernel looks again `interval` after a probe), so keep interval
+    under idle."""
     idle: int       # s of silence (nothing received) before the first probe
     interval: int   # s between unanswered probes
     count: int      # unanswered probes before the connection is dropped

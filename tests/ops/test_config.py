@@ -70,6 +70,8 @@ CLUSTER = "[cluster]\nenabled = true\nredis = \"127.0.0.1:7000\"\n"
     ("[timers]\ntcp_keepalive_idle = 1.5\n", {}, "timers.tcp_keepalive_idle: expected an integer"),
     ("", {"SWITCHBOARD_TIMERS_TCP_KEEPALIVE_INTERVAL": "0"}, "timers.tcp_keepalive_interval"),
     ("[timers]\ntcp_keepalive_count = 128\n", {}, "timers.tcp_keepalive_count: value 128"),
+    ("[timers]\ntcp_keepalive_idle = 10\ntcp_keepalive_interval = 20\n", {},
+     "timers.tcp_keepalive_interval: value 20"),
     ("[tls]\nmin_version = \"1.1\"\n", {}, "tls.min_version: '1.1' is not one of 1.2, 1.3"),
     ("[tls]\ncert = \"/x.pem\"\n", {}, "tls.cert and tls.key"),
     ("[log]\nlevel = \"LOUD\"\n", {}, "log.level: 'LOUD'"),
