@@ -152,7 +152,7 @@ class TimersConfig:
     # The WebSocket ping is for what a probe cannot see, a live kernel with a wedged app: every
     # third probe's time (540 s), so it shares the device's radio wake-up with that probe; an
     # app silent for idle_timeout is closed (4009). Behind a proxy that ends TCP (nginx, AWS
-    # ALB: 60 s idle) set both under its timeout (deploy/README.md "Idle")
+    # ALB: 60 s idle) set both under its timeout (deploy/README.md "Keepalive and heartbeats")
     heartbeat_interval: float = 540.0
     idle_timeout: float = 600.0
     retransmit_after: float = 10.0
