@@ -84,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
                       help="hold: devices ping the server after S seconds without a frame from "
                            "it, as an app's WebSocket library may (OkHttp's pingInterval, "
                            "picows's auto-ping); default 0: they only answer its pings")
+    size.add_argument("--device-keepalive", type=int, default=0, metavar="S",
+                      help="hold: devices turn kernel TCP keepalive on with this idle time "
+                           "(the SDK's default: 180 s; its interval scaled alike); default 0: "
+                           "off, only the server's probes")
     size.add_argument("--rate", type=float, default=400.0,
                       help="cluster: messages/s offered to each target, open loop (default 400)")
     size.add_argument("--load", type=float, default=0.0,

@@ -17,6 +17,7 @@ stored durably) and `on_deliver(k, t_ns)` when a message reached this device (af
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import struct
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from google.protobuf.message import DecodeError
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from switchboard.client import ChatOrder, frames
+from switchboard.client.sdk import DEFAULT_TCP_KEEPALIVE
 from switchboard.core.auth import TokenAuthority
 from switchboard.proto.v1 import client_pb2 as pb
 
@@ -61,6 +63,9 @@ class Device(WSListener):
 
     #: > 0: ping the server after this many seconds without a frame from it (hold --device-ping)
     ping_when_idle = 0.0
+    #: > 0: kernel TCP keepalive after this many seconds of silence, as the SDK sets it
+    #: (hold --device-keepalive)
+    keepalive_idle = 0
 
     def __init__(self, user: str, partner: str = "", body_size: int = 64) -> None:
         super().__init__()
@@ -92,6 +97,14 @@ class Device(WSListener):
                          use_aiofastnet=False, websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
                          max_frame_size=MAX_RECEIVE_FRAME, read_buffer_init_size=READ_BUFFER,
                          **extra)
+        if self.keepalive_idle and self.transport is not None:
+            # the SDK's settings scaled to this idle time: a probe comes every max(idle,
+            # interval), so a short idle needs its interval shortened alike
+            scale = self.keepalive_idle / DEFAULT_TCP_KEEPALIVE.idle
+            settings = dataclasses.replace(
+                DEFAULT_TCP_KEEPALIVE, idle=self.keepalive_idle,
+                interval=max(1, round(DEFAULT_TCP_KEEPALIVE.interval * scale)))
+            settings.apply(self.transport.underlying_transport.get_extra_info("socket"))
         await self.opened()
 
     async def close(self) -> None:

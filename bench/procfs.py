@@ -107,6 +107,23 @@ def kernel_sockets() -> KernelSockets:
                          listen_drops=ext.get("ListenDrops", 0))
 
 
+@dataclass(slots=True)
+class KernelTime:
+    """System-wide, since boot: CPU seconds in softirq (all cores; where the kernel's TCP
+    timers, keepalive probes included, and most packet input run) and keepalive probes sent
+    (TcpExt TCPKeepAlive). Both count every process on the host, the generator's side of a
+    loopback connection included."""
+    softirq_s: float
+    keepalive_probes: int
+
+
+def kernel_time() -> KernelTime:
+    with open("/proc/stat") as fh:
+        cpu = fh.readline().split()  # "cpu user nice system idle iowait irq softirq ..."
+    return KernelTime(softirq_s=int(cpu[7]) / CLOCK_TICKS,
+                      keepalive_probes=_netstat("TcpExt").get("TCPKeepAlive", 0))
+
+
 def _status(pid: int) -> dict[str, int]:
     out = {}
     with open(f"/proc/{pid}/status") as fh:

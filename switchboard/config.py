@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchboard.keepalive import MAX_COUNT, MAX_SECONDS, TcpKeepalive
+
 #: SWITCHBOARD_* environment variables that are not configuration keys: switches of the tests
 #: and tools. Any other SWITCHBOARD_* name must name a key (tests/ops/test_config.py checks
 #: that every name the repository uses is one or the other).
@@ -139,10 +141,20 @@ class LimitsConfig:
 @dataclass(slots=True)
 class TimersConfig:
     tick: float = 0.25
-    # 45 s: under the 55-60 s idle timeouts of common proxies and load balancers in front of a
-    # gateway; a vanished device is still noticed after idle_timeout (deploy/README.md "Idle")
-    heartbeat_interval: float = 45.0
-    idle_timeout: float = 90.0
+    # Kernel TCP keepalive on every client connection (switchboard/keepalive.py): a probe after
+    # tcp_keepalive_idle s of silence refreshes the NAT mappings on the way (180 s: under the
+    # ~4-5 min some carrier NATs and cloud balancers keep an idle TCP flow) and a peer that
+    # leaves tcp_keepalive_count probes tcp_keepalive_interval s apart unanswered is dropped:
+    # 180 + 3 x 20 = 240 s at most after its last packet. Whole seconds; idle 0 turns it off
+    tcp_keepalive_idle: int = 180
+    tcp_keepalive_interval: int = 20
+    tcp_keepalive_count: int = 3
+    # The WebSocket ping is for what a probe cannot see, a live kernel with a wedged app: every
+    # third probe's time (540 s), so it shares the device's radio wake-up with that probe; an
+    # app silent for idle_timeout is closed (4009). Behind a proxy that ends TCP (nginx, AWS
+    # ALB: 60 s idle) set both under its timeout (deploy/README.md "Keepalive and heartbeats")
+    heartbeat_interval: float = 540.0
+    idle_timeout: float = 600.0
     retransmit_after: float = 10.0
     presence_interval: float = 1.0   # presence updates per subject per subscriber: at most one per
     receipt_flush: float = 0.05      # receipt changes are pushed coalesced after this delay
@@ -348,6 +360,15 @@ class Config:
                               f"{exc.strerror or exc}") from None
 
     @property
+    def tcp_keepalive(self) -> TcpKeepalive | None:
+        """The kernel keepalive of client connections; None when timers.tcp_keepalive_idle is 0."""
+        timers = self.timers
+        if not timers.tcp_keepalive_idle:
+            return None
+        return TcpKeepalive(timers.tcp_keepalive_idle, timers.tcp_keepalive_interval,
+                            timers.tcp_keepalive_count)
+
+    @property
     def database(self) -> Path:
         """The SQLite store's file (store.path, by default in the data dir)."""
         if self.store.path:
@@ -478,6 +499,11 @@ def _validate(config: Config) -> None:
         "timers.heartbeat_interval": config.timers.heartbeat_interval > config.timers.tick,
         "timers.idle_timeout": config.timers.idle_timeout > config.timers.heartbeat_interval,
         "timers.retransmit_after": config.timers.retransmit_after > 0,
+        "timers.tcp_keepalive_idle": 0 <= config.timers.tcp_keepalive_idle <= MAX_SECONDS,
+        # the kernel probes every max(idle, interval): an interval over idle stretches both
+        "timers.tcp_keepalive_interval": 1 <= config.timers.tcp_keepalive_interval <= (
+            config.timers.tcp_keepalive_idle or MAX_SECONDS),
+        "timers.tcp_keepalive_count": 1 <= config.timers.tcp_keepalive_count <= MAX_COUNT,
         "writer.max_rows": config.writer.max_rows >= 1,
         "writer.commit_floor": 0 <= config.writer.commit_floor <= 1.0,
         "writer.max_pending": config.writer.max_pending >= config.writer.max_rows,

@@ -9,7 +9,10 @@ process summed, since each worker holds its share of the N, and each process's o
 item), both divided by 2N because on loopback both ends of every connection live in this
 kernel; descriptors; the server's idle CPU while holding (the server pings each connection
 after `timers.heartbeat_interval` of silence, so a `--duration` longer than that includes the
-heartbeats); the server's CPU per handshake while connecting; and how many connections dropped. Then every device is closed and opened again
+heartbeats) and, beside it, the host's softirq time and kernel keepalive probes over the same
+seconds (the kernel's share of holding them, `timers.tcp_keepalive_idle`; system-wide, so both
+ends and any other job count); the server's CPU per handshake while connecting; and how many
+connections dropped. Then every device is closed and opened again
 with the token it had: the handshake of a known device (`known`), apart from a new one's.
 
 A warm-up batch is connected and kept before the baseline is read, so one-time costs (imports,
@@ -34,10 +37,12 @@ SETTLE = 1.0
 
 # ====================================================================== worker side
 async def connect(worker: Worker, endpoint, users: list[str], body_size: int,
-                  concurrency: int, device_ping: float = 0.0) -> dict:
+                  concurrency: int, device_ping: float = 0.0,
+                  device_keepalive: int = 0) -> dict:
     devices = [endpoint.device(user, user, body_size) for user in users]
     for device in devices:
         device.ping_when_idle = device_ping
+        device.keepalive_idle = device_keepalive
         device.follow_moves = (endpoint, worker)
     start, cpu = time.monotonic_ns(), time.process_time()
     opened, errors, latency = await worker.connect(devices, endpoint, concurrency)
@@ -99,7 +104,8 @@ async def _hold(ctx, target, n: int) -> dict:
     connect_cpu = target.cpu() if target.pids else None
     with Progress(n, f"{target.name}: connecting", "conn") as bar:
         parts = await pool.run("bench.scenarios.hold:connect", [
-            dict(ctx.common(target), users=u, device_ping=args.device_ping)
+            dict(ctx.common(target), users=u, device_ping=args.device_ping,
+                 device_keepalive=args.device_keepalive)
             for u in ctx.shard(f"{prefix}u{i}" for i in range(n))],
             bar)
     opened = sum(p["opened"] for p in parts)
@@ -111,8 +117,10 @@ async def _hold(ctx, target, n: int) -> dict:
     after = target.sample()
     kernel_after = procfs.kernel_sockets()
     cpu0 = target.cpu() if target.pids else None
+    kernel0 = procfs.kernel_time()
     await asyncio.sleep(args.duration)
     idle_cpu = (target.cpu() - cpu0) / args.duration if cpu0 is not None else None
+    kernel1 = procfs.kernel_time()
     held = await pool.run("bench.scenarios.hold:check")
     known = None
     if args.reconnect:
@@ -146,6 +154,11 @@ async def _hold(ctx, target, n: int) -> dict:
         "slab_bytes_per_socket": (kernel_after.slab_bytes - kernel_before.slab_bytes) / sockets,
         "tcp_sockets_added": kernel_after.tcp_sockets - kernel_before.tcp_sockets,
         "listen_overflows": kernel_after.listen_overflows - kernel_before.listen_overflows,
+        # while holding, the whole host (both ends of every loopback connection, other jobs)
+        "idle_softirq_percent": round((kernel1.softirq_s - kernel0.softirq_s) * 100 /
+                                      args.duration, 2),
+        "idle_keepalive_probes_per_s": round((kernel1.keepalive_probes -
+                                              kernel0.keepalive_probes) / args.duration, 1),
     }
     connected = sum(h["connected"] for h in held)
     return {
@@ -179,7 +192,8 @@ def _phase(parts: list[dict]) -> dict:
 def rows(doc: dict) -> tuple[list[str], list[list]]:
     headers = ["target", "conns", "held", "new conn/s", "handshake p50 ms", "p99 ms",
                "known conn/s", "p50 ms", "p99 ms",
-               "server KiB/conn", "kernel KiB/socket", "server fds", "idle cpu %"]
+               "server KiB/conn", "kernel KiB/socket", "server fds", "idle cpu %",
+               "host softirq %", "keepalive probes/s"]
     out = []
     for run_ in doc["runs"]:
         for res in run_["targets"]:
@@ -193,7 +207,9 @@ def rows(doc: dict) -> tuple[list[str], list[list]]:
                         report.ms(known.get("handshake", {}).get("p99_ms")),
                         report.kib(server.get("bytes_per_connection")),
                         report.kib(kernel["buffer_bytes_per_socket"] + kernel["slab_bytes_per_socket"]),
-                        server.get("fds_after"), server.get("idle_cpu_percent")])
+                        server.get("fds_after"), server.get("idle_cpu_percent"),
+                        kernel.get("idle_softirq_percent"),
+                        kernel.get("idle_keepalive_probes_per_s")])
     return headers, out
 
 

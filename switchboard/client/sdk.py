@@ -31,7 +31,11 @@ Delivery semantics seen by the app:
   the outbox goes again. With nothing awaited the client sends nothing of its own while the
   server's heartbeat comes on time (a WebSocket ping every Welcome.heartbeat_interval_ms of
   silence): it pings only a server late by IDLE_GRACE, and drops a connection whose ping gets no
-  answer.
+  answer. Below that, the kernel's TCP keepalive (`tcp_keepalive`, by default the gateway's own
+  settings: a probe after 180 s of silence, dropped 240 s after the last packet of a vanished
+  server) finds a dead server or path sooner, with no wake-up of the app; its probes fall due at
+  about the moment the gateway's do (both count from the last data), so they share the radio's
+  wake-up.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ from google.protobuf.message import DecodeError
 from picows import (WSCloseCode, WSError, WSFrame, WSHandshakeError, WSListener, WSMsgType,
                     WSTransport, ws_connect)
 
+from switchboard.keepalive import TcpKeepalive
 from switchboard.proto import codes
 from switchboard.proto.v1 import client_pb2 as pb
 
@@ -77,6 +82,8 @@ MAX_RECEIVE_FRAME = 32 * 1024 * 1024
 #: request waits for its answer, `liveness_timeout` applies.
 IDLE_GRACE = 5.0
 PING_REPLY_TIMEOUT = 10.0
+#: The gateway's default kernel keepalive (timers.tcp_keepalive_*, docs/protocol.md 8.8).
+DEFAULT_TCP_KEEPALIVE = TcpKeepalive(idle=180, interval=20, count=3)
 #: While an answer is awaited, the server's silence is checked this many times per
 #: liveness_timeout; it is asked for a Pong after half of it.
 LIVENESS_CHECKS = 4
@@ -236,7 +243,9 @@ class Client:
     Authorization header, otherwise in an Auth frame (for stacks that cannot set headers).
     `have` is the per-chat watermark an app persisted from a previous run (`Client.have`).
     `send_timeout` bounds send() and every other request; `liveness_timeout` is how long the
-    server may stay silent while an answer is awaited (see the module docstring); `on_close(code, reason)` is called
+    server may stay silent while an answer is awaited (see the module docstring); `tcp_keepalive`
+    is the kernel keepalive of the connection's socket (None: the system's default, usually off);
+    `on_close(code, reason)` is called
     after every disconnect; `on_push(frame)` is called with the whole ServerFrame of every push
     other than Deliver and SyncComplete (what events() yields, and push kinds this SDK does not
     know), as it arrives.
@@ -248,6 +257,7 @@ class Client:
                  send_timeout: float = 30.0, auto_ack: bool = True,
                  have: Mapping[str, int] | None = None, connect_timeout: float = 10.0,
                  liveness_timeout: float = 4.0,
+                 tcp_keepalive: TcpKeepalive | None = DEFAULT_TCP_KEEPALIVE,
                  on_close: Callable[[int, str], None] | None = None,
                  on_push: Callable[[pb.ServerFrame], None] | None = None) -> None:
         urls = (url,) if isinstance(url, str) else tuple(url)
@@ -263,6 +273,7 @@ class Client:
         self._send_timeout = send_timeout
         self._connect_timeout = connect_timeout
         self._liveness_timeout = liveness_timeout
+        self._tcp_keepalive = tcp_keepalive
         self._last_rx = 0.0                              # loop time of the last frame received
         self._watch: asyncio.TimerHandle | None = None   # armed while an answer is awaited
         self._watch_from = 0.0                           # when the current wait began
@@ -661,6 +672,8 @@ class Client:
         except (OSError, WSError) as exc:
             raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
         try:
+            if self._tcp_keepalive is not None:
+                self._tcp_keepalive.apply(transport.underlying_transport.get_extra_info("socket"))
             # asyncio.timeout, not wait_for: wait_for (Python 3.11) can swallow the cancel of a
             # close() that lands as the Welcome arrives, leaving a closed client connected
             async with asyncio.timeout(self._connect_timeout):

@@ -19,12 +19,17 @@ from typing import Any, Callable
 from picows import WSAutoPingStrategy, WSUpgradeRequest
 from picows.picows import WSProtocol
 
+from switchboard.keepalive import TcpKeepalive
+
 ListenerFor = Callable[[WSUpgradeRequest, str], Any]
 """listener_for(request, peer_address): what picows's listener factory returns."""
 
 
 async def listen(listener_for: ListenerFor, host: str, port: int, *, handshake_timeout: float,
-                 max_frame_size: int, logger_name: str, **server_options) -> asyncio.Server:
+                 max_frame_size: int, logger_name: str, keepalive: TcpKeepalive | None = None,
+                 **server_options) -> asyncio.Server:
+    """Listen; with `keepalive` on the listening sockets before the first accept, so that every
+    accepted socket inherits it (no system call per connection)."""
     logger = logging.LoggerAdapter(logging.getLogger(f"picows.{logger_name}"), {})
 
     def protocol() -> WSProtocol:
@@ -37,4 +42,10 @@ async def listen(listener_for: ListenerFor, host: str, port: int, *, handshake_t
                         None, 1024)
         return ws
 
-    return await asyncio.get_running_loop().create_server(protocol, host, port, **server_options)
+    server = await asyncio.get_running_loop().create_server(protocol, host, port,
+                                                            start_serving=False, **server_options)
+    if keepalive is not None:
+        for sock in server.sockets:
+            keepalive.apply(sock)
+    await server.start_serving()
+    return server

@@ -207,6 +207,7 @@ class Gateway:
                 reuse_port=server_cfg.reuse_port or None,
                 backlog=socket.SOMAXCONN,  # asyncio's 100 overflows under a reconnect storm
                 logger_name="switchboard.ws",
+                keepalive=self.config.tcp_keepalive,
                 **tls)
         log.info("listening on %s://%s:%d/v1/ws", self.scheme, server_cfg.host, self.port)
         log.info("media on %s", self.services.media.objects.where())

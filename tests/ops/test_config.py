@@ -67,6 +67,11 @@ CLUSTER = "[cluster]\nenabled = true\nredis = \"127.0.0.1:7000\"\n"
     ("[server]\nport = 70000\n", {}, "server.port: value 70000 out of range"),
     ("[metrics]\nport = -1\n", {}, "metrics.port: value -1 out of range"),
     ("[server]\nstop_timeout = 0\n", {}, "server.stop_timeout"),
+    ("[timers]\ntcp_keepalive_idle = 1.5\n", {}, "timers.tcp_keepalive_idle: expected an integer"),
+    ("", {"SWITCHBOARD_TIMERS_TCP_KEEPALIVE_INTERVAL": "0"}, "timers.tcp_keepalive_interval"),
+    ("[timers]\ntcp_keepalive_count = 128\n", {}, "timers.tcp_keepalive_count: value 128"),
+    ("[timers]\ntcp_keepalive_idle = 10\ntcp_keepalive_interval = 20\n", {},
+     "timers.tcp_keepalive_interval: value 20"),
     ("[tls]\nmin_version = \"1.1\"\n", {}, "tls.min_version: '1.1' is not one of 1.2, 1.3"),
     ("[tls]\ncert = \"/x.pem\"\n", {}, "tls.cert and tls.key"),
     ("[log]\nlevel = \"LOUD\"\n", {}, "log.level: 'LOUD'"),
@@ -93,6 +98,12 @@ def test_errors_name_the_key(tmp_path, text, environ, named):
     with pytest.raises(ConfigError) as error:
         load(write(tmp_path, text), environ=environ)
     assert named in str(error.value)
+
+
+def test_kernel_keepalive_of_client_connections_is_on_by_default_and_can_be_turned_off():
+    probing = load(None, environ={}).tcp_keepalive
+    assert (probing.idle, probing.interval, probing.count, probing.bound) == (180, 20, 3, 240)
+    assert load(None, environ={"SWITCHBOARD_TIMERS_TCP_KEEPALIVE_IDLE": "0"}).tcp_keepalive is None
 
 
 def test_environment_values_are_parsed_strictly_and_typed():

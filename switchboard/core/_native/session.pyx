@@ -326,12 +326,16 @@ cdef class Session(WSListener):
     def disconnected(self):
         """The socket is gone; returns the state it was in. The port becomes CLOSED_PORT:
         the connection holds its session, so a session that held its connection would leave
-        both to the cyclic collector (ClosedPort says why that matters)."""
+        both to the cyclic collector (ClosedPort says why that matters). The transport goes
+        too: the timer wheel keeps a closed session until its entry comes due (up to
+        heartbeat_interval), and picows's and uvloop's transports are most of what it would
+        keep alive meanwhile."""
         prev = self.state
         self.state = CLOSED
         self.stalled_since = 0.0
         buf_free(&self.out)
         self.port = CLOSED_PORT
+        self.transport = None
         return prev
 
     def take_output(self):
