@@ -24,7 +24,9 @@ async def test_a_restarted_gateway_gets_its_share_back(tmp_path, redis_cluster):
     try:
         clients = [await device_client(cluster, f"u{i}", "phone", i % 3)
                    for i in range(DEVICES)]
-        assert await connections(cluster) == [12, 12, 12]  # even: nothing moves
+        # Connected round robin, so even; a rebalancing round during the connects may still
+        # move a few (the loads it compares lag the connects on a busy machine).
+        await wait_for(lambda: _even(cluster), timeout=15, message="36 devices, spread evenly")
         cluster.kill(2)
         await wait_for(lambda: _sum_is(cluster, DEVICES, among=2), timeout=20,
                        message="the killed gateway's devices on the others")
@@ -32,8 +34,7 @@ async def test_a_restarted_gateway_gets_its_share_back(tmp_path, redis_cluster):
         loads = await wait_for(lambda: _even(cluster), timeout=30,
                                message="the restarted gateway holding its share")
         assert sum(loads) == DEVICES and min(loads) >= 10, loads
-        moved = sum([(await cluster.metrics(i)).get("switchboard_cluster_rebalanced_devices_total", 0)
-                     for i in range(3)])
+        moved = await _moved(cluster)
         assert 8 <= moved <= 2 * DEVICES, moved  # no herd: a few rounds of half the excess
         await wait_for(lambda: all(c.connected for c in clients), timeout=15)
         chat = (await clients[0].create_direct("u2")).chat_id
@@ -43,6 +44,11 @@ async def test_a_restarted_gateway_gets_its_share_back(tmp_path, redis_cluster):
         while OPEN_CLIENTS:
             await OPEN_CLIENTS.pop().close()
         cluster.stop()
+
+
+async def _moved(cluster: GatewayCluster) -> int:
+    return sum([(await cluster.metrics(i)).get("switchboard_cluster_rebalanced_devices_total", 0)
+                for i in range(len(cluster.gateways))])
 
 
 async def _sum_is(cluster: GatewayCluster, total: int, among: int) -> bool:
