@@ -52,6 +52,7 @@ SERVER_ENV = {
 WS_REDIS_WORKERS = 2
 LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
 METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics)")
+WORKER_METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics) worker=")
 STORE_REQUESTS = re.compile(r'^switchboard_store_requests_total\{kind="(\w+)"\} ([\d.e+]+)$',
                             re.MULTILINE)
 START_TIMEOUT = 30.0
@@ -214,6 +215,18 @@ class SpawnedSwitchboard(Target):
                 "SWITCHBOARD_STORE_KEYSPACE": f"bench_{secrets.token_hex(6)}",
                 "SWITCHBOARD_STORE_REPLICATION_STRATEGY": "SimpleStrategy",
                 "SWITCHBOARD_STORE_REPLICATION_FACTOR": "1"}
+
+    async def worker_counters(self, names: tuple[str, ...]) -> dict[str, float]:
+        """`names` (metric names as exported) summed over every worker's /metrics, which the
+        supervisor's log names; empty with one process, whose router tells no peer."""
+        if self.workers < 2 or self._child is None:
+            return {}
+        totals = dict.fromkeys(names, 0.0)
+        for url in WORKER_METRICS.findall(self._child.log_path.read_text(errors="replace")):
+            for name, value in (await _scrape(url)).items():
+                if name in totals:
+                    totals[name] += value
+        return totals
 
     async def store_requests(self) -> dict[str, float]:
         """The store's requests so far by kind (reads, writes, conditional), from /metrics;
