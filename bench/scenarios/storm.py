@@ -32,6 +32,7 @@ from switchboard.proto.v1 import client_pb2 as pb
 from .. import hist, procfs, report
 from ..gen import PER_WORKER, Worker
 from ..progress import Progress
+from ..targets import MESH_COUNTERS
 from ..ordercheck import InOrder
 
 NAME = "storm"
@@ -41,10 +42,6 @@ PEERS_DEFAULT = None   # the peers store nothing, so they have nothing to sync
 FILL_IN_FLIGHT = 1024
 SYNC_TIMEOUT = 300.0
 RSS_SAMPLE_EVERY = 0.01
-#: What a reconnect costs between the workers of `serve --workers W` (their /metrics).
-MESH_COUNTERS = ("switchboard_cluster_mesh_writes_total", "switchboard_cluster_mesh_reads_total",
-                 "switchboard_cluster_located_frames_total",
-                 "switchboard_cluster_located_arrivals_total")
 #: The SDK's reconnect backoff, read from its Client so the storm follows it when it changes.
 _SDK = inspect.signature(Client).parameters
 BACKOFF_MIN = _SDK["backoff_min"].default
@@ -255,7 +252,7 @@ async def _storm(ctx, target, n: int) -> dict:
                                    [dict(messages=k, window=window)] * len(tx_workers), bar)
     fill_seconds = time.monotonic() - fill_start
     wanted = [(user, k if i < messaged else 0) for i, user in enumerate(receivers)]
-    mesh_before = await _mesh_counters(target)
+    mesh_before = await target.worker_counters(MESH_COUNTERS)
     t0 = time.monotonic_ns()
     storm_cpu = target.cpu() if pids else None
     with Progress(n, f"storm {n}: reconnect + sync", "dev") as bar:
@@ -269,7 +266,7 @@ async def _storm(ctx, target, n: int) -> dict:
         sampler.cancel()
     after = target.sample()
     mesh_used = {name: value - mesh_before.get(name, 0.0)
-                 for name, value in (await _mesh_counters(target)).items()}
+                 for name, value in (await target.worker_counters(MESH_COUNTERS)).items()}
     await pool.run("bench.gen:close_all")
 
     synced = sum(p["synced"] for p in parts)
@@ -312,11 +309,6 @@ async def _storm(ctx, target, n: int) -> dict:
                    "drops": sum(p["drops"] for p in parts)},
         "exactly_once": synced == n and delivered == messaged * k and anomalies == 0,
     }
-
-
-async def _mesh_counters(target) -> dict[str, float]:
-    counters = getattr(target, "worker_counters", None)
-    return await counters(MESH_COUNTERS) if counters else {}
 
 
 def _mesh_per_device(used: dict[str, float], devices: int, peers: int) -> dict | None:
