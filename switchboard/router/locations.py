@@ -31,10 +31,10 @@ FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
 Cost: one small frame to every peer per turn with connects or last disconnects of users on a
 node (at most one per round trip or interval while arrivals keep coming), one acknowledgement
 round trip before a device's first sync (two at most: the one in flight, then its own), up to
-`interval` more on a node that sent a frame less than `interval` before, and, on every node, an entry
-per user connected anywhere else in the cluster (its node's name, shared, in the entry presence
-keeps for the user too: core/remote_users.py): the same order as the presence gossip (O(nodes)
-per change, right for tens of nodes).
+`interval` more on a node that sent a frame less than `interval` before, and, on every node, an
+entry per user connected anywhere else in the cluster (its node's name, shared, in the entry
+presence keeps for the user too: core/remote_users.py): the same order as the presence gossip
+(O(nodes) per change, right for tens of nodes).
 """
 from __future__ import annotations
 
