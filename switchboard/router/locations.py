@@ -154,7 +154,8 @@ class Locations:
         links = self._mesh.links
         barrier = next(self._barriers) if waiters and links else 0
         if arrived or left or replaced:
-            self._last = asyncio.get_running_loop().time()
+            if links:  # a node without peers has nothing to pace
+                self._last = asyncio.get_running_loop().time()
             common = mesh.MeshFrame(located=mesh.Located(
                 here=sorted(arrived), gone=sorted(left), barrier=barrier))
             payload = common.SerializeToString() if arrived or left else None  # once for all
