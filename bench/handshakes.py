@@ -39,12 +39,9 @@ from .device import SwitchboardDevice
 from .gen import Endpoint
 from .procfs import cpu_seconds
 from .profile import find_tool
-from .targets import SERVER_ENV
+from .targets import MESH_COUNTERS, SERVER_ENV
 
 IDLE_SECONDS = 5.0
-MESH_COUNTERS = ("switchboard_cluster_mesh_writes_total", "switchboard_cluster_mesh_reads_total",
-                 "switchboard_cluster_located_frames_total",
-                 "switchboard_cluster_located_arrivals_total")
 
 
 def _generator(index: int, count: int, url: str, secret: str, concurrency: int,

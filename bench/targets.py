@@ -52,6 +52,12 @@ SERVER_ENV = {
 WS_REDIS_WORKERS = 2
 LISTENING = re.compile(r"listening on (ws://[\d.]+:\d+)")
 METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics)")
+#: What a connect costs between the workers of `serve --workers W`: their mesh's writes and reads
+#: (each a wake-up), the Located frames and the arrivals they carried.
+MESH_COUNTERS = ("switchboard_cluster_mesh_writes_total", "switchboard_cluster_mesh_reads_total",
+                 "switchboard_cluster_located_frames_total",
+                 "switchboard_cluster_located_arrivals_total")
+WORKER_METRICS = re.compile(r"metrics on (http://[\d.]+:\d+/metrics) worker=")
 STORE_REQUESTS = re.compile(r'^switchboard_store_requests_total\{kind="(\w+)"\} ([\d.e+]+)$',
                             re.MULTILINE)
 WRITER_COMMITS = re.compile(r"^switchboard_writer_batches_total ([\d.e+]+)$", re.MULTILINE)
@@ -90,6 +96,11 @@ class Target:
     def cpu(self) -> float:
         """CPU seconds of all the target's processes so far."""
         return sum(procfs.cpu_seconds(pid) for pid in self.pids.values() if procfs.alive(pid))
+
+    async def worker_counters(self, names: tuple[str, ...]) -> dict[str, float]:
+        """`names` summed over the workers of a `serve --workers W` this bench started; {} for
+        any other target."""
+        return {}
 
     async def __aenter__(self) -> "Target":
         try:
@@ -215,6 +226,18 @@ class SpawnedSwitchboard(Target):
                 "SWITCHBOARD_STORE_KEYSPACE": f"bench_{secrets.token_hex(6)}",
                 "SWITCHBOARD_STORE_REPLICATION_STRATEGY": "SimpleStrategy",
                 "SWITCHBOARD_STORE_REPLICATION_FACTOR": "1"}
+
+    async def worker_counters(self, names: tuple[str, ...]) -> dict[str, float]:
+        """`names` (metric names as exported) summed over every worker's /metrics, which the
+        supervisor's log names; empty with one process, whose router tells no peer."""
+        if self.workers < 2 or self._child is None:
+            return {}
+        totals = dict.fromkeys(names, 0.0)
+        for url in WORKER_METRICS.findall(self._child.log_path.read_text(errors="replace")):
+            for name, value in (await _scrape(url)).items():
+                if name in totals:
+                    totals[name] += value
+        return totals
 
     async def store_requests(self) -> dict[str, float]:
         """The store's requests so far by kind (reads, writes, conditional), from /metrics;

@@ -32,6 +32,7 @@ from switchboard.proto.v1 import client_pb2 as pb
 from .. import hist, procfs, report
 from ..gen import PER_WORKER, Worker
 from ..progress import Progress
+from ..targets import MESH_COUNTERS
 from ..ordercheck import InOrder
 
 NAME = "storm"
@@ -251,6 +252,7 @@ async def _storm(ctx, target, n: int) -> dict:
                                    [dict(messages=k, window=window)] * len(tx_workers), bar)
     fill_seconds = time.monotonic() - fill_start
     wanted = [(user, k if i < messaged else 0) for i, user in enumerate(receivers)]
+    mesh_before = await target.worker_counters(MESH_COUNTERS)
     t0 = time.monotonic_ns()
     storm_cpu = target.cpu() if pids else None
     with Progress(n, f"storm {n}: reconnect + sync", "dev") as bar:
@@ -263,6 +265,8 @@ async def _storm(ctx, target, n: int) -> dict:
     if sampler is not None:
         sampler.cancel()
     after = target.sample()
+    mesh_used = {name: value - mesh_before.get(name, 0.0)
+                 for name, value in (await target.worker_counters(MESH_COUNTERS)).items()}
     await pool.run("bench.gen:close_all")
 
     synced = sum(p["synced"] for p in parts)
@@ -293,6 +297,7 @@ async def _storm(ctx, target, n: int) -> dict:
         # returning device: the server's processes, and the generator's receiving ones
         "server_cpu_us_per_device": storm_cpu * 1e6 / max(reopened, 1) if storm_cpu else None,
         "generator_cpu_us_per_device": sum(p["cpu_s"] for p in parts) * 1e6 / max(reopened, 1),
+        "mesh": _mesh_per_device(mesh_used, reopened, getattr(target, "workers", 1) - 1),
         "attempts": sum(p["attempts"] for p in parts),
         "failed_attempts": sum(p["failed_attempts"] for p in parts),
         "messages_per_second": delivered / total_s if total_s else None,
@@ -304,6 +309,18 @@ async def _storm(ctx, target, n: int) -> dict:
                    "drops": sum(p["drops"] for p in parts)},
         "exactly_once": synced == n and delivered == messaged * k and anomalies == 0,
     }
+
+
+def _mesh_per_device(used: dict[str, float], devices: int, peers: int) -> dict | None:
+    """Mesh writes and reads (each a wake-up of a worker) per returning device, over the whole
+    reconnect + sync phase, and the arrivals one Located frame carried to a peer."""
+    if not used or not devices:
+        return None
+    frames = used["switchboard_cluster_located_frames_total"]
+    arrivals = used["switchboard_cluster_located_arrivals_total"]  # once for all `peers`
+    return {"writes_per_device": used["switchboard_cluster_mesh_writes_total"] / devices,
+            "reads_per_device": used["switchboard_cluster_mesh_reads_total"] / devices,
+            "arrivals_per_frame": arrivals * peers / frames if frames else None}
 
 
 async def _sample_rss(target, samples: list[tuple[float, int]]) -> None:
@@ -343,6 +360,13 @@ def summary(doc: dict) -> list[str]:
             lines.append(f"storm {r['devices']}: CPU per returning device (handshake + sync), "
                          f"server {'-' if server is None else f'{server / 1000:.2f} ms'}, "
                          f"generator {gen / 1000:.2f} ms")
+            if r.get("mesh"):
+                m = r["mesh"]
+                per_frame = m["arrivals_per_frame"]
+                lines.append(f"storm {r['devices']}: mesh per returning device: "
+                             f"{m['writes_per_device']:.1f} writes, {m['reads_per_device']:.1f} "
+                             f"reads; arrivals per Located frame "
+                             f"{'-' if per_frame is None else f'{per_frame:.1f}'}")
             if r["errors"]:
                 lines.append(f"storm {r['devices']}: errors: {r['errors']}")
     return lines

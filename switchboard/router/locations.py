@@ -4,9 +4,11 @@ use to pick the nodes a frame goes to, with no registry round trip per message
 
 Each node tells every peer the users connected to it: a snapshot when a link comes up, then
 the changes batched per event-loop turn (`Located`), or, while an earlier frame of arrivals
-awaits its acknowledgements, batched until they are in: one such frame in flight, so a
-reconnect storm costs one frame and one acknowledgement per peer per round trip, not per
-connect. A node that has not yet had a peer's
+awaits its acknowledgements, batched until they are in: one such frame in flight. And at most
+one frame every `interval` (INTERVAL): a change after a quiet interval leaves at the end of its
+turn, one within it waits until `interval` after the last frame. So a reconnect storm costs one
+frame and one acknowledgement per peer per round trip or interval, whichever is longer, not
+per connect, and a quiet node adds no wait to a connect. A node that has not yet had a peer's
 snapshot sends that peer everything (every member of every chat), so the map is never
 trusted before it is complete.
 
@@ -27,16 +29,18 @@ leaves after this frame, too late for a kick in it. A peer of an older release (
 FEATURE_LOCATED_REPLACED in its Hello) gets a Kick frame per device instead.
 
 Cost: one small frame to every peer per turn with connects or last disconnects of users on a
-node (at most one per round trip while arrivals keep coming), one acknowledgement round trip
-before a device's first sync (two at most: the one in flight, then its own), and, on every node, an entry
-per user connected anywhere else in the cluster (its node's name, shared, in the entry presence
-keeps for the user too: core/remote_users.py): the same order as the presence gossip (O(nodes)
-per change, right for tens of nodes).
+node (at most one per round trip or interval while arrivals keep coming), one acknowledgement
+round trip before a device's first sync (two at most: the one in flight, then its own), up to
+`interval` more on a node that sent a frame less than `interval` before, and, on every node, an
+entry per user connected anywhere else in the cluster (its node's name, shared, in the entry
+presence keeps for the user too: core/remote_users.py): the same order as the presence gossip
+(O(nodes) per change, right for tens of nodes).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Callable, Iterable
 
 from switchboard.core.metrics import Metric, counter, gauge
@@ -49,19 +53,30 @@ from .mesh import Link, Mesh
 
 REPLACED_REASON = "replaced by a newer connection"
 
+#: Seconds between two Located frames to the peers, at least. Each frame costs a write to every
+#: peer, a wake-up of each to read it and an acknowledgement back: with 10 workers on a 2-core
+#: host, a reconnect storm told one or two arrivals per frame spent a third of the workers' CPU
+#: on those. 50 ms, as presence (gossip.py), so the two leave in the same writes; a storm's
+#: devices wait seconds for a core anyway, a quiet node's connect not at all.
+INTERVAL = 0.05
+
 Kick = Callable[[str, str, int, str, int], None]
 """kick(user, device, code, reason, before_ms): LocalNode.kick, what a replaced device does here."""
 
 
 class Locations:
     def __init__(self, mesh_: Mesh, kick: Kick, remote: RemoteUsers | None = None,
-                 ride_along: Callable[[], None] = lambda: None) -> None:
+                 ride_along: Callable[[], None] = lambda: None,
+                 interval: float = INTERVAL) -> None:
         """remote: where other nodes' users are, shared with presence (one entry per user);
         ride_along(): called when a frame goes to every peer, so that what else waits to go to
-        all of them (presence) leaves in the same writes."""
+        all of them (presence) leaves in the same writes; interval: seconds between two frames,
+        at least."""
         self._mesh = mesh_
         self._kick = kick
         self._ride_along = ride_along
+        self.interval = interval
+        self._last = -math.inf                     # loop time the last frame left
         self._here: dict[str, int] = {}            # user -> connections on this node
         self.connections = 0                       # all of them
         self._remote = remote if remote is not None else RemoteUsers()
@@ -78,6 +93,7 @@ class Locations:
         self.replaced_sent = 0  # kicks of replaced devices sent, one per (device, peer)
         self.frames_sent = 0    # Located frames written (one per turn with changes, per peer)
         self.arrivals_sent = 0  # users in their `here` lists, so arrivals per frame shows
+        self.held = 0           # frames held for the interval (connects coming quickly)
 
     # ------------------------------------------------------------------ this node's users
     def arrived(self, user: str) -> asyncio.Future[None]:
@@ -107,11 +123,19 @@ class Locations:
 
     def _schedule(self) -> None:
         """At the end of this turn, or, while an earlier barrier awaits its acknowledgements,
-        once they are in: one barrier in flight, so the arrivals of a reconnect storm leave
-        in one frame per peer per round trip instead of one per turn (docs/cluster.md,
+        once they are in, and not before `interval` after the last frame: one barrier in
+        flight and one frame per interval, so the arrivals of a reconnect storm leave in one
+        frame per peer per round trip or interval instead of one per turn (docs/cluster.md,
         "Fan-out")."""
-        if self._flush is None and not self._in_flight and not self._stopped:
-            self._flush = asyncio.get_running_loop().call_soon(self._send)
+        if self._flush is not None or self._in_flight or self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last + self.interval - loop.time()
+        if wait > 0:
+            self.held += 1
+            self._flush = loop.call_later(wait, self._send)
+        else:
+            self._flush = loop.call_soon(self._send)
 
     def replaced(self, user: str, device: str, opened_ms: int, nodes: Iterable[str]) -> None:
         """The device connected here at opened_ms: its older connections on `nodes` close
@@ -130,6 +154,8 @@ class Locations:
         links = self._mesh.links
         barrier = next(self._barriers) if waiters and links else 0
         if arrived or left or replaced:
+            if links:  # a node without peers has nothing to pace
+                self._last = asyncio.get_running_loop().time()
             common = mesh.MeshFrame(located=mesh.Located(
                 here=sorted(arrived), gone=sorted(left), barrier=barrier))
             payload = common.SerializeToString() if arrived or left else None  # once for all
@@ -268,6 +294,9 @@ class Locations:
             counter("cluster_located_arrivals", "users told to peers as arrived, once per "
                     "batch (arrivals over frames over peers is the coalescing)",
                     self.arrivals_sent),
+            counter("cluster_located_held", "batches of connects and last disconnects held "
+                    "until the interval after the previous one (a node busy with connects)",
+                    self.held),
         ]
 
 

@@ -346,6 +346,31 @@ async def test_connects_behind_an_unacknowledged_arrival_go_in_one_frame(make_se
         await proxy.stop()
 
 
+async def test_connects_within_the_interval_wait_for_it_and_share_one_frame(nodes):
+    """A node sends at most one Located frame per interval: the first connect on a quiet node
+    is told at once (not held), the five that come within the interval after it wait until
+    the interval is over and go to each peer in one frame, and each peer has all of them by
+    the time they are welcomed."""
+    a, b, c = nodes
+    told = a.gateway.router.locations
+    told.interval = 3.0
+    held, frames, arrivals = told.held, told.frames_sent, told.arrivals_sent
+    first = await authed(a, "quiet")
+    assert (told.held, told.frames_sent - frames) == (held, 2)  # one to b, one to c
+    users = [f"quick{i}" for i in range(5)]
+    later = [asyncio.ensure_future(authed(a, user)) for user in users]
+    await wait_for(lambda: told.connections == 6, message="the five arrived on a")
+    assert told.held - held == 1
+    assert b.gateway.router.locations.nodes_for(users) == {}  # held until the interval is over
+    clients = [first] + list(await asyncio.gather(*later))
+    for peer in (b, c):
+        assert peer.gateway.router.locations.nodes_for(users) == {"a": users}
+    assert (told.frames_sent - frames, told.arrivals_sent - arrivals) == (4, 6)
+    assert told.held - held == 1
+    for client in clients:
+        client.close()
+
+
 async def test_a_node_with_another_mesh_secret_never_joins(make_server, tmp_path):
     """cluster.mesh_secret(_file) through the configuration: a and b share it and form the
     ring; c holds another one: it refuses their dials (they cannot prove its secret), and
