@@ -16,7 +16,10 @@ PINGS = 200  # their Pongs (about 20 bytes each) queue far more than a frame
 def masked(payload: bytes) -> bytes:
     """A client's binary WebSocket frame, masked with the all-zero key (RFC 6455 5.3)."""
     size = len(payload)
-    head = bytes([0x82, 0x80 | size]) if size < 126 else bytes([0x82, 0x80 | 126]) + size.to_bytes(2, "big")
+    if size < 126:
+        head = bytes([0x82, 0x80 | size])
+    else:
+        head = bytes([0x82, 0x80 | 126]) + size.to_bytes(2, "big")
     return head + b"\0\0\0\0" + payload
 
 
