@@ -224,6 +224,10 @@ class SwitchboardDevice(Device):
                                              body=body(k, t_ns, self.body_size)))
 
     async def request(self, reply: str, **frame_body):
+        """The answer to one request; ConnectionError naming the close code when the connection
+        ends before it comes (an answer never comes on a closed connection)."""
+        if self.transport is None:
+            raise ConnectionError(f"{self.user}: not connected ({self._closed_how()})")
         rid = self._next_rid()
         future = self._requests[rid] = self._loop.create_future()
         self.transport.send(WSMsgType.BINARY, frames.encode(rid, **frame_body))
@@ -234,6 +238,20 @@ class SwitchboardDevice(Device):
         if answer.WhichOneof("body") != reply:
             raise RuntimeError(f"{self.user}: expected {reply}, got {answer}")
         return getattr(answer, reply)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
+        pending = [f for f in self._requests.values() if not f.done()]
+        if pending:
+            error = ConnectionError(f"{self.user}: connection closed before the answer "
+                                    f"({self._closed_how()})")
+            for future in pending:
+                future.set_exception(error)
+
+    def _closed_how(self) -> str:
+        if self.close_codes:
+            return f"server's close code {self.close_codes[-1]}"
+        return "no close frame from the server" if not self._closing else "closed by the bench"
 
     # -- internals
     def _next_rid(self) -> int:

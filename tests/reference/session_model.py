@@ -636,8 +636,13 @@ class Session:
             self.close(Close.AUTH_TIMEOUT, "no auth in time")
             return
         if self.stalled_since and now - self.stalled_since >= config.retransmit_after:
-            self.slow_consumer()
-            return
+            if self.write_blocked():
+                self.slow_consumer()
+                return
+            # the socket took the buffer without the transport pausing (no resume_writing came):
+            # the reader made room after all
+            self.stalled_since = 0.0
+            self.port.resumed()
         idle = now - self.last_rx
         if idle >= config.idle_timeout:
             self.close(Close.IDLE_TIMEOUT, "idle")

@@ -563,6 +563,17 @@ def test_a_reader_that_makes_no_room_is_a_slow_consumer(rig):
     assert rig.stats.slow_consumers == 1
 
 
+def test_a_stall_whose_buffer_drained_without_a_resume_wakes_the_answers(rig):
+    """The socket took the buffer without the transport pausing, so no resume_writing came:
+    at the stall's deadline the answers are woken, not closed."""
+    rig.port.buffered_bytes = 10_000
+    rig.session.stall(rig.clock.t)
+    rig.port.buffered_bytes = 0
+    rig.clock.advance(10.1)
+    assert rig.port.take("closing") == [] and rig.port.take("resumed") == [()]
+    assert rig.stats.slow_consumers == 0
+
+
 def test_output_past_the_cap_is_a_slow_consumer(rig):
     rig.port.buffered_bytes = 63 * 1024
     rig.session.send_frame(b"x" * 2048)

@@ -356,12 +356,15 @@ cdef class Session(WSListener):
         buf_free(&self.out)
         self.transport.underlying_transport.write(data)
         self.check_outbound()
-        # A pump that stopped on this buffer (write_blocked) goes on now that the socket took
-        # it: resume_writing comes only when the transport paused, which a write the socket
-        # takes at once never makes it do.
-        if self.held_back and not self.write_blocked():
-            self.held_back = False
-            self._maybe_pump()
+        # A pump that stopped on this buffer (write_blocked), and answers that wait for room in
+        # it (the port's stall), go on now that the socket took it: resume_writing comes only
+        # when the transport paused, which a write the socket takes at once never makes it do.
+        if (self.held_back or self.stalled_since) and not self.write_blocked():
+            if self.stalled_since:
+                self.port.resumed()
+            if self.held_back:
+                self.held_back = False
+                self._maybe_pump()
 
     # ------------------------------------------------------------------ frames in
     def receive(self, int opcode, bint fin, bytes payload not None, double now):
@@ -915,8 +918,13 @@ cdef class Session(WSListener):
             self.close(AUTH_TIMEOUT, "no auth in time")
             return
         if self.stalled_since and now - self.stalled_since >= config.retransmit_after:
-            self.slow_consumer()
-            return
+            if self.write_blocked():
+                self.slow_consumer()
+                return
+            # the socket took the buffer without the transport pausing (no resume_writing came):
+            # the reader made room after all
+            self.stalled_since = 0.0
+            self.port.resumed()
         idle = now - self.last_rx
         if idle >= config.idle_timeout:
             self.close(IDLE_TIMEOUT, "idle")
