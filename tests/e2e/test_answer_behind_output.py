@@ -3,8 +3,6 @@ even when the socket takes it all at once (so the transport never paused and no
 resume_writing comes): the client gets its answer, not a slow-consumer close."""
 from __future__ import annotations
 
-import asyncio
-
 from switchboard.proto.v1 import client_pb2 as pb
 from tests.support.raw import RawClient
 from tests.support.server import InProcessServer, fast_config
